@@ -1,0 +1,34 @@
+/**
+ * The command line: a thin shell over the library. Each command lives in
+ * cli/commands/ and registers itself on the program here.
+ */
+import { Command, CommanderError } from 'commander';
+import { releaseGpu } from '../src/gpu/device.ts';
+import { registerInfo } from './commands/info.ts';
+
+const program = new Command();
+program
+  .name('openchat')
+  .description('OpenChat 3.5 / Mistral-7B on WebGPU (WGSL kernels, Dawn in Node.js)')
+  .showHelpAfterError()
+  .exitOverride();
+
+registerInfo(program);
+
+/** One clear line on stderr and a non-zero exit code; the stack only with OPENCHAT_DEBUG=1. */
+function fail(err: unknown): never {
+  const msg = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`openchat: ${msg}\n`);
+  if (process.env.OPENCHAT_DEBUG && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+  process.exit(1);
+}
+
+try {
+  await program.parseAsync(process.argv);
+  // Dawn keeps the event loop alive while a device exists: release it and leave deliberately.
+  await releaseGpu();
+  process.exit(process.exitCode ?? 0);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  fail(err);
+}

@@ -1,0 +1,126 @@
+/**
+ * Buffers on the device: allocation, upload, read-back, and the weight matrix
+ * type that splits tensors too large for one storage binding.
+ */
+import type { Gpu } from './device.ts';
+
+export const STORAGE = 0x0080 | 0x0004 | 0x0008; // STORAGE | COPY_SRC | COPY_DST
+
+/** How a weight matrix is stored on the device. 16-bit formats are packed two per u32 word. */
+export type WeightDType = 'f32' | 'f16' | 'bf16';
+
+export function bytesPerElement(dtype: WeightDType): number {
+  return dtype === 'f32' ? 4 : 2;
+}
+
+/**
+ * A row-major weight matrix [rows, cols] (Hugging Face `[out_features, in_features]`).
+ * Split by rows into parts that each fit in one storage binding: a 32002 x 4096 f16
+ * embedding is 250 MiB, lavapipe binds at most 128 MiB.
+ */
+export interface GpuMatrix {
+  rows: number;
+  cols: number;
+  dtype: WeightDType;
+  parts: { buffer: GPUBuffer; row0: number; rows: number }[];
+}
+
+export function createStorageBuffer(gpu: Gpu, bytes: number, label?: string): GPUBuffer {
+  // Bindings must be 4-byte multiples; round up so callers can size by element count.
+  const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+  if (size > gpu.report.limits.maxBufferSize) {
+    throw new Error(
+      `Buffer '${label ?? 'unnamed'}' needs ${size} bytes, more than this device's maxBufferSize ` +
+        `(${gpu.report.limits.maxBufferSize}).`,
+    );
+  }
+  return gpu.device.createBuffer({ size, usage: STORAGE, label });
+}
+
+type Typed = Float32Array | Uint32Array | Int32Array | Uint16Array | Uint8Array;
+
+/** Writes `data` at `byteOffset`; pads the tail so the write size is a multiple of 4 as WebGPU requires. */
+export function writeBuffer(gpu: Gpu, buffer: GPUBuffer, data: Typed, byteOffset = 0): void {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (bytes.byteLength % 4 === 0) {
+    gpu.device.queue.writeBuffer(buffer, byteOffset, bytes);
+  } else {
+    const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+    padded.set(bytes);
+    gpu.device.queue.writeBuffer(buffer, byteOffset, padded);
+  }
+}
+
+export function uploadF32(gpu: Gpu, data: Float32Array, label?: string): GPUBuffer {
+  const buffer = createStorageBuffer(gpu, data.byteLength, label);
+  writeBuffer(gpu, buffer, data);
+  return buffer;
+}
+
+export function uploadU32(gpu: Gpu, data: Uint32Array | Int32Array, label?: string): GPUBuffer {
+  const buffer = createStorageBuffer(gpu, data.byteLength, label);
+  writeBuffer(gpu, buffer, data);
+  return buffer;
+}
+
+/** Copies `size` bytes at `offset` back to the CPU. Waits for all work submitted before it. */
+export async function readBuffer(gpu: Gpu, buffer: GPUBuffer, offset = 0, size?: number): Promise<ArrayBuffer> {
+  const n = size ?? buffer.size - offset;
+  const staging = gpu.device.createBuffer({ size: Math.ceil(n / 4) * 4, usage: 0x0001 | 0x0008 }); // MAP_READ | COPY_DST
+  const enc = gpu.device.createCommandEncoder();
+  enc.copyBufferToBuffer(buffer, offset, staging, 0, Math.ceil(n / 4) * 4);
+  gpu.device.queue.submit([enc.finish()]);
+  await staging.mapAsync(0x0001);
+  const out = staging.getMappedRange().slice(0, n);
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
+
+export async function readF32(gpu: Gpu, buffer: GPUBuffer, count: number, offsetElems = 0): Promise<Float32Array> {
+  return new Float32Array(await readBuffer(gpu, buffer, offsetElems * 4, count * 4));
+}
+
+export async function readU32(gpu: Gpu, buffer: GPUBuffer, count: number, offsetElems = 0): Promise<Uint32Array> {
+  return new Uint32Array(await readBuffer(gpu, buffer, offsetElems * 4, count * 4));
+}
+
+/** Fills a buffer with NaN (f32 quiet NaN bits) so a test sees any element a kernel failed to write. */
+export function poison(gpu: Gpu, buffer: GPUBuffer): void {
+  const words = new Uint32Array(buffer.size / 4).fill(0x7fc00000);
+  gpu.device.queue.writeBuffer(buffer, 0, words);
+}
+
+/**
+ * Uploads a weight matrix given as its raw little-endian bytes in `dtype`,
+ * splitting it by rows so that no part exceeds the device's binding limit.
+ * `maxPartBytes` can be lowered to exercise the split path in tests.
+ */
+export function uploadMatrix(
+  gpu: Gpu,
+  raw: Uint8Array,
+  rows: number,
+  cols: number,
+  dtype: WeightDType,
+  label = 'matrix',
+  maxPartBytes = gpu.report.limits.maxStorageBufferBindingSize,
+): GpuMatrix {
+  const rowBytes = cols * bytesPerElement(dtype);
+  if (rowBytes % 4 !== 0) throw new Error(`${label}: a row of ${cols} ${dtype} values is not a whole number of 32-bit words`);
+  if (raw.byteLength !== rows * rowBytes) {
+    throw new Error(`${label}: expected ${rows * rowBytes} bytes for [${rows}, ${cols}] ${dtype}, got ${raw.byteLength}`);
+  }
+  const rowsPerPart = Math.max(1, Math.floor(maxPartBytes / rowBytes));
+  const parts: GpuMatrix['parts'] = [];
+  for (let row0 = 0; row0 < rows; row0 += rowsPerPart) {
+    const n = Math.min(rowsPerPart, rows - row0);
+    const buffer = createStorageBuffer(gpu, n * rowBytes, `${label}[${row0}:${row0 + n}]`);
+    writeBuffer(gpu, buffer, raw.subarray(row0 * rowBytes, (row0 + n) * rowBytes));
+    parts.push({ buffer, row0, rows: n });
+  }
+  return { rows, cols, dtype, parts };
+}
+
+export function destroyMatrix(m: GpuMatrix): void {
+  for (const p of m.parts) p.buffer.destroy();
+}

@@ -1,0 +1,190 @@
+/**
+ * Acquires the one WebGPU device that everything else runs on.
+ *
+ * In Node the device comes from Dawn through the `webgpu` package. Two rules
+ * shape this module:
+ *  - The object returned by `create()` and the adapter must stay strongly
+ *    referenced for as long as the device lives. If the garbage collector takes
+ *    them, Dawn later crashes inside ProcessEvents (a segfault, or "The futex
+ *    facility returned an unexpected error code"). `Gpu` holds all three.
+ *  - Dawn keeps the Node event loop alive while a device exists, so a program
+ *    that is done must call `releaseGpu()` (or exit explicitly).
+ */
+import { create, globals } from 'webgpu';
+
+// Dawn's bindings expose the WebGPU constants (GPUBufferUsage, ...) as an
+// object to install on globalThis, where browser-style code expects them.
+Object.assign(globalThis, globals);
+
+export interface AdapterReport {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** True for CPU implementations such as Mesa's lavapipe or SwiftShader. */
+  isSoftware: boolean;
+  features: string[];
+  limits: {
+    maxStorageBufferBindingSize: number;
+    maxBufferSize: number;
+    maxComputeWorkgroupStorageSize: number;
+    maxComputeInvocationsPerWorkgroup: number;
+    maxComputeWorkgroupSizeX: number;
+    maxComputeWorkgroupsPerDimension: number;
+    maxStorageBuffersPerShaderStage: number;
+    minStorageBufferOffsetAlignment: number;
+    minUniformBufferOffsetAlignment: number;
+  };
+}
+
+export interface Gpu {
+  device: GPUDevice;
+  adapter: GPUAdapter;
+  /** The Dawn instance; held only so that it outlives the device (see above). */
+  instance: GPU;
+  report: AdapterReport;
+  /** `shader-f16` was offered and enabled. */
+  hasF16: boolean;
+  /** `subgroups` was offered and enabled. */
+  hasSubgroups: boolean;
+}
+
+export class NoAdapterError extends Error {
+  constructor(detail: string) {
+    super(
+      `No WebGPU adapter is available (${detail}). ` +
+        'With a GPU, install its Vulkan driver (NVIDIA, AMD or Intel Mesa). ' +
+        'Without one, install Mesa lavapipe (software Vulkan) >= 24, on Debian 12: ' +
+        'add the bookworm-backports suite, then `apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1`. ' +
+        "Bookworm's own Mesa 22.3 is too old for Dawn.",
+    );
+    this.name = 'NoAdapterError';
+  }
+}
+
+function isSoftwareAdapter(info: GPUAdapterInfo): boolean {
+  const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`.toLowerCase();
+  return /llvmpipe|lavapipe|swiftshader|software|cpu/.test(text);
+}
+
+function reportOf(adapter: GPUAdapter): AdapterReport {
+  const info = adapter.info;
+  const l = adapter.limits;
+  return {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    isSoftware: isSoftwareAdapter(info),
+    features: [...adapter.features].map(String).sort(),
+    limits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+      minStorageBufferOffsetAlignment: l.minStorageBufferOffsetAlignment,
+      minUniformBufferOffsetAlignment: l.minUniformBufferOffsetAlignment,
+    },
+  };
+}
+
+async function requestAdapter(instance: GPU): Promise<GPUAdapter> {
+  // Prefer a hardware adapter; accept a software one (lavapipe) when it is all there is.
+  const hw = await instance.requestAdapter({ powerPreference: 'high-performance' });
+  if (hw && !isSoftwareAdapter(hw.info)) return hw;
+  const any = hw ?? (await instance.requestAdapter({ forceFallbackAdapter: true }));
+  if (!any) throw new NoAdapterError('requestAdapter() returned null');
+  return any;
+}
+
+let current: Promise<Gpu> | null = null;
+// A second, plain strong reference: `current` is a promise, and we want the
+// resolved objects pinned even while nobody awaits it.
+let pinned: Gpu | null = null;
+
+async function acquire(): Promise<Gpu> {
+  if (!process.env.XDG_RUNTIME_DIR) {
+    // Mesa warns on every start without it; the directory itself is unused by compute.
+    process.env.XDG_RUNTIME_DIR = '/tmp';
+  }
+  let instance: GPU;
+  try {
+    instance = create([]);
+  } catch (e) {
+    throw new NoAdapterError(`Dawn failed to start: ${(e as Error).message}`);
+  }
+  const adapter = await requestAdapter(instance);
+  const wanted: GPUFeatureName[] = [];
+  const hasF16 = adapter.features.has('shader-f16');
+  const hasSubgroups = adapter.features.has('subgroups');
+  if (hasF16) wanted.push('shader-f16');
+  if (hasSubgroups) wanted.push('subgroups' as GPUFeatureName);
+  const l = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures: wanted,
+    requiredLimits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+    },
+  });
+  device.addEventListener('uncapturederror', (ev) => {
+    const err = (ev as GPUUncapturedErrorEvent).error;
+    process.stderr.write(`WebGPU error: ${err.message}\n`);
+  });
+  const gpu: Gpu = { device, adapter, instance, report: reportOf(adapter), hasF16, hasSubgroups };
+  pinned = gpu;
+  return gpu;
+}
+
+/** The process-wide device, created on first use. */
+export function getGpu(): Promise<Gpu> {
+  if (!current) {
+    current = acquire();
+    current.catch(() => {
+      current = null;
+    });
+  }
+  return current;
+}
+
+/** Destroys the device so that Node can exit; a later getGpu() makes a new one. */
+export async function releaseGpu(): Promise<void> {
+  if (!current) return;
+  const gpu = await current.catch(() => null);
+  current = null;
+  if (gpu) {
+    gpu.device.destroy();
+    // Let Dawn deliver the device-lost callback before the references go.
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  pinned = null;
+}
+
+/** Test hook: the pinned objects, to check they survive garbage collection. */
+export function pinnedGpu(): Gpu | null {
+  return pinned;
+}
+
+export function formatReport(r: AdapterReport): string {
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+  const lines = [
+    `adapter:      ${r.description || r.device || '(unnamed)'}${r.isSoftware ? '  [software]' : ''}`,
+    `vendor:       ${r.vendor || '-'}   architecture: ${r.architecture || '-'}`,
+    `features:     ${r.features.join(', ')}`,
+    `limits:`,
+    `  maxStorageBufferBindingSize     ${mib(r.limits.maxStorageBufferBindingSize)}`,
+    `  maxBufferSize                   ${mib(r.limits.maxBufferSize)}`,
+    `  maxComputeWorkgroupStorageSize  ${r.limits.maxComputeWorkgroupStorageSize} B`,
+    `  maxComputeInvocationsPerWorkgroup ${r.limits.maxComputeInvocationsPerWorkgroup}`,
+    `  maxComputeWorkgroupsPerDimension  ${r.limits.maxComputeWorkgroupsPerDimension}`,
+    `  maxStorageBuffersPerShaderStage   ${r.limits.maxStorageBuffersPerShaderStage}`,
+  ];
+  return lines.join('\n');
+}
