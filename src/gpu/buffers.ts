@@ -92,10 +92,31 @@ export function poison(gpu: Gpu, buffer: GPUBuffer): void {
 }
 
 /**
- * Uploads a weight matrix given as its raw little-endian bytes in `dtype`,
- * splitting it by rows so that no part exceeds the device's binding limit.
- * `maxPartBytes` can be lowered to exercise the split path in tests.
+ * Allocates a weight matrix [rows, cols] of `dtype` on the device, split by rows
+ * so that no part exceeds the binding limit (`maxPartBytes` can be lowered to
+ * exercise the split path in tests). The contents are left for the caller to write.
  */
+export function allocateMatrix(
+  gpu: Gpu,
+  rows: number,
+  cols: number,
+  dtype: WeightDType,
+  label = 'matrix',
+  maxPartBytes = gpu.report.limits.maxStorageBufferBindingSize,
+): GpuMatrix {
+  const rowBytes = cols * bytesPerElement(dtype);
+  if (rowBytes % 4 !== 0) throw new Error(`${label}: a row of ${cols} ${dtype} values is not a whole number of 32-bit words`);
+  if (rowBytes > maxPartBytes) throw new Error(`${label}: one row (${rowBytes} bytes) exceeds the binding limit ${maxPartBytes}`);
+  const rowsPerPart = Math.floor(maxPartBytes / rowBytes);
+  const parts: GpuMatrix['parts'] = [];
+  for (let row0 = 0; row0 < rows; row0 += rowsPerPart) {
+    const n = Math.min(rowsPerPart, rows - row0);
+    parts.push({ buffer: createStorageBuffer(gpu, n * rowBytes, `${label}[${row0}:${row0 + n}]`), row0, rows: n });
+  }
+  return { rows, cols, dtype, parts };
+}
+
+/** Uploads a weight matrix given as its raw little-endian bytes in `dtype` (see allocateMatrix). */
 export function uploadMatrix(
   gpu: Gpu,
   raw: Uint8Array,
@@ -106,19 +127,12 @@ export function uploadMatrix(
   maxPartBytes = gpu.report.limits.maxStorageBufferBindingSize,
 ): GpuMatrix {
   const rowBytes = cols * bytesPerElement(dtype);
-  if (rowBytes % 4 !== 0) throw new Error(`${label}: a row of ${cols} ${dtype} values is not a whole number of 32-bit words`);
   if (raw.byteLength !== rows * rowBytes) {
     throw new Error(`${label}: expected ${rows * rowBytes} bytes for [${rows}, ${cols}] ${dtype}, got ${raw.byteLength}`);
   }
-  const rowsPerPart = Math.max(1, Math.floor(maxPartBytes / rowBytes));
-  const parts: GpuMatrix['parts'] = [];
-  for (let row0 = 0; row0 < rows; row0 += rowsPerPart) {
-    const n = Math.min(rowsPerPart, rows - row0);
-    const buffer = createStorageBuffer(gpu, n * rowBytes, `${label}[${row0}:${row0 + n}]`);
-    writeBuffer(gpu, buffer, raw.subarray(row0 * rowBytes, (row0 + n) * rowBytes));
-    parts.push({ buffer, row0, rows: n });
-  }
-  return { rows, cols, dtype, parts };
+  const m = allocateMatrix(gpu, rows, cols, dtype, label, maxPartBytes);
+  for (const p of m.parts) writeBuffer(gpu, p.buffer, raw.subarray(p.row0 * rowBytes, (p.row0 + p.rows) * rowBytes));
+  return m;
 }
 
 export function destroyMatrix(m: GpuMatrix): void {

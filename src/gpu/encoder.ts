@@ -129,7 +129,7 @@ function isBuffer(b: Binding): b is GPUBuffer {
  */
 export class Encoder {
   private readonly encoder: GPUCommandEncoder;
-  private readonly pass: GPUComputePassEncoder;
+  private pass: GPUComputePassEncoder;
   private readonly arena: UniformArena;
   dispatches = 0;
 
@@ -168,6 +168,13 @@ export class Encoder {
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(x, y, z);
     this.dispatches++;
+  }
+
+  /** Records a buffer-to-buffer copy between dispatches (copies cannot sit inside a compute pass). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    this.pass.end();
+    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+    this.pass = this.encoder.beginComputePass();
   }
 
   /** Ends the pass and submits everything recorded, uniforms first. */

@@ -1,0 +1,177 @@
+/**
+ * The model's hyper-parameters, parsed once from a Hugging Face `config.json`
+ * into one typed, validated object. Field names are Hugging Face's, so this
+ * reads next to `MistralConfig` in transformers.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+export type Architecture = 'MistralForCausalLM' | 'LlamaForCausalLM';
+
+export interface ModelConfig {
+  architecture: Architecture;
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  head_dim: number;
+  rms_norm_eps: number;
+  rope_theta: number;
+  /** Keys a query sees, its own included; null for no window (Llama). */
+  sliding_window: number | null;
+  max_position_embeddings: number;
+  tie_word_embeddings: boolean;
+  bos_token_id: number | null;
+  /** HF allows one id or a list. */
+  eos_token_id: number[];
+  torch_dtype: string | null;
+}
+
+export class ConfigError extends Error {
+  constructor(source: string, message: string) {
+    super(`${source}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Json = Record<string, unknown>;
+
+function positiveInt(raw: Json, key: string, source: string): number {
+  const v = raw[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
+    throw new ConfigError(source, `"${key}" must be a positive integer; got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function positiveNumber(raw: Json, key: string, source: string, fallback?: number): number {
+  const v = raw[key] ?? fallback;
+  if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
+    throw new ConfigError(source, `"${key}" must be a positive number; got ${JSON.stringify(raw[key])}`);
+  }
+  return v;
+}
+
+function optionalTokenId(raw: Json, key: string, source: string): number[] {
+  const v = raw[key];
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  for (const id of list) {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
+      throw new ConfigError(source, `"${key}" must be a token id or a list of them; got ${JSON.stringify(v)}`);
+    }
+  }
+  return list as number[];
+}
+
+/** Validates a parsed config.json. `source` names the file in error messages. */
+export function parseConfig(raw: Json, source = 'config.json'): ModelConfig {
+  const archs = raw.architectures;
+  const arch = Array.isArray(archs) ? archs[0] : undefined;
+  const modelType = raw.model_type;
+  let architecture: Architecture;
+  if (arch === 'MistralForCausalLM' || (arch === undefined && modelType === 'mistral')) architecture = 'MistralForCausalLM';
+  else if (arch === 'LlamaForCausalLM' || (arch === undefined && modelType === 'llama')) architecture = 'LlamaForCausalLM';
+  else {
+    throw new ConfigError(
+      source,
+      `unsupported architecture ${JSON.stringify(arch ?? modelType)}; this engine runs MistralForCausalLM and LlamaForCausalLM`,
+    );
+  }
+
+  const hidden_size = positiveInt(raw, 'hidden_size', source);
+  const num_attention_heads = positiveInt(raw, 'num_attention_heads', source);
+  const num_key_value_heads = raw.num_key_value_heads === undefined ? num_attention_heads : positiveInt(raw, 'num_key_value_heads', source);
+  const head_dim = raw.head_dim === undefined || raw.head_dim === null ? hidden_size / num_attention_heads : positiveInt(raw, 'head_dim', source);
+
+  if (!Number.isInteger(head_dim)) {
+    throw new ConfigError(source, `hidden_size ${hidden_size} is not divisible by num_attention_heads ${num_attention_heads}, and no head_dim is given`);
+  }
+  if (head_dim % 2 !== 0) throw new ConfigError(source, `head_dim must be even for rotary embeddings; got ${head_dim}`);
+  if (num_attention_heads % num_key_value_heads !== 0) {
+    throw new ConfigError(source, `num_attention_heads (${num_attention_heads}) must be a multiple of num_key_value_heads (${num_key_value_heads})`);
+  }
+  const act = raw.hidden_act ?? 'silu';
+  if (act !== 'silu') throw new ConfigError(source, `hidden_act ${JSON.stringify(act)} is not supported (only "silu")`);
+  if (raw.attention_bias === true || raw.mlp_bias === true) {
+    throw new ConfigError(source, 'attention_bias / mlp_bias are not supported (Mistral and Llama have none)');
+  }
+  const scaling = raw.rope_scaling;
+  if (scaling !== undefined && scaling !== null) {
+    throw new ConfigError(source, `rope_scaling ${JSON.stringify(scaling)} is not supported; only plain RoPE with rope_theta`);
+  }
+
+  let sliding_window: number | null = null;
+  if (architecture === 'MistralForCausalLM' && raw.sliding_window !== undefined && raw.sliding_window !== null) {
+    sliding_window = positiveInt(raw, 'sliding_window', source);
+  }
+  if (architecture === 'LlamaForCausalLM' && raw.sliding_window) {
+    throw new ConfigError(source, 'LlamaForCausalLM has no sliding window; remove "sliding_window" or use MistralForCausalLM');
+  }
+  const max_position_embeddings = positiveInt(raw, 'max_position_embeddings', source);
+  if (sliding_window !== null && sliding_window >= max_position_embeddings) sliding_window = null; // a window as long as the context is no window
+
+  const config: ModelConfig = {
+    architecture,
+    vocab_size: positiveInt(raw, 'vocab_size', source),
+    hidden_size,
+    intermediate_size: positiveInt(raw, 'intermediate_size', source),
+    num_hidden_layers: positiveInt(raw, 'num_hidden_layers', source),
+    num_attention_heads,
+    num_key_value_heads,
+    head_dim,
+    rms_norm_eps: positiveNumber(raw, 'rms_norm_eps', source, 1e-6),
+    rope_theta: positiveNumber(raw, 'rope_theta', source, 10000),
+    sliding_window,
+    max_position_embeddings,
+    tie_word_embeddings: raw.tie_word_embeddings === true,
+    bos_token_id: optionalTokenId(raw, 'bos_token_id', source)[0] ?? null,
+    eos_token_id: optionalTokenId(raw, 'eos_token_id', source),
+    torch_dtype: typeof raw.torch_dtype === 'string' ? raw.torch_dtype : null,
+  };
+  if (config.hidden_size % 2 !== 0 || config.intermediate_size % 2 !== 0) {
+    throw new ConfigError(source, 'hidden_size and intermediate_size must be even (16-bit weights are read two per word)');
+  }
+  return config;
+}
+
+/** Reads and validates `DIR/config.json`. */
+export function loadConfig(dir: string): ModelConfig {
+  const file = join(dir, 'config.json');
+  if (!existsSync(file)) {
+    throw new ConfigError(file, 'not found. A model folder needs the Hugging Face config.json next to its *.safetensors files');
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ConfigError(file, `is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(file, 'must contain a JSON object');
+  return parseConfig(raw as Json, file);
+}
+
+/** The tensor names and shapes a checkpoint of this config must hold, in HF state_dict naming. */
+export function expectedTensors(c: ModelConfig): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  const q = c.num_attention_heads * c.head_dim;
+  const kv = c.num_key_value_heads * c.head_dim;
+  m.set('model.embed_tokens.weight', [c.vocab_size, c.hidden_size]);
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    const p = `model.layers.${i}.`;
+    m.set(p + 'input_layernorm.weight', [c.hidden_size]);
+    m.set(p + 'self_attn.q_proj.weight', [q, c.hidden_size]);
+    m.set(p + 'self_attn.k_proj.weight', [kv, c.hidden_size]);
+    m.set(p + 'self_attn.v_proj.weight', [kv, c.hidden_size]);
+    m.set(p + 'self_attn.o_proj.weight', [c.hidden_size, q]);
+    m.set(p + 'post_attention_layernorm.weight', [c.hidden_size]);
+    m.set(p + 'mlp.gate_proj.weight', [c.intermediate_size, c.hidden_size]);
+    m.set(p + 'mlp.up_proj.weight', [c.intermediate_size, c.hidden_size]);
+    m.set(p + 'mlp.down_proj.weight', [c.hidden_size, c.intermediate_size]);
+  }
+  m.set('model.norm.weight', [c.hidden_size]);
+  if (!c.tie_word_embeddings) m.set('lm_head.weight', [c.vocab_size, c.hidden_size]);
+  return m;
+}

@@ -1,0 +1,363 @@
+/**
+ * The Mistral forward pass on WebGPU: a Hugging Face checkpoint streamed onto
+ * the device, a KV cache, and one decoder layer per screen below (`layer()`).
+ * Every step is one WGSL kernel from src/kernels; a whole chunk of tokens is
+ * recorded into one command buffer and submitted once.
+ */
+import type { Gpu } from '../gpu/device.ts';
+import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
+import { Encoder } from '../gpu/encoder.ts';
+import { decodeToF32 } from '../util/half.ts';
+import { loadConfig, type ModelConfig } from './config.ts';
+import { KVCache } from './kv_cache.ts';
+import { Checkpoint, CheckpointError } from './safetensors.ts';
+import { validateCheckpoint } from './weights.ts';
+import { embedding } from '../kernels/embedding.ts';
+import { rmsNorm } from '../kernels/rmsnorm.ts';
+import { matmul } from '../kernels/matmul.ts';
+import { matmulSwiGLU } from '../kernels/swiglu.ts';
+import { rope, ropeTable } from '../kernels/rope.ts';
+import { attention } from '../kernels/attention.ts';
+import { kvWrite } from '../kernels/kv_write.ts';
+import { argmax } from '../kernels/argmax.ts';
+import { topK } from '../kernels/topk.ts';
+
+export interface LoadProgress {
+  tensorsDone: number;
+  tensorsTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+  seconds: number;
+}
+
+export interface ModelOptions {
+  /** Longest sequence (prompt + output) to allocate for; at most max_position_embeddings. */
+  contextLength?: number;
+  /** Most tokens per prefill dispatch; bounds the activation buffers. */
+  maxChunk?: number;
+  onProgress?: (p: LoadProgress) => void;
+}
+
+/** What to read back after running a sequence of tokens. */
+export type Readout =
+  | { kind: 'none' }
+  | { kind: 'argmax' } // the last position's most likely token: 4 bytes back
+  | { kind: 'topk'; k: number } // the last position's k best tokens and their logits
+  | { kind: 'logits' } // the last position's full logits row
+  | { kind: 'all-logits' }; // every position's logits [tokens, vocab_size]
+
+export interface ForwardResult {
+  argmax?: number;
+  topk?: { ids: Uint32Array; logits: Float32Array };
+  logits?: Float32Array;
+}
+
+interface Layer {
+  input_layernorm: GPUBuffer;
+  q_proj: GpuMatrix;
+  k_proj: GpuMatrix;
+  v_proj: GpuMatrix;
+  o_proj: GpuMatrix;
+  post_attention_layernorm: GPUBuffer;
+  gate_proj: GpuMatrix;
+  up_proj: GpuMatrix;
+  down_proj: GpuMatrix;
+}
+
+/** Activations for up to `chunk` tokens, row-major [tokens, features], f32. */
+interface Scratch {
+  chunk: number;
+  ids: GPUBuffer; // u32 [chunk]
+  x: GPUBuffer; // residual stream [chunk, hidden_size]
+  h: GPUBuffer; // normed input of a block [chunk, hidden_size]
+  q: GPUBuffer; // [chunk, num_attention_heads * head_dim]
+  k: GPUBuffer; // [chunk, num_key_value_heads * head_dim]
+  v: GPUBuffer;
+  attn: GPUBuffer; // attention output [chunk, num_attention_heads * head_dim]
+  mlp: GPUBuffer; // silu(gate) * up [chunk, intermediate_size]
+  logits: GPUBuffer; // [chunk, vocab_size]
+  last: GPUBuffer; // the last position's hidden state [hidden_size]
+  lastNormed: GPUBuffer;
+  topIds: GPUBuffer;
+  topLogits: GPUBuffer;
+}
+
+const STAGING_BYTES = 32 * 2 ** 20; // host memory used while streaming weights in
+const MAX_TOPK = 1000;
+
+export class MistralModel {
+  readonly cache: KVCache;
+  private readonly scratch: Scratch;
+  private readonly ropeTable: GPUBuffer;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: ModelConfig,
+    readonly contextLength: number,
+    private readonly embed_tokens: GpuMatrix,
+    private readonly layers: Layer[],
+    private readonly norm: GPUBuffer,
+    private readonly lm_head: GpuMatrix,
+    readonly weightBytes: number,
+    maxChunk: number,
+  ) {
+    this.cache = new KVCache(gpu, config, contextLength);
+    this.ropeTable = ropeTable(gpu, contextLength, config.head_dim, config.rope_theta);
+    this.scratch = this.allocateScratch(maxChunk);
+  }
+
+  static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
+    const config = loadConfig(dir);
+    const contextLength = Math.min(opts.contextLength ?? config.max_position_embeddings, config.max_position_embeddings);
+    const ckpt = Checkpoint.open(dir);
+    try {
+      validateCheckpoint(ckpt, config);
+      const loader = new WeightLoader(gpu, ckpt, opts.onProgress);
+      const layers: Layer[] = [];
+      for (let i = 0; i < config.num_hidden_layers; i++) {
+        const p = `model.layers.${i}.`;
+        layers.push({
+          input_layernorm: loader.vector(p + 'input_layernorm.weight'),
+          q_proj: await loader.matrix(p + 'self_attn.q_proj.weight'),
+          k_proj: await loader.matrix(p + 'self_attn.k_proj.weight'),
+          v_proj: await loader.matrix(p + 'self_attn.v_proj.weight'),
+          o_proj: await loader.matrix(p + 'self_attn.o_proj.weight'),
+          post_attention_layernorm: loader.vector(p + 'post_attention_layernorm.weight'),
+          gate_proj: await loader.matrix(p + 'mlp.gate_proj.weight'),
+          up_proj: await loader.matrix(p + 'mlp.up_proj.weight'),
+          down_proj: await loader.matrix(p + 'mlp.down_proj.weight'),
+        });
+      }
+      const embed = await loader.matrix('model.embed_tokens.weight');
+      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight');
+      const norm = loader.vector('model.norm.weight');
+      await gpu.device.queue.onSubmittedWorkDone();
+      // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
+      const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
+      const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? 128, byBinding, contextLength));
+      return new MistralModel(gpu, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk);
+    } finally {
+      ckpt.close();
+    }
+  }
+
+  get maxChunk(): number {
+    return this.scratch.chunk;
+  }
+
+  /**
+   * Runs `ids` at positions cache.length.. (in chunks of at most maxChunk tokens),
+   * appends them to the KV cache and reads back what `readout` asks for.
+   */
+  async forward(ids: readonly number[], readout: Readout): Promise<ForwardResult> {
+    if (ids.length === 0) throw new Error('forward: no tokens');
+    const pos0 = this.cache.length;
+    if (pos0 + ids.length > this.contextLength) {
+      throw new RangeError(`sequence of ${pos0 + ids.length} tokens exceeds the context length ${this.contextLength}`);
+    }
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocab_size) {
+        throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.config.vocab_size})`);
+      }
+    }
+    const all = readout.kind === 'all-logits' ? new Float32Array(ids.length * this.config.vocab_size) : undefined;
+    let result: ForwardResult = {};
+    for (let start = 0; start < ids.length; start += this.scratch.chunk) {
+      const chunk = ids.slice(start, start + this.scratch.chunk);
+      const isLast = start + chunk.length === ids.length;
+      const r = await this.runChunk(chunk, isLast || all ? readout : { kind: 'none' });
+      if (all && r.logits) all.set(r.logits, start * this.config.vocab_size);
+      if (isLast) result = r;
+    }
+    return all ? { logits: all } : result;
+  }
+
+  /** One chunk: embed, every decoder layer, final norm, lm_head on the rows the readout needs. */
+  private async runChunk(ids: number[], readout: Readout): Promise<ForwardResult> {
+    const c = this.config;
+    const s = this.scratch;
+    const T = ids.length;
+    const pos0 = this.cache.length;
+    writeBuffer(this.gpu, s.ids, new Uint32Array(ids));
+
+    const enc = new Encoder(this.gpu);
+    embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
+    for (let i = 0; i < this.layers.length; i++) this.layer(enc, i, T, pos0);
+
+    let rows = T;
+    let hidden = s.x;
+    if (readout.kind !== 'all-logits') {
+      // Only the last position's logits are wanted: skip lm_head for the others.
+      enc.copy(s.x, (T - 1) * c.hidden_size * 4, s.last, 0, c.hidden_size * 4);
+      rows = 1;
+      hidden = s.last;
+    }
+    if (readout.kind !== 'none') {
+      const normed = rows === 1 ? s.lastNormed : s.h;
+      rmsNorm(enc, { x: hidden, weight: this.norm, y: normed, tokens: rows, dim: c.hidden_size, eps: c.rms_norm_eps });
+      matmul(enc, { x: normed, w: this.lm_head, y: s.logits, tokens: rows });
+      if (readout.kind === 'argmax') argmax(enc, { logits: s.logits, n: c.vocab_size, rows: 1, out: s.topIds });
+      if (readout.kind === 'topk') {
+        if (readout.k < 1 || readout.k > MAX_TOPK) throw new RangeError(`top-k readout needs 1 <= k <= ${MAX_TOPK}`);
+        topK(enc, { logits: s.logits, n: c.vocab_size, k: readout.k, outIds: s.topIds, outValues: s.topLogits });
+      }
+    }
+    enc.submit();
+    this.cache.tokens.push(...ids);
+
+    switch (readout.kind) {
+      case 'none':
+        return {};
+      case 'argmax':
+        return { argmax: (await readU32(this.gpu, s.topIds, 1))[0]! };
+      case 'topk':
+        return {
+          topk: { ids: await readU32(this.gpu, s.topIds, readout.k), logits: await readF32(this.gpu, s.topLogits, readout.k) },
+        };
+      case 'logits':
+        return { logits: await readF32(this.gpu, s.logits, c.vocab_size) };
+      case 'all-logits':
+        return { logits: await readF32(this.gpu, s.logits, T * c.vocab_size) };
+    }
+  }
+
+  /** One decoder layer, as in the paper: pre-norm attention block, then pre-norm SwiGLU MLP block. */
+  private layer(enc: Encoder, i: number, T: number, pos0: number): void {
+    const c = this.config;
+    const s = this.scratch;
+    const L = this.layers[i]!;
+    const heads = c.num_attention_heads;
+    const kvHeads = c.num_key_value_heads;
+    const headDim = c.head_dim;
+
+    // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
+    rmsNorm(enc, { x: s.x, weight: L.input_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
+    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T });
+    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T });
+    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T });
+    rope(enc, { x: s.q, table: this.ropeTable, tokens: T, heads, headDim, pos0 });
+    rope(enc, { x: s.k, table: this.ropeTable, tokens: T, heads: kvHeads, headDim, pos0 });
+    const kCache = this.cache.keys[i]!;
+    const vCache = this.cache.values[i]!;
+    const slots = this.cache.slots;
+    attention(enc, {
+      q: s.q, kNew: s.k, vNew: s.v, kCache, vCache, out: s.attn,
+      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0,
+    });
+    kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots });
+    matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true });
+
+    // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
+    rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
+    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T });
+    matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true });
+  }
+
+  private allocateScratch(chunk: number): Scratch {
+    const c = this.config;
+    const f32 = (n: number, label: string) => createStorageBuffer(this.gpu, n * 4, label);
+    return {
+      chunk,
+      ids: f32(chunk, 'ids'),
+      x: f32(chunk * c.hidden_size, 'x'),
+      h: f32(chunk * c.hidden_size, 'h'),
+      q: f32(chunk * c.num_attention_heads * c.head_dim, 'q'),
+      k: f32(chunk * c.num_key_value_heads * c.head_dim, 'k'),
+      v: f32(chunk * c.num_key_value_heads * c.head_dim, 'v'),
+      attn: f32(chunk * c.num_attention_heads * c.head_dim, 'attn'),
+      mlp: f32(chunk * c.intermediate_size, 'mlp'),
+      logits: f32(chunk * c.vocab_size, 'logits'),
+      last: f32(c.hidden_size, 'last'),
+      lastNormed: f32(c.hidden_size, 'last_normed'),
+      topIds: f32(MAX_TOPK, 'top_ids'),
+      topLogits: f32(MAX_TOPK, 'top_logits'),
+    };
+  }
+
+  /** Frees every device buffer of the model. */
+  destroy(): void {
+    const seen = new Set<GpuMatrix>();
+    for (const L of this.layers) {
+      for (const m of [L.q_proj, L.k_proj, L.v_proj, L.o_proj, L.gate_proj, L.up_proj, L.down_proj]) seen.add(m);
+      L.input_layernorm.destroy();
+      L.post_attention_layernorm.destroy();
+    }
+    seen.add(this.embed_tokens).add(this.lm_head);
+    for (const m of seen) destroyMatrix(m);
+    this.norm.destroy();
+    this.ropeTable.destroy();
+    this.cache.destroy();
+    for (const [key, b] of Object.entries(this.scratch)) if (key !== 'chunk') (b as GPUBuffer).destroy();
+  }
+}
+
+/**
+ * Streams tensors from the checkpoint to the device through one bounded host
+ * buffer, so loading never holds the model twice in memory (a 7B model is
+ * 14.5 GB of 16-bit weights; on lavapipe the "device" memory is host memory too).
+ */
+class WeightLoader {
+  private staging = new Uint8Array(STAGING_BYTES);
+  private started = performance.now();
+  private done = 0;
+  private bytes = 0;
+  private sinceSync = 0;
+  private readonly total: number;
+  private readonly totalBytes: number;
+
+  constructor(private gpu: Gpu, private ckpt: Checkpoint, private onProgress?: (p: LoadProgress) => void) {
+    this.total = ckpt.tensors.size;
+    this.totalBytes = ckpt.totalBytes;
+  }
+
+  /** A 2-D weight kept in its stored dtype (bf16 stays bf16: widened exactly in the kernels). */
+  async matrix(name: string): Promise<GpuMatrix> {
+    const e = this.ckpt.get(name);
+    const [rows, cols] = e.shape as [number, number];
+    const m = allocateMatrix(this.gpu, rows, cols, e.dtype, name);
+    const rowBytes = cols * bytesPerElement(e.dtype);
+    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / rowBytes));
+    for (const part of m.parts) {
+      for (let r = 0; r < part.rows; r += rowsPerRead) {
+        const n = Math.min(rowsPerRead, part.rows - r);
+        const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * rowBytes, n * rowBytes);
+        writeBuffer(this.gpu, part.buffer, bytes, r * rowBytes);
+        await this.throttle(bytes.byteLength);
+      }
+    }
+    this.tick(e.byteLength);
+    return m;
+  }
+
+  /** A norm weight, widened to f32 on the host (it is tiny). */
+  vector(name: string): GPUBuffer {
+    const e = this.ckpt.get(name);
+    if (e.shape.length !== 1) throw new CheckpointError(`${e.file}: '${name}' should be a vector`);
+    const values = decodeToF32(this.ckpt.read(name), e.dtype);
+    const buffer = createStorageBuffer(this.gpu, values.byteLength, name);
+    writeBuffer(this.gpu, buffer, values);
+    this.tick(e.byteLength);
+    return buffer;
+  }
+
+  /** Lets Dawn recycle its upload memory now and then, so host memory stays bounded. */
+  private async throttle(bytes: number): Promise<void> {
+    this.sinceSync += bytes;
+    if (this.sinceSync >= 256 * 2 ** 20) {
+      this.sinceSync = 0;
+      await this.gpu.device.queue.onSubmittedWorkDone();
+    }
+  }
+
+  private tick(bytes: number): void {
+    this.done++;
+    this.bytes += bytes;
+    this.onProgress?.({
+      tensorsDone: this.done,
+      tensorsTotal: this.total,
+      bytesDone: this.bytes,
+      bytesTotal: this.totalBytes,
+      seconds: (performance.now() - this.started) / 1000,
+    });
+  }
+}

@@ -1,0 +1,252 @@
+/**
+ * A safetensors reader and writer of our own. The format: an 8-byte little-endian
+ * header length N, N bytes of JSON header mapping each tensor name to
+ * { dtype, shape, data_offsets: [begin, end] } (offsets relative to the data
+ * section), then the raw little-endian tensor data.
+ *
+ * Tensors are read with positional reads on demand (no mmap: idle file pages
+ * get evicted on small VMs), so a loader holds one tensor at a time in memory.
+ * Every inconsistency is reported with the file and tensor it concerns.
+ */
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { WeightDType } from '../gpu/buffers.ts';
+
+export class CheckpointError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CheckpointError';
+  }
+}
+
+const DTYPES: Record<string, { dtype: WeightDType; bytes: number }> = {
+  F32: { dtype: 'f32', bytes: 4 },
+  F16: { dtype: 'f16', bytes: 2 },
+  BF16: { dtype: 'bf16', bytes: 2 },
+};
+const KNOWN_UNSUPPORTED = ['F64', 'I64', 'I32', 'I16', 'I8', 'U8', 'U16', 'U32', 'U64', 'BOOL', 'F8_E4M3', 'F8_E5M2'];
+const MAX_HEADER = 100 * 2 ** 20; // the format's own limit
+
+export interface TensorEntry {
+  name: string;
+  dtype: WeightDType;
+  shape: number[];
+  file: string;
+  /** Absolute byte offset of the data in `file`. */
+  offset: number;
+  byteLength: number;
+}
+
+function readExactly(fd: number, file: string, length: number, position: number, into?: Uint8Array): Uint8Array {
+  const buf = into ?? new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, buf, done, length - done, position + done);
+    if (n === 0) throw new CheckpointError(`${file}: unexpected end of file at byte ${position + done} (truncated?)`);
+    done += n;
+  }
+  return buf;
+}
+
+/** Parses and validates one file's header. */
+function readHeader(file: string, fd: number): TensorEntry[] {
+  const size = fstatSync(fd).size;
+  if (size < 8) throw new CheckpointError(`${file}: truncated: ${size} bytes, shorter than the 8-byte header length`);
+  const lenBytes = readExactly(fd, file, 8, 0);
+  const n = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
+  if (n > MAX_HEADER) throw new CheckpointError(`${file}: header length ${n} is implausible (over 100 MiB): not a safetensors file?`);
+  if (8 + n > size) {
+    throw new CheckpointError(`${file}: header length ${n} runs past the end of the file (${size} bytes): truncated or not a safetensors file`);
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder().decode(readExactly(fd, file, n, 8)));
+  } catch (e) {
+    throw new CheckpointError(`${file}: header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+    throw new CheckpointError(`${file}: header must be a JSON object`);
+  }
+  const dataStart = 8 + n;
+  const dataSize = size - dataStart;
+  const entries: TensorEntry[] = [];
+  for (const [name, value] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') continue;
+    const v = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const where = `${file}: tensor '${name}'`;
+    if (typeof v !== 'object' || v === null) throw new CheckpointError(`${where}: entry is not an object`);
+    const info = typeof v.dtype === 'string' ? DTYPES[v.dtype] : undefined;
+    if (!info) {
+      const what = KNOWN_UNSUPPORTED.includes(String(v.dtype)) ? 'is not supported' : 'is unknown';
+      throw new CheckpointError(`${where}: dtype ${JSON.stringify(v.dtype)} ${what}; weights must be F16, BF16 or F32`);
+    }
+    if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      throw new CheckpointError(`${where}: shape ${JSON.stringify(v.shape)} is not a list of non-negative integers`);
+    }
+    const off = v.data_offsets;
+    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isInteger(o) && o >= 0) || off[1] < off[0]) {
+      throw new CheckpointError(`${where}: data_offsets ${JSON.stringify(off)} is not [begin, end] with begin <= end`);
+    }
+    const shape = v.shape as number[];
+    const expected = shape.reduce((a, b) => a * b, 1) * info.bytes;
+    const [begin, end] = off as [number, number];
+    if (end - begin !== expected) {
+      throw new CheckpointError(`${where}: data_offsets span ${end - begin} bytes, but shape [${shape}] of ${v.dtype} needs ${expected}`);
+    }
+    if (end > dataSize) {
+      throw new CheckpointError(`${where}: data ends at byte ${end} of the data section, which holds only ${dataSize} bytes (truncated file?)`);
+    }
+    entries.push({ name, dtype: info.dtype, shape, file, offset: dataStart + begin, byteLength: expected });
+  }
+  const sorted = [...entries].sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < sorted.length; i++) {
+    const prev = sorted[i - 1]!;
+    const cur = sorted[i]!;
+    if (cur.offset < prev.offset + prev.byteLength) {
+      throw new CheckpointError(`${file}: tensors '${prev.name}' and '${cur.name}' overlap in the data section`);
+    }
+  }
+  return entries;
+}
+
+/** The tensors of a checkpoint folder: one *.safetensors file, or shards listed by model.safetensors.index.json. */
+export class Checkpoint {
+  readonly tensors = new Map<string, TensorEntry>();
+  private fds = new Map<string, number>();
+
+  private constructor(readonly dir: string) {}
+
+  static open(dir: string): Checkpoint {
+    if (!existsSync(dir)) throw new CheckpointError(`model folder ${dir} does not exist`);
+    const ckpt = new Checkpoint(dir);
+    const index = join(dir, 'model.safetensors.index.json');
+    try {
+      if (existsSync(index)) ckpt.openSharded(index);
+      else {
+        const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
+        if (files.length === 0) {
+          throw new CheckpointError(
+            `${dir}: no *.safetensors files. Download the checkpoint's safetensors weights (PyTorch .bin files are not read)`,
+          );
+        }
+        if (files.length > 1 && !files.includes('model.safetensors')) {
+          throw new CheckpointError(`${dir}: several .safetensors files but no model.safetensors.index.json to say which tensor is where`);
+        }
+        ckpt.addFile(join(dir, files.includes('model.safetensors') ? 'model.safetensors' : files[0]!));
+      }
+    } catch (e) {
+      ckpt.close();
+      throw e;
+    }
+    return ckpt;
+  }
+
+  private openSharded(index: string): void {
+    let weightMap: Record<string, unknown>;
+    try {
+      const parsed = JSON.parse(readFileSync(index, 'utf8')) as { weight_map?: Record<string, unknown> };
+      if (!parsed.weight_map || typeof parsed.weight_map !== 'object') throw new Error('no "weight_map" object');
+      weightMap = parsed.weight_map;
+    } catch (e) {
+      throw new CheckpointError(`${index}: ${(e as Error).message}`);
+    }
+    const shards = [...new Set(Object.values(weightMap).map(String))].sort();
+    for (const shard of shards) {
+      const path = join(this.dir, shard);
+      if (!existsSync(path)) throw new CheckpointError(`${index}: names shard ${shard}, which is missing from ${this.dir}`);
+      this.addFile(path);
+    }
+    for (const [name, shard] of Object.entries(weightMap)) {
+      const entry = this.tensors.get(name);
+      if (!entry) throw new CheckpointError(`${index}: tensor '${name}' is not in ${shard}`);
+      if (basename(entry.file) !== String(shard)) {
+        throw new CheckpointError(`${index}: maps '${name}' to ${shard}, but it is in ${basename(entry.file)}`);
+      }
+    }
+    for (const name of this.tensors.keys()) {
+      if (!(name in weightMap)) throw new CheckpointError(`${index}: tensor '${name}' is in a shard but not in the weight_map`);
+    }
+  }
+
+  private addFile(path: string): void {
+    const fd = openSync(path, 'r');
+    this.fds.set(path, fd);
+    for (const e of readHeader(path, fd)) {
+      const dup = this.tensors.get(e.name);
+      if (dup) throw new CheckpointError(`tensor '${e.name}' appears in both ${dup.file} and ${e.file}`);
+      this.tensors.set(e.name, e);
+    }
+  }
+
+  get(name: string): TensorEntry {
+    const e = this.tensors.get(name);
+    if (!e) throw new CheckpointError(`${this.dir}: tensor '${name}' is missing`);
+    return e;
+  }
+
+  /** Reads a tensor's raw bytes (or a byte range of them) into `into` or a new array. */
+  read(name: string, into?: Uint8Array, byteOffset = 0, byteLength?: number): Uint8Array {
+    const e = this.get(name);
+    const len = byteLength ?? e.byteLength - byteOffset;
+    if (byteOffset + len > e.byteLength) throw new RangeError(`read past the end of '${name}'`);
+    const fd = this.fds.get(e.file)!;
+    return readExactly(fd, e.file, len, e.offset + byteOffset, into?.subarray(0, len));
+  }
+
+  get totalBytes(): number {
+    let n = 0;
+    for (const e of this.tensors.values()) n += e.byteLength;
+    return n;
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
+}
+
+export interface TensorSpec {
+  name: string;
+  dtype: 'F32' | 'F16' | 'BF16';
+  shape: number[];
+}
+
+/**
+ * Writes a safetensors file tensor by tensor: `data(spec)` is called once per
+ * tensor in order and must return exactly its bytes, so a multi-gigabyte file
+ * never has to be in memory at once.
+ */
+export function writeSafetensors(
+  path: string,
+  specs: TensorSpec[],
+  data: (spec: TensorSpec, index: number) => Uint8Array,
+  metadata: Record<string, string> = { format: 'pt' },
+): number {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const s of specs) {
+    const bytes = s.shape.reduce((a, b) => a * b, 1) * DTYPES[s.dtype]!.bytes;
+    header[s.name] = { dtype: s.dtype, shape: s.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8); // keeps the data 8-byte aligned, as HF's writer does
+  const jsonBytes = new TextEncoder().encode(json);
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(jsonBytes.byteLength), true);
+  const fd = openSync(path, 'w');
+  try {
+    writeSync(fd, len);
+    writeSync(fd, jsonBytes);
+    specs.forEach((s, i) => {
+      const bytes = data(s, i);
+      const want = (header[s.name] as { data_offsets: number[] }).data_offsets;
+      if (bytes.byteLength !== want[1]! - want[0]!) throw new Error(`${s.name}: got ${bytes.byteLength} bytes, expected ${want[1]! - want[0]!}`);
+      let done = 0;
+      while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
+    });
+  } finally {
+    closeSync(fd);
+  }
+  return 8 + jsonBytes.byteLength + offset;
+}
