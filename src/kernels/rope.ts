@@ -1,0 +1,52 @@
+/**
+ * Rotary position embedding on the device (Mistral's `apply_rotary_pos_emb`).
+ * The cos/sin table is computed once on the CPU in float64 (see rope.wgsl for why)
+ * and shared by every layer and by both q and k.
+ */
+import type { Gpu } from '../gpu/device.ts';
+import { uploadF32 } from '../gpu/buffers.ts';
+import { Encoder, getPipeline, params, wgsl, type Binding } from '../gpu/encoder.ts';
+import { ropeInvFreq } from './rope.ref.ts';
+
+const WORKGROUP = 64; // must match @workgroup_size in rope.wgsl
+
+/** What a table was built for, so that `rope` can refuse a mismatched one. */
+const tableShapes = new WeakMap<GPUBuffer, { maxPositions: number; headDim: number }>();
+
+/**
+ * A [maxPositions, headDim / 2] table of (cos, sin) pairs of pos * inv_freq[i], as f32,
+ * computed in float64 so that large positions (tens of thousands of radians) stay accurate.
+ */
+export function ropeTable(gpu: Gpu, maxPositions: number, headDim: number, theta: number): GPUBuffer {
+  if (headDim % 2 !== 0) throw new Error(`ropeTable: headDim must be even, got ${headDim}`);
+  const half = headDim / 2;
+  const invFreq = ropeInvFreq(headDim, theta);
+  const data = new Float32Array(maxPositions * half * 2);
+  for (let pos = 0; pos < maxPositions; pos++) {
+    for (let i = 0; i < half; i++) {
+      const angle = pos * invFreq[i]!;
+      data[(pos * half + i) * 2] = Math.cos(angle);
+      data[(pos * half + i) * 2 + 1] = Math.sin(angle);
+    }
+  }
+  const buffer = uploadF32(gpu, data, `rope-table[${maxPositions}x${headDim}]`);
+  tableShapes.set(buffer, { maxPositions, headDim });
+  return buffer;
+}
+
+/** Rotates x [tokens, heads, headDim] in place; token t is at absolute position pos0 + t. */
+export function rope(
+  enc: Encoder,
+  a: { x: Binding; table: GPUBuffer; tokens: number; heads: number; headDim: number; pos0: number },
+): void {
+  if (a.tokens === 0) return;
+  const shape = tableShapes.get(a.table);
+  if (!shape) throw new Error('rope: table was not made by ropeTable()');
+  if (shape.headDim !== a.headDim) throw new Error(`rope: table is for headDim ${shape.headDim}, not ${a.headDim}`);
+  if (a.pos0 + a.tokens > shape.maxPositions) {
+    throw new Error(`rope: positions up to ${a.pos0 + a.tokens - 1} exceed the table's ${shape.maxPositions}`);
+  }
+  const pipeline = getPipeline(enc.gpu, wgsl('rope.wgsl', import.meta.url), 'main', {}, 'rope');
+  const pairs = a.heads * (a.headDim / 2);
+  enc.dispatch(pipeline, params([a.heads, a.headDim, a.pos0]), [a.x, a.table], [Math.ceil(pairs / WORKGROUP), a.tokens]);
+}
