@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { releaseGpu } from '../src/gpu/device.ts';
 import { registerInfo } from './commands/info.ts';
+import { registerTokenize } from './commands/tokenize.ts';
 
 const program = new Command();
 program
@@ -14,6 +15,7 @@ program
   .exitOverride();
 
 registerInfo(program);
+registerTokenize(program);
 
 /** One clear line on stderr and a non-zero exit code; the stack only with OPENCHAT_DEBUG=1. */
 function fail(err: unknown): never {
