@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { releaseGpu } from '../src/gpu/device.ts';
 import { registerInfo } from './commands/info.ts';
 import { registerTokenize } from './commands/tokenize.ts';
+import { registerLogits } from './commands/logits.ts';
 
 const program = new Command();
 program
@@ -16,6 +17,7 @@ program
 
 registerInfo(program);
 registerTokenize(program);
+registerLogits(program);
 
 /** One clear line on stderr and a non-zero exit code; the stack only with OPENCHAT_DEBUG=1. */
 function fail(err: unknown): never {

@@ -1,0 +1,82 @@
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { getGpu } from '../../src/gpu/device.ts';
+import { MistralModel } from '../../src/model/model.ts';
+import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
+import { BUNDLED_MODEL_DIR } from '../../src/generator.ts';
+import { intOption } from './options.ts';
+
+interface LogitsOptions {
+  model?: string;
+  ids?: string;
+  prompt?: string;
+  out?: string;
+  top: number;
+  greedy?: number;
+}
+
+function parseIds(text: string): number[] {
+  const ids = text.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (ids.length === 0 || ids.some((n) => !Number.isInteger(n) || n < 0)) {
+    throw new Error(`--ids must be a comma-separated list of token ids, e.g. --ids 1,420,6316; got "${text}"`);
+  }
+  return ids;
+}
+
+/** The k largest entries of one row, best first. */
+function topOf(row: Float32Array, k: number): number[] {
+  const best: number[] = [];
+  for (let j = 0; j < row.length; j++) {
+    if (best.length < k || row[j]! > row[best[best.length - 1]!]!) {
+      let at = best.length;
+      while (at > 0 && row[best[at - 1]!]! < row[j]!) at--;
+      best.splice(at, 0, j);
+      if (best.length > k) best.pop();
+    }
+  }
+  return best;
+}
+
+export function registerLogits(program: Command): void {
+  program
+    .command('logits')
+    .description('for researchers: float32 logits of every position, top-k per position, greedy continuation')
+    .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL or the bundled tiny model)')
+    .option('--ids <list>', 'comma-separated token ids to run (no BOS added)')
+    .option('--prompt <text>', 'text to tokenize (BOS added, no chat template)')
+    .option('--out <file>', 'write logits as float32 little-endian, row-major [positions, vocab_size]')
+    .option('--top <k>', 'print the k most likely next tokens at each position', intOption('--top', 0, 100), 5)
+    .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
+    .action(async (opts: LogitsOptions) => {
+      if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
+      const dir = resolve(opts.model ?? process.env.OPENCHAT_MODEL ?? BUNDLED_MODEL_DIR);
+      const tokenizer = await OpenChatTokenizer.load(dir);
+      const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
+      const model = await MistralModel.load(await getGpu(), dir);
+      const vocab = model.config.vocab_size;
+      const greedy = opts.greedy ?? 0;
+      if (ids.length + greedy > model.contextLength) {
+        throw new Error(`${ids.length} ids + ${greedy} greedy tokens exceed the context length ${model.contextLength}`);
+      }
+      const logits = (await model.forward(ids, { kind: 'all-logits' })).logits!;
+      if (opts.out) {
+        writeFileSync(opts.out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
+        process.stderr.write(`wrote ${ids.length} x ${vocab} float32 logits to ${opts.out}\n`);
+      }
+      if (opts.top > 0) {
+        ids.forEach((id, pos) => {
+          const row = logits.subarray(pos * vocab, (pos + 1) * vocab);
+          const tops = topOf(row, opts.top).map((j) => `${j} ${JSON.stringify(tokenizer.idToToken(j) ?? '?')} ${row[j]!.toFixed(4)}`);
+          process.stdout.write(`${pos}\t${id} ${JSON.stringify(tokenizer.idToToken(id) ?? '?')}\t-> ${tops.join(' | ')}\n`);
+        });
+      }
+      if (greedy > 0) {
+        const last = logits.subarray((ids.length - 1) * vocab);
+        const out: number[] = [topOf(last, 1)[0]!];
+        while (out.length < greedy) out.push((await model.forward([out[out.length - 1]!], { kind: 'argmax' })).argmax!);
+        process.stdout.write(JSON.stringify(out) + '\n');
+      }
+      model.destroy();
+    });
+}

@@ -1,0 +1,22 @@
+/** Option parsers shared by the commands: each names the option and its range in its error. */
+import { InvalidArgumentError } from 'commander';
+
+export function intOption(name: string, min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value.trim()) || n < min || n > max) {
+      throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}]; got "${value}"`);
+    }
+    return n;
+  };
+}
+
+export function numberOption(name: string, min: number, max: number, minExclusive = false): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n > max || (minExclusive ? n <= min : n < min)) {
+      throw new InvalidArgumentError(`${name} must be a number in ${minExclusive ? '(' : '['}${min}, ${max}]; got "${value}"`);
+    }
+    return n;
+  };
+}

@@ -1,0 +1,253 @@
+/**
+ * The one API that the CLI and the HTTP server share: load a model folder once,
+ * then turn prompts into streams of text. Data flows one way through it:
+ * tokenizer -> model (forward pass, KV cache) -> sampling -> text.
+ */
+import { randomInt } from 'node:crypto';
+import { basename, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getGpu, type Gpu } from './gpu/device.ts';
+import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
+import { OpenChatTokenizer, type ChatMessage } from './tokenizer/index.ts';
+import { Sampler } from './sampling/sampler.ts';
+import { StopMatcher } from './sampling/stop.ts';
+import type { SamplingParams } from './sampling/params.ts';
+
+/** The tiny random-weight checkpoint shipped in golden/: the default when no model is named. */
+export const BUNDLED_MODEL_DIR = fileURLToPath(new URL('../golden/tiny-mistral/', import.meta.url));
+
+export interface GeneratorOptions {
+  /** A Hugging Face model folder; defaults to $OPENCHAT_MODEL, then the bundled tiny model. */
+  modelDir?: string;
+  contextLength?: number;
+  maxChunk?: number;
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled';
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface Timings {
+  promptTokens: number;
+  /** Prompt tokens whose keys and values were still in the cache from the previous request. */
+  reusedTokens: number;
+  /** Seconds from the start of the request until the first token was chosen. */
+  timeToFirstToken: number;
+  prefillTokensPerSecond: number;
+  decodeTokens: number;
+  decodeSeconds: number;
+  decodeTokensPerSecond: number;
+}
+
+export type GenerationEvent =
+  | { type: 'text'; text: string }
+  | { type: 'done'; finishReason: FinishReason; usage: Usage; tokens: number[]; seed: number; timings: Timings };
+
+export class ContextLengthError extends RangeError {
+  constructor(readonly promptTokens: number, readonly maxTokens: number | null, readonly contextLength: number) {
+    super(
+      maxTokens === null
+        ? `the prompt has ${promptTokens} tokens, but the context holds ${contextLength}: shorten the prompt`
+        : `the prompt (${promptTokens} tokens) plus max_tokens (${maxTokens}) is ${promptTokens + maxTokens} tokens, ` +
+            `more than the context length ${contextLength}: shorten the prompt or lower max_tokens`,
+    );
+    this.name = 'ContextLengthError';
+  }
+}
+
+/** A FIFO lock: one generation at a time owns the model and its KV cache. */
+class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+  private waiting = 0;
+
+  get queued(): number {
+    return this.waiting;
+  }
+
+  async acquire(signal?: AbortSignal): Promise<() => void> {
+    let release!: () => void;
+    const prev = this.tail;
+    this.tail = new Promise<void>((r) => (release = r));
+    this.waiting++;
+    try {
+      await prev;
+    } finally {
+      this.waiting--;
+    }
+    if (signal?.aborted) {
+      release();
+      throw signal.reason ?? new Error('aborted');
+    }
+    return release;
+  }
+}
+
+export class Generator {
+  private readonly lock = new Mutex();
+  private readonly stopIds: Set<number>;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly model: MistralModel,
+    readonly tokenizer: OpenChatTokenizer,
+    readonly modelDir: string,
+  ) {
+    this.stopIds = new Set([...tokenizer.stopIds, ...model.config.eos_token_id]);
+  }
+
+  static async load(opts: GeneratorOptions = {}): Promise<Generator> {
+    const modelDir = resolve(opts.modelDir ?? process.env.OPENCHAT_MODEL ?? BUNDLED_MODEL_DIR);
+    const gpu = await getGpu();
+    const tokenizer = await OpenChatTokenizer.load(modelDir);
+    const model = await MistralModel.load(gpu, modelDir, opts);
+    if (tokenizer.vocabSize > model.config.vocab_size) {
+      throw new Error(
+        `${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.config.vocab_size}; ` +
+          'they belong to different models',
+      );
+    }
+    return new Generator(gpu, model, tokenizer, modelDir);
+  }
+
+  /** True for the bundled random-weight model, whose output is noise. */
+  get isBundledModel(): boolean {
+    return resolve(this.modelDir) === resolve(BUNDLED_MODEL_DIR);
+  }
+
+  /** The name clients see (OpenAI `model` field): the folder's name. */
+  get modelName(): string {
+    return basename(this.modelDir);
+  }
+
+  get contextLength(): number {
+    return this.model.contextLength;
+  }
+
+  /** Generations waiting for the model. */
+  get queued(): number {
+    return this.lock.queued;
+  }
+
+  /** A chat as OpenChat's server builds it: role prefixes and end-of-turn as special tokens, content as plain text. */
+  encodeChat(messages: ChatMessage[], condition?: string): number[] {
+    return this.tokenizer.encodeChat(messages, { condition, addGenerationPrompt: true });
+  }
+
+  /** Raw text, no template: BOS then the text (special-token strings are plain text). */
+  encodeRaw(text: string): number[] {
+    return this.tokenizer.encode(text, { addBos: true });
+  }
+
+  /** Throws ContextLengthError unless prompt + max_tokens fits the context. */
+  checkContext(promptTokens: number, maxTokens: number | null): void {
+    if (promptTokens >= this.contextLength || (maxTokens !== null && promptTokens + maxTokens > this.contextLength)) {
+      throw new ContextLengthError(promptTokens, maxTokens, this.contextLength);
+    }
+  }
+
+  /**
+   * Generates one sample. Yields text as it becomes final (never half a UTF-8
+   * character, never the beginning of a stop string), then one `done` event.
+   * Generation ends at an end-of-turn/EOS token or a stop string ('stop'), at
+   * max_tokens or the end of the context ('length'), or when `signal` aborts
+   * ('cancelled'). Requests queue in order for the model.
+   */
+  async *generate(promptIds: number[], params: SamplingParams, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    this.checkContext(promptIds.length, params.max_tokens);
+    const release = await this.lock.acquire(signal);
+    try {
+      yield* this.run(promptIds, params, signal);
+    } finally {
+      release();
+    }
+  }
+
+  private async *run(promptIds: number[], params: SamplingParams, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    const started = performance.now();
+    const seed = params.seed ?? randomInt(0, 2 ** 31);
+    const sampler = new Sampler(params, this.model.config.vocab_size, seed);
+    const readout: Readout = !sampler.needsFullLogits
+      ? sampler.greedy
+        ? { kind: 'argmax' }
+        : { kind: 'topk', k: params.top_k }
+      : { kind: 'logits' };
+    const decoder = this.tokenizer.createStreamDecoder({ skipSpecial: true });
+    const stops = new StopMatcher(params.stop);
+    const limit = Math.min(params.max_tokens ?? Infinity, this.contextLength - promptIds.length);
+
+    // Keep what the cache already holds of this prompt (a chat's earlier turns).
+    const cache = this.model.cache;
+    const reused = cache.reusablePrefix(promptIds);
+    cache.truncate(reused);
+    let pending = promptIds.slice(reused);
+
+    const generated: number[] = [];
+    let finishReason: FinishReason = 'length';
+    let stoppedByString = false;
+    let firstTokenAt = 0;
+    while (generated.length < limit) {
+      if (signal?.aborted) {
+        finishReason = 'cancelled';
+        break;
+      }
+      const out = await this.model.forward(pending, readout);
+      let token: number;
+      if (out.argmax !== undefined) token = out.argmax;
+      else if (out.topk) token = sampler.sampleFromCandidates(out.topk.ids, out.topk.logits);
+      else token = sampler.sample(out.logits!, { prompt: promptIds, generated });
+      if (generated.length === 0) firstTokenAt = performance.now();
+      generated.push(token);
+      pending = [token];
+
+      if (this.stopIds.has(token)) {
+        finishReason = 'stop';
+        break;
+      }
+      const { emit, stopped } = stops.push(decoder.push(token));
+      if (emit) yield { type: 'text', text: emit };
+      if (stopped) {
+        finishReason = 'stop';
+        stoppedByString = true;
+        break;
+      }
+    }
+    if (!stoppedByString) {
+      // Release what the decoder and the stop matcher held back for a continuation that never came.
+      const { emit, stopped } = stops.push(decoder.flush());
+      const tail = emit + (stopped ? '' : stops.flush());
+      if (tail) yield { type: 'text', text: tail };
+    }
+
+    const ended = performance.now();
+    const decodeTokens = Math.max(0, generated.length - 1);
+    const decodeSeconds = generated.length ? (ended - firstTokenAt) / 1000 : 0;
+    const prefillSeconds = ((firstTokenAt || ended) - started) / 1000;
+    const prefilled = promptIds.length - reused;
+    yield {
+      type: 'done',
+      finishReason,
+      tokens: generated,
+      seed,
+      usage: { prompt_tokens: promptIds.length, completion_tokens: generated.length, total_tokens: promptIds.length + generated.length },
+      timings: {
+        promptTokens: promptIds.length,
+        reusedTokens: reused,
+        timeToFirstToken: prefillSeconds,
+        prefillTokensPerSecond: prefillSeconds > 0 ? prefilled / prefillSeconds : 0,
+        decodeTokens,
+        decodeSeconds,
+        decodeTokensPerSecond: decodeSeconds > 0 ? decodeTokens / decodeSeconds : 0,
+      },
+    };
+  }
+
+  /** Frees the model's device memory. */
+  close(): void {
+    this.model.destroy();
+  }
+}
