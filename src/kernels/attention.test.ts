@@ -91,6 +91,11 @@ describe('attention (tiny shape: 4 heads, 2 KV heads, head_dim 16, window 16)', 
   it('stays stable with widely spread scores', () =>
     play({ ...tiny, window: 0, slots: 200, chunks: [70, 67, 1], qScale: 8 }));
 
+  it('serves other head groupings: 6 query heads on 1 KV head, and plain multi-head (3 on 3)', async () => {
+    await play({ heads: 6, kvHeads: 1, headDim: 20, window: 8, slots: 8, chunks: [13, 6, 1] });
+    await play({ heads: 3, kvHeads: 3, headDim: 8, window: 0, slots: 80, chunks: [70, 1] });
+  });
+
   it('refuses a cache too small for the past it must see', async () => {
     const gpu = await getGpu();
     const b = createStorageBuffer(gpu, 16 * 64 * 4);

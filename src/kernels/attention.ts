@@ -11,6 +11,8 @@
  */
 import { Encoder, getPipeline, params, wgsl, type Binding } from '../gpu/encoder.ts';
 
+const HEADS_PER_WORKGROUP = 4; // HG in attention.wgsl
+
 export interface AttentionArgs {
   q: Binding;
   kNew: Binding;
@@ -45,6 +47,8 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
     throw new Error(`attention: a cache of ${a.slots} slots cannot hold the ${pastNeeded} past keys position ${a.pos0} needs`);
   }
   const pipeline = getPipeline(enc.gpu, wgsl('attention.wgsl', import.meta.url), 'main', {}, 'attention');
-  const uniforms = params([a.tokens, a.pos0, a.heads, a.kvHeads, a.headDim, a.slots, a.window, { f32: 1 / Math.sqrt(a.headDim) }]);
-  enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.heads, a.tokens]);
+  // Each workgroup serves up to HEADS_PER_WORKGROUP query heads of one KV head (see attention.wgsl).
+  const headBlocks = Math.ceil(a.heads / a.kvHeads / HEADS_PER_WORKGROUP);
+  const uniforms = params([a.tokens, a.pos0, a.heads, a.kvHeads, a.headDim, a.slots, a.window, { f32: 1 / Math.sqrt(a.headDim) }, headBlocks]);
+  enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
 }

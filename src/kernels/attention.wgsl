@@ -11,20 +11,28 @@
 //
 // Layouts (row-major f32, read as vec4): q, out [tokens, heads, headDim];
 //   kNew, vNew [tokens, kvHeads, headDim]; kCache, vCache [slots, kvHeads, headDim].
-// Dispatch: workgroups (heads, tokens, 1), one workgroup of WG = 64 invocations per (head, token).
+// Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG = 64 invocations. A workgroup
+// serves HG = 4 query heads that share one KV head (headBlocks = ceil(groupSize / 4) workgroups
+// per KV head), so every key and value row it reads is used 4 times: K/V traffic, which
+// dominates decode, is a quarter of one workgroup per query head. A vec4 carries the
+// 4 heads' scores, maxima and weights side by side.
 //
 // Algorithm (online softmax, "flash" style): the keys lo..hi are walked in tiles of WG.
-//  1. Invocation i scores key lo + tile * WG + i (a headDim dot product with q, held in
-//     workgroup memory) and publishes it.
-//  2. Every invocation reads the tile's WG scores to find the tile maximum, so the running
-//     maximum m is identical in all invocations. Each turns its own score into
-//     p = exp(s - m) and publishes it; previous sums are rescaled by exp(m_old - m).
+//  1. Invocation i scores key lo + tile * WG + i against the 4 query heads (held in
+//     workgroup memory) and publishes the 4 scores.
+//  2. Every invocation reads the tile's scores to find the tile maxima, so the running
+//     maxima m are identical in all invocations. Each turns its own scores into weights
+//     exp(s - m) and publishes them; previous sums are rescaled by exp(m_old - m).
 //  3. For the weighted sum of V, the invocations are regrouped: invocation i owns the vec4
 //     chunk c = i % C of the head (C = headDim / 4) and handles the keys of the tile with
 //     index = i / C (mod G = WG / C): with headDim 128, two groups of 32 split each tile.
-//  At the end the G partial accumulators and the WG partial sums of p are added up in
-//  workgroup memory and the output is acc / sum(p).
+//     It keeps one accumulator per query head.
+//  At the end the G partial accumulators and the WG partial sums of weights are added up
+//  in workgroup memory and each head's output is acc / sum.
+// Within a tile, cached keys (positions < pos0) come first and chunk keys after, so each
+// phase runs two branch-free loops instead of choosing a buffer per key.
 // Two barriers per tile; scores never leave workgroup memory, so any number of keys works.
+// Workgroup memory: 11 KiB (fits WebGPU's default 16 KiB).
 //
 // Limits: headDim % 4 == 0 and headDim <= 4 * WG = 256; heads % kvHeads == 0;
 // tokens <= 65535; the cache must still hold every past key a query can see:
@@ -39,6 +47,7 @@ struct Params {
   slots: u32,
   window: u32,
   scale: f32,
+  headBlocks: u32, // ceil(groupSize / HG): workgroups per KV head
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -50,54 +59,53 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
 
 const WG: u32 = 64u;
+// Query heads per workgroup; they share one KV head, so each key and value row read from
+// memory serves HG heads. The four scores and weights of a key travel together as a vec4.
+const HG: u32 = 4u;
 // A finite stand-in for -infinity: WGSL lets compilers assume floats are finite.
 const NEG_BIG: f32 = -3.0e38;
 
-var<workgroup> qShared: array<vec4<f32>, WG>; // the query head, headDim / 4 chunks
-var<workgroup> scores: array<f32, WG>;
-var<workgroup> probs: array<f32, WG>;
-var<workgroup> accShared: array<vec4<f32>, WG>;
-var<workgroup> sumShared: array<f32, WG>;
+var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG query heads, headDim / 4 chunks each
+var<workgroup> scores: array<vec4<f32>, WG>; // per key of the tile: its score for each head
+var<workgroup> probs: array<vec4<f32>, WG>; // per key of the tile: exp(score - max) for each head
+var<workgroup> accShared: array<vec4<f32>, HG * WG>;
+var<workgroup> sumShared: array<vec4<f32>, WG>;
 
-// Offset (in vec4 chunks) of key/value row j, KV head g, in the buffer that holds it:
-// the cache for past positions (j < pos0), the current chunk for the rest.
-fn kvRow(j: u32, g: u32) -> u32 {
-  let chunks = p.headDim / 4u;
-  if (j < p.pos0) {
-    return ((j % p.slots) * p.kvHeads + g) * chunks;
-  }
-  return ((j - p.pos0) * p.kvHeads + g) * chunks;
+// Cache slot of the tile's key i, given the slot of its first key. No modulo per key: the
+// tile never holds more than `slots` cached keys, so one wrap is enough.
+fn cacheRow(firstSlot: u32, i: u32) -> u32 {
+  let slot = firstSlot + i;
+  return select(slot, slot - p.slots, slot >= p.slots);
 }
 
-fn dotKey(j: u32, g: u32) -> f32 {
-  let chunks = p.headDim / 4u;
-  let row = kvRow(j, g);
-  var s = 0.0;
-  if (j < p.pos0) {
-    for (var c = 0u; c < chunks; c++) {
-      s += dot(qShared[c], kCache[row + c]);
-    }
-  } else {
-    for (var c = 0u; c < chunks; c++) {
-      s += dot(qShared[c], kNew[row + c]);
-    }
+// Scores of one key row (at vec4 offset `base`) against the workgroup's HG query heads.
+fn scoreCache(base: u32, chunks: u32) -> vec4<f32> {
+  var d = vec4<f32>(0.0);
+  for (var k = 0u; k < chunks; k++) {
+    let key = kCache[base + k];
+    d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
+                   dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
   }
-  return s;
+  return d;
 }
 
-fn value(j: u32, g: u32, c: u32) -> vec4<f32> {
-  let row = kvRow(j, g);
-  if (j < p.pos0) {
-    return vCache[row + c];
+fn scoreNew(base: u32, chunks: u32) -> vec4<f32> {
+  var d = vec4<f32>(0.0);
+  for (var k = 0u; k < chunks; k++) {
+    let key = kNew[base + k];
+    d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
+                   dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
   }
-  return vNew[row + c];
+  return d;
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let h = wid.x;
+  let groupSize = p.heads / p.kvHeads;
+  let g = wid.x / p.headBlocks; // the KV head
+  let h0 = g * groupSize + (wid.x % p.headBlocks) * HG; // first query head of this workgroup
+  let nh = min(HG, groupSize - (wid.x % p.headBlocks) * HG); // how many of the HG are real
   let t = wid.y;
-  let g = h / (p.heads / p.kvHeads);
   let chunks = p.headDim / 4u;
   let pos = p.pos0 + t;
   var lo = 0u;
@@ -106,9 +114,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let count = pos + 1u - lo; // keys lo..pos
 
-  let qRow = (t * p.heads + h) * chunks;
-  if (tid < chunks) {
-    qShared[tid] = q[qRow + tid];
+  // Heads h0 .. h0 + nh - 1 are contiguous in q's row; missing heads score zero (ignored).
+  let qRow = (t * p.heads + h0) * chunks;
+  for (var i = tid; i < HG * chunks; i += WG) {
+    qShared[i] = select(vec4<f32>(0.0), q[qRow + i], i < nh * chunks);
   }
   workgroupBarrier();
 
@@ -117,62 +126,99 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let groups = WG / chunks;
   let grp = tid / chunks;
 
-  var m = NEG_BIG; // running maximum score, same in every invocation
-  var sum = 0.0; // this invocation's share of sum(exp(s - m))
-  var acc = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m) * v[c])
+  let rowStride = p.kvHeads * chunks; // vec4 chunks from one position to the next
+  let headOffset = g * chunks;
+  var m = vec4<f32>(NEG_BIG); // running maximum score per head, same in every invocation
+  var sum = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m)), per head
+  // This invocation's share of sum(exp(s - m) * v[c]), one accumulator per head.
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
 
   let tiles = (count + WG - 1u) / WG;
   for (var tile = 0u; tile < tiles; tile++) {
     let first = lo + tile * WG;
     let inTile = min(WG, pos + 1u - first);
+    // Keys [0, nPast) of the tile come from the cache, from slot firstSlot on (wrapping);
+    // keys [nPast, inTile) from the current chunk, from row first + nPast - pos0 on.
+    var nPast = 0u;
+    if (first < p.pos0) {
+      nPast = min(inTile, p.pos0 - first);
+    }
+    let firstSlot = first % p.slots;
 
-    // 1. Score one key.
+    // 1. Score one key against the HG heads.
     let valid = tid < inTile;
-    var s = NEG_BIG;
-    if (valid) {
-      s = dotKey(first + tid, g) * p.scale;
+    var s = vec4<f32>(NEG_BIG);
+    if (tid < nPast) {
+      s = scoreCache(cacheRow(firstSlot, tid) * rowStride + headOffset, chunks) * p.scale;
+    } else if (valid) {
+      s = scoreNew((first + tid - p.pos0) * rowStride + headOffset, chunks) * p.scale;
     }
     scores[tid] = s;
     workgroupBarrier();
 
-    // 2. New running maximum; rescale what was summed so far; publish this key's weight.
-    var tileMax = NEG_BIG;
+    // 2. New running maxima; rescale what was summed so far; publish this key's weights.
+    var tileMax = vec4<f32>(NEG_BIG);
     for (var i = 0u; i < inTile; i++) {
       tileMax = max(tileMax, scores[i]);
     }
     let mNew = max(m, tileMax);
     let rescale = exp(m - mNew);
     m = mNew;
-    var w = 0.0;
+    var w = vec4<f32>(0.0);
     if (valid) {
       w = exp(s - mNew);
     }
     sum = sum * rescale + w;
-    acc *= rescale;
+    acc0 *= rescale.x;
+    acc1 *= rescale.y;
+    acc2 *= rescale.z;
+    acc3 *= rescale.w;
     probs[tid] = w;
     workgroupBarrier();
 
     // 3. Weighted sum of this tile's values, for chunk c, keys grp, grp + groups, ...
     if (grp < groups) {
-      for (var i = grp; i < inTile; i += groups) {
-        acc += probs[i] * value(first + i, g, c);
+      var i = grp;
+      for (; i < nPast; i += groups) {
+        let v = vCache[cacheRow(firstSlot, i) * rowStride + headOffset + c];
+        let pw = probs[i];
+        acc0 += pw.x * v;
+        acc1 += pw.y * v;
+        acc2 += pw.z * v;
+        acc3 += pw.w * v;
+      }
+      for (; i < inTile; i += groups) {
+        let v = vNew[(first + i - p.pos0) * rowStride + headOffset + c];
+        let pw = probs[i];
+        acc0 += pw.x * v;
+        acc1 += pw.y * v;
+        acc2 += pw.z * v;
+        acc3 += pw.w * v;
       }
     }
   }
 
   // Combine: the p-sums of all invocations, the accumulators of all key groups.
   sumShared[tid] = sum;
-  accShared[tid] = acc;
+  accShared[tid] = acc0;
+  accShared[WG + tid] = acc1;
+  accShared[2u * WG + tid] = acc2;
+  accShared[3u * WG + tid] = acc3;
   workgroupBarrier();
   if (tid < chunks) {
-    var total = 0.0;
+    var total = vec4<f32>(0.0);
     for (var i = 0u; i < WG; i++) {
       total += sumShared[i];
     }
-    var o = vec4<f32>(0.0);
-    for (var k = 0u; k < groups; k++) {
-      o += accShared[k * chunks + tid];
+    for (var hh = 0u; hh < nh; hh++) {
+      var o = vec4<f32>(0.0);
+      for (var k = 0u; k < groups; k++) {
+        o += accShared[hh * WG + k * chunks + tid];
+      }
+      out[qRow + hh * chunks + tid] = o / total[hh];
     }
-    out[qRow + tid] = o / total;
   }
 }
