@@ -1,0 +1,301 @@
+/**
+ * Kernel micro-benchmarks at the Mistral-7B shapes: `npx tsx bench/kernels.ts`
+ * (or `npm run bench:kernels`). Options: --quick (fewer repetitions), --only <substring>.
+ *
+ * For every kernel it prints time per call, GB/s (bytes the kernel must touch: weights for
+ * the matrix kernels, activations for the rest) and GFLOP/s, next to this device's own copy
+ * bandwidth measured in the same run (copyBufferToBuffer of a large buffer, and a trivial WGSL
+ * copy kernel), as a ratio: on lavapipe the "GPU" is the CPU, so the copy kernel, not a spec
+ * sheet, is the honest ceiling.
+ *
+ * Timing: N calls recorded into one command buffer, submitted once, and timed until
+ * `device.queue.onSubmittedWorkDone()` resolves; the best of a few such runs is reported
+ * (other processes on a shared CPU only ever make a run slower).
+ */
+import { getGpu, releaseGpu, type Gpu } from '../src/gpu/device.ts';
+import { createStorageBuffer, destroyMatrix, uploadMatrix, writeBuffer, type GpuMatrix, type WeightDType } from '../src/gpu/buffers.ts';
+import { Encoder, getPipeline } from '../src/gpu/encoder.ts';
+import { Rng } from '../src/util/rng.ts';
+import { f32ToF16 } from '../src/util/half.ts';
+import { matmul } from '../src/kernels/matmul.ts';
+import { matmulSwiGLU } from '../src/kernels/swiglu.ts';
+import { embedding } from '../src/kernels/embedding.ts';
+import { rmsNorm } from '../src/kernels/rmsnorm.ts';
+import { rope, ropeTable } from '../src/kernels/rope.ts';
+import { attention } from '../src/kernels/attention.ts';
+import { kvWrite } from '../src/kernels/kv_write.ts';
+import { argmax } from '../src/kernels/argmax.ts';
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
+const REPEATS = quick ? 2 : 3;
+
+// Mistral-7B (OpenChat 3.5) shapes.
+const HIDDEN = 4096;
+const INTERMEDIATE = 14336;
+const VOCAB = 32002;
+const HEADS = 32;
+const KV_HEADS = 8;
+const HEAD_DIM = 128;
+const WINDOW = 4096;
+const PREFILL = 128;
+
+interface Case {
+  name: string;
+  /** Bytes the kernel must read or write once per call. */
+  bytes: number;
+  flops: number;
+  /** Calls per timed run: enough that a run lasts a noticeable time. */
+  calls: number;
+  record: (enc: Encoder) => void;
+  cleanup?: () => void;
+}
+
+async function timeCalls(gpu: Gpu, c: Pick<Case, 'record' | 'calls'>): Promise<number> {
+  const run = async (calls: number) => {
+    const t0 = performance.now();
+    const enc = new Encoder(gpu);
+    for (let i = 0; i < calls; i++) c.record(enc);
+    enc.submit();
+    await gpu.device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / 1000 / calls;
+  };
+  await run(1); // compile and warm up
+  let best = Infinity;
+  for (let r = 0; r < REPEATS; r++) best = Math.min(best, await run(c.calls));
+  return best;
+}
+
+/** Random f16 values in [-1, 1) as raw bytes (a fixed pattern repeated, fast for 250 MiB). */
+function randomF16Bytes(rng: Rng, count: number): Uint8Array {
+  const pattern = new Uint16Array(1 << 16);
+  for (let i = 0; i < pattern.length; i++) pattern[i] = f32ToF16(rng.next() * 2 - 1);
+  const out = new Uint16Array(count);
+  for (let i = 0; i < count; i += pattern.length) out.set(pattern.subarray(0, Math.min(pattern.length, count - i)), i);
+  return new Uint8Array(out.buffer);
+}
+
+function randomMatrixF16(gpu: Gpu, rng: Rng, rows: number, cols: number, label: string): GpuMatrix {
+  const dtype: WeightDType = 'f16';
+  return uploadMatrix(gpu, randomF16Bytes(rng, rows * cols), rows, cols, dtype, label);
+}
+
+function randomF32Buffer(gpu: Gpu, rng: Rng, count: number, label?: string): GPUBuffer {
+  const data = new Float32Array(count);
+  for (let i = 0; i < count; i++) data[i] = rng.next() * 2 - 1;
+  const buffer = createStorageBuffer(gpu, count * 4, label);
+  writeBuffer(gpu, buffer, data);
+  return buffer;
+}
+
+const COPY_KERNEL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
+  let i = gid.y * n.x * 64u + gid.x;
+  dst[i] = src[i];
+}`;
+
+/** The device's copy bandwidth (bytes read per second; as many again are written). */
+async function copyBandwidth(gpu: Gpu): Promise<{ copyBuffer: number; copyKernel: number }> {
+  const size = 128 * 2 ** 20;
+  const a = createStorageBuffer(gpu, size, 'copy-src');
+  const b = createStorageBuffer(gpu, size, 'copy-dst');
+  const copyOnce = async (calls: number) => {
+    const t0 = performance.now();
+    const enc = gpu.device.createCommandEncoder();
+    for (let i = 0; i < calls; i++) enc.copyBufferToBuffer(a, 0, b, 0, size);
+    gpu.device.queue.submit([enc.finish()]);
+    await gpu.device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / 1000 / calls;
+  };
+  await copyOnce(1);
+  let best = Infinity;
+  for (let r = 0; r < REPEATS; r++) best = Math.min(best, await copyOnce(4));
+  const copyBuffer = size / best;
+  const pipeline = getPipeline(gpu, COPY_KERNEL, 'main', {}, 'bench-copy');
+  const vec4s = size / 16;
+  const kernel = await timeCalls(gpu, { calls: 4, record: (enc) => enc.dispatch(pipeline, null, [a, b], [1024, vec4s / 64 / 1024]) });
+  a.destroy();
+  b.destroy();
+  return { copyBuffer, copyKernel: size / kernel };
+}
+
+function matrixCases(gpu: Gpu, rng: Rng): Array<() => Case> {
+  const cases: Array<() => Case> = [];
+  const shapes: Array<[string, number, number]> = [
+    ['q/o_proj', HIDDEN, HIDDEN],
+    ['gate/up_proj', INTERMEDIATE, HIDDEN],
+    ['down_proj', HIDDEN, INTERMEDIATE],
+    ['lm_head', VOCAB, HIDDEN],
+  ];
+  for (const [label, rows, cols] of shapes) {
+    for (const tokens of [1, PREFILL]) {
+      cases.push(() => {
+        const w = randomMatrixF16(gpu, rng, rows, cols, label);
+        const x = randomF32Buffer(gpu, rng, tokens * cols);
+        const y = createStorageBuffer(gpu, tokens * rows * 4);
+        return {
+          name: `matmul ${label} ${rows}x${cols} f16, ${tokens === 1 ? 'decode' : `prefill ${tokens}`}`,
+          bytes: rows * cols * 2 + tokens * (rows + cols) * 4,
+          flops: 2 * rows * cols * tokens,
+          calls: tokens === 1 ? 8 : 1,
+          record: (enc) => matmul(enc, { x, w, y, tokens }),
+          cleanup: () => {
+            destroyMatrix(w);
+            x.destroy();
+            y.destroy();
+          },
+        };
+      });
+    }
+  }
+  for (const tokens of [1, PREFILL]) {
+    cases.push(() => {
+      const gate = randomMatrixF16(gpu, rng, INTERMEDIATE, HIDDEN, 'gate_proj');
+      const up = randomMatrixF16(gpu, rng, INTERMEDIATE, HIDDEN, 'up_proj');
+      const x = randomF32Buffer(gpu, rng, tokens * HIDDEN);
+      const y = createStorageBuffer(gpu, tokens * INTERMEDIATE * 4);
+      return {
+        name: `swiglu gate+up ${INTERMEDIATE}x${HIDDEN} f16, ${tokens === 1 ? 'decode' : `prefill ${tokens}`}`,
+        bytes: 2 * INTERMEDIATE * HIDDEN * 2 + tokens * (INTERMEDIATE + HIDDEN) * 4,
+        flops: 2 * 2 * INTERMEDIATE * HIDDEN * tokens,
+        calls: tokens === 1 ? 4 : 1,
+        record: (enc) => matmulSwiGLU(enc, { x, gate, up, y, tokens }),
+        cleanup: () => {
+          destroyMatrix(gate);
+          destroyMatrix(up);
+          x.destroy();
+          y.destroy();
+        },
+      };
+    });
+  }
+  cases.push(() => {
+    const table = randomMatrixF16(gpu, rng, VOCAB, HIDDEN, 'embed_tokens');
+    const ids = new Uint32Array(PREFILL).map(() => rng.int(0, VOCAB));
+    const idsBuf = createStorageBuffer(gpu, ids.byteLength);
+    writeBuffer(gpu, idsBuf, ids);
+    const out = createStorageBuffer(gpu, PREFILL * HIDDEN * 4);
+    return {
+      name: `embedding ${VOCAB}x${HIDDEN} f16, ${PREFILL} tokens`,
+      bytes: PREFILL * HIDDEN * (2 + 4),
+      flops: 0,
+      calls: 16,
+      record: (enc) => embedding(enc, { ids: idsBuf, table, out, tokens: PREFILL }),
+      cleanup: () => {
+        destroyMatrix(table);
+        idsBuf.destroy();
+        out.destroy();
+      },
+    };
+  });
+  return cases;
+}
+
+/** The other kernels of a layer, at decode (1 token) and prefill shapes. */
+function otherCases(gpu: Gpu, rng: Rng): Array<() => Case> {
+  const cases: Array<() => Case> = [];
+  for (const tokens of [1, PREFILL]) {
+    const what = tokens === 1 ? 'decode' : `prefill ${tokens}`;
+    cases.push(() => {
+      const x = randomF32Buffer(gpu, rng, tokens * HIDDEN);
+      const weight = randomF32Buffer(gpu, rng, HIDDEN);
+      const y = createStorageBuffer(gpu, tokens * HIDDEN * 4);
+      return {
+        name: `rmsnorm ${HIDDEN}, ${what}`,
+        bytes: (2 * tokens + 1) * HIDDEN * 4,
+        flops: 4 * tokens * HIDDEN,
+        calls: 64,
+        record: (enc) => rmsNorm(enc, { x, weight, y, tokens, dim: HIDDEN, eps: 1e-5 }),
+        cleanup: () => [x, weight, y].forEach((b) => b.destroy()),
+      };
+    });
+    cases.push(() => {
+      const pos0 = 1000;
+      const table = ropeTable(gpu, pos0 + tokens, HEAD_DIM, 10000);
+      const x = randomF32Buffer(gpu, rng, tokens * HEADS * HEAD_DIM);
+      return {
+        name: `rope q ${HEADS}x${HEAD_DIM}, ${what}`,
+        bytes: 2 * tokens * HEADS * HEAD_DIM * 4 + tokens * HEAD_DIM * 4,
+        flops: 3 * tokens * HEADS * HEAD_DIM,
+        calls: 64,
+        record: (enc) => rope(enc, { x, table, tokens, heads: HEADS, headDim: HEAD_DIM, pos0 }),
+        cleanup: () => [x, table].forEach((b) => b.destroy()),
+      };
+    });
+    cases.push(() => {
+      // Decode at position 2048: every query reads 2049 cached keys and values of its KV head.
+      const pos0 = 2048;
+      const kvRow = KV_HEADS * HEAD_DIM;
+      const q = randomF32Buffer(gpu, rng, tokens * HEADS * HEAD_DIM);
+      const kNew = randomF32Buffer(gpu, rng, tokens * kvRow);
+      const vNew = randomF32Buffer(gpu, rng, tokens * kvRow);
+      const kCache = randomF32Buffer(gpu, rng, WINDOW * kvRow);
+      const vCache = randomF32Buffer(gpu, rng, WINDOW * kvRow);
+      const out = createStorageBuffer(gpu, tokens * HEADS * HEAD_DIM * 4);
+      const keys = pos0 + tokens;
+      return {
+        name: `attention ${HEADS}/${KV_HEADS} heads, ${pos0} cached, ${what}`,
+        bytes: 2 * keys * kvRow * 4 + 2 * tokens * HEADS * HEAD_DIM * 4,
+        flops: 4 * tokens * HEADS * HEAD_DIM * (pos0 + (tokens + 1) / 2),
+        calls: tokens === 1 ? 16 : 1,
+        record: (enc) =>
+          attention(enc, { q, kNew, vNew, kCache, vCache, out, tokens, pos0, heads: HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM, slots: WINDOW, window: WINDOW }),
+        cleanup: () => [q, kNew, vNew, kCache, vCache, out].forEach((b) => b.destroy()),
+      };
+    });
+    cases.push(() => {
+      const kvRow = KV_HEADS * HEAD_DIM;
+      const kNew = randomF32Buffer(gpu, rng, tokens * kvRow);
+      const vNew = randomF32Buffer(gpu, rng, tokens * kvRow);
+      const kCache = createStorageBuffer(gpu, WINDOW * kvRow * 4);
+      const vCache = createStorageBuffer(gpu, WINDOW * kvRow * 4);
+      return {
+        name: `kv_write ${KV_HEADS}x${HEAD_DIM}, ${what}`,
+        bytes: 4 * tokens * kvRow * 4,
+        flops: 0,
+        calls: 64,
+        record: (enc) => kvWrite(enc, { kNew, vNew, kCache, vCache, tokens, pos0: 100, kvHeads: KV_HEADS, headDim: HEAD_DIM, slots: WINDOW }),
+        cleanup: () => [kNew, vNew, kCache, vCache].forEach((b) => b.destroy()),
+      };
+    });
+  }
+  cases.push(() => {
+    const logits = randomF32Buffer(gpu, rng, VOCAB);
+    const out = createStorageBuffer(gpu, 16);
+    return {
+      name: `argmax ${VOCAB}`,
+      bytes: VOCAB * 4,
+      flops: VOCAB,
+      calls: 64,
+      record: (enc) => argmax(enc, { logits, n: VOCAB, rows: 1, out }),
+      cleanup: () => [logits, out].forEach((b) => b.destroy()),
+    };
+  });
+  return cases;
+}
+
+const gpu = await getGpu();
+const rng = new Rng(1234);
+console.log(`device: ${gpu.report.description || gpu.report.device}${gpu.report.isSoftware ? ' [software]' : ''}`);
+const copy = await copyBandwidth(gpu);
+const gbs = (b: number) => (b / 1e9).toFixed(2);
+console.log(`copy bandwidth (bytes read/s; as many written): copyBufferToBuffer ${gbs(copy.copyBuffer)} GB/s, WGSL copy kernel ${gbs(copy.copyKernel)} GB/s\n`);
+console.log(`${'kernel'.padEnd(58)} ${'ms/call'.padStart(9)} ${'GB/s'.padStart(7)} ${'GFLOP/s'.padStart(8)} ${'vs copy kernel'.padStart(15)}`);
+for (const make of [...matrixCases(gpu, rng), ...otherCases(gpu, rng)]) {
+  const c = make();
+  if (only && !c.name.includes(only)) {
+    c.cleanup?.();
+    continue;
+  }
+  const s = await timeCalls(gpu, c);
+  const rate = c.bytes / s;
+  console.log(
+    `${c.name.padEnd(58)} ${(s * 1000).toFixed(2).padStart(9)} ${gbs(rate).padStart(7)} ${(c.flops / s / 1e9).toFixed(2).padStart(8)} ${(rate / copy.copyKernel).toFixed(2).padStart(14)}x`,
+  );
+  c.cleanup?.();
+}
+await releaseGpu();

@@ -1,0 +1,54 @@
+/**
+ * Matrix products against weight matrices: every linear layer of the model
+ * (q/k/v/o_proj, down_proj, lm_head) is `y = x W^T` with W in Hugging Face layout
+ * [out_features, in_features]. This is the hot path of inference: decode reads every
+ * weight once per token, so the kernel's speed is the model's speed.
+ */
+import { Encoder, getPipeline, params, wgsl, type Binding } from '../gpu/encoder.ts';
+import type { GpuMatrix, WeightDType } from '../gpu/buffers.ts';
+
+/** The DTYPE override constant shared by the weight-reading kernels. */
+export function dtypeCode(dtype: WeightDType): number {
+  return dtype === 'f32' ? 0 : dtype === 'f16' ? 1 : 2;
+}
+
+/** Tokens per workgroup of the prefill (matrix-matrix) variant of matmul.wgsl. */
+export const PREFILL_TOKENS = 8;
+/** Output rows per workgroup of matmul.wgsl (8 lane groups x 4 rows). */
+const ROWS_PER_WORKGROUP = 32;
+/** Output rows per workgroup of the general-shape fallback, matmul_words.wgsl. */
+const WORDS_ROWS_PER_WORKGROUP = 4;
+const WORDS_TOKENS_PER_WORKGROUP = 64;
+
+/**
+ * y[t, r] = sum_c x[t, c] * w[r, c] for t < tokens, r < w.rows; with `accumulate`,
+ * y[t, r] += ... (the residual add fused into o_proj / down_proj).
+ * x: f32 [tokens, w.cols]; y: f32 [tokens, w.rows].
+ */
+export function matmul(
+  enc: Encoder,
+  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean },
+): void {
+  const { w, tokens } = a;
+  if (tokens === 0) return;
+  if (w.cols % 2 !== 0) throw new Error(`matmul: cols must be even, got ${w.cols}`);
+  const accumulate = a.accumulate ? 1 : 0;
+  // Rows of 8-column chunks start on 16-byte boundaries only when cols % 8 == 0; every real
+  // model width is, and the slower word-at-a-time kernel covers the rest.
+  const fast = w.cols % 8 === 0;
+  const dtype = dtypeCode(w.dtype);
+  for (const part of w.parts) {
+    const p = params([part.rows, w.cols, tokens, w.rows, part.row0, accumulate]);
+    if (fast) {
+      const perGroup = tokens === 1 ? 1 : PREFILL_TOKENS;
+      const pipeline = getPipeline(enc.gpu, wgsl('matmul.wgsl', import.meta.url), 'main', { DTYPE: dtype, TOKENS: perGroup }, `matmul ${w.dtype} x${perGroup}`);
+      enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [Math.ceil(part.rows / ROWS_PER_WORKGROUP), Math.ceil(tokens / perGroup)]);
+    } else {
+      const pipeline = getPipeline(enc.gpu, wgsl('matmul_words.wgsl', import.meta.url), 'main', { DTYPE: dtype }, `matmul_words ${w.dtype}`);
+      enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [
+        Math.ceil(part.rows / WORDS_ROWS_PER_WORKGROUP),
+        Math.ceil(tokens / WORDS_TOKENS_PER_WORKGROUP),
+      ]);
+    }
+  }
+}
