@@ -7,6 +7,7 @@ import { releaseGpu } from '../src/gpu/device.ts';
 import { registerInfo } from './commands/info.ts';
 import { registerTokenize } from './commands/tokenize.ts';
 import { registerLogits } from './commands/logits.ts';
+import { registerServe } from './commands/serve.ts';
 
 const program = new Command();
 program
@@ -18,6 +19,7 @@ program
 registerInfo(program);
 registerTokenize(program);
 registerLogits(program);
+registerServe(program);
 
 /** One clear line on stderr and a non-zero exit code; the stack only with OPENCHAT_DEBUG=1. */
 function fail(err: unknown): never {

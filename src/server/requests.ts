@@ -1,0 +1,268 @@
+/**
+ * Request bodies -> generation jobs. Everything a client sends is checked here
+ * (types, ranges, model name, template choice) and turned into prompt token ids
+ * plus validated sampling parameters, or rejected with an ApiError that names
+ * the field. Nothing here touches the model, so a bad request costs no GPU time.
+ */
+import { DEFAULT_SAMPLING, SamplingParamError, validateSamplingParams, type SamplingParams } from '../sampling/params.ts';
+import type { ChatMessage } from '../tokenizer/tokenizer.ts';
+import { ApiError, badRequest, wrongType } from './errors.ts';
+import type { ModelNames } from './models.ts';
+
+/** What the request parsers need from the Generator: its two prompt encoders. */
+export interface PromptEncoder {
+  encodeChat(messages: ChatMessage[], condition?: string): number[];
+  encodeRaw(text: string): number[];
+}
+
+export interface GenerationJob {
+  /** The model name as the client gave it (echoed back in responses); null for Workers AI bodies. */
+  model: string | null;
+  promptIds: number[];
+  params: SamplingParams;
+  stream: boolean;
+  /** stream_options.include_usage: end the stream with a usage chunk. */
+  includeUsage: boolean;
+}
+
+/** Longest prompt or message text accepted, in characters (Workers AI's documented prompt limit). */
+export const MAX_TEXT_CHARS = 131072;
+export const MAX_MESSAGES = 1024;
+
+/**
+ * OpenChat's conditions: "GPT4 Correct" (general chat, the default) and "Code"
+ * (the coding template). Compared case-insensitively; "" means the default.
+ */
+const CONDITIONS = new Map([
+  ['gpt4 correct', 'GPT4 Correct'],
+  ['code', 'Code'],
+]);
+
+// ---------------------------------------------------------------------------
+// OpenAI: POST /v1/chat/completions and POST /v1/completions
+
+export function parseChatRequest(body: Record<string, unknown>, names: ModelNames, enc: PromptEncoder): GenerationJob {
+  const model = checkModel(body, names);
+  rejectUnsupported(body);
+  const messages = checkMessages(body['messages']);
+  const condition = checkCondition(body['condition']);
+  optionalString(body, 'user');
+  const stream = optionalBoolean(body, 'stream') ?? false;
+  return {
+    model,
+    promptIds: enc.encodeChat(messages, condition),
+    params: samplingParams(body),
+    stream,
+    includeUsage: stream && checkStreamOptions(body['stream_options']),
+  };
+}
+
+export function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames, enc: PromptEncoder): GenerationJob {
+  const model = checkModel(body, names);
+  rejectUnsupported(body);
+  optionalString(body, 'user');
+  const stream = optionalBoolean(body, 'stream') ?? false;
+  return {
+    model,
+    promptIds: enc.encodeRaw(checkPrompt(body['prompt'])),
+    params: samplingParams(body),
+    stream,
+    includeUsage: stream && checkStreamOptions(body['stream_options']),
+  };
+}
+
+function checkModel(body: Record<string, unknown>, names: ModelNames): string {
+  const model = body['model'];
+  if (model === undefined || model === null) {
+    throw badRequest('you must provide a model parameter', 'model', 'missing_required_parameter');
+  }
+  if (typeof model !== 'string') throw wrongType('model', 'a string', model);
+  if (!names.accepts(model)) {
+    const shown = model.length > 80 ? `${model.slice(0, 80)}...` : model;
+    throw new ApiError(
+      404,
+      `The model '${shown}' does not exist; this server serves '${names.served}' (also accepted: ${names.all.slice(1).join(', ')})`,
+      'invalid_request_error',
+      'model',
+      'model_not_found',
+    );
+  }
+  return model;
+}
+
+/**
+ * OpenAI parameters this server cannot honour. Silently ignoring them would hand
+ * the client something other than what it asked for, so a non-default value is
+ * a 400 (their defaults are accepted, so clients that always send them work).
+ */
+function rejectUnsupported(body: Record<string, unknown>): void {
+  const unsupported = (param: string, isDefault: (v: unknown) => boolean) => {
+    const v = body[param];
+    if (v !== undefined && v !== null && !isDefault(v)) {
+      throw badRequest(`${param} is not supported by this server`, param, 'unsupported_parameter');
+    }
+  };
+  const emptyArray = (v: unknown) => Array.isArray(v) && v.length === 0;
+  const emptyObject = (v: unknown) => typeof v === 'object' && v !== null && Object.keys(v).length === 0;
+  unsupported('tools', emptyArray);
+  unsupported('functions', emptyArray);
+  unsupported('tool_choice', (v) => v === 'none');
+  unsupported('function_call', (v) => v === 'none');
+  unsupported('logprobs', (v) => v === false || v === 0);
+  unsupported('top_logprobs', (v) => v === 0);
+  unsupported('logit_bias', emptyObject);
+  unsupported('response_format', (v) => typeof v === 'object' && v !== null && (v as { type?: unknown }).type === 'text');
+  unsupported('echo', (v) => v === false);
+  unsupported('suffix', (v) => v === '');
+  unsupported('best_of', (v) => v === 1);
+}
+
+function checkMessages(value: unknown): ChatMessage[] {
+  if (value === undefined || value === null) throw badRequest('messages is required', 'messages', 'missing_required_parameter');
+  if (!Array.isArray(value)) throw wrongType('messages', 'an array of messages', value);
+  if (value.length === 0) throw badRequest('messages must not be empty', 'messages', 'empty_array');
+  if (value.length > MAX_MESSAGES) throw badRequest(`messages may hold at most ${MAX_MESSAGES} messages; got ${value.length}`, 'messages');
+  return value.map((m: unknown, i): ChatMessage => {
+    const where = `messages[${i}]`;
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) throw wrongType(where, 'an object', m);
+    const { role, content } = m as { role?: unknown; content?: unknown };
+    if (typeof role !== 'string') throw wrongType(`${where}.role`, 'a string', role);
+    // OpenAI's newer name for the system role.
+    const mapped = role === 'developer' ? 'system' : role;
+    if (mapped !== 'system' && mapped !== 'user' && mapped !== 'assistant') {
+      throw badRequest(`${where}.role must be 'system', 'user' or 'assistant'; got '${role.slice(0, 40)}'`, `${where}.role`);
+    }
+    return { role: mapped, content: messageText(content, `${where}.content`) };
+  });
+}
+
+/** A message's content: a string, or OpenAI's array of content parts where every part is text. */
+function messageText(content: unknown, where: string): string {
+  let text: string;
+  if (typeof content === 'string') {
+    text = content;
+  } else if (Array.isArray(content)) {
+    text = content
+      .map((part: unknown, j) => {
+        const p = part as { type?: unknown; text?: unknown } | null;
+        if (typeof p !== 'object' || p === null || p.type !== 'text' || typeof p.text !== 'string') {
+          throw badRequest(`${where}[${j}] must be a text part ({"type": "text", "text": "..."}); this model reads text only`, where);
+        }
+        return p.text;
+      })
+      .join('');
+  } else {
+    throw wrongType(where, 'a string or an array of text parts', content);
+  }
+  if (text.length > MAX_TEXT_CHARS) throw badRequest(`${where} is longer than ${MAX_TEXT_CHARS} characters`, where);
+  return text;
+}
+
+function checkCondition(value: unknown): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') throw wrongType('condition', 'a string', value);
+  const c = CONDITIONS.get(value.trim().toLowerCase());
+  if (c === undefined) throw badRequest(`condition must be "GPT4 Correct" (default) or "Code"; got "${value.slice(0, 40)}"`, 'condition');
+  return c;
+}
+
+function checkPrompt(value: unknown): string {
+  if (value === undefined || value === null) throw badRequest('prompt is required', 'prompt', 'missing_required_parameter');
+  // OpenAI also takes a list of prompts; one prompt per request is supported here.
+  const prompt = Array.isArray(value) && value.length === 1 ? value[0] : value;
+  if (typeof prompt !== 'string') throw wrongType('prompt', 'a string (one prompt per request)', value);
+  if (prompt.length > MAX_TEXT_CHARS) throw badRequest(`prompt is longer than ${MAX_TEXT_CHARS} characters`, 'prompt');
+  return prompt;
+}
+
+function checkStreamOptions(value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  if (typeof value !== 'object' || Array.isArray(value)) throw wrongType('stream_options', 'an object', value);
+  const include = (value as { include_usage?: unknown }).include_usage;
+  if (include === undefined || include === null) return false;
+  if (typeof include !== 'boolean') throw wrongType('stream_options.include_usage', 'a boolean', include);
+  return include;
+}
+
+/** OpenAI's sampling fields; `max_completion_tokens` is the newer name for max_tokens. */
+function samplingParams(body: Record<string, unknown>, defaults: SamplingParams = DEFAULT_SAMPLING): SamplingParams {
+  const input = { ...body };
+  const newer = body['max_completion_tokens'];
+  if (newer !== undefined && newer !== null) {
+    if (input['max_tokens'] !== undefined && input['max_tokens'] !== null && input['max_tokens'] !== newer) {
+      throw badRequest('give max_tokens or max_completion_tokens, not both', 'max_completion_tokens');
+    }
+    input['max_tokens'] = newer;
+  }
+  try {
+    return validateSamplingParams(input, defaults);
+  } catch (err) {
+    if (err instanceof SamplingParamError) throw badRequest(err.message, err.field);
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Cloudflare Workers AI: POST /ai/run/<model>, text-generation schema
+
+/** Workers AI's defaults for text generation. */
+export const WORKERS_AI_DEFAULTS: SamplingParams = Object.freeze({ ...DEFAULT_SAMPLING, max_tokens: 256, temperature: 0.6 });
+
+/** The sampling fields of the Workers AI schema (no n, stop or min_p there). */
+const WORKERS_AI_SAMPLING = [
+  'max_tokens',
+  'temperature',
+  'top_p',
+  'top_k',
+  'seed',
+  'repetition_penalty',
+  'frequency_penalty',
+  'presence_penalty',
+] as const;
+
+export function parseWorkersAiRequest(body: Record<string, unknown>, enc: PromptEncoder): GenerationJob {
+  const hasPrompt = body['prompt'] !== undefined && body['prompt'] !== null;
+  const hasMessages = body['messages'] !== undefined && body['messages'] !== null;
+  if (hasPrompt === hasMessages) throw badRequest('give exactly one of prompt or messages', hasPrompt ? 'messages' : 'prompt');
+  const raw = optionalBoolean(body, 'raw') ?? false;
+  const stream = optionalBoolean(body, 'stream') ?? false;
+
+  let promptIds: number[];
+  if (hasPrompt) {
+    const prompt = body['prompt'];
+    if (typeof prompt !== 'string') throw wrongType('prompt', 'a string', prompt);
+    if (prompt.length === 0) throw badRequest('prompt must not be empty', 'prompt');
+    if (prompt.length > MAX_TEXT_CHARS) throw badRequest(`prompt is longer than ${MAX_TEXT_CHARS} characters`, 'prompt');
+    // Without `raw` a prompt is one user turn in the model's chat template, as Workers AI does.
+    promptIds = raw ? enc.encodeRaw(prompt) : enc.encodeChat([{ role: 'user', content: prompt }]);
+  } else {
+    promptIds = enc.encodeChat(checkMessages(body['messages']));
+  }
+
+  const input: Record<string, unknown> = {};
+  for (const key of WORKERS_AI_SAMPLING) input[key] = body[key];
+  let params: SamplingParams;
+  try {
+    params = validateSamplingParams(input, WORKERS_AI_DEFAULTS);
+  } catch (err) {
+    if (err instanceof SamplingParamError) throw badRequest(err.message, err.field);
+    throw err;
+  }
+  return { model: null, promptIds, params, stream, includeUsage: false };
+}
+
+// ---------------------------------------------------------------------------
+
+function optionalBoolean(body: Record<string, unknown>, key: string): boolean | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw wrongType(key, 'a boolean', v);
+  return v;
+}
+
+function optionalString(body: Record<string, unknown>, key: string): string | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw wrongType(key, 'a string', v);
+  return v;
+}
