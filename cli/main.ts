@@ -6,6 +6,8 @@ import { Command, CommanderError } from 'commander';
 import { releaseGpu } from '../src/gpu/device.ts';
 import { registerInfo } from './commands/info.ts';
 import { registerTokenize } from './commands/tokenize.ts';
+import { registerGenerate } from './commands/generate.ts';
+import { registerChat } from './commands/chat.ts';
 import { registerLogits } from './commands/logits.ts';
 import { registerServe } from './commands/serve.ts';
 
@@ -18,6 +20,8 @@ program
 
 registerInfo(program);
 registerTokenize(program);
+registerGenerate(program);
+registerChat(program);
 registerLogits(program);
 registerServe(program);
 

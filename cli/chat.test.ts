@@ -1,0 +1,119 @@
+/**
+ * `openchat chat` driven through piped stdin (each line a user turn), as a real
+ * child process on the bundled tiny random-weight model.
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { BUNDLED_MODEL_DIR } from '../src/generator.ts';
+import { OpenChatTokenizer } from '../src/tokenizer/index.ts';
+import { freshSeed } from '../src/util/testing.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The test's environment less OPENCHAT_MODEL: the runs use the bundled model. */
+function withoutModelEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.OPENCHAT_MODEL;
+  return env;
+}
+
+/** Runs `node cli/openchat.mjs ...args` with `stdin` piped in, and waits for it to exit on its own. */
+function openchat(args: string[], stdin: string): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['cli/openchat.mjs', ...args], {
+      cwd: ROOT,
+      env: { ...withoutModelEnv(), XDG_RUNTIME_DIR: '/tmp' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const run: Run = { code: null, stdout: '', stderr: '' };
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (run.stdout += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (run.stderr += s));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`openchat ${args.join(' ')} did not exit within 60 s; stderr:\n${run.stderr}`));
+    }, 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      run.code = code;
+      resolve(run);
+    });
+    child.stdin.end(stdin);
+  });
+}
+
+const TIMING = /^\[prompt (\d+) tokens \((\d+) reused\), .*, finish (\w+), seed (\d+)\]/;
+
+/** The stats line after each answer: prompt tokens, tokens reused from the KV cache, seed. */
+function turns(stderr: string): Array<{ promptTokens: number; reused: number; finish: string; seed: number }> {
+  return stderr
+    .split('\n')
+    .map((line) => TIMING.exec(line))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ promptTokens: +m[1]!, reused: +m[2]!, finish: m[3]!, seed: +m[4]! }));
+}
+
+describe('openchat chat (piped stdin)', () => {
+  const seed = freshSeed();
+  let tokenizer: OpenChatTokenizer;
+  let conversation: Run;
+  let limits: Run;
+
+  beforeAll(async () => {
+    tokenizer = await OpenChatTokenizer.load(BUNDLED_MODEL_DIR);
+    [conversation, limits] = await Promise.all([
+      // One token per answer: the tiny model's sliding window is 16 tokens, so its rolling KV cache
+      // can only be rewound to the start of the answer when fewer than that were generated since.
+      openchat(
+        ['chat', '--seed', String(seed), '--temperature', '1', '--max-tokens', '1'],
+        'Hello, who are you?\nTell me more.\n/reset\nA new start.\n',
+      ),
+      // A turn too long for the context fails on its own; the session goes on until /exit.
+      openchat(
+        ['chat', '--context', '64', '--max-tokens', '4', '--seed', String(seed)],
+        `${'the sea '.repeat(40)}\nShort one.\n/exit\nNever read.\n`,
+      ),
+    ]);
+  });
+
+  it('answers every turn and exits 0 by itself at the end of input', () => {
+    expect(conversation.code, conversation.stderr).toBe(0);
+    expect(conversation.stderr).toMatch(/^openchat: using the bundled tiny model, whose weights are random/m);
+    const t = turns(conversation.stderr);
+    expect(t, conversation.stderr).toHaveLength(3);
+    // Turn i samples with seed + i.
+    expect(t.map((x) => x.seed)).toEqual([seed, seed + 1, seed + 2]);
+    // Each answer ends with one newline on stdout.
+    expect(conversation.stdout.split('\n').length - 1).toBeGreaterThanOrEqual(3);
+  });
+
+  it('keeps the conversation and its KV cache between turns, and /reset starts over', () => {
+    const [first, second, afterReset] = turns(conversation.stderr);
+    expect(first!.promptTokens).toBe(tokenizer.encodeChat([{ role: 'user', content: 'Hello, who are you?' }]).length);
+    // The second prompt holds the first turn, the answer, and the new question...
+    const asked = tokenizer.encode('Tell me more.').length;
+    expect(second!.promptTokens).toBeGreaterThan(first!.promptTokens + asked);
+    // ...and the first prompt's keys and values were still in the cache.
+    expect(second!.reused).toBeGreaterThanOrEqual(first!.promptTokens);
+    expect(afterReset!.promptTokens).toBe(tokenizer.encodeChat([{ role: 'user', content: 'A new start.' }]).length);
+  });
+
+  it('reports a turn that does not fit the context in one line, goes on, and leaves at /exit', () => {
+    const errors = limits.stderr.split('\n').filter((l) => l.startsWith('openchat: the prompt'));
+    expect(errors, limits.stderr).toHaveLength(1);
+    expect(errors[0]).toMatch(/the prompt \(\d+ tokens\) plus max_tokens \(4\) is \d+ tokens, more than the context length 64/);
+    // Only "Short one." was answered: the line after /exit was never read.
+    const t = turns(limits.stderr);
+    expect(t, limits.stderr).toHaveLength(1);
+    expect(t[0]!.promptTokens).toBe(tokenizer.encodeChat([{ role: 'user', content: 'Short one.' }]).length);
+    // A failed turn makes the piped session's exit code 1, for scripts.
+    expect(limits.code).toBe(1);
+  });
+});

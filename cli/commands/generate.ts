@@ -1,0 +1,97 @@
+/**
+ * `openchat generate --prompt TEXT`: one prompt in, streamed text out.
+ *
+ * By default the prompt is one user message in OpenChat's chat format (what the
+ * model was trained on); --raw sends BOS + the text as is. Text goes to stdout as
+ * it is produced; everything else (the bundled-model notice, timing, why
+ * generation stopped) goes to stderr, so `openchat generate ... > out.txt`
+ * captures only the model's words.
+ */
+import type { Command } from 'commander';
+import type { ChatMessage } from '../../src/tokenizer/index.ts';
+import { drawSeed } from '../../src/sampling/params.ts';
+import {
+  addModelOptions,
+  addSamplingOptions,
+  formatTimings,
+  lengthNote,
+  loadGenerator,
+  samplingParamsFromFlags,
+  warnIfBundledModel,
+  type ModelFlags,
+  type SamplingFlags,
+} from './sampling-options.ts';
+
+interface GenerateFlags extends ModelFlags, SamplingFlags {
+  prompt: string;
+  raw?: boolean;
+  verbose?: boolean;
+}
+
+export function registerGenerate(program: Command): void {
+  const cmd = program
+    .command('generate')
+    .description('generate a reply to one prompt, streamed to stdout; timing on stderr')
+    .requiredOption('--prompt <text>', 'the prompt (a user message, unless --raw)')
+    .option('--raw', 'no chat template: BOS + the prompt text as is')
+    .option('--verbose', "also print the prompt's token ids on stderr");
+  addModelOptions(cmd);
+  addSamplingOptions(cmd, { withN: true });
+  cmd.action(async (flags: GenerateFlags) => {
+    // Everything that can be wrong with the flags fails here, before the GPU starts.
+    const params = samplingParamsFromFlags(flags);
+    if (flags.raw && (flags.system !== undefined || flags.condition !== undefined)) {
+      throw new Error('--system and --condition apply to the chat template; they cannot be used with --raw');
+    }
+    // Sample i runs with seed + i: different samples, each reproducible on its own
+    // (`--seed S+i --n 1` prints sample i again).
+    const baseSeed = params.seed ?? drawSeed();
+    if (baseSeed + params.n - 1 > Number.MAX_SAFE_INTEGER) {
+      throw new Error(`invalid --seed: with --n ${params.n}, seed + ${params.n - 1} must be at most 2^53 - 1`);
+    }
+
+    const generator = await loadGenerator(flags);
+    let promptIds: number[];
+    if (flags.raw) {
+      promptIds = generator.encodeRaw(flags.prompt);
+    } else {
+      const messages: ChatMessage[] = [];
+      if (flags.system !== undefined) messages.push({ role: 'system', content: flags.system });
+      messages.push({ role: 'user', content: flags.prompt });
+      promptIds = generator.encodeChat(messages, flags.condition);
+    }
+    if (flags.verbose) process.stderr.write(`prompt ids: ${JSON.stringify(promptIds)}\n`);
+    // Fail before printing anything when the prompt (+ --max-tokens) cannot fit.
+    generator.checkContext(promptIds.length, params.max_tokens);
+    warnIfBundledModel(generator);
+
+    // Ctrl-C stops the answer being written (the remaining samples too) and still
+    // reports what was done; a second Ctrl-C leaves at once.
+    const abort = new AbortController();
+    const onSigint = (): void => {
+      if (abort.signal.aborted) process.exit(130);
+      abort.abort();
+    };
+    process.on('SIGINT', onSigint);
+
+    try {
+      for (let i = 0; i < params.n && !abort.signal.aborted; i++) {
+        const seed = baseSeed + i;
+        if (params.n > 1) process.stdout.write(`${i > 0 ? '\n' : ''}--- sample ${i + 1} of ${params.n} (seed ${seed}) ---\n`);
+        for await (const event of generator.generate(promptIds, { ...params, seed }, abort.signal)) {
+          if (event.type === 'text') {
+            process.stdout.write(event.text);
+          } else {
+            // Every sample's text ends with exactly one newline, so the shell prompt starts on its own line.
+            process.stdout.write('\n');
+            const note = lengthNote(event.finishReason, event.timings, event.usage.completion_tokens, params, generator.contextLength);
+            process.stderr.write(`${formatTimings(event.timings, event.finishReason, event.seed)}${note ? ' ' + note : ''}\n`);
+          }
+        }
+      }
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+    if (abort.signal.aborted) process.exitCode = 130;
+  });
+}

@@ -1,0 +1,205 @@
+/**
+ * What `openchat generate` and `openchat chat` share: the model and sampling
+ * flags, turning them into validated SamplingParams, loading the Generator,
+ * and the one-line timing report.
+ *
+ * Flags are read as plain strings and checked here, inside the command's action,
+ * rather than by Commander's per-option parsers: an error thrown from the action
+ * becomes one line on stderr (`openchat: ...`, see cli/main.ts), while a parser's
+ * error would be followed by the whole help text. The ranges themselves live in
+ * one place only, validateSamplingParams, so the CLI and the HTTP server agree.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { BUNDLED_MODEL_DIR, Generator, type FinishReason, type Timings } from '../../src/generator.ts';
+import {
+  DEFAULT_SAMPLING,
+  MAX_STOP_STRINGS,
+  SamplingParamError,
+  validateSamplingParams,
+  type SamplingParams,
+} from '../../src/sampling/params.ts';
+import { intOption } from './options.ts';
+
+/**
+ * The CLI's defaults. OpenChat's own server (ochat's OpenAI-style API) samples at
+ * temperature 0.7 with top_p 1, so a chat in the terminal reads like one there;
+ * every other filter and penalty is off (DEFAULT_SAMPLING). `--temperature 0`
+ * is greedy decoding. max_tokens is unset: an answer runs until the model ends its
+ * turn, a stop string appears, or the context is full.
+ */
+export const CLI_SAMPLING_DEFAULTS: SamplingParams = Object.freeze({
+  ...DEFAULT_SAMPLING,
+  temperature: 0.7,
+  top_p: 1,
+});
+
+/** Commander's view of the flags: every value is still the string the user typed. */
+export interface SamplingFlags {
+  temperature?: string;
+  topP?: string;
+  topK?: string;
+  minP?: string;
+  repetitionPenalty?: string;
+  presencePenalty?: string;
+  frequencyPenalty?: string;
+  seed?: string;
+  maxTokens?: string;
+  stop: string[];
+  n?: string;
+}
+
+export interface ModelFlags {
+  model?: string;
+  context?: string;
+  system?: string;
+  condition?: string;
+}
+
+/** CLI flag <-> SamplingParams field, in the order the help lists them. */
+const NUMERIC_FLAGS: ReadonlyArray<[flag: string, key: keyof SamplingFlags, field: keyof SamplingParams, help: string]> = [
+  ['--temperature', 'temperature', 'temperature', 'softmax temperature in [0, 2]; 0 is greedy (default 0.7)'],
+  ['--top-p', 'topP', 'top_p', 'nucleus sampling mass in (0, 1]; 1 is off'],
+  ['--top-k', 'topK', 'top_k', 'keep the k most likely tokens, integer in [0, 1000]; 0 is off'],
+  ['--min-p', 'minP', 'min_p', 'keep tokens with p >= min_p * p_max, in [0, 1]; 0 is off'],
+  ['--repetition-penalty', 'repetitionPenalty', 'repetition_penalty', 'multiplicative penalty on seen tokens, in [0.01, 5]; 1 is off'],
+  ['--presence-penalty', 'presencePenalty', 'presence_penalty', 'additive penalty on generated tokens, in [-2, 2]; 0 is off'],
+  ['--frequency-penalty', 'frequencyPenalty', 'frequency_penalty', 'additive penalty per occurrence, in [-2, 2]; 0 is off'],
+  ['--seed', 'seed', 'seed', 'seed for the sampler (default: a fresh one, reported on stderr)'],
+  ['--max-tokens', 'maxTokens', 'max_tokens', 'most tokens to generate (default: until the end of the turn or of the context)'],
+];
+
+/** Adds --model, --context, --system, --condition. */
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)')
+    .option('--context <tokens>', "KV cache size in tokens: prompt + output must fit (default and maximum: the model's max_position_embeddings)")
+    .option('--system <text>', 'a system message before the conversation')
+    .option('--condition <name>', "OpenChat's condition: 'GPT4 Correct' (default) or 'code' (coding mode)");
+}
+
+/** Adds every sampling flag; `withN` adds --n (generate only: a chat turn has one answer). */
+export function addSamplingOptions(cmd: Command, opts: { withN: boolean }): Command {
+  for (const [flag, , , help] of NUMERIC_FLAGS) cmd.option(`${flag} <value>`, help);
+  cmd.option(
+    '--stop <text>',
+    `stop before this text appears (repeatable, up to ${MAX_STOP_STRINGS})`,
+    (value: string, previous: string[]) => [...previous, value],
+    [] as string[],
+  );
+  if (opts.withN) cmd.option('--n <count>', 'independent samples, integer in [1, 4]; sample i uses seed + i');
+  return cmd;
+}
+
+/**
+ * A flag's text as validateSamplingParams should see it: a number when it reads
+ * as one, otherwise the text itself, so that the error says `got "abc" (a string)`.
+ */
+function asNumber(text: string): number | string {
+  const n = Number(text);
+  return text.trim() !== '' && Number.isFinite(n) ? n : text;
+}
+
+/** Validated SamplingParams from the flags. Errors name the flag, the field and its range. */
+export function samplingParamsFromFlags(flags: SamplingFlags): SamplingParams {
+  const input: Record<string, unknown> = { stop: flags.stop };
+  const flagOf: Record<string, string> = { stop: '--stop', n: '--n' };
+  for (const [flag, key, field] of NUMERIC_FLAGS) {
+    const value = flags[key];
+    if (typeof value === 'string') input[field] = asNumber(value);
+    flagOf[field] = flag;
+  }
+  if (flags.n !== undefined) input.n = asNumber(flags.n);
+  try {
+    return validateSamplingParams(input, CLI_SAMPLING_DEFAULTS);
+  } catch (err) {
+    if (err instanceof SamplingParamError) throw new Error(`invalid ${flagOf[err.field] ?? err.field}: ${err.message}`);
+    throw err;
+  }
+}
+
+/**
+ * The model folder the command will load (--model, else $OPENCHAT_MODEL, else the
+ * bundled tiny model), checked before any GPU work so that a typo fails fast.
+ */
+export function resolveModelDir(flag: string | undefined): string {
+  const given = flag ?? process.env.OPENCHAT_MODEL;
+  if (given === undefined || given === '') return BUNDLED_MODEL_DIR; // an empty variable counts as unset
+  const dir = resolve(given);
+  const source = flag !== undefined ? '--model' : 'OPENCHAT_MODEL';
+  if (!existsSync(dir)) throw new Error(`model folder not found: ${dir} (from ${source})`);
+  if (!statSync(dir).isDirectory()) throw new Error(`${source} must name a folder; ${dir} is a file`);
+  return dir;
+}
+
+/** --context as a number, or undefined for the model's own maximum. */
+export function contextFromFlag(flag: string | undefined): number | undefined {
+  if (flag === undefined) return undefined;
+  try {
+    // 2 tokens at least: BOS plus one token to generate.
+    return intOption('--context', 2, 1 << 20)(flag);
+  } catch (err) {
+    // Commander's InvalidArgumentError is a CommanderError, which cli/main.ts exits on
+    // without a message (Commander has printed it already when it parses options itself).
+    throw new Error((err as Error).message);
+  }
+}
+
+/**
+ * Loads the model, with a progress line on stderr while a real checkpoint
+ * loads (only on a terminal).
+ */
+export async function loadGenerator(flags: ModelFlags): Promise<Generator> {
+  const modelDir = resolveModelDir(flags.model);
+  const contextLength = contextFromFlag(flags.context);
+  const showProgress = process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR;
+  const generator = await Generator.load({
+    modelDir,
+    contextLength,
+    onProgress: showProgress
+      ? (p) => {
+          const pct = p.bytesTotal > 0 ? ((100 * p.bytesDone) / p.bytesTotal).toFixed(0) : '100';
+          process.stderr.write(`\rloading ${modelDir}: ${pct}% (${gib(p.bytesDone)} of ${gib(p.bytesTotal)} GiB)`);
+        }
+      : undefined,
+  });
+  if (showProgress) process.stderr.write('\n');
+  return generator;
+}
+
+/** One line on stderr when the bundled model runs: its weights are random, so its text is noise. */
+export function warnIfBundledModel(generator: Generator): void {
+  if (generator.isBundledModel) {
+    process.stderr.write(
+      'openchat: using the bundled tiny model, whose weights are random, so its text is noise ' +
+        '(pass --model DIR or set OPENCHAT_MODEL for a real checkpoint)\n',
+    );
+  }
+}
+
+function gib(bytes: number): string {
+  return (bytes / 2 ** 30).toFixed(1);
+}
+
+/**
+ * One line of numbers after an answer, e.g.
+ *   [prompt 31 tokens (0 reused), first token 0.21 s, prefill 148 tok/s, decode 63 tokens at 41.7 tok/s, finish stop, seed 7]
+ * Prefill speed counts only the prompt tokens that were actually run (not those reused from the KV cache).
+ */
+export function formatTimings(t: Timings, finishReason: FinishReason, seed: number): string {
+  return (
+    `[prompt ${t.promptTokens} tokens (${t.reusedTokens} reused), ` +
+    `first token ${t.timeToFirstToken.toFixed(2)} s, ` +
+    `prefill ${t.prefillTokensPerSecond.toFixed(1)} tok/s, ` +
+    `decode ${t.decodeTokens} tokens at ${t.decodeTokensPerSecond.toFixed(1)} tok/s, ` +
+    `finish ${finishReason}, seed ${seed}]`
+  );
+}
+
+/** Why a generation that ended by length ended, in words, or undefined. */
+export function lengthNote(finishReason: FinishReason, t: Timings, completionTokens: number, params: SamplingParams, contextLength: number): string | undefined {
+  if (finishReason !== 'length') return undefined;
+  if (params.max_tokens !== null && completionTokens >= params.max_tokens) return `(stopped at --max-tokens ${params.max_tokens})`;
+  return `(stopped: prompt ${t.promptTokens} + output ${completionTokens} tokens filled the context of ${contextLength})`;
+}
