@@ -9,13 +9,13 @@ import { registerTokenize } from './commands/tokenize.ts';
 import { registerGenerate } from './commands/generate.ts';
 import { registerChat } from './commands/chat.ts';
 import { registerLogits } from './commands/logits.ts';
+import { registerBench } from './commands/bench.ts';
 import { registerServe } from './commands/serve.ts';
 
 const program = new Command();
 program
   .name('openchat')
   .description('OpenChat 3.5 / Mistral-7B on WebGPU (WGSL kernels, Dawn in Node.js)')
-  .showHelpAfterError()
   .exitOverride();
 
 registerInfo(program);
@@ -23,7 +23,15 @@ registerTokenize(program);
 registerGenerate(program);
 registerChat(program);
 registerLogits(program);
+registerBench(program);
 registerServe(program);
+
+// Commander prints its own parse errors before throwing; an error thrown from
+// inside a command's action (even a CommanderError) has not been printed yet.
+let inAction = false;
+program.hook('preAction', () => {
+  inAction = true;
+});
 
 /** One clear line on stderr and a non-zero exit code; the stack only with OPENCHAT_DEBUG=1. */
 function fail(err: unknown): never {
@@ -39,6 +47,6 @@ try {
   await releaseGpu();
   process.exit(process.exitCode ?? 0);
 } catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode);
+  if (err instanceof CommanderError && !inAction) process.exit(err.exitCode);
   fail(err);
 }

@@ -60,30 +60,43 @@ export class ContextLengthError extends RangeError {
   }
 }
 
-/** A FIFO lock: one generation at a time owns the model and its KV cache. */
+/**
+ * A FIFO lock: one generation at a time owns the model and its KV cache. A
+ * waiter whose signal aborts leaves the queue at once.
+ */
 class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-  private waiting = 0;
+  private locked = false;
+  private waiters: Array<{ grant: () => void }> = [];
 
   get queued(): number {
-    return this.waiting;
+    return this.waiters.length;
   }
 
-  async acquire(signal?: AbortSignal): Promise<() => void> {
-    let release!: () => void;
-    const prev = this.tail;
-    this.tail = new Promise<void>((r) => (release = r));
-    this.waiting++;
-    try {
-      await prev;
-    } finally {
-      this.waiting--;
+  acquire(signal?: AbortSignal): Promise<() => void> {
+    if (signal?.aborted) return Promise.reject(signal.reason ?? new Error('aborted'));
+    const release = () => {
+      const next = this.waiters.shift();
+      if (next) next.grant();
+      else this.locked = false;
+    };
+    if (!this.locked) {
+      this.locked = true;
+      return Promise.resolve(release);
     }
-    if (signal?.aborted) {
-      release();
-      throw signal.reason ?? new Error('aborted');
-    }
-    return release;
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        grant: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(release);
+        },
+      };
+      const onAbort = () => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(signal!.reason ?? new Error('aborted'));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
   }
 }
 
@@ -101,7 +114,7 @@ export class Generator {
   }
 
   static async load(opts: GeneratorOptions = {}): Promise<Generator> {
-    const modelDir = resolve(opts.modelDir ?? process.env.OPENCHAT_MODEL ?? BUNDLED_MODEL_DIR);
+    const modelDir = resolve(opts.modelDir || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
     const gpu = await getGpu();
     const tokenizer = await OpenChatTokenizer.load(modelDir);
     const model = await MistralModel.load(gpu, modelDir, opts);

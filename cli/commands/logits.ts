@@ -50,7 +50,7 @@ export function registerLogits(program: Command): void {
     .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
-      const dir = resolve(opts.model ?? process.env.OPENCHAT_MODEL ?? BUNDLED_MODEL_DIR);
+      const dir = resolve(opts.model || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
       const model = await MistralModel.load(await getGpu(), dir);
