@@ -1,0 +1,296 @@
+/**
+ * Synthetic checkpoints for benchmarks: a Hugging Face model folder (config.json,
+ * safetensors in HF tensor naming, sharded with model.safetensors.index.json the
+ * way `save_pretrained` shards) whose shapes are those of real models and whose
+ * weights are random f16 values. The engine does exactly the same work on them
+ * as on the real weights, so speed and memory measured on them are the real
+ * figures; only the text they produce is noise.
+ *
+ *   npx tsx bench/synthetic.ts tiny|1b|7b DIR [--max-shard-gb 5] [--seed N]
+ *
+ * Writing 14.5 GB of weights must take minutes, not hours, so no tensor is drawn
+ * element by element: one block of N(0, 1) values is drawn once, rounded to f16
+ * once per distinct scale, and every tensor is filled by copying that block
+ * round-robin from a random starting offset. Tensors therefore differ from each
+ * other (different offsets; the block length is odd, so consecutive rows of a
+ * matrix are different windows of it), their values have the intended
+ * distribution, and filling costs one memcpy per tensor.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { expectedTensors, parseConfig, type ModelConfig } from '../src/model/config.ts';
+import { writeSafetensors, type TensorSpec } from '../src/model/safetensors.ts';
+import { encodeFromF32 } from '../src/util/half.ts';
+import { Rng } from '../src/util/rng.ts';
+
+/** The shapes the benchmarks run, as the `config.json` a Hugging Face export would carry. */
+export const SYNTHETIC_CONFIGS = {
+  /** The golden fixture's shape (golden/tiny-mistral): real architecture, toy size. */
+  tiny: {
+    architectures: ['MistralForCausalLM'],
+    model_type: 'mistral',
+    vocab_size: 32002,
+    hidden_size: 64,
+    intermediate_size: 192,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 16,
+    hidden_act: 'silu',
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    sliding_window: 16,
+    max_position_embeddings: 1024,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 32000,
+    torch_dtype: 'float16',
+  },
+  /** TinyLlama-1.1B's shape (a Llama: grouped-query attention, no sliding window). */
+  '1b': {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: 32000,
+    hidden_size: 2048,
+    intermediate_size: 5632,
+    num_hidden_layers: 22,
+    num_attention_heads: 32,
+    num_key_value_heads: 4,
+    hidden_act: 'silu',
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    max_position_embeddings: 2048,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    torch_dtype: 'float16',
+  },
+  /** OpenChat 3.5's shape (Mistral-7B plus two added tokens). */
+  '7b': {
+    architectures: ['MistralForCausalLM'],
+    model_type: 'mistral',
+    vocab_size: 32002,
+    hidden_size: 4096,
+    intermediate_size: 14336,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    hidden_act: 'silu',
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    sliding_window: 4096,
+    max_position_embeddings: 8192,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 32000,
+    torch_dtype: 'float16',
+  },
+} as const;
+
+export type SyntheticName = keyof typeof SYNTHETIC_CONFIGS;
+
+export function isSyntheticName(name: string): name is SyntheticName {
+  return Object.hasOwn(SYNTHETIC_CONFIGS, name);
+}
+
+/** save_pretrained's default `max_shard_size` ("5GB", decimal). */
+export const DEFAULT_MAX_SHARD_BYTES = 5e9;
+
+export interface WriteOptions {
+  /** Shards are filled in state_dict order up to this many bytes each; one shard is written as model.safetensors. */
+  maxShardBytes?: number;
+  seed?: number;
+  /** Called after each tensor is written. */
+  onProgress?: (p: { tensorsDone: number; tensorsTotal: number; bytesDone: number; bytesTotal: number }) => void;
+}
+
+export interface WrittenCheckpoint {
+  dir: string;
+  config: ModelConfig;
+  files: string[];
+  tensors: number;
+  /** Bytes of tensor data (excluding headers): what the index's metadata.total_size says. */
+  totalBytes: number;
+  seconds: number;
+}
+
+// An odd length: rows of a matrix (even widths) start at different phases of the block.
+const BLOCK_ELEMENTS = (1 << 21) + 1;
+
+/**
+ * Tensor names in the order `model.state_dict()` lists them (HF writes shards in
+ * this order), with their shapes from the config.
+ */
+function stateDictOrder(config: ModelConfig): TensorSpec[] {
+  const shapes = expectedTensors(config);
+  const order: string[] = ['model.embed_tokens.weight'];
+  for (let i = 0; i < config.num_hidden_layers; i++) {
+    const p = `model.layers.${i}.`;
+    order.push(
+      ...['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'].map(
+        (n) => `${p}${n}.weight`,
+      ),
+      `${p}input_layernorm.weight`,
+      `${p}post_attention_layernorm.weight`,
+    );
+  }
+  order.push('model.norm.weight');
+  if (!config.tie_word_embeddings) order.push('lm_head.weight');
+  if (order.length !== shapes.size || order.some((n) => !shapes.has(n))) {
+    throw new Error('synthetic: tensor list out of step with expectedTensors() in src/model/config.ts');
+  }
+  return order.map((name) => ({ name, dtype: 'F16', shape: shapes.get(name)! }));
+}
+
+/** Groups tensors into shards greedily, as save_pretrained does: a tensor that does not fit starts a new shard. */
+function planShards(specs: TensorSpec[], maxShardBytes: number): TensorSpec[][] {
+  const shards: TensorSpec[][] = [[]];
+  let used = 0;
+  for (const s of specs) {
+    const bytes = elements(s) * 2;
+    if (used > 0 && used + bytes > maxShardBytes) {
+      shards.push([]);
+      used = 0;
+    }
+    shards[shards.length - 1]!.push(s);
+    used += bytes;
+  }
+  return shards;
+}
+
+function elements(s: TensorSpec): number {
+  return s.shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * Fills tensors with f16 values: 2-D weights [out, in] from N(0, 1/sqrt(in)) so
+ * each projection keeps its activations' scale (finite through 32 layers), norm
+ * weights with ones (their Hugging Face initialization).
+ */
+class WeightFiller {
+  private readonly unit: Float32Array;
+  private readonly byScale = new Map<number, Uint16Array>();
+  private readonly out: Uint16Array;
+
+  constructor(private readonly rng: Rng, largestTensor: number) {
+    this.unit = new Float32Array(BLOCK_ELEMENTS);
+    for (let i = 0; i < BLOCK_ELEMENTS; i++) this.unit[i] = rng.normal();
+    this.out = new Uint16Array(largestTensor);
+  }
+
+  fill(spec: TensorSpec): Uint8Array {
+    const n = elements(spec);
+    const out = this.out.subarray(0, n);
+    if (spec.shape.length === 1) {
+      out.fill(0x3c00); // 1.0 in f16
+    } else {
+      const block = this.block(1 / Math.sqrt(spec.shape[1]!));
+      let from = this.rng.int(0, BLOCK_ELEMENTS);
+      for (let at = 0; at < n; ) {
+        const take = Math.min(n - at, BLOCK_ELEMENTS - from);
+        out.set(block.subarray(from, from + take), at);
+        at += take;
+        from = 0;
+      }
+    }
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  }
+
+  /** The unit block scaled and rounded to f16, once per distinct scale. */
+  private block(scale: number): Uint16Array {
+    let b = this.byScale.get(scale);
+    if (!b) {
+      const scaled = new Float32Array(BLOCK_ELEMENTS);
+      for (let i = 0; i < BLOCK_ELEMENTS; i++) scaled[i] = this.unit[i]! * scale;
+      const bytes = encodeFromF32(scaled, 'f16');
+      b = new Uint16Array(bytes.buffer, bytes.byteOffset, BLOCK_ELEMENTS);
+      this.byScale.set(scale, b);
+    }
+    return b;
+  }
+}
+
+/** Writes a synthetic checkpoint of `name`'s shape (or of any raw HF config) into `dir`. */
+export function writeSyntheticCheckpoint(dir: string, name: SyntheticName | Record<string, unknown>, opts: WriteOptions = {}): WrittenCheckpoint {
+  const started = performance.now();
+  const raw: Record<string, unknown> = typeof name === 'string' ? { ...SYNTHETIC_CONFIGS[name] } : { ...name };
+  const config = parseConfig(raw, typeof name === 'string' ? `synthetic ${name}` : 'synthetic config');
+  const specs = stateDictOrder(config);
+  const shards = planShards(specs, opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
+  const seed = (opts.seed ?? 1) >>> 0;
+  const filler = new WeightFiller(new Rng(seed), Math.max(...specs.map(elements)));
+
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(raw, null, 2) + '\n');
+
+  const totalBytes = specs.reduce((a, s) => a + elements(s) * 2, 0);
+  const metadata = { format: 'pt', synthetic: `random f16 weights from openchat-webgpu bench/synthetic.ts, seed ${seed}` };
+  const files = shards.map((_, i) =>
+    shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`,
+  );
+  let tensorsDone = 0;
+  let bytesDone = 0;
+  shards.forEach((shard, i) => {
+    writeSafetensors(
+      join(dir, files[i]!),
+      shard,
+      (spec) => {
+        const bytes = filler.fill(spec);
+        tensorsDone++;
+        bytesDone += bytes.byteLength;
+        // Reported before the bytes are written; good enough for a progress line.
+        opts.onProgress?.({ tensorsDone, tensorsTotal: specs.length, bytesDone, bytesTotal: totalBytes });
+        return bytes;
+      },
+      metadata,
+    );
+  });
+  if (shards.length > 1) {
+    const weight_map: Record<string, string> = {};
+    shards.forEach((shard, i) => shard.forEach((s) => (weight_map[s.name] = files[i]!)));
+    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: totalBytes }, weight_map }, null, 2) + '\n');
+  }
+  return { dir, config, files, tensors: specs.length, totalBytes, seconds: (performance.now() - started) / 1000 };
+}
+
+function usage(): never {
+  process.stderr.write(
+    `usage: npx tsx bench/synthetic.ts ${Object.keys(SYNTHETIC_CONFIGS).join('|')} DIR [--max-shard-gb G] [--seed N]\n` +
+      '  writes a Hugging Face model folder of that shape with random f16 weights\n',
+  );
+  process.exit(2);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const positional: string[] = [];
+  let maxShardBytes = DEFAULT_MAX_SHARD_BYTES;
+  let seed = 1;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--max-shard-gb') maxShardBytes = Number(argv[++i]) * 1e9;
+    else if (a === '--seed') seed = Number(argv[++i]);
+    else if (a.startsWith('-')) usage();
+    else positional.push(a);
+  }
+  const [name, dir] = positional;
+  if (!name || !dir || positional.length !== 2 || !isSyntheticName(name) || !(maxShardBytes > 0) || !Number.isInteger(seed)) usage();
+  let lastPrint = 0;
+  const w = writeSyntheticCheckpoint(dir, name, {
+    maxShardBytes,
+    seed,
+    onProgress: (p) => {
+      const now = performance.now();
+      if (now - lastPrint > 2000 || p.tensorsDone === p.tensorsTotal) {
+        lastPrint = now;
+        process.stderr.write(`  ${p.tensorsDone}/${p.tensorsTotal} tensors, ${(p.bytesDone / 1e9).toFixed(2)} / ${(p.bytesTotal / 1e9).toFixed(2)} GB\n`);
+      }
+    },
+  });
+  process.stdout.write(
+    `wrote ${name} (${w.config.architecture}, ${w.tensors} tensors, ${(w.totalBytes / 1e9).toFixed(2)} GB in ${w.files.length} file(s)) ` +
+      `to ${w.dir} in ${w.seconds.toFixed(1)} s (${(w.totalBytes / 1e9 / w.seconds).toFixed(2)} GB/s)\n`,
+  );
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main(process.argv.slice(2));
