@@ -111,6 +111,9 @@ describe(`synthetic tiny checkpoint (seed ${seed})`, () => {
     expect(r.decode.samples.length).toBe(3);
     expect(r.memory.peakRss.measured).toBeGreaterThan(r.memory.deviceBytes);
     expect(r.roofline.bandwidth).toBe(Math.max(r.roofline.copyBytesPerSecond, r.roofline.kernelCopyBytesPerSecond));
+    // The limits are the better of the two roofline runs.
+    expect(r.roofline.flopsPerSecond).toBe(Math.max(...r.rooflineRuns.map((x) => x.flopsPerSecond)));
+    expect(r.roofline.bandwidth).toBe(Math.max(...r.rooflineRuns.map((x) => x.bandwidth)));
     const table = formatResult(r);
     expect(table).toContain('| decode tokens/s, 3 tokens after 5 |');
     expect(table).toContain('time to first token, 20-token prompt');
