@@ -408,7 +408,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   const config = loadConfig(dir);
   // Allocate only the context the run uses (positions 0 .. needed-1): on a
   // software adapter the KV cache is host memory too.
-  const needed = Math.max(...promptLengths, decodePrompt + opts.decodeTokens);
+  const needed = Math.max(...promptLengths.map((n) => n + 1), decodePrompt + opts.decodeTokens); // the warm-up decodes one token after each prompt
   if (needed > config.max_position_embeddings) {
     throw new Error(`the run needs ${needed} positions, more than max_position_embeddings ${config.max_position_embeddings}`);
   }
