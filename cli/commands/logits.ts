@@ -6,6 +6,7 @@ import { MistralModel } from '../../src/model/model.ts';
 import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
 import { BUNDLED_MODEL_DIR } from '../../src/generator.ts';
 import { intOption } from './options.ts';
+import { loadProgress } from './progress.ts';
 
 interface LogitsOptions {
   model?: string;
@@ -53,7 +54,9 @@ export function registerLogits(program: Command): void {
       const dir = resolve(opts.model || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
-      const model = await MistralModel.load(await getGpu(), dir);
+      const progress = loadProgress(dir);
+      const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress });
+      progress.done();
       const vocab = model.config.vocab_size;
       const greedy = opts.greedy ?? 0;
       if (ids.length + greedy > model.contextLength) {

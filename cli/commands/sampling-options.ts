@@ -9,6 +9,7 @@
  * error would be followed by the whole help text. The ranges themselves live in
  * one place only, validateSamplingParams, so the CLI and the HTTP server agree.
  */
+import { loadProgress } from './progress.ts';
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -153,18 +154,9 @@ export function contextFromFlag(flag: string | undefined): number | undefined {
 export async function loadGenerator(flags: ModelFlags): Promise<Generator> {
   const modelDir = resolveModelDir(flags.model);
   const contextLength = contextFromFlag(flags.context);
-  const showProgress = process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR;
-  const generator = await Generator.load({
-    modelDir,
-    contextLength,
-    onProgress: showProgress
-      ? (p) => {
-          const pct = p.bytesTotal > 0 ? ((100 * p.bytesDone) / p.bytesTotal).toFixed(0) : '100';
-          process.stderr.write(`\rloading ${modelDir}: ${pct}% (${gib(p.bytesDone)} of ${gib(p.bytesTotal)} GiB)`);
-        }
-      : undefined,
-  });
-  if (showProgress) process.stderr.write('\n');
+  const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
+  const generator = await Generator.load({ modelDir, contextLength, onProgress: progress.onProgress });
+  progress.done();
   return generator;
 }
 
@@ -176,10 +168,6 @@ export function warnIfBundledModel(generator: Generator): void {
         '(pass --model DIR or set OPENCHAT_MODEL for a real checkpoint)\n',
     );
   }
-}
-
-function gib(bytes: number): string {
-  return (bytes / 2 ** 30).toFixed(1);
 }
 
 /**

@@ -1,7 +1,10 @@
 import { createWriteStream } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, DEFAULT_PORT, startServer } from '../../src/server/server.ts';
 import { intOption } from './options.ts';
+import { loadProgress } from './progress.ts';
+import { BUNDLED_MODEL_DIR, Generator } from '../../src/generator.ts';
 
 interface ServeOptions {
   model?: string;
@@ -31,9 +34,12 @@ export function registerServe(program: Command): void {
     .action(async (opts: ServeOptions) => {
       const file = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a' }) : null;
       const log = (line: string) => (file ? file.write(line + '\n') : process.stderr.write(line + '\n'));
+      const modelDir = resolve(opts.model || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
+      const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
+      const loaded = await Generator.load({ modelDir, contextLength: opts.contextLength, onProgress: progress.onProgress });
+      progress.done();
       const running = await startServer({
-        modelDir: opts.model,
-        contextLength: opts.contextLength,
+        generator: loaded,
         host: opts.host,
         port: opts.port,
         apiKeys: opts.apiKeys,
@@ -58,6 +64,7 @@ export function registerServe(program: Command): void {
       });
       process.stderr.write('openchat serve: shutting down\n');
       await running.close();
+      loaded.close();
       if (file) await new Promise<void>((resolve) => file.end(resolve));
     });
 }

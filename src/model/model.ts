@@ -8,7 +8,7 @@ import type { Gpu } from '../gpu/device.ts';
 import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { decodeToF32 } from '../util/half.ts';
-import { loadConfig, type ModelConfig } from './config.ts';
+import { expectedTensors, loadConfig, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
 import { validateCheckpoint } from './weights.ts';
@@ -112,7 +112,7 @@ export class MistralModel {
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
-      const loader = new WeightLoader(gpu, ckpt, opts.onProgress);
+      const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress);
       const layers: Layer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
         const p = `model.layers.${i}.`;
@@ -305,9 +305,9 @@ class WeightLoader {
   private readonly total: number;
   private readonly totalBytes: number;
 
-  constructor(private gpu: Gpu, private ckpt: Checkpoint, private onProgress?: (p: LoadProgress) => void) {
-    this.total = ckpt.tensors.size;
-    this.totalBytes = ckpt.totalBytes;
+  constructor(private gpu: Gpu, private ckpt: Checkpoint, names: string[], private onProgress?: (p: LoadProgress) => void) {
+    this.total = names.length;
+    this.totalBytes = names.reduce((sum, n) => sum + ckpt.get(n).byteLength, 0);
   }
 
   /** A 2-D weight kept in its stored dtype (bf16 stays bf16: widened exactly in the kernels). */
