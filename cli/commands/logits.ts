@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { getGpu } from '../../src/gpu/device.ts';
 import { MistralModel } from '../../src/model/model.ts';
+import { CpuModel } from '../../src/model/cpu.ts';
 import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
 import { BUNDLED_MODEL_DIR } from '../../src/generator.ts';
 import { intOption } from './options.ts';
@@ -15,6 +16,7 @@ interface LogitsOptions {
   out?: string;
   top: number;
   greedy?: number;
+  cpu?: boolean;
 }
 
 function parseIds(text: string): number[] {
@@ -39,6 +41,40 @@ function topOf(row: Float32Array, k: number): number[] {
   return best;
 }
 
+/** The two forward passes behind one small interface: all logits of a sequence, then greedy steps. */
+interface Runner {
+  vocab: number;
+  contextLength: number;
+  all(ids: number[]): Promise<Float32Array>;
+  /** Runs one more token through the KV cache and returns the argmax of its logits. */
+  next(id: number): Promise<number>;
+  close(): void;
+}
+
+async function gpuRunner(dir: string): Promise<Runner> {
+  const progress = loadProgress(dir);
+  const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress });
+  progress.done();
+  return {
+    vocab: model.config.vocab_size,
+    contextLength: model.contextLength,
+    all: async (ids) => (await model.forward(ids, { kind: 'all-logits' })).logits!,
+    next: async (id) => (await model.forward([id], { kind: 'argmax' })).argmax!,
+    close: () => model.destroy(),
+  };
+}
+
+function cpuRunner(dir: string): Runner {
+  const model = CpuModel.load(dir);
+  return {
+    vocab: model.config.vocab_size,
+    contextLength: model.config.max_position_embeddings,
+    all: async (ids) => model.forward(ids),
+    next: async (id) => topOf(model.forward([id]), 1)[0]!,
+    close: () => {},
+  };
+}
+
 export function registerLogits(program: Command): void {
   program
     .command('logits')
@@ -49,20 +85,19 @@ export function registerLogits(program: Command): void {
     .option('--out <file>', 'write logits as float32 little-endian, row-major [positions, vocab_size]')
     .option('--top <k>', 'print the k most likely next tokens at each position', intOption('--top', 0, 100), 5)
     .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
+    .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
       const dir = resolve(opts.model || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
-      const progress = loadProgress(dir);
-      const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress });
-      progress.done();
-      const vocab = model.config.vocab_size;
+      const runner = opts.cpu ? cpuRunner(dir) : await gpuRunner(dir);
+      const vocab = runner.vocab;
       const greedy = opts.greedy ?? 0;
-      if (ids.length + greedy > model.contextLength) {
-        throw new Error(`${ids.length} ids + ${greedy} greedy tokens exceed the context length ${model.contextLength}`);
+      if (ids.length + greedy > runner.contextLength) {
+        throw new Error(`${ids.length} ids + ${greedy} greedy tokens exceed the context length ${runner.contextLength}`);
       }
-      const logits = (await model.forward(ids, { kind: 'all-logits' })).logits!;
+      const logits = await runner.all(ids);
       if (opts.out) {
         writeFileSync(opts.out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
         process.stderr.write(`wrote ${ids.length} x ${vocab} float32 logits to ${opts.out}\n`);
@@ -77,9 +112,9 @@ export function registerLogits(program: Command): void {
       if (greedy > 0) {
         const last = logits.subarray((ids.length - 1) * vocab);
         const out: number[] = [topOf(last, 1)[0]!];
-        while (out.length < greedy) out.push((await model.forward([out[out.length - 1]!], { kind: 'argmax' })).argmax!);
+        while (out.length < greedy) out.push(await runner.next(out[out.length - 1]!));
         process.stdout.write(JSON.stringify(out) + '\n');
       }
-      model.destroy();
+      runner.close();
     });
 }

@@ -95,6 +95,9 @@ export class CpuModel {
     const kvDim = c.num_key_value_heads * c.head_dim;
     const pos0 = this.length;
     const window = c.sliding_window ?? 0;
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocab_size) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${c.vocab_size})`);
+    }
 
     const x = embeddingRef(this.embed_tokens, ids, H);
     this.layers.forEach((layer, i) => {
