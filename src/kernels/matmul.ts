@@ -14,8 +14,10 @@ export function dtypeCode(dtype: WeightDType): number {
 
 /** Tokens per workgroup of the prefill (matrix-matrix) variant of matmul.wgsl. */
 export const PREFILL_TOKENS = 8;
-/** Output rows per workgroup of matmul.wgsl (8 lane groups x 4 rows). */
+/** Output rows per workgroup of matmul.wgsl's `main` (8 lane groups x 4 rows). */
 const ROWS_PER_WORKGROUP = 32;
+/** Output rows per workgroup of matmul.wgsl's `matvec` (8 invocations x 6 rows). */
+const MATVEC_ROWS_PER_WORKGROUP = 48;
 /** Output rows per workgroup of the general-shape fallback, matmul_words.wgsl. */
 const WORDS_ROWS_PER_WORKGROUP = 4;
 const WORDS_TOKENS_PER_WORKGROUP = 64;
@@ -39,7 +41,10 @@ export function matmul(
   const dtype = dtypeCode(w.dtype);
   for (const part of w.parts) {
     const p = params([part.rows, w.cols, tokens, w.rows, part.row0, accumulate]);
-    if (fast) {
+    if (fast && tokens === 1) {
+      const pipeline = getPipeline(enc.gpu, wgsl('matmul.wgsl', import.meta.url), 'matvec', { DTYPE: dtype }, `matvec ${w.dtype}`);
+      enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [Math.ceil(part.rows / MATVEC_ROWS_PER_WORKGROUP)]);
+    } else if (fast) {
       const perGroup = tokens === 1 ? 1 : PREFILL_TOKENS;
       const pipeline = getPipeline(enc.gpu, wgsl('matmul.wgsl', import.meta.url), 'main', { DTYPE: dtype, TOKENS: perGroup }, `matmul ${w.dtype} x${perGroup}`);
       enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [Math.ceil(part.rows / ROWS_PER_WORKGROUP), Math.ceil(tokens / perGroup)]);

@@ -1,7 +1,7 @@
 // Matrix product for decode and prefill: y[t, r] = sum_c x[t, c] * w[r, c]
 // (or y[t, r] += ... when `accumulate` is set: the fused residual add).
-// With TOKENS = 1 this is the decode matrix-vector kernel; with TOKENS = 8 (prefill) each
-// weight load serves 8 tokens, a register-tiled matrix-matrix kernel.
+// Two entry points: `main`, with TOKENS = 8 (prefill), a register-tiled matrix-matrix kernel
+// in which each weight load serves 8 tokens; and `matvec` (decode, one token), at the end.
 //
 // Layouts
 //   x: f32 [tokens, cols] row-major, read as vec4<f32>.
@@ -28,6 +28,23 @@
 //   needs no optional feature.
 //
 // Dispatch: (ceil(rows / 32), ceil(tokens / TOKENS)) workgroups, once per matrix part.
+//
+// Entry point `matvec` (decode, one token) uses a different split with no cross-lane
+// reduction: each invocation owns MATVEC_ROWS = 6 whole rows and walks all their columns,
+// 8 at a time (one vec4<u32> weight load per row, two vec4<f32> x loads shared by the 6
+// rows). All invocations read the same x address, so llvmpipe emits one scalar load and a
+// broadcast for x; only the weight loads are per-lane (llvmpipe expands those into a loop of
+// bounds-checked scalar loads, which is what bounds the kernel). Without the reduction there
+// is no workgroup memory, no barrier and no partial sums to store. A workgroup of 8 = one
+// 8-wide SIMD batch, so 48 rows per workgroup: k/v_proj (256 rows) still gets 6 workgroups
+// to spread over llvmpipe's threads. Measured (1b shapes, f16, 2 vCPUs, 2026-11-24):
+// 2048x2048 4.8 -> 6.0 GB/s, 2048x5632 6.9 -> 7.7, 32000x2048 6.8 -> 7.1; 4 or 8 rows
+// per invocation were slower (fewer loads in flight / register spills). These are
+// micro-benchmark figures: one matrix re-read back to back, so partly served from this CPU's
+// large L3; in the end-to-end 1b decode (2.2 GB per token from DRAM) this kernel and
+// swiglu.wgsl's `matvec` together gave 2.42 -> 2.50 tok/s. Accumulating with
+// fma() lets LLVM emit fused multiply-adds (dot() becomes separate multiplies and adds).
+// Dispatch: (ceil(rows / 48)) workgroups, once per matrix part.
 // Assumes: cols % 8 == 0, so every weight row and x row starts on a 16-byte boundary; other
 // widths use matmul_words.wgsl.
 
@@ -55,7 +72,7 @@ const LANES = 8u;           // invocations sharing one row
 const ROWS_PER_GROUP = 4u;  // rows each lane group computes
 const GROUPS = WORKGROUP / LANES;
 const ROWS_PER_WORKGROUP = GROUPS * ROWS_PER_GROUP;
-// Tokens per workgroup: 1 for decode, 8 for prefill (at most MAX_TOKENS).
+// Tokens per workgroup of `main`: 8 for prefill (at most MAX_TOKENS; 1 also works).
 override TOKENS: u32 = 1u;
 const MAX_TOKENS = 8u;
 
@@ -147,6 +164,52 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         sum += y[dst];
       }
       y[dst] = sum;
+    }
+  }
+}
+
+const MATVEC_WORKGROUP = 8u;
+const MATVEC_ROWS = 6u;
+
+// acc + dot(w, (xa, xb)) as a chain of fused multiply-adds.
+fn fma8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32) -> f32 {
+  var s = acc;
+  s = fma(w[0].x, xa.x, s);
+  s = fma(w[0].y, xa.y, s);
+  s = fma(w[0].z, xa.z, s);
+  s = fma(w[0].w, xa.w, s);
+  s = fma(w[1].x, xb.x, s);
+  s = fma(w[1].y, xb.y, s);
+  s = fma(w[1].z, xb.z, s);
+  s = fma(w[1].w, xb.w, s);
+  return s;
+}
+
+@compute @workgroup_size(MATVEC_WORKGROUP)
+fn matvec(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.x * MATVEC_ROWS;
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  // Rows past the end re-read the last row, so that the loop has no per-row branches.
+  var base: array<u32, MATVEC_ROWS>;
+  for (var i = 0u; i < MATVEC_ROWS; i++) {
+    base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
+  }
+  var acc: array<f32, MATVEC_ROWS>;
+  for (var k = 0u; k < chunks; k++) {
+    let xa = x[2u * k];
+    let xb = x[2u * k + 1u];
+    for (var i = 0u; i < MATVEC_ROWS; i++) {
+      acc[i] = fma8(weights8(base[i] + k * wpc), xa, xb, acc[i]);
+    }
+  }
+  for (var i = 0u; i < MATVEC_ROWS; i++) {
+    if (row0 + i < p.rows) {
+      let dst = p.y_offset + row0 + i;
+      if (p.accumulate != 0u) {
+        acc[i] += y[dst];
+      }
+      y[dst] = acc[i];
     }
   }
 }

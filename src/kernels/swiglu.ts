@@ -7,7 +7,8 @@ import { Encoder, getPipeline, params, wgsl, type Binding } from '../gpu/encoder
 import type { GpuMatrix } from '../gpu/buffers.ts';
 import { dtypeCode, PREFILL_TOKENS } from './matmul.ts';
 
-const ROWS_PER_WORKGROUP = 16; // 8 lane groups x 2 rows
+const ROWS_PER_WORKGROUP = 16; // `main`: 8 lane groups x 2 rows
+const MATVEC_ROWS_PER_WORKGROUP = 48; // `matvec`: 16 invocations x 3 rows
 
 /**
  * y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]).
@@ -23,20 +24,24 @@ export function matmulSwiGLU(
     throw new Error(`matmulSwiGLU: gate [${gate.rows}, ${gate.cols}] ${gate.dtype} and up [${up.rows}, ${up.cols}] ${up.dtype} differ`);
   }
   if (gate.cols % 8 !== 0) throw new Error(`matmulSwiGLU: hidden size must be a multiple of 8, got ${gate.cols}`);
-  const perGroup = tokens === 1 ? 1 : PREFILL_TOKENS;
-  const pipeline = getPipeline(
-    enc.gpu,
-    wgsl('swiglu.wgsl', import.meta.url),
-    'main',
-    { DTYPE: dtypeCode(gate.dtype), TOKENS: perGroup },
-    `swiglu ${gate.dtype} x${perGroup}`,
-  );
+  // One token (decode): the `matvec` entry point; more: the token-tiled `main`.
+  const decode = tokens === 1;
+  const perGroup = decode ? 1 : PREFILL_TOKENS;
+  const pipeline = decode
+    ? getPipeline(enc.gpu, wgsl('swiglu.wgsl', import.meta.url), 'matvec', { DTYPE: dtypeCode(gate.dtype) }, `swiglu matvec ${gate.dtype}`)
+    : getPipeline(
+        enc.gpu,
+        wgsl('swiglu.wgsl', import.meta.url),
+        'main',
+        { DTYPE: dtypeCode(gate.dtype), TOKENS: perGroup },
+        `swiglu ${gate.dtype} x${perGroup}`,
+      );
   // Both matrices have the same shape and dtype, so uploadMatrix split them at the same rows.
   gate.parts.forEach((g, i) => {
     const u = up.parts[i];
     if (!u || u.row0 !== g.row0 || u.rows !== g.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
     enc.dispatch(pipeline, params([g.rows, gate.cols, tokens, gate.rows, g.row0]), [a.x, g.buffer, u.buffer, a.y], [
-      Math.ceil(g.rows / ROWS_PER_WORKGROUP),
+      Math.ceil(g.rows / (decode ? MATVEC_ROWS_PER_WORKGROUP : ROWS_PER_WORKGROUP)),
       Math.ceil(tokens / perGroup),
     ]);
   });
