@@ -32,18 +32,19 @@
 // Entry point `matvec` (decode, one token) uses a different split with no cross-lane
 // reduction: each invocation owns MATVEC_ROWS = 6 whole rows and walks all their columns,
 // 8 at a time (one vec4<u32> weight load per row, two vec4<f32> x loads shared by the 6
-// rows). All invocations read the same x address, so llvmpipe emits one scalar load and a
-// broadcast for x; only the weight loads are per-lane (llvmpipe expands those into a loop of
-// bounds-checked scalar loads, which is what bounds the kernel). Without the reduction there
-// is no workgroup memory, no barrier and no partial sums to store. A workgroup of 8 = one
-// 8-wide SIMD batch, so 48 rows per workgroup: k/v_proj (256 rows) still gets 6 workgroups
-// to spread over llvmpipe's threads. Measured (1b shapes, f16, 2 vCPUs, 2026-11-24):
-// 2048x2048 4.8 -> 6.0 GB/s, 2048x5632 6.9 -> 7.7, 32000x2048 6.8 -> 7.1; 4 or 8 rows
-// per invocation were slower (fewer loads in flight / register spills). These are
-// micro-benchmark figures: one matrix re-read back to back, so partly served from this CPU's
-// large L3; in the end-to-end 1b decode (2.2 GB per token from DRAM) this kernel and
-// swiglu.wgsl's `matvec` together gave 2.42 -> 2.50 tok/s. Accumulating with
-// fma() lets LLVM emit fused multiply-adds (dot() becomes separate multiplies and adds).
+// rows). llvmpipe turns every storage load whose address depends on a loop counter into
+// per-lane, bounds-checked scalar loads (even when all invocations read the same address, as
+// they do for x here: its "uniform" shortcut only covers addresses built from constants and
+// uniform-buffer values), so loads are the cost, and this split makes 6 rows share each x
+// load. Without the reduction there is no workgroup memory, no barrier and no partial sums
+// to store. A workgroup of 8 is one 8-wide SIMD batch; 48 rows per workgroup still gives
+// k/v_proj (256 rows) 6 workgroups to spread over llvmpipe's threads.
+// Measured (1b shapes, f16, 2 vCPUs, 2026-11-24), micro-benchmark with one matrix re-read
+// back to back (partly served from this CPU's large L3, and noisy): 2048x2048 4.8 -> 6.0
+// GB/s, 2048x5632 6.9 -> 7.7, 32000x2048 6.8 -> 7.1. In the whole 1b model (2.2 GB per token
+// from DRAM) the matvec dispatches of a decode step take ~171 ms, and this kernel with
+// swiglu.wgsl's `matvec` took decode from 2.42 to 2.50 tok/s. 4 or 8 rows per invocation
+// were slower, in the micro-benchmark and in the model.
 // Dispatch: (ceil(rows / 48)) workgroups, once per matrix part.
 // Assumes: cols % 8 == 0, so every weight row and x row starts on a 16-byte boundary; other
 // widths use matmul_words.wgsl.

@@ -21,9 +21,9 @@
 // Dispatch: (ceil(rows / 16), ceil(tokens / TOKENS)) workgroups, once per part.
 //
 // `matvec` (decode): each invocation owns MATVEC_ROWS = 3 rows of gate and the same 3 rows
-// of up (6 weight streams) and walks all columns 8 at a time; x loads are the same address
-// in every invocation (one broadcast load in llvmpipe), no cross-lane reduction, no workgroup
-// memory (the layout of matmul.wgsl's `matvec`, which explains why it suits llvmpipe).
+// of up (6 weight streams) and walks all columns 8 at a time, each x load shared by 6 weight
+// loads; no cross-lane reduction, no workgroup memory (the layout of matmul.wgsl's `matvec`,
+// which explains why it suits llvmpipe).
 // Workgroups of 16: 48 rows each. Measured (5632x2048 f16 gate+up, 2 vCPUs, 2026-11-24):
 // 6.7 -> 9.9 GB/s (partly L3-resident; see matmul.wgsl for the end-to-end effect); 4 rows
 // per invocation (8 streams) fell back to 7.0.
