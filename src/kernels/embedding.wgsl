@@ -26,9 +26,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> table: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec2<f32>>;
 
-override DTYPE: u32 = 1u;  // 0 = f32, 1 = f16, 2 = bf16
-const F32 = 0u;
-const F16 = 1u;
+// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -49,13 +47,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       let base = r * p.cols + 2u * pair;
       v = vec2<f32>(bitcast<f32>(table[base]), bitcast<f32>(table[base + 1u]));
     } else {
-      let word = table[r * pairs + pair];
-      if (DTYPE == F16) {
-        v = unpack2x16float(word);
-      } else {
-        // bf16 is the high half of an f32: shifting is exact.
-        v = vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
-      }
+      v = widen2(table[r * pairs + pair]);
     }
   } else if (p.is_last == 0u) {
     return;  // a later part holds this row

@@ -4,13 +4,9 @@
  * [out_features, in_features]. This is the hot path of inference: decode reads every
  * weight once per token, so the kernel's speed is the model's speed.
  */
-import { Encoder, getPipeline, params, wgsl, type Binding } from '../gpu/encoder.ts';
+import { Encoder, getPipeline, params, type Binding } from '../gpu/encoder.ts';
+import { dtypeCode, weightKernelSource } from './weights.ts';
 import type { GpuMatrix, WeightDType } from '../gpu/buffers.ts';
-
-/** The DTYPE override constant shared by the weight-reading kernels. */
-export function dtypeCode(dtype: WeightDType): number {
-  return dtype === 'f32' ? 0 : dtype === 'f16' ? 1 : 2;
-}
 
 /** Tokens per workgroup of the prefill (matrix-matrix) variant of matmul.wgsl. */
 export const PREFILL_TOKENS = 8;
@@ -42,14 +38,14 @@ export function matmul(
   for (const part of w.parts) {
     const p = params([part.rows, w.cols, tokens, w.rows, part.row0, accumulate]);
     if (fast && tokens === 1) {
-      const pipeline = getPipeline(enc.gpu, wgsl('matmul.wgsl', import.meta.url), 'matvec', { DTYPE: dtype }, `matvec ${w.dtype}`);
+      const pipeline = getPipeline(enc.gpu, weightKernelSource('matmul.wgsl'), 'matvec', { DTYPE: dtype }, `matvec ${w.dtype}`);
       enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [Math.ceil(part.rows / MATVEC_ROWS_PER_WORKGROUP)]);
     } else if (fast) {
       const perGroup = tokens === 1 ? 1 : PREFILL_TOKENS;
-      const pipeline = getPipeline(enc.gpu, wgsl('matmul.wgsl', import.meta.url), 'main', { DTYPE: dtype, TOKENS: perGroup }, `matmul ${w.dtype} x${perGroup}`);
+      const pipeline = getPipeline(enc.gpu, weightKernelSource('matmul.wgsl'), 'main', { DTYPE: dtype, TOKENS: perGroup }, `matmul ${w.dtype} x${perGroup}`);
       enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [Math.ceil(part.rows / ROWS_PER_WORKGROUP), Math.ceil(tokens / perGroup)]);
     } else {
-      const pipeline = getPipeline(enc.gpu, wgsl('matmul_words.wgsl', import.meta.url), 'main', { DTYPE: dtype }, `matmul_words ${w.dtype}`);
+      const pipeline = getPipeline(enc.gpu, weightKernelSource('matmul_words.wgsl'), 'main', { DTYPE: dtype }, `matmul_words ${w.dtype}`);
       enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [
         Math.ceil(part.rows / WORDS_ROWS_PER_WORKGROUP),
         Math.ceil(tokens / WORDS_TOKENS_PER_WORKGROUP),

@@ -37,28 +37,18 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-override DTYPE: u32 = 1u;  // 0 = f32, 1 = f16, 2 = bf16
-const F32 = 0u;
-const F16 = 1u;
+// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
 
 const WORKGROUP = 64u;
 const ROWS = 4u;
 const TOKENS_PER_INVOCATION = 1u;
-
-fn bf16x2(word: u32) -> vec2<f32> {
-  return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
-}
 
 // Two consecutive weights at column c (even) of the row whose first word is `row_word`.
 fn weights2(row_word: u32, c: u32) -> vec2<f32> {
   if (DTYPE == F32) {
     return vec2<f32>(bitcast<f32>(w[row_word + c]), bitcast<f32>(w[row_word + c + 1u]));
   }
-  let word = w[row_word + c / 2u];
-  if (DTYPE == F16) {
-    return unpack2x16float(word);
-  }
-  return bf16x2(word);
+  return widen2(w[row_word + c / 2u]);
 }
 
 @compute @workgroup_size(WORKGROUP)

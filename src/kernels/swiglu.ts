@@ -5,7 +5,8 @@
  */
 import { Encoder, getPipeline, params, wgsl, type Binding } from '../gpu/encoder.ts';
 import type { GpuMatrix } from '../gpu/buffers.ts';
-import { dtypeCode, PREFILL_TOKENS } from './matmul.ts';
+import { PREFILL_TOKENS } from './matmul.ts';
+import { dtypeCode, weightKernelSource } from './weights.ts';
 
 const ROWS_PER_WORKGROUP = 16; // `main`: 8 lane groups x 2 rows
 const MATVEC_ROWS_PER_WORKGROUP = 48; // `matvec`: 16 invocations x 3 rows
@@ -28,10 +29,10 @@ export function matmulSwiGLU(
   const decode = tokens === 1;
   const perGroup = decode ? 1 : PREFILL_TOKENS;
   const pipeline = decode
-    ? getPipeline(enc.gpu, wgsl('swiglu.wgsl', import.meta.url), 'matvec', { DTYPE: dtypeCode(gate.dtype) }, `swiglu matvec ${gate.dtype}`)
+    ? getPipeline(enc.gpu, weightKernelSource('swiglu.wgsl'), 'matvec', { DTYPE: dtypeCode(gate.dtype) }, `swiglu matvec ${gate.dtype}`)
     : getPipeline(
         enc.gpu,
-        wgsl('swiglu.wgsl', import.meta.url),
+        weightKernelSource('swiglu.wgsl'),
         'main',
         { DTYPE: dtypeCode(gate.dtype), TOKENS: perGroup },
         `swiglu ${gate.dtype} x${perGroup}`,

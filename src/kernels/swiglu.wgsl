@@ -45,9 +45,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 // Weight storage format; the wrapper sets it, and the compiler folds the branches away.
-override DTYPE: u32 = 1u;  // 0 = f32, 1 = f16, 2 = bf16
-const F32 = 0u;
-const F16 = 1u;
+// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
 
 const WORKGROUP = 64u;
 const LANES = 8u;           // invocations sharing one row
@@ -57,31 +55,6 @@ const ROWS_PER_WORKGROUP = GROUPS * ROWS_PER_GROUP;
 // Tokens per workgroup of `main`: 8 for prefill (at most MAX_TOKENS; 1 also works).
 override TOKENS: u32 = 1u;
 const MAX_TOKENS = 8u;
-
-// vec4<u32> words per 8 weights: 2 for f32, 1 for the 16-bit formats.
-fn words_per_chunk() -> u32 {
-  return select(1u, 2u, DTYPE == F32);
-}
-
-// Widens a bf16 pair: bf16 is the high half of an f32, so a shift is exact.
-fn bf16x2(word: u32) -> vec2<f32> {
-  return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
-}
-
-fn widen4(words: vec2<u32>) -> vec4<f32> {
-  if (DTYPE == F16) {
-    return vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y));
-  }
-  return vec4<f32>(bf16x2(words.x), bf16x2(words.y));
-}
-
-// Eight consecutive weights starting at vec4-word index i, widened to f32.
-fn widen8(a: vec4<u32>, b: vec4<u32>) -> array<vec4<f32>, 2> {
-  if (DTYPE == F32) {
-    return array<vec4<f32>, 2>(bitcast<vec4<f32>>(a), bitcast<vec4<f32>>(b));
-  }
-  return array<vec4<f32>, 2>(widen4(a.xy), widen4(a.zw));
-}
 
 // The eight weights of gate (or up) at vec4-word index i. For 16-bit formats the second
 // load is never used and the compiler drops it.
