@@ -250,8 +250,14 @@ describe('openchat generate', () => {
       [Array.from({ length: 17 }, (_, i) => ['--stop', `s${i}`]).flat(), /--stop: stop must have at most 16 strings; got 17/],
       [['--model', '/nonexistent/model-dir'], /model folder not found: \/nonexistent\/model-dir/],
       [['--context', '1'], /--context must be an integer in \[2, /],
+      [['--condition', 'coed'], /--condition must be 'GPT4 Correct' or 'code'; got "coed"/],
     ];
     const runs = await Promise.all(cases.map(([args]) => openchat(['generate', '--prompt', 'Hi', ...args])));
     runs.forEach((run, i) => expectOneLineError(run, cases[i]![1]));
+  });
+
+  it('refuses a --context beyond the model, naming its max_position_embeddings', async () => {
+    const run = await openchat(['generate', '--prompt', 'Hi', '--context', '5000']);
+    expectOneLineError(run, /a context of 5000 tokens was asked for, but this model's max_position_embeddings is 1024/);
   });
 });

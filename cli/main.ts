@@ -16,7 +16,9 @@ const program = new Command();
 program
   .name('openchat')
   .description('OpenChat 3.5 / Mistral-7B on WebGPU (WGSL kernels, Dawn in Node.js)')
-  .exitOverride();
+  .exitOverride()
+  // Commander's own errors (unknown option, invalid value) in the same one-line form as ours.
+  .configureOutput({ outputError: (text, write) => write(`openchat: ${text.replace(/^error: /, '')}`) });
 
 registerInfo(program);
 registerTokenize(program);

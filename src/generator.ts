@@ -187,7 +187,7 @@ export class Generator {
     const readout: Readout = !sampler.needsFullLogits
       ? sampler.greedy
         ? { kind: 'argmax' }
-        : { kind: 'topk', k: params.top_k }
+        : { kind: 'topk', k: Math.min(params.top_k, this.model.config.vocab_size) }
       : { kind: 'logits' };
     const decoder = this.tokenizer.createStreamDecoder({ skipSpecial: true });
     const stops = new StopMatcher(params.stop);

@@ -1,5 +1,6 @@
 /** Option parsers shared by the commands: each names the option and its range in its error. */
 import { InvalidArgumentError } from 'commander';
+import { knownCondition } from '../../src/tokenizer/index.ts';
 
 export function intOption(name: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -19,4 +20,11 @@ export function numberOption(name: string, min: number, max: number, minExclusiv
     }
     return n;
   };
+}
+
+/** --condition: one of OpenChat's conditions, case-insensitively. */
+export function conditionOption(value: string): string {
+  const c = knownCondition(value);
+  if (c === null) throw new InvalidArgumentError(`--condition must be 'GPT4 Correct' or 'code'; got "${value}"`);
+  return c;
 }

@@ -10,6 +10,7 @@
  * one place only, validateSamplingParams, so the CLI and the HTTP server agree.
  */
 import { loadProgress } from './progress.ts';
+import { conditionOption } from './options.ts';
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -77,7 +78,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)')
     .option('--context <tokens>', "KV cache size in tokens: prompt + output must fit (default and maximum: the model's max_position_embeddings)")
     .option('--system <text>', 'a system message before the conversation')
-    .option('--condition <name>', "OpenChat's condition: 'GPT4 Correct' (default) or 'code' (coding mode)");
+    .option('--condition <name>', "OpenChat's condition: 'GPT4 Correct' (default) or 'code' (coding mode)", conditionOption);
 }
 
 /** Adds every sampling flag; `withN` adds --n (generate only: a chat turn has one answer). */

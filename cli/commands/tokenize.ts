@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { OpenChatTokenizer, type ChatMessage } from '../../src/tokenizer/index.ts';
+import { conditionOption } from './options.ts';
 
 interface TokenizeOptions {
   chat?: boolean;
@@ -17,7 +18,7 @@ export function registerTokenize(program: Command): void {
     .description('print the token ids of TEXT as a JSON array')
     .argument('<text>', 'the text to tokenize')
     .option('--chat', "encode TEXT as one user message in OpenChat's chat format, ready for the reply")
-    .option('--condition <name>', "chat condition: 'GPT4 Correct' (default) or 'code' (implies --chat)")
+    .option('--condition <name>', "chat condition: 'GPT4 Correct' (default) or 'code' (implies --chat)", conditionOption)
     .option('--system <text>', 'a system message before the user message (implies --chat)')
     .option('--model <dir>', "use this Hugging Face model folder's tokenizer.json / tokenizer_config.json")
     .option('--tokens', 'also print the token strings, as a second JSON array')

@@ -81,4 +81,9 @@ describe('matmul', () => {
     await check({ rows: 14336, cols: 4096, tokens: 1, dtype: 'bf16' });
     await check({ rows: 4096, cols: 4096, tokens: 5, dtype: 'f16', accumulate: true });
   });
+
+  it("down_proj's real shape: 4096x14336 (the long inner loop), decode and a 3-token prefill, into the residual", async () => {
+    await check({ rows: 4096, cols: 14336, tokens: 1, dtype: 'bf16', accumulate: true });
+    await check({ rows: 4096, cols: 14336, tokens: 3, dtype: 'f16', accumulate: true });
+  });
 });

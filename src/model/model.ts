@@ -108,7 +108,13 @@ export class MistralModel {
 
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
     const config = loadConfig(dir);
-    const contextLength = Math.min(opts.contextLength ?? config.max_position_embeddings, config.max_position_embeddings);
+    if (opts.contextLength !== undefined && opts.contextLength > config.max_position_embeddings) {
+      throw new RangeError(
+        `a context of ${opts.contextLength} tokens was asked for, but this model's max_position_embeddings is ` +
+          `${config.max_position_embeddings}: ask for at most that many`,
+      );
+    }
+    const contextLength = opts.contextLength ?? config.max_position_embeddings;
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);

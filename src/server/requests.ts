@@ -8,6 +8,7 @@ import { DEFAULT_SAMPLING, SamplingParamError, validateSamplingParams, type Samp
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { ApiError, badRequest, wrongType } from './errors.ts';
 import type { ModelNames } from './models.ts';
+import { knownCondition } from '../tokenizer/index.ts';
 
 /** What the request parsers need from the Generator: its two prompt encoders. */
 export interface PromptEncoder {
@@ -29,14 +30,6 @@ export interface GenerationJob {
 export const MAX_TEXT_CHARS = 131072;
 export const MAX_MESSAGES = 1024;
 
-/**
- * OpenChat's conditions: "GPT4 Correct" (general chat, the default) and "Code"
- * (the coding template). Compared case-insensitively; "" means the default.
- */
-const CONDITIONS = new Map([
-  ['gpt4 correct', 'GPT4 Correct'],
-  ['code', 'Code'],
-]);
 
 // ---------------------------------------------------------------------------
 // OpenAI: POST /v1/chat/completions and POST /v1/completions
@@ -53,7 +46,7 @@ export function parseChatRequest(body: Record<string, unknown>, names: ModelName
     promptIds: enc.encodeChat(messages, condition),
     params: samplingParams(body),
     stream,
-    includeUsage: stream && checkStreamOptions(body['stream_options']),
+    includeUsage: checkStreamOptions(body['stream_options']) && stream,
   };
 }
 
@@ -67,7 +60,7 @@ export function parseCompletionRequest(body: Record<string, unknown>, names: Mod
     promptIds: enc.encodeRaw(checkPrompt(body['prompt'])),
     params: samplingParams(body),
     stream,
-    includeUsage: stream && checkStreamOptions(body['stream_options']),
+    includeUsage: checkStreamOptions(body['stream_options']) && stream,
   };
 }
 
@@ -161,8 +154,9 @@ function messageText(content: unknown, where: string): string {
 function checkCondition(value: unknown): string | undefined {
   if (value === undefined || value === null || value === '') return undefined;
   if (typeof value !== 'string') throw wrongType('condition', 'a string', value);
-  const c = CONDITIONS.get(value.trim().toLowerCase());
-  if (c === undefined) throw badRequest(`condition must be "GPT4 Correct" (default) or "Code"; got "${value.slice(0, 40)}"`, 'condition');
+  // OpenChat's conditions, case-insensitively: "GPT4 Correct" (the default) or "Code".
+  const c = knownCondition(value);
+  if (c === null) throw badRequest(`condition must be "GPT4 Correct" (default) or "Code"; got "${value.slice(0, 40)}"`, 'condition');
   return c;
 }
 

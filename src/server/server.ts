@@ -330,7 +330,13 @@ export class OpenChatServer {
       this.generator.checkContext(job.promptIds.length, job.params.max_tokens);
     } catch (err) {
       if (err instanceof ContextLengthError) {
-        throw new ApiError(400, `This model's maximum context length is ${err.contextLength} tokens: ${err.message}`,
+        // OpenAI's wording: some clients look for "maximum context length" to trim and retry.
+        const asked =
+          err.maxTokens === null
+            ? `However, your messages resulted in ${err.promptTokens} tokens. Please reduce the length of the messages.`
+            : `However, you requested ${err.promptTokens + err.maxTokens} tokens (${err.promptTokens} in the messages, ` +
+              `${err.maxTokens} in the completion). Please reduce the length of the messages or completion.`;
+        throw new ApiError(400, `This model's maximum context length is ${err.contextLength} tokens. ${asked}`,
           'invalid_request_error', err.maxTokens === null ? 'messages' : 'max_tokens', 'context_length_exceeded');
       }
       throw err;

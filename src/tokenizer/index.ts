@@ -3,6 +3,7 @@ export {
   OpenChatTokenizer,
   DEFAULT_CONDITION,
   normalizeCondition,
+  knownCondition,
   rolePrefix,
   type ChatMessage,
   type EncodeOptions,

@@ -51,6 +51,15 @@ export interface EncodeChatOptions {
 const CONDITIONS: Record<string, string> = { 'gpt4 correct': 'GPT4 Correct', code: 'Code' };
 export const DEFAULT_CONDITION = 'GPT4 Correct';
 
+/**
+ * The conditions OpenChat 3.5 was trained with, or null for another string.
+ * Request handlers accept only these; the tokenizer itself (normalizeCondition)
+ * passes other strings through, as ochat does for custom conditions.
+ */
+export function knownCondition(condition: string): string | null {
+  return CONDITIONS[condition.trim().toLowerCase()] ?? null;
+}
+
 export function normalizeCondition(condition: string | undefined): string {
   const c = (condition ?? DEFAULT_CONDITION).trim();
   return CONDITIONS[c.toLowerCase()] ?? c;
