@@ -461,6 +461,15 @@ describe('load', () => {
 
   it('a full queue answers 503 with Retry-After; a queued client that leaves frees its slot; the queue drains', async () => {
     const small = await startServer({ generator: gen, port: 0, maxQueue: 1, logRequests: false });
+    // Pace the real generator (20 ms per event) so the long stream surely outlasts every step
+    // below however fast the machine runs the tiny model; cancellation still goes through it.
+    const original = gen.generate.bind(gen);
+    const paced = vi.spyOn(gen, 'generate').mockImplementation(async function* (...args: Parameters<typeof gen.generate>) {
+      for await (const event of original(...args)) {
+        await new Promise((r) => setTimeout(r, 20));
+        yield event;
+      }
+    });
     try {
       const running = new AbortController();
       await startLongStream(small.url, running);
@@ -488,6 +497,7 @@ describe('load', () => {
       expect((await jsonOf(answered)).choices[0].finish_reason).toMatch(/^(stop|length)$/);
       await waitFor(async () => (await health()).active === 0, 10_000);
     } finally {
+      paced.mockRestore();
       await small.close();
     }
   });
