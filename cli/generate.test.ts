@@ -260,4 +260,12 @@ describe('openchat generate', () => {
     const run = await openchat(['generate', '--prompt', 'Hi', '--context', '5000']);
     expectOneLineError(run, /a context of 5000 tokens was asked for, but this model's max_position_embeddings is 1024/);
   });
+
+  it('refuses a prompt longer than the context before the GPU starts: exactly one line on stderr', async () => {
+    const run = await openchat(['generate', '--prompt', 'word '.repeat(3000)]);
+    expect(run.code).not.toBe(0);
+    // Not even Dawn's start-up warnings: the check needs only the tokenizer and config.json.
+    expect(run.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^openchat: the prompt has \d+ tokens, but the context holds 1024/)]);
+    expect(run.stdout).toBe('');
+  });
 });

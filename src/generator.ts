@@ -8,6 +8,7 @@ import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
+import { contextLengthFor, loadConfig } from './model/config.ts';
 import { OpenChatTokenizer, type ChatMessage } from './tokenizer/index.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
@@ -100,6 +101,47 @@ class Mutex {
   }
 }
 
+/**
+ * Prompt building and the context check, from the tokenizer and config.json
+ * alone (no GPU, no weights): a CLI can refuse a prompt that does not fit
+ * before spending half a minute loading a 7B model.
+ */
+export class Prompts {
+  private constructor(
+    readonly tokenizer: OpenChatTokenizer,
+    readonly contextLength: number,
+  ) {}
+
+  static async load(modelDir: string, contextLength?: number): Promise<Prompts> {
+    const config = loadConfig(modelDir);
+    const tokenizer = await OpenChatTokenizer.load(modelDir);
+    if (tokenizer.vocabSize > config.vocab_size) {
+      throw new Error(
+        `${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}; ` +
+          'they belong to different models',
+      );
+    }
+    return new Prompts(tokenizer, contextLengthFor(config, contextLength));
+  }
+
+  /** A chat as OpenChat's server builds it: role prefixes and end-of-turn as special tokens, content as plain text. */
+  encodeChat(messages: ChatMessage[], condition?: string): number[] {
+    return this.tokenizer.encodeChat(messages, { condition, addGenerationPrompt: true });
+  }
+
+  /** Raw text, no template: BOS then the text (special-token strings are plain text). */
+  encodeRaw(text: string): number[] {
+    return this.tokenizer.encode(text, { addBos: true });
+  }
+
+  /** Throws ContextLengthError unless prompt + max_tokens fits the context. */
+  checkContext(promptTokens: number, maxTokens: number | null): void {
+    if (promptTokens >= this.contextLength || (maxTokens !== null && promptTokens + maxTokens > this.contextLength)) {
+      throw new ContextLengthError(promptTokens, maxTokens, this.contextLength);
+    }
+  }
+}
+
 export class Generator {
   private readonly lock = new Mutex();
   private readonly stopIds: Set<number>;
@@ -107,24 +149,18 @@ export class Generator {
   private constructor(
     readonly gpu: Gpu,
     readonly model: MistralModel,
-    readonly tokenizer: OpenChatTokenizer,
+    readonly prompts: Prompts,
     readonly modelDir: string,
   ) {
-    this.stopIds = new Set([...tokenizer.stopIds, ...model.config.eos_token_id]);
+    this.stopIds = new Set([...prompts.tokenizer.stopIds, ...model.config.eos_token_id]);
   }
 
   static async load(opts: GeneratorOptions = {}): Promise<Generator> {
     const modelDir = resolve(opts.modelDir || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
     const gpu = await getGpu();
-    const tokenizer = await OpenChatTokenizer.load(modelDir);
+    const prompts = await Prompts.load(modelDir, opts.contextLength);
     const model = await MistralModel.load(gpu, modelDir, opts);
-    if (tokenizer.vocabSize > model.config.vocab_size) {
-      throw new Error(
-        `${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.config.vocab_size}; ` +
-          'they belong to different models',
-      );
-    }
-    return new Generator(gpu, model, tokenizer, modelDir);
+    return new Generator(gpu, model, prompts, modelDir);
   }
 
   /** True for the bundled random-weight model, whose output is noise. */
@@ -146,21 +182,20 @@ export class Generator {
     return this.lock.queued;
   }
 
-  /** A chat as OpenChat's server builds it: role prefixes and end-of-turn as special tokens, content as plain text. */
+  get tokenizer(): OpenChatTokenizer {
+    return this.prompts.tokenizer;
+  }
+
   encodeChat(messages: ChatMessage[], condition?: string): number[] {
-    return this.tokenizer.encodeChat(messages, { condition, addGenerationPrompt: true });
+    return this.prompts.encodeChat(messages, condition);
   }
 
-  /** Raw text, no template: BOS then the text (special-token strings are plain text). */
   encodeRaw(text: string): number[] {
-    return this.tokenizer.encode(text, { addBos: true });
+    return this.prompts.encodeRaw(text);
   }
 
-  /** Throws ContextLengthError unless prompt + max_tokens fits the context. */
   checkContext(promptTokens: number, maxTokens: number | null): void {
-    if (promptTokens >= this.contextLength || (maxTokens !== null && promptTokens + maxTokens > this.contextLength)) {
-      throw new ContextLengthError(promptTokens, maxTokens, this.contextLength);
-    }
+    this.prompts.checkContext(promptTokens, maxTokens);
   }
 
   /**

@@ -10,12 +10,15 @@
 import type { Command } from 'commander';
 import type { ChatMessage } from '../../src/tokenizer/index.ts';
 import { drawSeed } from '../../src/sampling/params.ts';
+import { Prompts } from '../../src/generator.ts';
 import {
   addModelOptions,
   addSamplingOptions,
+  contextFromFlag,
   formatTimings,
   lengthNote,
   loadGenerator,
+  resolveModelDir,
   samplingParamsFromFlags,
   warnIfBundledModel,
   type ModelFlags,
@@ -50,19 +53,22 @@ export function registerGenerate(program: Command): void {
       throw new Error(`invalid --seed: with --n ${params.n}, seed + ${params.n - 1} must be at most 2^53 - 1`);
     }
 
-    const generator = await loadGenerator(flags);
+    // The prompt is built from the tokenizer and config.json alone, so one that cannot fit
+    // (with --max-tokens) is refused before the weights load and before anything is printed.
+    const prompts = await Prompts.load(resolveModelDir(flags.model), contextFromFlag(flags.context));
     let promptIds: number[];
     if (flags.raw) {
-      promptIds = generator.encodeRaw(flags.prompt);
+      promptIds = prompts.encodeRaw(flags.prompt);
     } else {
       const messages: ChatMessage[] = [];
       if (flags.system !== undefined) messages.push({ role: 'system', content: flags.system });
       messages.push({ role: 'user', content: flags.prompt });
-      promptIds = generator.encodeChat(messages, flags.condition);
+      promptIds = prompts.encodeChat(messages, flags.condition);
     }
     if (flags.verbose) process.stderr.write(`prompt ids: ${JSON.stringify(promptIds)}\n`);
-    // Fail before printing anything when the prompt (+ --max-tokens) cannot fit.
-    generator.checkContext(promptIds.length, params.max_tokens);
+    prompts.checkContext(promptIds.length, params.max_tokens);
+
+    const generator = await loadGenerator(flags);
     warnIfBundledModel(generator);
 
     // Ctrl-C stops the answer being written (the remaining samples too) and still

@@ -175,3 +175,17 @@ export function expectedTensors(c: ModelConfig): Map<string, number[]> {
   if (!c.tie_word_embeddings) m.set('lm_head.weight', [c.vocab_size, c.hidden_size]);
   return m;
 }
+
+/**
+ * The context (prompt + output, in tokens) to allocate: `requested`, or the
+ * model's max_position_embeddings. More than the model was trained for is refused.
+ */
+export function contextLengthFor(config: ModelConfig, requested?: number): number {
+  if (requested !== undefined && requested > config.max_position_embeddings) {
+    throw new RangeError(
+      `a context of ${requested} tokens was asked for, but this model's max_position_embeddings is ` +
+        `${config.max_position_embeddings}: ask for at most that many`,
+    );
+  }
+  return requested ?? config.max_position_embeddings;
+}

@@ -8,7 +8,7 @@ import type { Gpu } from '../gpu/device.ts';
 import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { decodeToF32 } from '../util/half.ts';
-import { expectedTensors, loadConfig, type ModelConfig } from './config.ts';
+import { contextLengthFor, expectedTensors, loadConfig, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
 import { validateCheckpoint } from './weights.ts';
@@ -108,13 +108,7 @@ export class MistralModel {
 
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
     const config = loadConfig(dir);
-    if (opts.contextLength !== undefined && opts.contextLength > config.max_position_embeddings) {
-      throw new RangeError(
-        `a context of ${opts.contextLength} tokens was asked for, but this model's max_position_embeddings is ` +
-          `${config.max_position_embeddings}: ask for at most that many`,
-      );
-    }
-    const contextLength = opts.contextLength ?? config.max_position_embeddings;
+    const contextLength = contextLengthFor(config, opts.contextLength);
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
