@@ -96,6 +96,14 @@ describe('attention (tiny shape: 4 heads, 2 KV heads, head_dim 16, window 16)', 
     await play({ heads: 3, kvHeads: 3, headDim: 8, window: 0, slots: 80, chunks: [70, 1] });
   });
 
+  // Tiles hold 256 keys (64 invocations x 4 keys each); these runs cross several tiles,
+  // wrap the rolling cache inside a tile, and mix cached and chunk keys in one tile.
+  it('walks several 256-key tiles with a wrapped cache (window 300, 299 slots)', () =>
+    play({ heads: 4, kvHeads: 2, headDim: 16, window: 300, slots: 299, chunks: [290, 250, 1, 1, 130, 1], checkFrom: 1 }));
+
+  it('walks several 256-key tiles without a window, with spread scores', () =>
+    play({ ...tiny, window: 0, slots: 800, chunks: [600, 1, 77, 1, 3], checkFrom: 1, qScale: 6 }));
+
   it('refuses a cache too small for the past it must see', async () => {
     const gpu = await getGpu();
     const b = createStorageBuffer(gpu, 16 * 64 * 4);
@@ -111,4 +119,8 @@ describe('attention (tiny shape: 4 heads, 2 KV heads, head_dim 16, window 16)', 
 describe('attention (real shape: 32 heads, 8 KV heads, head_dim 128, window 4096)', () => {
   it('prefills 5 tokens, then a 7-token chunk at pos0 = 5', () => play({ ...real, chunks: [5, 7] }));
   it('decodes at pos0 = 300', () => play({ ...real, chunks: [300, 1, 1], checkFrom: 1 }));
+  it('decodes at pos0 = 1000 (four 256-key tiles), then a 3-token chunk', () =>
+    play({ ...real, chunks: [1000, 1, 3], checkFrom: 1 }));
+  it('decodes past a small window over a wrapped cache (window 600, 599 slots)', () =>
+    play({ ...real, window: 600, slots: 599, chunks: [700, 1, 1], checkFrom: 1 }));
 });

@@ -17,10 +17,15 @@
 // dominates decode, is a quarter of one workgroup per query head. A vec4 carries the
 // 4 heads' scores, maxima and weights side by side.
 //
-// Algorithm (online softmax, "flash" style): the keys lo..hi are walked in tiles of WG.
-//  1. Invocation i scores key lo + tile * WG + i against the 4 query heads (held in
-//     workgroup memory) and publishes the 4 scores.
-//  2. Every invocation reads the tile's scores to find the tile maxima, so the running
+// Algorithm (online softmax, "flash" style): the keys lo..hi are walked in tiles of
+// TILE = KPL * WG = 256 keys.
+//  1. Invocation i scores the KPL = 4 keys i, i + WG, i + 2 WG, i + 3 WG of the tile against
+//     the 4 query heads (held in workgroup memory), keeps the scores in registers and
+//     publishes their maxima. When all four keys come from the cache (every full tile of a
+//     decode step), one loop scores them together, so each query chunk read from workgroup
+//     memory serves 4 keys: on lavapipe every such read is a per-lane gather, and before
+//     this the q reads cost more than the key reads themselves.
+//  2. Every invocation reads the WG published maxima to find the tile maxima, so the running
 //     maxima m are identical in all invocations. Each turns its own scores into weights
 //     exp(s - m) and publishes them; previous sums are rescaled by exp(m_old - m).
 //  3. For the weighted sum of V, the invocations are regrouped: invocation i owns the vec4
@@ -29,10 +34,16 @@
 //     It keeps one accumulator per query head.
 //  At the end the G partial accumulators and the WG partial sums of weights are added up
 //  in workgroup memory and each head's output is acc / sum.
-// Within a tile, cached keys (positions < pos0) come first and chunk keys after, so each
-// phase runs two branch-free loops instead of choosing a buffer per key.
-// Two barriers per tile; scores never leave workgroup memory, so any number of keys works.
-// Workgroup memory: 11 KiB (fits WebGPU's default 16 KiB).
+// Within a tile, cached keys (positions < pos0) come first and chunk keys after, so phase 3
+// runs two branch-free loops instead of choosing a buffer per key.
+// Two barriers per tile; scores never leave the workgroup, so any number of keys works.
+//
+// Tried for decode and not kept: splitting the keys into segments of 256-1024 keys walked by
+// separate workgroups, plus a combine dispatch ("flash-decoding"): 14-21% slower on lavapipe
+// (2 cores are already kept busy by 8 workgroups; the partial results cost more than the
+// extra parallelism gains).
+//
+// Workgroup memory: 14 KiB (fits WebGPU's default 16 KiB).
 //
 // Limits: headDim % 4 == 0 and headDim <= 4 * WG = 256; heads % kvHeads == 0;
 // tokens <= 65535; the cache must still hold every past key a query can see:
@@ -64,15 +75,19 @@ const WG: u32 = 64u;
 const HG: u32 = 4u;
 // A finite stand-in for -infinity: WGSL lets compilers assume floats are finite.
 const NEG_BIG: f32 = -3.0e38;
+// Keys per invocation per tile, and keys per tile.
+const KPL: u32 = 4u;
+const TILE: u32 = KPL * WG;
 
 var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG query heads, headDim / 4 chunks each
-var<workgroup> scores: array<vec4<f32>, WG>; // per key of the tile: its score for each head
-var<workgroup> probs: array<vec4<f32>, WG>; // per key of the tile: exp(score - max) for each head
+var<workgroup> laneMax: array<vec4<f32>, WG>; // per invocation: the maximum of its keys' scores
+var<workgroup> probs: array<vec4<f32>, TILE>; // per key of the tile: exp(score - max) for each head
 var<workgroup> accShared: array<vec4<f32>, HG * WG>;
 var<workgroup> sumShared: array<vec4<f32>, WG>;
 
-// Cache slot of the tile's key i, given the slot of its first key. No modulo per key: the
-// tile never holds more than `slots` cached keys, so one wrap is enough.
+// Cache slot of the tile's key i, given the slot of its first key. No modulo per key: a
+// query never sees more than `slots` cached keys (checked by the wrapper), so neither does
+// a tile, and one wrap is enough.
 fn cacheRow(firstSlot: u32, i: u32) -> u32 {
   let slot = firstSlot + i;
   return select(slot, slot - p.slots, slot >= p.slots);
@@ -97,6 +112,18 @@ fn scoreNew(base: u32, chunks: u32) -> vec4<f32> {
                    dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
   }
   return d;
+}
+
+// Score of the tile's key i (scaled), from the cache or the chunk; NEG_BIG past the tile's end.
+fn scoreKey(i: u32, nPast: u32, inTile: u32, firstSlot: u32, first: u32, rowStride: u32,
+            headOffset: u32, chunks: u32) -> vec4<f32> {
+  if (i < nPast) {
+    return scoreCache(cacheRow(firstSlot, i) * rowStride + headOffset, chunks) * p.scale;
+  }
+  if (i < inTile) {
+    return scoreNew((first + i - p.pos0) * rowStride + headOffset, chunks) * p.scale;
+  }
+  return vec4<f32>(NEG_BIG);
 }
 
 @compute @workgroup_size(WG)
@@ -136,10 +163,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
 
-  let tiles = (count + WG - 1u) / WG;
+  let tiles = (count + TILE - 1u) / TILE;
   for (var tile = 0u; tile < tiles; tile++) {
-    let first = lo + tile * WG;
-    let inTile = min(WG, pos + 1u - first);
+    let first = lo + tile * TILE;
+    let inTile = min(TILE, pos + 1u - first);
     // Keys [0, nPast) of the tile come from the cache, from slot firstSlot on (wrapping);
     // keys [nPast, inTile) from the current chunk, from row first + nPast - pos0 on.
     var nPast = 0u;
@@ -148,35 +175,71 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let firstSlot = first % p.slots;
 
-    // 1. Score one key against the HG heads.
-    let valid = tid < inTile;
-    var s = vec4<f32>(NEG_BIG);
-    if (tid < nPast) {
-      s = scoreCache(cacheRow(firstSlot, tid) * rowStride + headOffset, chunks) * p.scale;
-    } else if (valid) {
-      s = scoreNew((first + tid - p.pos0) * rowStride + headOffset, chunks) * p.scale;
+    // 1. Score this invocation's KPL keys (tid, tid + WG, ...) against the HG heads.
+    var s0 = vec4<f32>(NEG_BIG);
+    var s1 = vec4<f32>(NEG_BIG);
+    var s2 = vec4<f32>(NEG_BIG);
+    var s3 = vec4<f32>(NEG_BIG);
+    if (tid + 3u * WG < nPast) {
+      // All four from the cache (every full tile of decode): each q load serves four keys.
+      let b0 = cacheRow(firstSlot, tid) * rowStride + headOffset;
+      let b1 = cacheRow(firstSlot, tid + WG) * rowStride + headOffset;
+      let b2 = cacheRow(firstSlot, tid + 2u * WG) * rowStride + headOffset;
+      let b3 = cacheRow(firstSlot, tid + 3u * WG) * rowStride + headOffset;
+      var d0 = vec4<f32>(0.0);
+      var d1 = vec4<f32>(0.0);
+      var d2 = vec4<f32>(0.0);
+      var d3 = vec4<f32>(0.0);
+      for (var k = 0u; k < chunks; k++) {
+        let qa = qShared[k];
+        let qb = qShared[chunks + k];
+        let qc = qShared[2u * chunks + k];
+        let qd = qShared[3u * chunks + k];
+        let k0 = kCache[b0 + k];
+        let k1 = kCache[b1 + k];
+        let k2 = kCache[b2 + k];
+        let k3 = kCache[b3 + k];
+        d0 += vec4<f32>(dot(qa, k0), dot(qb, k0), dot(qc, k0), dot(qd, k0));
+        d1 += vec4<f32>(dot(qa, k1), dot(qb, k1), dot(qc, k1), dot(qd, k1));
+        d2 += vec4<f32>(dot(qa, k2), dot(qb, k2), dot(qc, k2), dot(qd, k2));
+        d3 += vec4<f32>(dot(qa, k3), dot(qb, k3), dot(qc, k3), dot(qd, k3));
+      }
+      s0 = d0 * p.scale;
+      s1 = d1 * p.scale;
+      s2 = d2 * p.scale;
+      s3 = d3 * p.scale;
+    } else {
+      s0 = scoreKey(tid, nPast, inTile, firstSlot, first, rowStride, headOffset, chunks);
+      s1 = scoreKey(tid + WG, nPast, inTile, firstSlot, first, rowStride, headOffset, chunks);
+      s2 = scoreKey(tid + 2u * WG, nPast, inTile, firstSlot, first, rowStride, headOffset, chunks);
+      s3 = scoreKey(tid + 3u * WG, nPast, inTile, firstSlot, first, rowStride, headOffset, chunks);
     }
-    scores[tid] = s;
+    laneMax[tid] = max(max(s0, s1), max(s2, s3));
     workgroupBarrier();
 
-    // 2. New running maxima; rescale what was summed so far; publish this key's weights.
+    // 2. New running maxima; rescale what was summed so far; publish this invocation's weights.
     var tileMax = vec4<f32>(NEG_BIG);
-    for (var i = 0u; i < inTile; i++) {
-      tileMax = max(tileMax, scores[i]);
+    for (var i = 0u; i < WG; i++) {
+      tileMax = max(tileMax, laneMax[i]);
     }
     let mNew = max(m, tileMax);
     let rescale = exp(m - mNew);
     m = mNew;
-    var w = vec4<f32>(0.0);
-    if (valid) {
-      w = exp(s - mNew);
-    }
-    sum = sum * rescale + w;
+    // A key past the tile's end scored NEG_BIG; its weight must be 0 even when every score
+    // is NEG_BIG (exp(0) = 1), hence the selects.
+    let w0 = select(vec4<f32>(0.0), exp(s0 - mNew), tid < inTile);
+    let w1 = select(vec4<f32>(0.0), exp(s1 - mNew), tid + WG < inTile);
+    let w2 = select(vec4<f32>(0.0), exp(s2 - mNew), tid + 2u * WG < inTile);
+    let w3 = select(vec4<f32>(0.0), exp(s3 - mNew), tid + 3u * WG < inTile);
+    sum = sum * rescale + ((w0 + w1) + (w2 + w3));
     acc0 *= rescale.x;
     acc1 *= rescale.y;
     acc2 *= rescale.z;
     acc3 *= rescale.w;
-    probs[tid] = w;
+    probs[tid] = w0;
+    probs[tid + WG] = w1;
+    probs[tid + 2u * WG] = w2;
+    probs[tid + 3u * WG] = w3;
     workgroupBarrier();
 
     // 3. Weighted sum of this tile's values, for chunk c, keys grp, grp + groups, ...
