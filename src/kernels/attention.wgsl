@@ -28,12 +28,14 @@
 //  2. Every invocation reads the WG published maxima to find the tile maxima, so the running
 //     maxima m are identical in all invocations. Each turns its own scores into weights
 //     exp(s - m) and publishes them; previous sums are rescaled by exp(m_old - m).
-//  3. For the weighted sum of V, the invocations are regrouped: invocation i owns the vec4
-//     chunk c = i % C of the head (C = headDim / 4) and handles the keys of the tile with
-//     index = i / C (mod G = WG / C): with headDim 128, two groups of 32 split each tile.
-//     It keeps one accumulator per query head.
+//  3. For the weighted sum of V, the invocations are regrouped: with C = headDim / 4 vec4
+//     chunks per head and H = ceil(C / 2), invocation i owns the chunks c = i % H and c + H
+//     and handles the keys of the tile with index = i / H (mod G = WG / H): with headDim 128,
+//     four groups of 16 split each tile. Two chunks per invocation halve the reads of the
+//     weights from workgroup memory per value read. It keeps one accumulator per query head
+//     and chunk.
 //  At the end the G partial accumulators and the WG partial sums of weights are added up
-//  in workgroup memory and each head's output is acc / sum.
+//  in workgroup memory (chunks c, then chunks c + H) and each head's output is acc / sum.
 // Within a tile, cached keys (positions < pos0) come first and chunk keys after, so phase 3
 // runs two branch-free loops instead of choosing a buffer per key.
 // Two barriers per tile; scores never leave the workgroup, so any number of keys works.
@@ -148,10 +150,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   workgroupBarrier();
 
-  // V-phase role of this invocation (see header): chunk c, key group grp of `groups`.
-  let c = tid % chunks;
-  let groups = WG / chunks;
-  let grp = tid / chunks;
+  // V-phase role of this invocation (see header): chunks c and c2 = c + half, key group grp
+  // of `groups`. With an odd number of chunks the last lanes' c2 repeats c (result unused).
+  let half = (chunks + 1u) / 2u;
+  let c = tid % half;
+  let c2 = select(c, c + half, c + half < chunks);
+  let groups = WG / half;
+  let grp = tid / half;
 
   let rowStride = p.kvHeads * chunks; // vec4 chunks from one position to the next
   let headOffset = g * chunks;
@@ -162,6 +167,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
+  var bcc0 = vec4<f32>(0.0); // the same for chunk c2
+  var bcc1 = vec4<f32>(0.0);
+  var bcc2 = vec4<f32>(0.0);
+  var bcc3 = vec4<f32>(0.0);
 
   let tiles = (count + TILE - 1u) / TILE;
   for (var tile = 0u; tile < tiles; tile++) {
@@ -236,6 +245,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     acc1 *= rescale.y;
     acc2 *= rescale.z;
     acc3 *= rescale.w;
+    bcc0 *= rescale.x;
+    bcc1 *= rescale.y;
+    bcc2 *= rescale.z;
+    bcc3 *= rescale.w;
     probs[tid] = w0;
     probs[tid + WG] = w1;
     probs[tid + 2u * WG] = w2;
@@ -246,42 +259,70 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (grp < groups) {
       var i = grp;
       for (; i < nPast; i += groups) {
-        let v = vCache[cacheRow(firstSlot, i) * rowStride + headOffset + c];
+        let row = cacheRow(firstSlot, i) * rowStride + headOffset;
+        let v = vCache[row + c];
+        let u = vCache[row + c2];
         let pw = probs[i];
         acc0 += pw.x * v;
         acc1 += pw.y * v;
         acc2 += pw.z * v;
         acc3 += pw.w * v;
+        bcc0 += pw.x * u;
+        bcc1 += pw.y * u;
+        bcc2 += pw.z * u;
+        bcc3 += pw.w * u;
       }
       for (; i < inTile; i += groups) {
-        let v = vNew[(first + i - p.pos0) * rowStride + headOffset + c];
+        let row = (first + i - p.pos0) * rowStride + headOffset;
+        let v = vNew[row + c];
+        let u = vNew[row + c2];
         let pw = probs[i];
         acc0 += pw.x * v;
         acc1 += pw.y * v;
         acc2 += pw.z * v;
         acc3 += pw.w * v;
+        bcc0 += pw.x * u;
+        bcc1 += pw.y * u;
+        bcc2 += pw.z * u;
+        bcc3 += pw.w * u;
       }
     }
   }
 
-  // Combine: the p-sums of all invocations, the accumulators of all key groups.
+  // Combine: the p-sums of all invocations, the accumulators of all key groups; chunks c
+  // first, then chunks c2 (workgroup memory holds one set at a time).
   sumShared[tid] = sum;
   accShared[tid] = acc0;
   accShared[WG + tid] = acc1;
   accShared[2u * WG + tid] = acc2;
   accShared[3u * WG + tid] = acc3;
   workgroupBarrier();
-  if (tid < chunks) {
-    var total = vec4<f32>(0.0);
+  var total = vec4<f32>(0.0);
+  if (tid < half) {
     for (var i = 0u; i < WG; i++) {
       total += sumShared[i];
     }
     for (var hh = 0u; hh < nh; hh++) {
       var o = vec4<f32>(0.0);
       for (var k = 0u; k < groups; k++) {
-        o += accShared[hh * WG + k * chunks + tid];
+        o += accShared[hh * WG + k * half + tid];
       }
       out[qRow + hh * chunks + tid] = o / total[hh];
+    }
+  }
+  workgroupBarrier();
+  accShared[tid] = bcc0;
+  accShared[WG + tid] = bcc1;
+  accShared[2u * WG + tid] = bcc2;
+  accShared[3u * WG + tid] = bcc3;
+  workgroupBarrier();
+  if (tid + half < chunks) {
+    for (var hh = 0u; hh < nh; hh++) {
+      var o = vec4<f32>(0.0);
+      for (var k = 0u; k < groups; k++) {
+        o += accShared[hh * WG + k * half + tid];
+      }
+      out[qRow + hh * chunks + tid + half] = o / total[hh];
     }
   }
 }
