@@ -2,52 +2,14 @@
  * `openchat chat` driven through piped stdin (each line a user turn), as a real
  * child process on the bundled tiny random-weight model.
  */
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL_DIR } from '../src/generator.ts';
 import { OpenChatTokenizer } from '../src/tokenizer/index.ts';
 import { freshSeed } from '../src/util/testing.ts';
+import { runCli, type Run } from './run-cli.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The test's environment less OPENCHAT_MODEL: the runs use the bundled model. */
-function withoutModelEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.OPENCHAT_MODEL;
-  return env;
-}
-
-/** Runs `node cli/openchat.mjs ...args` with `stdin` piped in, and waits for it to exit on its own. */
-function openchat(args: string[], stdin: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['cli/openchat.mjs', ...args], {
-      cwd: ROOT,
-      env: { ...withoutModelEnv(), XDG_RUNTIME_DIR: '/tmp' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const run: Run = { code: null, stdout: '', stderr: '' };
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (run.stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (run.stderr += s));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`openchat ${args.join(' ')} did not exit within 60 s; stderr:\n${run.stderr}`));
-    }, 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      run.code = code;
-      resolve(run);
-    });
-    child.stdin.end(stdin);
-  });
-}
+const openchat = runCli;
 
 const TIMING = /^\[prompt (\d+) tokens \((\d+) reused\), .*, finish (\w+), seed (\d+)\]/;
 

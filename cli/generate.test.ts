@@ -6,63 +6,16 @@
  * The tiny model's weights are random, so its text is noise: the tests compare
  * runs with each other (same seed, same text) rather than with expected words.
  */
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL_DIR } from '../src/generator.ts';
 import { OpenChatTokenizer } from '../src/tokenizer/index.ts';
 import { freshSeed } from '../src/util/testing.ts';
+import { runCli, type Run } from './run-cli.ts';
 import { Rng } from '../src/util/rng.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const END_OF_TURN_ID = 32000;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** The order in which output arrived: 'out' for a stdout chunk, 'timing' for the stderr timing line. */
-  order: string[];
-}
-
-/** The test's environment less OPENCHAT_MODEL: the runs use the bundled model. */
-function withoutModelEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.OPENCHAT_MODEL;
-  return env;
-}
-
-/** Runs `node cli/openchat.mjs ...args` and waits for it to exit on its own. */
-function openchat(args: string[], stdin = ''): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['cli/openchat.mjs', ...args], {
-      cwd: ROOT,
-      env: { ...withoutModelEnv(), XDG_RUNTIME_DIR: '/tmp' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const run: Run = { code: null, stdout: '', stderr: '', order: [] };
-    child.stdout.setEncoding('utf8').on('data', (s: string) => {
-      run.stdout += s;
-      run.order.push('out');
-    });
-    child.stderr.setEncoding('utf8').on('data', (s: string) => {
-      run.stderr += s;
-      if (s.includes('[prompt ')) run.order.push('timing');
-    });
-    // A process that does not exit by itself fails the test instead of hanging it.
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`openchat ${args.join(' ')} did not exit within 60 s; stderr:\n${run.stderr}`));
-    }, 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      run.code = code;
-      resolve(run);
-    });
-    child.stdin.end(stdin);
-  });
-}
+const openchat = runCli;
 
 interface TimingLine {
   promptTokens: number;

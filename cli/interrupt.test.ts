@@ -3,11 +3,8 @@
  * writing an answer. `generate` stops, still reports its numbers, and exits
  * with 130; `chat` stops only the current answer and goes on with the next turn.
  */
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-
-const ROOT = new URL('..', import.meta.url).pathname;
+import { spawnCli } from './run-cli.ts';
 
 interface Session {
   stdout: string;
@@ -23,10 +20,7 @@ interface Session {
 }
 
 function start(args: string[]): Session {
-  const child = spawn('node', [join(ROOT, 'cli/openchat.mjs'), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, XDG_RUNTIME_DIR: '/tmp' },
-  });
+  const child = spawnCli(args);
   const s: Session = {
     stdout: '',
     stderr: '',

@@ -3,15 +3,12 @@
  * child process on the bundled golden checkpoint; the logits file it writes
  * must match Hugging Face's golden logits, and --greedy must continue as HF did.
  */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { ROOT, runCli, type Run } from './run-cli.ts';
 
-const run = promisify(execFile);
-const ROOT = new URL('..', import.meta.url).pathname;
 const GOLDEN = join(ROOT, 'golden/tiny-mistral/');
 const manifest = JSON.parse(readFileSync(join(GOLDEN, 'golden.json'), 'utf8')) as {
   cases: { id: string; input_ids: number[]; logits: { file: string }; greedy_recompute: { new_tokens: number[]; top1_margin_per_step: number[] } }[];
@@ -19,8 +16,11 @@ const manifest = JSON.parse(readFileSync(join(GOLDEN, 'golden.json'), 'utf8')) a
 const dir = mkdtempSync(join(tmpdir(), 'openchat-logits-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function cli(args: string[]) {
-  return run('node', [join(ROOT, 'cli/openchat.mjs'), ...args], { cwd: ROOT, env: { ...process.env, XDG_RUNTIME_DIR: '/tmp' } });
+/** Resolves with the output of a successful run; rejects (with stderr) on a non-zero exit. */
+async function cli(args: string[]): Promise<Run> {
+  const r = await runCli(args);
+  if (r.code !== 0) throw Object.assign(new Error(`exit ${r.code}`), r);
+  return r;
 }
 
 function maxAbsDiff(file: string, golden: string): number {
