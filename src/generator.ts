@@ -13,6 +13,8 @@ import { OpenChatTokenizer, type ChatMessage } from './tokenizer/index.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
 import type { SamplingParams } from './sampling/params.ts';
+import { GrammarCache, TokenVocabulary, type ConstraintFactory, type JsonGrammar } from './sampling/json/grammar.ts';
+import { stepLogprobs, type TokenLogprob } from './sampling/logprobs.ts';
 
 /** The tiny random-weight checkpoint shipped in golden/: the default when no model is named. */
 export const BUNDLED_MODEL_DIR = fileURLToPath(new URL('../golden/tiny-mistral/', import.meta.url));
@@ -45,9 +47,29 @@ export interface Timings {
   decodeTokensPerSecond: number;
 }
 
+/** What a generation may do beyond sampling (all optional). */
+export interface GenerateOptions {
+  /** Constrained decoding (JSON mode, tool calls): a fresh constraint is started per generation. */
+  constraint?: ConstraintFactory;
+  /** Report each token's log-probability and the `top` (0-20) most likely alternatives ('token' events). */
+  logprobs?: { top: number };
+}
+
+/** One generated token's log-probability and the most likely alternatives at its step. */
+export interface TokenLogprobs {
+  id: number;
+  logprob: number;
+  top: TokenLogprob[];
+}
+
+/**
+ * With `logprobs`, a text event carries the tokens generated since the previous text event (the
+ * text may complete several, or none when a stop string held it back); `done` carries those whose
+ * text never came out. The end-of-turn token is never listed.
+ */
 export type GenerationEvent =
-  | { type: 'text'; text: string }
-  | { type: 'done'; finishReason: FinishReason; usage: Usage; tokens: number[]; seed: number; timings: Timings };
+  | { type: 'text'; text: string; logprobs?: TokenLogprobs[] }
+  | { type: 'done'; finishReason: FinishReason; usage: Usage; tokens: number[]; seed: number; timings: Timings; logprobs?: TokenLogprobs[] };
 
 export class ContextLengthError extends RangeError {
   constructor(readonly promptTokens: number, readonly maxTokens: number | null, readonly contextLength: number) {
@@ -134,6 +156,20 @@ export class Prompts {
     return this.tokenizer.encode(text, { addBos: true });
   }
 
+  private grammars: GrammarCache | undefined;
+
+  /**
+   * A JSON-mode grammar over this vocabulary (schema null: any JSON object), compiled once per
+   * schema and cached. Throws SchemaError naming a keyword it does not support.
+   */
+  jsonGrammar(schema: unknown | null): JsonGrammar {
+    if (!this.grammars) {
+      let vocab: TokenVocabulary | undefined;
+      this.grammars = new GrammarCache(() => (vocab ??= new TokenVocabulary(this.tokenizer.tokenBytes())), this.tokenizer.stopIds);
+    }
+    return this.grammars.get(schema);
+  }
+
   /** Throws ContextLengthError unless prompt + max_tokens fits the context. */
   checkContext(promptTokens: number, maxTokens: number | null): void {
     if (promptTokens >= this.contextLength || (maxTokens !== null && promptTokens + maxTokens > this.contextLength)) {
@@ -198,6 +234,10 @@ export class Generator {
     this.prompts.checkContext(promptTokens, maxTokens);
   }
 
+  jsonGrammar(schema: unknown | null): JsonGrammar {
+    return this.prompts.jsonGrammar(schema);
+  }
+
   /**
    * Generates one sample. Yields text as it becomes final (never half a UTF-8
    * character, never the beginning of a stop string), then one `done` event.
@@ -205,21 +245,35 @@ export class Generator {
    * max_tokens or the end of the context ('length'), or when `signal` aborts
    * ('cancelled'). Requests queue in order for the model.
    */
-  async *generate(promptIds: number[], params: SamplingParams, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+  async *generate(
+    promptIds: number[],
+    params: SamplingParams,
+    signal?: AbortSignal,
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent> {
     this.checkContext(promptIds.length, params.max_tokens);
     const release = await this.lock.acquire(signal);
     try {
-      yield* this.run(promptIds, params, signal);
+      yield* this.run(promptIds, params, signal, options);
     } finally {
       release();
     }
   }
 
-  private async *run(promptIds: number[], params: SamplingParams, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+  private async *run(
+    promptIds: number[],
+    params: SamplingParams,
+    signal: AbortSignal | undefined,
+    options: GenerateOptions,
+  ): AsyncGenerator<GenerationEvent> {
     const started = performance.now();
     const seed = params.seed ?? randomInt(0, 2 ** 31);
     const sampler = new Sampler(params, this.model.config.vocab_size, seed);
-    const readout: Readout = !sampler.needsFullLogits
+    const constraint = options.constraint?.start();
+    // A constraint masks the row and log-probabilities need it whole: both read the full logits.
+    const readout: Readout = constraint || options.logprobs
+      ? { kind: 'logits' }
+      : !sampler.needsFullLogits
       ? sampler.greedy
         ? { kind: 'argmax' }
         : { kind: 'topk', k: Math.min(params.top_k, this.model.config.vocab_size) }
@@ -238,6 +292,14 @@ export class Generator {
     let finishReason: FinishReason = 'length';
     let stoppedByString = false;
     let firstTokenAt = 0;
+    // Log-probabilities of tokens not yet reported (they go out with the next text).
+    let tokenLogprobs: TokenLogprobs[] = [];
+    const withLogprobs = () => {
+      if (!options.logprobs) return {};
+      const logprobs = tokenLogprobs;
+      tokenLogprobs = [];
+      return { logprobs };
+    };
     while (generated.length < limit) {
       if (signal?.aborted) {
         finishReason = 'cancelled';
@@ -247,7 +309,15 @@ export class Generator {
       let token: number;
       if (out.argmax !== undefined) token = out.argmax;
       else if (out.topk) token = sampler.sampleFromCandidates(out.topk.ids, out.topk.logits);
-      else token = sampler.sample(out.logits!, { prompt: promptIds, generated });
+      else {
+        const row = out.logits!;
+        // Log-probabilities are the model's own (before penalties and the mask change the row).
+        const lp = options.logprobs ? stepLogprobs(row, options.logprobs.top) : null;
+        const raw = lp ? row.slice() : null;
+        token = sampler.sample(row, { prompt: promptIds, generated }, constraint?.allowed(limit - generated.length));
+        constraint?.accept(token);
+        if (lp && !this.stopIds.has(token)) tokenLogprobs.push({ id: token, logprob: raw![token]! - lp.logSumExp, top: lp.top });
+      }
       if (generated.length === 0) firstTokenAt = performance.now();
       generated.push(token);
       pending = [token];
@@ -257,7 +327,7 @@ export class Generator {
         break;
       }
       const { emit, stopped } = stops.push(decoder.push(token));
-      if (emit) yield { type: 'text', text: emit };
+      if (emit) yield { type: 'text', text: emit, ...withLogprobs() };
       if (stopped) {
         finishReason = 'stop';
         stoppedByString = true;
@@ -268,7 +338,7 @@ export class Generator {
       // Release what the decoder and the stop matcher held back for a continuation that never came.
       const { emit, stopped } = stops.push(decoder.flush());
       const tail = emit + (stopped ? '' : stops.flush());
-      if (tail) yield { type: 'text', text: tail };
+      if (tail) yield { type: 'text', text: tail, ...withLogprobs() };
     }
 
     const ended = performance.now();
@@ -278,6 +348,7 @@ export class Generator {
     const prefilled = promptIds.length - reused;
     yield {
       type: 'done',
+      ...withLogprobs(),
       finishReason,
       tokens: generated,
       seed,

@@ -144,8 +144,13 @@ export class Sampler {
   /**
    * Picks the next token from the full vocabulary row. `logits` is modified in place by the
    * penalties. Consumes exactly one PRNG draw unless greedy (none).
+   *
+   * `allowed` (a constraint's token ids, e.g. JSON mode's): every other token's logit becomes
+   * -Infinity before the processors run, so penalties, temperature and the filters all act on the
+   * allowed tokens only, and a disallowed token is never drawn. It must not be empty.
    */
-  sample(logits: Float32Array, history: TokenHistory): number {
+  sample(logits: Float32Array, history: TokenHistory, allowed?: ArrayLike<number>): number {
+    if (allowed !== undefined) applyMask(logits, allowed);
     if (this.filterFull(logits, history)) return this.draw();
     return this.keptIds[0]!;
   }
@@ -441,6 +446,22 @@ export function selectTopK(logits: ArrayLike<number>, out: Uint32Array): void {
   }
   if (size < k) throw new RangeError(`top_k ${k} exceeds the ${logits.length} logits`);
   out.sort((a, b) => (worse(a, b) ? 1 : worse(b, a) ? -1 : 0));
+}
+
+/**
+ * Sets every logit outside `allowed` to -Infinity (in place). Empty `allowed` throws: a
+ * constraint that allows nothing is a bug upstream, not something to sample around.
+ */
+export function applyMask(logits: Float32Array, allowed: ArrayLike<number>): void {
+  if (allowed.length === 0) throw new RangeError('the token constraint allows no token');
+  const kept = new Float32Array(allowed.length);
+  for (let i = 0; i < allowed.length; i++) {
+    const id = allowed[i]!;
+    if (!(id >= 0 && id < logits.length)) throw new RangeError(`allowed token id ${id} is outside the vocabulary [0, ${logits.length})`);
+    kept[i] = logits[id]!;
+  }
+  logits.fill(-Infinity);
+  for (let i = 0; i < allowed.length; i++) logits[allowed[i]!] = kept[i]!;
 }
 
 /** Largest value of a row; NaN throws. */

@@ -83,7 +83,7 @@ class Compiler {
     const root = this.node(this.rootSchema, '#');
     computeMinLengths(this.all);
     if (!Number.isFinite(root.minLen)) {
-      throw new SchemaError('$ref', '#', 'the schema admits no finite value (a required property refers back to itself)');
+      throw new SchemaError('$ref', '#', 'the schema admits no finite value (a required property "$ref"s back to itself)');
     }
     return { root, nodeCount: this.all.length };
   }
@@ -224,11 +224,11 @@ class Compiler {
       target = this.rootSchema;
     } else {
       const m = /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref);
-      if (!m) throw new SchemaError('$ref', path, `only local references "#", "#/$defs/Name" or "#/definitions/Name" are supported; got "${ref}"`);
+      if (!m) throw new SchemaError('$ref', path, `"$ref" supports only local references ("#", "#/$defs/Name" or "#/definitions/Name"); got "${ref}"`);
       const defs = (this.rootSchema as Record<string, unknown>)[m[1]!];
       const name = m[2]!.replaceAll('~1', '/').replaceAll('~0', '~');
       if (typeof defs !== 'object' || defs === null || !Object.hasOwn(defs, name)) {
-        throw new SchemaError('$ref', path, `"${ref}" names no definition in the schema's ${m[1]}`);
+        throw new SchemaError('$ref', path, `"$ref" "${ref}" names no definition in the schema's ${m[1]}`);
       }
       target = (defs as Record<string, unknown>)[name];
     }
