@@ -165,9 +165,16 @@ export class Prompts {
   jsonGrammar(schema: unknown | null): JsonGrammar {
     if (!this.grammars) {
       let vocab: TokenVocabulary | undefined;
-      this.grammars = new GrammarCache(() => (vocab ??= new TokenVocabulary(this.tokenizer.tokenBytes())), this.tokenizer.stopIds);
+      this.grammars = new GrammarCache(() => (vocab ??= new TokenVocabulary(this.tokenBytes())), this.tokenizer.stopIds);
     }
     return this.grammars.get(schema);
+  }
+
+  private bytesTable: (Uint8Array | null)[] | undefined;
+
+  /** Each token's text as UTF-8 bytes (null for special tokens), built once: see OpenChatTokenizer.tokenBytes. */
+  tokenBytes(): (Uint8Array | null)[] {
+    return (this.bytesTable ??= this.tokenizer.tokenBytes());
   }
 
   /** Throws ContextLengthError unless prompt + max_tokens fits the context. */
@@ -236,6 +243,10 @@ export class Generator {
 
   jsonGrammar(schema: unknown | null): JsonGrammar {
     return this.prompts.jsonGrammar(schema);
+  }
+
+  tokenBytes(): (Uint8Array | null)[] {
+    return this.prompts.tokenBytes();
   }
 
   /**
@@ -314,7 +325,7 @@ export class Generator {
         // Log-probabilities are the model's own (before penalties and the mask change the row).
         const lp = options.logprobs ? stepLogprobs(row, options.logprobs.top) : null;
         const raw = lp ? row.slice() : null;
-        token = sampler.sample(row, { prompt: promptIds, generated }, constraint?.allowed(limit - generated.length));
+        token = sampler.sample(row, { prompt: promptIds, generated }, constraint?.allowed(limit - generated.length) ?? undefined);
         constraint?.accept(token);
         if (lp && !this.stopIds.has(token)) tokenLogprobs.push({ id: token, logprob: raw![token]! - lp.logSumExp, top: lp.top });
       }

@@ -59,11 +59,13 @@ const BUCKETS_PER_NAT = 8;
 const NUM_BUCKETS = 32 * BUCKETS_PER_NAT + 1;
 
 /**
- * The PRNG is seeded with 32 bits; a seed may be any safe integer (OpenAI takes int64), so the
- * high bits are mixed into the low 32. Seeds in [0, 2^32) map to themselves.
+ * The PRNG is seeded with 32 bits; a seed may be any integer of magnitude up to 2^63 (OpenAI takes
+ * int64), so the high bits are mixed into the low 32. Seeds in [0, 2^32) map to themselves. Above
+ * 2^53 a seed is the double JSON parsing made of it; the split below is still exact (ToUint32 is
+ * the value mod 2^32, and division by 2^32 is exact), so each such double folds one way.
  */
 export function foldSeed(seed: number): number {
-  if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be a safe integer; got ${seed}`);
+  if (!(Number.isInteger(seed) && Math.abs(seed) <= 2 ** 63)) throw new RangeError(`seed must be an integer of magnitude at most 2^63; got ${seed}`);
   const low = seed >>> 0; // seed mod 2^32 (ToUint32 is exact for any safe integer, negatives included)
   const high = Math.floor(seed / 4294967296); // 0 for [0, 2^32), -1 for small negatives
   return (low ^ Math.imul(high, 0x9e3779b1)) >>> 0;

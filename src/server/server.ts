@@ -19,7 +19,10 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ContextLengthError, Generator, type FinishReason, type Usage } from '../generator.ts';
+import { ContextLengthError, Generator, type FinishReason, type TokenLogprobs, type Usage } from '../generator.ts';
+import { foldSeed } from '../sampling/sampler.ts';
+import { chatLogprobs, legacyLogprobs } from './logprobs.ts';
+import { parseToolCall, type ToolCall } from './structured.ts';
 import type { SamplingParams } from '../sampling/params.ts';
 import {
   ApiError,
@@ -115,12 +118,15 @@ interface ChoiceResult {
   finishReason: FinishReason;
   usage: Usage;
   seed: number;
+  /** With logprobs: every token's (all of them; `tailLogprobs` those no text event carried). */
+  logprobs: TokenLogprobs[];
+  tailLogprobs: TokenLogprobs[];
 }
 
 /** Callbacks a streaming reply hooks into, per choice. */
 interface ChoiceHooks {
   onStart?(index: number): void;
-  onText?(index: number, text: string): void;
+  onText?(index: number, text: string, logprobs: TokenLogprobs[]): void;
   onDone?(index: number, result: ChoiceResult): void;
 }
 
@@ -372,14 +378,16 @@ export class OpenChatServer {
         hooks.onStart?.(i);
         const params: SamplingParams = { ...job.params, seed: choiceSeed(job.params.seed, i) };
         let text = '';
+        const logprobs: TokenLogprobs[] = [];
         let result: ChoiceResult | null = null;
         try {
-          for await (const ev of this.generator.generate(job.promptIds, params, signal)) {
+          for await (const ev of this.generator.generate(job.promptIds, params, signal, job.options)) {
+            if (ev.logprobs) logprobs.push(...ev.logprobs);
             if (ev.type === 'text') {
               text += ev.text;
-              hooks.onText?.(i, ev.text);
+              hooks.onText?.(i, ev.text, ev.logprobs ?? []);
             } else {
-              result = { text, finishReason: ev.finishReason, usage: ev.usage, seed: ev.seed };
+              result = { text, finishReason: ev.finishReason, usage: ev.usage, seed: ev.seed, logprobs, tailLogprobs: ev.logprobs ?? [] };
             }
           }
         } catch (err) {
@@ -425,13 +433,18 @@ export class OpenChatServer {
           object: 'chat.completion',
           created,
           model,
-          choices: results.map((r, index) => ({
-            index,
-            message: { role: 'assistant', content: r.text },
-            logprobs: null,
-            finish_reason: r.finishReason,
-            seed: r.seed,
-          })),
+          choices: results.map((r, index) => {
+            const call = job.tools ? parseToolCall(r.text, job.tools) : null;
+            return {
+              index,
+              message: call
+                ? { role: 'assistant', content: null, tool_calls: [openAiToolCall(call)] }
+                : { role: 'assistant', content: r.text },
+              logprobs: job.options.logprobs ? { content: chatLogprobs(this.generator, r.logprobs) } : null,
+              finish_reason: call ? 'tool_calls' : r.finishReason,
+              seed: r.seed,
+            };
+          }),
           usage: this.usage(job, results),
         });
         return;
@@ -448,10 +461,38 @@ export class OpenChatServer {
         ...(job.includeUsage ? { usage: null } : {}),
         ...extra,
       });
+      const lp = (tokens: TokenLogprobs[]) =>
+        job.options.logprobs && tokens.length ? { content: chatLogprobs(this.generator, tokens) } : null;
+      const sendText = (index: number, content: string, tokens: TokenLogprobs[]) =>
+        sse.send(chunk([{ index, delta: { content }, logprobs: lp(tokens), finish_reason: null }]));
+      // With tools the answer may be a call: hold the text until its first visible character
+      // says which (a call is sent whole, as one tool-call delta, when it is complete).
+      let held = { text: '', tokens: [] as TokenLogprobs[], mode: 'text' as 'text' | 'call' | 'undecided' };
       const results = await this.runChoices(job, record, signal, {
-        onStart: (index) => sse.send(chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }])),
-        onText: (index, content) => sse.send(chunk([{ index, delta: { content }, logprobs: null, finish_reason: null }])),
-        onDone: (index, r) => sse.send(chunk([{ index, delta: {}, logprobs: null, finish_reason: r.finishReason }])),
+        onStart: (index) => {
+          held = { text: '', tokens: [], mode: job.tools ? 'undecided' : 'text' };
+          sse.send(chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
+        },
+        onText: (index, content, tokens) => {
+          if (held.mode === 'text') return sendText(index, content, tokens);
+          held.text += content;
+          held.tokens.push(...tokens);
+          if (held.mode === 'undecided' && held.text.trim()) {
+            held.mode = held.text.trimStart().startsWith('{') ? 'call' : 'text';
+            if (held.mode === 'text') sendText(index, held.text, held.tokens);
+          }
+        },
+        onDone: (index, r) => {
+          const call = held.mode !== 'text' && job.tools ? parseToolCall(r.text, job.tools) : null;
+          if (call) {
+            const delta = { tool_calls: [{ index: 0, ...openAiToolCall(call) }] };
+            sse.send(chunk([{ index, delta, logprobs: lp([...held.tokens, ...r.tailLogprobs]), finish_reason: null }]));
+          } else if (held.mode !== 'text' && held.text) {
+            sendText(index, held.text, held.tokens);
+          }
+          const tail = call ? [] : r.tailLogprobs;
+          sse.send(chunk([{ index, delta: {}, logprobs: lp(tail), finish_reason: call ? 'tool_calls' : r.finishReason }]));
+        },
       });
       if (job.includeUsage) sse.send(chunk([], { usage: this.usage(job, results) }));
       sse.end();
@@ -476,7 +517,13 @@ export class OpenChatServer {
           object: 'text_completion',
           created,
           model,
-          choices: results.map((r, index) => ({ index, text: r.text, logprobs: null, finish_reason: r.finishReason, seed: r.seed })),
+          choices: results.map((r, index) => ({
+            index,
+            text: r.text,
+            logprobs: job.options.logprobs ? legacyLogprobs(this.generator, r.logprobs, 0, true) : null,
+            finish_reason: r.finishReason,
+            seed: r.seed,
+          })),
           usage: this.usage(job, results),
         });
         return;
@@ -493,9 +540,20 @@ export class OpenChatServer {
         ...(job.includeUsage ? { usage: null } : {}),
         ...extra,
       });
+      // Where the next chunk's tokens start in the choice's text, and whether any were sent yet.
+      let sent = { chars: 0, tokens: 0 };
+      const lp = (tokens: TokenLogprobs[]) => {
+        if (!job.options.logprobs) return null;
+        const out = legacyLogprobs(this.generator, tokens, sent.chars, sent.tokens === 0);
+        sent = { chars: sent.chars + out.tokens.join('').length, tokens: sent.tokens + tokens.length };
+        return out;
+      };
       const results = await this.runChoices(job, record, signal, {
-        onText: (index, text) => sse.send(chunk([{ index, text, logprobs: null, finish_reason: null }])),
-        onDone: (index, r) => sse.send(chunk([{ index, text: '', logprobs: null, finish_reason: r.finishReason }])),
+        onStart: () => {
+          sent = { chars: 0, tokens: 0 };
+        },
+        onText: (index, text, tokens) => sse.send(chunk([{ index, text, logprobs: lp(tokens), finish_reason: null }])),
+        onDone: (index, r) => sse.send(chunk([{ index, text: '', logprobs: r.tailLogprobs.length ? lp(r.tailLogprobs) : null, finish_reason: r.finishReason }])),
       });
       if (job.includeUsage) sse.send(chunk([], { usage: this.usage(job, results) }));
       sse.end();
@@ -512,13 +570,32 @@ export class OpenChatServer {
     try {
       if (!job.stream) {
         const [r] = await this.runChoices(job, record, signal);
-        sendJson(res, 200, { result: { response: r!.text, usage: this.usage(job, [r!]) }, success: true, errors: [], messages: [] });
+        const call = job.tools ? parseToolCall(r!.text, job.tools) : null;
+        const result = call
+          ? { response: '', tool_calls: [workersAiToolCall(call)], usage: this.usage(job, [r!]) }
+          : { response: r!.text, usage: this.usage(job, [r!]) };
+        sendJson(res, 200, { result, success: true, errors: [], messages: [] });
         return;
       }
       const sse = new SseWriter(res);
       sse.open();
+      // With tools, text is held until its first visible character says whether it is a call.
+      let held = '';
+      let mode: 'text' | 'call' | 'undecided' = job.tools ? 'undecided' : 'text';
       const results = await this.runChoices(job, record, signal, {
-        onText: (_index, response) => sse.send({ response }),
+        onText: (_index, response) => {
+          if (mode === 'text') return sse.send({ response });
+          held += response;
+          if (mode === 'undecided' && held.trim()) {
+            mode = held.trimStart().startsWith('{') ? 'call' : 'text';
+            if (mode === 'text') sse.send({ response: held });
+          }
+        },
+        onDone: (_index, r) => {
+          const call = mode !== 'text' && job.tools ? parseToolCall(r.text, job.tools) : null;
+          if (call) sse.send({ response: '', tool_calls: [workersAiToolCall(call)] });
+          else if (mode !== 'text' && held) sse.send({ response: held });
+        },
       });
       // The last event carries the usage, as Workers AI's streams do; then [DONE].
       sse.send({ response: '', usage: this.usage(job, results) });
@@ -568,8 +645,19 @@ function digest(key: string): Buffer {
  */
 function choiceSeed(seed: number | null, i: number): number | null {
   if (seed === null) return null;
-  const s = seed + i;
-  return Number.isSafeInteger(s) ? s : seed - i;
+  // Above 2^53, seed + i would round back to seed: the choices step from the folded seed instead.
+  if (!Number.isSafeInteger(seed + i)) return i === 0 ? seed : foldSeed(seed) + i;
+  return seed + i;
+}
+
+/** OpenAI's tool call object. */
+function openAiToolCall(call: ToolCall): object {
+  return { id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } };
+}
+
+/** Workers AI's tool call: the arguments as an object. */
+function workersAiToolCall(call: ToolCall): object {
+  return { name: call.name, arguments: JSON.parse(call.arguments) as unknown };
 }
 
 function formatLogLine(method: string, path: string, status: number, r: RequestRecord, ms: number, cancelled: boolean): string {

@@ -23,8 +23,11 @@ import { anyObjectSchema, compileSchema, type CompiledSchema } from './schema.ts
 
 /** What the generator asks of a constraint: the allowed ids now, then the id chosen. */
 export interface TokenConstraint {
-  /** Allowed ids (text tokens and, when the value is complete, the end-of-turn ids); `remaining` counts this step. */
-  allowed(remaining: number): Uint32Array;
+  /**
+   * Allowed ids (text tokens and, when the value is complete, the end-of-turn ids), or null when
+   * anything goes at this step; `remaining` counts the tokens left, this step's included.
+   */
+  allowed(remaining: number): Uint32Array | null;
   accept(token: number): void;
 }
 
@@ -218,4 +221,77 @@ export class GrammarCache {
 /** For tests: every state after `bytes` from the start (empty: the bytes are not a valid prefix). */
 export function statesAfter(grammar: JsonGrammar, bytes: Uint8Array): State[] {
   return stepBytes([initialState(grammar.schema.root)], bytes);
+}
+
+/**
+ * Free text, or a value of `grammar` when the first byte that is not whitespace is `{`: what a
+ * tool_choice of "auto" needs. The model decides at its first visible character whether it calls
+ * a function; from then on the call is held to the grammar, or the text is free.
+ */
+export class TextOrJson implements ConstraintFactory {
+  private textStart: Uint32Array | undefined;
+
+  constructor(readonly grammar: JsonGrammar) {}
+
+  start(): TokenConstraint {
+    return new TextOrJsonMatcher(this.grammar, (this.textStart ??= this.textStartIds()));
+  }
+
+  /** Text tokens whose first byte that is not whitespace is not `{` (whitespace-only ones included). */
+  private textStartIds(): Uint32Array {
+    const ids: number[] = [];
+    this.grammar.vocab.bytes.forEach((b, id) => {
+      if (!b || b.length === 0) return;
+      const first = b.find((x) => x !== 0x20 && x !== 0x0a && x !== 0x0d && x !== 0x09);
+      if (first !== 0x7b) ids.push(id);
+    });
+    return Uint32Array.from(ids);
+  }
+}
+
+class TextOrJsonMatcher implements TokenConstraint {
+  private mode: 'undecided' | 'json' | 'text' = 'undecided';
+  private readonly json: JsonMatcher;
+
+  constructor(
+    private readonly grammar: JsonGrammar,
+    private readonly textStart: Uint32Array,
+  ) {
+    this.json = grammar.start();
+  }
+
+  /** True once the answer is a JSON value of the grammar (a function call). */
+  get isJson(): boolean {
+    return this.mode === 'json';
+  }
+
+  allowed(remaining: number): Uint32Array | null {
+    if (this.mode === 'text') return null;
+    const json = this.json.allowed(remaining);
+    if (this.mode === 'json') return json;
+    const flags = new Uint8Array(this.grammar.vocab.size);
+    for (const id of this.textStart) flags[id] = 1;
+    for (const id of json) flags[id] = 1;
+    for (const id of this.grammar.stopIds) flags[id] = 1;
+    const out: number[] = [];
+    flags.forEach((f, id) => f && out.push(id));
+    return Uint32Array.from(out);
+  }
+
+  accept(token: number): void {
+    if (this.mode === 'text') return;
+    if (this.mode === 'json') return this.json.accept(token);
+    const bytes = this.grammar.vocab.bytes[token];
+    const first = bytes?.find((x) => x !== 0x20 && x !== 0x0a && x !== 0x0d && x !== 0x09);
+    if (bytes && (first === 0x7b || first === undefined)) {
+      try {
+        this.json.accept(token);
+        if (first === 0x7b) this.mode = 'json';
+        return;
+      } catch {
+        // Whitespace beyond what the JSON side allows: the answer is text.
+      }
+    }
+    this.mode = 'text';
+  }
 }
