@@ -68,20 +68,24 @@ export class TokenVocabulary {
 }
 
 interface MaskEntry {
-  /** Allowed text tokens and the distance after each. */
+  /** Allowed text tokens and the distance after each (capped at 65535: far beyond any budget that binds). */
   ids: Uint32Array;
-  dists: Float64Array;
+  dists: Uint16Array;
   maxDist: number;
   finish: boolean;
   /** ids plus the end-of-turn ids when `finish`: the answer when the budget does not bind. */
   all: Uint32Array;
 }
 
-/** Entries kept per grammar before the cache is cleared (a state key is a few dozen bytes). */
-const MAX_CACHED_MASKS = 4096;
+/**
+ * Bytes of masks kept per grammar before its cache is cleared. A mask inside a string allows
+ * nearly every token (32002 x 6 bytes = 190 KB); structural states allow a handful.
+ */
+const MAX_CACHED_MASK_BYTES = 16 << 20;
 
 export class JsonGrammar implements ConstraintFactory {
   private readonly masks = new Map<string, MaskEntry>();
+  private maskBytes = 0;
 
   constructor(
     readonly schema: CompiledSchema,
@@ -104,8 +108,13 @@ export class JsonGrammar implements ConstraintFactory {
     let entry = this.masks.get(key);
     if (!entry) {
       entry = this.walk(states);
-      if (this.masks.size >= MAX_CACHED_MASKS) this.masks.clear();
+      const bytes = entry.ids.byteLength + entry.dists.byteLength + (entry.all === entry.ids ? 0 : entry.all.byteLength);
+      if (this.maskBytes + bytes > MAX_CACHED_MASK_BYTES) {
+        this.masks.clear();
+        this.maskBytes = 0;
+      }
       this.masks.set(key, entry);
+      this.maskBytes += bytes;
     }
     return entry;
   }
@@ -133,13 +142,13 @@ export class JsonGrammar implements ConstraintFactory {
     };
     visit(this.vocab.root, states);
     const finish = states.some(canFinish);
-    const all = finish ? [...ids, ...this.stopIds] : ids;
+    const idArray = Uint32Array.from(ids);
     return {
-      ids: Uint32Array.from(ids),
-      dists: Float64Array.from(dists),
+      ids: idArray,
+      dists: Uint16Array.from(dists, (d) => Math.min(d, 65535)),
       maxDist: dists.reduce((a, b) => Math.max(a, b), 0),
       finish,
-      all: Uint32Array.from(all),
+      all: finish ? Uint32Array.from([...ids, ...this.stopIds]) : idArray,
     };
   }
 }
@@ -200,7 +209,7 @@ export class GrammarCache {
   constructor(
     private readonly vocab: () => TokenVocabulary,
     private readonly stopIds: readonly number[],
-    private readonly capacity = 64,
+    private readonly capacity = 16,
   ) {}
 
   /** `schema` null: any JSON object. Throws SchemaError for what is not supported. */
