@@ -126,6 +126,19 @@ describe('response_format: JSON mode', () => {
     }
   });
 
+  it('n = 2: every choice validates', async () => {
+    const res = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'two people' }],
+      max_tokens: 60,
+      n: 2,
+      seed: randomSeed(),
+      response_format: { type: 'json_schema', json_schema: { name: 'person', schema: PERSON } },
+    });
+    expect(res.choices.length).toBe(2);
+    for (const c of res.choices) expect(validateJson(JSON.parse(c.message.content!), PERSON), tag).toBeNull();
+  });
+
   it('json_object: any JSON object', async () => {
     const res = await client.chat.completions.create({
       model: MODEL,
@@ -399,7 +412,13 @@ describe('validation: every new field answers 400 with param', () => {
     ['json_schema missing', '/v1/chat/completions', chat({ response_format: { type: 'json_schema' } }), 'response_format.json_schema', /object/],
     ['schema keyword outside the subset', '/v1/chat/completions', chat({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', pattern: 'a+' } } } }), 'response_format.json_schema.schema', /pattern/],
     ['json_schema bad name', '/v1/chat/completions', chat({ response_format: { type: 'json_schema', json_schema: { name: 'a b', schema: {} } } }), 'response_format.json_schema.name', /letters/],
+    ['json_schema strict not a boolean', '/v1/chat/completions', chat({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {}, strict: 'yes' } } }), 'response_format.json_schema.strict', /boolean/],
+    ['json_schema schema not an object', '/v1/chat/completions', chat({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: [] } } }), 'response_format.json_schema.schema', /object/],
     ['tools not an array', '/v1/chat/completions', chat({ tools: {} }), 'tools', /array/],
+    ['tool type not function', '/v1/chat/completions', chat({ tools: [{ type: 'code', function: { name: 'f' } }] }), 'tools[0].type', /function/],
+    ['tool names twice', '/v1/chat/completions', chat({ tools: [WEATHER_TOOL, WEATHER_TOOL] }), 'tools[1].function.name', /twice/],
+    ['tool_choice an unknown string', '/v1/chat/completions', chat({ tools: [WEATHER_TOOL], tool_choice: 'always' }), 'tool_choice', /required/],
+    ['parallel_tool_calls not a boolean', '/v1/chat/completions', chat({ parallel_tool_calls: 'yes' }), 'parallel_tool_calls', /boolean/],
     ['tool name bad', '/v1/chat/completions', chat({ tools: [{ type: 'function', function: { name: 'a b' } }] }), 'tools[0].function.name', /letters/],
     ['tool parameters with an unsupported keyword', '/v1/chat/completions', chat({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'string', format: 'email' } } } } }] }), 'tools', /format/],
     ['tool_choice names no tool', '/v1/chat/completions', chat({ tools: [WEATHER_TOOL], tool_choice: { type: 'function', function: { name: 'nope' } } }), 'tool_choice', /nope/],
@@ -434,6 +453,7 @@ describe('validation: every new field answers 400 with param', () => {
     ['seed above 9999999999', { seed: 1e10 }, /\[1, 9999999999\]/],
     ['an unknown lora adapter', { lora: 'my-adapter' }, /no LoRA adapter named "my-adapter"/],
     ['response_format bad type', { response_format: { type: 'xml' } }, /json_schema/],
+    ['json_schema with an unsupported keyword', { response_format: { type: 'json_schema', json_schema: { type: 'string', minLength: 3 } } }, /minLength/],
     ['tools with raw', { raw: true, tools: [WEATHER_TOOL] }, /raw/],
   ];
   it.each(workers)('Workers AI: %s', async (_name, extra, message) => {

@@ -166,11 +166,6 @@ export class JsonMatcher implements TokenConstraint {
     return this.states.some(canFinish);
   }
 
-  /** The least number of bytes that complete the value. */
-  get distance(): number {
-    return Math.min(...this.states.map(distance));
-  }
-
   allowed(remaining: number): Uint32Array {
     if (this.ended) return new Uint32Array(0);
     const m = this.grammar.mask(this.states);
@@ -227,11 +222,6 @@ export class GrammarCache {
   }
 }
 
-/** For tests: every state after `bytes` from the start (empty: the bytes are not a valid prefix). */
-export function statesAfter(grammar: JsonGrammar, bytes: Uint8Array): State[] {
-  return stepBytes([initialState(grammar.schema.root)], bytes);
-}
-
 /**
  * Free text, or a value of `grammar` when the first byte that is not whitespace is `{`: what a
  * tool_choice of "auto" needs. The model decides at its first visible character whether it calls
@@ -267,11 +257,6 @@ class TextOrJsonMatcher implements TokenConstraint {
     private readonly textStart: Uint32Array,
   ) {
     this.json = grammar.start();
-  }
-
-  /** True once the answer is a JSON value of the grammar (a function call). */
-  get isJson(): boolean {
-    return this.mode === 'json';
   }
 
   allowed(remaining: number): Uint32Array | null {

@@ -6,7 +6,7 @@ import { freshSeed } from '../../util/testing.ts';
 import { DEFAULT_SAMPLING } from '../params.ts';
 import { Sampler } from '../sampler.ts';
 import { canFinish, distance, initialState, step, stepBytes, MAX_WHITESPACE, type State } from './automaton.ts';
-import { GrammarCache, JsonGrammar, TokenVocabulary } from './grammar.ts';
+import { GrammarCache, JsonGrammar, TextOrJson, TokenVocabulary } from './grammar.ts';
 import { compileSchema, SchemaError } from './schema.ts';
 import { validateJson } from './validate.ts';
 
@@ -321,5 +321,33 @@ describe('constrained sampling on the OpenChat vocabulary (32002 tokens)', () =>
     cache.get(SCHEMAS['enums']);
     cache.get(SCHEMAS['nested']); // evicts person (least recently used)
     expect(cache.get(SCHEMAS['person'])).not.toBe(a);
+  });
+
+  it('text or JSON (tool_choice auto): free text unless the first visible character is {, then the grammar', () => {
+    const grammar = JsonGrammar.compile(SCHEMAS['person'], vocab, tokenizer.stopIds);
+    const factory = new TextOrJson(grammar);
+    const id = (text: string) => {
+      const i = vocab.bytes.findIndex((b) => b !== null && new TextDecoder().decode(b) === text);
+      expect(i, text).toBeGreaterThan(0);
+      return i;
+    };
+    // Undecided: ordinary text, whitespace and the start of a valid value are allowed; "{}" is not
+    // (the schema requires properties), nor is anything else that opens with { but breaks the grammar.
+    const first = new Set(factory.start().allowed(100));
+    for (const t of [' Hello', 'the', ' ', '{', ' {']) expect(first.has(id(t)), t).toBe(true);
+    expect(first.has(id('{}')), '{}').toBe(false);
+    expect(first.has(tokenizer.eotId!)).toBe(true);
+
+    const text = factory.start();
+    text.accept(id(' '));
+    text.accept(id(' Hello'));
+    expect(text.allowed(100)).toBeNull(); // decided: text, anything goes
+
+    const call = factory.start();
+    call.accept(id(' {'));
+    const next = call.allowed(100)!;
+    expect(next).not.toBeNull();
+    expect(next.length).toBeLessThan(100); // only whitespace and the start of "name"
+    expect(() => call.accept(id(' Hello'))).toThrow(/not allowed/);
   });
 });
