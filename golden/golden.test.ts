@@ -87,7 +87,7 @@ describe('golden logits: WebGPU forward pass vs Hugging Face', () => {
   const run = async (piece: number[]) => (await model.forward(piece, { kind: 'all-logits' })).logits!;
 
   it.each(cases.map((c) => [c.id, c] as const))('case %s as one prefill', async (_, c) => {
-    model.cache.truncate(0);
+    model.reset();
     const logits = await run(c.input_ids);
     const { rel, abs } = relError(logits, expectedLogits(c));
     worst[`gpu prefill ${c.id}`] = abs;
@@ -95,7 +95,7 @@ describe('golden logits: WebGPU forward pass vs Hugging Face', () => {
   });
 
   it('case d in uneven prefill chunks (17, 5, 33, 1, ...) gives the same logits', async () => {
-    model.cache.truncate(0);
+    model.reset();
     const logits = await inPieces(caseD.input_ids, [17, 5, 33, 1], run);
     const { rel, abs } = relError(logits, expectedLogits(caseD));
     worst['gpu chunks d'] = abs;
@@ -103,7 +103,7 @@ describe('golden logits: WebGPU forward pass vs Hugging Face', () => {
   });
 
   it('case d token by token through the KV cache (the rolling buffer wraps 6 times)', async () => {
-    model.cache.truncate(0);
+    model.reset();
     const logits = await inPieces(caseD.input_ids, [1], async (p) => (await model.forward(p, { kind: 'logits' })).logits!);
     const { rel, abs } = relError(logits, expectedLogits(caseD));
     worst['gpu decode d'] = abs;
@@ -111,7 +111,7 @@ describe('golden logits: WebGPU forward pass vs Hugging Face', () => {
   });
 
   it.each(cases.map((c) => [c.id, c] as const))('case %s greedy continuation matches (on-device argmax)', async (_, c) => {
-    model.cache.truncate(0);
+    model.reset();
     const tokens: number[] = [];
     let next = (await model.forward(c.input_ids, { kind: 'argmax' })).argmax!;
     for (let i = 0; i < c.greedy_recompute.new_tokens.length; i++) {

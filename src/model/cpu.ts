@@ -3,7 +3,7 @@
  * CPU references. Slow, but every step is visible: this is the version to read
  * first, and the GPU forward pass (model.ts) is tested against the same goldens.
  */
-import { loadConfig, type ModelConfig } from './config.ts';
+import { layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
 import { validateCheckpoint } from './weights.ts';
 import { decodeToF32 } from '../util/half.ts';
@@ -14,17 +14,8 @@ import { swigluRef } from '../kernels/swiglu.ref.ts';
 import { ropeRef } from '../kernels/rope.ref.ts';
 import { attentionRef } from '../kernels/attention.ref.ts';
 
-interface CpuLayer {
-  input_layernorm: Float32Array;
-  q_proj: Float32Array;
-  k_proj: Float32Array;
-  v_proj: Float32Array;
-  o_proj: Float32Array;
-  post_attention_layernorm: Float32Array;
-  gate_proj: Float32Array;
-  up_proj: Float32Array;
-  down_proj: Float32Array;
-}
+/** Every weight widened to f32 on the host; projections row-major [out_features, in_features]. */
+type CpuLayer = LayerWeights<Float32Array, Float32Array>;
 
 function addInPlace(x: Float32Array, y: Float32Array): void {
   for (let i = 0; i < x.length; i++) x[i]! += y[i]!;
@@ -54,18 +45,8 @@ export class CpuModel {
       const w = (name: string) => decodeToF32(ckpt.read(name), ckpt.get(name).dtype);
       const layers: CpuLayer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
-        const p = `model.layers.${i}.`;
-        layers.push({
-          input_layernorm: w(p + 'input_layernorm.weight'),
-          q_proj: w(p + 'self_attn.q_proj.weight'),
-          k_proj: w(p + 'self_attn.k_proj.weight'),
-          v_proj: w(p + 'self_attn.v_proj.weight'),
-          o_proj: w(p + 'self_attn.o_proj.weight'),
-          post_attention_layernorm: w(p + 'post_attention_layernorm.weight'),
-          gate_proj: w(p + 'mlp.gate_proj.weight'),
-          up_proj: w(p + 'mlp.up_proj.weight'),
-          down_proj: w(p + 'mlp.down_proj.weight'),
-        });
+        // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.
+        layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name)])) as CpuLayer);
       }
       const embed = w('model.embed_tokens.weight');
       const head = config.tie_word_embeddings ? embed : w('lm_head.weight');

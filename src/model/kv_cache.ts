@@ -15,7 +15,7 @@ export class KVCache {
   readonly keys: GPUBuffer[] = [];
   readonly values: GPUBuffer[] = [];
   /** Token ids whose keys and values are in the cache, at positions 0..tokens.length-1. */
-  tokens: number[] = [];
+  private tokens: number[] = [];
 
   constructor(gpu: Gpu, readonly config: ModelConfig, contextLength: number) {
     this.slots = config.sliding_window === null ? contextLength : Math.min(config.sliding_window, contextLength);
@@ -51,6 +51,11 @@ export class KVCache {
     // Shrinking L only needs older keys still, so when L fails, every shorter prefix fails too.
     if (Math.max(0, L - window + 1) < N - this.slots) return 0;
     return Math.max(0, L);
+  }
+
+  /** Records that `ids` were written at the next positions (one by one: a spread of a long list overflows the stack). */
+  append(ids: readonly number[]): void {
+    for (const id of ids) this.tokens.push(id);
   }
 
   /** Drops every position from `length` on (their slots are simply overwritten later). */

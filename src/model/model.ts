@@ -8,7 +8,7 @@ import type { Gpu } from '../gpu/device.ts';
 import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { decodeToF32 } from '../util/half.ts';
-import { contextLengthFor, expectedTensors, loadConfig, type ModelConfig } from './config.ts';
+import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
 import { validateCheckpoint } from './weights.ts';
@@ -52,17 +52,8 @@ export interface ForwardResult {
   logits?: Float32Array;
 }
 
-interface Layer {
-  input_layernorm: GPUBuffer;
-  q_proj: GpuMatrix;
-  k_proj: GpuMatrix;
-  v_proj: GpuMatrix;
-  o_proj: GpuMatrix;
-  post_attention_layernorm: GPUBuffer;
-  gate_proj: GpuMatrix;
-  up_proj: GpuMatrix;
-  down_proj: GpuMatrix;
-}
+/** A decoder layer on the device: norm weights widened to f32, projections in their stored dtype. */
+type Layer = LayerWeights<GPUBuffer, GpuMatrix>;
 
 /** Activations for up to `chunk` tokens, row-major [tokens, features], f32. */
 interface Scratch {
@@ -86,7 +77,7 @@ const STAGING_BYTES = 32 * 2 ** 20; // host memory used while streaming weights 
 const MAX_TOPK = 1000;
 
 export class MistralModel {
-  readonly cache: KVCache;
+  private readonly cache: KVCache;
   private readonly scratch: Scratch;
   private readonly ropeTable: GPUBuffer;
 
@@ -115,18 +106,10 @@ export class MistralModel {
       const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress);
       const layers: Layer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
-        const p = `model.layers.${i}.`;
-        layers.push({
-          input_layernorm: loader.vector(p + 'input_layernorm.weight'),
-          q_proj: await loader.matrix(p + 'self_attn.q_proj.weight'),
-          k_proj: await loader.matrix(p + 'self_attn.k_proj.weight'),
-          v_proj: await loader.matrix(p + 'self_attn.v_proj.weight'),
-          o_proj: await loader.matrix(p + 'self_attn.o_proj.weight'),
-          post_attention_layernorm: loader.vector(p + 'post_attention_layernorm.weight'),
-          gate_proj: await loader.matrix(p + 'mlp.gate_proj.weight'),
-          up_proj: await loader.matrix(p + 'mlp.up_proj.weight'),
-          down_proj: await loader.matrix(p + 'mlp.down_proj.weight'),
-        });
+        const weights: [string, GPUBuffer | GpuMatrix][] = [];
+        for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name)]);
+        // Every key of Layer comes from the table layerTensors() walks, each of its kind, so the object is complete.
+        layers.push(Object.fromEntries(weights) as Layer);
       }
       const embed = await loader.matrix('model.embed_tokens.weight');
       const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight');
@@ -145,8 +128,49 @@ export class MistralModel {
     return this.scratch.chunk;
   }
 
+  /** Positions run so far: the next forward() starts here. */
+  get position(): number {
+    return this.cache.length;
+  }
+
+  /** Forgets the conversation: the next forward() starts at position 0. */
+  reset(): void {
+    this.cache.truncate(0);
+  }
+
   /**
-   * Runs `ids` at positions cache.length.. (in chunks of at most maxChunk tokens),
+   * Forgets every position from `position` on, so the next forward() runs there
+   * (their keys and values are simply overwritten). See reusablePrefix for when
+   * keeping a prefix is sound.
+   */
+  rewind(position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position > this.position) {
+      throw new RangeError(`rewind: position ${position} is not in [0, ${this.position}]`);
+    }
+    this.cache.truncate(position);
+  }
+
+  /**
+   * How many leading tokens of `ids` the KV cache already holds and can keep
+   * (a chat's earlier turns): rewind() there and run the rest. At most
+   * ids.length - 1, so the last token always runs and gives its logits.
+   */
+  reusablePrefix(ids: readonly number[]): number {
+    return this.cache.reusablePrefix(ids);
+  }
+
+  /** Key/value slots per layer (the sliding window, or the context without one). */
+  get kvCacheSlots(): number {
+    return this.cache.slots;
+  }
+
+  /** Device memory of the KV cache, all layers. */
+  get kvCacheBytes(): number {
+    return this.cache.bytes;
+  }
+
+  /**
+   * Runs `ids` at positions position.. (in chunks of at most maxChunk tokens),
    * appends them to the KV cache and reads back what `readout` asks for.
    */
   async forward(ids: readonly number[], readout: Readout): Promise<ForwardResult> {
@@ -203,7 +227,7 @@ export class MistralModel {
       }
     }
     enc.submit();
-    this.cache.tokens.push(...ids);
+    this.cache.append(ids);
 
     switch (readout.kind) {
       case 'none':
@@ -278,9 +302,10 @@ export class MistralModel {
   destroy(): void {
     const seen = new Set<GpuMatrix>();
     for (const L of this.layers) {
-      for (const m of [L.q_proj, L.k_proj, L.v_proj, L.o_proj, L.gate_proj, L.up_proj, L.down_proj]) seen.add(m);
-      L.input_layernorm.destroy();
-      L.post_attention_layernorm.destroy();
+      for (const w of Object.values(L)) {
+        if ('parts' in w) seen.add(w);
+        else w.destroy();
+      }
     }
     seen.add(this.embed_tokens).add(this.lm_head);
     for (const m of seen) destroyMatrix(m);
