@@ -5,7 +5,7 @@
  */
 import { layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
-import { validateCheckpoint } from './weights.ts';
+import { checkFinite, validateCheckpoint } from './weights.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { embeddingRef } from '../kernels/embedding.ref.ts';
 import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
@@ -42,7 +42,12 @@ export class CpuModel {
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
-      const w = (name: string) => decodeToF32(ckpt.read(name), ckpt.get(name).dtype);
+      const w = (name: string) => {
+        const e = ckpt.get(name);
+        const raw = ckpt.read(name);
+        checkFinite(raw, e.dtype, e.file, name);
+        return decodeToF32(raw, e.dtype);
+      };
       const layers: CpuLayer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
         // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.

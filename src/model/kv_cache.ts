@@ -17,9 +17,19 @@ export class KVCache {
   /** Token ids whose keys and values are in the cache, at positions 0..tokens.length-1. */
   private tokens: number[] = [];
 
+  /** Bytes of one slot (one position's keys, or its values) of one layer. */
+  static slotBytes(config: ModelConfig): number {
+    return config.num_key_value_heads * config.head_dim * 4;
+  }
+
+  /** Slots per layer for a context of `contextLength`: the window, or a slot per position without one. */
+  static slotsFor(config: ModelConfig, contextLength: number): number {
+    return config.sliding_window === null ? contextLength : Math.min(config.sliding_window, contextLength);
+  }
+
   constructor(gpu: Gpu, readonly config: ModelConfig, contextLength: number) {
-    this.slots = config.sliding_window === null ? contextLength : Math.min(config.sliding_window, contextLength);
-    const bytes = this.slots * config.num_key_value_heads * config.head_dim * 4;
+    this.slots = KVCache.slotsFor(config, contextLength);
+    const bytes = this.slots * KVCache.slotBytes(config);
     for (let i = 0; i < config.num_hidden_layers; i++) {
       this.keys.push(createStorageBuffer(gpu, bytes, `layers.${i}.k_cache`));
       this.values.push(createStorageBuffer(gpu, bytes, `layers.${i}.v_cache`));
@@ -31,7 +41,7 @@ export class KVCache {
   }
 
   get bytes(): number {
-    return 2 * this.keys.length * this.slots * this.config.num_key_value_heads * this.config.head_dim * 4;
+    return 2 * this.keys.length * this.slots * KVCache.slotBytes(this.config);
   }
 
   /**

@@ -4,6 +4,7 @@
  * Every step is one WGSL kernel from src/kernels; a whole chunk of tokens is
  * recorded into one command buffer and submitted once.
  */
+import { join } from 'node:path';
 import type { Gpu } from '../gpu/device.ts';
 import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
@@ -11,7 +12,7 @@ import { decodeToF32 } from '../util/half.ts';
 import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
-import { validateCheckpoint } from './weights.ts';
+import { checkFinite, validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul } from '../kernels/matmul.ts';
@@ -83,6 +84,8 @@ export class MistralModel {
 
   private constructor(
     readonly gpu: Gpu,
+    /** The checkpoint folder the weights came from. */
+    readonly dir: string,
     readonly config: ModelConfig,
     readonly contextLength: number,
     private readonly embed_tokens: GpuMatrix,
@@ -100,6 +103,7 @@ export class MistralModel {
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
     const config = loadConfig(dir);
     const contextLength = contextLengthFor(config, opts.contextLength);
+    checkContextFits(gpu, config, contextLength, opts.contextLength === undefined ? join(dir, 'config.json') : undefined);
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
@@ -118,7 +122,7 @@ export class MistralModel {
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
       const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
       const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? 128, byBinding, contextLength));
-      return new MistralModel(gpu, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk);
+      return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk);
     } finally {
       ckpt.close();
     }
@@ -193,7 +197,29 @@ export class MistralModel {
       if (all && r.logits) all.set(r.logits, start * this.config.vocab_size);
       if (isLast) result = r;
     }
-    return all ? { logits: all } : result;
+    const out = all ? { logits: all } : result;
+    this.checkFiniteOutput(out, pos0, ids.length);
+    return out;
+  }
+
+  /**
+   * The weights were checked finite at load, so a NaN here means activations
+   * overflowed float32: say so, and where to look, rather than let sampling
+   * fail on "logit 0 is NaN". (An argmax readout brings no logits back to look at.)
+   */
+  private checkFiniteOutput(r: ForwardResult, pos0: number, tokens: number): void {
+    const values = r.logits ?? r.topk?.logits;
+    if (!values) return;
+    for (let i = 0; i < values.length; i++) {
+      if (Number.isFinite(values[i]!)) continue;
+      const vocab = this.config.vocab_size;
+      const position = r.logits ? pos0 + (r.logits.length === vocab ? tokens - 1 : Math.floor(i / vocab)) : pos0 + tokens - 1;
+      throw new RangeError(
+        `the model produced a non-finite logit (${values[i]}) at position ${position}: its weights in ${this.dir} are finite, ` +
+          'so the activations overflowed float32. Suspect the checkpoint: weights of an unusual scale, or config.json values ' +
+          '(rms_norm_eps, rope_theta, hidden sizes) that do not belong to these weights',
+      );
+    }
   }
 
   /** One chunk: embed, every decoder layer, final norm, lm_head on the rows the readout needs. */
@@ -317,6 +343,30 @@ export class MistralModel {
 }
 
 /**
+ * Refuses, before anything is allocated, a context the device cannot hold: the
+ * RoPE table ([context, head_dim] f32) and, without a sliding window, each
+ * layer's key or value cache (a slot per position) must each fit one storage
+ * binding. `configFile` is set when the context is the config's own
+ * max_position_embeddings rather than one the caller asked for.
+ */
+function checkContextFits(gpu: Gpu, config: ModelConfig, contextLength: number, configFile?: string): void {
+  const limits = gpu.report.limits;
+  const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  const byRope = Math.floor(binding / (config.head_dim * 4));
+  // The cache holds min(window, context) slots per layer: a window that fits bounds nothing.
+  const slotBytes = KVCache.slotBytes(config);
+  const window = config.sliding_window;
+  const byCache = window !== null && window * slotBytes <= binding ? Infinity : Math.floor(binding / slotBytes);
+  const max = Math.min(byRope, byCache);
+  if (contextLength <= max) return;
+  const what = configFile
+    ? `${configFile}: max_position_embeddings ${contextLength} is more context than this device can hold`
+    : `a context of ${contextLength} tokens is more than this device can hold`;
+  const why = byRope <= byCache ? `the RoPE table (head_dim ${config.head_dim} f32 values per position)` : `each layer's KV cache (a slot per position)`;
+  throw new RangeError(`${what}: ${why} must fit one storage binding of ${binding} bytes, so at most ${max} tokens. Pass a smaller context length (at most ${max})`);
+}
+
+/**
  * Streams tensors from the checkpoint to the device through one bounded host
  * buffer, so loading never holds the model twice in memory (a 7B model is
  * 14.5 GB of 16-bit weights; on lavapipe the "device" memory is host memory too).
@@ -346,6 +396,7 @@ class WeightLoader {
       for (let r = 0; r < part.rows; r += rowsPerRead) {
         const n = Math.min(rowsPerRead, part.rows - r);
         const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * rowBytes, n * rowBytes);
+        checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
         writeBuffer(this.gpu, part.buffer, bytes, r * rowBytes);
         await this.throttle(bytes.byteLength);
       }
@@ -358,7 +409,9 @@ class WeightLoader {
   vector(name: string): GPUBuffer {
     const e = this.ckpt.get(name);
     if (e.shape.length !== 1) throw new CheckpointError(`${e.file}: '${name}' should be a vector`);
-    const values = decodeToF32(this.ckpt.read(name), e.dtype);
+    const raw = this.ckpt.read(name);
+    checkFinite(raw, e.dtype, e.file, name);
+    const values = decodeToF32(raw, e.dtype);
     const buffer = createStorageBuffer(this.gpu, values.byteLength, name);
     writeBuffer(this.gpu, buffer, values);
     this.tick(e.byteLength);
