@@ -72,8 +72,12 @@ export class CpuModel {
     return this.length;
   }
 
-  /** Runs `ids` at positions position.. and returns their logits [ids.length, vocab_size]. */
-  forward(ids: number[]): Float32Array {
+  /**
+   * Runs `ids` at positions position.. and returns their logits [ids.length, vocab_size].
+   * `hiddenStates` [num_hidden_layers + 2, hidden_size], if given, receives the last
+   * position's embedding, each layer's output and the final norm's output (for tests).
+   */
+  forward(ids: number[], opts: { hiddenStates?: Float32Array } = {}): Float32Array {
     const c = this.config;
     const T = ids.length;
     const H = c.hidden_size;
@@ -86,6 +90,8 @@ export class CpuModel {
     }
 
     const x = embeddingRef(this.embed_tokens, ids, H);
+    const trace = (row: number, from: Float32Array) => opts.hiddenStates?.set(from.subarray((T - 1) * H, T * H), row * H);
+    trace(0, x);
     this.layers.forEach((layer, i) => {
       // Self-attention block: x = x + o_proj(attention(rope(q), rope(k), v))
       const h = rmsNormRef(x, layer.input_layernorm, T, H, c.rms_norm_eps);
@@ -102,9 +108,11 @@ export class CpuModel {
       // MLP block: x = x + down_proj(silu(gate_proj(h)) * up_proj(h))
       const h2 = rmsNormRef(x, layer.post_attention_layernorm, T, H, c.rms_norm_eps);
       addInPlace(x, matmulRef(swigluRef(h2, layer.gate_proj, layer.up_proj, T, c.intermediate_size, H), layer.down_proj, T, H, c.intermediate_size));
+      trace(i + 1, x);
     });
     this.length += T;
     const out = rmsNormRef(x, this.norm, T, H, c.rms_norm_eps);
+    trace(this.layers.length + 1, out);
     return matmulRef(out, this.lm_head, T, c.vocab_size, H);
   }
 }

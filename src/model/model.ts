@@ -45,12 +45,19 @@ export type Readout =
   | { kind: 'argmax' } // the last position's most likely token: 4 bytes back
   | { kind: 'topk'; k: number } // the last position's k best tokens and their logits
   | { kind: 'logits' } // the last position's full logits row
-  | { kind: 'all-logits' }; // every position's logits [tokens, vocab_size]
+  | { kind: 'all-logits' } // every position's logits [tokens, vocab_size]
+  | { kind: 'hidden-states' }; // for tests: the last position's hidden state after each step (ForwardResult.hiddenStates)
 
 export interface ForwardResult {
   argmax?: number;
   topk?: { ids: Uint32Array; logits: Float32Array };
   logits?: Float32Array;
+  /**
+   * The last position's hidden state [num_hidden_layers + 2, hidden_size]: the
+   * embedding, each decoder layer's output (the residual stream), and the final
+   * norm's output (what lm_head sees). The layout of golden/'s hidden-state file.
+   */
+  hiddenStates?: Float32Array;
 }
 
 /** A decoder layer on the device: norm weights widened to f32, projections in their stored dtype. */
@@ -81,6 +88,8 @@ export class MistralModel {
   private readonly cache: KVCache;
   private readonly scratch: Scratch;
   private readonly ropeTable: GPUBuffer;
+  /** Where a 'hidden-states' readout collects its rows; made on first use. */
+  private hiddenTrace: GPUBuffer | undefined;
 
   private constructor(
     readonly gpu: Gpu,
@@ -231,8 +240,15 @@ export class MistralModel {
     writeBuffer(this.gpu, s.ids, new Uint32Array(ids));
 
     const enc = new Encoder(this.gpu);
+    const rowBytes = c.hidden_size * 4;
+    const trace = readout.kind === 'hidden-states' ? (this.hiddenTrace ??= createStorageBuffer(this.gpu, (this.layers.length + 2) * rowBytes, 'hidden_trace')) : undefined;
+    const traceRow = (from: GPUBuffer, offset: number, row: number) => trace && enc.copy(from, offset, trace, row * rowBytes, rowBytes);
     embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
-    for (let i = 0; i < this.layers.length; i++) this.layer(enc, i, T, pos0);
+    traceRow(s.x, (T - 1) * rowBytes, 0);
+    for (let i = 0; i < this.layers.length; i++) {
+      this.layer(enc, i, T, pos0);
+      traceRow(s.x, (T - 1) * rowBytes, i + 1);
+    }
 
     let rows = T;
     let hidden = s.x;
@@ -245,6 +261,7 @@ export class MistralModel {
     if (readout.kind !== 'none') {
       const normed = rows === 1 ? s.lastNormed : s.h;
       rmsNorm(enc, { x: hidden, weight: this.norm, y: normed, tokens: rows, dim: c.hidden_size, eps: c.rms_norm_eps });
+      traceRow(normed, 0, this.layers.length + 1);
       matmul(enc, { x: normed, w: this.lm_head, y: s.logits, tokens: rows });
       if (readout.kind === 'argmax') argmax(enc, { logits: s.logits, n: c.vocab_size, rows: 1, out: s.topIds });
       if (readout.kind === 'topk') {
@@ -268,6 +285,8 @@ export class MistralModel {
         return { logits: await readF32(this.gpu, s.logits, c.vocab_size) };
       case 'all-logits':
         return { logits: await readF32(this.gpu, s.logits, T * c.vocab_size) };
+      case 'hidden-states':
+        return { hiddenStates: await readF32(this.gpu, trace!, (this.layers.length + 2) * c.hidden_size) };
     }
   }
 
@@ -337,6 +356,7 @@ export class MistralModel {
     for (const m of seen) destroyMatrix(m);
     this.norm.destroy();
     this.ropeTable.destroy();
+    this.hiddenTrace?.destroy();
     this.cache.destroy();
     for (const [key, b] of Object.entries(this.scratch)) if (key !== 'chunk') (b as GPUBuffer).destroy();
   }
