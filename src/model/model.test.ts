@@ -11,7 +11,7 @@ import { getGpu } from '../gpu/device.ts';
 import { MistralModel } from './model.ts';
 import { CpuModel } from './cpu.ts';
 import { KVCache } from './kv_cache.ts';
-import { parseConfig } from './config.ts';
+import { loadConfig, parseConfig } from './config.ts';
 import { Checkpoint, writeSafetensors } from './safetensors.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed } from '../util/testing.ts';
@@ -111,6 +111,22 @@ describe('non-finite weights and outputs', () => {
       await expect(model.forward([1, 420], { kind: 'topk', k: 3 })).rejects.toThrow(/non-finite logit/);
     } finally {
       model.destroy();
+    }
+  });
+});
+
+describe('KV cache bookkeeping', () => {
+  it('records half a million token ids in one append (a spread into push overflows the stack)', async () => {
+    const cache = new KVCache(await getGpu(), loadConfig(GOLDEN), 16);
+    try {
+      const ids = Array.from({ length: 500_000 }, (_, i) => i % 32000);
+      expect(() => [].push(...(ids as never[]))).toThrow(RangeError); // what the old bookkeeping did
+      cache.append(ids);
+      expect(cache.length).toBe(500_000);
+      cache.truncate(3);
+      expect(cache.length).toBe(3);
+    } finally {
+      cache.destroy();
     }
   });
 });
