@@ -179,7 +179,7 @@ type LayerTensor = (typeof LAYER_TENSORS)[number];
 export type LayerWeights<Norm, Linear> = { [T in LayerTensor as T['key']]: T['kind'] extends 'norm' ? Norm : Linear };
 
 /** Layer `i`'s tensors: the key in LayerWeights, the checkpoint's name, the kind and the shape. */
-export function layerTensors(c: ModelConfig, i: number): { key: LayerTensor['key']; name: string; kind: LayerTensor['kind']; shape: number[] }[] {
+export function layerTensors(c: ModelConfig, i: number): { key: LayerTensor['key']; kind: LayerTensor['kind']; name: string; shape: number[] }[] {
   return LAYER_TENSORS.map((t) => ({ key: t.key, name: `model.layers.${i}.${t.path}`, kind: t.kind, shape: t.shape(c) }));
 }
 

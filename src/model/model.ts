@@ -241,7 +241,8 @@ export class MistralModel {
 
     const enc = new Encoder(this.gpu);
     const rowBytes = c.hidden_size * 4;
-    const trace = readout.kind === 'hidden-states' ? (this.hiddenTrace ??= createStorageBuffer(this.gpu, (this.layers.length + 2) * rowBytes, 'hidden_trace')) : undefined;
+    let trace: GPUBuffer | undefined;
+    if (readout.kind === 'hidden-states') trace = this.hiddenTrace ??= createStorageBuffer(this.gpu, (this.layers.length + 2) * rowBytes, 'hidden_trace');
     const traceRow = (from: GPUBuffer, offset: number, row: number) => trace && enc.copy(from, offset, trace, row * rowBytes, rowBytes);
     embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
     traceRow(s.x, (T - 1) * rowBytes, 0);
@@ -382,8 +383,10 @@ function checkContextFits(gpu: Gpu, config: ModelConfig, contextLength: number, 
   const what = configFile
     ? `${configFile}: max_position_embeddings ${contextLength} is more context than this device can hold`
     : `a context of ${contextLength} tokens is more than this device can hold`;
-  const why = byRope <= byCache ? `the RoPE table (head_dim ${config.head_dim} f32 values per position)` : `each layer's KV cache (a slot per position)`;
-  throw new RangeError(`${what}: ${why} must fit one storage binding of ${binding} bytes, so at most ${max} tokens. Pass a smaller context length (at most ${max})`);
+  const why = byRope <= byCache ? `the RoPE table (head_dim ${config.head_dim} f32 values per position)` : "each layer's KV cache (a slot per position)";
+  throw new RangeError(
+    `${what}: ${why} must fit one storage binding of ${binding} bytes, so at most ${max} tokens. Pass a smaller context length (at most ${max})`,
+  );
 }
 
 /**
