@@ -22,13 +22,8 @@ export class KVCache {
     return config.num_key_value_heads * config.head_dim * 4;
   }
 
-  /** Slots per layer for a context of `contextLength`: the window, or a slot per position without one. */
-  static slotsFor(config: ModelConfig, contextLength: number): number {
-    return config.sliding_window === null ? contextLength : Math.min(config.sliding_window, contextLength);
-  }
-
   constructor(gpu: Gpu, readonly config: ModelConfig, contextLength: number) {
-    this.slots = KVCache.slotsFor(config, contextLength);
+    this.slots = config.sliding_window === null ? contextLength : Math.min(config.sliding_window, contextLength);
     const bytes = this.slots * KVCache.slotBytes(config);
     for (let i = 0; i < config.num_hidden_layers; i++) {
       this.keys.push(createStorageBuffer(gpu, bytes, `layers.${i}.k_cache`));
