@@ -143,9 +143,15 @@ export function loadConfig(dir: string): ModelConfig {
   if (!existsSync(file)) {
     throw new ConfigError(file, 'not found. A model folder needs the Hugging Face config.json next to its *.safetensors files');
   }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(file, `cannot be read (${(e as Error).message})`);
+  }
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    raw = JSON.parse(text);
   } catch (e) {
     throw new ConfigError(file, `is not valid JSON (${(e as Error).message})`);
   }

@@ -231,5 +231,11 @@ describe('config.json', () => {
     expect(() => parseConfig({ ...base, hidden_act: 'gelu' })).toThrow(/hidden_act "gelu" is not supported/);
     expect(() => parseConfig({ ...base, rope_scaling: { type: 'linear', factor: 2 } })).toThrow(/rope_scaling/);
     expect(() => loadConfig(tmp())).toThrow(/config.json: not found/);
+    const dir = tmp();
+    mkdirSync(join(dir, 'config.json'));
+    expect(() => loadConfig(dir)).toThrow(/config\.json: cannot be read \(EISDIR/);
+    rmSync(join(dir, 'config.json'), { recursive: true });
+    writeFileSync(join(dir, 'config.json'), '{"hidden_size": 64,');
+    expect(() => loadConfig(dir)).toThrow(/config\.json: is not valid JSON/);
   });
 });
