@@ -355,7 +355,7 @@ describe('logprobs', () => {
 
     // Every position against one logits pass over prompt + answer (what `openchat logits` prints).
     const seq = [...caseA.input_ids, ...ids];
-    gen.model.cache.truncate(0);
+    gen.model.reset();
     const all = (await gen.model.forward(seq, { kind: 'all-logits' })).logits!;
     content.forEach((c, i) => {
       const pos = caseA.input_ids.length - 1 + i;
