@@ -282,13 +282,18 @@ export class Generator {
     const sampler = new Sampler(params, this.model.config.vocab_size, seed);
     const constraint = options.constraint?.start();
     // A constraint masks the row and log-probabilities need it whole: both read the full logits.
-    const readout: Readout = constraint || options.logprobs
-      ? { kind: 'logits' }
-      : !sampler.needsFullLogits
-      ? sampler.greedy
-        ? { kind: 'argmax' }
-        : { kind: 'topk', k: Math.min(params.top_k, this.model.config.vocab_size) }
-      : { kind: 'logits' };
+    const vocab = this.model.config.vocab_size;
+    // A constraint masks the whole row, so it reads the row. Log-probabilities otherwise ride on
+    // the top-k readout (plus the row's log-sum-exp, on the device) when the candidates decide.
+    const lpTop = options.logprobs?.top;
+    const readout: Readout =
+      constraint || sampler.needsFullLogits
+        ? { kind: 'logits' }
+        : lpTop !== undefined
+          ? { kind: 'topk', k: Math.min(Math.max(sampler.greedy ? 1 : params.top_k, lpTop, 1), vocab), logSumExp: true }
+          : sampler.greedy
+            ? { kind: 'argmax' }
+            : { kind: 'topk', k: Math.min(params.top_k, vocab) };
     const decoder = this.tokenizer.createStreamDecoder({ skipSpecial: true });
     const stops = new StopMatcher(params.stop);
     const limit = Math.min(params.max_tokens ?? Infinity, this.contextLength - promptIds.length);
@@ -318,8 +323,15 @@ export class Generator {
       const out = await this.model.forward(pending, readout);
       let token: number;
       if (out.argmax !== undefined) token = out.argmax;
-      else if (out.topk) token = sampler.sampleFromCandidates(out.topk.ids, out.topk.logits);
-      else {
+      else if (out.topk) {
+        const { ids, logits, logSumExp } = out.topk;
+        token = sampler.sampleFromCandidates(ids, logits);
+        if (lpTop !== undefined && !this.stopIds.has(token)) {
+          // The chosen token is always among the candidates (they are what it was drawn from).
+          const top = Array.from(ids.subarray(0, lpTop), (id, i) => ({ id, logprob: logits[i]! - logSumExp! }));
+          tokenLogprobs.push({ id: token, logprob: logits[ids.indexOf(token)]! - logSumExp!, top });
+        }
+      } else {
         const row = out.logits!;
         // Log-probabilities are the model's own (before penalties and the mask change the row).
         const lp = options.logprobs ? stepLogprobs(row, options.logprobs.top) : null;

@@ -2,6 +2,7 @@
  * Log-probabilities as the hosted APIs report them: the model's own distribution at each step,
  * log_softmax(logits), before temperature, penalties, filters and constraints (vLLM's default).
  */
+import { logSumExpRef } from '../kernels/logsumexp.ref.ts';
 import { selectTopK } from './sampler.ts';
 
 export interface TokenLogprob {
@@ -16,18 +17,9 @@ export interface StepLogprobs {
   top: TokenLogprob[];
 }
 
-/** log-sum-exp of a row in float64, shifted by the maximum (no overflow). NaN throws. */
+/** log(sum(exp(logits))) in float64, shifted by the maximum: the kernel's CPU reference. */
 export function logSumExp(logits: ArrayLike<number>): number {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) {
-    const v = logits[i]!;
-    if (Number.isNaN(v)) throw new RangeError(`logit ${i} is NaN`);
-    if (v > max) max = v;
-  }
-  if (!Number.isFinite(max)) throw new RangeError(`the largest logit must be finite; got ${max}`);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
-  return max + Math.log(sum);
+  return logSumExpRef(logits);
 }
 
 /** The row's log-sum-exp and its `top` most likely tokens with their log-probabilities (top 0: none). */

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BUNDLED_MODEL_DIR, Generator } from '../generator.ts';
 import { validateSamplingParams } from '../sampling/params.ts';
 import { validateJson } from '../sampling/json/validate.ts';
@@ -368,6 +368,48 @@ describe('logprobs', () => {
     // The token bytes spell the answer (the decoder drops the first leading space).
     const text = new TextDecoder().decode(Uint8Array.from(content.flatMap((c) => c.bytes!)));
     expect(text.replace(/^ /, '')).toBe(res.choices[0]!.message.content);
+  });
+
+  it('greedy and top_k requests read log-probabilities from the device top-k and log-sum-exp: same values as the full row', async () => {
+    const messages = [{ role: 'user' as const, content: 'Tell me something' }];
+    const promptIds = gen.encodeChat(messages);
+    for (const params of [{ temperature: 0 }, { temperature: 1, top_k: 5 }, { temperature: 0.7, top_k: 40 }]) {
+      const s = randomSeed();
+      const readouts: string[] = [];
+      const forward = gen.model.forward.bind(gen.model);
+      const spy = vi.spyOn(gen.model, 'forward').mockImplementation((ids, readout) => {
+        readouts.push(readout.kind + (readout.kind === 'topk' && readout.logSumExp ? '+lse' : ''));
+        return forward(ids, readout);
+      });
+      let res: unknown;
+      try {
+        res = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 10, seed: s, ...params, logprobs: true, top_logprobs: 8 } as never);
+      } finally {
+        spy.mockRestore();
+      }
+      expect(new Set(readouts), tag).toEqual(new Set(['topk+lse'])); // never the whole row
+      const content = (res as OpenAI.ChatCompletion).choices[0]!.logprobs!.content!;
+      // The same request without logprobs takes the same tokens (the readout does not change the draw).
+      const plain = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 10, seed: s, ...params } as never);
+      expect((plain as OpenAI.ChatCompletion).choices[0]!.message.content, tag).toBe((res as OpenAI.ChatCompletion).choices[0]!.message.content);
+
+      let ids: number[] = [];
+      for await (const ev of gen.generate(promptIds, validateSamplingParams({ max_tokens: 10, seed: s, ...params }))) {
+        if (ev.type === 'done') ids = ev.tokens.filter((t) => !gen.tokenizer.stopIds.includes(t));
+      }
+      expect(ids.length, tag).toBe(content.length);
+      const seq = [...promptIds, ...ids];
+      gen.model.reset();
+      const all = (await gen.model.forward(seq, { kind: 'all-logits' })).logits!;
+      content.forEach((c, i) => {
+        const pos = promptIds.length - 1 + i;
+        const lp = logSoftmax(all.subarray(pos * 32002, (pos + 1) * 32002));
+        expect(c.bytes, `${tag} ${JSON.stringify(params)} token ${i}`).toEqual([...gen.tokenBytes()[ids[i]!]!]);
+        expect(Math.abs(c.logprob - lp[ids[i]!]!), `${tag} ${JSON.stringify(params)} position ${i}`).toBeLessThan(TOL);
+        const best = [...lp].sort((a, b) => b - a).slice(0, 8);
+        c.top_logprobs.forEach((alt, k) => expect(Math.abs(alt.logprob - best[k]!), `${tag} position ${i} top ${k}`).toBeLessThan(TOL));
+      });
+    }
   });
 
   it('chat streams carry the same entries', async () => {
