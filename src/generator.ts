@@ -13,7 +13,7 @@ import { OpenChatTokenizer, type ChatMessage } from './tokenizer/index.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
 import type { SamplingParams } from './sampling/params.ts';
-import { GrammarCache, TokenVocabulary, type ConstraintFactory, type JsonGrammar } from './sampling/json/grammar.ts';
+import { GrammarCache, TokenVocabulary, UnsupportedVocabularyError, type ConstraintFactory, type JsonGrammar } from './sampling/json/grammar.ts';
 import { stepLogprobs, type TokenLogprob } from './sampling/logprobs.ts';
 
 /** The tiny random-weight checkpoint shipped in golden/: the default when no model is named. */
@@ -172,9 +172,23 @@ export class Prompts {
 
   private bytesTable: (Uint8Array | null)[] | undefined;
 
-  /** Each token's text as UTF-8 bytes (null for special tokens), built once: see OpenChatTokenizer.tokenBytes. */
+  /**
+   * Each token's text as UTF-8 bytes (null for special tokens), built once: see
+   * OpenChatTokenizer.tokenBytes. Throws UnsupportedVocabularyError for a vocabulary that is not
+   * SentencePiece's (JSON mode cannot know what its tokens write).
+   */
   tokenBytes(): (Uint8Array | null)[] {
+    if (!this.tokenizer.sentencePieceDecoder) {
+      throw new UnsupportedVocabularyError(`JSON mode and tools need a SentencePiece vocabulary ("\u2581" spaces, <0xNN> bytes); ${this.tokenizer.source} is not one`);
+    }
     return (this.bytesTable ??= this.tokenizer.tokenBytes());
+  }
+
+  /** A token's text as UTF-8 bytes for display (log-probabilities); a special token's is its name. */
+  tokenDisplayBytes(id: number): Uint8Array {
+    const encoder = new TextEncoder();
+    if (!this.tokenizer.sentencePieceDecoder) return encoder.encode(this.tokenizer.decode([id])); // the decoder's own text
+    return this.tokenBytes()[id] ?? encoder.encode(this.tokenizer.idToToken(id) ?? '');
   }
 
   /** Throws ContextLengthError unless prompt + max_tokens fits the context. */
@@ -247,6 +261,10 @@ export class Generator {
 
   tokenBytes(): (Uint8Array | null)[] {
     return this.prompts.tokenBytes();
+  }
+
+  tokenDisplayBytes(id: number): Uint8Array {
+    return this.prompts.tokenDisplayBytes(id);
   }
 
   /**

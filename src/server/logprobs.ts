@@ -11,10 +11,9 @@
  */
 import type { TokenLogprobs } from '../generator.ts';
 
-/** Token texts and bytes for display. */
+/** Token texts and bytes for display (the Generator). */
 export interface TokenTexts {
-  tokenBytes(): (Uint8Array | null)[];
-  readonly tokenizer: { idToToken(id: number): string | undefined };
+  tokenDisplayBytes(id: number): Uint8Array;
 }
 
 export interface ChatLogprob {
@@ -25,13 +24,10 @@ export interface ChatLogprob {
 }
 
 const decoder = new TextDecoder();
-const encoder = new TextEncoder();
 
 function display(texts: TokenTexts, id: number): { token: string; bytes: number[] } {
-  const b = texts.tokenBytes()[id];
-  if (b) return { token: decoder.decode(b), bytes: [...b] };
-  const name = texts.tokenizer.idToToken(id) ?? '';
-  return { token: name, bytes: [...encoder.encode(name)] };
+  const b = texts.tokenDisplayBytes(id);
+  return { token: decoder.decode(b), bytes: [...b] };
 }
 
 /** Chat layout: one entry per token. */

@@ -13,6 +13,9 @@ import { validateJson } from '../sampling/json/validate.ts';
 import { freshSeed } from '../util/testing.ts';
 import { Rng } from '../util/rng.ts';
 import { startServer, type RunningServer } from './server.ts';
+import { checkResponseFormat, parseToolCall, renderToolCalls } from './structured.ts';
+import { UnsupportedVocabularyError } from '../sampling/json/grammar.ts';
+import { ApiError } from './errors.ts';
 
 const seed = freshSeed();
 const rng = new Rng(seed);
@@ -295,6 +298,54 @@ describe('tools', () => {
       },
     ]);
     expect(second.usage!.prompt_tokens).toBe(expected.length);
+  });
+
+  it('a tool whose parameters use $defs and $ref (also "#") is called with arguments that validate', async () => {
+    const tree = {
+      type: 'function' as const,
+      function: {
+        name: 'plant',
+        parameters: {
+          $defs: { leaf: { type: 'object', properties: { colour: { enum: ['green', 'red'] } }, required: ['colour'], additionalProperties: false } },
+          type: 'object',
+          properties: {
+            leaves: { type: 'array', items: { $ref: '#/$defs/leaf' } },
+            child: { anyOf: [{ type: 'null' }, { $ref: '#' }] },
+          },
+          required: ['leaves', 'child'],
+          additionalProperties: false,
+        },
+      },
+    };
+    for (let i = 0; i < 2; i++) {
+      const res = await client.chat.completions.create({
+        model: MODEL, messages: [{ role: 'user', content: 'grow' }], tools: [tree, TIME_TOOL], tool_choice: { type: 'function', function: { name: 'plant' } }, max_tokens: 80, seed: randomSeed(),
+      });
+      const call = res.choices[0]!.message.tool_calls![0]!;
+      if (call.type !== 'function') throw new Error('not a function call');
+      expect(validateJson(JSON.parse(call.function.arguments), tree.function.parameters), `${tag} ${call.function.arguments}`).toBeNull();
+    }
+  });
+
+  it('reads calls back and renders them: unit cases', () => {
+    const plan = { tools: [{ name: 'f' }], choice: 'auto' as const };
+    expect(parseToolCall(' {"name": "f", "arguments": {"a": 1}}\n', plan)).toMatchObject({ name: 'f', arguments: '{"a":1}' });
+    expect(parseToolCall('{"name": "g", "arguments": {}}', plan)).toBeNull(); // not offered
+    expect(parseToolCall('{"name": "f", "argum', plan)).toBeNull(); // cut off by max_tokens
+    expect(parseToolCall('Sure: {"name": "f"}', plan)).toBeNull(); // text
+    expect(renderToolCalls(' Let me check. ', [{ name: 'f', arguments: '{"a":1}' }, { name: 'g', arguments: 'not json' }])).toBe(
+      'Let me check.\n{"name":"f","arguments":{"a":1}}\n{"name":"g","arguments":"not json"}',
+    );
+    // A vocabulary whose token texts are unknown: JSON mode is a 400, not a 500.
+    const noVocab = { jsonGrammar: () => { throw new UnsupportedVocabularyError('JSON mode needs a SentencePiece vocabulary'); } };
+    let err: unknown;
+    try {
+      checkResponseFormat({ type: 'json_object' }, noVocab);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ApiError);
+    expect((err as ApiError).status).toBe(400);
   });
 
   it('Workers AI: tool_calls [{name, arguments}] in the result, streaming and not', async () => {

@@ -16,7 +16,7 @@
  * "auto" as soon as the answer's first visible character is `{` (otherwise it is free text).
  */
 import { randomUUID } from 'node:crypto';
-import { TextOrJson, type ConstraintFactory, type JsonGrammar } from '../sampling/json/grammar.ts';
+import { TextOrJson, UnsupportedVocabularyError, type ConstraintFactory, type JsonGrammar } from '../sampling/json/grammar.ts';
 import { SchemaError } from '../sampling/json/schema.ts';
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { badRequest, wrongType } from './errors.ts';
@@ -66,7 +66,7 @@ export function checkResponseFormat(value: unknown, grammars: GrammarSource, wor
   if (typeof value !== 'object' || Array.isArray(value)) throw wrongType(where, 'an object', value);
   const { type, json_schema: js } = value as { type?: unknown; json_schema?: unknown };
   if (type === 'text') return null;
-  if (type === 'json_object') return grammars.jsonGrammar(null);
+  if (type === 'json_object') return compile(grammars, null, where);
   if (type !== 'json_schema') {
     throw badRequest(`${where}.type must be "text", "json_object" or "json_schema"; got ${JSON.stringify(type) ?? 'nothing'}`, `${where}.type`);
   }
@@ -83,17 +83,19 @@ export function checkResponseFormat(value: unknown, grammars: GrammarSource, wor
     }
     schema = j['schema'];
     // OpenAI: without a schema the model may answer any JSON object.
-    if (schema === undefined || schema === null) return grammars.jsonGrammar(null);
+    if (schema === undefined || schema === null) return compile(grammars, null, `${where}.json_schema`);
     if (typeof schema !== 'object' || Array.isArray(schema)) throw wrongType(`${where}.json_schema.schema`, 'an object', schema);
   }
   return compile(grammars, schema, wrapped ? `${where}.json_schema.schema` : `${where}.json_schema`);
 }
 
-function compile(grammars: GrammarSource, schema: unknown, param: string): JsonGrammar {
+/** A grammar for `schema` (null: any object); what it cannot be is a 400 naming `param`. */
+function compile(grammars: GrammarSource, schema: unknown | null, param: string): JsonGrammar {
   try {
     return grammars.jsonGrammar(schema);
   } catch (err) {
     if (err instanceof SchemaError) throw badRequest(`${param}: ${err.message}`, param, 'unsupported_schema');
+    if (err instanceof UnsupportedVocabularyError) throw badRequest(err.message, param, 'unsupported_parameter');
     throw err;
   }
 }

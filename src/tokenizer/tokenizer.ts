@@ -122,7 +122,7 @@ export class OpenChatTokenizer {
   /** Ids of special added tokens (never text). */
   private readonly specialIds: Set<number>;
   /** The decoder maps SentencePiece's "▁" to a space and <0xNN> to a byte (what tokenBytes assumes). */
-  private readonly sentencePieceDecoder: boolean;
+  readonly sentencePieceDecoder: boolean;
 
   private constructor(files: TokenizerFiles, source: string, dir: string | undefined, extraStopIds: number[]) {
     const { tokenizerJson, tokenizerConfig } = files;

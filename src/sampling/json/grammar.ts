@@ -21,6 +21,14 @@
 import { canFinish, dedupe, distance, initialState, stateKey, step, stepBytes, type State } from './automaton.ts';
 import { anyObjectSchema, compileSchema, type CompiledSchema } from './schema.ts';
 
+/** The vocabulary's token texts are not known byte for byte (not a SentencePiece vocabulary). */
+export class UnsupportedVocabularyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnsupportedVocabularyError';
+  }
+}
+
 /** What the generator asks of a constraint: the allowed ids now, then the id chosen. */
 export interface TokenConstraint {
   /**
