@@ -302,14 +302,15 @@ export const WORKERS_AI_DEFAULTS: SamplingParams = Object.freeze({ ...DEFAULT_SA
 /**
  * Workers AI's own ranges for @cf/openchat/openchat-3.5-0106 (its published schema): temperature
  * 0-5, top_p 0.001-1, top_k 1-50, repetition_penalty 0-2, seed 1-9999999999. repetition_penalty
- * excludes 0 here: the penalty divides positive logits by it.
+ * starts at 0.01 here, as on /v1: the penalty divides positive logits by it, and below that the
+ * logits overflow (at 0, to infinity).
  */
 export const WORKERS_AI_RANGES: Readonly<SamplingRanges> = Object.freeze({
   ...SAMPLING_RANGES,
   temperature: { lo: 0, hi: 5 },
   top_p: { lo: 0.001, hi: 1 },
   top_k: { lo: 1, hi: 50 },
-  repetition_penalty: { lo: 0, hi: 2, openLow: true },
+  repetition_penalty: { lo: 0.01, hi: 2 },
   seed: { lo: 1, hi: 9999999999 },
 });
 
