@@ -300,7 +300,7 @@ describe('tools', () => {
     expect(second.usage!.prompt_tokens).toBe(expected.length);
   });
 
-  it('a tool whose parameters use $defs and $ref (also "#") is called with arguments that validate', async () => {
+  it('a tool whose parameters use $defs and $ref (also "#", and properties named like keywords) is called with arguments that validate', async () => {
     const tree = {
       type: 'function' as const,
       function: {
@@ -311,15 +311,18 @@ describe('tools', () => {
           properties: {
             leaves: { type: 'array', items: { $ref: '#/$defs/leaf' } },
             child: { anyOf: [{ type: 'null' }, { $ref: '#' }] },
+            // Properties named like keywords are names, not keywords.
+            const: { $ref: '#/$defs/leaf' },
+            definitions: { type: 'integer' },
           },
-          required: ['leaves', 'child'],
+          required: ['leaves', 'child', 'const', 'definitions'],
           additionalProperties: false,
         },
       },
     };
     for (let i = 0; i < 2; i++) {
       const res = await client.chat.completions.create({
-        model: MODEL, messages: [{ role: 'user', content: 'grow' }], tools: [tree, TIME_TOOL], tool_choice: { type: 'function', function: { name: 'plant' } }, max_tokens: 80, seed: randomSeed(),
+        model: MODEL, messages: [{ role: 'user', content: 'grow' }], tools: [tree, TIME_TOOL], tool_choice: { type: 'function', function: { name: 'plant' } }, max_tokens: 120, seed: randomSeed(),
       });
       const call = res.choices[0]!.message.tool_calls![0]!;
       if (call.type !== 'function') throw new Error('not a function call');

@@ -183,27 +183,32 @@ export function toolConstraint(plan: ToolPlan, grammars: GrammarSource): Constra
  * point at its own root, so its definitions move into the call schema's $defs under a prefix.
  */
 function hoist(params: unknown, prefix: string, defs: Record<string, unknown>): unknown {
-  const p = params as Record<string, unknown>;
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  // Walks schema positions only: property names, enum and const values are left as they are.
   const rewrite = (node: unknown): unknown => {
-    if (Array.isArray(node)) return node.map(rewrite);
-    if (typeof node !== 'object' || node === null) return node;
+    if (!isObject(node)) return node;
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(node)) {
       if (k === '$ref' && typeof v === 'string') {
         out[k] = v === '#' ? `#/$defs/${prefix}` : v.replace(/^#\/(\$defs|definitions)\//, `#/$defs/${prefix}`);
-      } else if (k === 'enum' || k === 'const') {
-        out[k] = v; // values, not schemas
       } else if (k === '$defs' || k === 'definitions') {
-        continue;
-      } else {
+        continue; // moved (the root's) or unreachable by a local "#/$defs/..." reference (nested ones)
+      } else if (k === 'properties' && isObject(v)) {
+        out[k] = Object.fromEntries(Object.entries(v).map(([name, sub]) => [name, rewrite(sub)]));
+      } else if (k === 'items' || k === 'additionalProperties') {
         out[k] = rewrite(v);
+      } else if (k === 'anyOf' && Array.isArray(v)) {
+        out[k] = v.map(rewrite);
+      } else {
+        out[k] = v;
       }
     }
     return out;
   };
+  if (!isObject(params)) return params;
   for (const key of ['$defs', 'definitions']) {
-    const d = p[key];
-    if (typeof d === 'object' && d !== null) for (const [name, s] of Object.entries(d)) defs[`${prefix}${name}`] = rewrite(s);
+    const d = params[key];
+    if (isObject(d)) for (const [name, sub] of Object.entries(d)) defs[`${prefix}${name}`] = rewrite(sub);
   }
   const root = rewrite(params);
   defs[prefix] = root; // for "#"
