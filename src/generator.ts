@@ -51,7 +51,7 @@ export interface Timings {
 export interface GenerateOptions {
   /** Constrained decoding (JSON mode, tool calls): a fresh constraint is started per generation. */
   constraint?: ConstraintFactory;
-  /** Report each token's log-probability and the `top` (0-20) most likely alternatives ('token' events). */
+  /** Report each token's log-probability and the `top` (0-20) most likely alternatives (on text and done events). */
   logprobs?: { top: number };
 }
 
@@ -129,6 +129,10 @@ class Mutex {
  * before spending half a minute loading a 7B model.
  */
 export class Prompts {
+  /** JSON-mode grammars by schema, and every token's bytes: built on first use. */
+  private grammars: GrammarCache | undefined;
+  private bytesTable: (Uint8Array | null)[] | undefined;
+
   private constructor(
     readonly tokenizer: OpenChatTokenizer,
     readonly contextLength: number,
@@ -156,8 +160,6 @@ export class Prompts {
     return this.tokenizer.encode(text, { addBos: true });
   }
 
-  private grammars: GrammarCache | undefined;
-
   /**
    * A JSON-mode grammar over this vocabulary (schema null: any JSON object), compiled once per
    * schema and cached. Throws SchemaError naming a keyword it does not support.
@@ -169,8 +171,6 @@ export class Prompts {
     }
     return this.grammars.get(schema);
   }
-
-  private bytesTable: (Uint8Array | null)[] | undefined;
 
   /**
    * Each token's text as UTF-8 bytes (null for special tokens), built once: see
@@ -299,7 +299,6 @@ export class Generator {
     const seed = params.seed ?? randomInt(0, 2 ** 31);
     const sampler = new Sampler(params, this.model.config.vocab_size, seed);
     const constraint = options.constraint?.start();
-    // A constraint masks the row and log-probabilities need it whole: both read the full logits.
     const vocab = this.model.config.vocab_size;
     // A constraint masks the whole row, so it reads the row. Log-probabilities otherwise ride on
     // the top-k readout (plus the row's log-sum-exp, on the device) when the candidates decide.
