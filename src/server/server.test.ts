@@ -277,7 +277,12 @@ describe('raw HTTP', () => {
         else controller.close();
       },
     });
-    const res = await fetch(`${srv.url}/v1/chat/completions`, { method: 'POST', body, duplex: 'half' } as RequestInit);
+    const res = await fetch(`${srv.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body,
+      duplex: 'half',
+    } as RequestInit);
     expect(res.status).toBe(413);
     expect((await jsonOf(res)).error.code).toBe('request_too_large');
   });
@@ -476,7 +481,12 @@ describe('load', () => {
       const health = async () => (await jsonOf(await fetch(`${small.url}/health`))) as { active: number };
       const body = JSON.stringify(chat({ max_tokens: 2 }));
       const queuedClient = new AbortController();
-      const queued = fetch(`${small.url}/v1/chat/completions`, { method: 'POST', body, signal: queuedClient.signal }).catch((e: unknown) => e);
+      const queued = fetch(`${small.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body,
+        signal: queuedClient.signal,
+      }).catch((e: unknown) => e);
       await waitFor(async () => (await health()).active === 2, 10_000);
 
       const refused = await post('/v1/chat/completions', body, {}, small.url);
