@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
 import { contextLengthFor, loadConfig } from './model/config.ts';
-import { OpenChatTokenizer, type ChatMessage } from './tokenizer/index.ts';
+import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
 import { runSteps, runStepsAsync, type Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
@@ -175,8 +175,9 @@ export class Prompts {
 
   /**
    * The prompt's ids, if it fits the context with `maxTokens`; otherwise ContextLengthError.
-   * A prompt whose length alone shows that it cannot fit (OpenChatTokenizer.minChatTokens) is
-   * refused before it is tokenized, so an oversized prompt costs nothing.
+   * A long prompt (over SLICE_CHARS characters) whose length alone shows that it cannot fit
+   * (OpenChatTokenizer.minChatTokens) is refused before it is tokenized, so an oversized
+   * prompt costs nothing.
    */
   fit(spec: PromptSpec, maxTokens: number | null): number[] {
     return runSteps(this.fitSteps(spec, maxTokens));
@@ -188,9 +189,13 @@ export class Prompts {
   }
 
   private *fitSteps(spec: PromptSpec, maxTokens: number | null): Steps<number[]> {
-    const bound =
-      spec.kind === 'chat' ? this.tokenizer.minChatTokens(spec.messages) : this.tokenizer.minTokens(spec.text, { addBos: true });
-    this.checkContext(bound, maxTokens, true);
+    // A short prompt costs less to tokenize than a refusal that can only say "at least N tokens".
+    const chars = spec.kind === 'chat' ? spec.messages.reduce((sum, m) => sum + m.content.length, 0) : spec.text.length;
+    if (chars > SLICE_CHARS) {
+      const bound =
+        spec.kind === 'chat' ? this.tokenizer.minChatTokens(spec.messages) : this.tokenizer.minTokens(spec.text, { addBos: true });
+      this.checkContext(bound, maxTokens, true);
+    }
     const ids =
       spec.kind === 'chat'
         ? yield* this.tokenizer.encodeChatSteps(spec.messages, { condition: spec.condition, addGenerationPrompt: true })

@@ -189,6 +189,7 @@ export class OpenChatServer {
   private readonly logSink: (line: string) => void;
   private readonly logRequests: boolean;
   private readonly corsOrigins: ReadonlySet<string>;
+  private readonly lastPaths = new WeakMap<Socket, string>();
   /** Requests admitted for generation: the running one plus those waiting. */
   private admitted = 0;
   /** Generations in progress (running or queued), so close() can wait for the model to be free. */
@@ -214,10 +215,22 @@ export class OpenChatServer {
         // How often Node looks for requests past their timeout (its default, 30 s, would let a
         // 1 s timeout run to 30 s).
         connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4))),
+        // Node would answer an HTTP/1.1 request without Host with an empty 400; this server has
+        // no use for Host, and every answer it gives is JSON.
+        requireHostHeader: false,
       },
       (req, res) => void this.handle(req, res),
     );
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
+    // The path of the request each connection last began, for clientError's answer when the
+    // packet that failed (stalled headers, a late parse error) no longer holds the request line.
+    // (A 'data' listener makes Node parse in JavaScript instead of C++: no matter at this load.)
+    this.http.on('connection', (socket: Socket) => {
+      socket.on('data', (chunk: Buffer) => {
+        const path = requestLinePath(chunk);
+        if (path !== null) this.lastPaths.set(socket, path);
+      });
+    });
     // `Expect: 100-continue` is answered by Node; any other expectation is a 417, in JSON.
     this.http.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
       const err = new ApiError(417, `unsupported Expect header '${String(req.headers['expect']).slice(0, 80)}'; only 100-continue is supported`, 'invalid_request_error', null, 'expectation_failed');
@@ -264,8 +277,8 @@ export class OpenChatServer {
           : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
             ? [413, 'request_too_large', 'the chunk extensions are larger than the limit']
             : [400, 'invalid_http', `the request is not valid HTTP/1.1 (${err.code ?? 'parse error'})`];
-    const line = (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 2048).toString('latin1').split('\r\n')[0] ?? '';
-    const path = inFlight?.req?.url ?? /^[A-Z]+ (\S+)/.exec(line)?.[1] ?? '';
+    const packet = (err as { rawPacket?: Buffer }).rawPacket;
+    const path = inFlight?.req?.url ?? (packet && requestLinePath(packet)) ?? this.lastPaths.get(socket) ?? '';
     const text = JSON.stringify(this.errorBody(pathOf(path), new ApiError(status, message, 'invalid_request_error', null, code)));
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
@@ -662,6 +675,11 @@ function normalizePath(path: string): string {
   const cf = /^\/client\/v4\/accounts\/[^/]+\/ai(\/.*)$/.exec(p);
   if (cf) p = cf[1]!.startsWith('/v1/') ? cf[1]! : `/ai${cf[1]}`;
   return p;
+}
+
+/** The target of the request line `chunk` starts with, or null. */
+function requestLinePath(chunk: Buffer): string | null {
+  return /^[A-Z]+ (\S+)/.exec(chunk.subarray(0, 2048).toString('latin1'))?.[1] ?? null;
 }
 
 /** A request URL's normalized path (no query). */
