@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
-import { poison, readF32, uploadF32 } from '../gpu/buffers.ts';
+import { readF32, uploadF32 } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed, maxAbsError, randomNormal } from '../util/testing.ts';
+import { freshSeed, maxAbsError, randomNormal, poison } from '../util/testing.ts';
 import { kvWrite } from './kv_write.ts';
 import { kvWriteRef } from './kv_write.ref.ts';
 
