@@ -10,7 +10,7 @@ import { getGpu, type Gpu } from './gpu/device.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
 import { contextLengthFor, loadConfig } from './model/config.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
-import { runSteps, runStepsAsync, type Steps } from './tokenizer/steps.ts';
+import type { Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
 import { resolveSeed, sampleSeed, type SamplingParams } from './sampling/params.ts';
@@ -180,12 +180,12 @@ export class Prompts {
    * prompt costs nothing.
    */
   fit(spec: PromptSpec, maxTokens: number | null): number[] {
-    return runSteps(this.fitSteps(spec, maxTokens));
+    return this.tokenizer.finish(this.fitSteps(spec, maxTokens));
   }
 
-  /** `fit`, yielding to the event loop between slices of the work (the server), until `signal` aborts. */
+  /** `fit`, tokenizing in a worker thread so the event loop goes on (the server), until `signal` aborts. */
   fitAsync(spec: PromptSpec, maxTokens: number | null, signal?: AbortSignal): Promise<number[]> {
-    return runStepsAsync(this.fitSteps(spec, maxTokens), signal);
+    return this.tokenizer.finishAsync(this.fitSteps(spec, maxTokens), signal);
   }
 
   private *fitSteps(spec: PromptSpec, maxTokens: number | null): Steps<number[]> {
@@ -376,8 +376,9 @@ export class Generator {
     };
   }
 
-  /** Frees the model's device memory. */
+  /** Frees the model's device memory (and stops the tokenizer's worker thread). */
   close(): void {
     this.model.destroy();
+    this.tokenizer.close();
   }
 }

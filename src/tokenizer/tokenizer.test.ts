@@ -7,7 +7,7 @@ import { Rng } from '../util/rng.ts';
 import { freshSeed } from '../util/testing.ts';
 import { buildOpenChat35TokenizerJson, openChat35TokenizerConfig } from './openchat35.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer.ts';
-import { runStepsAsync } from './steps.ts';
+import { runSteps, type EncodeRequest } from './steps.ts';
 
 // The documented assertions from the OpenChat 3.5 model card (openchat/openchat-3.5-0106).
 const SINGLE_TURN = 'GPT4 Correct User: Hello<|end_of_turn|>GPT4 Correct Assistant:';
@@ -36,6 +36,7 @@ let tok: OpenChatTokenizer;
 beforeAll(async () => {
   tok = await OpenChatTokenizer.load();
 });
+afterAll(() => tok.close());
 
 describe('OpenChat 3.5 built-in tokenizer', () => {
   it('has the OpenChat special tokens', () => {
@@ -156,18 +157,21 @@ describe('long texts: slices, a bound from the length, no stack overflow', () =>
   it('a long text is encoded in several steps, a long chat one per segment at least', () => {
     const text = 'the sea is blue '.repeat(2000); // 32,000 characters
     let steps = 0;
-    const gen = tok.encodeSteps(text);
-    let r = gen.next();
-    for (; !r.done; r = gen.next()) steps++;
-    expect(steps).toBeGreaterThanOrEqual(Math.floor(text.length / SLICE_CHARS) - 1);
-    expect(r.value).toEqual(tok.encode(text, { sliceChars: Infinity }));
+    const ids = runSteps(tok.encodeSteps(text), (req: EncodeRequest) => {
+      steps++;
+      expect(req.text.length).toBeLessThanOrEqual(SLICE_CHARS);
+      return tok.encode(req.text, { parseSpecial: req.parseSpecial, sliceChars: Infinity });
+    });
+    expect(steps).toBeGreaterThanOrEqual(Math.floor(text.length / SLICE_CHARS));
+    expect(ids).toEqual(tok.encode(text, { sliceChars: Infinity }));
   });
 
   it('131,072 x "中" in a chat message encodes without overflowing the stack', async () => {
     const long = '中'.repeat(131072);
     const ids = tok.encodeChat([{ role: 'system', content: long }, { role: 'user', content: long }]);
     expect(ids.length).toBeGreaterThan(2 * 131072);
-    expect(await runStepsAsync(tok.encodeChatSteps([{ role: 'user', content: long }]))).toEqual(tok.encodeChat([{ role: 'user', content: long }]));
+    // The same in the worker thread the server tokenizes in.
+    expect(await tok.finishAsync(tok.encodeChatSteps([{ role: 'user', content: long }]))).toEqual(tok.encodeChat([{ role: 'user', content: long }]));
   });
 
   it('minTokens and minChatTokens never exceed the real count, and grow with the length', () => {
@@ -186,6 +190,22 @@ describe('long texts: slices, a bound from the length, no stack overflow', () =>
     }
     // The bound is useful: a 131,072-character message needs more than 8192 tokens, known without tokenizing.
     expect(tok.minChatTokens([{ role: 'user', content: '中'.repeat(131072) }])).toBeGreaterThan(8192);
+  });
+});
+
+describe('the worker thread', () => {
+  it('gives the ids of encode, for plain text and special tokens, and a failure is an error, not a hang', async () => {
+    const seed = freshSeed();
+    const rng = new Rng(seed);
+    const texts = [...HAND_WRITTEN, ...randomStrings(rng, 30), 'x'.repeat(20000)];
+    const got = await Promise.all(texts.map((t) => tok.finishAsync(tok.encodeSteps(t, { addBos: true }))));
+    texts.forEach((t, i) => expect(got[i], `seed ${seed}: ${JSON.stringify(t).slice(0, 80)}`).toEqual(tok.encode(t, { addBos: true })));
+    const special = MULTI_TURN;
+    expect(await tok.finishAsync(tok.encodeSteps(special, { parseSpecial: true, addBos: false }))).toEqual(MULTI_TURN_IDS.slice(1));
+    // A caller that gives up stops between requests.
+    const abort = new AbortController();
+    abort.abort(new Error('gone'));
+    await expect(tok.finishAsync(tok.encodeSteps('hello'), abort.signal)).rejects.toThrow('gone');
   });
 });
 
@@ -265,8 +285,13 @@ describe('loading from a model folder', () => {
     const text = 'word '.repeat(3000);
     expect(other.minTokens(text)).toBe(0);
     expect(other.minChatTokens([{ role: 'user', content: text }])).toBe(1); // the BOS alone
-    const steps = other.encodeSteps(text, { sliceChars: 10 });
-    expect(steps.next().done).toBe(true);
+    let requests = 0;
+    runSteps(other.encodeSteps(text, { sliceChars: 10 }), (req: EncodeRequest) => {
+      requests++;
+      return other.encode(req.text);
+    });
+    expect(requests).toBe(1);
+    other.close();
   });
 
   it('falls back to the built-in tokenizer for a folder without tokenizer.json, and rejects a missing folder', async () => {

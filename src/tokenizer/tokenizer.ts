@@ -25,7 +25,8 @@ import {
   type TokenizerJson,
 } from './openchat35.ts';
 import { WindowedStreamDecoder, type StreamDecoder } from './stream.ts';
-import { runSteps, type Steps } from './steps.ts';
+import { runSteps, runStepsAsync, type EncodeRequest, type Steps } from './steps.ts';
+import { EncoderWorker } from './worker.ts';
 
 export type { StreamDecoder } from './stream.ts';
 
@@ -169,6 +170,8 @@ export class OpenChatTokenizer {
    * which bounds the text one token can cover. Null for other tokenizers: no bound, no slicing.
    */
   private readonly maxPieceChars: number | null;
+  /** Tokenizes for `finishAsync` off the event loop; started on first use. */
+  private readonly worker: EncoderWorker;
 
   private constructor(files: TokenizerFiles, source: string, dir: string | undefined, extraStopIds: number[]) {
     const { tokenizerJson, tokenizerConfig } = files;
@@ -179,6 +182,7 @@ export class OpenChatTokenizer {
     this.full = new Tokenizer(tokenizerJson, libConfig);
     const nonSpecial = (tokenizerJson.added_tokens ?? []).filter((t) => !t.special);
     this.plain = new Tokenizer({ ...tokenizerJson, added_tokens: nonSpecial }, libConfig);
+    this.worker = new EncoderWorker(tokenizerJson, libConfig);
 
     const idOf = (content: string | undefined): number | undefined =>
       content === undefined ? undefined : this.full.token_to_id(content);
@@ -268,31 +272,52 @@ export class OpenChatTokenizer {
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    return runSteps(this.encodeSteps(text, opts));
+    return this.finish(this.encodeSteps(text, opts));
+  }
+
+  /** Runs encoding steps (encodeSteps, encodeChatSteps, or a caller's built on them) here and now. */
+  finish<T>(steps: Steps<T>): T {
+    return runSteps(steps, (req) => this.encodeNow(req));
   }
 
   /**
-   * `encode` in steps: one step per slice of at most `sliceChars` characters. Plain text is cut
+   * Runs encoding steps with the tokenizing in a worker thread, so the event loop goes on
+   * meanwhile (the server). Stops with the signal's reason when it aborts.
+   */
+  finishAsync<T>(steps: Steps<T>, signal?: AbortSignal): Promise<T> {
+    return runStepsAsync(steps, (req) => this.worker.encode(req), signal);
+  }
+
+  /** Stops the tokenizer's worker thread, if one was started (it is also unreferenced while idle). */
+  close(): void {
+    this.worker.close();
+  }
+
+  private encodeNow(req: EncodeRequest): number[] {
+    return (req.parseSpecial ? this.full : this.plain).encode(req.text, { add_special_tokens: false }).ids;
+  }
+
+  /**
+   * `encode` in steps: a request per slice of at most `sliceChars` characters. Plain text is cut
    * only where the tokenizer provably tokenizes both sides as the whole (isLegacyLlamaBpe: before
    * a space that follows a non-space), so the ids are exactly those of `encode` in one go; text
    * that cannot be cut (another tokenizer, special tokens parsed, no space for a long stretch)
-   * is one step.
+   * is one request.
    */
   *encodeSteps(text: string, opts: EncodeOptions = {}): Steps<number[]> {
     const ids: number[] = opts.addBos ? [this.bosId] : [];
     if (text.length === 0) return ids;
-    const tok = opts.parseSpecial ? this.full : this.plain;
-    const sliceable = !opts.parseSpecial && this.maxPieceChars !== null;
+    const parseSpecial = opts.parseSpecial ?? false;
+    const sliceable = !parseSpecial && this.maxPieceChars !== null;
     const limit = Math.max(1, opts.sliceChars ?? SLICE_CHARS);
     let start = 0;
     for (;;) {
       const cut = sliceable ? findCut(text, start, limit) : -1;
       // A slice after a cut starts after the cut's space: the normalizer's "▁" stands for it.
       const slice = text.slice(start, cut < 0 ? text.length : cut);
-      append(ids, tok.encode(slice, { add_special_tokens: false }).ids);
+      append(ids, yield { text: slice, parseSpecial });
       if (cut < 0) return ids;
       start = cut + 1;
-      yield;
     }
   }
 
@@ -360,10 +385,10 @@ export class OpenChatTokenizer {
    * chat template (applyChatTemplate).
    */
   encodeChat(messages: ChatMessage[], opts: EncodeChatOptions = {}): number[] {
-    return runSteps(this.encodeChatSteps(messages, opts));
+    return this.finish(this.encodeChatSteps(messages, opts));
   }
 
-  /** `encodeChat` in steps: a step per slice of every segment (see encodeSteps). */
+  /** `encodeChat` in steps: a request per slice of every segment (see encodeSteps). */
   *encodeChatSteps(messages: ChatMessage[], opts: EncodeChatOptions = {}): Steps<number[]> {
     const addGenerationPrompt = opts.addGenerationPrompt ?? true;
     if (this.eotId === null) {
@@ -407,7 +432,6 @@ export class OpenChatTokenizer {
       append(ids, yield* this.encodeSteps(m.content));
       const open = addGenerationPrompt && i === turns.length - 1;
       if (!open) ids.push(eot);
-      yield;
     }
     return ids;
   }
