@@ -7,7 +7,7 @@
  *   route -> Content-Type (415 unless JSON) -> body (size-limited, within the
  *   request timeout) -> JSON -> parse + validate into a GenerationJob
  *   (requests.ts; no GPU work yet) -> the prompt: refused from its length alone
- *   if it cannot fit, else tokenized in slices that let other requests run ->
+ *   if it cannot fit, else tokenized in a worker thread while other requests run ->
  *   context check -> admission to the bounded queue (503 when full) ->
  *   Generator.generateChoices, which serializes generations FIFO -> JSON or SSE reply.
  * The client leaving (the response's 'close' before it finished) aborts the
@@ -485,8 +485,9 @@ export class OpenChatServer {
 
   /**
    * The job's prompt ids, if it fits the context: a prompt whose length alone shows it cannot
-   * fit is refused before tokenizing; otherwise it is tokenized in slices that let the event
-   * loop run (other requests, /health) in between. 400 context_length_exceeded otherwise.
+   * fit is refused before tokenizing; otherwise it is tokenized in the tokenizer's worker
+   * thread, slice by slice, while the event loop serves other requests (/health included).
+   * 400 context_length_exceeded otherwise.
    */
   private async promptIds(job: GenerationJob, record: RequestRecord, signal: AbortSignal): Promise<number[]> {
     try {

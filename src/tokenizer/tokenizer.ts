@@ -12,6 +12,10 @@
  *  - `applyChatTemplate`: the checkpoint's jinja chat template rendered to one string and encoded
  *    with special tokens parsed (Hugging Face `apply_chat_template` semantics). For OpenChat 3.5 the
  *    two agree on ordinary input; only the template path can be fooled by special-token text.
+ *
+ * Both are written in steps (steps.ts): the encoders ask for each slice of text to be tokenized,
+ * and the caller runs that inline (`encode`, `encodeChat`, `finish`) or in a worker thread
+ * (`finishAsync`, worker.ts), which is how the server keeps a long prompt off its event loop.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
