@@ -373,6 +373,41 @@ describe('long prompts', () => {
   });
 });
 
+describe('tokenizing is bounded like the queue', () => {
+  it('beyond 1 + max-queue prompts being tokenized, a request is 503 server_busy; the slot frees when tokenizing ends', async () => {
+    const small = await startServer({ generator: gen, port: 0, logRequests: false, maxQueue: 0 });
+    const tokenizer = gen.tokenizer;
+    const original = tokenizer.finishAsync.bind(tokenizer);
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let started: () => void = () => {};
+    const entered = new Promise<void>((r) => (started = r));
+    // The first prompt's tokenizing waits until the test lets it go.
+    const spy = vi.spyOn(tokenizer, 'finishAsync').mockImplementationOnce(async (...args: Parameters<typeof tokenizer.finishAsync>) => {
+      started();
+      await held;
+      return original(...args);
+    });
+    try {
+      const body = JSON.stringify({ model: 'openchat_3.5', messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 });
+      const first = raw([json(body)], { port: small.port });
+      await entered;
+      const second = await raw([json(body)], { port: small.port });
+      expect(second.status).toBe(503);
+      expect(second.headers['retry-after']).toMatch(/^\d+$/);
+      expect(JSON.parse(second.body).error).toMatchObject({ code: 'server_busy' });
+      expect(JSON.parse(second.body).error.message).toMatch(/1 requests are already being tokenized \(the limit is 1\)/);
+      release();
+      expect((await first).status).toBe(200);
+      expect((await raw([json(body)], { port: small.port })).status).toBe(200);
+    } finally {
+      release();
+      spy.mockRestore();
+      await small.close();
+    }
+  });
+});
+
 describe('a bounded fuzz (fixed seed)', () => {
   const FUZZ_SEED = 20261128;
   const PATHS = [

@@ -192,6 +192,8 @@ export class OpenChatServer {
   private readonly lastPaths = new WeakMap<Socket, string>();
   /** Requests admitted for generation: the running one plus those waiting. */
   private admitted = 0;
+  /** Requests whose prompts are being tokenized (bounded like the queue: a flood waits in neither). */
+  private tokenizing = 0;
   /** Generations in progress (running or queued), so close() can wait for the model to be free. */
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly created = Math.floor(Date.now() / 1000);
@@ -384,10 +386,11 @@ export class OpenChatServer {
   private cors(req: IncomingMessage, res: ServerResponse): boolean {
     const origin = req.headers['origin'];
     if (origin === undefined || this.corsOrigins.size === 0) return false;
+    // The answer depends on the origin (a cache must not hand one origin's answer to another).
+    res.setHeader('Vary', 'Origin');
     const any = this.corsOrigins.has('*');
     if (!any && !this.corsOrigins.has(origin)) return false;
     res.setHeader('Access-Control-Allow-Origin', any ? '*' : origin);
-    res.setHeader('Vary', 'Origin');
     res.setHeader('Access-Control-Expose-Headers', 'Retry-After');
     if (req.method !== 'OPTIONS' || req.headers['access-control-request-method'] === undefined) return false;
     const asked = req.headers['access-control-request-headers'] ?? '';
@@ -490,6 +493,8 @@ export class OpenChatServer {
    * 400 context_length_exceeded otherwise.
    */
   private async promptIds(job: GenerationJob, record: RequestRecord, signal: AbortSignal): Promise<number[]> {
+    if (this.tokenizing >= 1 + this.maxQueue) throw this.busy(`${this.tokenizing} requests are already being tokenized (the limit is ${1 + this.maxQueue})`);
+    this.tokenizing++;
     try {
       const ids = await this.generator.prompts.fitAsync(job.prompt, job.params.max_tokens, signal);
       record.promptTokens = ids.length;
@@ -507,7 +512,21 @@ export class OpenChatServer {
           'invalid_request_error', err.maxTokens === null ? 'messages' : 'max_tokens', 'context_length_exceeded');
       }
       throw err;
+    } finally {
+      this.tokenizing--;
     }
+  }
+
+  /** 503 server_busy with Retry-After, saying why. */
+  private busy(why: string): ApiError {
+    return new ApiError(
+      503,
+      `The server is busy: ${why}. Retry shortly.`,
+      'server_error',
+      null,
+      'server_busy',
+      { 'Retry-After': String(RETRY_AFTER_SECONDS) },
+    );
   }
 
   /**
@@ -515,16 +534,7 @@ export class OpenChatServer {
    * full, before any GPU work.
    */
   private admit(res: ServerResponse): () => void {
-    if (this.admitted >= 1 + this.maxQueue) {
-      throw new ApiError(
-        503,
-        `The server is busy: ${this.admitted - 1} requests are already waiting (the limit is ${this.maxQueue}). Retry shortly.`,
-        'server_error',
-        null,
-        'server_busy',
-        { 'Retry-After': String(RETRY_AFTER_SECONDS) },
-      );
-    }
+    if (this.admitted >= 1 + this.maxQueue) throw this.busy(`${this.admitted - 1} requests are already waiting (the limit is ${this.maxQueue})`);
     this.admitted++;
     let held = true;
     const release = () => {
