@@ -47,12 +47,15 @@ describe('openchat serve', () => {
     expect(await exited).toBe(0);
   });
 
-  it('rejects bad --context and --context-length values alike, and the two disagreeing', async () => {
-    const [context, old, both] = await Promise.all([
+  it('rejects bad --context and --context-length values alike, the two disagreeing, and a bad --request-timeout', async () => {
+    const [context, old, both, timeout] = await Promise.all([
       runCli(['serve', '--port', '0', '--context', '1']),
       runCli(['serve', '--port', '0', '--context-length', 'many']),
       runCli(['serve', '--port', '0', '--context', '64', '--context-length', '32']),
+      runCli(['serve', '--port', '0', '--request-timeout', '0']),
     ]);
+    expect(timeout.code).toBe(1);
+    expect(timeout.stderr).toMatch(/^openchat: .*--request-timeout must be an integer in \[1, 3600\]; got "0"\n$/);
     expect(context.code).toBe(1);
     expect(context.stderr).toMatch(/^openchat: --context must be an integer in \[2, \d+\]; got "1"\n$/);
     expect(old.code).toBe(1);
