@@ -1,7 +1,7 @@
 /**
  * Request bodies -> generation jobs. Everything a client sends is checked here
  * (types, ranges, model name, template choice) and turned into a prompt (not yet
- * tokenized: the server tokenizes it in slices, after a cheap length check) plus
+ * tokenized: the server tokenizes it in a worker thread, after a cheap length check) plus
  * validated sampling parameters, or rejected with an ApiError that names the
  * field. Nothing here touches the model, so a bad request costs no GPU time.
  */
