@@ -8,6 +8,7 @@
  * body, CLI flags): everything after it may assume the ranges below hold.
  */
 import { getRandomValues } from 'node:crypto';
+import { foldSeed } from './sampler.ts';
 
 export interface SamplingParams {
   /** Softmax temperature, [0, 2]. 0 means greedy (argmax). */
@@ -134,6 +135,21 @@ export function drawSeed(): number {
 /** The seed a request runs with: its own, or a freshly drawn one. */
 export function resolveSeed(params: SamplingParams): number {
   return params.seed ?? drawSeed();
+}
+
+/**
+ * The seed of sample `index` of a request seeded with `seed` (choice i of `n`, turn t of a chat):
+ * seed + index, so sample 0 is what the seed gives alone and sample i replays on its own with
+ * seed + i. Past 2^53 - 1 it wraps round to -(2^53 - 1), so every seed has a successor. A seed
+ * above 2^53 (up to 2^63, as the hosted APIs take) is a double whose seed + i would round back to
+ * itself: its samples i > 0 step from its 32-bit fold instead (foldSeed(seed) + i).
+ */
+export function sampleSeed(seed: number, index: number): number {
+  if (index === 0) return seed;
+  if (!Number.isSafeInteger(seed)) return foldSeed(seed) + index;
+  const max = Number.MAX_SAFE_INTEGER;
+  // seed + index - (2 max + 1), grouped so that every partial result is exact.
+  return seed > max - index ? seed - max + (index - max - 1) : seed + index;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 /**
  * Request bodies -> generation jobs. Everything a client sends is checked here
- * (types, ranges, model name, template choice) and turned into prompt token ids
- * plus validated sampling parameters, or rejected with an ApiError that names
- * the field. Nothing here touches the model, so a bad request costs no GPU time.
+ * (types, ranges, model name, template choice) and turned into a prompt (not yet
+ * tokenized: the server tokenizes it in a worker thread, after a cheap length check) plus
+ * validated sampling parameters and generation options (a JSON-mode or tool-call grammar,
+ * compiled here from the request's schema; log-probabilities), or rejected with an ApiError that
+ * names the field. Nothing here touches the model, so a bad request costs no GPU time.
  */
+import type { GenerateOptions, PromptSpec } from '../generator.ts';
 import {
   DEFAULT_SAMPLING,
   SAMPLING_RANGES,
@@ -16,7 +19,6 @@ import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { ApiError, badRequest, wrongType } from './errors.ts';
 import type { ModelNames } from './models.ts';
 import { knownCondition } from '../tokenizer/index.ts';
-import type { GenerateOptions } from '../generator.ts';
 import {
   checkAssistantToolCalls,
   checkResponseFormat,
@@ -30,19 +32,13 @@ import {
   type ToolPlan,
 } from './structured.ts';
 
-/** What the request parsers need from the Generator: its two prompt encoders and its JSON grammars. */
-export interface PromptEncoder extends GrammarSource {
-  encodeChat(messages: ChatMessage[], condition?: string): number[];
-  encodeRaw(text: string): number[];
-}
-
 /** Most alternatives per token that `top_logprobs` (chat) or `logprobs` (completions) may ask for. */
 export const MAX_TOP_LOGPROBS = 20;
 
 export interface GenerationJob {
   /** The model name as the client gave it (echoed back in responses); null for Workers AI bodies. */
   model: string | null;
-  promptIds: number[];
+  prompt: PromptSpec;
   params: SamplingParams;
   stream: boolean;
   /** stream_options.include_usage: end the stream with a usage chunk. */
@@ -61,7 +57,7 @@ export const MAX_MESSAGES = 1024;
 // ---------------------------------------------------------------------------
 // OpenAI: POST /v1/chat/completions and POST /v1/completions
 
-export function parseChatRequest(body: Record<string, unknown>, names: ModelNames, enc: PromptEncoder): GenerationJob {
+export function parseChatRequest(body: Record<string, unknown>, names: ModelNames, grammars: GrammarSource): GenerationJob {
   const model = checkModel(body, names);
   rejectUnsupported(body);
   const messages = checkMessages(body['messages']);
@@ -70,12 +66,12 @@ export function parseChatRequest(body: Record<string, unknown>, names: ModelName
   optionalBoolean(body, 'parallel_tool_calls'); // at most one call per answer either way
   const stream = optionalBoolean(body, 'stream') ?? false;
   const params = samplingParams(body);
-  const { options, tools } = structuredOutput(body, messages, enc);
+  const { options, tools } = structuredOutput(body, messages, grammars);
   const logprobs = checkChatLogprobs(body);
   if (logprobs) options.logprobs = logprobs;
   return {
     model,
-    promptIds: enc.encodeChat(messages, condition),
+    prompt: { kind: 'chat', messages, condition },
     params,
     stream,
     includeUsage: checkStreamOptions(body['stream_options']) && stream,
@@ -91,10 +87,10 @@ export function parseChatRequest(body: Record<string, unknown>, names: ModelName
 function structuredOutput(
   body: Record<string, unknown>,
   messages: ChatMessage[],
-  enc: PromptEncoder,
+  grammars: GrammarSource,
   workersAi = false,
 ): { options: GenerateOptions; tools: ToolPlan | null } {
-  const format = checkResponseFormat(body['response_format'], enc, workersAi);
+  const format = checkResponseFormat(body['response_format'], grammars, workersAi);
   const list = checkTools(body['tools']);
   const choice = checkToolChoice(body['tool_choice'], list);
   const tools = list && choice ? { tools: list, choice } : null;
@@ -103,7 +99,7 @@ function structuredOutput(
   }
   if (tools) {
     messages.push({ role: 'system', content: toolsSystemText(tools) });
-    return { options: { constraint: toolConstraint(tools, enc) }, tools };
+    return { options: { constraint: toolConstraint(tools, grammars) }, tools };
   }
   return { options: format ? { constraint: format } : {}, tools: null };
 }
@@ -130,7 +126,7 @@ function checkCompletionLogprobs(body: Record<string, unknown>): { top: number }
   return { top: n };
 }
 
-export function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames, enc: PromptEncoder): GenerationJob {
+export function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames, grammars: GrammarSource): GenerationJob {
   const model = checkModel(body, names);
   rejectUnsupported(body);
   optionalString(body, 'user');
@@ -140,11 +136,11 @@ export function parseCompletionRequest(body: Record<string, unknown>, names: Mod
       throw badRequest(`${param} belongs to /v1/chat/completions; a text completion has no tools`, param, 'unsupported_parameter');
     }
   }
-  const format = checkResponseFormat(body['response_format'], enc);
+  const format = checkResponseFormat(body['response_format'], grammars);
   const logprobs = checkCompletionLogprobs(body);
   return {
     model,
-    promptIds: enc.encodeRaw(checkPrompt(body['prompt'])),
+    prompt: { kind: 'raw', text: checkPrompt(body['prompt']) },
     params: samplingParams(body),
     stream,
     includeUsage: checkStreamOptions(body['stream_options']) && stream,
@@ -185,7 +181,8 @@ function rejectUnsupported(body: Record<string, unknown>): void {
     }
   };
   const emptyArray = (v: unknown) => Array.isArray(v) && v.length === 0;
-  const emptyObject = (v: unknown) => typeof v === 'object' && v !== null && Object.keys(v).length === 0;
+  // An array is an object to typeof: `logit_bias: []` is refused like any other non-map value.
+  const emptyObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0;
   // OpenAI's deprecated names for tools and tool_choice.
   unsupported('functions', emptyArray);
   unsupported('function_call', (v) => v === 'none');
@@ -326,7 +323,7 @@ const WORKERS_AI_SAMPLING = [
   'presence_penalty',
 ] as const;
 
-export function parseWorkersAiRequest(body: Record<string, unknown>, enc: PromptEncoder): GenerationJob {
+export function parseWorkersAiRequest(body: Record<string, unknown>, grammars: GrammarSource): GenerationJob {
   const hasPrompt = body['prompt'] !== undefined && body['prompt'] !== null;
   const hasMessages = body['messages'] !== undefined && body['messages'] !== null;
   if (hasPrompt === hasMessages) throw badRequest('give exactly one of prompt or messages', hasPrompt ? 'messages' : 'prompt');
@@ -344,7 +341,7 @@ export function parseWorkersAiRequest(body: Record<string, unknown>, enc: Prompt
     throw err;
   }
 
-  let promptIds: number[];
+  let promptSpec: PromptSpec;
   let structured: { options: GenerateOptions; tools: ToolPlan | null };
   if (hasPrompt) {
     const prompt = body['prompt'];
@@ -356,14 +353,14 @@ export function parseWorkersAiRequest(body: Record<string, unknown>, enc: Prompt
     }
     // Without `raw` a prompt is one user turn in the model's chat template, as Workers AI does.
     const messages: ChatMessage[] = [{ role: 'user', content: prompt }];
-    structured = structuredOutput(body, messages, enc, true);
-    promptIds = raw ? enc.encodeRaw(prompt) : enc.encodeChat(messages);
+    structured = structuredOutput(body, messages, grammars, true);
+    promptSpec = raw ? { kind: 'raw', text: prompt } : { kind: 'chat', messages };
   } else {
     const messages = checkMessages(body['messages']);
-    structured = structuredOutput(body, messages, enc, true);
-    promptIds = enc.encodeChat(messages);
+    structured = structuredOutput(body, messages, grammars, true);
+    promptSpec = { kind: 'chat', messages };
   }
-  return { model: null, promptIds, params, stream, includeUsage: false, ...structured };
+  return { model: null, prompt: promptSpec, params, stream, includeUsage: false, ...structured };
 }
 
 /**
