@@ -17,8 +17,9 @@ import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul } from '../kernels/matmul.ts';
 import { matmulSwiGLU } from '../kernels/swiglu.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
-import { attention } from '../kernels/attention.ts';
+import { attention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
 import { kvWrite } from '../kernels/kv_write.ts';
+import type { KvCacheDtype } from '../kernels/kv_cache.ts';
 import { argmax } from '../kernels/argmax.ts';
 import { topK } from '../kernels/topk.ts';
 
@@ -36,6 +37,20 @@ export interface ModelOptions {
   /** Most tokens per prefill dispatch; bounds the activation buffers. */
   maxChunk?: number;
   onProgress?: (p: LoadProgress) => void;
+  /** Decode attention strategy (src/kernels/attention/): 'tiled' (default) or 'split'. */
+  attention?: AttentionStrategy;
+  /** KV cache storage: 'f32' (default) or 'f16' (half the memory and traffic; drifts past the f32 golden tolerance, see golden.test.ts). */
+  kvCache?: KvCacheDtype;
+  /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
+  attentionSegmentKeys?: number;
+}
+
+/** How attention runs, fixed at load: what `layer()` passes to every attention call. */
+interface AttentionPlan {
+  strategy: AttentionStrategy;
+  kvCache: KvCacheDtype;
+  partials?: AttentionPartials; // the split strategy's scratch, shared by all layers
+  segmentKeys?: number;
 }
 
 /** What to read back after running a sequence of tokens. */
@@ -89,6 +104,7 @@ export class MistralModel {
   readonly cache: KVCache;
   private readonly scratch: Scratch;
   private readonly ropeTable: GPUBuffer;
+  private readonly attentionPlan: AttentionPlan;
 
   private constructor(
     readonly gpu: Gpu,
@@ -100,8 +116,17 @@ export class MistralModel {
     private readonly lm_head: GpuMatrix,
     readonly weightBytes: number,
     maxChunk: number,
+    opts: ModelOptions,
   ) {
-    this.cache = new KVCache(gpu, config, contextLength);
+    const kvCache = opts.kvCache ?? 'f32';
+    const strategy = opts.attention ?? 'tiled';
+    this.cache = new KVCache(gpu, config, contextLength, kvCache);
+    this.attentionPlan = {
+      strategy,
+      kvCache,
+      partials: strategy === 'split' ? createAttentionPartials(gpu, config.num_attention_heads, config.head_dim) : undefined,
+      segmentKeys: opts.attentionSegmentKeys,
+    };
     this.ropeTable = ropeTable(gpu, contextLength, config.head_dim, config.rope_theta);
     this.scratch = this.allocateScratch(maxChunk);
   }
@@ -135,7 +160,7 @@ export class MistralModel {
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
       const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
       const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? 128, byBinding, contextLength));
-      return new MistralModel(gpu, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk);
+      return new MistralModel(gpu, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, opts);
     } finally {
       ckpt.close();
     }
@@ -242,9 +267,9 @@ export class MistralModel {
     const slots = this.cache.slots;
     attention(enc, {
       q: s.q, kNew: s.k, vNew: s.v, kCache, vCache, out: s.attn,
-      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0,
+      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0, ...this.attentionPlan,
     });
-    kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots });
+    kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots, dtype: this.cache.dtype });
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true });
 
     // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
@@ -287,6 +312,7 @@ export class MistralModel {
     this.norm.destroy();
     this.ropeTable.destroy();
     this.cache.destroy();
+    if (this.attentionPlan.partials) destroyAttentionPartials(this.attentionPlan.partials);
     for (const [key, b] of Object.entries(this.scratch)) if (key !== 'chunk') (b as GPUBuffer).destroy();
   }
 }
