@@ -260,8 +260,7 @@ export class MistralModel {
     matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T });
     matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T });
     matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T });
-    rope(enc, { x: s.q, table: this.ropeTable, tokens: T, heads, headDim, pos0 });
-    rope(enc, { x: s.k, table: this.ropeTable, tokens: T, heads: kvHeads, headDim, pos0 });
+    rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
     const vCache = this.cache.values[i]!;
     const slots = this.cache.slots;
