@@ -45,7 +45,7 @@
 // Two barriers per tile; scores never leave the workgroup, so any number of keys works.
 //
 // Splitting the keys across workgroups is the `split` strategy (split.wgsl); on lavapipe it
-// measures slower (bench/RESULTS.md, Attention).
+// measures slower (bench/RESULTS.md, "Attention strategies and the f16 KV cache").
 //
 // Workgroup memory: 14 KiB (fits WebGPU's default 16 KiB).
 //
