@@ -25,9 +25,13 @@
 // The wrapper picks segments so that kvHeads * headBlocks * segments is about two workgroups
 // per SM of a large GPU, and uses tiled.wgsl instead when the context is short.
 //
-// Per workgroup (online softmax over tiles of WG keys, one key per invocation):
-//  1. Invocation i scores key i of the tile against the 4 heads (q in workgroup memory) and
-//     publishes the 4 scores.
+// Per workgroup (online softmax over tiles of WG = 64 keys):
+//  1. Scores, with LPK = 8 invocations per key row: in each of 8 steps, invocation i takes key
+//     8 * step + i / 8 of the tile and the chunks i % 8, i % 8 + 8, ... of its row, so the 8
+//     invocations of a key read 128 consecutive bytes (f32) at each step, as a GPU's memory
+//     likes (one invocation walking a whole row would touch a different row per invocation).
+//     Their partial dot products (4 heads in a vec4) meet in workgroup memory, where
+//     invocation i adds up the 8 parts of key i and publishes the 4 scores.
 //  2. Every invocation reads the WG scores to find the tile maxima (so the running maxima m
 //     are identical in all invocations), turns them into weights exp(s - m), publishes its
 //     key's weights and rescales what was summed so far by exp(m_old - m).
@@ -37,7 +41,8 @@
 //  At the end the key groups' accumulators and the weights' sums are added up in workgroup
 //  memory and written to partO / partML.
 //
-// Two barriers per tile (scores and weights live in separate arrays). Workgroup memory: 11 KiB.
+// Three barriers per tile (parts, scores and weights live in separate arrays).
+// Workgroup memory: 14.1 KiB (fits WebGPU's default 16 KiB).
 // Limits: headDim % 4 == 0 and headDim <= 4 * WG = 256;
 // heads % kvHeads == 0; segments <= 65535; the cache holds every past key the query sees
 // (checked by the wrapper).
@@ -74,11 +79,16 @@ const WG: u32 = 64u;
 const HG: u32 = 4u; // query heads per workgroup (sharing one KV head); their scores travel as a vec4
 const NEG_BIG: f32 = -3.0e38; // a finite stand-in for -infinity (WGSL may assume floats finite)
 
+const LPK: u32 = 8u; // invocations per key row in the scoring phase
+const PART_STRIDE: u32 = WG + 1u; // parts of one lane position, padded against bank conflicts
+
 var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG query heads, headDim / 4 chunks each
 var<workgroup> scores: array<vec4<f32>, WG>; // per key of the tile: its 4 heads' scores
 var<workgroup> probs: array<vec4<f32>, WG>; // per key of the tile: exp(score - max) for each head
-var<workgroup> accShared: array<vec4<f32>, HG * WG>;
-var<workgroup> sumShared: array<vec4<f32>, WG>;
+// Partial dot products [LPK][WG keys] while scoring; at the end, the accumulators [HG][WG]
+// and then the sums [WG] of the invocations (the two uses never overlap in time).
+var<workgroup> exch: array<vec4<f32>, LPK * PART_STRIDE>;
+const SUMS: u32 = HG * WG; // offset of the sums in exch
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -110,6 +120,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   let rowStride = p.kvHeads * chunks; // chunks from one position to the next
   let headOffset = g * chunks;
+  let lane = tid % LPK; // scoring role: first chunk of the key row this invocation reads
   var m = vec4<f32>(NEG_BIG); // running maximum per head, the same in every invocation
   var sum = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m)), per head
   var acc0 = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m) * v[c]), per head
@@ -129,28 +140,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let nPast = min(inTile, select(0u, p.pos0 - first, first < p.pos0));
     let firstSlot = first % p.slots;
 
-    // 1. Score this invocation's key.
-    var d = vec4<f32>(NEG_BIG);
-    if (tid < nPast) {
-      let slot = firstSlot + tid;
-      let base = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
-      d = vec4<f32>(0.0);
-      for (var k = 0u; k < chunks; k++) {
-        let key = kvLoad(kCache[base + k]);
-        d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                       dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+    // 1. Partial scores: this invocation's chunks of keys lane / LPK, + 8, + 16, ... (see header).
+    for (var step = 0u; step < WG / LPK; step++) {
+      let kt = step * (WG / LPK) + tid / LPK; // key of the tile
+      var d = vec4<f32>(0.0);
+      if (kt < nPast) {
+        let slot = firstSlot + kt;
+        let base = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
+        for (var k = lane; k < chunks; k += LPK) {
+          let key = kvLoad(kCache[base + k]);
+          d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
+                         dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+        }
+      } else if (kt < inTile) {
+        // The same loop over the other buffer (WGSL cannot pass a storage buffer to a function).
+        for (var k = lane; k < chunks; k += LPK) {
+          let key = kNew[headOffset + k];
+          d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
+                         dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+        }
       }
-      d *= p.scale;
-    } else if (tid < inTile) {
-      // The same loop over the other buffer (WGSL cannot pass a storage buffer to a function).
-      d = vec4<f32>(0.0);
-      for (var k = 0u; k < chunks; k++) {
-        let key = kNew[headOffset + k];
-        d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                       dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
-      }
-      d *= p.scale;
+      exch[lane * PART_STRIDE + kt] = d;
     }
+    workgroupBarrier();
+    // This invocation's key: the sum of its LPK parts; NEG_BIG past the tile's end.
+    var d = vec4<f32>(0.0);
+    for (var l = 0u; l < LPK; l++) {
+      d += exch[l * PART_STRIDE + tid];
+    }
+    d = select(vec4<f32>(NEG_BIG), d * p.scale, tid < inTile);
     scores[tid] = d;
     workgroupBarrier();
 
@@ -212,16 +230,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   // Combine the key groups' accumulators and the invocations' sums; chunks c first, then c2.
   let part = seg * p.heads + h0; // partials row of head h0 in this segment
-  sumShared[tid] = sum;
-  accShared[tid] = acc0;
-  accShared[WG + tid] = acc1;
-  accShared[2u * WG + tid] = acc2;
-  accShared[3u * WG + tid] = acc3;
+  // (exch held the last tile's parts, all read before that tile's second barrier.)
+  exch[SUMS + tid] = sum;
+  exch[tid] = acc0;
+  exch[WG + tid] = acc1;
+  exch[2u * WG + tid] = acc2;
+  exch[3u * WG + tid] = acc3;
   workgroupBarrier();
   if (tid < nh) {
     var total = vec4<f32>(0.0);
     for (var i = 0u; i < WG; i++) {
-      total += sumShared[i];
+      total += exch[SUMS + i];
     }
     partML[part + tid] = vec2<f32>(m[tid], total[tid]);
   }
@@ -229,22 +248,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var hh = 0u; hh < nh; hh++) {
       var o = vec4<f32>(0.0);
       for (var k = 0u; k < groups; k++) {
-        o += accShared[hh * WG + k * half + tid];
+        o += exch[hh * WG + k * half + tid];
       }
       partO[(part + hh) * chunks + tid] = o;
     }
   }
   workgroupBarrier();
-  accShared[tid] = bcc0;
-  accShared[WG + tid] = bcc1;
-  accShared[2u * WG + tid] = bcc2;
-  accShared[3u * WG + tid] = bcc3;
+  exch[tid] = bcc0;
+  exch[WG + tid] = bcc1;
+  exch[2u * WG + tid] = bcc2;
+  exch[3u * WG + tid] = bcc3;
   workgroupBarrier();
   if (tid + half < chunks) {
     for (var hh = 0u; hh < nh; hh++) {
       var o = vec4<f32>(0.0);
       for (var k = 0u; k < groups; k++) {
-        o += accShared[hh * WG + k * half + tid];
+        o += exch[hh * WG + k * half + tid];
       }
       partO[(part + hh) * chunks + tid + half] = o;
     }
