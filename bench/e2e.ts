@@ -465,7 +465,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     const warmRound = async () => {
       const t = performance.now();
       for (const n of shapes) {
-        model.cache.truncate(0);
+        model.reset();
         const r = await model.forward(randomIds(n), { kind: 'argmax' });
         await model.forward([r.argmax!], { kind: 'argmax' });
       }
@@ -480,7 +480,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     for (const n of promptLengths) {
       const samples: number[] = [];
       for (let r = 0; r < repeats; r++) {
-        model.cache.truncate(0);
+        model.reset();
         const ids = randomIds(n); // fresh ids: nothing cached or memoized helps
         const t = performance.now();
         const out = await model.forward(ids, { kind: 'argmax' });
@@ -496,7 +496,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     const decodeSamples: number[] = [];
     let perRound: number[] = [];
     for (let r = 0; r < repeats; r++) {
-      model.cache.truncate(0);
+      model.reset();
       let token = (await model.forward(randomIds(decodePrompt), { kind: 'argmax' })).argmax!;
       perRound = [];
       for (let i = 0; i < opts.decodeTokens; i++) {
@@ -555,7 +555,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
         parameters: work.parameters,
         dtype: work.dtype,
         weightBytes: model.weightBytes,
-        kvCacheBytes: model.cache.bytes,
+        kvCacheBytes: model.kvCacheBytes,
         contextLength: model.contextLength,
         maxChunk: chunk,
       },
@@ -579,7 +579,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       memory: {
         peakRss: rateFigure(peak, host, 'host memory'),
         rssAfterLoadBytes,
-        deviceBytes: model.weightBytes + model.cache.bytes,
+        deviceBytes: model.weightBytes + model.kvCacheBytes,
       },
       totalSeconds: 0,
     };

@@ -229,9 +229,8 @@ export class Generator {
     const limit = Math.min(params.max_tokens ?? Infinity, this.contextLength - promptIds.length);
 
     // Keep what the cache already holds of this prompt (a chat's earlier turns).
-    const cache = this.model.cache;
-    const reused = cache.reusablePrefix(promptIds);
-    cache.truncate(reused);
+    const reused = this.model.reusablePrefix(promptIds);
+    this.model.rewind(reused);
     let pending = promptIds.slice(reused);
 
     const generated: number[] = [];

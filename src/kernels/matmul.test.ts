@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
-import { createStorageBuffer, destroyMatrix, poison, readF32, uploadF32, type WeightDType } from '../gpu/buffers.ts';
+import { createStorageBuffer, destroyMatrix, readF32, uploadF32, type WeightDType } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed, maxRelError, randomNormal } from '../util/testing.ts';
+import { freshSeed, maxRelError, randomNormal, poison } from '../util/testing.ts';
 import { matmul } from './matmul.ts';
 import { matmulRef } from './matmul.ref.ts';
 import { randomMatrix } from './matmul.fixtures.ts';

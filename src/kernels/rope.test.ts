@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
-import { poison, readF32, uploadF32, writeBuffer } from '../gpu/buffers.ts';
+import { readF32, uploadF32, writeBuffer } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed, maxRelError, randomNormal } from '../util/testing.ts';
+import { freshSeed, maxRelError, randomNormal, poison } from '../util/testing.ts';
 import { rope, ropeTable } from './rope.ts';
 import { ropeRef } from './rope.ref.ts';
 

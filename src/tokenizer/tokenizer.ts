@@ -151,26 +151,64 @@ export class OpenChatTokenizer {
   /**
    * The folder's tokenizer (tokenizer.json + tokenizer_config.json) when `modelDir` has a
    * tokenizer.json; otherwise the built-in OpenChat 3.5 tokenizer (built once, then cached).
-   * A `modelDir` that does not exist is an error (a typo should not silently change tokenizers).
+   * A `modelDir` that does not exist is an error (a typo should not silently change tokenizers),
+   * and so is any file here that is present but malformed (tokenizer.json, tokenizer_config.json,
+   * generation_config.json, whose eos_token_id joins the stop ids whichever tokenizer is used).
    */
   static async load(modelDir?: string): Promise<OpenChatTokenizer> {
-    if (modelDir !== undefined) {
-      const dir = resolve(modelDir);
-      if (!existsSync(dir)) throw new Error(`model folder not found: ${dir}`);
-      const jsonPath = join(dir, 'tokenizer.json');
-      if (existsSync(jsonPath)) {
-        const tokenizerJson = readJson(jsonPath) as TokenizerJson;
-        const configPath = join(dir, 'tokenizer_config.json');
-        const tokenizerConfig = (existsSync(configPath) ? readJson(configPath) : {}) as TokenizerConfigJson;
-        // generation_config.json's eos_token_id (a number or a list) is what HF generate stops on.
-        const genPath = join(dir, 'generation_config.json');
-        const gen = existsSync(genPath) ? (readJson(genPath) as { eos_token_id?: number | number[] }) : {};
-        const extra = gen.eos_token_id === undefined ? [] : [gen.eos_token_id].flat();
-        return new OpenChatTokenizer({ tokenizerJson, tokenizerConfig }, dir, dir, extra);
+    if (modelDir === undefined) return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', undefined, []);
+    const dir = resolve(modelDir);
+    if (!existsSync(dir)) throw new Error(`model folder not found: ${dir}`);
+    const object = (path: string): Record<string, unknown> => {
+      const v = readJson(path);
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: must contain a JSON object`);
+      return v as Record<string, unknown>;
+    };
+
+    // generation_config.json's eos_token_id (a number or a list) is what HF generate stops on,
+    // whichever tokenizer is used; a file that is there but unreadable is an error, not ignored.
+    const genPath = join(dir, 'generation_config.json');
+    const extra: number[] = [];
+    if (existsSync(genPath)) {
+      const eos = object(genPath).eos_token_id;
+      for (const id of eos === undefined || eos === null ? [] : [eos].flat()) {
+        if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
+          throw new Error(`${genPath}: "eos_token_id" must be a token id or a list of them; got ${JSON.stringify(eos)}`);
+        }
+        extra.push(id);
       }
     }
-    const files = await loadOpenChat35Files();
-    return new OpenChatTokenizer(files, 'built-in OpenChat 3.5 tokenizer', undefined, []);
+
+    const jsonPath = join(dir, 'tokenizer.json');
+    if (!existsSync(jsonPath)) {
+      return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', undefined, extra);
+    }
+    const tokenizerJson = object(jsonPath);
+    // The sections a Hugging Face tokenizer.json always has (null when unused); without them it is some other JSON.
+    const sections = ['model', 'normalizer', 'pre_tokenizer', 'post_processor', 'decoder'];
+    const missing = sections.filter((k) => !(k in tokenizerJson));
+    const model = tokenizerJson.model;
+    if (missing.length > 0 || typeof model !== 'object' || model === null || !Array.isArray(tokenizerJson.added_tokens ?? [])) {
+      throw new Error(
+        `${jsonPath}: not a Hugging Face tokenizer.json (` +
+          (missing.length > 0 ? `no ${missing.map((k) => `"${k}"`).join(', ')}` : '"model" must be an object and "added_tokens" a list') +
+          `; it has ${sections.join(', ')} and added_tokens). Copy the tokenizer.json of the checkpoint, or remove it to use the built-in OpenChat 3.5 tokenizer`,
+      );
+    }
+    const configPath = join(dir, 'tokenizer_config.json');
+    const tokenizerConfig = existsSync(configPath) ? object(configPath) : {};
+    try {
+      return new OpenChatTokenizer(
+        // Checked above for the sections the library reads; their contents are the library's to judge.
+        { tokenizerJson: { added_tokens: [], ...tokenizerJson } as unknown as TokenizerJson, tokenizerConfig: tokenizerConfig as TokenizerConfigJson },
+        dir,
+        dir,
+        extra,
+      );
+    } catch (err) {
+      const message = (err as Error).message;
+      throw new Error(message.startsWith(dir) ? message : `${jsonPath}: cannot build a tokenizer from it (${message})`);
+    }
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {

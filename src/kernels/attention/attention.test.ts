@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { getGpu } from '../../gpu/device.ts';
-import { createStorageBuffer, poison, readBuffer, readF32, uploadF32 } from '../../gpu/buffers.ts';
+import { createStorageBuffer, readBuffer, readF32, uploadF32 } from '../../gpu/buffers.ts';
 import { Encoder } from '../../gpu/encoder.ts';
 import { Rng } from '../../util/rng.ts';
-import { freshSeed, maxRelError, randomNormal } from '../../util/testing.ts';
+import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
 import { decodeKvCache, KV_CACHE_DTYPES, kvBytesPerElement, type KvCacheDtype } from '../kv_cache.ts';
 import { poisonKvCache } from '../kv_cache.testing.ts';
 import { kvWrite } from '../kv_write.ts';
