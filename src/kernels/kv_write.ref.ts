@@ -19,3 +19,21 @@ export function kvWriteRef(
     for (let i = 0; i < rowLen; i++) cache[slot * rowLen + i] = roundLikeKvCache(chunk[t * rowLen + i]!, dtype);
   }
 }
+
+/**
+ * The batched write, plainly: row t goes to row rows[t].seq * slots + rows[t].pos % slots of the
+ * pool `cache` ([sequences * slots, rowLen]).
+ */
+export function kvWriteRowsRef(
+  cache: Float32Array,
+  chunk: Float32Array,
+  rows: readonly { pos: number; seq: number }[],
+  rowLen: number,
+  slots: number,
+  dtype: KvCacheDtype = 'f32',
+): void {
+  rows.forEach(({ pos, seq }, t) => {
+    const row = seq * slots + (pos % slots);
+    for (let i = 0; i < rowLen; i++) cache[row * rowLen + i] = roundLikeKvCache(chunk[t * rowLen + i]!, dtype);
+  });
+}

@@ -37,3 +37,20 @@ export function kvWrite(
     [Math.ceil(rowChunks / WORKGROUP), rowsWritten],
   );
 }
+
+/**
+ * The batched step's write (continuous batching): row t of kNew / vNew goes to its own
+ * sequence's region of the pool, row seq * slots + pos % slots, with (pos, seq) from the batch
+ * descriptor `rows` (kernels/batch_rows.ts). Runs before batchedAttention.
+ */
+export function kvWriteRows(
+  enc: Encoder,
+  a: { kNew: Binding; vNew: Binding; kCache: Binding; vCache: Binding; rows: Binding; tokens: number; kvHeads: number; headDim: number; slots: number; dtype: KvCacheDtype },
+): void {
+  if (a.tokens === 0) return;
+  if (a.slots < 1) throw new Error(`kvWriteRows: slots must be positive, got ${a.slots}`);
+  if (a.headDim % 4 !== 0) throw new Error(`kvWriteRows: headDim must be a multiple of 4, got ${a.headDim}`);
+  const rowChunks = (a.kvHeads * a.headDim) / 4;
+  const pipeline = getPipeline(enc.gpu, kvKernelSource(a.dtype, 'kv_write.wgsl', import.meta.url), 'rows', {}, `kv_write_rows_${a.dtype}`);
+  enc.dispatch(pipeline, params([rowChunks, 0, 0, a.slots]), [a.kNew, a.vNew, a.kCache, a.vCache, a.rows], [Math.ceil(rowChunks / WORKGROUP), a.tokens]);
+}

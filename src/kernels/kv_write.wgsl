@@ -12,6 +12,12 @@
 // Dispatch: workgroups (ceil(rowChunks / 64), rowsWritten, 1) with rowsWritten = min(tokens, slots);
 // workgroup y copies chunk row firstRow + y, one invocation per 4 values.
 // Limits: rowsWritten <= 65535.
+//
+// Entry point `rows` (batched steps, continuous batching): row t of the step goes to its own
+// sequence's region of the pool, kCache[seq_t * slots + pos_t % slots, :] = kNew[t, :], with
+// (pos_t, seq_t) = batchRows[t] (kernels/batch_rows.ts; no two rows share a cache row, which
+// writeBatchRows guarantees). Dispatch: (ceil(rowChunks / 64), tokens, 1); firstRow and pos0
+// are unused.
 
 struct Params {
   rowChunks: u32,
@@ -25,6 +31,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> vNew: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> kCache: array<KvChunk>;
 @group(0) @binding(4) var<storage, read_write> vCache: array<KvChunk>;
+@group(0) @binding(5) var<storage, read> batchRows: array<vec2<u32>>; // `rows` only
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -34,6 +41,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   let t = p.firstRow + gid.y;
   let slot = (p.pos0 + t) % p.slots;
+  kCache[slot * p.rowChunks + i] = kvStore(kNew[t * p.rowChunks + i]);
+  vCache[slot * p.rowChunks + i] = kvStore(vNew[t * p.rowChunks + i]);
+}
+
+@compute @workgroup_size(64)
+fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x;
+  if (i >= p.rowChunks) {
+    return;
+  }
+  let t = gid.y;
+  let r = batchRows[t];
+  let slot = r.y * p.slots + r.x % p.slots;
   kCache[slot * p.rowChunks + i] = kvStore(kNew[t * p.rowChunks + i]);
   vCache[slot * p.rowChunks + i] = kvStore(vNew[t * p.rowChunks + i]);
 }

@@ -39,7 +39,39 @@ async function check(tokens: number, heads: number, kvHeads: number, headDim: nu
   kb.destroy();
 }
 
+/** The batched entry point: each token at its own position (rows of the batch descriptor); each row must match the reference at that position. */
+async function checkRows(positions: number[], heads: number, kvHeads: number, headDim: number, maxPositions: number) {
+  const gpu = await getGpu();
+  const seed = freshSeed();
+  const rng = new Rng(seed);
+  const tokens = positions.length;
+  const q = randomNormal(rng, tokens * heads * headDim);
+  const k = randomNormal(rng, tokens * kvHeads * headDim);
+  const qb = uploadF32(gpu, q);
+  const kb = uploadF32(gpu, k);
+  const rows = uploadF32(gpu, new Float32Array(tokens * 2));
+  writeBuffer(gpu, rows, new Uint32Array(positions.flatMap((pos, t) => [pos, t % 3])));
+  const enc = new Encoder(gpu);
+  rope(enc, { q: qb, k: kb, table: await table(maxPositions, headDim), tokens, heads, kvHeads, headDim, pos0: Math.max(...positions), rows });
+  enc.submit();
+  const gotQ = await readF32(gpu, qb, q.length);
+  const gotK = await readF32(gpu, kb, k.length);
+  positions.forEach((pos, t) => {
+    const where = `seed ${seed}, row ${t} at position ${pos}`;
+    const qRow = heads * headDim;
+    const kRow = kvHeads * headDim;
+    expect(maxRelError(gotQ.subarray(t * qRow, (t + 1) * qRow), ropeRef(q.subarray(t * qRow, (t + 1) * qRow), 1, heads, headDim, pos, THETA)), `q: ${where}`).toBeLessThan(1e-5);
+    expect(maxRelError(gotK.subarray(t * kRow, (t + 1) * kRow), ropeRef(k.subarray(t * kRow, (t + 1) * kRow), 1, kvHeads, headDim, pos, THETA)), `k: ${where}`).toBeLessThan(1e-5);
+  });
+  for (const b of [qb, kb, rows]) b.destroy();
+}
+
 describe('rope', () => {
+  it('rotates each row of a batched step at its own position (rows entry point)', async () => {
+    await checkRows([5, 0, 63, 17, 18, 19, 2], 5, 3, 20, 64);
+    await checkRows([30000, 7, 1], 32, 8, 128, 32768);
+  });
+
   it('matches the float64 reference at the tiny shape (4 q heads, 2 k heads)', () => check(9, 4, 2, 16, 3, 64));
   it('matches at awkward head counts (5 q heads, 3 k heads, head_dim 20)', () => check(4, 5, 3, 20, 7, 64));
   it('matches at the real shape (q 32 heads, k 8 heads, head_dim 128)', () => check(5, 32, 8, 128, 0, 32768));

@@ -36,20 +36,25 @@ export function ropeTable(gpu: Gpu, maxPositions: number, headDim: number, theta
 
 /**
  * Rotates q [tokens, heads, headDim] and k [tokens, kvHeads, headDim] in place, in one
- * dispatch; token t is at absolute position pos0 + t.
+ * dispatch; token t is at absolute position pos0 + t, or, given the batch descriptor `rows`
+ * (kernels/batch_rows.ts, a batched step), at rows[t].pos, and then pos0 is the largest
+ * position of the step (for the table's bound).
  */
 export function rope(
   enc: Encoder,
-  a: { q: Binding; k: Binding; table: GPUBuffer; tokens: number; heads: number; kvHeads: number; headDim: number; pos0: number },
+  a: { q: Binding; k: Binding; table: GPUBuffer; tokens: number; heads: number; kvHeads: number; headDim: number; pos0: number; rows?: Binding },
 ): void {
   if (a.tokens === 0) return;
   const shape = tableShapes.get(a.table);
   if (!shape) throw new Error('rope: table was not made by ropeTable()');
   if (shape.headDim !== a.headDim) throw new Error(`rope: table is for headDim ${shape.headDim}, not ${a.headDim}`);
-  if (a.pos0 + a.tokens > shape.maxPositions) {
-    throw new Error(`rope: positions up to ${a.pos0 + a.tokens - 1} exceed the table's ${shape.maxPositions}`);
+  const last = a.rows ? a.pos0 : a.pos0 + a.tokens - 1;
+  if (last >= shape.maxPositions) {
+    throw new Error(`rope: positions up to ${last} exceed the table's ${shape.maxPositions}`);
   }
-  const pipeline = getPipeline(enc.gpu, wgsl('rope.wgsl', import.meta.url), 'main', {}, 'rope');
+  const entry = a.rows ? 'rows' : 'main';
+  const pipeline = getPipeline(enc.gpu, wgsl('rope.wgsl', import.meta.url), entry, {}, `rope ${entry}`);
   const pairs = (a.heads + a.kvHeads) * (a.headDim / 2);
-  enc.dispatch(pipeline, params([a.heads, a.kvHeads, a.headDim, a.pos0]), [a.q, a.k, a.table], [Math.ceil(pairs / WORKGROUP), a.tokens]);
+  const storage = a.rows ? [a.q, a.k, a.table, a.rows] : [a.q, a.k, a.table];
+  enc.dispatch(pipeline, params([a.heads, a.kvHeads, a.headDim, a.pos0]), storage, [Math.ceil(pairs / WORKGROUP), a.tokens]);
 }

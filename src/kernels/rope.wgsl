@@ -19,6 +19,9 @@
 // Limits: headDim even; tokens <= 65535; pos0 + tokens <= maxPositions of the table (checked
 // by the wrapper).
 //
+// Entry point `rows` (batched steps, continuous batching): token t is at position
+// batchRows[t].x instead of pos0 + t (kernels/batch_rows.ts); the same rotation, same dispatch.
+//
 // Not fused with the KV-cache write: attention must read this chunk's rotated keys from k
 // before they reach the cache (a prefill chunk longer than the rolling cache would overwrite
 // keys its own early queries still need), so the write can only follow attention.
@@ -34,16 +37,26 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;
 @group(0) @binding(2) var<storage, read_write> k: array<f32>;
 @group(0) @binding(3) var<storage, read> table: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read> batchRows: array<vec2<u32>>; // `rows` only
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  rotate(gid.x, gid.y, p.pos0 + gid.y);
+}
+
+@compute @workgroup_size(64)
+fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+  rotate(gid.x, gid.y, batchRows[gid.y].x);
+}
+
+// Rotates pair `pairIndex` of token t (rows t of q and k) by the angles of position `pos`.
+fn rotate(pairIndex: u32, t: u32, pos: u32) {
   let half = p.headDim / 2u;
-  let t = gid.y;
-  var pair = gid.x; // over (heads + kvHeads) * half
+  var pair = pairIndex; // over (heads + kvHeads) * half
   if (pair < p.heads * half) {
     let i = pair % half;
     let base = (t * p.heads + pair / half) * p.headDim + i;
-    let cs = table[(p.pos0 + t) * half + i];
+    let cs = table[pos * half + i];
     let x0 = q[base];
     let x1 = q[base + half];
     q[base] = x0 * cs.x - x1 * cs.y;
@@ -55,7 +68,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     // The same rotation on the other buffer (WGSL cannot pass a storage buffer to a function).
     let i = pair % half;
     let base = (t * p.kvHeads + pair / half) * p.headDim + i;
-    let cs = table[(p.pos0 + t) * half + i];
+    let cs = table[pos * half + i];
     let x0 = k[base];
     let x1 = k[base + half];
     k[base] = x0 * cs.x - x1 * cs.y;

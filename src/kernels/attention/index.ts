@@ -147,3 +147,5 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
   const uniforms = params([a.tokens, a.pos0, a.heads, a.kvHeads, a.headDim, a.slots, a.window, scale, headBlocks]);
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
 }
+
+export { batchedAttention, type BatchedAttentionArgs } from './batched.ts';

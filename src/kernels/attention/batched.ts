@@ -1,0 +1,42 @@
+/**
+ * Attention for a batched step (continuous batching): each row of the step carries its own
+ * position and KV-cache region (the batch descriptor, kernels/batch_rows.ts), and reads every
+ * key, its own included, from the pool after kvWriteRows stored the step's keys. See
+ * batched.wgsl for the math and why a row's result never depends on the rest of its batch.
+ */
+import { Encoder, getPipeline, params, type Binding } from '../../gpu/encoder.ts';
+import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
+
+const HEADS_PER_WORKGROUP = 4; // HG in batched.wgsl
+
+export interface BatchedAttentionArgs {
+  q: Binding;
+  kCache: Binding;
+  vCache: Binding;
+  /** The batch descriptor: vec2<u32> (pos, seq) per row, checked by writeBatchRows. */
+  rows: Binding;
+  out: Binding;
+  tokens: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Cache rows per sequence: position j of sequence c is in row c * slots + j % slots. */
+  slots: number;
+  /** Mistral's sliding_window: each query sees this many keys including its own; 0 = unlimited. */
+  window: number;
+  kvCache: KvCacheDtype;
+}
+
+export function batchedAttention(enc: Encoder, a: BatchedAttentionArgs): void {
+  if (a.tokens === 0) return;
+  if (a.headDim % 4 !== 0 || a.headDim > 256) {
+    throw new Error(`batchedAttention: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
+  }
+  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
+    throw new Error(`batchedAttention: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
+  }
+  const headBlocks = Math.ceil(a.heads / a.kvHeads / HEADS_PER_WORKGROUP);
+  const pipeline = getPipeline(enc.gpu, kvKernelSource(a.kvCache, 'batched.wgsl', import.meta.url), 'main', {}, `attention_batched_${a.kvCache}`);
+  const uniforms = params([a.heads, a.kvHeads, a.headDim, a.slots, a.window, { f32: 1 / Math.sqrt(a.headDim) }, headBlocks]);
+  enc.dispatch(pipeline, uniforms, [a.q, a.kCache, a.vCache, a.rows, a.out], [a.kvHeads * headBlocks, a.tokens]);
+}
