@@ -22,10 +22,14 @@ const WORDS_TOKENS_PER_WORKGROUP = 64;
  * y[t, r] = sum_c x[t, c] * w[r, c] for t < tokens, r < w.rows; with `accumulate`,
  * y[t, r] += ... (the residual add fused into o_proj / down_proj).
  * x: f32 [tokens, w.cols]; y: f32 [tokens, w.rows].
+ * `gemm`: the token-tiled kernel (8 tokens per tile) whatever the token count. Each token's
+ * sums are added in the same order in every tile slot, so a row's result is then the same
+ * in a step of any size; the one-token `matvec` adds in another order. Batched steps
+ * (continuous batching) set it, so a sequence decodes the same alone and under load.
  */
 export function matmul(
   enc: Encoder,
-  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean },
+  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; gemm?: boolean },
 ): void {
   const { w, tokens } = a;
   if (tokens === 0) return;
@@ -37,11 +41,11 @@ export function matmul(
   const dtype = dtypeCode(w.dtype);
   for (const part of w.parts) {
     const p = params([part.rows, w.cols, tokens, w.rows, part.row0, accumulate]);
-    if (fast && tokens === 1) {
+    if (fast && tokens === 1 && !a.gemm) {
       const pipeline = getPipeline(enc.gpu, weightKernelSource('matmul.wgsl'), 'matvec', { DTYPE: dtype }, `matvec ${w.dtype}`);
       enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [Math.ceil(part.rows / MATVEC_ROWS_PER_WORKGROUP)]);
     } else if (fast) {
-      const perGroup = tokens === 1 ? 1 : PREFILL_TOKENS;
+      const perGroup = tokens === 1 && !a.gemm ? 1 : PREFILL_TOKENS;
       const pipeline = getPipeline(enc.gpu, weightKernelSource('matmul.wgsl'), 'main', { DTYPE: dtype, TOKENS: perGroup }, `matmul ${w.dtype} x${perGroup}`);
       enc.dispatch(pipeline, p, [a.x, part.buffer, a.y], [Math.ceil(part.rows / ROWS_PER_WORKGROUP), Math.ceil(tokens / perGroup)]);
     } else {

@@ -17,7 +17,7 @@ const MATVEC_ROWS_PER_WORKGROUP = 48; // `matvec`: 16 invocations x 3 rows
  */
 export function matmulSwiGLU(
   enc: Encoder,
-  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number },
+  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; gemm?: boolean },
 ): void {
   const { gate, up, tokens } = a;
   if (tokens === 0) return;
@@ -26,7 +26,8 @@ export function matmulSwiGLU(
   }
   if (gate.cols % 8 !== 0) throw new Error(`matmulSwiGLU: hidden size must be a multiple of 8, got ${gate.cols}`);
   // One token (decode): the `matvec` entry point; more: the token-tiled `main`.
-  const decode = tokens === 1;
+  // `gemm`: the tiled kernel whatever the token count (a batched step: see matmul).
+  const decode = tokens === 1 && !a.gemm;
   const perGroup = decode ? 1 : PREFILL_TOKENS;
   const pipeline = decode
     ? getPipeline(enc.gpu, weightKernelSource('swiglu.wgsl'), 'matvec', { DTYPE: dtypeCode(gate.dtype) }, `swiglu matvec ${gate.dtype}`)

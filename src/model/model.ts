@@ -18,8 +18,9 @@ import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul } from '../kernels/matmul.ts';
 import { matmulSwiGLU } from '../kernels/swiglu.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
-import { attention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
-import { kvWrite } from '../kernels/kv_write.ts';
+import { attention, batchedAttention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
+import { kvWrite, kvWriteRows } from '../kernels/kv_write.ts';
+import { BATCH_ROW_BYTES, writeBatchRows, type BatchRow } from '../kernels/batch_rows.ts';
 import type { KvCacheDtype } from '../kernels/kv_cache.ts';
 import { argmax } from '../kernels/argmax.ts';
 import { topK } from '../kernels/topk.ts';
@@ -45,11 +46,42 @@ export interface ModelOptions {
   kvCache?: KvCacheDtype;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
   attentionSegmentKeys?: number;
+  /** Sequences the KV-cache pool holds at once (continuous batching, `step`); default 1. */
+  sequences?: number;
+}
+
+/**
+ * Most prompt tokens one sequence runs in one batched step: a long prompt is prefilled in
+ * chunks of this many tokens, interleaved with the other sequences' decode rows, so it never
+ * freezes them for long. Each KV-cache region holds this many - 1 slots beyond the window.
+ */
+export const STEP_PREFILL_TOKENS = 32;
+
+/** What one sequence of a batched step reads back (for its last row). */
+export type StepReadout = Extract<Readout, { kind: 'none' | 'argmax' | 'topk' | 'logits' }>;
+
+/** One sequence's share of a batched step: `ids` run at its region's next positions. */
+export interface StepSequence {
+  /** Its region of the KV-cache pool, 0 .. sequences - 1. */
+  seq: number;
+  ids: readonly number[];
+  readout: StepReadout;
 }
 
 const DEFAULT_ATTENTION: AttentionStrategy = 'tiled';
 /** f16 drifts past the f32 golden tolerance (golden/golden.test.ts), so f32 unless asked. */
 const DEFAULT_KV_CACHE: KvCacheDtype = 'f32';
+
+/**
+ * The shape of one forward step, passed down to every layer: a chunk of one sequence at
+ * positions pos0.. (`forward`, region 0), or a batched step whose rows carry their own
+ * positions and regions in the batch descriptor `rows` (`step`; pos0 is then its last position).
+ */
+interface StepShape {
+  tokens: number;
+  pos0: number;
+  rows?: GPUBuffer;
+}
 
 /** How attention runs, fixed at load: what `layer()` passes to every attention call. */
 interface AttentionPlan {
@@ -100,10 +132,18 @@ interface Scratch {
   topIds: GPUBuffer;
   topLogits: GPUBuffer;
   logSumExp: GPUBuffer; // f32 [1], with a top-k readout that asks for it
+  rows: GPUBuffer; // a batched step's descriptor: vec2<u32> (pos, seq) [chunk]
+  stepArgmax: GPUBuffer; // u32 [sequences]: a batched step's readouts, one row per sequence
+  stepLogSumExp: GPUBuffer; // f32 [sequences]
+  stepTopRow: GPUBuffer; // f32 [vocab_size]: the row a top-k readout sorts
+  stepTopIds: GPUBuffer; // u32 [sequences, TOPK_STRIDE]
+  stepTopLogits: GPUBuffer; // f32 [sequences, TOPK_STRIDE]
 }
 
 const STAGING_BYTES = 32 * 2 ** 20; // host memory used while streaming weights in
 const MAX_TOPK = 1000;
+/** A batched step's top-k results per sequence: 1024 words, so each row's binding offset is 256-byte aligned. */
+const TOPK_STRIDE = 1024;
 
 export class MistralModel {
   private readonly cache: KVCache;
@@ -129,7 +169,7 @@ export class MistralModel {
   ) {
     const kvCache = opts.kvCache ?? DEFAULT_KV_CACHE;
     const strategy = opts.attention ?? DEFAULT_ATTENTION;
-    this.cache = new KVCache(gpu, config, contextLength, kvCache);
+    this.cache = new KVCache(gpu, config, contextLength, kvCache, opts.sequences ?? 1, STEP_PREFILL_TOKENS);
     this.attentionPlan = {
       strategy,
       kvCache,
@@ -137,7 +177,7 @@ export class MistralModel {
       segmentKeys: opts.attentionSegmentKeys,
     };
     this.ropeTable = ropeTable(gpu, contextLength, config.head_dim, config.rope_theta);
-    this.scratch = this.allocateScratch(maxChunk);
+    this.scratch = this.allocateScratch(maxChunk, this.cache.sequences);
   }
 
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
@@ -145,6 +185,7 @@ export class MistralModel {
     const contextLength = contextLengthFor(config, opts.contextLength);
     const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
     checkContextFits(gpu, config, contextLength, opts.kvCache ?? DEFAULT_KV_CACHE, configFile);
+    checkPoolFits(gpu, config, contextLength, opts.kvCache ?? DEFAULT_KV_CACHE, opts.sequences ?? 1);
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
@@ -175,7 +216,7 @@ export class MistralModel {
 
   /** Positions run so far: the next forward() starts here. */
   get position(): number {
-    return this.cache.length;
+    return this.cache.length();
   }
 
   /** Forgets the conversation: the next forward() starts at position 0. */
@@ -204,9 +245,39 @@ export class MistralModel {
     return this.cache.reusablePrefix(ids);
   }
 
-  /** Key/value slots per layer (the sliding window, or the context without one). */
+  /** Key/value slots per layer and sequence (the sliding window plus a prefill chunk, or the context without one). */
   get kvCacheSlots(): number {
     return this.cache.slots;
+  }
+
+  /** The KV-cache pool's regions: sequences that can be decoded together (`step`). */
+  get sequences(): number {
+    return this.cache.sequences;
+  }
+
+  /** Positions region `seq` holds (the next one a step runs there). */
+  sequenceLength(seq: number): number {
+    return this.cache.length(seq);
+  }
+
+  /** How many leading tokens of `ids` region `seq` holds and can keep (as reusablePrefix, per region). */
+  reusablePrefixOf(seq: number, ids: readonly number[]): number {
+    return this.cache.reusablePrefix(ids, seq);
+  }
+
+  /** Forgets region `seq`'s positions from `position` on. */
+  rewindSequence(seq: number, position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position > this.cache.length(seq)) {
+      throw new RangeError(`rewind: position ${position} is not in [0, ${this.cache.length(seq)}] of sequence ${seq}`);
+    }
+    this.cache.truncate(position, seq);
+  }
+
+  /** Copies region `from`'s keys and values to region `to` on the device (n choices of one prompt). */
+  copySequence(from: number, to: number): void {
+    const enc = new Encoder(this.gpu);
+    this.cache.copyRegion(enc, from, to);
+    enc.submit();
   }
 
   /** Device memory of the KV cache, all layers. */
@@ -220,7 +291,7 @@ export class MistralModel {
    */
   async forward(ids: readonly number[], readout: Readout): Promise<ForwardResult> {
     if (ids.length === 0) throw new Error('forward: no tokens');
-    const pos0 = this.cache.length;
+    const pos0 = this.cache.length();
     if (pos0 + ids.length > this.contextLength) {
       throw new RangeError(`sequence of ${pos0 + ids.length} tokens exceeds the context length ${this.contextLength}`);
     }
@@ -241,6 +312,107 @@ export class MistralModel {
     const out = all ? { logits: all } : result;
     this.checkFiniteOutput(out, pos0, ids.length);
     return out;
+  }
+
+  /**
+   * One batched step (continuous batching): each sequence's `ids` run at its region's next
+   * positions, all rows of all sequences through the weights together, and each sequence gets
+   * its readout for its last row. A row's numbers never depend on what else is in the step:
+   * every row runs through the same kernels whatever the batch (the multi-token matmul even
+   * for a single row, batched attention that reads each row's own region), so a sequence
+   * decodes the same alone and under load. Prompts are chunked by the caller (at most
+   * STEP_PREFILL_TOKENS per sequence and step, at most maxChunk rows in all).
+   */
+  async step(batch: readonly StepSequence[]): Promise<ForwardResult[]> {
+    const c = this.config;
+    const s = this.scratch;
+    const rows: BatchRow[] = [];
+    const ids: number[] = [];
+    const seen = new Set<number>();
+    for (const b of batch) {
+      if (seen.has(b.seq)) throw new Error(`step: sequence ${b.seq} appears twice in one step`);
+      seen.add(b.seq);
+      if (b.ids.length === 0 || b.ids.length > STEP_PREFILL_TOKENS) throw new RangeError(`step: a sequence runs 1 to ${STEP_PREFILL_TOKENS} tokens per step, got ${b.ids.length}`);
+      const pos0 = this.cache.length(b.seq);
+      if (pos0 + b.ids.length > this.contextLength) {
+        throw new RangeError(`sequence of ${pos0 + b.ids.length} tokens exceeds the context length ${this.contextLength}`);
+      }
+      b.ids.forEach((id, k) => {
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocab_size) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${c.vocab_size})`);
+        rows.push({ seq: b.seq, pos: pos0 + k });
+        ids.push(id);
+      });
+    }
+    const T = ids.length;
+    if (T === 0) throw new Error('step: no tokens');
+    if (T > s.chunk) throw new RangeError(`step: ${T} rows exceed the ${s.chunk} a step holds`);
+    writeBatchRows(this.gpu, s.rows, rows, { sequences: this.cache.sequences, slots: this.cache.slots, window: c.sliding_window ?? 0 });
+    writeBuffer(this.gpu, s.ids, new Uint32Array(ids));
+
+    const enc = new Encoder(this.gpu);
+    embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
+    const shape: StepShape = { tokens: T, pos0: Math.max(...rows.map((r) => r.pos)), rows: s.rows };
+    for (let i = 0; i < this.layers.length; i++) this.layer(enc, i, shape);
+
+    // lm_head on each reading sequence's last row only, gathered into `last` (row j: reader j).
+    const readers: { at: number; readout: Exclude<StepReadout, { kind: 'none' }> }[] = [];
+    let end = 0;
+    for (const b of batch) {
+      end += b.ids.length;
+      if (b.readout.kind !== 'none') readers.push({ at: end - 1, readout: b.readout });
+    }
+    const B = readers.length;
+    const rowBytes = c.hidden_size * 4;
+    const vocabBytes = c.vocab_size * 4;
+    readers.forEach((r, j) => enc.copy(s.x, r.at * rowBytes, s.last, j * rowBytes, rowBytes));
+    if (B > 0) {
+      rmsNorm(enc, { x: s.last, weight: this.norm, y: s.lastNormed, tokens: B, dim: c.hidden_size, eps: c.rms_norm_eps });
+      matmul(enc, { x: s.lastNormed, w: this.lm_head, y: s.logits, tokens: B, gemm: true });
+      if (readers.some((r) => r.readout.kind === 'argmax')) argmax(enc, { logits: s.logits, n: c.vocab_size, rows: B, out: s.stepArgmax });
+      if (readers.some((r) => r.readout.kind === 'topk' && r.readout.logSumExp)) {
+        logSumExp(enc, { logits: s.logits, n: c.vocab_size, rows: B, out: s.stepLogSumExp });
+      }
+      readers.forEach(({ readout }, j) => {
+        if (readout.kind !== 'topk') return;
+        if (readout.k < 1 || readout.k > MAX_TOPK) throw new RangeError(`top-k readout needs 1 <= k <= ${MAX_TOPK}`);
+        enc.copy(s.logits, j * vocabBytes, s.stepTopRow, 0, vocabBytes);
+        const at = (buffer: GPUBuffer) => ({ buffer, offset: j * TOPK_STRIDE * 4, size: readout.k * 4 });
+        topK(enc, { logits: s.stepTopRow, n: c.vocab_size, k: readout.k, outIds: at(s.stepTopIds), outValues: at(s.stepTopLogits) });
+      });
+    }
+    enc.submit();
+    for (const b of batch) this.cache.append(b.ids, b.seq);
+
+    const kinds = new Set(readers.map((r) => r.readout.kind));
+    const argmaxes = kinds.has('argmax') ? await readU32(this.gpu, s.stepArgmax, B) : undefined;
+    const logits = kinds.has('logits') ? await readF32(this.gpu, s.logits, B * c.vocab_size) : undefined;
+    const topIds = kinds.has('topk') ? await readU32(this.gpu, s.stepTopIds, B * TOPK_STRIDE) : undefined;
+    const topLogits = kinds.has('topk') ? await readF32(this.gpu, s.stepTopLogits, B * TOPK_STRIDE) : undefined;
+    const lse = readers.some((r) => r.readout.kind === 'topk' && r.readout.logSumExp) ? await readF32(this.gpu, s.stepLogSumExp, B) : undefined;
+    const results: ForwardResult[] = [];
+    let j = 0;
+    for (const b of batch) {
+      const r = b.readout;
+      let out: ForwardResult = {};
+      if (r.kind === 'argmax') out = { argmax: argmaxes![j] };
+      if (r.kind === 'logits') out = { logits: logits!.slice(j * c.vocab_size, (j + 1) * c.vocab_size) };
+      if (r.kind === 'topk') {
+        const from = j * TOPK_STRIDE;
+        out = {
+          topk: {
+            ids: topIds!.slice(from, from + r.k),
+            logits: topLogits!.slice(from, from + r.k),
+            ...(r.logSumExp ? { logSumExp: lse![j]! } : {}),
+          },
+        };
+      }
+      if (r.kind !== 'none') {
+        this.checkFiniteOutput(out, this.cache.length(b.seq) - 1, 1);
+        j++;
+      }
+      results.push(out);
+    }
+    return results;
   }
 
   /**
@@ -268,7 +440,7 @@ export class MistralModel {
     const c = this.config;
     const s = this.scratch;
     const T = ids.length;
-    const pos0 = this.cache.length;
+    const pos0 = this.cache.length();
     writeBuffer(this.gpu, s.ids, new Uint32Array(ids));
 
     const enc = new Encoder(this.gpu);
@@ -279,7 +451,7 @@ export class MistralModel {
     embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
     traceRow(s.x, (T - 1) * rowBytes, 0);
     for (let i = 0; i < this.layers.length; i++) {
-      this.layer(enc, i, T, pos0);
+      this.layer(enc, i, { tokens: T, pos0 });
       traceRow(s.x, (T - 1) * rowBytes, i + 1);
     }
 
@@ -329,37 +501,41 @@ export class MistralModel {
   }
 
   /** One decoder layer, as in the paper: pre-norm attention block, then pre-norm SwiGLU MLP block. */
-  private layer(enc: Encoder, i: number, T: number, pos0: number): void {
+  private layer(enc: Encoder, i: number, step: StepShape): void {
+    const { tokens: T, pos0, rows } = step;
     const c = this.config;
     const s = this.scratch;
     const L = this.layers[i]!;
     const heads = c.num_attention_heads;
     const kvHeads = c.num_key_value_heads;
     const headDim = c.head_dim;
+    const mm = { tokens: T, gemm: rows !== undefined }; // a batched step: one kernel shape whatever its size
 
     // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
     rmsNorm(enc, { x: s.x, weight: L.input_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T });
-    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T });
-    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T });
-    rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
-    const kCache = this.cache.keys[i]!;
-    const vCache = this.cache.values[i]!;
-    const slots = this.cache.slots;
-    attention(enc, {
-      q: s.q, kNew: s.k, vNew: s.v, kCache, vCache, out: s.attn,
-      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0, ...this.attentionPlan,
-    });
-    kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots, dtype: this.cache.dtype });
-    matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true });
+    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, ...mm });
+    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, ...mm });
+    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, ...mm });
+    rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0, rows });
+    const kv = { kNew: s.k, vNew: s.v, kCache: this.cache.keys[i]!, vCache: this.cache.values[i]!, kvHeads, headDim, slots: this.cache.slots };
+    const shape = { q: s.q, out: s.attn, tokens: T, heads, window: c.sliding_window ?? 0 };
+    if (rows) {
+      // A batched step: each row to its own sequence's region first, then every row reads its keys from there.
+      kvWriteRows(enc, { ...kv, rows, tokens: T, dtype: this.cache.dtype });
+      batchedAttention(enc, { ...kv, ...shape, rows, kvCache: this.cache.dtype });
+    } else {
+      attention(enc, { ...kv, ...shape, pos0, ...this.attentionPlan });
+      kvWrite(enc, { ...kv, tokens: T, pos0, dtype: this.cache.dtype });
+    }
+    matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, ...mm, accumulate: true });
 
     // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
     rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T });
-    matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true });
+    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, ...mm });
+    matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, ...mm, accumulate: true });
   }
 
-  private allocateScratch(chunk: number): Scratch {
+  private allocateScratch(chunk: number, sequences: number): Scratch {
     const c = this.config;
     const f32 = (n: number, label: string) => createStorageBuffer(this.gpu, n * 4, label);
     return {
@@ -373,11 +549,17 @@ export class MistralModel {
       attn: f32(chunk * c.num_attention_heads * c.head_dim, 'attn'),
       mlp: f32(chunk * c.intermediate_size, 'mlp'),
       logits: f32(chunk * c.vocab_size, 'logits'),
-      last: f32(c.hidden_size, 'last'),
-      lastNormed: f32(c.hidden_size, 'last_normed'),
+      last: f32(sequences * c.hidden_size, 'last'), // one row per sequence in a batched step
+      lastNormed: f32(sequences * c.hidden_size, 'last_normed'),
       topIds: f32(MAX_TOPK, 'top_ids'),
       topLogits: f32(MAX_TOPK, 'top_logits'),
       logSumExp: f32(1, 'log_sum_exp'),
+      rows: createStorageBuffer(this.gpu, chunk * BATCH_ROW_BYTES, 'batch_rows'),
+      stepArgmax: f32(sequences, 'step_argmax'),
+      stepLogSumExp: f32(sequences, 'step_log_sum_exp'),
+      stepTopRow: f32(c.vocab_size, 'step_top_row'),
+      stepTopIds: f32(sequences * TOPK_STRIDE, 'step_top_ids'),
+      stepTopLogits: f32(sequences * TOPK_STRIDE, 'step_top_logits'),
     };
   }
 
@@ -425,6 +607,24 @@ function checkContextFits(gpu: Gpu, config: ModelConfig, contextLength: number, 
   throw new RangeError(
     `${what}: ${why} must fit one storage binding of ${binding} bytes, so at most ${max} tokens. Pass a smaller context length (at most ${max})`,
   );
+}
+
+/**
+ * Refuses, before anything is allocated, a KV-cache pool whose layer buffers (every
+ * sequence's region of one layer) would not fit one storage binding, naming the most
+ * sequences that would.
+ */
+function checkPoolFits(gpu: Gpu, config: ModelConfig, contextLength: number, kvCache: KvCacheDtype, sequences: number): void {
+  const limits = gpu.report.limits;
+  const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  const region = KVCache.regionSlots(config, contextLength, STEP_PREFILL_TOKENS) * KVCache.slotBytes(config, kvCache);
+  const most = Math.floor(binding / region);
+  if (sequences > most) {
+    throw new RangeError(
+      `a KV cache for ${sequences} sequences needs ${sequences * region} bytes per layer, more than one storage binding of ${binding} bytes: ` +
+        `at most ${most} sequences fit (lower the batch size, or the context length)`,
+    );
+  }
 }
 
 /**

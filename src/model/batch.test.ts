@@ -1,0 +1,133 @@
+/**
+ * Batched steps (continuous batching) on the tiny golden model: a sequence's logits are the
+ * same bit for bit alone and beside other sequences (joining, prefilling in chunks, decoding),
+ * and agree with the single-sequence forward pass (itself pinned to Hugging Face's logits).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getGpu } from '../gpu/device.ts';
+import { MistralModel, STEP_PREFILL_TOKENS, type StepSequence } from './model.ts';
+import { KV_CACHE_DTYPES } from '../kernels/kv_cache.ts';
+import { Rng } from '../util/rng.ts';
+import { freshSeed, maxRelError } from '../util/testing.ts';
+
+const GOLDEN = new URL('../../golden/tiny-mistral/', import.meta.url).pathname;
+const seed = freshSeed();
+const rng = new Rng(seed);
+const randomIds = (n: number) => Array.from({ length: n }, () => 1 + Math.floor(rng.next() * 31999));
+
+/**
+ * Runs each sequence's tokens through steps: its prompt in chunks of `chunk` (or fewer), then
+ * one token per step, starting at step `join`; returns every step's logits per sequence.
+ */
+async function play(model: MistralModel, seqs: { prompt: number[]; decode: number[]; join: number; chunk: number; region: number }[]) {
+  const logits: Float32Array[][] = seqs.map(() => []);
+  const cursor = seqs.map(() => 0);
+  for (let stepNo = 0; ; stepNo++) {
+    const batch: StepSequence[] = [];
+    const who: number[] = [];
+    seqs.forEach((s, i) => {
+      if (stepNo < s.join) return;
+      const all = [...s.prompt, ...s.decode];
+      if (cursor[i]! >= all.length) return;
+      const n = cursor[i]! < s.prompt.length ? Math.min(s.chunk, s.prompt.length - cursor[i]!) : 1;
+      batch.push({ seq: s.region, ids: all.slice(cursor[i], cursor[i]! + n), readout: { kind: 'logits' } });
+      who.push(i);
+      cursor[i]! += n;
+    });
+    if (batch.length === 0 && seqs.every((s, i) => cursor[i]! >= s.prompt.length + s.decode.length)) break;
+    if (batch.length === 0) continue;
+    const out = await model.step(batch);
+    out.forEach((r, j) => logits[who[j]!]!.push(r.logits!));
+  }
+  return logits;
+}
+
+for (const kvCache of KV_CACHE_DTYPES) {
+  describe(`batched steps, ${kvCache} cache (tiny model, window 16)`, () => {
+    let model: MistralModel;
+    beforeAll(async () => {
+      model = await MistralModel.load(await getGpu(), GOLDEN, { sequences: 5, kvCache });
+    });
+    afterAll(() => model?.destroy());
+
+    it('a sequence gets the same logits bit for bit alone and among 4 others (joins, chunked prefills, decode past the window)', async () => {
+      const target = { prompt: randomIds(45), decode: randomIds(30), join: 0, chunk: STEP_PREFILL_TOKENS, region: 0 };
+      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
+      const [alone] = await play(model, [target]);
+      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
+      const others = [
+        { prompt: randomIds(70), decode: randomIds(10), join: 0, chunk: 7, region: 1 },
+        { prompt: randomIds(3), decode: randomIds(40), join: 2, chunk: 3, region: 4 },
+        { prompt: randomIds(33), decode: randomIds(5), join: 5, chunk: 11, region: 2 },
+        { prompt: randomIds(1), decode: randomIds(20), join: 9, chunk: 1, region: 0 },
+      ];
+      // The same sequence in region 3 instead of 0, prefilled in chunks of 5 instead of 32.
+      const [loaded] = await play(model, [{ ...target, region: 3, chunk: 5 }, ...others]);
+      const lastOfPrompt = (l: Float32Array[], chunk: number) => l.slice(Math.ceil(45 / chunk) - 1);
+      const a = lastOfPrompt(alone!, STEP_PREFILL_TOKENS);
+      const b = lastOfPrompt(loaded!, 5);
+      expect(b.length, `seed ${seed}`).toBe(a.length);
+      a.forEach((row, i) => expect(Array.from(b[i]!), `step ${i} after the prompt, seed ${seed}`).toEqual(Array.from(row)));
+    });
+
+    it('agrees with the single-sequence forward pass (chunked prefill, decode through the rolling cache)', async () => {
+      const prompt = randomIds(40);
+      const decode = randomIds(25);
+      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
+      const [batched] = await play(model, [
+        { prompt, decode, join: 0, chunk: 13, region: 2 },
+        { prompt: randomIds(9), decode: randomIds(30), join: 1, chunk: 4, region: 3 },
+      ]);
+      model.reset();
+      const single = [(await model.forward(prompt, { kind: 'logits' })).logits!];
+      for (const id of decode) single.push((await model.forward([id], { kind: 'logits' })).logits!);
+      const mine = batched!.slice(Math.ceil(40 / 13) - 1);
+      expect(mine.length).toBe(single.length);
+      // f32: the two paths add in different orders (1e-5 of the logit range, as golden.test.ts);
+      // f16: the batched path reads the chunk's own keys back rounded, the single path exact.
+      const tol = kvCache === 'f32' ? 1e-5 : 1e-2;
+      single.forEach((row, i) => expect(maxRelError(mine[i]!, row), `position ${39 + i}, seed ${seed}`).toBeLessThan(tol));
+    });
+
+    it('reads back argmax, top-k with log-sum-exp and logits per sequence in one step', async () => {
+      for (const r of [0, 1, 2]) model.rewindSequence(r, 0);
+      const ids = [randomIds(6), randomIds(9), randomIds(2)];
+      const [full] = await model.step([{ seq: 0, ids: ids[0]!, readout: { kind: 'logits' } }]);
+      for (const r of [0]) model.rewindSequence(r, 0);
+      const out = await model.step([
+        { seq: 1, ids: ids[1]!, readout: { kind: 'none' } },
+        { seq: 0, ids: ids[0]!, readout: { kind: 'topk', k: 5, logSumExp: true } },
+        { seq: 2, ids: ids[2]!, readout: { kind: 'argmax' } },
+      ]);
+      expect(out[0]).toEqual({});
+      const row = full!.logits!;
+      const order = Array.from(row.keys()).sort((x, y) => row[y]! - row[x]! || x - y);
+      expect(Array.from(out[1]!.topk!.ids)).toEqual(order.slice(0, 5));
+      expect(Array.from(out[1]!.topk!.logits)).toEqual(order.slice(0, 5).map((i) => row[i]!));
+      const lse = Math.log(row.reduce((sum, x) => sum + Math.exp(x - row[order[0]!]!), 0)) + row[order[0]!]!;
+      expect(Math.abs(out[1]!.topk!.logSumExp! - lse)).toBeLessThan(1e-4);
+      expect(typeof out[2]!.argmax).toBe('number');
+      expect(model.sequenceLength(1)).toBe(9);
+    });
+
+    it('copies a region: a copied prompt continues exactly as the original', async () => {
+      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
+      const prompt = randomIds(20);
+      const next = randomIds(3);
+      await model.step([{ seq: 1, ids: prompt, readout: { kind: 'none' } }]);
+      model.copySequence(1, 4);
+      expect(model.sequenceLength(4)).toBe(20);
+      const out = await model.step([
+        { seq: 1, ids: next, readout: { kind: 'logits' } },
+        { seq: 4, ids: next, readout: { kind: 'logits' } },
+      ]);
+      expect(Array.from(out[1]!.logits!)).toEqual(Array.from(out[0]!.logits!));
+    });
+
+    it('refuses a sequence twice in a step, too many tokens per sequence, and a region out of range', async () => {
+      await expect(model.step([{ seq: 0, ids: [1], readout: { kind: 'none' } }, { seq: 0, ids: [2], readout: { kind: 'none' } }])).rejects.toThrow(/twice/);
+      await expect(model.step([{ seq: 0, ids: randomIds(STEP_PREFILL_TOKENS + 1), readout: { kind: 'none' } }])).rejects.toThrow(/1 to 32 tokens/);
+      await expect(model.step([{ seq: 5, ids: [1], readout: { kind: 'none' } }])).rejects.toThrow();
+    });
+  });
+}
