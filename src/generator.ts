@@ -7,14 +7,16 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
-import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
-import { contextLengthFor, loadConfig } from './model/config.ts';
+import { MistralModel, STEP_PREFILL_TOKENS, type ForwardResult, type LoadProgress, type StepReadout, type StepSequence } from './model/model.ts';
+import { KVCache } from './model/kv_cache.ts';
+import { contextLengthFor, loadConfig, type ModelConfig } from './model/config.ts';
+import type { KvCacheDtype } from './kernels/kv_cache.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
 import type { Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
 import { resolveSeed, sampleSeed, type SamplingParams } from './sampling/params.ts';
-import { GrammarCache, TokenVocabulary, UnsupportedVocabularyError, type ConstraintFactory, type JsonGrammar } from './sampling/json/grammar.ts';
+import { GrammarCache, TokenVocabulary, UnsupportedVocabularyError, type ConstraintFactory, type JsonGrammar, type TokenConstraint } from './sampling/json/grammar.ts';
 import { stepLogprobs, type TokenLogprob } from './sampling/logprobs.ts';
 
 /** The tiny random-weight checkpoint shipped in golden/: the default when no model is named. */
@@ -42,6 +44,37 @@ export interface GeneratorOptions {
   contextLength?: number;
   maxChunk?: number;
   onProgress?: (p: LoadProgress) => void;
+  /** Most sequences decoded together (continuous batching); default DEFAULT_MAX_BATCH. */
+  maxBatch?: number;
+  /** Device memory the KV cache may take, in GiB (default DEFAULT_KV_CACHE_GB): fewer sequences when they would not fit. */
+  kvCacheGb?: number;
+  /** KV cache storage (ModelOptions.kvCache). */
+  kvCache?: KvCacheDtype;
+}
+
+/** Sequences decoded together unless told otherwise: 8 streams keep a 1b model on 2 CPU cores at 2x one stream's throughput (bench/RESULTS.md). */
+export const DEFAULT_MAX_BATCH = 8;
+/** KV-cache memory unless told otherwise, GiB: 3 sequences of a 7B model's 4k window (f32), all 8 of a 1b model's. */
+export const DEFAULT_KV_CACHE_GB = 4;
+
+/**
+ * How many sequences the KV-cache pool holds: `maxBatch`, fewer if `kvCacheGb` cannot hold
+ * them, and at least one (a budget too small even for one is an error that says what one needs).
+ */
+export function batchSize(config: ModelConfig, contextLength: number, opts: { maxBatch?: number; kvCacheGb?: number; kvCache?: KvCacheDtype }): number {
+  const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
+  if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RangeError(`max batch must be a positive integer, got ${maxBatch}`);
+  const gb = opts.kvCacheGb ?? DEFAULT_KV_CACHE_GB;
+  if (!(gb > 0)) throw new RangeError(`the KV-cache budget must be a positive number of GiB, got ${gb}`);
+  const region = KVCache.regionBytes(config, contextLength, STEP_PREFILL_TOKENS, opts.kvCache ?? 'f32');
+  const fit = Math.floor((gb * 2 ** 30) / region);
+  if (fit < 1) {
+    throw new RangeError(
+      `a KV-cache budget of ${gb} GiB holds no sequence: one needs ${(region / 2 ** 30).toFixed(3)} GiB at a context of ${contextLength} tokens ` +
+        '(raise the budget, or lower the context length)',
+    );
+  }
+  return Math.min(maxBatch, fit);
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -112,46 +145,6 @@ export class ContextLengthError extends RangeError {
             `more than the context length ${contextLength}: shorten the prompt or lower max_tokens`,
     );
     this.name = 'ContextLengthError';
-  }
-}
-
-/**
- * A FIFO lock: one generation at a time owns the model and its KV cache. A
- * waiter whose signal aborts leaves the queue at once.
- */
-class Mutex {
-  private locked = false;
-  private waiters: Array<{ grant: () => void }> = [];
-
-  get queued(): number {
-    return this.waiters.length;
-  }
-
-  acquire(signal?: AbortSignal): Promise<() => void> {
-    if (signal?.aborted) return Promise.reject(signal.reason ?? new Error('aborted'));
-    const release = () => {
-      const next = this.waiters.shift();
-      if (next) next.grant();
-      else this.locked = false;
-    };
-    if (!this.locked) {
-      this.locked = true;
-      return Promise.resolve(release);
-    }
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        grant: () => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(release);
-        },
-      };
-      const onAbort = () => {
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
-        reject(signal!.reason ?? new Error('aborted'));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(waiter);
-    });
   }
 }
 
@@ -262,9 +255,217 @@ export class Prompts {
   }
 }
 
+/**
+ * One sequence being generated: its prompt, sampling state and output, stepped by the
+ * Generator's scheduler one readout at a time. Events go to its consumer through `events`.
+ */
+class Sequence {
+  readonly sampler: Sampler;
+  readonly constraint: TokenConstraint | undefined;
+  readonly readout: StepReadout;
+  readonly decoder: ReturnType<OpenChatTokenizer['createStreamDecoder']>;
+  readonly stops: StopMatcher;
+  readonly limit: number;
+  readonly events = new Channel<GenerationEvent>();
+  /** The region of the KV-cache pool it runs in, once admitted. */
+  region = -1;
+  reused = 0;
+  /** Tokens still to run through the model (the prompt's rest, or the last token chosen). */
+  pending: number[] = [];
+  /** A choice of n > 1 that waits for its group's prompt to be copied to its region. */
+  follower = false;
+  /** The request it belongs to (the n choices of one request share it). */
+  group: object = this;
+  readonly generated: number[] = [];
+  done = false;
+  cancelled = false;
+  private admittedAt = 0;
+  private firstTokenAt = 0;
+  private tokenLogprobs: TokenLogprobs[] = [];
+
+  constructor(
+    readonly promptIds: number[],
+    readonly params: SamplingParams,
+    readonly seed: number,
+    readonly options: GenerateOptions,
+    tokenizer: OpenChatTokenizer,
+    vocab: number,
+    contextLength: number,
+    private readonly stopIds: Set<number>,
+  ) {
+    this.sampler = new Sampler(params, vocab, seed);
+    this.constraint = options.constraint?.start();
+    // A constraint masks the whole row, so it reads the row. Log-probabilities otherwise ride on
+    // the top-k readout (plus the row's log-sum-exp, on the device) when the candidates decide.
+    const lpTop = options.logprobs?.top;
+    this.readout =
+      this.constraint || this.sampler.needsFullLogits
+        ? { kind: 'logits' }
+        : lpTop !== undefined
+          ? { kind: 'topk', k: Math.min(Math.max(this.sampler.greedy ? 1 : params.top_k, lpTop, 1), vocab), logSumExp: true }
+          : this.sampler.greedy
+            ? { kind: 'argmax' }
+            : { kind: 'topk', k: Math.min(params.top_k, vocab) };
+    this.decoder = tokenizer.createStreamDecoder({ skipSpecial: true });
+    this.stops = new StopMatcher(params.stop);
+    this.limit = Math.min(params.max_tokens ?? Infinity, contextLength - promptIds.length);
+  }
+
+  /** Takes region `region`, keeping the `reused` tokens of the prompt it already holds. */
+  admit(region: number, reused: number): void {
+    this.admittedAt = performance.now();
+    this.region = region;
+    this.reused = reused;
+    this.pending = this.promptIds.slice(reused);
+  }
+
+  /** True while the prompt runs (before the first token is chosen). */
+  get prefilling(): boolean {
+    return this.generated.length === 0;
+  }
+
+  /** Chooses the next token from its step's readout; emits text; may finish. */
+  consume(out: ForwardResult): void {
+    const lpTop = this.options.logprobs?.top;
+    let token: number;
+    if (out.argmax !== undefined) token = out.argmax;
+    else if (out.topk) {
+      const { ids, logits, logSumExp } = out.topk;
+      token = this.sampler.sampleFromCandidates(ids, logits);
+      if (lpTop !== undefined && !this.stopIds.has(token)) {
+        // The chosen token is always among the candidates (they are what it was drawn from).
+        const top = Array.from(ids.subarray(0, lpTop), (id, i) => ({ id, logprob: logits[i]! - logSumExp! }));
+        this.tokenLogprobs.push({ id: token, logprob: logits[ids.indexOf(token)]! - logSumExp!, top });
+      }
+    } else {
+      const row = out.logits!;
+      // Log-probabilities are the model's own (before penalties and the mask change the row).
+      const lp = this.options.logprobs ? stepLogprobs(row, this.options.logprobs.top) : null;
+      const raw = lp ? row.slice() : null;
+      const allowed = this.constraint?.allowed(this.limit - this.generated.length) ?? undefined;
+      token = this.sampler.sample(row, { prompt: this.promptIds, generated: this.generated }, allowed);
+      this.constraint?.accept(token);
+      if (lp && !this.stopIds.has(token)) this.tokenLogprobs.push({ id: token, logprob: raw![token]! - lp.logSumExp, top: lp.top });
+    }
+    if (this.generated.length === 0) this.firstTokenAt = performance.now();
+    this.generated.push(token);
+    this.pending = [token];
+
+    if (this.stopIds.has(token)) return this.finish('stop');
+    const { emit, stopped } = this.stops.push(this.decoder.push(token));
+    if (emit) this.events.push({ type: 'text', text: emit, ...this.withLogprobs() });
+    if (stopped) return this.finish('stop', true);
+    if (this.generated.length >= this.limit) this.finish('length');
+  }
+
+  /** Ends the sequence: flushes held-back text, sends `done`. */
+  finish(finishReason: FinishReason, stoppedByString = false): void {
+    if (this.done) return;
+    this.done = true;
+    if (!stoppedByString) {
+      // Release what the decoder and the stop matcher held back for a continuation that never came.
+      const { emit, stopped } = this.stops.push(this.decoder.flush());
+      const tail = emit + (stopped ? '' : this.stops.flush());
+      if (tail) this.events.push({ type: 'text', text: tail, ...this.withLogprobs() });
+    }
+    const ended = performance.now();
+    const generated = this.generated;
+    const prompt = this.promptIds.length;
+    const decodeTokens = Math.max(0, generated.length - 1);
+    const decodeSeconds = generated.length ? (ended - this.firstTokenAt) / 1000 : 0;
+    const prefillSeconds = ((this.firstTokenAt || ended) - (this.admittedAt || ended)) / 1000;
+    const prefilled = prompt - this.reused;
+    this.events.push({
+      type: 'done',
+      ...this.withLogprobs(),
+      finishReason,
+      tokens: generated,
+      seed: this.seed,
+      usage: { prompt_tokens: prompt, completion_tokens: generated.length, total_tokens: prompt + generated.length },
+      timings: {
+        promptTokens: prompt,
+        reusedTokens: this.reused,
+        timeToFirstToken: prefillSeconds,
+        prefillTokensPerSecond: prefillSeconds > 0 ? prefilled / prefillSeconds : 0,
+        decodeTokens,
+        decodeSeconds,
+        decodeTokensPerSecond: decodeSeconds > 0 ? decodeTokens / decodeSeconds : 0,
+      },
+    });
+    this.events.close();
+  }
+
+  private withLogprobs(): { logprobs?: TokenLogprobs[] } {
+    if (!this.options.logprobs) return {};
+    const logprobs = this.tokenLogprobs;
+    this.tokenLogprobs = [];
+    return { logprobs };
+  }
+}
+
+/** A queue of values from the scheduler to one consumer (an async iterator), ended by close(). */
+class Channel<T> {
+  private items: T[] = [];
+  private wake: (() => void) | undefined;
+  private closed = false;
+  private error: unknown;
+
+  push(item: T): void {
+    this.items.push(item);
+    this.wake?.();
+  }
+
+  close(error?: unknown): void {
+    this.closed = true;
+    this.error = error;
+    this.wake?.();
+  }
+
+  async *drain(): AsyncGenerator<T> {
+    for (;;) {
+      if (this.items.length > 0) {
+        yield this.items.shift()!;
+        continue;
+      }
+      if (this.closed) {
+        if (this.error !== undefined) throw this.error;
+        return;
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+}
+
+/**
+ * A request's sequences: one, or the n choices of one prompt, admitted together (n regions)
+ * so the prompt runs once and its keys are copied to every choice's region.
+ */
+interface Group {
+  members: Sequence[];
+  signal?: AbortSignal;
+  /** Leaves the waiting queue (abort while waiting). */
+  onAbort?: () => void;
+}
+
+/**
+ * The one API the CLI and the server share. Generations run through a scheduler (continuous
+ * batching): each step of the model runs one token of every decoding sequence plus a chunk of
+ * at most STEP_PREFILL_TOKENS prompt tokens of those still prefilling, so a long prompt never
+ * freezes the streams already running. Sequences join and leave between steps; each holds a
+ * region of the KV-cache pool while it runs (MistralModel.sequences of them); requests beyond
+ * that wait in FIFO order. A sequence's tokens do not depend on what else runs beside it
+ * (MistralModel.step), so the same request and seed give the same text alone and under load.
+ */
 export class Generator {
-  private readonly lock = new Mutex();
   private readonly stopIds: Set<number>;
+  /** Requests waiting for regions, in arrival order. */
+  private readonly waiting: Group[] = [];
+  /** Sequences holding a region, in admission order. */
+  private active: Sequence[] = [];
+  /** Regions not held, least recently used first. */
+  private free: number[];
+  private looping = false;
 
   private constructor(
     readonly gpu: Gpu,
@@ -273,13 +474,15 @@ export class Generator {
     readonly modelDir: string,
   ) {
     this.stopIds = new Set([...prompts.tokenizer.stopIds, ...model.config.eos_token_id]);
+    this.free = Array.from({ length: model.sequences }, (_, i) => i);
   }
 
   static async load(opts: GeneratorOptions = {}): Promise<Generator> {
     const modelDir = resolveModelDir(opts.modelDir, 'modelDir');
     const gpu = await getGpu();
     const prompts = await Prompts.load(modelDir, opts.contextLength);
-    const model = await MistralModel.load(gpu, modelDir, opts);
+    const sequences = batchSize(loadConfig(modelDir), prompts.contextLength, opts);
+    const model = await MistralModel.load(gpu, modelDir, { ...opts, sequences });
     return new Generator(gpu, model, prompts, modelDir);
   }
 
@@ -297,9 +500,19 @@ export class Generator {
     return this.model.contextLength;
   }
 
-  /** Generations waiting for the model. */
+  /** Most sequences decoded together: the KV-cache pool's regions. */
+  get maxBatch(): number {
+    return this.model.sequences;
+  }
+
+  /** Requests waiting for the model (for KV-cache regions). */
   get queued(): number {
-    return this.lock.queued;
+    return this.waiting.length;
+  }
+
+  /** Requests being generated (holding regions). */
+  get running(): number {
+    return new Set(this.active.map((s) => s.group)).size;
   }
 
   get tokenizer(): OpenChatTokenizer {
@@ -331,10 +544,11 @@ export class Generator {
   }
 
   /**
-   * The request's `n` samples, one after another (each waits its turn for the model, as
-   * `generate` does). The one seeding rule: a request without a seed draws one, and choice i
-   * runs with sampleSeed(seed, i) = seed + i, so choice 0 is what the seed gives alone and every
-   * choice replays on its own. Each choice starts with a 'start' event carrying its seed. Stops
+   * The request's `n` samples. The one seeding rule: a request without a seed draws one, and
+   * choice i runs with sampleSeed(seed, i) = seed + i, so choice 0 is what the seed gives alone
+   * and every choice replays on its own. The choices are decoded together (their prompt run
+   * once, its keys copied to each choice's region; in rounds when the pool holds fewer than n)
+   * but reported one after another: each starts with a 'start' event carrying its seed. Stops
    * after a choice that was cancelled (the signal aborted).
    */
   async *generateChoices(
@@ -344,13 +558,28 @@ export class Generator {
     options: GenerateOptions = {},
   ): AsyncGenerator<ChoiceEvent> {
     const seed = resolveSeed(params);
-    for (let index = 0; index < params.n; index++) {
-      if (signal?.aborted) return;
-      const choice = { ...params, seed: sampleSeed(seed, index), n: 1 };
-      yield { type: 'start', index, seed: choice.seed };
-      for await (const event of this.generate(promptIds, choice, signal, options)) {
-        yield { ...event, index };
-        if (event.type === 'done' && event.finishReason === 'cancelled') return;
+    if (params.n === 1) {
+      yield { type: 'start', index: 0, seed };
+      for await (const event of this.generate(promptIds, { ...params, seed, n: 1 }, signal, options)) yield { ...event, index: 0 };
+      return;
+    }
+    this.checkContext(promptIds.length, params.max_tokens);
+    for (let first = 0; first < params.n; first += this.maxBatch) {
+      const members: Sequence[] = [];
+      for (let index = first; index < Math.min(params.n, first + this.maxBatch); index++) {
+        members.push(this.sequence(promptIds, { ...params, seed: sampleSeed(seed, index), n: 1 }, options));
+      }
+      this.submit({ members, signal });
+      try {
+        for (const [i, member] of members.entries()) {
+          yield { type: 'start', index: first + i, seed: member.seed };
+          for await (const event of member.events.drain()) {
+            yield { ...event, index: first + i };
+            if (event.type === 'done' && event.finishReason === 'cancelled') return;
+          }
+        }
+      } finally {
+        for (const m of members) this.cancel(m);
       }
     }
   }
@@ -360,7 +589,7 @@ export class Generator {
    * character, never the beginning of a stop string), then one `done` event.
    * Generation ends at an end-of-turn/EOS token or a stop string ('stop'), at
    * max_tokens or the end of the context ('length'), or when `signal` aborts
-   * ('cancelled'). Requests queue in order for the model.
+   * ('cancelled'; while still waiting for the model, the abort's reason is thrown).
    */
   async *generate(
     promptIds: number[],
@@ -369,127 +598,191 @@ export class Generator {
     options: GenerateOptions = {},
   ): AsyncGenerator<GenerationEvent> {
     this.checkContext(promptIds.length, params.max_tokens);
-    const release = await this.lock.acquire(signal);
+    const seq = this.sequence(promptIds, params, options);
+    this.submit({ members: [seq], signal });
     try {
-      yield* this.run(promptIds, params, signal, options);
+      yield* seq.events.drain();
     } finally {
-      release();
+      // A consumer that stops listening frees the sequence's region at the next step.
+      this.cancel(seq);
     }
   }
 
-  private async *run(
-    promptIds: number[],
-    params: SamplingParams,
-    signal: AbortSignal | undefined,
-    options: GenerateOptions,
-  ): AsyncGenerator<GenerationEvent> {
-    const started = performance.now();
-    const seed = resolveSeed(params);
-    const sampler = new Sampler(params, this.model.config.vocab_size, seed);
-    const constraint = options.constraint?.start();
+  private sequence(promptIds: number[], params: SamplingParams, options: GenerateOptions): Sequence {
     const vocab = this.model.config.vocab_size;
-    // A constraint masks the whole row, so it reads the row. Log-probabilities otherwise ride on
-    // the top-k readout (plus the row's log-sum-exp, on the device) when the candidates decide.
-    const lpTop = options.logprobs?.top;
-    const readout: Readout =
-      constraint || sampler.needsFullLogits
-        ? { kind: 'logits' }
-        : lpTop !== undefined
-          ? { kind: 'topk', k: Math.min(Math.max(sampler.greedy ? 1 : params.top_k, lpTop, 1), vocab), logSumExp: true }
-          : sampler.greedy
-            ? { kind: 'argmax' }
-            : { kind: 'topk', k: Math.min(params.top_k, vocab) };
-    const decoder = this.tokenizer.createStreamDecoder({ skipSpecial: true });
-    const stops = new StopMatcher(params.stop);
-    const limit = Math.min(params.max_tokens ?? Infinity, this.contextLength - promptIds.length);
+    return new Sequence(promptIds, params, resolveSeed(params), options, this.tokenizer, vocab, this.contextLength, this.stopIds);
+  }
 
-    // Keep what the cache already holds of this prompt (a chat's earlier turns).
-    const reused = this.model.reusablePrefix(promptIds);
-    this.model.rewind(reused);
-    let pending = promptIds.slice(reused);
-
-    const generated: number[] = [];
-    let finishReason: FinishReason = 'length';
-    let stoppedByString = false;
-    let firstTokenAt = 0;
-    // Log-probabilities of tokens not yet reported (they go out with the next text).
-    let tokenLogprobs: TokenLogprobs[] = [];
-    const withLogprobs = () => {
-      if (!options.logprobs) return {};
-      const logprobs = tokenLogprobs;
-      tokenLogprobs = [];
-      return { logprobs };
-    };
-    while (generated.length < limit) {
-      if (signal?.aborted) {
-        finishReason = 'cancelled';
-        break;
-      }
-      const out = await this.model.forward(pending, readout);
-      let token: number;
-      if (out.argmax !== undefined) token = out.argmax;
-      else if (out.topk) {
-        const { ids, logits, logSumExp } = out.topk;
-        token = sampler.sampleFromCandidates(ids, logits);
-        if (lpTop !== undefined && !this.stopIds.has(token)) {
-          // The chosen token is always among the candidates (they are what it was drawn from).
-          const top = Array.from(ids.subarray(0, lpTop), (id, i) => ({ id, logprob: logits[i]! - logSumExp! }));
-          tokenLogprobs.push({ id: token, logprob: logits[ids.indexOf(token)]! - logSumExp!, top });
+  /** Queues a request; an abort while it waits takes it out of the queue at once. */
+  private submit(group: Group): void {
+    const { signal } = group;
+    if (signal?.aborted) {
+      for (const m of group.members) m.events.close(signal.reason ?? new Error('aborted'));
+      return;
+    }
+    if (signal) {
+      group.onAbort = () => {
+        const i = this.waiting.indexOf(group);
+        if (i >= 0) {
+          this.waiting.splice(i, 1);
+          for (const m of group.members) m.events.close(signal.reason ?? new Error('aborted'));
+        } else {
+          for (const m of group.members) m.cancelled = true;
+          this.wake();
         }
-      } else {
-        const row = out.logits!;
-        // Log-probabilities are the model's own (before penalties and the mask change the row).
-        const lp = options.logprobs ? stepLogprobs(row, options.logprobs.top) : null;
-        const raw = lp ? row.slice() : null;
-        token = sampler.sample(row, { prompt: promptIds, generated }, constraint?.allowed(limit - generated.length) ?? undefined);
-        constraint?.accept(token);
-        if (lp && !this.stopIds.has(token)) tokenLogprobs.push({ id: token, logprob: raw![token]! - lp.logSumExp, top: lp.top });
-      }
-      if (generated.length === 0) firstTokenAt = performance.now();
-      generated.push(token);
-      pending = [token];
+      };
+      signal.addEventListener('abort', group.onAbort, { once: true });
+    }
+    this.waiting.push(group);
+    this.wake();
+  }
 
-      if (this.stopIds.has(token)) {
-        finishReason = 'stop';
-        break;
+  private cancel(seq: Sequence): void {
+    if (seq.done) return;
+    seq.cancelled = true;
+    this.wake();
+  }
+
+  /** Starts the step loop unless it runs. */
+  private wake(): void {
+    if (this.looping) return;
+    this.looping = true;
+    this.loop()
+      .catch((err: unknown) => this.failAll(err))
+      .finally(() => (this.looping = false));
+  }
+
+  /** Steps the model while anything runs or waits: admit, build a step, run it, hand out the readouts. */
+  private async loop(): Promise<void> {
+    // Let the caller that woke the loop finish its synchronous part (e.g. start iterating).
+    await Promise.resolve();
+    for (;;) {
+      this.retire();
+      this.admit();
+      const batch = this.buildStep();
+      if (batch.length === 0) {
+        if (this.active.length === 0 && this.waiting.length === 0) return;
+        throw new Error('scheduler: sequences run but none has a row to step'); // retire() leaves no follower without a leader
       }
-      const { emit, stopped } = stops.push(decoder.push(token));
-      if (emit) yield { type: 'text', text: emit, ...withLogprobs() };
-      if (stopped) {
-        finishReason = 'stop';
-        stoppedByString = true;
-        break;
+      let results: ForwardResult[];
+      try {
+        results = await this.model.step(batch.map((b) => b.step));
+      } catch (err) {
+        // The step's rows are lost: fail its sequences, forget their regions' contents.
+        for (const { seq } of batch) {
+          this.model.rewindSequence(seq.region, 0);
+          seq.done = true;
+          seq.events.close(err);
+        }
+        continue;
+      }
+      batch.forEach(({ seq }, j) => {
+        const out = results[j]!;
+        if (seq.done || !('argmax' in out || out.topk || out.logits)) return;
+        const followers = this.active.filter((f) => f.follower && f.group === seq.group && !f.done);
+        for (const f of followers) {
+          // n choices: the prompt ran once; copy its keys and hand each choice its own copy of the readout.
+          this.model.copySequence(seq.region, f.region);
+          f.follower = false;
+          f.reused = seq.reused;
+          consume(f, cloneResult(out));
+        }
+        consume(seq, out);
+      });
+    }
+  }
+
+  /** An error of the scheduler itself: every request gets it (nothing may hang or crash the server). */
+  private failAll(err: unknown): void {
+    for (const seq of [...this.active, ...this.waiting.flatMap((g) => g.members)]) {
+      if (seq.region >= 0) this.model.rewindSequence(seq.region, 0);
+      seq.done = true;
+      seq.events.close(err);
+    }
+    this.active = [];
+    this.waiting.length = 0;
+    this.free = Array.from({ length: this.model.sequences }, (_, i) => i);
+  }
+
+  /** Frees the regions of sequences that finished or were cancelled. */
+  private retire(): void {
+    const keep: Sequence[] = [];
+    for (const seq of this.active) {
+      if (seq.cancelled && !seq.done) seq.finish('cancelled');
+      if (seq.done) this.free.push(seq.region);
+      else keep.push(seq);
+    }
+    this.active = keep;
+    // Followers whose leader left before its prompt ran (cancelled, failed) run the prompt themselves.
+    for (const f of keep) {
+      if (!f.follower || keep.some((o) => o.group === f.group && !o.follower)) continue;
+      f.follower = false;
+      this.model.rewindSequence(f.region, 0);
+      f.admit(f.region, 0);
+    }
+  }
+
+  /** Admits waiting requests, in order, while regions are free. */
+  private admit(): void {
+    while (this.waiting.length > 0 && this.free.length >= this.waiting[0]!.members.length) {
+      const group = this.waiting.shift()!;
+      if (group.signal && group.onAbort) {
+        // From here an abort cancels the running sequences.
+        group.signal.removeEventListener('abort', group.onAbort);
+        const members = group.members;
+        group.signal.addEventListener('abort', () => {
+          for (const m of members) m.cancelled = true;
+          this.wake();
+        }, { once: true });
+      }
+      for (const m of group.members) m.group = group;
+      const [leader, ...followers] = group.members;
+      // The leader takes the region that already holds most of its prompt (a chat's earlier turns).
+      let best = 0;
+      let bestReuse = -1;
+      this.free.forEach((region, i) => {
+        const reuse = this.model.reusablePrefixOf(region, leader!.promptIds);
+        if (reuse > bestReuse) {
+          best = i;
+          bestReuse = reuse;
+        }
+      });
+      const region = this.free.splice(best, 1)[0]!;
+      this.model.rewindSequence(region, bestReuse);
+      leader!.admit(region, bestReuse);
+      this.active.push(leader!);
+      for (const f of followers) {
+        f.admit(this.free.shift()!, 0);
+        f.follower = true;
+        f.pending = [];
+        this.active.push(f);
       }
     }
-    if (!stoppedByString) {
-      // Release what the decoder and the stop matcher held back for a continuation that never came.
-      const { emit, stopped } = stops.push(decoder.flush());
-      const tail = emit + (stopped ? '' : stops.flush());
-      if (tail) yield { type: 'text', text: tail, ...withLogprobs() };
-    }
+  }
 
-    const ended = performance.now();
-    const decodeTokens = Math.max(0, generated.length - 1);
-    const decodeSeconds = generated.length ? (ended - firstTokenAt) / 1000 : 0;
-    const prefillSeconds = ((firstTokenAt || ended) - started) / 1000;
-    const prefilled = promptIds.length - reused;
-    yield {
-      type: 'done',
-      ...withLogprobs(),
-      finishReason,
-      tokens: generated,
-      seed,
-      usage: { prompt_tokens: promptIds.length, completion_tokens: generated.length, total_tokens: promptIds.length + generated.length },
-      timings: {
-        promptTokens: promptIds.length,
-        reusedTokens: reused,
-        timeToFirstToken: prefillSeconds,
-        prefillTokensPerSecond: prefillSeconds > 0 ? prefilled / prefillSeconds : 0,
-        decodeTokens,
-        decodeSeconds,
-        decodeTokensPerSecond: decodeSeconds > 0 ? decodeTokens / decodeSeconds : 0,
-      },
-    };
+  /**
+   * The next step: one row for every decoding sequence, then prompt chunks of those still
+   * prefilling (in admission order) up to STEP_PREFILL_TOKENS rows in all.
+   */
+  private buildStep(): { seq: Sequence; step: StepSequence }[] {
+    const batch: { seq: Sequence; step: StepSequence }[] = [];
+    let rows = 0;
+    for (const seq of this.active) {
+      if (seq.done || seq.follower || seq.prefilling) continue;
+      batch.push({ seq, step: { seq: seq.region, ids: seq.pending, readout: seq.readout } });
+      rows++;
+    }
+    let budget = Math.min(STEP_PREFILL_TOKENS, this.model.maxChunk - rows);
+    for (const seq of this.active) {
+      if (seq.done || seq.follower || !seq.prefilling || budget <= 0) continue;
+      const n = Math.min(seq.pending.length, budget);
+      const ids = seq.pending.slice(0, n);
+      seq.pending = seq.pending.slice(n);
+      budget -= n;
+      // Only the prompt's last chunk reads anything back: its last row gives the first token.
+      batch.push({ seq, step: { seq: seq.region, ids, readout: seq.pending.length === 0 ? seq.readout : { kind: 'none' } } });
+    }
+    return batch;
   }
 
   /** Frees the model's device memory (and stops the tokenizer's worker thread). */
@@ -497,4 +790,23 @@ export class Generator {
     this.model.destroy();
     this.tokenizer.close();
   }
+}
+
+/** Hands a sequence its readout; an error there (sampling, a constraint) ends that sequence alone. */
+function consume(seq: Sequence, out: ForwardResult): void {
+  try {
+    seq.consume(out);
+  } catch (err) {
+    seq.done = true;
+    seq.events.close(err);
+  }
+}
+
+/** A readout's own copy (sampling may change the logits row in place). */
+function cloneResult(r: ForwardResult): ForwardResult {
+  return {
+    ...(r.argmax !== undefined ? { argmax: r.argmax } : {}),
+    ...(r.topk ? { topk: { ids: r.topk.ids.slice(), logits: r.topk.logits.slice(), ...(r.topk.logSumExp !== undefined ? { logSumExp: r.topk.logSumExp } : {}) } } : {}),
+    ...(r.logits ? { logits: r.logits.slice() } : {}),
+  };
 }
