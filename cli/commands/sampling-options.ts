@@ -158,10 +158,14 @@ export function contextFromFlags(flags: ContextFlags): number | undefined {
  * Loads the model, with a progress line on stderr while a real checkpoint
  * loads (only on a terminal). `contextLength` defaults to the flags' --context.
  */
-export async function loadGenerator(flags: ModelFlags, contextLength = contextFromFlags(flags)): Promise<Generator> {
+export async function loadGenerator(
+  flags: ModelFlags,
+  contextLength = contextFromFlags(flags),
+  batch: { maxBatch?: number; kvCacheGb?: number } = {},
+): Promise<Generator> {
   const modelDir = resolveModelDir(flags.model);
   const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
-  const generator = await Generator.load({ modelDir, contextLength, onProgress: progress.onProgress });
+  const generator = await Generator.load({ modelDir, contextLength, onProgress: progress.onProgress, ...batch });
   progress.done();
   return generator;
 }

@@ -3,7 +3,7 @@
  * Everything that can be wrong with the options (a log file that cannot be opened, a bad number,
  * a missing model folder) fails here in one line, before the model loads.
  */
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import {
   DEFAULT_HOST,
   DEFAULT_MAX_BODY_BYTES,
@@ -14,6 +14,7 @@ import {
 } from '../../src/server/server.ts';
 import { openLogFile } from '../../src/server/log.ts';
 import { intOption } from './options.ts';
+import { DEFAULT_KV_CACHE_GB, DEFAULT_MAX_BATCH } from '../../src/generator.ts';
 import { addContextOption, contextFromFlags, loadGenerator, type ContextFlags } from './sampling-options.ts';
 
 interface ServeOptions extends ContextFlags {
@@ -24,9 +25,20 @@ interface ServeOptions extends ContextFlags {
   disableLogRequests?: boolean;
   logFile?: string;
   maxQueue: number;
+  maxBatch: number;
+  kvCacheGb: number;
   maxBodyBytes: number;
   corsOrigins?: string[];
   requestTimeout: number;
+}
+
+/** --kv-cache-gb: a positive number of GiB. */
+function gibOption(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 1024) {
+    throw new InvalidArgumentError(`--kv-cache-gb must be a number of GiB in (0, 1024]; got ${JSON.stringify(value)}`);
+  }
+  return n;
 }
 
 export function registerServe(program: Command): void {
@@ -41,7 +53,9 @@ export function registerServe(program: Command): void {
     .option('--log-file <file>', 'append the log here instead of stderr');
   addContextOption(cmd);
   cmd
-    .option('--max-queue <n>', 'requests that may wait behind the running one before 503', intOption('--max-queue', 0, 1 << 16), DEFAULT_MAX_QUEUE)
+    .option('--max-batch <n>', 'most requests decoded together (continuous batching)', intOption('--max-batch', 1, 256), DEFAULT_MAX_BATCH)
+    .option('--kv-cache-gb <gib>', 'device memory for the KV cache; fewer requests run together when --max-batch would not fit', gibOption, DEFAULT_KV_CACHE_GB)
+    .option('--max-queue <n>', 'requests that may wait beyond those running before 503', intOption('--max-queue', 0, 1 << 16), DEFAULT_MAX_QUEUE)
     .option('--max-body-bytes <n>', 'largest request body accepted (413 above)', intOption('--max-body-bytes', 1024, 1 << 30), DEFAULT_MAX_BODY_BYTES)
     .option('--cors-origins <origins...>', "browser origins allowed to call the API cross-site, e.g. https://app.example.com ('*': any); default none")
     .addOption(
@@ -53,7 +67,7 @@ export function registerServe(program: Command): void {
       const contextLength = contextFromFlags(opts);
       const logFile = opts.logFile !== undefined ? openLogFile(opts.logFile) : null;
       try {
-        const loaded = await loadGenerator({ model: opts.model }, contextLength);
+        const loaded = await loadGenerator({ model: opts.model }, contextLength, { maxBatch: opts.maxBatch, kvCacheGb: opts.kvCacheGb });
         const running = await startServer({
           generator: loaded,
           host: opts.host,
@@ -71,7 +85,7 @@ export function registerServe(program: Command): void {
         });
         const { generator } = running;
         process.stderr.write(
-          `openchat serve: ${generator.modelName} (context ${generator.contextLength} tokens) on ${running.url}` +
+          `openchat serve: ${generator.modelName} (context ${generator.contextLength} tokens, up to ${generator.maxBatch} requests at once) on ${running.url}` +
             `${opts.apiKeys?.length ? ', API keys required' : ''}\n`,
         );
         if (generator.isBundledModel) {

@@ -462,6 +462,50 @@ describe('load', () => {
     }
   }
 
+  it('under load each request gets what it gets alone: 8 requests of mixed prompts and lengths joining at different times, two streams aborted mid-stream, n = 3, logprobs, penalties, greedy', async () => {
+    const request = (i: number) => ({
+      model: gen.modelName,
+      // Some prompts run past one 32-token prefill chunk, so their prefill interleaves with decoding.
+      messages: [{ role: 'user', content: randomWords(i % 3 === 0 ? rng.int(30, 60) : rng.int(1, 8)) }],
+      max_tokens: rng.int(3, 40),
+      seed: randomSeed(),
+      ...[{}, { temperature: 0 }, { top_k: 5, logprobs: true, top_logprobs: 2 }, { presence_penalty: 1.5, stop: ['e'] }, { n: 3, temperature: 1 }][i % 5],
+    });
+    const jobs = Array.from({ length: 8 }, (_, i) => request(i));
+    const answer = async (body: Record<string, unknown>) => {
+      const res = await post('/v1/chat/completions', body);
+      const json = await jsonOf(res);
+      expect(res.status, JSON.stringify(json)).toBe(200);
+      return (json.choices as { message: { content: string }; finish_reason: string; logprobs: unknown }[]).map((c) => [c.message.content, c.finish_reason, c.logprobs]);
+    };
+    const alone: unknown[] = [];
+    for (const j of jobs) alone.push(await answer(j));
+    // Choice i of n = 3 is what seed + i gives alone.
+    const nJob = jobs[4]!;
+    for (let i = 0; i < 3; i++) expect((alone[4] as unknown[])[i], tag).toEqual((await answer({ ...nJob, n: 1, seed: nJob.seed + i }))[0]);
+
+    const leaving = [new AbortController(), new AbortController()];
+    await Promise.all(leaving.map((c) => startLongStream(srv.url, c)));
+    const delays = jobs.map(() => rng.int(0, 300));
+    const together = Promise.all(jobs.map(async (j, i) => {
+      await new Promise((r) => setTimeout(r, delays[i]));
+      return answer(j);
+    }));
+    setTimeout(() => leaving[0]!.abort(), 100);
+    setTimeout(() => leaving[1]!.abort(), 250);
+    let mostRunning = 0;
+    let settled = false;
+    void together.finally(() => (settled = true));
+    while (!settled) {
+      mostRunning = Math.max(mostRunning, (await jsonOf(await fetch(`${srv.url}/health`))).running);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(await together, `${tag} delays ${delays}`).toEqual(alone);
+    expect(mostRunning, 'requests really ran together').toBeGreaterThan(2);
+    await waitFor(async () => (await jsonOf(await fetch(`${srv.url}/health`))).active === 0, 10_000);
+    expect(await jsonOf(await fetch(`${srv.url}/health`))).toMatchObject({ active: 0, queued: 0, running: 0 });
+  });
+
   it('a client that aborts mid-stream frees the server for the next request', async () => {
     const controller = new AbortController();
     await startLongStream(srv.url, controller);
@@ -479,7 +523,7 @@ describe('load', () => {
     expect(performance.now() - started).toBeLessThan(30_000);
   });
 
-  it('a full queue answers 503 with Retry-After; a queued client that leaves frees its slot; the queue drains', async () => {
+  it('beyond max-batch running and max-queue waiting, 503 with Retry-After; a queued client that leaves frees its slot; the queue drains', async () => {
     const small = await startServer({ generator: gen, port: 0, maxQueue: 1, logRequests: false });
     // Pace the real generator (20 ms per event) so the long stream surely outlasts every step
     // below however fast the machine runs the tiny model; cancellation still goes through it.
@@ -491,9 +535,12 @@ describe('load', () => {
       }
     });
     try {
+      // Fill the batch: maxBatch long streams run together.
+      const batch = gen.maxBatch;
       const running = new AbortController();
-      await startLongStream(small.url, running);
-      const health = async () => (await jsonOf(await fetch(`${small.url}/health`))) as { active: number };
+      for (let i = 0; i < batch; i++) await startLongStream(small.url, running);
+      const health = async () => (await jsonOf(await fetch(`${small.url}/health`))) as { active: number; queued: number; running: number };
+      expect(await health()).toMatchObject({ active: batch, queued: 0, running: batch });
       const body = JSON.stringify(chat({ max_tokens: 2 }));
       const queuedClient = new AbortController();
       const queued = fetch(`${small.url}/v1/chat/completions`, {
@@ -502,7 +549,8 @@ describe('load', () => {
         body,
         signal: queuedClient.signal,
       }).catch((e: unknown) => e);
-      await waitFor(async () => (await health()).active === 2, 10_000);
+      await waitFor(async () => (await health()).active === batch + 1, 10_000);
+      expect((await health()).queued).toBe(1);
 
       const refused = await post('/v1/chat/completions', body, {}, small.url);
       expect(refused.status).toBe(503);
@@ -512,9 +560,10 @@ describe('load', () => {
       // The queued client gives up: its slot is free while the long stream still runs.
       queuedClient.abort();
       expect(await queued).toBeInstanceOf(Error);
-      await waitFor(async () => (await health()).active === 1, 10_000);
+      await waitFor(async () => (await health()).active === batch, 10_000);
+      expect((await health()).queued).toBe(0);
       const waiting = post('/v1/chat/completions', body, {}, small.url);
-      await waitFor(async () => (await health()).active === 2, 10_000);
+      await waitFor(async () => (await health()).active === batch + 1, 10_000);
 
       running.abort();
       const answered = await waiting;

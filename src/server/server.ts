@@ -46,7 +46,7 @@ export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 18888;
 /** Largest request body accepted (413 above): 1 MiB holds any prompt that fits an 8K context many times over. */
 export const DEFAULT_MAX_BODY_BYTES = 1 << 20;
-/** Requests that may wait behind the running one before the server answers 503. */
+/** Requests that may wait beyond those the generator decodes together (its maxBatch) before the server answers 503. */
 export const DEFAULT_MAX_QUEUE = 32;
 /** Seconds a client is told to wait (Retry-After) when the queue is full. */
 export const RETRY_AFTER_SECONDS = 1;
@@ -63,6 +63,9 @@ export interface ServerOptions {
   /** Otherwise a model folder to load (default: $OPENCHAT_MODEL, then the bundled tiny model). */
   modelDir?: string;
   contextLength?: number;
+  /** Loading a model: most sequences decoded together, and the KV-cache budget (GeneratorOptions). */
+  maxBatch?: number;
+  kvCacheGb?: number;
   host?: string;
   /** 0 picks a free port (tests). */
   port?: number;
@@ -99,7 +102,8 @@ export interface RunningServer {
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const ownsGenerator = options.generator === undefined;
   const generator =
-    options.generator ?? (await Generator.load({ modelDir: options.modelDir, contextLength: options.contextLength }));
+    options.generator ??
+    (await Generator.load({ modelDir: options.modelDir, contextLength: options.contextLength, maxBatch: options.maxBatch, kvCacheGb: options.kvCacheGb }));
   const server = new OpenChatServer(generator, options);
   try {
     const port = await server.listen(options.port ?? DEFAULT_PORT, options.host ?? DEFAULT_HOST);
@@ -222,7 +226,7 @@ export class OpenChatServer {
   private readonly logRequests: boolean;
   private readonly corsOrigins: ReadonlySet<string>;
   private readonly lastPaths = new WeakMap<Socket, string>();
-  /** Requests admitted for generation: the running one plus those waiting. */
+  /** Requests admitted for generation: those running (up to the generator's maxBatch) plus those waiting. */
   private admitted = 0;
   /** Requests whose prompts are being tokenized (bounded like the queue: a flood waits in neither). */
   private tokenizing = 0;
@@ -375,7 +379,14 @@ export class OpenChatServer {
     try {
       if (this.cors(req, res)) return;
       if (method === 'GET' && path === '/health') {
-        sendJson(res, 200, { status: 'ok', model: this.names.served, active: this.admitted, queued: this.generator.queued });
+        sendJson(res, 200, {
+          status: 'ok',
+          model: this.names.served,
+          active: this.admitted,
+          queued: this.generator.queued,
+          running: this.generator.running,
+          max_batch: this.generator.maxBatch,
+        });
         return;
       }
       this.authorize(req);
@@ -562,11 +573,14 @@ export class OpenChatServer {
   }
 
   /**
-   * Takes a queue slot; returns the slot's release (idempotent). Throws 503 when the queue is
-   * full, before any GPU work.
+   * Takes a queue slot; returns the slot's release (idempotent). Throws 503 when maxBatch
+   * requests run and maxQueue more wait, before any GPU work.
    */
   private admit(res: ServerResponse): () => void {
-    if (this.admitted >= 1 + this.maxQueue) throw this.busy(`${this.admitted - 1} requests are already waiting (the limit is ${this.maxQueue})`);
+    const batch = this.generator.maxBatch;
+    if (this.admitted >= batch + this.maxQueue) {
+      throw this.busy(`${batch} requests are running and ${this.admitted - batch} are already waiting (the limit is ${this.maxQueue})`);
+    }
     this.admitted++;
     let held = true;
     const release = () => {

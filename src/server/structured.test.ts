@@ -430,10 +430,12 @@ describe('logprobs', () => {
     for (const params of [{ temperature: 0 }, { temperature: 1, top_k: 5 }, { temperature: 0.7, top_k: 40 }]) {
       const s = randomSeed();
       const readouts: string[] = [];
-      const forward = gen.model.forward.bind(gen.model);
-      const spy = vi.spyOn(gen.model, 'forward').mockImplementation((ids, readout) => {
-        readouts.push(readout.kind + (readout.kind === 'topk' && readout.logSumExp ? '+lse' : ''));
-        return forward(ids, readout);
+      const step = gen.model.step.bind(gen.model);
+      const spy = vi.spyOn(gen.model, 'step').mockImplementation((batch) => {
+        for (const { readout } of batch) {
+          if (readout.kind !== 'none') readouts.push(readout.kind + (readout.kind === 'topk' && readout.logSumExp ? '+lse' : ''));
+        }
+        return step(batch);
       });
       let res: unknown;
       try {
