@@ -85,7 +85,7 @@ export function registerServe(program: Command): void {
         });
         const { generator } = running;
         process.stderr.write(
-          `openchat serve: ${generator.modelName} (context ${generator.contextLength} tokens, up to ${generator.maxBatch} requests at once) on ${running.url}` +
+          `openchat serve: ${generator.modelName} (context ${generator.contextLength} tokens), up to ${generator.maxBatch} requests decoded together, on ${running.url}` +
             `${opts.apiKeys?.length ? ', API keys required' : ''}\n`,
         );
         if (generator.isBundledModel) {
