@@ -43,7 +43,8 @@ export function registerChat(program: Command): void {
   addSamplingOptions(cmd, { withN: false });
   cmd.action(async (flags: ChatFlags) => {
     const params = samplingParamsFromFlags(flags);
-    const generator = await loadGenerator(flags);
+    // One conversation: one KV-cache region, kept between turns.
+    const generator = await loadGenerator(flags, undefined, { maxBatch: 1 });
     warnIfBundledModel(generator);
     await new ChatSession(generator, params, flags).run();
   });

@@ -59,7 +59,8 @@ export function registerGenerate(program: Command): void {
     const promptIds = prompts.fit(spec, params.max_tokens);
     if (flags.verbose) process.stderr.write(`prompt ids: ${JSON.stringify(promptIds)}\n`);
 
-    const generator = await loadGenerator(flags);
+    // One KV-cache region per sample: the n samples decode together, and no memory is kept for more.
+    const generator = await loadGenerator(flags, undefined, { maxBatch: params.n });
     warnIfBundledModel(generator);
 
     // Ctrl-C stops the answer being written (the remaining samples too) and still
