@@ -14,8 +14,8 @@ import { Checkpoint, CheckpointError } from './safetensors.ts';
 import { validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
-import { matmul } from '../kernels/matmul.ts';
-import { matmulSwiGLU } from '../kernels/swiglu.ts';
+import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
+import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
 import { attention } from '../kernels/attention.ts';
 import { kvWrite } from '../kernels/kv_write.ts';
@@ -35,6 +35,8 @@ export interface ModelOptions {
   contextLength?: number;
   /** Most tokens per prefill dispatch; bounds the activation buffers. */
   maxChunk?: number;
+  /** Kernel variants to force over the device's plan and OPENCHAT_KERNELS (src/kernels/plan.ts). */
+  plan?: Partial<KernelPlan>;
   onProgress?: (p: LoadProgress) => void;
 }
 
@@ -100,6 +102,8 @@ export class MistralModel {
     private readonly lm_head: GpuMatrix,
     readonly weightBytes: number,
     maxChunk: number,
+    /** Which kernel variants run, resolved once at load. */
+    readonly plan: KernelPlan,
   ) {
     this.cache = new KVCache(gpu, config, contextLength);
     this.ropeTable = ropeTable(gpu, contextLength, config.head_dim, config.rope_theta);
@@ -109,6 +113,7 @@ export class MistralModel {
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
     const config = loadConfig(dir);
     const contextLength = contextLengthFor(config, opts.contextLength);
+    const plan = resolvePlan(gpu.profile, opts.plan);
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
@@ -135,7 +140,7 @@ export class MistralModel {
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
       const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
       const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? 128, byBinding, contextLength));
-      return new MistralModel(gpu, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk);
+      return new MistralModel(gpu, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, plan);
     } finally {
       ckpt.close();
     }
@@ -182,7 +187,12 @@ export class MistralModel {
 
     const enc = new Encoder(this.gpu);
     embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
-    for (let i = 0; i < this.layers.length; i++) this.layer(enc, i, T, pos0);
+    const every = this.plan.submitLayers;
+    for (let i = 0; i < this.layers.length; i++) {
+      this.layer(enc, i, T, pos0);
+      // Let the GPU start on the first layers while the rest is encoded.
+      if (every > 0 && (i + 1) % every === 0 && i + 1 < this.layers.length) enc.submitSoFar();
+    }
 
     let rows = T;
     let hidden = s.x;
@@ -195,7 +205,7 @@ export class MistralModel {
     if (readout.kind !== 'none') {
       const normed = rows === 1 ? s.lastNormed : s.h;
       rmsNorm(enc, { x: hidden, weight: this.norm, y: normed, tokens: rows, dim: c.hidden_size, eps: c.rms_norm_eps });
-      matmul(enc, { x: normed, w: this.lm_head, y: s.logits, tokens: rows });
+      matmul(enc, { x: normed, w: this.lm_head, y: s.logits, tokens: rows, plan: this.plan });
       if (readout.kind === 'argmax') argmax(enc, { logits: s.logits, n: c.vocab_size, rows: 1, out: s.topIds });
       if (readout.kind === 'topk') {
         if (readout.k < 1 || readout.k > MAX_TOPK) throw new RangeError(`top-k readout needs 1 <= k <= ${MAX_TOPK}`);
@@ -229,12 +239,13 @@ export class MistralModel {
     const heads = c.num_attention_heads;
     const kvHeads = c.num_key_value_heads;
     const headDim = c.head_dim;
+    const plan = this.plan;
 
     // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
     rmsNorm(enc, { x: s.x, weight: L.input_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T });
-    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T });
-    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T });
+    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T, plan });
+    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T, plan });
+    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T, plan });
     rope(enc, { x: s.q, table: this.ropeTable, tokens: T, heads, headDim, pos0 });
     rope(enc, { x: s.k, table: this.ropeTable, tokens: T, heads: kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
@@ -245,12 +256,12 @@ export class MistralModel {
       tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0,
     });
     kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots });
-    matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true });
+    matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true, plan });
 
     // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
     rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T });
-    matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true });
+    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T, plan });
+    matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true, plan });
   }
 
   private allocateScratch(chunk: number): Scratch {
