@@ -116,6 +116,17 @@ async function requestAdapter(instance: GPU): Promise<GPUAdapter> {
 }
 
 let current: Promise<Gpu> | null = null;
+let fineTimestamps = false;
+
+/**
+ * Asks for unquantized GPU timestamps (Dawn rounds them by default, a browser's defence
+ * against timing attacks): for the profiler only, and only before the first getGpu().
+ * Never set in tests or for normal runs.
+ */
+export function requestFineTimestamps(): void {
+  if (current) throw new Error('requestFineTimestamps() must come before the device is created');
+  fineTimestamps = true;
+}
 // A second, plain strong reference: `current` is a promise, and we want the
 // resolved objects pinned even while nobody awaits it.
 let pinned: Gpu | null = null;
@@ -135,7 +146,7 @@ async function acquire(): Promise<Gpu> {
   }
   let instance: GPU;
   try {
-    instance = create([]);
+    instance = create(fineTimestamps ? ['disable-dawn-features=timestamp_quantization'] : []);
   } catch (e) {
     throw new NoAdapterError(`Dawn failed to start: ${(e as Error).message}`);
   }

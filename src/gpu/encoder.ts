@@ -183,6 +183,8 @@ const bindGroups = new WeakMap<GPUDevice, Map<string, GPUBindGroup>>();
 /** What a dispatch moves, for the profiler's bytes/time (optional; 0 when unknown). */
 export interface DispatchCost {
   bytes: number;
+  /** What the call works on, when the pipeline's label alone would lump different shapes together (e.g. '4096x4096'). */
+  shape?: string;
 }
 
 /**
@@ -266,7 +268,7 @@ export class Encoder {
     let pass: GPUComputePassEncoder;
     if (this.observer) {
       this.endPass();
-      pass = this.encoder.beginComputePass(this.observer.pass(pipeline.label, cost));
+      pass = this.encoder.beginComputePass(this.observer.pass(cost?.shape ? `${pipeline.label} ${cost.shape}` : pipeline.label, cost));
     } else {
       pass = this.pass ??= this.encoder.beginComputePass();
     }

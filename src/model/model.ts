@@ -103,7 +103,7 @@ export class MistralModel {
     readonly weightBytes: number,
     maxChunk: number,
     /** Which kernel variants run, resolved once at load. */
-    readonly plan: KernelPlan,
+    private activePlan: KernelPlan,
   ) {
     this.cache = new KVCache(gpu, config, contextLength);
     this.ropeTable = ropeTable(gpu, contextLength, config.head_dim, config.rope_theta);
@@ -144,6 +144,16 @@ export class MistralModel {
     } finally {
       ckpt.close();
     }
+  }
+
+  /** Which kernel variants run (src/kernels/plan.ts), resolved once at load. */
+  get plan(): KernelPlan {
+    return this.activePlan;
+  }
+
+  /** Resolves the plan again with `forced` over the device's: for benchmarks comparing plans on one loaded model. */
+  replan(forced: Partial<KernelPlan>): void {
+    this.activePlan = resolvePlan(this.gpu.profile, forced);
   }
 
   get maxChunk(): number {

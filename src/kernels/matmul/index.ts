@@ -122,12 +122,13 @@ function record(
       if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
       storage.push(u.buffer);
     }
+    const shape = `${w.rows}x${w.cols}`;
     const bytes = matrices * part.rows * w.cols * bytesPerElement(w.dtype) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
     if (lanes) {
       const gx = Math.min(groups, maxGroups);
-      enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, [gx, Math.ceil(groups / gx)], { bytes });
+      enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, [gx, Math.ceil(groups / gx)], { bytes, shape });
     } else {
-      enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups, Math.ceil(tokens / tokensPerGroup)], { bytes });
+      enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups, Math.ceil(tokens / tokensPerGroup)], { bytes, shape });
     }
   });
 }
