@@ -45,6 +45,21 @@ export function shaderSource(code: string): ShaderSource {
   return s;
 }
 
+const checkedSources = new WeakSet<ShaderSource>();
+
+/**
+ * The ShaderSource for `code`, after checking once that its `struct Params` is `layout`
+ * (so a wrapper's typed uniform layout and its kernel cannot drift apart).
+ */
+export function kernelSource(code: string | ShaderSource, layout: { check(code: string): void }): ShaderSource {
+  const s = typeof code === 'string' ? shaderSource(code) : code;
+  if (!checkedSources.has(s)) {
+    layout.check(s.code);
+    checkedSources.add(s);
+  }
+  return s;
+}
+
 export type Overrides = Record<string, number>;
 
 /**
