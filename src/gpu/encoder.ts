@@ -1,7 +1,10 @@
 /**
  * Recording compute work: pipelines are compiled once per (shader, entry point,
  * override constants) and cached; dispatches are recorded into one compute pass
- * and submitted together, so a whole forward step is a single queue submission.
+ * and submitted together (or in a few submissions, so the GPU starts while the rest
+ * is encoded: `submitSoFar`). Uniform parameters of all dispatches share one buffer,
+ * uploaded once per submission, and bind groups are cached by what they bind, so a
+ * decode step that repeats the last one creates none.
  *
  * Binding convention for every kernel: @group(0) @binding(0) is the kernel's
  * uniform `Params` struct (when it has one), then its storage buffers from

@@ -2,7 +2,9 @@
  * The Mistral forward pass on WebGPU: a Hugging Face checkpoint streamed onto
  * the device, a KV cache, and one decoder layer per screen below (`layer()`).
  * Every step is one WGSL kernel from src/kernels; a whole chunk of tokens is
- * recorded into one command buffer and submitted once.
+ * recorded into one command buffer and submitted once (or every plan.submitLayers
+ * layers). Which variant of each kernel runs is the kernel plan (src/kernels/plan.ts),
+ * resolved once at load; layer() reads the same whatever the plan.
  */
 import type { Gpu } from '../gpu/device.ts';
 import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
