@@ -499,7 +499,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       for (const p of plans) {
         model.replan(p);
         for (const n of shapes) {
-          model.cache.truncate(0);
+          model.reset();
           const r = await model.forward(randomIds(n), { kind: 'argmax' });
           await model.forward([r.argmax!], { kind: 'argmax' });
         }
@@ -518,7 +518,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       for (let r = 0; r < repeats; r++) {
         for (let pi = 0; pi < plans.length; pi++) {
           model.replan(plans[pi]!);
-          model.cache.truncate(0);
+          model.reset();
           const ids = randomIds(n); // fresh ids: nothing cached or memoized helps
           const t = performance.now();
           const out = await model.forward(ids, { kind: 'argmax' });
@@ -538,7 +538,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     for (let r = 0; r < repeats; r++) {
       for (let pi = 0; pi < plans.length; pi++) {
         model.replan(plans[pi]!);
-        model.cache.truncate(0);
+        model.reset();
         let token = (await model.forward(randomIds(decodePrompt), { kind: 'argmax' })).argmax!;
         const steps: number[] = [];
         for (let i = 0; i < opts.decodeTokens; i++) {
@@ -556,7 +556,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     const profile: ProfileResult[] = [];
     for (let pi = 0; pi < plans.length && (opts.profileTokens ?? 0) > 0; pi++) {
       model.replan(plans[pi]!);
-      model.cache.truncate(0);
+      model.reset();
       let token = (await model.forward(randomIds(decodePrompt), { kind: 'argmax' })).argmax!;
       await model.forward([token], { kind: 'argmax' }); // compile the one-pass-per-dispatch path's first step
       const prof = GpuProfiler.attach(gpu);
@@ -634,7 +634,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
         parameters: work.parameters,
         dtype: work.dtype,
         weightBytes: model.weightBytes,
-        kvCacheBytes: model.cache.bytes,
+        kvCacheBytes: model.kvCacheBytes,
         contextLength: model.contextLength,
         maxChunk: chunk,
       },
@@ -654,7 +654,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       memory: {
         peakRss: rateFigure(peak, host, 'host memory'),
         rssAfterLoadBytes,
-        deviceBytes: model.weightBytes + model.cache.bytes,
+        deviceBytes: model.weightBytes + model.kvCacheBytes,
       },
       totalSeconds: 0,
     };

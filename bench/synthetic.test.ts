@@ -89,7 +89,7 @@ describe(`synthetic tiny checkpoint (seed ${seed})`, () => {
         expect(Number.isInteger(token) && token >= 0 && token < vocab, `seed ${seed}: token ${token}`).toBe(true);
         token = (await model.forward([token], { kind: 'argmax' })).argmax!;
       }
-      expect(model.cache.length).toBe(ids.length + 4);
+      expect(model.position).toBe(ids.length + 4);
     } finally {
       model.destroy();
     }

@@ -119,28 +119,11 @@ export interface WrittenCheckpoint {
 const BLOCK_ELEMENTS = (1 << 21) + 1;
 
 /**
- * Tensor names in the order `model.state_dict()` lists them (HF writes shards in
- * this order), with their shapes from the config.
+ * Every tensor of the config, in the order `model.state_dict()` lists them (HF
+ * writes shards in this order; expectedTensors keeps it), stored as f16.
  */
 function stateDictOrder(config: ModelConfig): TensorSpec[] {
-  const shapes = expectedTensors(config);
-  const order: string[] = ['model.embed_tokens.weight'];
-  for (let i = 0; i < config.num_hidden_layers; i++) {
-    const p = `model.layers.${i}.`;
-    order.push(
-      ...['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'].map(
-        (n) => `${p}${n}.weight`,
-      ),
-      `${p}input_layernorm.weight`,
-      `${p}post_attention_layernorm.weight`,
-    );
-  }
-  order.push('model.norm.weight');
-  if (!config.tie_word_embeddings) order.push('lm_head.weight');
-  if (order.length !== shapes.size || order.some((n) => !shapes.has(n))) {
-    throw new Error('synthetic: tensor list out of step with expectedTensors() in src/model/config.ts');
-  }
-  return order.map((name) => ({ name, dtype: 'F16', shape: shapes.get(name)! }));
+  return [...expectedTensors(config)].map(([name, shape]) => ({ name, dtype: 'F16', shape }));
 }
 
 /** Groups tensors into shards greedily, as save_pretrained does: a tensor that does not fit starts a new shard. */

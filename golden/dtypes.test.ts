@@ -102,7 +102,7 @@ describe('checkpoint dtypes and sharding', () => {
     const { sliding_window: _w, ...config } = JSON.parse(readFileSync(join(GOLDEN, 'config.json'), 'utf8')) as Record<string, unknown>;
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, architectures: ['LlamaForCausalLM'], model_type: 'llama' }));
     const model = await MistralModel.load(await getGpu(), dir, { contextLength: 128 });
-    expect(model.cache.slots).toBe(128);
+    expect(model.kvCacheSlots).toBe(128);
     const vocab = model.config.vocab_size;
     const gpuLogits = new Float32Array(caseD.input_ids.length * vocab);
     for (let i = 0; i < caseD.input_ids.length; i++) {

@@ -1,10 +1,10 @@
 import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { getGpu, requestFineTimestamps } from '../../src/gpu/device.ts';
 import { KernelPlanError, parsePlan, type KernelPlan } from '../../src/kernels/plan.ts';
 import { formatResult, runBenchmark } from '../../bench/e2e.ts';
 import { intOption } from './options.ts';
+import { resolveModelDir } from '../../src/generator.ts';
 
 interface BenchCliOptions {
   model: string;
@@ -54,10 +54,11 @@ export function registerBench(program: Command): void {
     .option('--profile [tokens]', 'also time every kernel on the GPU (timestamp queries) over this many decode tokens per plan (default 8)', intOption('--profile', 1, 10_000))
     .option('--json <file>', 'also write every figure to FILE as JSON')
     .action(async (opts: BenchCliOptions) => {
+      const modelDir = resolveModelDir(opts.model);
       if (opts.profile) requestFineTimestamps();
       const gpu = await getGpu();
       const seed = opts.seed ?? Date.now() >>> 0;
-      const result = await runBenchmark(gpu, resolve(opts.model), {
+      const result = await runBenchmark(gpu, modelDir, {
         promptLengths: opts.promptLengths,
         decodeTokens: opts.decodeTokens,
         decodePrompt: opts.decodePrompt,

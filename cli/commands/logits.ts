@@ -1,11 +1,10 @@
 import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { getGpu } from '../../src/gpu/device.ts';
 import { MistralModel } from '../../src/model/model.ts';
 import { CpuModel } from '../../src/model/cpu.ts';
 import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
-import { BUNDLED_MODEL_DIR } from '../../src/generator.ts';
+import { resolveModelDir } from '../../src/generator.ts';
 import { intOption } from './options.ts';
 import { loadProgress } from './progress.ts';
 
@@ -88,7 +87,7 @@ export function registerLogits(program: Command): void {
     .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
-      const dir = resolve(opts.model || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
+      const dir = resolveModelDir(opts.model);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
       const runner = opts.cpu ? cpuRunner(dir) : await gpuRunner(dir);

@@ -85,12 +85,6 @@ export async function readU32(gpu: Gpu, buffer: GPUBuffer, count: number, offset
   return new Uint32Array(await readBuffer(gpu, buffer, offsetElems * 4, count * 4));
 }
 
-/** Fills a buffer with NaN (f32 quiet NaN bits) so a test sees any element a kernel failed to write. */
-export function poison(gpu: Gpu, buffer: GPUBuffer): void {
-  const words = new Uint32Array(buffer.size / 4).fill(0x7fc00000);
-  gpu.device.queue.writeBuffer(buffer, 0, words);
-}
-
 /**
  * Allocates a weight matrix [rows, cols] of `dtype` on the device, split by rows
  * so that no part exceeds the binding limit (`maxPartBytes` can be lowered to

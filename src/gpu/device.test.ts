@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu, pinnedGpu } from './device.ts';
-import { createStorageBuffer, poison, readF32, uploadF32 } from './buffers.ts';
+import { createStorageBuffer, readF32, uploadF32 } from './buffers.ts';
 import { Encoder, getPipeline, params } from './encoder.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed, randomNormal } from '../util/testing.ts';
+import { freshSeed, randomNormal, poison } from '../util/testing.ts';
 
 // y[i] = a * x[i] + b[i]: small enough to check exactly, real enough to exercise
 // uniforms, storage bindings, a dispatch with a partial last workgroup, and read-back.

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from './device.ts';
-import { createStorageBuffer, poison, readF32, uploadF32 } from './buffers.ts';
+import { createStorageBuffer, readF32, uploadF32 } from './buffers.ts';
 import { Encoder, getPipeline, shaderSource, UniformLayout } from './encoder.ts';
 import { GpuProfiler } from './profiler.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed, randomNormal } from '../util/testing.ts';
+import { freshSeed, poison, randomNormal } from '../util/testing.ts';
 
 const SCALE = /* wgsl */ `
 struct Params {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
-import { createStorageBuffer, destroyMatrix, poison, readF32, uploadU32, type WeightDType } from '../gpu/buffers.ts';
+import { createStorageBuffer, destroyMatrix, readF32, uploadU32, type WeightDType } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed } from '../util/testing.ts';
+import { freshSeed, poison } from '../util/testing.ts';
 import { embedding } from './embedding.ts';
 import { embeddingRef } from './embedding.ref.ts';
 import { randomMatrix } from './matmul/fixtures.ts';

@@ -26,7 +26,7 @@ describe('kernel plan', () => {
   it('prints in the override syntax, so a printed plan parses back', () => {
     const plan = resolvePlan(gpuWith, {}, '');
     expect(resolvePlan(gpuWith, {}, formatPlan(plan))).toEqual(plan);
-    expect(formatPlan(plan)).toBe('matvec=subgroup,attention=tiled,kvCache=f32,submitLayers=4');
+    expect(formatPlan(plan)).toBe('matvec=subgroup,attention=split,kvCache=f32,submitLayers=4');
   });
 
   it('refuses unknown keys and values with the allowed ones', () => {
@@ -43,8 +43,9 @@ describe('kernel plan', () => {
     expect(runnable(lavapipe, 'matvec')).toEqual(['rows', 'subgroup', 'workgroup']);
   });
 
-  it('names the keys whose other variants are not in this build yet', () => {
-    expect(() => resolvePlan(lavapipe, {}, 'attention=split')).toThrow(/attention=split is not in this build yet/);
-    expect(() => resolvePlan(lavapipe, {}, 'kvCache=f16')).toThrow(/kvCache=f16 is not in this build yet/);
+  it('takes the attention strategy and KV cache format as keys too', () => {
+    expect(resolvePlan(lavapipe, {}, 'attention=split,kvCache=f16')).toMatchObject({ attention: 'split', kvCache: 'f16' });
+    expect(defaultPlan(gpuWith).attention).toBe('split');
+    expect(() => parsePlan('kvCache=bf16')).toThrow(/kvCache is one of f32, f16/);
   });
 });

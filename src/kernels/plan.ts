@@ -9,6 +9,8 @@
  * forced on any device, so lavapipe checks the GPU variants' correctness too.
  */
 import type { DeviceProfile } from '../gpu/profile.ts';
+import { ATTENTION_STRATEGIES } from './attention/index.ts';
+import { KV_CACHE_DTYPES } from './kv_cache.ts';
 
 /** The strategies of each operation. */
 export const PLAN_CHOICES = {
@@ -20,10 +22,10 @@ export const PLAN_CHOICES = {
    *  - workgroup: the same split, reduced in workgroup memory only (no `subgroups` feature).
    */
   matvec: ['rows', 'subgroup', 'workgroup'],
-  /** Attention: one tiled pass per query block, or split-K over the keys with a reduce pass. */
-  attention: ['tiled', 'split'],
-  /** Storage of the KV cache (math stays f32). */
-  kvCache: ['f32', 'f16'],
+  /** Attention (src/kernels/attention/): one tiled pass per query block, or split-K over the keys with a reduce pass. */
+  attention: ATTENTION_STRATEGIES,
+  /** Storage of the KV cache (src/kernels/kv_cache.ts; math stays f32). */
+  kvCache: KV_CACHE_DTYPES,
 } as const;
 
 type Choice<K extends keyof typeof PLAN_CHOICES> = (typeof PLAN_CHOICES)[K][number];
@@ -39,13 +41,6 @@ export interface KernelPlan {
 export type PlanKey = keyof KernelPlan;
 const KEYS: PlanKey[] = ['matvec', 'attention', 'kvCache', 'submitLayers'];
 
-/**
- * Values that exist as names but whose kernels are not in this build yet: forcing one is
- * an error rather than silently running something else. (split-K attention and the f16 KV
- * cache are being written in src/kernels/attention* and src/model/kv_cache.ts.)
- */
-const NOT_BUILT: Partial<Record<PlanKey, readonly string[]>> = { attention: ['split'], kvCache: ['f16'] };
-
 /** The plan for a device when nothing is forced. */
 export function defaultPlan(p: DeviceProfile): KernelPlan {
   if (p.kind === 'software') {
@@ -54,7 +49,9 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
-    attention: 'tiled',
+    // Split-K fills a large GPU at long contexts and runs the tiled pass itself when the context is short.
+    attention: 'split',
+    // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.
     kvCache: 'f32',
     submitLayers: 4,
   };
@@ -62,7 +59,6 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
 
 /** Why `key=value` cannot run on this device, or null when it can. */
 export function cannotRun(p: DeviceProfile, key: PlanKey, value: string): string | null {
-  if (NOT_BUILT[key]?.includes(value)) return `${key}=${value} is not in this build yet`;
   if (key === 'matvec' && value === 'subgroup' && !p.features.subgroups) {
     return `matvec=subgroup needs the WebGPU 'subgroups' feature, which this adapter (${p.adapter}) does not offer; use matvec=workgroup`;
   }

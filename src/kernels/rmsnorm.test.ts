@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
-import { createStorageBuffer, poison, readF32, uploadF32 } from '../gpu/buffers.ts';
+import { createStorageBuffer, readF32, uploadF32 } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed, maxRelError, randomNormal } from '../util/testing.ts';
+import { freshSeed, maxRelError, randomNormal, poison } from '../util/testing.ts';
 import { rmsNorm } from './rmsnorm.ts';
 import { rmsNormRef } from './rmsnorm.ref.ts';
 

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
-import { createStorageBuffer, poison, readF32, readU32, uploadF32 } from '../gpu/buffers.ts';
+import { createStorageBuffer, readF32, readU32, uploadF32 } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed, randomNormal } from '../util/testing.ts';
+import { freshSeed, randomNormal, poison } from '../util/testing.ts';
 import { topK } from './topk.ts';
 import { topKRef } from './topk.ref.ts';
 

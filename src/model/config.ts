@@ -143,9 +143,15 @@ export function loadConfig(dir: string): ModelConfig {
   if (!existsSync(file)) {
     throw new ConfigError(file, 'not found. A model folder needs the Hugging Face config.json next to its *.safetensors files');
   }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(file, `cannot be read (${(e as Error).message})`);
+  }
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    raw = JSON.parse(text);
   } catch (e) {
     throw new ConfigError(file, `is not valid JSON (${(e as Error).message})`);
   }
@@ -153,23 +159,42 @@ export function loadConfig(dir: string): ModelConfig {
   return parseConfig(raw as Json, file);
 }
 
-/** The tensor names and shapes a checkpoint of this config must hold, in HF state_dict naming. */
+/**
+ * One decoder layer's weights: the one table the loaders (model.ts, cpu.ts), the
+ * checkpoint check (weights.ts) and the synthetic checkpoints (bench/synthetic.ts)
+ * are derived from. `path` is the module path under `model.layers.{i}.` in
+ * Hugging Face's module tree; `shape` is PyTorch's: [out_features, in_features]
+ * for a linear layer, [dim] for a norm. Listed in the order MistralDecoderLayer
+ * registers its modules, which is the order of `state_dict()` and of HF's shards.
+ */
+export const LAYER_TENSORS = [
+  { key: 'q_proj', path: 'self_attn.q_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_attention_heads * c.head_dim, c.hidden_size] },
+  { key: 'k_proj', path: 'self_attn.k_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_key_value_heads * c.head_dim, c.hidden_size] },
+  { key: 'v_proj', path: 'self_attn.v_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_key_value_heads * c.head_dim, c.hidden_size] },
+  { key: 'o_proj', path: 'self_attn.o_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.hidden_size, c.num_attention_heads * c.head_dim] },
+  { key: 'gate_proj', path: 'mlp.gate_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.intermediate_size, c.hidden_size] },
+  { key: 'up_proj', path: 'mlp.up_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.intermediate_size, c.hidden_size] },
+  { key: 'down_proj', path: 'mlp.down_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.hidden_size, c.intermediate_size] },
+  { key: 'input_layernorm', path: 'input_layernorm.weight', kind: 'norm', shape: (c: ModelConfig) => [c.hidden_size] },
+  { key: 'post_attention_layernorm', path: 'post_attention_layernorm.weight', kind: 'norm', shape: (c: ModelConfig) => [c.hidden_size] },
+] as const;
+
+type LayerTensor = (typeof LAYER_TENSORS)[number];
+
+/** A decoder layer's weights as some loader holds them: `Norm` for the norms' vectors, `Linear` for the projections. */
+export type LayerWeights<Norm, Linear> = { [T in LayerTensor as T['key']]: T['kind'] extends 'norm' ? Norm : Linear };
+
+/** Layer `i`'s tensors: the key in LayerWeights, the checkpoint's name, the kind and the shape. */
+export function layerTensors(c: ModelConfig, i: number): { key: LayerTensor['key']; kind: LayerTensor['kind']; name: string; shape: number[] }[] {
+  return LAYER_TENSORS.map((t) => ({ key: t.key, name: `model.layers.${i}.${t.path}`, kind: t.kind, shape: t.shape(c) }));
+}
+
+/** The tensor names and shapes a checkpoint of this config must hold, in HF state_dict naming and order. */
 export function expectedTensors(c: ModelConfig): Map<string, number[]> {
   const m = new Map<string, number[]>();
-  const q = c.num_attention_heads * c.head_dim;
-  const kv = c.num_key_value_heads * c.head_dim;
   m.set('model.embed_tokens.weight', [c.vocab_size, c.hidden_size]);
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    const p = `model.layers.${i}.`;
-    m.set(p + 'input_layernorm.weight', [c.hidden_size]);
-    m.set(p + 'self_attn.q_proj.weight', [q, c.hidden_size]);
-    m.set(p + 'self_attn.k_proj.weight', [kv, c.hidden_size]);
-    m.set(p + 'self_attn.v_proj.weight', [kv, c.hidden_size]);
-    m.set(p + 'self_attn.o_proj.weight', [c.hidden_size, q]);
-    m.set(p + 'post_attention_layernorm.weight', [c.hidden_size]);
-    m.set(p + 'mlp.gate_proj.weight', [c.intermediate_size, c.hidden_size]);
-    m.set(p + 'mlp.up_proj.weight', [c.intermediate_size, c.hidden_size]);
-    m.set(p + 'mlp.down_proj.weight', [c.hidden_size, c.intermediate_size]);
+    for (const t of layerTensors(c, i)) m.set(t.name, t.shape);
   }
   m.set('model.norm.weight', [c.hidden_size]);
   if (!c.tie_word_embeddings) m.set('lm_head.weight', [c.vocab_size, c.hidden_size]);

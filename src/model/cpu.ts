@@ -3,28 +3,19 @@
  * CPU references. Slow, but every step is visible: this is the version to read
  * first, and the GPU forward pass (model.ts) is tested against the same goldens.
  */
-import { loadConfig, type ModelConfig } from './config.ts';
+import { layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
-import { validateCheckpoint } from './weights.ts';
+import { checkFinite, validateCheckpoint } from './weights.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { embeddingRef } from '../kernels/embedding.ref.ts';
 import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
 import { matmulRef } from '../kernels/matmul/matmul.ref.ts';
 import { swigluRef } from '../kernels/matmul/swiglu.ref.ts';
 import { ropeRef } from '../kernels/rope.ref.ts';
-import { attentionRef } from '../kernels/attention.ref.ts';
+import { attentionRef } from '../kernels/attention/attention.ref.ts';
 
-interface CpuLayer {
-  input_layernorm: Float32Array;
-  q_proj: Float32Array;
-  k_proj: Float32Array;
-  v_proj: Float32Array;
-  o_proj: Float32Array;
-  post_attention_layernorm: Float32Array;
-  gate_proj: Float32Array;
-  up_proj: Float32Array;
-  down_proj: Float32Array;
-}
+/** Every weight widened to f32 on the host; projections row-major [out_features, in_features]. */
+type CpuLayer = LayerWeights<Float32Array, Float32Array>;
 
 function addInPlace(x: Float32Array, y: Float32Array): void {
   for (let i = 0; i < x.length; i++) x[i]! += y[i]!;
@@ -51,21 +42,16 @@ export class CpuModel {
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
-      const w = (name: string) => decodeToF32(ckpt.read(name), ckpt.get(name).dtype);
+      const w = (name: string) => {
+        const e = ckpt.get(name);
+        const raw = ckpt.read(name);
+        checkFinite(raw, e.dtype, e.file, name);
+        return decodeToF32(raw, e.dtype);
+      };
       const layers: CpuLayer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
-        const p = `model.layers.${i}.`;
-        layers.push({
-          input_layernorm: w(p + 'input_layernorm.weight'),
-          q_proj: w(p + 'self_attn.q_proj.weight'),
-          k_proj: w(p + 'self_attn.k_proj.weight'),
-          v_proj: w(p + 'self_attn.v_proj.weight'),
-          o_proj: w(p + 'self_attn.o_proj.weight'),
-          post_attention_layernorm: w(p + 'post_attention_layernorm.weight'),
-          gate_proj: w(p + 'mlp.gate_proj.weight'),
-          up_proj: w(p + 'mlp.up_proj.weight'),
-          down_proj: w(p + 'mlp.down_proj.weight'),
-        });
+        // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.
+        layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name)])) as CpuLayer);
       }
       const embed = w('model.embed_tokens.weight');
       const head = config.tie_word_embeddings ? embed : w('lm_head.weight');
@@ -86,8 +72,12 @@ export class CpuModel {
     return this.length;
   }
 
-  /** Runs `ids` at positions position.. and returns their logits [ids.length, vocab_size]. */
-  forward(ids: number[]): Float32Array {
+  /**
+   * Runs `ids` at positions position.. and returns their logits [ids.length, vocab_size].
+   * `hiddenStates` [num_hidden_layers + 2, hidden_size], if given, receives the last
+   * position's embedding, each layer's output and the final norm's output (for tests).
+   */
+  forward(ids: number[], opts: { hiddenStates?: Float32Array } = {}): Float32Array {
     const c = this.config;
     const T = ids.length;
     const H = c.hidden_size;
@@ -100,6 +90,8 @@ export class CpuModel {
     }
 
     const x = embeddingRef(this.embed_tokens, ids, H);
+    const trace = (row: number, from: Float32Array) => opts.hiddenStates?.set(from.subarray((T - 1) * H, T * H), row * H);
+    trace(0, x);
     this.layers.forEach((layer, i) => {
       // Self-attention block: x = x + o_proj(attention(rope(q), rope(k), v))
       const h = rmsNormRef(x, layer.input_layernorm, T, H, c.rms_norm_eps);
@@ -116,9 +108,11 @@ export class CpuModel {
       // MLP block: x = x + down_proj(silu(gate_proj(h)) * up_proj(h))
       const h2 = rmsNormRef(x, layer.post_attention_layernorm, T, H, c.rms_norm_eps);
       addInPlace(x, matmulRef(swigluRef(h2, layer.gate_proj, layer.up_proj, T, c.intermediate_size, H), layer.down_proj, T, H, c.intermediate_size));
+      trace(i + 1, x);
     });
     this.length += T;
     const out = rmsNormRef(x, this.norm, T, H, c.rms_norm_eps);
+    trace(this.layers.length + 1, out);
     return matmulRef(out, this.lm_head, T, c.vocab_size, H);
   }
 }

@@ -6,21 +6,23 @@
  * layers). Which variant of each kernel runs is the kernel plan (src/kernels/plan.ts),
  * resolved once at load; layer() reads the same whatever the plan.
  */
+import { join } from 'node:path';
 import type { Gpu } from '../gpu/device.ts';
 import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { decodeToF32 } from '../util/half.ts';
-import { contextLengthFor, expectedTensors, loadConfig, type ModelConfig } from './config.ts';
+import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
-import { validateCheckpoint } from './weights.ts';
+import { checkFinite, validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
 import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
-import { attention } from '../kernels/attention.ts';
+import { attention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
 import { kvWrite } from '../kernels/kv_write.ts';
+import type { KvCacheDtype } from '../kernels/kv_cache.ts';
 import { argmax } from '../kernels/argmax.ts';
 import { topK } from '../kernels/topk.ts';
 
@@ -37,9 +39,23 @@ export interface ModelOptions {
   contextLength?: number;
   /** Most tokens per prefill dispatch; bounds the activation buffers. */
   maxChunk?: number;
-  /** Kernel variants to force over the device's plan and OPENCHAT_KERNELS (src/kernels/plan.ts). */
+  /**
+   * Kernel variants to force over the device's plan and OPENCHAT_KERNELS (src/kernels/plan.ts):
+   * the matvec strategy, the attention strategy ('tiled' or 'split'), the KV cache storage
+   * ('f32', or 'f16': half the memory and traffic, drifts past the f32 golden tolerance), ...
+   */
   plan?: Partial<KernelPlan>;
   onProgress?: (p: LoadProgress) => void;
+  /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
+  attentionSegmentKeys?: number;
+}
+
+/** How attention runs, fixed at load: what `layer()` passes to every attention call. */
+interface AttentionPlan {
+  strategy: AttentionStrategy;
+  kvCache: KvCacheDtype;
+  partials?: AttentionPartials; // the split strategy's scratch, shared by all layers
+  segmentKeys?: number;
 }
 
 /** What to read back after running a sequence of tokens. */
@@ -48,25 +64,23 @@ export type Readout =
   | { kind: 'argmax' } // the last position's most likely token: 4 bytes back
   | { kind: 'topk'; k: number } // the last position's k best tokens and their logits
   | { kind: 'logits' } // the last position's full logits row
-  | { kind: 'all-logits' }; // every position's logits [tokens, vocab_size]
+  | { kind: 'all-logits' } // every position's logits [tokens, vocab_size]
+  | { kind: 'hidden-states' }; // for tests: the last position's hidden state after each step (ForwardResult.hiddenStates)
 
 export interface ForwardResult {
   argmax?: number;
   topk?: { ids: Uint32Array; logits: Float32Array };
   logits?: Float32Array;
+  /**
+   * The last position's hidden state [num_hidden_layers + 2, hidden_size]: the
+   * embedding, each decoder layer's output (the residual stream), and the final
+   * norm's output (what lm_head sees). The layout of golden/'s hidden-state file.
+   */
+  hiddenStates?: Float32Array;
 }
 
-interface Layer {
-  input_layernorm: GPUBuffer;
-  q_proj: GpuMatrix;
-  k_proj: GpuMatrix;
-  v_proj: GpuMatrix;
-  o_proj: GpuMatrix;
-  post_attention_layernorm: GPUBuffer;
-  gate_proj: GpuMatrix;
-  up_proj: GpuMatrix;
-  down_proj: GpuMatrix;
-}
+/** A decoder layer on the device: norm weights widened to f32, projections in their stored dtype. */
+type Layer = LayerWeights<GPUBuffer, GpuMatrix>;
 
 /** Activations for up to `chunk` tokens, row-major [tokens, features], f32. */
 interface Scratch {
@@ -90,12 +104,17 @@ const STAGING_BYTES = 32 * 2 ** 20; // host memory used while streaming weights 
 const MAX_TOPK = 1000;
 
 export class MistralModel {
-  readonly cache: KVCache;
+  private readonly cache: KVCache;
   private readonly scratch: Scratch;
   private readonly ropeTable: GPUBuffer;
+  private readonly attentionPlan: AttentionPlan;
+  /** Where a 'hidden-states' readout collects its rows; made on first use. */
+  private hiddenTrace: GPUBuffer | undefined;
 
   private constructor(
     readonly gpu: Gpu,
+    /** The checkpoint folder the weights came from. */
+    readonly dir: string,
     readonly config: ModelConfig,
     readonly contextLength: number,
     private readonly embed_tokens: GpuMatrix,
@@ -106,8 +125,16 @@ export class MistralModel {
     maxChunk: number,
     /** Which kernel variants run, resolved once at load. */
     private activePlan: KernelPlan,
+    opts: ModelOptions,
   ) {
-    this.cache = new KVCache(gpu, config, contextLength);
+    const { attention: strategy, kvCache } = activePlan;
+    this.cache = new KVCache(gpu, config, contextLength, kvCache);
+    this.attentionPlan = {
+      strategy,
+      kvCache,
+      partials: strategy === 'split' ? createAttentionPartials(gpu, config.num_attention_heads, config.head_dim) : undefined,
+      segmentKeys: opts.attentionSegmentKeys,
+    };
     this.ropeTable = ropeTable(gpu, contextLength, config.head_dim, config.rope_theta);
     this.scratch = this.allocateScratch(maxChunk);
   }
@@ -116,24 +143,18 @@ export class MistralModel {
     const config = loadConfig(dir);
     const contextLength = contextLengthFor(config, opts.contextLength);
     const plan = resolvePlan(gpu.profile, opts.plan);
+    const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
+    checkContextFits(gpu, config, contextLength, plan.kvCache, configFile);
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
       const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress);
       const layers: Layer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
-        const p = `model.layers.${i}.`;
-        layers.push({
-          input_layernorm: loader.vector(p + 'input_layernorm.weight'),
-          q_proj: await loader.matrix(p + 'self_attn.q_proj.weight'),
-          k_proj: await loader.matrix(p + 'self_attn.k_proj.weight'),
-          v_proj: await loader.matrix(p + 'self_attn.v_proj.weight'),
-          o_proj: await loader.matrix(p + 'self_attn.o_proj.weight'),
-          post_attention_layernorm: loader.vector(p + 'post_attention_layernorm.weight'),
-          gate_proj: await loader.matrix(p + 'mlp.gate_proj.weight'),
-          up_proj: await loader.matrix(p + 'mlp.up_proj.weight'),
-          down_proj: await loader.matrix(p + 'mlp.down_proj.weight'),
-        });
+        const weights: [string, GPUBuffer | GpuMatrix][] = [];
+        for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name)]);
+        // Every key of Layer comes from the table layerTensors() walks, each of its kind, so the object is complete.
+        layers.push(Object.fromEntries(weights) as Layer);
       }
       const embed = await loader.matrix('model.embed_tokens.weight');
       const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight');
@@ -142,7 +163,7 @@ export class MistralModel {
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
       const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
       const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? 128, byBinding, contextLength));
-      return new MistralModel(gpu, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, plan);
+      return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, plan, opts);
     } finally {
       ckpt.close();
     }
@@ -153,17 +174,68 @@ export class MistralModel {
     return this.activePlan;
   }
 
-  /** Resolves the plan again with `forced` over the device's: for benchmarks comparing plans on one loaded model. */
+  /**
+   * Resolves the plan again with `forced` over the device's: for benchmarks comparing plans on
+   * one loaded model. The KV cache and attention scratch were made for the loaded plan, so
+   * attention and kvCache must stay as they are (load the model again to change them).
+   */
   replan(forced: Partial<KernelPlan>): void {
-    this.activePlan = resolvePlan(this.gpu.profile, forced);
+    const next = resolvePlan(this.gpu.profile, { ...forced, attention: this.activePlan.attention, kvCache: this.activePlan.kvCache });
+    for (const key of ['attention', 'kvCache'] as const) {
+      if (forced[key] !== undefined && forced[key] !== this.activePlan[key]) {
+        throw new Error(`replan: ${key} was fixed at load (${this.activePlan[key]}); load the model with plan.${key} = '${forced[key]}' instead`);
+      }
+    }
+    this.activePlan = next;
   }
 
   get maxChunk(): number {
     return this.scratch.chunk;
   }
 
+  /** Positions run so far: the next forward() starts here. */
+  get position(): number {
+    return this.cache.length;
+  }
+
+  /** Forgets the conversation: the next forward() starts at position 0. */
+  reset(): void {
+    this.cache.truncate(0);
+  }
+
   /**
-   * Runs `ids` at positions cache.length.. (in chunks of at most maxChunk tokens),
+   * Forgets every position from `position` on, so the next forward() runs there
+   * (their keys and values are simply overwritten). See reusablePrefix for when
+   * keeping a prefix is sound.
+   */
+  rewind(position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position > this.position) {
+      throw new RangeError(`rewind: position ${position} is not in [0, ${this.position}]`);
+    }
+    this.cache.truncate(position);
+  }
+
+  /**
+   * How many leading tokens of `ids` the KV cache already holds and can keep
+   * (a chat's earlier turns): rewind() there and run the rest. At most
+   * ids.length - 1, so the last token always runs and gives its logits.
+   */
+  reusablePrefix(ids: readonly number[]): number {
+    return this.cache.reusablePrefix(ids);
+  }
+
+  /** Key/value slots per layer (the sliding window, or the context without one). */
+  get kvCacheSlots(): number {
+    return this.cache.slots;
+  }
+
+  /** Device memory of the KV cache, all layers. */
+  get kvCacheBytes(): number {
+    return this.cache.bytes;
+  }
+
+  /**
+   * Runs `ids` at positions position.. (in chunks of at most maxChunk tokens),
    * appends them to the KV cache and reads back what `readout` asks for.
    */
   async forward(ids: readonly number[], readout: Readout): Promise<ForwardResult> {
@@ -186,7 +258,29 @@ export class MistralModel {
       if (all && r.logits) all.set(r.logits, start * this.config.vocab_size);
       if (isLast) result = r;
     }
-    return all ? { logits: all } : result;
+    const out = all ? { logits: all } : result;
+    this.checkFiniteOutput(out, pos0, ids.length);
+    return out;
+  }
+
+  /**
+   * The weights were checked finite at load, so a NaN here means activations
+   * overflowed float32: say so, and where to look, rather than let sampling
+   * fail on "logit 0 is NaN". (An argmax readout brings no logits back to look at.)
+   */
+  private checkFiniteOutput(r: ForwardResult, pos0: number, tokens: number): void {
+    const values = r.logits ?? r.topk?.logits;
+    if (!values) return;
+    for (let i = 0; i < values.length; i++) {
+      if (Number.isFinite(values[i]!)) continue;
+      const vocab = this.config.vocab_size;
+      const position = r.logits ? pos0 + (r.logits.length === vocab ? tokens - 1 : Math.floor(i / vocab)) : pos0 + tokens - 1;
+      throw new RangeError(
+        `the model produced a non-finite logit (${values[i]}) at position ${position}: its weights in ${this.dir} are finite, ` +
+          'so the activations overflowed float32. Suspect the checkpoint: weights of an unusual scale, or config.json values ' +
+          '(rms_norm_eps, rope_theta, hidden sizes) that do not belong to these weights',
+      );
+    }
   }
 
   /** One chunk: embed, every decoder layer, final norm, lm_head on the rows the readout needs. */
@@ -198,10 +292,16 @@ export class MistralModel {
     writeBuffer(this.gpu, s.ids, new Uint32Array(ids));
 
     const enc = new Encoder(this.gpu);
+    const rowBytes = c.hidden_size * 4;
+    let trace: GPUBuffer | undefined;
+    if (readout.kind === 'hidden-states') trace = this.hiddenTrace ??= createStorageBuffer(this.gpu, (this.layers.length + 2) * rowBytes, 'hidden_trace');
+    const traceRow = (from: GPUBuffer, offset: number, row: number) => trace && enc.copy(from, offset, trace, row * rowBytes, rowBytes);
     embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
+    traceRow(s.x, (T - 1) * rowBytes, 0);
     const every = this.plan.submitLayers;
     for (let i = 0; i < this.layers.length; i++) {
       this.layer(enc, i, T, pos0);
+      traceRow(s.x, (T - 1) * rowBytes, i + 1);
       // Let the GPU start on the first layers while the rest is encoded.
       if (every > 0 && (i + 1) % every === 0 && i + 1 < this.layers.length) enc.submitSoFar();
     }
@@ -217,6 +317,7 @@ export class MistralModel {
     if (readout.kind !== 'none') {
       const normed = rows === 1 ? s.lastNormed : s.h;
       rmsNorm(enc, { x: hidden, weight: this.norm, y: normed, tokens: rows, dim: c.hidden_size, eps: c.rms_norm_eps });
+      traceRow(normed, 0, this.layers.length + 1);
       matmul(enc, { x: normed, w: this.lm_head, y: s.logits, tokens: rows, plan: this.plan });
       if (readout.kind === 'argmax') argmax(enc, { logits: s.logits, n: c.vocab_size, rows: 1, out: s.topIds });
       if (readout.kind === 'topk') {
@@ -225,7 +326,7 @@ export class MistralModel {
       }
     }
     enc.submit();
-    this.cache.tokens.push(...ids);
+    this.cache.append(ids);
 
     switch (readout.kind) {
       case 'none':
@@ -240,6 +341,8 @@ export class MistralModel {
         return { logits: await readF32(this.gpu, s.logits, c.vocab_size) };
       case 'all-logits':
         return { logits: await readF32(this.gpu, s.logits, T * c.vocab_size) };
+      case 'hidden-states':
+        return { hiddenStates: await readF32(this.gpu, trace!, (this.layers.length + 2) * c.hidden_size) };
     }
   }
 
@@ -258,16 +361,15 @@ export class MistralModel {
     matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T, plan });
     matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T, plan });
     matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T, plan });
-    rope(enc, { x: s.q, table: this.ropeTable, tokens: T, heads, headDim, pos0 });
-    rope(enc, { x: s.k, table: this.ropeTable, tokens: T, heads: kvHeads, headDim, pos0 });
+    rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
     const vCache = this.cache.values[i]!;
     const slots = this.cache.slots;
     attention(enc, {
       q: s.q, kNew: s.k, vNew: s.v, kCache, vCache, out: s.attn,
-      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0,
+      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0, ...this.attentionPlan,
     });
-    kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots });
+    kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots, dtype: this.cache.dtype });
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true, plan });
 
     // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
@@ -301,17 +403,46 @@ export class MistralModel {
   destroy(): void {
     const seen = new Set<GpuMatrix>();
     for (const L of this.layers) {
-      for (const m of [L.q_proj, L.k_proj, L.v_proj, L.o_proj, L.gate_proj, L.up_proj, L.down_proj]) seen.add(m);
-      L.input_layernorm.destroy();
-      L.post_attention_layernorm.destroy();
+      for (const w of Object.values(L)) {
+        if ('parts' in w) seen.add(w);
+        else w.destroy();
+      }
     }
     seen.add(this.embed_tokens).add(this.lm_head);
     for (const m of seen) destroyMatrix(m);
     this.norm.destroy();
     this.ropeTable.destroy();
+    this.hiddenTrace?.destroy();
     this.cache.destroy();
+    if (this.attentionPlan.partials) destroyAttentionPartials(this.attentionPlan.partials);
     for (const [key, b] of Object.entries(this.scratch)) if (key !== 'chunk') (b as GPUBuffer).destroy();
   }
+}
+
+/**
+ * Refuses, before anything is allocated, a context the device cannot hold: the
+ * RoPE table ([context, head_dim] f32) and, without a sliding window, each
+ * layer's key or value cache (a slot per position) must each fit one storage
+ * binding. `configFile` is set when the context is the config's own
+ * max_position_embeddings rather than one the caller asked for.
+ */
+function checkContextFits(gpu: Gpu, config: ModelConfig, contextLength: number, kvCache: KvCacheDtype, configFile?: string): void {
+  const limits = gpu.report.limits;
+  const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  const byRope = Math.floor(binding / (config.head_dim * 4));
+  // The cache holds min(window, context) slots per layer: a window that fits bounds nothing.
+  const slotBytes = KVCache.slotBytes(config, kvCache);
+  const window = config.sliding_window;
+  const byCache = window !== null && window * slotBytes <= binding ? Infinity : Math.floor(binding / slotBytes);
+  const max = Math.min(byRope, byCache);
+  if (contextLength <= max) return;
+  const what = configFile
+    ? `${configFile}: max_position_embeddings ${contextLength} is more context than this device can hold`
+    : `a context of ${contextLength} tokens is more than this device can hold`;
+  const why = byRope <= byCache ? `the RoPE table (head_dim ${config.head_dim} f32 values per position)` : "each layer's KV cache (a slot per position)";
+  throw new RangeError(
+    `${what}: ${why} must fit one storage binding of ${binding} bytes, so at most ${max} tokens. Pass a smaller context length (at most ${max})`,
+  );
 }
 
 /**
@@ -344,6 +475,7 @@ class WeightLoader {
       for (let r = 0; r < part.rows; r += rowsPerRead) {
         const n = Math.min(rowsPerRead, part.rows - r);
         const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * rowBytes, n * rowBytes);
+        checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
         writeBuffer(this.gpu, part.buffer, bytes, r * rowBytes);
         await this.throttle(bytes.byteLength);
       }
@@ -356,7 +488,9 @@ class WeightLoader {
   vector(name: string): GPUBuffer {
     const e = this.ckpt.get(name);
     if (e.shape.length !== 1) throw new CheckpointError(`${e.file}: '${name}' should be a vector`);
-    const values = decodeToF32(this.ckpt.read(name), e.dtype);
+    const raw = this.ckpt.read(name);
+    checkFinite(raw, e.dtype, e.file, name);
+    const values = decodeToF32(raw, e.dtype);
     const buffer = createStorageBuffer(this.gpu, values.byteLength, name);
     writeBuffer(this.gpu, buffer, values);
     this.tick(e.byteLength);

@@ -1,10 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, truncateSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, truncateSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Checkpoint, writeSafetensors, type TensorSpec } from './safetensors.ts';
 import { loadConfig, parseConfig } from './config.ts';
 import { validateCheckpoint } from './weights.ts';
+import { insideFolder } from './files.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed, randomNormal } from '../util/testing.ts';
 import { decodeToF32, encodeFromF32 } from '../util/half.ts';
@@ -29,7 +30,7 @@ function rawFile(path: string, header: string, data = new Uint8Array(0)): void {
 describe('safetensors reader', () => {
   it('reads the golden checkpoint: every tensor, dtype and shape', () => {
     const ckpt = Checkpoint.open(GOLDEN);
-    expect(ckpt.tensors.size).toBe(21);
+    expect(ckpt.tensors.size).toBe(2 * 9 + 3); // 2 layers of 9 tensors, embed_tokens, norm, lm_head
     const e = ckpt.get('model.embed_tokens.weight');
     expect(e.dtype).toBe('f16');
     expect(e.shape).toEqual([32002, 64]);
@@ -78,6 +79,57 @@ describe('safetensors reader', () => {
     expect(() => Checkpoint.open(dir)).toThrow(/model-00003-of-00003.safetensors, which is missing/);
     writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { ...map, z: map.x } }));
     expect(() => Checkpoint.open(dir)).toThrow(/tensor 'z' is not in model-00001-of-00002.safetensors/);
+  });
+
+  it('refuses shard names that leave the model folder, naming the index entry, before opening anything', () => {
+    const dir = tmp();
+    const t: TensorSpec = { name: 'x', dtype: 'F32', shape: [2] };
+    writeSafetensors(join(dir, 'model-00001-of-00001.safetensors'), [t], () => new Uint8Array(8));
+    const index = join(dir, 'model.safetensors.index.json');
+    const withShard = (shard: unknown) => writeFileSync(index, JSON.stringify({ weight_map: { x: shard } }));
+    // Before: the loader opened /etc/passwd and complained about its "header".
+    withShard('../../../../etc/passwd');
+    expect(() => Checkpoint.open(dir)).toThrow(
+      /model\.safetensors\.index\.json: weight_map entry 'x': names "\.\.\/\.\.\/\.\.\/\.\.\/etc\/passwd", which is outside the model folder/,
+    );
+    withShard('/etc/passwd');
+    expect(() => Checkpoint.open(dir)).toThrow(/weight_map entry 'x': names "\/etc\/passwd", an absolute path; it must be a file inside the model folder/);
+    withShard('sub/../../x.safetensors');
+    expect(() => Checkpoint.open(dir)).toThrow(/outside the model folder/);
+    withShard(7);
+    expect(() => Checkpoint.open(dir)).toThrow(/weight_map entry 'x': the shard must be a file name; got 7/);
+    // A subfolder inside the model folder is fine, and so is a name that wanders but stays inside.
+    mkdirSync(join(dir, 'shards'));
+    writeSafetensors(join(dir, 'shards', 'a.safetensors'), [t], () => new Uint8Array(8).fill(3));
+    withShard('shards/../shards/a.safetensors');
+    const ckpt = Checkpoint.open(dir);
+    expect(ckpt.read('x')[0]).toBe(3);
+    ckpt.close();
+  });
+
+  it('follows a symbolic link inside the folder, as in Hugging Face\'s download cache (snapshots/<rev>/* -> ../../blobs/<hash>)', () => {
+    const root = tmp();
+    mkdirSync(join(root, 'blobs'));
+    mkdirSync(join(root, 'snapshots', 'rev'), { recursive: true });
+    writeSafetensors(join(root, 'blobs', 'abc123'), [{ name: 'x', dtype: 'F32', shape: [2] }], () => new Uint8Array(8).fill(5));
+    symlinkSync('../../blobs/abc123', join(root, 'snapshots', 'rev', 'model.safetensors'));
+    const ckpt = Checkpoint.open(join(root, 'snapshots', 'rev'));
+    expect(ckpt.read('x')[0]).toBe(5);
+    ckpt.close();
+  });
+
+  it('insideFolder: the one rule for file names read from a model folder (shards, adapters)', () => {
+    const dir = tmp();
+    expect(insideFolder(dir, 'a/b.safetensors', 'w')).toBe(join(dir, 'a', 'b.safetensors'));
+    for (const bad of ['..', '../x', 'a/../../x', '/abs', '', '.', 'a\0b']) {
+      expect(() => insideFolder(dir, bad, 'adapter_config.json: "path"'), bad).toThrow(/^adapter_config\.json: "path": names /);
+    }
+  });
+
+  it('refuses a model.safetensors that is a directory, by name (not EISDIR)', () => {
+    const dir = tmp();
+    mkdirSync(join(dir, 'model.safetensors'));
+    expect(() => Checkpoint.open(dir)).toThrow(/model\.safetensors: is a directory, not a safetensors file/);
   });
 
   it('rejects every malformed file with a message naming the file and tensor', () => {
@@ -179,5 +231,11 @@ describe('config.json', () => {
     expect(() => parseConfig({ ...base, hidden_act: 'gelu' })).toThrow(/hidden_act "gelu" is not supported/);
     expect(() => parseConfig({ ...base, rope_scaling: { type: 'linear', factor: 2 } })).toThrow(/rope_scaling/);
     expect(() => loadConfig(tmp())).toThrow(/config.json: not found/);
+    const dir = tmp();
+    mkdirSync(join(dir, 'config.json'));
+    expect(() => loadConfig(dir)).toThrow(/config\.json: cannot be read \(EISDIR/);
+    rmSync(join(dir, 'config.json'), { recursive: true });
+    writeFileSync(join(dir, 'config.json'), '{"hidden_size": 64,');
+    expect(() => loadConfig(dir)).toThrow(/config\.json: is not valid JSON/);
   });
 });

@@ -9,15 +9,11 @@
  * Every inconsistency is reported with the file and tensor it concerns.
  */
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { WeightDType } from '../gpu/buffers.ts';
+import { CheckpointError, insideFolder } from './files.ts';
 
-export class CheckpointError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CheckpointError';
-  }
-}
+export { CheckpointError } from './files.ts';
 
 const DTYPES: Record<string, { dtype: WeightDType; bytes: number }> = {
   F32: { dtype: 'f32', bytes: 4 },
@@ -150,17 +146,22 @@ export class Checkpoint {
     } catch (e) {
       throw new CheckpointError(`${index}: ${(e as Error).message}`);
     }
-    const shards = [...new Set(Object.values(weightMap).map(String))].sort();
-    for (const shard of shards) {
-      const path = join(this.dir, shard);
+    // Each shard is opened once, under the name the first entry naming it gives.
+    const shards = new Map<string, string>();
+    for (const [name, value] of Object.entries(weightMap)) {
+      const where = `${index}: weight_map entry '${name}'`;
+      if (typeof value !== 'string') throw new CheckpointError(`${where}: the shard must be a file name; got ${JSON.stringify(value)}`);
+      if (!shards.has(value)) shards.set(value, insideFolder(this.dir, value, where));
+    }
+    for (const [shard, path] of [...shards].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       if (!existsSync(path)) throw new CheckpointError(`${index}: names shard ${shard}, which is missing from ${this.dir}`);
       this.addFile(path);
     }
     for (const [name, shard] of Object.entries(weightMap)) {
       const entry = this.tensors.get(name);
       if (!entry) throw new CheckpointError(`${index}: tensor '${name}' is not in ${shard}`);
-      if (basename(entry.file) !== String(shard)) {
-        throw new CheckpointError(`${index}: maps '${name}' to ${shard}, but it is in ${basename(entry.file)}`);
+      if (entry.file !== shards.get(shard as string)) {
+        throw new CheckpointError(`${index}: maps '${name}' to ${shard}, but it is in ${relative(this.dir, entry.file)}`);
       }
     }
     for (const name of this.tensors.keys()) {
@@ -169,8 +170,18 @@ export class Checkpoint {
   }
 
   private addFile(path: string): void {
-    const fd = openSync(path, 'r');
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (e) {
+      throw new CheckpointError(`${path}: cannot be opened (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
     this.fds.set(path, fd);
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) {
+      const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
+      throw new CheckpointError(`${path}: is ${what}, not a safetensors file (a checkpoint's weights are plain files)`);
+    }
     for (const e of readHeader(path, fd)) {
       const dup = this.tensors.get(e.name);
       if (dup) throw new CheckpointError(`tensor '${e.name}' appears in both ${dup.file} and ${e.file}`);

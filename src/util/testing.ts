@@ -1,7 +1,8 @@
 /**
  * Shared helpers for tests: fresh seeds (printed so a failure can be replayed),
- * random tensors, and error measures used by the kernel tests.
+ * random tensors, poisoned outputs, and error measures used by the kernel tests.
  */
+import type { Gpu } from '../gpu/device.ts';
 import { Rng } from './rng.ts';
 
 /** A new seed each run, unless TEST_SEED pins one. Tests print it in failure messages. */
@@ -44,4 +45,10 @@ export function maxAbsError(actual: ArrayLike<number>, expected: ArrayLike<numbe
     m = Number.isNaN(d) ? Infinity : Math.max(m, d);
   }
   return m;
+}
+
+/** Fills a buffer with NaN (f32 quiet NaN bits) so a test sees any element a kernel failed to write. */
+export function poison(gpu: Gpu, buffer: GPUBuffer): void {
+  const words = new Uint32Array(buffer.size / 4).fill(0x7fc00000);
+  gpu.device.queue.writeBuffer(buffer, 0, words);
 }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../../gpu/device.ts';
-import { createStorageBuffer, destroyMatrix, poison, readF32, uploadF32, type WeightDType } from '../../gpu/buffers.ts';
+import { createStorageBuffer, destroyMatrix, readF32, uploadF32, type WeightDType } from '../../gpu/buffers.ts';
 import { Encoder } from '../../gpu/encoder.ts';
 import { Rng } from '../../util/rng.ts';
-import { freshSeed, maxRelError, randomNormal } from '../../util/testing.ts';
+import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
 import { runnable, type KernelPlan } from '../plan.ts';
 import { matmul } from './index.ts';
 import { matmulRef } from './matmul.ref.ts';
