@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
 import { MistralModel, STEP_PREFILL_TOKENS, type StepSequence } from './model.ts';
-import { KV_CACHE_DTYPES } from '../kernels/kv_cache.ts';
+import { formatPlan, resolvePlan, runnable, type KernelPlan } from '../kernels/plan.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed, maxRelError } from '../util/testing.ts';
 
@@ -42,11 +42,27 @@ async function play(model: MistralModel, seqs: { prompt: number[]; decode: numbe
   return logits;
 }
 
-for (const kvCache of KV_CACHE_DTYPES) {
-  describe(`batched steps, ${kvCache} cache (tiny model, window 16)`, () => {
+/**
+ * Both cache formats under the device's matvec strategy, then every other matvec strategy this
+ * device runs (one of them submitting after every layer): a batched step forces the token-tiled
+ * matmul whatever the plan, so exactness must hold under each.
+ */
+const profile = (await getGpu()).profile;
+const base = resolvePlan(profile);
+const PLANS: Partial<KernelPlan>[] = [
+  { kvCache: 'f32' },
+  { kvCache: 'f16' },
+  ...runnable(profile, 'matvec')
+    .filter((m) => m !== base.matvec)
+    .map((matvec, i) => ({ matvec, kvCache: 'f32' as const, submitLayers: i === 0 ? 1 : 0 })),
+];
+
+for (const plan of PLANS) {
+  const kvCache = plan.kvCache!;
+  describe(`batched steps, plan ${formatPlan(resolvePlan(profile, plan))} (tiny model, window 16)`, () => {
     let model: MistralModel;
     beforeAll(async () => {
-      model = await MistralModel.load(await getGpu(), GOLDEN, { sequences: 5, kvCache });
+      model = await MistralModel.load(await getGpu(), GOLDEN, { sequences: 5, plan });
     });
     afterAll(() => model?.destroy());
 
