@@ -8,6 +8,7 @@ import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
 import { MistralModel, STEP_PREFILL_TOKENS, type ForwardResult, type LoadProgress, type StepReadout, type StepSequence } from './model/model.ts';
+import { MATVEC_MAX_TOKENS, type BatchShape } from './kernels/matmul/index.ts';
 import { KVCache } from './model/kv_cache.ts';
 import { contextLengthFor, loadConfig, type ModelConfig } from './model/config.ts';
 import type { KvCacheDtype } from './kernels/kv_cache.ts';
@@ -466,6 +467,10 @@ export class Generator {
   /** Regions not held, least recently used first. */
   private free: number[];
   private looping = false;
+  /** The kind of the last step, so that decode and prefill steps alternate while both have work. */
+  private lastKind: BatchShape = 'prefill';
+  /** Where the next decode step starts among the decoding sequences (round robin past MATVEC_MAX_TOKENS). */
+  private decodeCursor = 0;
 
   private constructor(
     readonly gpu: Gpu,
@@ -659,14 +664,17 @@ export class Generator {
     for (;;) {
       this.retire();
       this.admit();
-      const batch = this.buildStep();
+      const { kind, batch } = this.buildStep();
       if (batch.length === 0) {
         if (this.active.length === 0 && this.waiting.length === 0) return;
         throw new Error('scheduler: sequences run but none has a row to step'); // retire() leaves no follower without a leader
       }
       let results: ForwardResult[];
       try {
-        results = await this.model.step(batch.map((b) => b.step));
+        results = await this.model.step(
+          batch.map((b) => b.step),
+          kind,
+        );
       } catch (err) {
         // The step's rows are lost: fail its sequences, forget their regions' contents.
         for (const { seq } of batch) {
@@ -761,20 +769,31 @@ export class Generator {
   }
 
   /**
-   * The next step: one row for every decoding sequence, then prompt chunks of those still
-   * prefilling (in admission order) up to STEP_PREFILL_TOKENS rows in all.
+   * The next step, decode or prefill (alternating while both have work, so a long prompt and
+   * the running streams take turns): a decode step runs one token of up to MATVEC_MAX_TOKENS
+   * decoding sequences (round robin beyond that); a prefill step runs prompt chunks of those
+   * still prefilling, in admission order, up to STEP_PREFILL_TOKENS rows in all.
    */
-  private buildStep(): { seq: Sequence; step: StepSequence }[] {
+  private buildStep(): { kind: BatchShape; batch: { seq: Sequence; step: StepSequence }[] } {
+    const runnable = this.active.filter((seq) => !seq.done && !seq.follower);
+    const decoding = runnable.filter((seq) => !seq.prefilling);
+    const prefilling = runnable.filter((seq) => seq.prefilling);
+    const kind: BatchShape = decoding.length === 0 || (prefilling.length > 0 && this.lastKind === 'decode') ? 'prefill' : 'decode';
+    this.lastKind = kind;
     const batch: { seq: Sequence; step: StepSequence }[] = [];
-    let rows = 0;
-    for (const seq of this.active) {
-      if (seq.done || seq.follower || seq.prefilling) continue;
-      batch.push({ seq, step: { seq: seq.region, ids: seq.pending, readout: seq.readout } });
-      rows++;
+    if (kind === 'decode') {
+      const n = Math.min(decoding.length, MATVEC_MAX_TOKENS);
+      const first = this.decodeCursor % decoding.length;
+      for (let i = 0; i < n; i++) {
+        const seq = decoding[(first + i) % decoding.length]!;
+        batch.push({ seq, step: { seq: seq.region, ids: seq.pending, readout: seq.readout } });
+      }
+      this.decodeCursor = first + n;
+      return { kind, batch };
     }
-    let budget = Math.min(STEP_PREFILL_TOKENS, this.model.maxChunk - rows);
-    for (const seq of this.active) {
-      if (seq.done || seq.follower || !seq.prefilling || budget <= 0) continue;
+    let budget = Math.min(STEP_PREFILL_TOKENS, this.model.maxChunk);
+    for (const seq of prefilling) {
+      if (budget <= 0) break;
       const n = Math.min(seq.pending.length, budget);
       const ids = seq.pending.slice(0, n);
       seq.pending = seq.pending.slice(n);
@@ -782,7 +801,7 @@ export class Generator {
       // Only the prompt's last chunk reads anything back: its last row gives the first token.
       batch.push({ seq, step: { seq: seq.region, ids, readout: seq.pending.length === 0 ? seq.readout : { kind: 'none' } } });
     }
-    return batch;
+    return { kind, batch };
   }
 
   /** Frees the model's device memory (and stops the tokenizer's worker thread). */

@@ -16,28 +16,30 @@ const rng = new Rng(seed);
 const randomIds = (n: number) => Array.from({ length: n }, () => 1 + Math.floor(rng.next() * 31999));
 
 /**
- * Runs each sequence's tokens through steps: its prompt in chunks of `chunk` (or fewer), then
- * one token per step, starting at step `join`; returns every step's logits per sequence.
+ * Runs each sequence's tokens through steps, as the scheduler does: from round `join` on, its
+ * prompt in chunks of `chunk` (or fewer) in a prefill step, then one token per decode step;
+ * each round runs a prefill step for those prefilling, then a decode step for the others.
+ * Returns the logits of every step's last row, per sequence.
  */
 async function play(model: MistralModel, seqs: { prompt: number[]; decode: number[]; join: number; chunk: number; region: number }[]) {
   const logits: Float32Array[][] = seqs.map(() => []);
   const cursor = seqs.map(() => 0);
-  for (let stepNo = 0; ; stepNo++) {
-    const batch: StepSequence[] = [];
-    const who: number[] = [];
-    seqs.forEach((s, i) => {
-      if (stepNo < s.join) return;
-      const all = [...s.prompt, ...s.decode];
-      if (cursor[i]! >= all.length) return;
-      const n = cursor[i]! < s.prompt.length ? Math.min(s.chunk, s.prompt.length - cursor[i]!) : 1;
-      batch.push({ seq: s.region, ids: all.slice(cursor[i], cursor[i]! + n), readout: { kind: 'logits' } });
-      who.push(i);
-      cursor[i]! += n;
-    });
-    if (batch.length === 0 && seqs.every((s, i) => cursor[i]! >= s.prompt.length + s.decode.length)) break;
-    if (batch.length === 0) continue;
-    const out = await model.step(batch);
-    out.forEach((r, j) => logits[who[j]!]!.push(r.logits!));
+  for (let round = 0; seqs.some((s, i) => cursor[i]! < s.prompt.length + s.decode.length); round++) {
+    for (const kind of ['prefill', 'decode'] as const) {
+      const batch: StepSequence[] = [];
+      const who: number[] = [];
+      seqs.forEach((s, i) => {
+        const all = [...s.prompt, ...s.decode];
+        if (round < s.join || cursor[i]! >= all.length || (cursor[i]! < s.prompt.length) !== (kind === 'prefill')) return;
+        const n = kind === 'prefill' ? Math.min(s.chunk, s.prompt.length - cursor[i]!) : 1;
+        batch.push({ seq: s.region, ids: all.slice(cursor[i], cursor[i]! + n), readout: { kind: 'logits' } });
+        who.push(i);
+        cursor[i]! += n;
+      });
+      if (batch.length === 0) continue;
+      const out = await model.step(batch, kind);
+      out.forEach((r, j) => logits[who[j]!]!.push(r.logits!));
+    }
   }
   return logits;
 }
@@ -108,13 +110,13 @@ for (const plan of PLANS) {
     it('reads back argmax, top-k with log-sum-exp and logits per sequence in one step', async () => {
       for (const r of [0, 1, 2]) model.rewindSequence(r, 0);
       const ids = [randomIds(6), randomIds(9), randomIds(2)];
-      const [full] = await model.step([{ seq: 0, ids: ids[0]!, readout: { kind: 'logits' } }]);
+      const [full] = await model.step([{ seq: 0, ids: ids[0]!, readout: { kind: 'logits' } }], 'prefill');
       for (const r of [0]) model.rewindSequence(r, 0);
       const out = await model.step([
         { seq: 1, ids: ids[1]!, readout: { kind: 'none' } },
         { seq: 0, ids: ids[0]!, readout: { kind: 'topk', k: 5, logSumExp: true } },
         { seq: 2, ids: ids[2]!, readout: { kind: 'argmax' } },
-      ]);
+      ], 'prefill');
       expect(out[0]).toEqual({});
       const row = full!.logits!;
       const order = Array.from(row.keys()).sort((x, y) => row[y]! - row[x]! || x - y);
@@ -130,20 +132,21 @@ for (const plan of PLANS) {
       for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
       const prompt = randomIds(20);
       const next = randomIds(3);
-      await model.step([{ seq: 1, ids: prompt, readout: { kind: 'none' } }]);
+      await model.step([{ seq: 1, ids: prompt, readout: { kind: 'none' } }], 'prefill');
       model.copySequence(1, 4);
       expect(model.sequenceLength(4)).toBe(20);
       const out = await model.step([
         { seq: 1, ids: next, readout: { kind: 'logits' } },
         { seq: 4, ids: next, readout: { kind: 'logits' } },
-      ]);
+      ], 'prefill');
       expect(Array.from(out[1]!.logits!)).toEqual(Array.from(out[0]!.logits!));
     });
 
     it('refuses a sequence twice in a step, too many tokens per sequence, and a region out of range', async () => {
-      await expect(model.step([{ seq: 0, ids: [1], readout: { kind: 'none' } }, { seq: 0, ids: [2], readout: { kind: 'none' } }])).rejects.toThrow(/twice/);
-      await expect(model.step([{ seq: 0, ids: randomIds(STEP_PREFILL_TOKENS + 1), readout: { kind: 'none' } }])).rejects.toThrow(/1 to 32 tokens/);
-      await expect(model.step([{ seq: 5, ids: [1], readout: { kind: 'none' } }])).rejects.toThrow();
+      await expect(model.step([{ seq: 0, ids: [1], readout: { kind: 'none' } }, { seq: 0, ids: [2], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/twice/);
+      await expect(model.step([{ seq: 0, ids: randomIds(STEP_PREFILL_TOKENS + 1), readout: { kind: 'none' } }], 'prefill')).rejects.toThrow(/1 to 32 tokens/);
+      await expect(model.step([{ seq: 0, ids: [1, 2], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/1 to 1 tokens per decode step/);
+      await expect(model.step([{ seq: 5, ids: [1], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/sequence 5/);
     });
   });
 }

@@ -17,7 +17,7 @@ import { Checkpoint, CheckpointError } from './safetensors.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
-import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
+import { matmul, matmulSwiGLU, MATVEC_MAX_TOKENS, type BatchShape } from '../kernels/matmul/index.ts';
 import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
 import { attention, batchedAttention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
@@ -81,6 +81,8 @@ interface StepShape {
   tokens: number;
   pos0: number;
   rows?: GPUBuffer;
+  /** A batched step's kind: its matmuls' kernel shape, the same whatever its size. */
+  batch?: BatchShape;
 }
 
 /** How attention runs, fixed at load: what `layer()` passes to every attention call. */
@@ -339,22 +341,26 @@ export class MistralModel {
   /**
    * One batched step (continuous batching): each sequence's `ids` run at its region's next
    * positions, all rows of all sequences through the weights together, and each sequence gets
-   * its readout for its last row. A row's numbers never depend on what else is in the step:
-   * every row runs through the same kernels whatever the batch (the multi-token matmul even
-   * for a single row, batched attention that reads each row's own region), so a sequence
-   * decodes the same alone and under load. Prompts are chunked by the caller (at most
-   * STEP_PREFILL_TOKENS per sequence and step, at most maxChunk rows in all).
+   * its readout for its last row. A step is of one `kind`: 'decode' (one token for each of up
+   * to MATVEC_MAX_TOKENS sequences) or 'prefill' (prompt chunks of at most STEP_PREFILL_TOKENS
+   * per sequence, maxChunk rows in all). A row's numbers never depend on what else is in the
+   * step: each kind runs one kernel shape whatever its size (matmul's BatchShape), and batched
+   * attention reads each row's own region, so a sequence decodes the same alone and under load.
    */
-  async step(batch: readonly StepSequence[]): Promise<ForwardResult[]> {
+  async step(batch: readonly StepSequence[], kind: BatchShape): Promise<ForwardResult[]> {
     const c = this.config;
     const s = this.scratch;
     const rows: BatchRow[] = [];
     const ids: number[] = [];
     const seen = new Set<number>();
     for (const b of batch) {
+      if (!Number.isInteger(b.seq) || b.seq < 0 || b.seq >= this.cache.sequences) {
+        throw new RangeError(`step: sequence ${b.seq} is not a region of the KV-cache pool [0, ${this.cache.sequences})`);
+      }
       if (seen.has(b.seq)) throw new Error(`step: sequence ${b.seq} appears twice in one step`);
       seen.add(b.seq);
-      if (b.ids.length === 0 || b.ids.length > STEP_PREFILL_TOKENS) throw new RangeError(`step: a sequence runs 1 to ${STEP_PREFILL_TOKENS} tokens per step, got ${b.ids.length}`);
+      const most = kind === 'decode' ? 1 : STEP_PREFILL_TOKENS;
+      if (b.ids.length === 0 || b.ids.length > most) throw new RangeError(`step: a sequence runs 1 to ${most} tokens per ${kind} step, got ${b.ids.length}`);
       const pos0 = this.cache.length(b.seq);
       if (pos0 + b.ids.length > this.contextLength) {
         throw new RangeError(`sequence of ${pos0 + b.ids.length} tokens exceeds the context length ${this.contextLength}`);
@@ -368,12 +374,13 @@ export class MistralModel {
     const T = ids.length;
     if (T === 0) throw new Error('step: no tokens');
     if (T > s.chunk) throw new RangeError(`step: ${T} rows exceed the ${s.chunk} a step holds`);
+    if (kind === 'decode' && T > MATVEC_MAX_TOKENS) throw new RangeError(`step: a decode step holds at most ${MATVEC_MAX_TOKENS} sequences, got ${T}`);
     writeBatchRows(this.gpu, s.rows, rows, { sequences: this.cache.sequences, slots: this.cache.slots, window: c.sliding_window ?? 0 });
     writeBuffer(this.gpu, s.ids, new Uint32Array(ids));
 
     const enc = new Encoder(this.gpu);
     embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
-    const shape: StepShape = { tokens: T, pos0: Math.max(...rows.map((r) => r.pos)), rows: s.rows };
+    const shape: StepShape = { tokens: T, pos0: Math.max(...rows.map((r) => r.pos)), rows: s.rows, batch: kind };
     const every = this.plan.submitLayers;
     for (let i = 0; i < this.layers.length; i++) {
       this.layer(enc, i, shape);
@@ -393,7 +400,7 @@ export class MistralModel {
     readers.forEach((r, j) => enc.copy(s.x, r.at * rowBytes, s.last, j * rowBytes, rowBytes));
     if (B > 0) {
       rmsNorm(enc, { x: s.last, weight: this.norm, y: s.lastNormed, tokens: B, dim: c.hidden_size, eps: c.rms_norm_eps });
-      matmul(enc, { x: s.lastNormed, w: this.lm_head, y: s.logits, tokens: B, plan: this.plan, gemm: true });
+      matmul(enc, { x: s.lastNormed, w: this.lm_head, y: s.logits, tokens: B, plan: this.plan, batch: kind });
       if (readers.some((r) => r.readout.kind === 'argmax')) argmax(enc, { logits: s.logits, n: c.vocab_size, rows: B, out: s.stepArgmax });
       if (readers.some((r) => r.readout.kind === 'topk' && r.readout.logSumExp)) {
         logSumExp(enc, { logits: s.logits, n: c.vocab_size, rows: B, out: s.stepLogSumExp });
@@ -531,14 +538,14 @@ export class MistralModel {
 
   /** One decoder layer, as in the paper: pre-norm attention block, then pre-norm SwiGLU MLP block. */
   private layer(enc: Encoder, i: number, step: StepShape): void {
-    const { tokens: T, pos0, rows } = step;
+    const { tokens: T, pos0, rows, batch } = step;
     const c = this.config;
     const s = this.scratch;
     const L = this.layers[i]!;
     const heads = c.num_attention_heads;
     const kvHeads = c.num_key_value_heads;
     const headDim = c.head_dim;
-    const mm = { tokens: T, plan: this.plan, gemm: rows !== undefined }; // a batched step: one kernel shape whatever its size
+    const mm = { tokens: T, plan: this.plan, batch }; // a batched step: one kernel shape whatever its size
 
     // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
     rmsNorm(enc, { x: s.x, weight: L.input_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });

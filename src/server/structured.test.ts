@@ -431,11 +431,11 @@ describe('logprobs', () => {
       const s = randomSeed();
       const readouts: string[] = [];
       const step = gen.model.step.bind(gen.model);
-      const spy = vi.spyOn(gen.model, 'step').mockImplementation((batch) => {
+      const spy = vi.spyOn(gen.model, 'step').mockImplementation((batch, kind) => {
         for (const { readout } of batch) {
           if (readout.kind !== 'none') readouts.push(readout.kind + (readout.kind === 'topk' && readout.logSumExp ? '+lse' : ''));
         }
-        return step(batch);
+        return step(batch, kind);
       });
       let res: unknown;
       try {

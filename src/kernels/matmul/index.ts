@@ -11,7 +11,10 @@
  *   - up to MATVEC_MAX_TOKENS tokens (decode): plan.matvec
  *       rows:      matvec_rows.wgsl for one token, gemm_regtile.wgsl for 2..8;
  *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
- *       workgroup: matvec_lanes.wgsl + reduce_workgroup.wgsl.
+ *       workgroup: matvec_lanes.wgsl + reduce_workgroup.wgsl;
+ *   - a batched step (`batch`, continuous batching): one shape whatever the count, 'prefill'
+ *     gemm_regtile.wgsl, 'decode' matvec_rows_tokens.wgsl (plan rows) or matvec_lanes.wgsl's
+ *     8-token tile (see BatchShape).
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
  * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only).
  */
@@ -27,6 +30,8 @@ import type { KernelPlan } from '../plan.ts';
 export const TILES = {
   /** matvec_rows.wgsl: WG invocations x ROWS whole rows each. Measured on lavapipe: bench/RESULTS.md. */
   rows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
+  /** matvec_rows_tokens.wgsl (batched decode, up to MATVEC_MAX_TOKENS tokens): fewer rows, as every row keeps a sum per token. */
+  rowsTokens: { matmul: { WG: 8, ROWS: 4 }, swiglu: { WG: 16, ROWS: 2 } },
   /** matvec_lanes.wgsl: WG lanes across the columns of ROWS rows (of each matrix); TOKENS 1 or 8. */
   lanes: { matmul: { WG: 128, ROWS: 4 }, swiglu: { WG: 128, ROWS: 2 } },
   /** gemm_regtile.wgsl: WG / LANES lane groups of ROWS_PER_GROUP rows x TOKENS tokens. */
@@ -59,14 +64,28 @@ function source(file: string, snippets: string[] = []): ShaderSource {
 type Op = 'matmul' | 'swiglu';
 type Fields = { rows: number; cols: number; tokens: number; y_stride: number; y_offset: number; accumulate: number };
 
+/**
+ * The kernel shape of a batched step (continuous batching), whatever its token count, so that a
+ * token's sums are added in the same order alone and beside others:
+ *  - 'decode' (at most MATVEC_MAX_TOKENS tokens, one per sequence): the plan's matvec with its
+ *    token loop inside (matvec_rows_tokens.wgsl, or matvec_lanes.wgsl with the 8-token tile),
+ *    so a batch of decode rows reads the weights once;
+ *  - 'prefill' (prompt chunks): gemm_regtile.wgsl.
+ * A token's result depends on neither the count nor its slot in either; without `batch` the
+ * kernel follows the count (matvec_rows for one token, gemm_regtile for 2..8 on plan rows),
+ * which is faster for one sequence but would tie a row's rounding to its batch.
+ */
+export type BatchShape = 'decode' | 'prefill';
+
 /** Records the dispatches of one product, part by part (gate and up are split at the same rows). */
 function record(
   enc: Encoder,
   op: Op,
   plan: Pick<KernelPlan, 'matvec'>,
-  a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean; gemm?: boolean },
+  a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean; batch?: BatchShape },
 ): void {
   const { w, tokens } = a;
+  if (a.batch === 'decode' && tokens > MATVEC_MAX_TOKENS) throw new Error(`${op}: a decode batch holds at most ${MATVEC_MAX_TOKENS} tokens, got ${tokens}`);
   const dtype = { DTYPE: dtypeCode(w.dtype) };
   const matrices = a.up ? 2 : 1;
   let src: ShaderSource;
@@ -81,13 +100,20 @@ function record(
     constants = { ...dtype, ...TILES.words };
     rowsPerGroup = TILES.words.ROWS;
     tokensPerGroup = TILES.words.WG * TILES.words.TOKENS_PER_INVOCATION;
-  } else if (a.gemm || tokens > MATVEC_MAX_TOKENS || (plan.matvec === 'rows' && tokens > 1)) {
+  } else if (a.batch === 'prefill' || (a.batch === undefined && (tokens > MATVEC_MAX_TOKENS || (plan.matvec === 'rows' && tokens > 1)))) {
     const t = TILES.regtile[op];
     variant = `regtile x${t.TOKENS}`;
     src = source('gemm_regtile.wgsl');
     constants = { ...dtype, ...t };
     rowsPerGroup = (t.WG / t.LANES) * t.ROWS_PER_GROUP;
     tokensPerGroup = t.TOKENS;
+  } else if (plan.matvec === 'rows' && a.batch === 'decode') {
+    const t = TILES.rowsTokens[op];
+    variant = 'matvec rows tokens';
+    src = source('matvec_rows_tokens.wgsl');
+    constants = { ...dtype, ...t };
+    rowsPerGroup = t.WG * t.ROWS;
+    tokensPerGroup = MATVEC_MAX_TOKENS;
   } else if (plan.matvec === 'rows') {
     const t = TILES.rows[op];
     variant = 'matvec rows';
@@ -99,7 +125,7 @@ function record(
     const t = TILES.lanes[op];
     const snippet = plan.matvec === 'subgroup' ? 'reduce_subgroup.wgsl' : 'reduce_workgroup.wgsl';
     src = source('matvec_lanes.wgsl', [snippet]);
-    const tokenTile = tokens === 1 ? 1 : MATVEC_MAX_TOKENS;
+    const tokenTile = tokens === 1 && a.batch === undefined ? 1 : MATVEC_MAX_TOKENS;
     variant = `matvec ${plan.matvec}${tokenTile > 1 ? ` x${tokenTile}` : ''}`;
     constants = { ...dtype, ...t, TOKENS: tokenTile, MATRICES: matrices };
     if (plan.matvec === 'workgroup') {
@@ -137,19 +163,15 @@ function record(
  * y[t, r] = sum_c x[t, c] * w[r, c] for t < tokens, r < w.rows; with `accumulate`,
  * y[t, r] += ... (the residual add fused into o_proj / down_proj).
  * x: f32 [tokens, w.cols]; y: f32 [tokens, w.rows].
- * `gemm`: gemm_regtile.wgsl whatever the token count and plan. It adds each token's sums in
- * the same order in every slot of its token tile, so a row's result is the same in a call of
- * any size, where the plan's decode kernels (matvec_rows for one token, matvec_lanes with a
- * tile of 1 or 8) add in other orders. Batched steps (continuous batching) set it, so a
- * sequence decodes the same alone and under load.
+ * `batch`: the kernel shape of a batched step, whatever its token count (BatchShape).
  */
 export function matmul(
   enc: Encoder,
-  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: Pick<KernelPlan, 'matvec'>; gemm?: boolean },
+  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: Pick<KernelPlan, 'matvec'>; batch?: BatchShape },
 ): void {
   if (a.tokens === 0) return;
   if (a.w.cols % 2 !== 0) throw new Error(`matmul: cols must be even, got ${a.w.cols}`);
-  record(enc, 'matmul', a.plan, { x: a.x, w: a.w, y: a.y, tokens: a.tokens, accumulate: a.accumulate ?? false, gemm: a.gemm });
+  record(enc, 'matmul', a.plan, { x: a.x, w: a.w, y: a.y, tokens: a.tokens, accumulate: a.accumulate ?? false, batch: a.batch });
 }
 
 /**
@@ -157,11 +179,11 @@ export function matmul(
  * y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]).
  * x: f32 [tokens, hidden]; gate, up: [intermediate, hidden]; y: f32 [tokens, intermediate].
  * down_proj then runs as a plain matmul with accumulate (the residual add).
- * `gemm`: as for matmul.
+ * `batch`: as for matmul.
  */
 export function matmulSwiGLU(
   enc: Encoder,
-  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: Pick<KernelPlan, 'matvec'>; gemm?: boolean },
+  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: Pick<KernelPlan, 'matvec'>; batch?: BatchShape },
 ): void {
   const { gate, up } = a;
   if (a.tokens === 0) return;
@@ -169,5 +191,5 @@ export function matmulSwiGLU(
     throw new Error(`matmulSwiGLU: gate [${gate.rows}, ${gate.cols}] ${gate.dtype} and up [${up.rows}, ${up.cols}] ${up.dtype} differ`);
   }
   if (gate.cols % 8 !== 0) throw new Error(`matmulSwiGLU: hidden size must be a multiple of 8, got ${gate.cols}`);
-  record(enc, 'swiglu', a.plan, { x: a.x, w: gate, up, y: a.y, tokens: a.tokens, accumulate: false, gemm: a.gemm });
+  record(enc, 'swiglu', a.plan, { x: a.x, w: gate, up, y: a.y, tokens: a.tokens, accumulate: false, batch: a.batch });
 }
