@@ -30,8 +30,8 @@ import type { KernelPlan } from '../plan.ts';
 export const TILES = {
   /** matvec_rows.wgsl: WG invocations x ROWS whole rows each. Measured on lavapipe: bench/RESULTS.md. */
   rows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
-  /** matvec_rows_tokens.wgsl (batched decode, up to MATVEC_MAX_TOKENS tokens): fewer rows, as every row keeps a sum per token. */
-  rowsTokens: { matmul: { WG: 8, ROWS: 4 }, swiglu: { WG: 16, ROWS: 2 } },
+  /** matvec_rows_tokens.wgsl (batched decode, up to MATVEC_MAX_TOKENS tokens): matvec_rows' rows (4 and 2 measured no different within the noise of a shared machine, bench/RESULTS.md). */
+  rowsTokens: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
   /** matvec_lanes.wgsl: WG lanes across the columns of ROWS rows (of each matrix); TOKENS 1 or 8. */
   lanes: { matmul: { WG: 128, ROWS: 4 }, swiglu: { WG: 128, ROWS: 2 } },
   /** gemm_regtile.wgsl: WG / LANES lane groups of ROWS_PER_GROUP rows x TOKENS tokens. */

@@ -37,7 +37,7 @@ struct Params {
 
 override WG: u32;
 override ROWS: u32;  // rows per invocation, <= MAX_ROWS
-const MAX_ROWS = 4u;
+const MAX_ROWS = 6u;
 const MAX_TOKENS = 8u;
 
 fn w8(i: u32) -> array<vec4<f32>, 2> {
