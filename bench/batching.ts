@@ -12,8 +12,8 @@
  *    (every token after each stream's first) over the time from the last stream's first token
  *    to the last stream's end, when all S decode together.
  *  - forward(): one sequence through the single-sequence path, argmax readout, N tokens.
- *  - TTFT: a request with a `--prompt`-token prompt and max_tokens 1, alone, and again while
- *    S - 1 streams decode; wall time from the call to its first token.
+ *  - TTFT: a request with a fresh `--prompt`-token prompt and max_tokens 1, alone, and again
+ *    while S - 1 streams decode; wall time from the call to its first token.
  * Rounds are interleaved (every stream count once per round) so that drift in the machine's
  * load hits them alike; the table gives the median of the rounds.
  */
@@ -37,7 +37,6 @@ const vocab = gen.model.config.vocab_size;
 const rng = new Rng(1234);
 const randomPrompt = (n: number) => [1, ...Array.from({ length: n - 1 }, () => 2 + Math.floor(rng.next() * Math.min(vocab - 3, 31000)))];
 const shortPrompt = randomPrompt(8);
-const ttftPrompt = randomPrompt(promptLength);
 // Greedy, as forward()'s argmax (a random-weight model rarely picks end-of-turn; the figures count what ran).
 const params = (seed: number, max: number) => validateSamplingParams({ seed, max_tokens: max, temperature: 0 });
 
@@ -81,8 +80,10 @@ async function ttft(busy: number): Promise<number> {
     while (gen.running < busy) await new Promise((r) => setTimeout(r, 5));
     await new Promise((r) => setTimeout(r, 50));
   }
+  // A fresh prompt each time: one the pool still holds would be reused, not prefilled.
+  const prompt = randomPrompt(promptLength);
   const t0 = performance.now();
-  await drain(gen.generate(ttftPrompt, params(7, 1)));
+  await drain(gen.generate(prompt, params(7, 1)));
   const seconds = (performance.now() - t0) / 1000;
   stop.abort();
   await Promise.all(background);
