@@ -17,7 +17,8 @@ import { Checkpoint, CheckpointError } from './safetensors.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
-import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
+import { matmul } from '../kernels/matmul/index.ts';
+import { normQKV, normSwiGLU } from '../kernels/matmul/fused.ts';
 import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
 import { attention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
@@ -364,10 +365,8 @@ export class MistralModel {
     const plan = this.plan;
 
     // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
-    rmsNorm(enc, { x: s.x, weight: L.input_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T, plan });
-    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T, plan });
-    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T, plan });
+    const eps = c.rms_norm_eps;
+    normQKV(enc, { x: s.x, norm: { weight: L.input_layernorm, eps }, h: s.h, q_proj: L.q_proj, k_proj: L.k_proj, v_proj: L.v_proj, q: s.q, k: s.k, v: s.v, tokens: T, plan });
     rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
     const vCache = this.cache.values[i]!;
@@ -380,8 +379,7 @@ export class MistralModel {
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true, plan });
 
     // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
-    rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T, plan });
+    normSwiGLU(enc, { x: s.x, norm: { weight: L.post_attention_layernorm, eps }, h: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T, plan });
     matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true, plan });
   }
 
