@@ -366,7 +366,10 @@ export class MistralModel {
 
     // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
     const eps = c.rms_norm_eps;
-    normQKV(enc, { x: s.x, norm: { weight: L.input_layernorm, eps }, h: s.h, q_proj: L.q_proj, k_proj: L.k_proj, v_proj: L.v_proj, q: s.q, k: s.k, v: s.v, tokens: T, plan });
+    normQKV(enc, {
+      x: s.x, norm: { weight: L.input_layernorm, eps }, h: s.h,
+      q_proj: L.q_proj, k_proj: L.k_proj, v_proj: L.v_proj, q: s.q, k: s.k, v: s.v, tokens: T, plan,
+    });
     rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
     const vCache = this.cache.values[i]!;
