@@ -12,7 +12,7 @@ const gpuWith: DeviceProfile = { ...gpuWithout, subgroupSizes: { min: 32, max: 3
 
 describe('kernel plan', () => {
   it("keeps today's kernels on a software adapter and picks the GPU matvec on hardware", () => {
-    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', fuse: 'none', attention: 'tiled', kvCache: 'f32', submitLayers: 0 });
+    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0 });
     expect(defaultPlan(gpuWith).matvec).toBe('subgroup');
     expect(defaultPlan(gpuWithout).matvec).toBe('workgroup');
   });

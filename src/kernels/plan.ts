@@ -50,14 +50,12 @@ export interface KernelPlan {
 export type PlanKey = keyof KernelPlan;
 const KEYS: PlanKey[] = ['matvec', 'fuse', 'attention', 'kvCache', 'submitLayers'];
 
-/** Lavapipe's fusion: measured in bench/RESULTS.md, "Fused decode dispatches". */
-const FUSE_ON_SOFTWARE: Choice<'fuse'> = 'none';
-
 /** The plan for a device when nothing is forced. */
 export function defaultPlan(p: DeviceProfile): KernelPlan {
   if (p.kind === 'software') {
-    // Today's kernels: measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans").
-    return { matvec: 'rows', fuse: FUSE_ON_SOFTWARE, attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
+    // Measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans" and "Fused decode dispatches":
+    // q/k/v in one dispatch balances llvmpipe's threads better; the folded norm costs loads there).
+    return { matvec: 'rows', fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
