@@ -9,7 +9,7 @@
  * Every inconsistency is reported with the file and tensor it concerns.
  */
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { WeightDType } from '../gpu/buffers.ts';
 import { CheckpointError, insideFolder } from './files.ts';
 
@@ -130,6 +130,18 @@ export class Checkpoint {
         }
         ckpt.addFile(join(dir, files.includes('model.safetensors') ? 'model.safetensors' : files[0]!));
       }
+    } catch (e) {
+      ckpt.close();
+      throw e;
+    }
+    return ckpt;
+  }
+
+  /** One safetensors file on its own (an adapter's adapter_model.safetensors), not a model folder. */
+  static openFile(path: string): Checkpoint {
+    const ckpt = new Checkpoint(dirname(path));
+    try {
+      ckpt.addFile(path);
     } catch (e) {
       ckpt.close();
       throw e;
