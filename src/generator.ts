@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
 import { contextLengthFor, loadConfig } from './model/config.ts';
+import { loadLora, type DeviceLora } from './model/lora.ts';
 import { OpenChatTokenizer, type ChatMessage } from './tokenizer/index.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
@@ -23,6 +24,25 @@ export interface GeneratorOptions {
   contextLength?: number;
   maxChunk?: number;
   onProgress?: (p: LoadProgress) => void;
+  /** LoRA adapters (PEFT folders) to load beside the base model; each request picks one by name, or none. */
+  lora?: { name: string; dir: string }[];
+}
+
+/** What a generation may choose beyond sampling. */
+export interface GenerateOptions {
+  /** The LoRA adapter to run under, by the name it was loaded with (GeneratorOptions.lora); none: the base model. */
+  adapter?: string;
+}
+
+/** A request named an adapter that was not loaded. */
+export class UnknownAdapterError extends Error {
+  constructor(readonly adapter: string, readonly loaded: readonly string[]) {
+    super(
+      `no LoRA adapter named ${JSON.stringify(adapter.slice(0, 80))} is loaded; ` +
+        (loaded.length ? `loaded: ${loaded.join(', ')}` : 'none is loaded (load one with --lora)'),
+    );
+    this.name = 'UnknownAdapterError';
+  }
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -145,6 +165,7 @@ export class Prompts {
 export class Generator {
   private readonly lock = new Mutex();
   private readonly stopIds: Set<number>;
+  private readonly adapters = new Map<string, DeviceLora>();
 
   private constructor(
     readonly gpu: Gpu,
@@ -159,8 +180,30 @@ export class Generator {
     const modelDir = resolve(opts.modelDir || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
     const gpu = await getGpu();
     const prompts = await Prompts.load(modelDir, opts.contextLength);
+    // Adapters are checked against config.json before the (possibly long) weight load.
+    const config = loadConfig(modelDir);
+    const lora = (opts.lora ?? []).map(({ name, dir }, i, all) => {
+      if (!/^\S+$/.test(name)) throw new Error(`a LoRA adapter's name must be non-empty, without spaces; got ${JSON.stringify(name)}`);
+      if (all.findIndex((a) => a.name === name) !== i) throw new Error(`two LoRA adapters are named ${JSON.stringify(name)}`);
+      return loadLora(dir, config, name);
+    });
     const model = await MistralModel.load(gpu, modelDir, opts);
-    return new Generator(gpu, model, prompts, modelDir);
+    const generator = new Generator(gpu, model, prompts, modelDir);
+    for (const w of lora) generator.adapters.set(w.name, model.addAdapter(w));
+    return generator;
+  }
+
+  /** The LoRA adapters loaded, by name, in load order. */
+  get adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  /** The adapter `name` (undefined: none, the base model); UnknownAdapterError if it was not loaded. */
+  private adapter(name: string | undefined): DeviceLora | undefined {
+    if (name === undefined) return undefined;
+    const a = this.adapters.get(name);
+    if (!a) throw new UnknownAdapterError(name, this.adapterNames);
+    return a;
   }
 
   /** True for the bundled random-weight model, whose output is noise. */
@@ -205,17 +248,18 @@ export class Generator {
    * max_tokens or the end of the context ('length'), or when `signal` aborts
    * ('cancelled'). Requests queue in order for the model.
    */
-  async *generate(promptIds: number[], params: SamplingParams, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+  async *generate(promptIds: number[], params: SamplingParams, signal?: AbortSignal, options: GenerateOptions = {}): AsyncGenerator<GenerationEvent> {
     this.checkContext(promptIds.length, params.max_tokens);
+    const adapter = this.adapter(options.adapter);
     const release = await this.lock.acquire(signal);
     try {
-      yield* this.run(promptIds, params, signal);
+      yield* this.run(promptIds, params, signal, adapter);
     } finally {
       release();
     }
   }
 
-  private async *run(promptIds: number[], params: SamplingParams, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+  private async *run(promptIds: number[], params: SamplingParams, signal: AbortSignal | undefined, adapter: DeviceLora | undefined): AsyncGenerator<GenerationEvent> {
     const started = performance.now();
     const seed = params.seed ?? randomInt(0, 2 ** 31);
     const sampler = new Sampler(params, this.model.config.vocab_size, seed);
@@ -228,8 +272,8 @@ export class Generator {
     const stops = new StopMatcher(params.stop);
     const limit = Math.min(params.max_tokens ?? Infinity, this.contextLength - promptIds.length);
 
-    // Keep what the cache already holds of this prompt (a chat's earlier turns).
-    const reused = this.model.reusablePrefix(promptIds);
+    // Keep what the cache already holds of this prompt (a chat's earlier turns), if it was computed under this adapter.
+    const reused = this.model.reusablePrefix(promptIds, adapter);
     this.model.rewind(reused);
     let pending = promptIds.slice(reused);
 
@@ -242,7 +286,7 @@ export class Generator {
         finishReason = 'cancelled';
         break;
       }
-      const out = await this.model.forward(pending, readout);
+      const out = await this.model.forward(pending, readout, adapter);
       let token: number;
       if (out.argmax !== undefined) token = out.argmax;
       else if (out.topk) token = sampler.sampleFromCandidates(out.topk.ids, out.topk.logits);

@@ -16,6 +16,7 @@ import {
   addSamplingOptions,
   contextFromFlag,
   formatTimings,
+  generateOptions,
   lengthNote,
   loadGenerator,
   resolveModelDir,
@@ -84,7 +85,7 @@ export function registerGenerate(program: Command): void {
       for (let i = 0; i < params.n && !abort.signal.aborted; i++) {
         const seed = baseSeed + i;
         if (params.n > 1) process.stdout.write(`${i > 0 ? '\n' : ''}--- sample ${i + 1} of ${params.n} (seed ${seed}) ---\n`);
-        for await (const event of generator.generate(promptIds, { ...params, seed }, abort.signal)) {
+        for await (const event of generator.generate(promptIds, { ...params, seed }, abort.signal, generateOptions(flags))) {
           if (event.type === 'text') {
             process.stdout.write(event.text);
           } else {

@@ -12,9 +12,9 @@
 import { loadProgress } from './progress.ts';
 import { conditionOption } from './options.ts';
 import { existsSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { BUNDLED_MODEL_DIR, Generator, type FinishReason, type Timings } from '../../src/generator.ts';
+import { BUNDLED_MODEL_DIR, Generator, type FinishReason, type GenerateOptions, type Timings } from '../../src/generator.ts';
 import {
   DEFAULT_SAMPLING,
   MAX_STOP_STRINGS,
@@ -54,6 +54,8 @@ export interface SamplingFlags {
 
 export interface ModelFlags {
   model?: string;
+  /** A LoRA adapter folder (PEFT layout) to run under. */
+  lora?: string;
   context?: string;
   system?: string;
   condition?: string;
@@ -77,6 +79,7 @@ export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)')
     .option('--context <tokens>', "KV cache size in tokens: prompt + output must fit (default and maximum: the model's max_position_embeddings)")
+    .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder: adapter_config.json, adapter_model.safetensors)')
     .option('--system <text>', 'a system message before the conversation')
     .option('--condition <name>', "OpenChat's condition: 'GPT4 Correct' (default) or 'code' (coding mode)", conditionOption);
 }
@@ -156,9 +159,20 @@ export async function loadGenerator(flags: ModelFlags): Promise<Generator> {
   const modelDir = resolveModelDir(flags.model);
   const contextLength = contextFromFlag(flags.context);
   const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
-  const generator = await Generator.load({ modelDir, contextLength, onProgress: progress.onProgress });
+  const lora = flags.lora === undefined ? undefined : [{ name: cliAdapterName(flags.lora), dir: flags.lora }];
+  const generator = await Generator.load({ modelDir, contextLength, lora, onProgress: progress.onProgress });
   progress.done();
   return generator;
+}
+
+/** The adapter --lora loads is named after its folder. */
+function cliAdapterName(dir: string): string {
+  return basename(resolve(dir)) || 'lora';
+}
+
+/** What each generation of a command runs under: the --lora adapter, or the base model. */
+export function generateOptions(flags: ModelFlags): GenerateOptions {
+  return flags.lora === undefined ? {} : { adapter: cliAdapterName(flags.lora) };
 }
 
 /** One line on stderr when the bundled model runs: its weights are random, so its text is noise. */
