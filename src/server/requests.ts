@@ -24,6 +24,8 @@ export interface GenerationJob {
   stream: boolean;
   /** stream_options.include_usage: end the stream with a usage chunk. */
   includeUsage: boolean;
+  /** The LoRA adapter to run under (a model name on /v1, the `lora` field on /ai/run); none: the base model. */
+  adapter?: string;
 }
 
 /** Longest prompt or message text accepted, in characters (Workers AI's documented prompt limit). */
@@ -43,6 +45,7 @@ export function parseChatRequest(body: Record<string, unknown>, names: ModelName
   const stream = optionalBoolean(body, 'stream') ?? false;
   return {
     model,
+    adapter: names.adapterFor(model),
     promptIds: enc.encodeChat(messages, condition),
     params: samplingParams(body),
     stream,
@@ -57,6 +60,7 @@ export function parseCompletionRequest(body: Record<string, unknown>, names: Mod
   const stream = optionalBoolean(body, 'stream') ?? false;
   return {
     model,
+    adapter: names.adapterFor(model),
     promptIds: enc.encodeRaw(checkPrompt(body['prompt'])),
     params: samplingParams(body),
     stream,
@@ -214,12 +218,13 @@ const WORKERS_AI_SAMPLING = [
   'presence_penalty',
 ] as const;
 
-export function parseWorkersAiRequest(body: Record<string, unknown>, enc: PromptEncoder): GenerationJob {
+export function parseWorkersAiRequest(body: Record<string, unknown>, enc: PromptEncoder, names: ModelNames): GenerationJob {
   const hasPrompt = body['prompt'] !== undefined && body['prompt'] !== null;
   const hasMessages = body['messages'] !== undefined && body['messages'] !== null;
   if (hasPrompt === hasMessages) throw badRequest('give exactly one of prompt or messages', hasPrompt ? 'messages' : 'prompt');
   const raw = optionalBoolean(body, 'raw') ?? false;
   const stream = optionalBoolean(body, 'stream') ?? false;
+  const adapter = checkLora(body['lora'], names);
 
   let promptIds: number[];
   if (hasPrompt) {
@@ -242,7 +247,22 @@ export function parseWorkersAiRequest(body: Record<string, unknown>, enc: Prompt
     if (err instanceof SamplingParamError) throw badRequest(err.message, err.field);
     throw err;
   }
-  return { model: null, promptIds, params, stream, includeUsage: false };
+  return { model: null, promptIds, params, stream, includeUsage: false, adapter };
+}
+
+/**
+ * Workers AI's `lora`: the name of a LoRA adapter loaded beside the model (serve --lora
+ * NAME=DIR). One that is not loaded is an error, never a silent answer from the base model.
+ */
+function checkLora(value: unknown, names: ModelNames): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw wrongType('lora', 'a string (the name of a LoRA adapter)', value);
+  const adapter = names.adapterFor(value);
+  if (adapter === undefined) {
+    const loaded = names.adapters.length ? `loaded: ${names.adapters.join(', ')}` : 'this server loads none (openchat serve --lora NAME=DIR)';
+    throw new ApiError(400, `lora: no LoRA adapter named "${value.slice(0, 80)}" is loaded; ${loaded}`, 'invalid_request_error', 'lora', 'lora_not_found');
+  }
+  return adapter;
 }
 
 // ---------------------------------------------------------------------------

@@ -64,6 +64,8 @@ export interface ServerOptions {
   log?: (line: string) => void;
   /** More model names to accept, beyond the folder name and the OpenChat aliases (models.ts). */
   modelAliases?: string[];
+  /** LoRA adapters to load with the model (when the server loads it), each also a model name. */
+  lora?: { name: string; dir: string }[];
 }
 
 export interface RunningServer {
@@ -80,7 +82,7 @@ export interface RunningServer {
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const ownsGenerator = options.generator === undefined;
   const generator =
-    options.generator ?? (await Generator.load({ modelDir: options.modelDir, contextLength: options.contextLength }));
+    options.generator ?? (await Generator.load({ modelDir: options.modelDir, contextLength: options.contextLength, lora: options.lora }));
   const server = new OpenChatServer(generator, options);
   try {
     const port = await server.listen(options.port ?? DEFAULT_PORT, options.host ?? DEFAULT_HOST);
@@ -145,7 +147,7 @@ export class OpenChatServer {
     readonly generator: Generator,
     options: ServerOptions = {},
   ) {
-    this.names = new ModelNames(generator.modelName, options.modelAliases);
+    this.names = new ModelNames(generator.modelName, options.modelAliases, generator.adapterNames);
     this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.maxQueue = options.maxQueue ?? DEFAULT_MAX_QUEUE;
     this.keyDigests = (options.apiKeys ?? []).map(digest);
@@ -272,7 +274,7 @@ export class OpenChatServer {
     };
     if (path === '/v1/models') {
       if (method !== 'GET') throw methodNotAllowed(method, path, 'GET');
-      sendJson(res, 200, { object: 'list', data: this.names.all.map((id) => this.modelObject(id)) });
+      sendJson(res, 200, { object: 'list', data: [...this.names.all, ...this.names.adapters].map((id) => this.modelObject(id)) });
       return;
     }
     if (path.startsWith('/v1/models/')) {
@@ -302,7 +304,7 @@ export class OpenChatServer {
       if (!this.names.accepts(model)) {
         throw new ApiError(404, `No such model ${model.slice(0, 80)}; this server runs ${this.names.served}`, 'not_found_error', null, 'model_not_found');
       }
-      const job = parseWorkersAiRequest(await this.readJson(req), this.generator);
+      const job = parseWorkersAiRequest(await this.readJson(req), this.generator, this.names);
       await this.workersAi(job, res, record, signal);
       return;
     }
@@ -314,7 +316,11 @@ export class OpenChatServer {
   }
 
   private modelObject(id: string): object {
-    return { id, object: 'model', created: this.created, owned_by: 'openchat-webgpu', root: this.names.served, max_model_len: this.generator.contextLength };
+    const base = { id, object: 'model', created: this.created, owned_by: 'openchat-webgpu', max_model_len: this.generator.contextLength };
+    // An adapter is listed as vLLM lists one, with its base model as `parent`; `root` is its
+    // name where vLLM gives its path (a server does not show its file system).
+    const adapter = this.names.adapterFor(id);
+    return adapter === undefined ? { ...base, root: this.names.served } : { ...base, id: adapter, root: adapter, parent: this.names.served };
   }
 
   // -------------------------------------------------------------------------
@@ -374,7 +380,7 @@ export class OpenChatServer {
         let text = '';
         let result: ChoiceResult | null = null;
         try {
-          for await (const ev of this.generator.generate(job.promptIds, params, signal)) {
+          for await (const ev of this.generator.generate(job.promptIds, params, signal, { adapter: job.adapter })) {
             if (ev.type === 'text') {
               text += ev.text;
               hooks.onText?.(i, ev.text);
