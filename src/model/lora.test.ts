@@ -40,6 +40,21 @@ describe('loadLora: what is adapted and by how much', () => {
     }
   });
 
+  it('a config as PEFT 0.17 saves it, every field present at its default, loads', () => {
+    const saved = {
+      alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: 'golden/tiny-mistral', bias: 'none', corda_config: null,
+      eva_config: null, exclude_modules: null, fan_in_fan_out: false, inference_mode: true, init_lora_weights: true,
+      layer_replication: null, layers_pattern: null, layers_to_transform: null, loftq_config: {}, lora_alpha: 16, lora_bias: false,
+      lora_dropout: 0.05, megatron_config: null, megatron_core: 'megatron.core', modules_to_save: null, peft_type: 'LORA',
+      qalora_group_size: 16, r: 8, rank_pattern: {}, revision: null, target_modules: ['v_proj', 'q_proj'], target_parameters: null,
+      task_type: 'CAUSAL_LM', trainable_token_indices: null, use_dora: false, use_qalora: false, use_rslora: false,
+    };
+    const { dir } = write({ config: saved, modules: qv(8) });
+    const w = loadLora(dir, config);
+    expect(w.modules).toBe(4);
+    expect(w.layers[0]!.q_proj!.scale).toBe(2);
+  });
+
   it('rsLoRA scales by lora_alpha / sqrt(r)', () => {
     const { dir } = write({ config: { r: 16, lora_alpha: 8, use_rslora: true, target_modules: ['o_proj'] }, modules: allModules(config, 16, ['o_proj']) });
     expect(loadLora(dir, config).layers[1]!.o_proj!.scale).toBe(8 / 4);

@@ -87,6 +87,10 @@ const REFUSED: Record<string, string> = {
   layer_replication: 'layer_replication is not supported',
   target_parameters: 'target_parameters (LoRA on parameters rather than modules) is not supported',
   megatron_config: 'megatron_config is not supported',
+  trainable_token_indices: 'trainable_token_indices (trained rows of the embedding) is not supported',
+  use_qalora: 'use_qalora (QA-LoRA, for quantized base weights) is not supported',
+  alora_invocation_tokens: 'alora_invocation_tokens (activated LoRA, which applies only after the invocation tokens) is not supported',
+  arrow_config: 'arrow_config (Arrow routing between adapters) is not supported',
 };
 
 function isStringList(v: unknown): v is string[] {
