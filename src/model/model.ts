@@ -175,7 +175,8 @@ export class MistralModel {
   /**
    * How many leading tokens of `ids` the KV cache already holds and can keep
    * (a chat's earlier turns): rewind() there and run the rest. At most
-   * ids.length - 1, so the last token always runs and gives its logits.
+   * ids.length - 1, so the last token always runs and gives its logits. Under
+   * `adapter` (none: the base model) only positions computed under it count.
    */
   reusablePrefix(ids: readonly number[], adapter?: DeviceLora): number {
     // Keys and values computed under another adapter (or none) are not this adapter's.
@@ -234,7 +235,6 @@ export class MistralModel {
           `not ${under ? `adapter ${under.name}` : 'the base model'}: rewind(0) first (reusablePrefix says how much can be kept)`,
       );
     }
-    this.cacheAdapter = under;
     if (pos0 + ids.length > this.contextLength) {
       throw new RangeError(`sequence of ${pos0 + ids.length} tokens exceeds the context length ${this.contextLength}`);
     }
@@ -243,6 +243,7 @@ export class MistralModel {
         throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.config.vocab_size})`);
       }
     }
+    this.cacheAdapter = under;
     const all = readout.kind === 'all-logits' ? new Float32Array(ids.length * this.config.vocab_size) : undefined;
     let result: ForwardResult = {};
     for (let start = 0; start < ids.length; start += this.scratch.chunk) {
