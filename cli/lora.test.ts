@@ -78,4 +78,13 @@ describe('openchat --lora', () => {
     expect(gen.code).toBe(1);
     expect(gen.stderr).toMatch(/openchat: .*dora\/adapter_config\.json: DoRA .* is not supported/);
   }, 60_000);
+
+  it('serve --lora takes NAME=DIR, and a name the base model already has is refused before loading', async () => {
+    const bad = await runCli(['serve', '--port', '0', '--lora', adapter]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/openchat: --lora takes NAME=DIR .*; got ".*my-adapter"/);
+    const clash = await runCli(['serve', '--port', '0', '--lora', `openchat-3.5=${adapter}`]);
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toMatch(/openchat: the LoRA adapter name 'openchat-3\.5' is already a name of the base model/);
+  }, 60_000);
 });

@@ -133,6 +133,11 @@ describe('LoRA adapters over HTTP', () => {
     expect(((await wrongType.json()) as { errors: { message: string }[] }).errors[0]!.message).toMatch(/lora/);
   });
 
+  it('the Generator refuses an adapter it did not load, before queueing', async () => {
+    const run = gen.generate(gen.encodeRaw('x'), validateSamplingParams(PARAMS), undefined, { adapter: 'poet2' });
+    await expect(run.next()).rejects.toThrow(/no LoRA adapter named "poet2" is loaded; loaded: poet, SQL-v2/);
+  });
+
   it('an adapter name that is already a model name is refused at start-up', () => {
     expect(() => new ModelNames('tiny-mistral', [], ['openchat_3.5'])).toThrow(/'openchat_3\.5' is already a name of the base model/);
     expect(() => new ModelNames('tiny-mistral', [], ['a', 'A'])).toThrow(/'A' is already a name of the base model or of another adapter/);
