@@ -27,10 +27,11 @@ describe('openchat chat (piped stdin)', () => {
   let tokenizer: OpenChatTokenizer;
   let conversation: Run;
   let limits: Run;
+  let huge: Run;
 
   beforeAll(async () => {
     tokenizer = await OpenChatTokenizer.load(BUNDLED_MODEL_DIR);
-    [conversation, limits] = await Promise.all([
+    [conversation, limits, huge] = await Promise.all([
       // One token per answer: the tiny model's sliding window is 16 tokens, so its rolling KV cache
       // can only be rewound to the start of the answer when fewer than that were generated since.
       openchat(
@@ -42,6 +43,8 @@ describe('openchat chat (piped stdin)', () => {
         ['chat', '--context', '64', '--max-tokens', '4', '--seed', String(seed)],
         `${'the sea '.repeat(40)}\nShort one.\n/exit\nNever read.\n`,
       ),
+      // 131,072 x "中": once a stack overflow that ended the session; now a refused turn.
+      openchat(['chat', '--max-tokens', '2', '--seed', String(seed)], `${'中'.repeat(131072)}\nShort one.\n`),
     ]);
   });
 
@@ -77,5 +80,17 @@ describe('openchat chat (piped stdin)', () => {
     expect(t[0]!.promptTokens).toBe(tokenizer.encodeChat([{ role: 'user', content: 'Short one.' }]).length);
     // A failed turn makes the piped session's exit code 1, for scripts.
     expect(limits.code).toBe(1);
+  });
+
+  it('refuses a 131,072-character turn from its length alone, and goes on', () => {
+    const errors = huge.stderr.split('\n').filter((l) => l.startsWith('openchat: '));
+    expect(errors.filter((l) => !l.startsWith('openchat: using the bundled')), huge.stderr).toEqual([
+      expect.stringMatching(/^openchat: the prompt \(at least \d+ tokens\) plus max_tokens \(2\) is at least \d+ tokens, more than the context length 1024/),
+    ]);
+    expect(huge.stderr).not.toMatch(/Maximum call stack/);
+    const t = turns(huge.stderr);
+    expect(t, huge.stderr).toHaveLength(1);
+    expect(t[0]!.promptTokens).toBe(tokenizer.encodeChat([{ role: 'user', content: 'Short one.' }]).length);
+    expect(huge.code).toBe(1);
   });
 });

@@ -3,20 +3,37 @@
  * then turn prompts into streams of text. Data flows one way through it:
  * tokenizer -> model (forward pass, KV cache) -> sampling -> text.
  */
-import { randomInt } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
 import { contextLengthFor, loadConfig } from './model/config.ts';
 import { loadLora, type DeviceLora } from './model/lora.ts';
-import { OpenChatTokenizer, type ChatMessage } from './tokenizer/index.ts';
+import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
+import type { Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
-import type { SamplingParams } from './sampling/params.ts';
+import { resolveSeed, sampleSeed, type SamplingParams } from './sampling/params.ts';
 
 /** The tiny random-weight checkpoint shipped in golden/: the default when no model is named. */
 export const BUNDLED_MODEL_DIR = fileURLToPath(new URL('../golden/tiny-mistral/', import.meta.url));
+
+/**
+ * The model folder to load: `given` (a --model flag, a `modelDir` option), else $OPENCHAT_MODEL,
+ * else the bundled tiny model; an empty string counts as not given. A folder that does not exist,
+ * or a file, is an error naming where the path came from (`source`), before any GPU work.
+ */
+export function resolveModelDir(given: string | undefined, source = '--model'): string {
+  const fromFlag = given !== undefined && given !== '';
+  const path = fromFlag ? given : process.env.OPENCHAT_MODEL;
+  if (path === undefined || path === '') return BUNDLED_MODEL_DIR;
+  const dir = resolve(path);
+  const from = fromFlag ? source : 'OPENCHAT_MODEL';
+  if (!existsSync(dir)) throw new Error(`model folder not found: ${dir} (from ${from})`);
+  if (!statSync(dir).isDirectory()) throw new Error(`${from} must name a folder; ${dir} is a file`);
+  return dir;
+}
 
 export interface GeneratorOptions {
   /** A Hugging Face model folder; defaults to $OPENCHAT_MODEL, then the bundled tiny model. */
@@ -69,12 +86,27 @@ export type GenerationEvent =
   | { type: 'text'; text: string }
   | { type: 'done'; finishReason: FinishReason; usage: Usage; tokens: number[]; seed: number; timings: Timings };
 
+/** An event of `generateChoices`: which choice it belongs to, and when each starts (with its seed). */
+export type ChoiceEvent = ({ type: 'start'; seed: number } | GenerationEvent) & { index: number };
+
+/** A prompt before tokenization: a chat (in the model's chat format) or raw text (BOS + text). */
+export type PromptSpec =
+  | { kind: 'chat'; messages: ChatMessage[]; condition?: string }
+  | { kind: 'raw'; text: string };
+
 export class ContextLengthError extends RangeError {
-  constructor(readonly promptTokens: number, readonly maxTokens: number | null, readonly contextLength: number) {
+  constructor(
+    readonly promptTokens: number,
+    readonly maxTokens: number | null,
+    readonly contextLength: number,
+    /** True when promptTokens is a lower bound (the prompt was refused before it was tokenized). */
+    readonly atLeast = false,
+  ) {
+    const tokens = atLeast ? `at least ${promptTokens} tokens` : `${promptTokens} tokens`;
     super(
       maxTokens === null
-        ? `the prompt has ${promptTokens} tokens, but the context holds ${contextLength}: shorten the prompt`
-        : `the prompt (${promptTokens} tokens) plus max_tokens (${maxTokens}) is ${promptTokens + maxTokens} tokens, ` +
+        ? `the prompt has ${tokens}, but the context holds ${contextLength}: shorten the prompt`
+        : `the prompt (${tokens}) plus max_tokens (${maxTokens}) is ${atLeast ? 'at least ' : ''}${promptTokens + maxTokens} tokens, ` +
             `more than the context length ${contextLength}: shorten the prompt or lower max_tokens`,
     );
     this.name = 'ContextLengthError';
@@ -155,10 +187,41 @@ export class Prompts {
   }
 
   /** Throws ContextLengthError unless prompt + max_tokens fits the context. */
-  checkContext(promptTokens: number, maxTokens: number | null): void {
+  checkContext(promptTokens: number, maxTokens: number | null, atLeast = false): void {
     if (promptTokens >= this.contextLength || (maxTokens !== null && promptTokens + maxTokens > this.contextLength)) {
-      throw new ContextLengthError(promptTokens, maxTokens, this.contextLength);
+      throw new ContextLengthError(promptTokens, maxTokens, this.contextLength, atLeast);
     }
+  }
+
+  /**
+   * The prompt's ids, if it fits the context with `maxTokens`; otherwise ContextLengthError.
+   * A long prompt (over SLICE_CHARS characters) whose length alone shows that it cannot fit
+   * (OpenChatTokenizer.minChatTokens) is refused before it is tokenized, so an oversized
+   * prompt costs nothing.
+   */
+  fit(spec: PromptSpec, maxTokens: number | null): number[] {
+    return this.tokenizer.finish(this.fitSteps(spec, maxTokens));
+  }
+
+  /** `fit`, tokenizing in a worker thread so the event loop goes on (the server), until `signal` aborts. */
+  fitAsync(spec: PromptSpec, maxTokens: number | null, signal?: AbortSignal): Promise<number[]> {
+    return this.tokenizer.finishAsync(this.fitSteps(spec, maxTokens), signal);
+  }
+
+  private *fitSteps(spec: PromptSpec, maxTokens: number | null): Steps<number[]> {
+    // A short prompt costs less to tokenize than a refusal that can only say "at least N tokens".
+    const chars = spec.kind === 'chat' ? spec.messages.reduce((sum, m) => sum + m.content.length, 0) : spec.text.length;
+    if (chars > SLICE_CHARS) {
+      const bound =
+        spec.kind === 'chat' ? this.tokenizer.minChatTokens(spec.messages) : this.tokenizer.minTokens(spec.text, { addBos: true });
+      this.checkContext(bound, maxTokens, true);
+    }
+    const ids =
+      spec.kind === 'chat'
+        ? yield* this.tokenizer.encodeChatSteps(spec.messages, { condition: spec.condition, addGenerationPrompt: true })
+        : yield* this.tokenizer.encodeSteps(spec.text, { addBos: true });
+    this.checkContext(ids.length, maxTokens);
+    return ids;
   }
 }
 
@@ -177,7 +240,7 @@ export class Generator {
   }
 
   static async load(opts: GeneratorOptions = {}): Promise<Generator> {
-    const modelDir = resolve(opts.modelDir || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
+    const modelDir = resolveModelDir(opts.modelDir, 'modelDir');
     const gpu = await getGpu();
     const prompts = await Prompts.load(modelDir, opts.contextLength);
     // Adapters are checked against config.json before the (possibly long) weight load.
@@ -242,6 +305,27 @@ export class Generator {
   }
 
   /**
+   * The request's `n` samples, one after another (each waits its turn for the model, as
+   * `generate` does). The one seeding rule: a request without a seed draws one, and choice i
+   * runs with sampleSeed(seed, i) = seed + i, so choice 0 is what the seed gives alone and every
+   * choice replays on its own. Each choice starts with a 'start' event carrying its seed. Stops
+   * after a choice that was cancelled (the signal aborted).
+   */
+  async *generateChoices(promptIds: number[], params: SamplingParams, signal?: AbortSignal, options: GenerateOptions = {}): AsyncGenerator<ChoiceEvent> {
+    this.adapter(options.adapter); // an unknown adapter fails before the first choice starts
+    const seed = resolveSeed(params);
+    for (let index = 0; index < params.n; index++) {
+      if (signal?.aborted) return;
+      const choice = { ...params, seed: sampleSeed(seed, index), n: 1 };
+      yield { type: 'start', index, seed: choice.seed };
+      for await (const event of this.generate(promptIds, choice, signal, options)) {
+        yield { ...event, index };
+        if (event.type === 'done' && event.finishReason === 'cancelled') return;
+      }
+    }
+  }
+
+  /**
    * Generates one sample. Yields text as it becomes final (never half a UTF-8
    * character, never the beginning of a stop string), then one `done` event.
    * Generation ends at an end-of-turn/EOS token or a stop string ('stop'), at
@@ -261,7 +345,7 @@ export class Generator {
 
   private async *run(promptIds: number[], params: SamplingParams, signal: AbortSignal | undefined, adapter: DeviceLora | undefined): AsyncGenerator<GenerationEvent> {
     const started = performance.now();
-    const seed = params.seed ?? randomInt(0, 2 ** 31);
+    const seed = resolveSeed(params);
     const sampler = new Sampler(params, this.model.config.vocab_size, seed);
     const readout: Readout = !sampler.needsFullLogits
       ? sampler.greedy
@@ -337,8 +421,9 @@ export class Generator {
     };
   }
 
-  /** Frees the model's device memory. */
+  /** Frees the model's device memory (and stops the tokenizer's worker thread). */
   close(): void {
     this.model.destroy();
+    this.tokenizer.close();
   }
 }

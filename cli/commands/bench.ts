@@ -1,9 +1,9 @@
 import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { getGpu } from '../../src/gpu/device.ts';
 import { formatResult, runBenchmark } from '../../bench/e2e.ts';
 import { intOption } from './options.ts';
+import { resolveModelDir } from '../../src/generator.ts';
 
 interface BenchCliOptions {
   model: string;
@@ -40,9 +40,10 @@ export function registerBench(program: Command): void {
     .option('--max-chunk <n>', 'most tokens per prefill dispatch (default: the model default)', intOption('--max-chunk', 1, 4096))
     .option('--json <file>', 'also write every figure to FILE as JSON')
     .action(async (opts: BenchCliOptions) => {
+      const modelDir = resolveModelDir(opts.model);
       const gpu = await getGpu();
       const seed = opts.seed ?? Date.now() >>> 0;
-      const result = await runBenchmark(gpu, resolve(opts.model), {
+      const result = await runBenchmark(gpu, modelDir, {
         promptLengths: opts.promptLengths,
         decodeTokens: opts.decodeTokens,
         decodePrompt: opts.decodePrompt,

@@ -17,7 +17,7 @@
 import { createInterface, type Interface } from 'node:readline';
 import type { Command } from 'commander';
 import { ContextLengthError, type Generator } from '../../src/generator.ts';
-import type { SamplingParams } from '../../src/sampling/params.ts';
+import { sampleSeed, type SamplingParams } from '../../src/sampling/params.ts';
 import type { ChatMessage } from '../../src/tokenizer/index.ts';
 import {
   addModelOptions,
@@ -132,9 +132,10 @@ class ChatSession {
     this.messages.push({ role: 'user', content: userText });
     const conversation: ChatMessage[] =
       this.flags.system !== undefined ? [{ role: 'system', content: this.flags.system }, ...this.messages] : this.messages;
-    const promptIds = this.generator.encodeChat(conversation, this.flags.condition);
+    let promptIds: number[];
     try {
-      this.generator.checkContext(promptIds.length, this.params.max_tokens);
+      // A turn whose length alone shows it cannot fit is refused without tokenizing it.
+      promptIds = this.generator.prompts.fit({ kind: 'chat', messages: conversation, condition: this.flags.condition }, this.params.max_tokens);
     } catch (err) {
       if (!(err instanceof ContextLengthError)) throw err;
       // The session goes on: the user can /reset, or (with --max-tokens) ask for less.
@@ -144,7 +145,7 @@ class ChatSession {
       return;
     }
 
-    const seed = this.params.seed === null ? null : this.params.seed + this.turns;
+    const seed = this.params.seed === null ? null : sampleSeed(this.params.seed, this.turns);
     this.turns++;
     this.answering = new AbortController();
     let text = '';

@@ -9,17 +9,15 @@
  */
 import type { Command } from 'commander';
 import type { ChatMessage } from '../../src/tokenizer/index.ts';
-import { drawSeed } from '../../src/sampling/params.ts';
-import { Prompts } from '../../src/generator.ts';
+import { Prompts, resolveModelDir, type PromptSpec } from '../../src/generator.ts';
 import {
   addModelOptions,
   addSamplingOptions,
-  contextFromFlag,
+  contextFromFlags,
   formatTimings,
   generateOptions,
   lengthNote,
   loadGenerator,
-  resolveModelDir,
   samplingParamsFromFlags,
   warnIfBundledModel,
   type ModelFlags,
@@ -47,27 +45,20 @@ export function registerGenerate(program: Command): void {
     if (flags.raw && (flags.system !== undefined || flags.condition !== undefined)) {
       throw new Error('--system and --condition apply to the chat template; they cannot be used with --raw');
     }
-    // Sample i runs with seed + i: different samples, each reproducible on its own
-    // (`--seed S+i --n 1` prints sample i again).
-    const baseSeed = params.seed ?? drawSeed();
-    if (baseSeed + params.n - 1 > Number.MAX_SAFE_INTEGER) {
-      throw new Error(`invalid --seed: with --n ${params.n}, seed + ${params.n - 1} must be at most 2^53 - 1`);
-    }
-
     // The prompt is built from the tokenizer and config.json alone, so one that cannot fit
     // (with --max-tokens) is refused before the weights load and before anything is printed.
-    const prompts = await Prompts.load(resolveModelDir(flags.model), contextFromFlag(flags.context));
-    let promptIds: number[];
+    const prompts = await Prompts.load(resolveModelDir(flags.model), contextFromFlags(flags));
+    let spec: PromptSpec;
     if (flags.raw) {
-      promptIds = prompts.encodeRaw(flags.prompt);
+      spec = { kind: 'raw', text: flags.prompt };
     } else {
       const messages: ChatMessage[] = [];
       if (flags.system !== undefined) messages.push({ role: 'system', content: flags.system });
       messages.push({ role: 'user', content: flags.prompt });
-      promptIds = prompts.encodeChat(messages, flags.condition);
+      spec = { kind: 'chat', messages, condition: flags.condition };
     }
+    const promptIds = prompts.fit(spec, params.max_tokens);
     if (flags.verbose) process.stderr.write(`prompt ids: ${JSON.stringify(promptIds)}\n`);
-    prompts.checkContext(promptIds.length, params.max_tokens);
 
     const generator = await loadGenerator(flags);
     warnIfBundledModel(generator);
@@ -82,18 +73,19 @@ export function registerGenerate(program: Command): void {
     process.on('SIGINT', onSigint);
 
     try {
-      for (let i = 0; i < params.n && !abort.signal.aborted; i++) {
-        const seed = baseSeed + i;
-        if (params.n > 1) process.stdout.write(`${i > 0 ? '\n' : ''}--- sample ${i + 1} of ${params.n} (seed ${seed}) ---\n`);
-        for await (const event of generator.generate(promptIds, { ...params, seed }, abort.signal, generateOptions(flags))) {
-          if (event.type === 'text') {
-            process.stdout.write(event.text);
-          } else {
-            // Every sample's text ends with exactly one newline, so the shell prompt starts on its own line.
-            process.stdout.write('\n');
-            const note = lengthNote(event.finishReason, event.timings, event.usage.completion_tokens, params, generator.contextLength);
-            process.stderr.write(`${formatTimings(event.timings, event.finishReason, event.seed)}${note ? ' ' + note : ''}\n`);
-          }
+      // Sample i runs with seed + i (Generator.generateChoices): different samples, each
+      // reproducible on its own (`--seed S+i --n 1` prints sample i again).
+      for await (const event of generator.generateChoices(promptIds, params, abort.signal, generateOptions(flags))) {
+        if (event.type === 'start') {
+          const i = event.index;
+          if (params.n > 1) process.stdout.write(`${i > 0 ? '\n' : ''}--- sample ${i + 1} of ${params.n} (seed ${event.seed}) ---\n`);
+        } else if (event.type === 'text') {
+          process.stdout.write(event.text);
+        } else {
+          // Every sample's text ends with exactly one newline, so the shell prompt starts on its own line.
+          process.stdout.write('\n');
+          const note = lengthNote(event.finishReason, event.timings, event.usage.completion_tokens, params, generator.contextLength);
+          process.stderr.write(`${formatTimings(event.timings, event.finishReason, event.seed)}${note ? ' ' + note : ''}\n`);
         }
       }
     } finally {

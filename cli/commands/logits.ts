@@ -1,11 +1,10 @@
 import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { getGpu } from '../../src/gpu/device.ts';
 import { MistralModel } from '../../src/model/model.ts';
 import { CpuModel } from '../../src/model/cpu.ts';
 import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
-import { BUNDLED_MODEL_DIR } from '../../src/generator.ts';
+import { resolveModelDir } from '../../src/generator.ts';
 import { loadConfig } from '../../src/model/config.ts';
 import { loadLora, type LoraWeights } from '../../src/model/lora.ts';
 import { intOption } from './options.ts';
@@ -95,7 +94,7 @@ export function registerLogits(program: Command): void {
     .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
-      const dir = resolve(opts.model || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
+      const dir = resolveModelDir(opts.model);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
       // The adapter is checked against config.json before any weights load.

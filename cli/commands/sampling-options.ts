@@ -11,10 +11,9 @@
  */
 import { loadProgress } from './progress.ts';
 import { conditionOption } from './options.ts';
-import { existsSync, statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import type { Command } from 'commander';
-import { BUNDLED_MODEL_DIR, Generator, type FinishReason, type GenerateOptions, type Timings } from '../../src/generator.ts';
+import { Option, type Command } from 'commander';
+import { BUNDLED_MODEL_DIR, Generator, resolveModelDir, type FinishReason, type GenerateOptions, type Timings } from '../../src/generator.ts';
 import {
   DEFAULT_SAMPLING,
   MAX_STOP_STRINGS,
@@ -52,11 +51,16 @@ export interface SamplingFlags {
   n?: string;
 }
 
-export interface ModelFlags {
+/** --context, and its old name --context-length (serve's, kept hidden so that scripts still work). */
+export interface ContextFlags {
+  context?: string;
+  contextLength?: string;
+}
+
+export interface ModelFlags extends ContextFlags {
   model?: string;
   /** A LoRA adapter folder (PEFT layout) to run under. */
   lora?: string;
-  context?: string;
   system?: string;
   condition?: string;
 }
@@ -74,11 +78,17 @@ const NUMERIC_FLAGS: ReadonlyArray<[flag: string, key: keyof SamplingFlags, fiel
   ['--max-tokens', 'maxTokens', 'max_tokens', 'most tokens to generate (default: until the end of the turn or of the context)'],
 ];
 
+/** Adds --context (and the hidden alias --context-length): the same flag in every command. */
+export function addContextOption(cmd: Command): Command {
+  return cmd
+    .option('--context <tokens>', "KV cache size in tokens: prompt + output must fit (default and maximum: the model's max_position_embeddings)")
+    .addOption(new Option('--context-length <tokens>', 'the old name of --context').hideHelp());
+}
+
 /** Adds --model, --context, --system, --condition. */
 export function addModelOptions(cmd: Command): Command {
-  return cmd
-    .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)')
-    .option('--context <tokens>', "KV cache size in tokens: prompt + output must fit (default and maximum: the model's max_position_embeddings)")
+  cmd.option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)');
+  return addContextOption(cmd)
     .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder: adapter_config.json, adapter_model.safetensors)')
     .option('--system <text>', 'a system message before the conversation')
     .option('--condition <name>', "OpenChat's condition: 'GPT4 Correct' (default) or 'code' (coding mode)", conditionOption);
@@ -125,41 +135,41 @@ export function samplingParamsFromFlags(flags: SamplingFlags): SamplingParams {
 }
 
 /**
- * The model folder the command will load (--model, else $OPENCHAT_MODEL, else the
- * bundled tiny model), checked before any GPU work so that a typo fails fast.
+ * --context (or its old name --context-length) as a number, or undefined for the model's own
+ * maximum. Both names are checked alike; giving both with different values is an error.
  */
-export function resolveModelDir(flag: string | undefined): string {
-  const given = flag ?? process.env.OPENCHAT_MODEL;
-  if (given === undefined || given === '') return BUNDLED_MODEL_DIR; // an empty variable counts as unset
-  const dir = resolve(given);
-  const source = flag !== undefined ? '--model' : 'OPENCHAT_MODEL';
-  if (!existsSync(dir)) throw new Error(`model folder not found: ${dir} (from ${source})`);
-  if (!statSync(dir).isDirectory()) throw new Error(`${source} must name a folder; ${dir} is a file`);
-  return dir;
-}
-
-/** --context as a number, or undefined for the model's own maximum. */
-export function contextFromFlag(flag: string | undefined): number | undefined {
-  if (flag === undefined) return undefined;
-  try {
-    // 2 tokens at least: BOS plus one token to generate.
-    return intOption('--context', 2, 1 << 20)(flag);
-  } catch (err) {
-    // Commander's InvalidArgumentError is a CommanderError, which cli/main.ts exits on
-    // without a message (Commander has printed it already when it parses options itself).
-    throw new Error((err as Error).message);
+export function contextFromFlags(flags: ContextFlags): number | undefined {
+  const parse = (name: string, flag: string | undefined): number | undefined => {
+    if (flag === undefined) return undefined;
+    try {
+      // 2 tokens at least: BOS plus one token to generate.
+      return intOption(name, 2, 1 << 20)(flag);
+    } catch (err) {
+      // Commander's InvalidArgumentError is a CommanderError, which cli/main.ts exits on
+      // without a message (Commander has printed it already when it parses options itself).
+      throw new Error((err as Error).message);
+    }
+  };
+  const context = parse('--context', flags.context);
+  const old = parse('--context-length', flags.contextLength);
+  if (context !== undefined && old !== undefined && context !== old) {
+    throw new Error(`--context ${context} and --context-length ${old} disagree; give --context only (--context-length is its old name)`);
   }
+  return context ?? old;
 }
 
 /**
  * Loads the model, with a progress line on stderr while a real checkpoint
- * loads (only on a terminal).
+ * loads (only on a terminal). `contextLength` defaults to the flags' --context,
+ * `lora` (adapters by name) to the flags' --lora.
  */
-export async function loadGenerator(flags: ModelFlags): Promise<Generator> {
+export async function loadGenerator(
+  flags: ModelFlags,
+  contextLength = contextFromFlags(flags),
+  lora = flags.lora === undefined ? [] : [{ name: cliAdapterName(flags.lora), dir: flags.lora }],
+): Promise<Generator> {
   const modelDir = resolveModelDir(flags.model);
-  const contextLength = contextFromFlag(flags.context);
   const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
-  const lora = flags.lora === undefined ? undefined : [{ name: cliAdapterName(flags.lora), dir: flags.lora }];
   const generator = await Generator.load({ modelDir, contextLength, lora, onProgress: progress.onProgress });
   progress.done();
   return generator;

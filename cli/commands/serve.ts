@@ -1,22 +1,35 @@
-import { createWriteStream } from 'node:fs';
-import { basename, resolve } from 'node:path';
-import type { Command } from 'commander';
-import { DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, DEFAULT_PORT, startServer } from '../../src/server/server.ts';
-import { intOption } from './options.ts';
-import { loadProgress } from './progress.ts';
-import { BUNDLED_MODEL_DIR, Generator } from '../../src/generator.ts';
+/**
+ * `openchat serve`: the HTTP server (src/server) over one loaded Generator, until Ctrl-C or TERM.
+ * Everything that can be wrong with the options (a log file that cannot be opened, a bad number,
+ * a missing model folder) fails here in one line, before the model loads.
+ */
+import { basename } from 'node:path';
+import { Option, type Command } from 'commander';
+import {
+  DEFAULT_HOST,
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_QUEUE,
+  DEFAULT_PORT,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  startServer,
+} from '../../src/server/server.ts';
+import { openLogFile } from '../../src/server/log.ts';
 import { ModelNames } from '../../src/server/models.ts';
+import { resolveModelDir } from '../../src/generator.ts';
+import { intOption } from './options.ts';
+import { addContextOption, contextFromFlags, loadGenerator, type ContextFlags } from './sampling-options.ts';
 
-interface ServeOptions {
+interface ServeOptions extends ContextFlags {
   model?: string;
   host: string;
   port: number;
   apiKeys?: string[];
   disableLogRequests?: boolean;
   logFile?: string;
-  contextLength?: number;
   maxQueue: number;
   maxBodyBytes: number;
+  corsOrigins?: string[];
+  requestTimeout: number;
   lora?: string[];
 }
 
@@ -30,7 +43,7 @@ function parseLoraSpec(spec: string): { name: string; dir: string } {
 }
 
 export function registerServe(program: Command): void {
-  program
+  const cmd = program
     .command('serve')
     .description('serve the model over HTTP: OpenAI-compatible /v1 endpoints and the Workers AI schema')
     .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, then the bundled tiny model)')
@@ -38,49 +51,61 @@ export function registerServe(program: Command): void {
     .option('--port <port>', 'port to listen on', intOption('--port', 0, 65535), DEFAULT_PORT)
     .option('--api-keys <keys...>', "accept only requests with 'Authorization: Bearer <one of these keys>'")
     .option('--disable-log-requests', 'do not log a line per request')
-    .option('--log-file <file>', 'append the log here instead of stderr')
-    .option('--context-length <tokens>', 'tokens of context to allocate (default: the model\'s maximum)', intOption('--context-length', 2, 1 << 20))
+    .option('--log-file <file>', 'append the log here instead of stderr');
+  addContextOption(cmd);
+  cmd
     .option('--max-queue <n>', 'requests that may wait behind the running one before 503', intOption('--max-queue', 0, 1 << 16), DEFAULT_MAX_QUEUE)
     .option('--lora <name=dir...>', 'LoRA adapters (PEFT folders) to serve beside the model, each under its own model name (repeatable)')
     .option('--max-body-bytes <n>', 'largest request body accepted (413 above)', intOption('--max-body-bytes', 1024, 1 << 30), DEFAULT_MAX_BODY_BYTES)
+    .option('--cors-origins <origins...>', "browser origins allowed to call the API cross-site, e.g. https://app.example.com ('*': any); default none")
+    .addOption(
+      new Option('--request-timeout <seconds>', 'seconds a client has to send a whole request, headers and body (408 after)')
+        .argParser(intOption('--request-timeout', 1, 3600))
+        .default(DEFAULT_REQUEST_TIMEOUT_MS / 1000),
+    )
     .action(async (opts: ServeOptions) => {
-      const file = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a' }) : null;
-      const log = (line: string) => (file ? file.write(line + '\n') : process.stderr.write(line + '\n'));
-      const modelDir = resolve(opts.model || process.env.OPENCHAT_MODEL || BUNDLED_MODEL_DIR);
+      const contextLength = contextFromFlags(opts);
       const lora = (opts.lora ?? []).map(parseLoraSpec);
       // Adapter names that clash with the model's own names fail now, not after the weights load.
-      new ModelNames(basename(modelDir), [], lora.map((l) => l.name));
-      const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
-      const loaded = await Generator.load({ modelDir, contextLength: opts.contextLength, lora, onProgress: progress.onProgress });
-      progress.done();
-      const running = await startServer({
-        generator: loaded,
-        host: opts.host,
-        port: opts.port,
-        apiKeys: opts.apiKeys,
-        logRequests: !opts.disableLogRequests,
-        log,
-        maxQueue: opts.maxQueue,
-        maxBodyBytes: opts.maxBodyBytes,
-      });
-      const { generator } = running;
-      process.stderr.write(
-        `openchat serve: ${generator.modelName} (context ${generator.contextLength} tokens) on ${running.url}` +
-          `${opts.apiKeys?.length ? ', API keys required' : ''}` +
-          `${generator.adapterNames.length ? `; LoRA adapters: ${generator.adapterNames.join(', ')}` : ''}\n`,
-      );
-      if (generator.isBundledModel) {
-        process.stderr.write('openchat serve: this is the bundled tiny random-weight model; its output is noise (use --model)\n');
-      }
+      new ModelNames(basename(resolveModelDir(opts.model)), [], lora.map((l) => l.name));
+      const logFile = opts.logFile !== undefined ? openLogFile(opts.logFile) : null;
+      try {
+        const loaded = await loadGenerator({ model: opts.model }, contextLength, lora);
+        const running = await startServer({
+          generator: loaded,
+          host: opts.host,
+          port: opts.port,
+          apiKeys: opts.apiKeys,
+          logRequests: !opts.disableLogRequests,
+          log: logFile ? (line) => logFile.log(line) : undefined,
+          maxQueue: opts.maxQueue,
+          maxBodyBytes: opts.maxBodyBytes,
+          corsOrigins: opts.corsOrigins,
+          requestTimeoutMs: opts.requestTimeout * 1000,
+        }).catch((err: unknown) => {
+          loaded.close();
+          throw err;
+        });
+        const { generator } = running;
+        process.stderr.write(
+          `openchat serve: ${generator.modelName} (context ${generator.contextLength} tokens) on ${running.url}` +
+            `${opts.apiKeys?.length ? ', API keys required' : ''}` +
+            `${generator.adapterNames.length ? `; LoRA adapters: ${generator.adapterNames.join(', ')}` : ''}\n`,
+        );
+        if (generator.isBundledModel) {
+          process.stderr.write('openchat serve: this is the bundled tiny random-weight model; its output is noise (use --model)\n');
+        }
 
-      // Serve until Ctrl-C or a TERM, then stop cleanly: cancel what runs, free the model.
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
-      process.stderr.write('openchat serve: shutting down\n');
-      await running.close();
-      loaded.close();
-      if (file) await new Promise<void>((resolve) => file.end(resolve));
+        // Serve until Ctrl-C or a TERM, then stop cleanly: cancel what runs, free the model.
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+        });
+        process.stderr.write('openchat serve: shutting down\n');
+        await running.close();
+        loaded.close();
+      } finally {
+        logFile?.close();
+      }
     });
 }

@@ -5,6 +5,7 @@ import {
   SamplingParamError,
   drawSeed,
   resolveSeed,
+  sampleSeed,
   validateSamplingParams,
 } from './params.ts';
 
@@ -124,5 +125,12 @@ describe('seeds', () => {
     // Eight draws from 2^32 values collide with probability < 1e-8.
     expect(drawn.size).toBe(8);
     expect(Number.isInteger(drawSeed())).toBe(true);
+  });
+
+  it('sample i of a seeded request runs with seed + i, wrapping past 2^53 - 1', () => {
+    const max = Number.MAX_SAFE_INTEGER;
+    for (const s of [0, 7, -3, 2 ** 40]) expect([0, 1, 2, 3].map((i) => sampleSeed(s, i))).toEqual([s, s + 1, s + 2, s + 3]);
+    expect([0, 1, 2, 3].map((i) => sampleSeed(max - 1, i))).toEqual([max - 1, max, -max, -max + 1]);
+    for (let i = 0; i < 4; i++) expect(Number.isSafeInteger(sampleSeed(max, i))).toBe(true);
   });
 });

@@ -111,6 +111,17 @@ export function resolveSeed(params: SamplingParams): number {
   return params.seed ?? drawSeed();
 }
 
+/**
+ * The seed of sample `index` of a request seeded with `seed` (choice i of `n`, turn t of a chat):
+ * seed + index, so sample 0 is what the seed gives alone and sample i replays on its own with
+ * seed + i. Past 2^53 - 1 it wraps round to -(2^53 - 1), so every seed has a successor.
+ */
+export function sampleSeed(seed: number, index: number): number {
+  const max = Number.MAX_SAFE_INTEGER;
+  // seed + index - (2 max + 1), grouped so that every partial result is exact.
+  return seed > max - index ? seed - max + (index - max - 1) : seed + index;
+}
+
 // ---------------------------------------------------------------------------
 
 function numberIn(field: string, value: unknown, lo: number, hi: number, opts: { openLow?: boolean } = {}): number {

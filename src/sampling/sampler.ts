@@ -69,20 +69,6 @@ export function foldSeed(seed: number): number {
   return (low ^ Math.imul(high, 0x9e3779b1)) >>> 0;
 }
 
-/**
- * The seed of choice `index` of a request with `n` > 1: one Sampler per choice, each with its own
- * stream, so the choices are independent yet the whole request replays from one seed.
- * Choice 0 uses the request's seed itself, so n = 1 and the first of n choices agree.
- */
-export function sampleSeed(seed: number, index: number): number {
-  if (index === 0) return seed;
-  // splitmix-style finaliser of (folded seed, index): a well-mixed, distinct stream per index.
-  let z = (foldSeed(seed) + Math.imul(index, 0x9e3779b9)) >>> 0;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-  return (z ^ (z >>> 16)) >>> 0;
-}
-
 export class Sampler {
   /** Temperature 0: argmax (penalties still apply when set). */
   readonly greedy: boolean;

@@ -54,13 +54,11 @@ function cloudflareCode(err: ApiError): number {
       return 10000; // "Authentication error"
     case 404:
       return 5007; // "No such model"
-    case 413:
-    case 400:
-      return 5006; // input validation failed
     case 503:
       return 3040; // "Capacity temporarily exceeded"
     default:
-      return 3043; // internal server error
+      // Any other client error (400, 405, 408, 413, 415, 417, 431): the request was not acceptable.
+      return err.status >= 400 && err.status < 500 ? 5006 : 3043; // input validation failed / internal error
   }
 }
 

@@ -39,7 +39,31 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       if (!refused) resolve(Buffer.concat(chunks, size));
     });
     req.on('error', reject);
+    // The connection went before the body ended (a parser error, the request timeout, a reset):
+    // settle, so the handler does not wait forever for an 'end' that will not come.
+    req.on('close', () => {
+      if (!req.complete) reject(new ApiError(400, 'the request body ended early', 'invalid_request_error', null, 'incomplete_body'));
+    });
   });
+}
+
+/**
+ * 415 unless the body is declared as JSON. Browsers send `text/plain` and form types
+ * cross-site without a CORS preflight; requiring application/json makes every such
+ * request a preflighted one, which only the origins given to --cors-origins pass.
+ */
+export function requireJson(req: IncomingMessage): void {
+  const given = req.headers['content-type'];
+  const type = (given ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new ApiError(
+      415,
+      `the request body must be JSON sent with 'Content-Type: application/json'; got ${given === undefined ? 'no Content-Type' : `'${given.slice(0, 80)}'`}`,
+      'invalid_request_error',
+      null,
+      'unsupported_media_type',
+    );
+  }
 }
 
 /** Parses a JSON object body; anything else (bad JSON, an array, a number) is a 400. */
@@ -85,10 +109,11 @@ export class SseWriter {
 
   /** Sends the 200 and the headers at once, so the client sees the stream open before the first token. */
   open(): void {
+    // No Connection header of our own: Node's choice honours a client's `Connection: close`
+    // (an explicit keep-alive here would override it and hold the socket open after [DONE]).
     this.res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache',
-      Connection: 'keep-alive',
       // Reverse proxies (nginx) would otherwise buffer the stream.
       'X-Accel-Buffering': 'no',
     });

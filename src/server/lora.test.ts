@@ -128,6 +128,9 @@ describe('LoRA adapters over HTTP', () => {
     const body = (await cf.json()) as { success: boolean; result: null; errors: { message: string }[] };
     expect(body.success).toBe(false);
     expect(body.errors[0]!.message).toMatch(/lora: no LoRA adapter named "nope" is loaded; loaded: poet, SQL-v2/);
+    const inPath = await post('/ai/run/poet', { prompt: 'x' });
+    expect(inPath.status).toBe(400);
+    expect(((await inPath.json()) as { errors: { message: string }[] }).errors[0]!.message).toMatch(/poet is a LoRA adapter: on \/ai\/run the path names the base model .* and the lora field the adapter/);
     const wrongType = await post('/ai/run/@cf/openchat/openchat-3.5-0106', { prompt: 'x', lora: 3 });
     expect(wrongType.status).toBe(400);
     expect(((await wrongType.json()) as { errors: { message: string }[] }).errors[0]!.message).toMatch(/lora/);

@@ -1,25 +1,21 @@
 /**
  * Request bodies -> generation jobs. Everything a client sends is checked here
- * (types, ranges, model name, template choice) and turned into prompt token ids
- * plus validated sampling parameters, or rejected with an ApiError that names
- * the field. Nothing here touches the model, so a bad request costs no GPU time.
+ * (types, ranges, model name, template choice) and turned into a prompt (not yet
+ * tokenized: the server tokenizes it in a worker thread, after a cheap length check) plus
+ * validated sampling parameters, or rejected with an ApiError that names the
+ * field. Nothing here touches the model, so a bad request costs no GPU time.
  */
+import type { PromptSpec } from '../generator.ts';
 import { DEFAULT_SAMPLING, SamplingParamError, validateSamplingParams, type SamplingParams } from '../sampling/params.ts';
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { ApiError, badRequest, wrongType } from './errors.ts';
 import type { ModelNames } from './models.ts';
 import { knownCondition } from '../tokenizer/index.ts';
 
-/** What the request parsers need from the Generator: its two prompt encoders. */
-export interface PromptEncoder {
-  encodeChat(messages: ChatMessage[], condition?: string): number[];
-  encodeRaw(text: string): number[];
-}
-
 export interface GenerationJob {
   /** The model name as the client gave it (echoed back in responses); null for Workers AI bodies. */
   model: string | null;
-  promptIds: number[];
+  prompt: PromptSpec;
   params: SamplingParams;
   stream: boolean;
   /** stream_options.include_usage: end the stream with a usage chunk. */
@@ -36,7 +32,7 @@ export const MAX_MESSAGES = 1024;
 // ---------------------------------------------------------------------------
 // OpenAI: POST /v1/chat/completions and POST /v1/completions
 
-export function parseChatRequest(body: Record<string, unknown>, names: ModelNames, enc: PromptEncoder): GenerationJob {
+export function parseChatRequest(body: Record<string, unknown>, names: ModelNames): GenerationJob {
   const model = checkModel(body, names);
   rejectUnsupported(body);
   const messages = checkMessages(body['messages']);
@@ -46,14 +42,14 @@ export function parseChatRequest(body: Record<string, unknown>, names: ModelName
   return {
     model,
     adapter: names.adapterFor(model),
-    promptIds: enc.encodeChat(messages, condition),
+    prompt: { kind: 'chat', messages, condition },
     params: samplingParams(body),
     stream,
     includeUsage: checkStreamOptions(body['stream_options']) && stream,
   };
 }
 
-export function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames, enc: PromptEncoder): GenerationJob {
+export function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames): GenerationJob {
   const model = checkModel(body, names);
   rejectUnsupported(body);
   optionalString(body, 'user');
@@ -61,7 +57,7 @@ export function parseCompletionRequest(body: Record<string, unknown>, names: Mod
   return {
     model,
     adapter: names.adapterFor(model),
-    promptIds: enc.encodeRaw(checkPrompt(body['prompt'])),
+    prompt: { kind: 'raw', text: checkPrompt(body['prompt']) },
     params: samplingParams(body),
     stream,
     includeUsage: checkStreamOptions(body['stream_options']) && stream,
@@ -100,7 +96,8 @@ function rejectUnsupported(body: Record<string, unknown>): void {
     }
   };
   const emptyArray = (v: unknown) => Array.isArray(v) && v.length === 0;
-  const emptyObject = (v: unknown) => typeof v === 'object' && v !== null && Object.keys(v).length === 0;
+  // An array is an object to typeof: `logit_bias: []` is refused like any other non-map value.
+  const emptyObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0;
   unsupported('tools', emptyArray);
   unsupported('functions', emptyArray);
   unsupported('tool_choice', (v) => v === 'none');
@@ -218,7 +215,7 @@ const WORKERS_AI_SAMPLING = [
   'presence_penalty',
 ] as const;
 
-export function parseWorkersAiRequest(body: Record<string, unknown>, enc: PromptEncoder, names: ModelNames): GenerationJob {
+export function parseWorkersAiRequest(body: Record<string, unknown>, names: ModelNames): GenerationJob {
   const hasPrompt = body['prompt'] !== undefined && body['prompt'] !== null;
   const hasMessages = body['messages'] !== undefined && body['messages'] !== null;
   if (hasPrompt === hasMessages) throw badRequest('give exactly one of prompt or messages', hasPrompt ? 'messages' : 'prompt');
@@ -226,16 +223,16 @@ export function parseWorkersAiRequest(body: Record<string, unknown>, enc: Prompt
   const stream = optionalBoolean(body, 'stream') ?? false;
   const adapter = checkLora(body['lora'], names);
 
-  let promptIds: number[];
+  let promptSpec: PromptSpec;
   if (hasPrompt) {
     const prompt = body['prompt'];
     if (typeof prompt !== 'string') throw wrongType('prompt', 'a string', prompt);
     if (prompt.length === 0) throw badRequest('prompt must not be empty', 'prompt');
     if (prompt.length > MAX_TEXT_CHARS) throw badRequest(`prompt is longer than ${MAX_TEXT_CHARS} characters`, 'prompt');
     // Without `raw` a prompt is one user turn in the model's chat template, as Workers AI does.
-    promptIds = raw ? enc.encodeRaw(prompt) : enc.encodeChat([{ role: 'user', content: prompt }]);
+    promptSpec = raw ? { kind: 'raw', text: prompt } : { kind: 'chat', messages: [{ role: 'user', content: prompt }] };
   } else {
-    promptIds = enc.encodeChat(checkMessages(body['messages']));
+    promptSpec = { kind: 'chat', messages: checkMessages(body['messages']) };
   }
 
   const input: Record<string, unknown> = {};
@@ -247,7 +244,7 @@ export function parseWorkersAiRequest(body: Record<string, unknown>, enc: Prompt
     if (err instanceof SamplingParamError) throw badRequest(err.message, err.field);
     throw err;
   }
-  return { model: null, promptIds, params, stream, includeUsage: false, adapter };
+  return { model: null, prompt: promptSpec, params, stream, includeUsage: false, adapter };
 }
 
 /**

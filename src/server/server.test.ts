@@ -140,6 +140,17 @@ describe('OpenAI endpoints through the openai client', () => {
     expect(res.usage!.prompt_tokens).toBe(ids.length);
   });
 
+  it('n = 2 without a seed: one seed is drawn, choice i runs with it + i, and each reports its seed', async () => {
+    const messages: ChatMessage[] = [{ role: 'user', content: randomWords(4) }];
+    const res = await post('/v1/chat/completions', { model: gen.modelName, messages, max_tokens: 4, n: 2 });
+    const json = await jsonOf(res);
+    const [s0, s1] = json.choices.map((c: { seed: number }) => c.seed);
+    expect(Number.isSafeInteger(s0)).toBe(true);
+    expect(s1).toBe(s0 + 1);
+    const ids = gen.encodeChat(messages);
+    expect(json.choices[1].message.content, tag).toBe((await direct(ids, { max_tokens: 4, seed: s1 })).text);
+  });
+
   it('condition "Code" switches the template', async () => {
     const messages: ChatMessage[] = [{ role: 'user', content: randomWords(4) }];
     // `condition` is OpenChat's extension: the client passes unknown fields through.
@@ -236,12 +247,15 @@ describe('raw HTTP', () => {
     ['stream a string', '/v1/chat/completions', chat({ stream: 'yes' }), 400, 'stream', 'invalid_type'],
     ['bad condition', '/v1/chat/completions', chat({ condition: 'Math' }), 400, 'condition', 'invalid_value'],
     ['tools', '/v1/chat/completions', chat({ tools: [{ type: 'function' }] }), 400, 'tools', 'unsupported_parameter'],
+    ['logit_bias an array', '/v1/chat/completions', chat({ logit_bias: [] }), 400, 'logit_bias', 'unsupported_parameter'],
+    ['a text/plain body', '/v1/chat/completions', 'TEXT_PLAIN', 415, null, 'unsupported_media_type'],
     ['over the context', '/v1/chat/completions', chat({ max_tokens: 5000 }), 400, 'max_tokens', 'context_length_exceeded'],
     ['completions without prompt', '/v1/completions', { model: 'openchat_3.5' }, 400, 'prompt', 'missing_required_parameter'],
     ['unknown path', '/v1/engines', {}, 404, null, 'unknown_url'],
   ];
   it.each(cases)('%s -> OpenAI error body', async (_name, path, body, status, param, code) => {
-    const res = await post(path, body);
+    const res =
+      body === 'TEXT_PLAIN' ? await post(path, JSON.stringify(chat({})), { 'Content-Type': 'text/plain' }) : await post(path, body);
     expect(res.status).toBe(status);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
     const json = await jsonOf(res);
@@ -249,7 +263,7 @@ describe('raw HTTP', () => {
     expect(Object.keys(json.error).sort()).toEqual(['code', 'message', 'param', 'type']);
     expect(json.error.param).toBe(param);
     expect(json.error.code).toBe(code);
-    expect(json.error.type).toBe(status === 404 || status === 400 ? 'invalid_request_error' : json.error.type);
+    expect(json.error.type).toBe(status >= 400 && status < 500 ? 'invalid_request_error' : json.error.type);
     expect(json.error.message).not.toMatch(/\n\s+at /); // never a stack trace
   });
 
@@ -277,7 +291,12 @@ describe('raw HTTP', () => {
         else controller.close();
       },
     });
-    const res = await fetch(`${srv.url}/v1/chat/completions`, { method: 'POST', body, duplex: 'half' } as RequestInit);
+    const res = await fetch(`${srv.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body,
+      duplex: 'half',
+    } as RequestInit);
     expect(res.status).toBe(413);
     expect((await jsonOf(res)).error.code).toBe('request_too_large');
   });
@@ -476,7 +495,12 @@ describe('load', () => {
       const health = async () => (await jsonOf(await fetch(`${small.url}/health`))) as { active: number };
       const body = JSON.stringify(chat({ max_tokens: 2 }));
       const queuedClient = new AbortController();
-      const queued = fetch(`${small.url}/v1/chat/completions`, { method: 'POST', body, signal: queuedClient.signal }).catch((e: unknown) => e);
+      const queued = fetch(`${small.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body,
+        signal: queuedClient.signal,
+      }).catch((e: unknown) => e);
       await waitFor(async () => (await health()).active === 2, 10_000);
 
       const refused = await post('/v1/chat/completions', body, {}, small.url);

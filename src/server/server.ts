@@ -3,31 +3,36 @@
  * AI's text-generation schema) over one loaded Generator, on node:http alone.
  *
  * The life of a request:
- *   auth (before the body is read) -> body (size-limited) -> JSON -> route ->
- *   parse + validate into a GenerationJob (requests.ts; no GPU work yet) ->
+ *   CORS preflight (allowed origins only) -> auth (before the body is read) ->
+ *   route -> Content-Type (415 unless JSON) -> body (size-limited, within the
+ *   request timeout) -> JSON -> parse + validate into a GenerationJob
+ *   (requests.ts; no GPU work yet) -> the prompt: refused from its length alone
+ *   if it cannot fit, else tokenized in a worker thread while other requests run ->
  *   context check -> admission to the bounded queue (503 when full) ->
- *   Generator.generate, which serializes generations FIFO -> JSON or SSE reply.
+ *   Generator.generateChoices, which serializes generations FIFO -> JSON or SSE reply.
  * The client leaving (the response's 'close' before it finished) aborts the
  * request's signal: a queued generation never starts, a running one stops after
  * the current token, and its queue slot is freed at once.
  *
- * Every error a request can cause is answered as JSON (errors.ts); anything
- * unexpected is a 500 with a generic body, and its details go to the log only.
+ * Every error a request can cause is answered as JSON (errors.ts), in the shape
+ * of the API its path belongs to, even those Node's HTTP parser raises before a
+ * request exists (the 'clientError' handler); anything unexpected is a 500 with
+ * a generic body, and its details go to the log only.
  * The log has one line per request (method, path, status, tokens, latency),
  * never prompt text or API keys.
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { ContextLengthError, Generator, type FinishReason, type Usage } from '../generator.ts';
-import type { SamplingParams } from '../sampling/params.ts';
 import {
   ApiError,
+  badRequest,
   cloudflareErrorBody,
   internalError,
   openAiErrorBody,
 } from './errors.ts';
-import { parseJsonObject, readBody, sendJson, SseWriter } from './http.ts';
+import { parseJsonObject, readBody, requireJson, sendJson, SseWriter } from './http.ts';
 import { ModelNames } from './models.ts';
 import {
   parseChatRequest,
@@ -44,6 +49,12 @@ export const DEFAULT_MAX_BODY_BYTES = 1 << 20;
 export const DEFAULT_MAX_QUEUE = 32;
 /** Seconds a client is told to wait (Retry-After) when the queue is full. */
 export const RETRY_AFTER_SECONDS = 1;
+/**
+ * Milliseconds a client has to send a whole request, headers and body (408 after): ample for
+ * 1 MiB on a slow link, and far below Node's 300 s, so a stalled upload does not hold a socket.
+ * Streaming a response is not bounded by it.
+ */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 export interface ServerOptions {
   /** An already loaded model. The caller keeps it: close() leaves it loaded. */
@@ -64,6 +75,13 @@ export interface ServerOptions {
   log?: (line: string) => void;
   /** More model names to accept, beyond the folder name and the OpenChat aliases (models.ts). */
   modelAliases?: string[];
+  /**
+   * Browser origins (e.g. "https://app.example.com") allowed to call the API cross-site; "*" allows
+   * any. Default none: no CORS headers, so browsers keep other sites' pages out.
+   */
+  corsOrigins?: string[];
+  /** Time to receive a whole request (headers and body), in ms; default DEFAULT_REQUEST_TIMEOUT_MS. */
+  requestTimeoutMs?: number;
   /** LoRA adapters to load with the model (when the server loads it), each also a model name. */
   lora?: { name: string; dir: string }[];
 }
@@ -126,6 +144,42 @@ interface ChoiceHooks {
   onDone?(index: number, result: ChoiceResult): void;
 }
 
+/**
+ * What differs between the two OpenAI endpoints' answers; `openAiReply` writes both, streamed
+ * or not, from this.
+ */
+interface OpenAiShape {
+  idPrefix: string;
+  object: string;
+  chunkObject: string;
+  /** A finished choice in a non-streamed answer, without its index. */
+  choice(r: ChoiceResult): object;
+  /** A chunk's choice for the start of a choice (chat: the role), or null for none. */
+  startChoice(index: number): object | null;
+  textChoice(index: number, text: string): object;
+  finishChoice(index: number, finishReason: FinishReason): object;
+}
+
+const CHAT_COMPLETION: OpenAiShape = {
+  idPrefix: 'chatcmpl-',
+  object: 'chat.completion',
+  chunkObject: 'chat.completion.chunk',
+  choice: (r) => ({ message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason, seed: r.seed }),
+  startChoice: (index) => ({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),
+  textChoice: (index, content) => ({ index, delta: { content }, logprobs: null, finish_reason: null }),
+  finishChoice: (index, finishReason) => ({ index, delta: {}, logprobs: null, finish_reason: finishReason }),
+};
+
+const TEXT_COMPLETION: OpenAiShape = {
+  idPrefix: 'cmpl-',
+  object: 'text_completion',
+  chunkObject: 'text_completion',
+  choice: (r) => ({ text: r.text, logprobs: null, finish_reason: r.finishReason, seed: r.seed }),
+  startChoice: () => null,
+  textChoice: (index, text) => ({ index, text, logprobs: null, finish_reason: null }),
+  finishChoice: (index, finishReason) => ({ index, text: '', logprobs: null, finish_reason: finishReason }),
+};
+
 /** The request was cancelled (the client left); nothing more is sent. */
 class Cancelled extends Error {}
 
@@ -135,10 +189,14 @@ export class OpenChatServer {
   private readonly maxBodyBytes: number;
   private readonly maxQueue: number;
   private readonly keyDigests: Buffer[];
-  private readonly log: (line: string) => void;
+  private readonly logSink: (line: string) => void;
   private readonly logRequests: boolean;
+  private readonly corsOrigins: ReadonlySet<string>;
+  private readonly lastPaths = new WeakMap<Socket, string>();
   /** Requests admitted for generation: the running one plus those waiting. */
   private admitted = 0;
+  /** Requests whose prompts are being tokenized (bounded like the queue: a flood waits in neither). */
+  private tokenizing = 0;
   /** Generations in progress (running or queued), so close() can wait for the model to be free. */
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly created = Math.floor(Date.now() / 1000);
@@ -151,9 +209,88 @@ export class OpenChatServer {
     this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.maxQueue = options.maxQueue ?? DEFAULT_MAX_QUEUE;
     this.keyDigests = (options.apiKeys ?? []).map(digest);
-    this.log = options.log ?? ((line) => process.stderr.write(line + '\n'));
+    this.logSink = options.log ?? ((line) => process.stderr.write(line + '\n'));
     this.logRequests = options.logRequests ?? true;
-    this.http = createServer((req, res) => void this.handle(req, res));
+    this.corsOrigins = new Set(options.corsOrigins ?? []);
+    const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.http = createServer(
+      {
+        requestTimeout,
+        headersTimeout: requestTimeout,
+        // How often Node looks for requests past their timeout (its default, 30 s, would let a
+        // 1 s timeout run to 30 s).
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4))),
+        // Node would answer an HTTP/1.1 request without Host with an empty 400; this server has
+        // no use for Host, and every answer it gives is JSON.
+        requireHostHeader: false,
+      },
+      (req, res) => void this.handle(req, res),
+    );
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
+    // The path of the request each connection last began, for clientError's answer when the
+    // packet that failed (stalled headers, a late parse error) no longer holds the request line.
+    // (A 'data' listener makes Node parse in JavaScript instead of C++: no matter at this load.)
+    this.http.on('connection', (socket: Socket) => {
+      socket.on('data', (chunk: Buffer) => {
+        const path = requestLinePath(chunk);
+        if (path !== null) this.lastPaths.set(socket, path);
+      });
+    });
+    // `Expect: 100-continue` is answered by Node; any other expectation is a 417, in JSON.
+    this.http.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      const err = new ApiError(417, `unsupported Expect header '${String(req.headers['expect']).slice(0, 80)}'; only 100-continue is supported`, 'invalid_request_error', null, 'expectation_failed');
+      sendJson(res, 417, this.errorBody(pathOf(req.url), err), { Connection: 'close' });
+    });
+  }
+
+  /** One log line; a log that cannot be written must not take a request (or the server) down. */
+  private log(line: string): void {
+    try {
+      this.logSink(line);
+    } catch {
+      // The sink reports its own failures (see cli/commands/serve.ts); nothing more to do here.
+    }
+  }
+
+  /** An error body in the shape of the API that `path` belongs to. */
+  private errorBody(path: string, err: ApiError): object {
+    return isWorkersAiPath(path) ? cloudflareErrorBody(err) : openAiErrorBody(err);
+  }
+
+  /**
+   * Node's HTTP parser refused what arrived (bad chunking, conflicting Content-Lengths, a
+   * garbage request line, headers over the limit) or the request timeout ran out: there is no
+   * request object, so the JSON answer is written on the socket itself, then it is closed.
+   * The path, when it can be read, picks the error shape.
+   */
+  private clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    // A response this connection already started (a stream) cannot take another one.
+    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse & { req?: IncomingMessage } })._httpMessage;
+    if (inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const [status, code, message] =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'request_header_fields_too_large', 'the request headers are larger than the limit (16 KiB)']
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'request_timeout', 'the request was not received in time; send the headers and body without pausing']
+          : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+            ? [413, 'request_too_large', 'the chunk extensions are larger than the limit']
+            : [400, 'invalid_http', `the request is not valid HTTP/1.1 (${err.code ?? 'parse error'})`];
+    const packet = (err as { rawPacket?: Buffer }).rawPacket;
+    const path = inFlight?.req?.url ?? (packet && requestLinePath(packet)) ?? this.lastPaths.get(socket) ?? '';
+    const text = JSON.stringify(this.errorBody(pathOf(path), new ApiError(status, message, 'invalid_request_error', null, code)));
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+      () => socket.destroy(),
+    );
+    if (this.logRequests) this.log(`${new Date().toISOString()} - ${path ? pathOf(path).slice(0, 200) : '-'} ${status} error=${code}`);
   }
 
   /** Resolves with the port it listens on. */
@@ -186,8 +323,7 @@ export class OpenChatServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
     const method = req.method ?? 'GET';
-    const path = normalizePath((req.url ?? '/').split('?')[0] ?? '/');
-    const workersAi = path.startsWith('/ai/');
+    const path = pathOf(req.url);
     const record: RequestRecord = { promptTokens: 0, completionTokens: 0, finishReasons: [], errorCode: null };
     const abort = new AbortController();
 
@@ -208,6 +344,7 @@ export class OpenChatServer {
     });
 
     try {
+      if (this.cors(req, res)) return;
       if (method === 'GET' && path === '/health') {
         sendJson(res, 200, { status: 'ok', model: this.names.served, active: this.admitted, queued: this.generator.queued });
         return;
@@ -225,7 +362,7 @@ export class OpenChatServer {
         this.log(`error: ${method} ${path}: ${detail}`);
       }
       record.errorCode = apiError.code;
-      const body = workersAi ? cloudflareErrorBody(apiError) : openAiErrorBody(apiError);
+      const body = this.errorBody(path, apiError);
       if (res.headersSent) {
         // Mid-stream: an error event (the OpenAI clients raise it), then the end of the stream.
         const sse = new SseWriter(res);
@@ -240,6 +377,35 @@ export class OpenChatServer {
     } finally {
       settle();
     }
+  }
+
+  /**
+   * CORS, for the origins given (none by default): every answer to an allowed origin carries
+   * Access-Control-Allow-Origin, and its preflight (OPTIONS with Access-Control-Request-Method)
+   * is answered here with 204, before the API key check (browsers send no credentials in a
+   * preflight). Returns true when it answered. Other origins get no CORS headers, so browsers
+   * do not let their pages read the answers, and their preflights fall through to the 405.
+   */
+  private cors(req: IncomingMessage, res: ServerResponse): boolean {
+    const origin = req.headers['origin'];
+    if (origin === undefined || this.corsOrigins.size === 0) return false;
+    // The answer depends on the origin (a cache must not hand one origin's answer to another).
+    res.setHeader('Vary', 'Origin');
+    const any = this.corsOrigins.has('*');
+    if (!any && !this.corsOrigins.has(origin)) return false;
+    res.setHeader('Access-Control-Allow-Origin', any ? '*' : origin);
+    res.setHeader('Access-Control-Expose-Headers', 'Retry-After');
+    if (req.method !== 'OPTIONS' || req.headers['access-control-request-method'] === undefined) return false;
+    const asked = req.headers['access-control-request-headers'] ?? '';
+    res.writeHead(204, {
+      'Access-Control-Allow-Methods': 'GET, POST, OPTIONS',
+      // The headers the page's client asked for (the OpenAI client sends its own x-stainless-*), if well-formed.
+      'Access-Control-Allow-Headers': /^[\w-]+(\s*,\s*[\w-]+)*$/.test(asked) ? asked : 'Authorization, Content-Type',
+      'Access-Control-Max-Age': '600',
+      'Content-Length': '0',
+    });
+    res.end();
+    return true;
   }
 
   /** 401 unless the request carries one of the keys (when keys are set). Runs before the body is read. */
@@ -271,6 +437,7 @@ export class OpenChatServer {
   ): Promise<void> {
     const onlyPost = () => {
       if (method !== 'POST') throw methodNotAllowed(method, path, 'POST');
+      requireJson(req);
     };
     if (path === '/v1/models') {
       if (method !== 'GET') throw methodNotAllowed(method, path, 'GET');
@@ -288,14 +455,14 @@ export class OpenChatServer {
     }
     if (path === '/v1/chat/completions') {
       onlyPost();
-      const job = parseChatRequest(await this.readJson(req), this.names, this.generator);
-      await this.chatCompletion(job, res, record, signal);
+      const job = parseChatRequest(await this.readJson(req), this.names);
+      await this.openAiReply(CHAT_COMPLETION, job, res, record, signal);
       return;
     }
     if (path === '/v1/completions') {
       onlyPost();
-      const job = parseCompletionRequest(await this.readJson(req), this.names, this.generator);
-      await this.completion(job, res, record, signal);
+      const job = parseCompletionRequest(await this.readJson(req), this.names);
+      await this.openAiReply(TEXT_COMPLETION, job, res, record, signal);
       return;
     }
     if (path.startsWith('/ai/run/')) {
@@ -304,7 +471,11 @@ export class OpenChatServer {
       if (!this.names.accepts(model)) {
         throw new ApiError(404, `No such model ${model.slice(0, 80)}; this server runs ${this.names.served}`, 'not_found_error', null, 'model_not_found');
       }
-      const job = parseWorkersAiRequest(await this.readJson(req), this.generator, this.names);
+      if (this.names.adapterFor(model) !== undefined) {
+        // Workers AI names the base model in the path and the adapter in `lora`; one way only.
+        throw badRequest(`${model.slice(0, 80)} is a LoRA adapter: on /ai/run the path names the base model (${this.names.served}) and the lora field the adapter`, 'lora');
+      }
+      const job = parseWorkersAiRequest(await this.readJson(req), this.names);
       await this.workersAi(job, res, record, signal);
       return;
     }
@@ -327,36 +498,54 @@ export class OpenChatServer {
   // Generation shared by the endpoints
 
   /**
-   * Checks the context and takes a queue slot; returns the slot's release
-   * (idempotent). Throws 400 (too long) or 503 (queue full): both before any GPU work.
+   * The job's prompt ids, if it fits the context: a prompt whose length alone shows it cannot
+   * fit is refused before tokenizing; otherwise it is tokenized in the tokenizer's worker
+   * thread, slice by slice, while the event loop serves other requests (/health included).
+   * 400 context_length_exceeded otherwise.
    */
-  private admit(job: GenerationJob, record: RequestRecord, res: ServerResponse): () => void {
-    record.promptTokens = job.promptIds.length;
+  private async promptIds(job: GenerationJob, record: RequestRecord, signal: AbortSignal): Promise<number[]> {
+    if (this.tokenizing >= 1 + this.maxQueue) throw this.busy(`${this.tokenizing} requests are already being tokenized (the limit is ${1 + this.maxQueue})`);
+    this.tokenizing++;
     try {
-      this.generator.checkContext(job.promptIds.length, job.params.max_tokens);
+      const ids = await this.generator.prompts.fitAsync(job.prompt, job.params.max_tokens, signal);
+      record.promptTokens = ids.length;
+      return ids;
     } catch (err) {
       if (err instanceof ContextLengthError) {
         // OpenAI's wording: some clients look for "maximum context length" to trim and retry.
+        const n = `${err.atLeast ? 'at least ' : ''}${err.promptTokens}`;
         const asked =
           err.maxTokens === null
-            ? `However, your messages resulted in ${err.promptTokens} tokens. Please reduce the length of the messages.`
-            : `However, you requested ${err.promptTokens + err.maxTokens} tokens (${err.promptTokens} in the messages, ` +
+            ? `However, your messages resulted in ${n} tokens. Please reduce the length of the messages.`
+            : `However, you requested ${err.atLeast ? 'at least ' : ''}${err.promptTokens + err.maxTokens} tokens (${n} in the messages, ` +
               `${err.maxTokens} in the completion). Please reduce the length of the messages or completion.`;
         throw new ApiError(400, `This model's maximum context length is ${err.contextLength} tokens. ${asked}`,
           'invalid_request_error', err.maxTokens === null ? 'messages' : 'max_tokens', 'context_length_exceeded');
       }
       throw err;
+    } finally {
+      this.tokenizing--;
     }
-    if (this.admitted >= 1 + this.maxQueue) {
-      throw new ApiError(
-        503,
-        `The server is busy: ${this.admitted - 1} requests are already waiting (the limit is ${this.maxQueue}). Retry shortly.`,
-        'server_error',
-        null,
-        'server_busy',
-        { 'Retry-After': String(RETRY_AFTER_SECONDS) },
-      );
-    }
+  }
+
+  /** 503 server_busy with Retry-After, saying why. */
+  private busy(why: string): ApiError {
+    return new ApiError(
+      503,
+      `The server is busy: ${why}. Retry shortly.`,
+      'server_error',
+      null,
+      'server_busy',
+      { 'Retry-After': String(RETRY_AFTER_SECONDS) },
+    );
+  }
+
+  /**
+   * Takes a queue slot; returns the slot's release (idempotent). Throws 503 when the queue is
+   * full, before any GPU work.
+   */
+  private admit(res: ServerResponse): () => void {
+    if (this.admitted >= 1 + this.maxQueue) throw this.busy(`${this.admitted - 1} requests are already waiting (the limit is ${this.maxQueue})`);
     this.admitted++;
     let held = true;
     const release = () => {
@@ -370,35 +559,40 @@ export class OpenChatServer {
     return release;
   }
 
-  /** Runs the job's n choices one after another; throws Cancelled if the client left. */
-  private async runChoices(job: GenerationJob, record: RequestRecord, signal: AbortSignal, hooks: ChoiceHooks = {}): Promise<ChoiceResult[]> {
+  /** Runs the job's n choices (Generator.generateChoices); throws Cancelled if the client left. */
+  private async runChoices(
+    job: GenerationJob,
+    promptIds: number[],
+    record: RequestRecord,
+    signal: AbortSignal,
+    hooks: ChoiceHooks = {},
+  ): Promise<ChoiceResult[]> {
     const work = (async () => {
       const results: ChoiceResult[] = [];
-      for (let i = 0; i < job.params.n; i++) {
-        hooks.onStart?.(i);
-        const params: SamplingParams = { ...job.params, seed: choiceSeed(job.params.seed, i) };
-        let text = '';
-        let result: ChoiceResult | null = null;
-        try {
-          for await (const ev of this.generator.generate(job.promptIds, params, signal, { adapter: job.adapter })) {
-            if (ev.type === 'text') {
-              text += ev.text;
-              hooks.onText?.(i, ev.text);
-            } else {
-              result = { text, finishReason: ev.finishReason, usage: ev.usage, seed: ev.seed };
-            }
+      let text = '';
+      try {
+        for await (const ev of this.generator.generateChoices(promptIds, job.params, signal, { adapter: job.adapter })) {
+          if (ev.type === 'start') {
+            text = '';
+            hooks.onStart?.(ev.index);
+          } else if (ev.type === 'text') {
+            text += ev.text;
+            hooks.onText?.(ev.index, ev.text);
+          } else {
+            record.completionTokens += ev.usage.completion_tokens;
+            if (ev.finishReason === 'cancelled') break;
+            const result: ChoiceResult = { text, finishReason: ev.finishReason, usage: ev.usage, seed: ev.seed };
+            record.finishReasons.push(result.finishReason);
+            results.push(result);
+            hooks.onDone?.(ev.index, result);
           }
-        } catch (err) {
-          // Aborted while waiting in the generator's queue.
-          if (signal.aborted) throw new Cancelled('cancelled');
-          throw err;
         }
-        if (result !== null) record.completionTokens += result.usage.completion_tokens;
-        if (result === null || result.finishReason === 'cancelled' || signal.aborted) throw new Cancelled('cancelled');
-        record.finishReasons.push(result.finishReason);
-        results.push(result);
-        hooks.onDone?.(i, result);
+      } catch (err) {
+        // Aborted while waiting in the generator's queue.
+        if (signal.aborted) throw new Cancelled('cancelled');
+        throw err;
       }
+      if (results.length < job.params.n || signal.aborted) throw new Cancelled('cancelled');
       return results;
     })();
     this.inFlight.add(work);
@@ -409,36 +603,31 @@ export class OpenChatServer {
     }
   }
 
-  private usage(job: GenerationJob, results: ChoiceResult[]): Usage {
+  private usage(promptIds: number[], results: ChoiceResult[]): Usage {
     // As OpenAI counts n > 1: the prompt once, every choice's completion.
     const completion = results.reduce((sum, r) => sum + r.usage.completion_tokens, 0);
-    return { prompt_tokens: job.promptIds.length, completion_tokens: completion, total_tokens: job.promptIds.length + completion };
+    return { prompt_tokens: promptIds.length, completion_tokens: completion, total_tokens: promptIds.length + completion };
   }
 
   // -------------------------------------------------------------------------
-  // POST /v1/chat/completions
+  // POST /v1/chat/completions and POST /v1/completions: one writer, two shapes
 
-  private async chatCompletion(job: GenerationJob, res: ServerResponse, record: RequestRecord, signal: AbortSignal): Promise<void> {
-    const release = this.admit(job, record, res);
-    const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
+  private async openAiReply(shape: OpenAiShape, job: GenerationJob, res: ServerResponse, record: RequestRecord, signal: AbortSignal): Promise<void> {
+    const promptIds = await this.promptIds(job, record, signal);
+    const release = this.admit(res);
+    const id = `${shape.idPrefix}${randomUUID().replaceAll('-', '')}`;
     const created = Math.floor(Date.now() / 1000);
     const model = job.model ?? this.names.served;
     try {
       if (!job.stream) {
-        const results = await this.runChoices(job, record, signal);
+        const results = await this.runChoices(job, promptIds, record, signal);
         sendJson(res, 200, {
           id,
-          object: 'chat.completion',
+          object: shape.object,
           created,
           model,
-          choices: results.map((r, index) => ({
-            index,
-            message: { role: 'assistant', content: r.text },
-            logprobs: null,
-            finish_reason: r.finishReason,
-            seed: r.seed,
-          })),
-          usage: this.usage(job, results),
+          choices: results.map((r, index) => ({ index, ...shape.choice(r) })),
+          usage: this.usage(promptIds, results),
         });
         return;
       }
@@ -447,63 +636,22 @@ export class OpenChatServer {
       sse.open();
       const chunk = (choices: object[], extra: object = {}) => ({
         id,
-        object: 'chat.completion.chunk',
+        object: shape.chunkObject,
         created,
         model,
         choices,
         ...(job.includeUsage ? { usage: null } : {}),
         ...extra,
       });
-      const results = await this.runChoices(job, record, signal, {
-        onStart: (index) => sse.send(chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }])),
-        onText: (index, content) => sse.send(chunk([{ index, delta: { content }, logprobs: null, finish_reason: null }])),
-        onDone: (index, r) => sse.send(chunk([{ index, delta: {}, logprobs: null, finish_reason: r.finishReason }])),
+      const results = await this.runChoices(job, promptIds, record, signal, {
+        onStart: (index) => {
+          const start = shape.startChoice(index);
+          if (start !== null) sse.send(chunk([start]));
+        },
+        onText: (index, text) => sse.send(chunk([shape.textChoice(index, text)])),
+        onDone: (index, r) => sse.send(chunk([shape.finishChoice(index, r.finishReason)])),
       });
-      if (job.includeUsage) sse.send(chunk([], { usage: this.usage(job, results) }));
-      sse.end();
-    } finally {
-      release();
-    }
-  }
-
-  // -------------------------------------------------------------------------
-  // POST /v1/completions
-
-  private async completion(job: GenerationJob, res: ServerResponse, record: RequestRecord, signal: AbortSignal): Promise<void> {
-    const release = this.admit(job, record, res);
-    const id = `cmpl-${randomUUID().replaceAll('-', '')}`;
-    const created = Math.floor(Date.now() / 1000);
-    const model = job.model ?? this.names.served;
-    try {
-      if (!job.stream) {
-        const results = await this.runChoices(job, record, signal);
-        sendJson(res, 200, {
-          id,
-          object: 'text_completion',
-          created,
-          model,
-          choices: results.map((r, index) => ({ index, text: r.text, logprobs: null, finish_reason: r.finishReason, seed: r.seed })),
-          usage: this.usage(job, results),
-        });
-        return;
-      }
-
-      const sse = new SseWriter(res);
-      sse.open();
-      const chunk = (choices: object[], extra: object = {}) => ({
-        id,
-        object: 'text_completion',
-        created,
-        model,
-        choices,
-        ...(job.includeUsage ? { usage: null } : {}),
-        ...extra,
-      });
-      const results = await this.runChoices(job, record, signal, {
-        onText: (index, text) => sse.send(chunk([{ index, text, logprobs: null, finish_reason: null }])),
-        onDone: (index, r) => sse.send(chunk([{ index, text: '', logprobs: null, finish_reason: r.finishReason }])),
-      });
-      if (job.includeUsage) sse.send(chunk([], { usage: this.usage(job, results) }));
+      if (job.includeUsage) sse.send(chunk([], { usage: this.usage(promptIds, results) }));
       sse.end();
     } finally {
       release();
@@ -514,20 +662,21 @@ export class OpenChatServer {
   // POST /ai/run/<model> (Cloudflare Workers AI)
 
   private async workersAi(job: GenerationJob, res: ServerResponse, record: RequestRecord, signal: AbortSignal): Promise<void> {
-    const release = this.admit(job, record, res);
+    const promptIds = await this.promptIds(job, record, signal);
+    const release = this.admit(res);
     try {
       if (!job.stream) {
-        const [r] = await this.runChoices(job, record, signal);
-        sendJson(res, 200, { result: { response: r!.text, usage: this.usage(job, [r!]) }, success: true, errors: [], messages: [] });
+        const [r] = await this.runChoices(job, promptIds, record, signal);
+        sendJson(res, 200, { result: { response: r!.text, usage: this.usage(promptIds, [r!]) }, success: true, errors: [], messages: [] });
         return;
       }
       const sse = new SseWriter(res);
       sse.open();
-      const results = await this.runChoices(job, record, signal, {
+      const results = await this.runChoices(job, promptIds, record, signal, {
         onText: (_index, response) => sse.send({ response }),
       });
       // The last event carries the usage, as Workers AI's streams do; then [DONE].
-      sse.send({ response: '', usage: this.usage(job, results) });
+      sse.send({ response: '', usage: this.usage(promptIds, results) });
       sse.end();
     } finally {
       release();
@@ -550,6 +699,21 @@ function normalizePath(path: string): string {
   return p;
 }
 
+/** The target of the request line `chunk` starts with, or null. */
+function requestLinePath(chunk: Buffer): string | null {
+  return /^[A-Z]+ (\S+)/.exec(chunk.subarray(0, 2048).toString('latin1'))?.[1] ?? null;
+}
+
+/** A request URL's normalized path (no query). */
+function pathOf(url: string | undefined): string {
+  return normalizePath((url ?? '/').split('?')[0] || '/');
+}
+
+/** Workers AI's paths (/ai/run/..., and /ai itself) answer errors in Cloudflare's envelope. */
+function isWorkersAiPath(path: string): boolean {
+  return path === '/ai' || path.startsWith('/ai/');
+}
+
 function safeDecode(s: string): string {
   try {
     return decodeURIComponent(s);
@@ -566,16 +730,6 @@ function methodNotAllowed(method: string, path: string, allowed: string): ApiErr
 
 function digest(key: string): Buffer {
   return createHash('sha256').update(key).digest();
-}
-
-/**
- * Choice i of a seeded request runs with seed + i, so n choices differ but the
- * request as a whole replays exactly (choice 0 is what the same seed gives with n = 1).
- */
-function choiceSeed(seed: number | null, i: number): number | null {
-  if (seed === null) return null;
-  const s = seed + i;
-  return Number.isSafeInteger(s) ? s : seed - i;
 }
 
 function formatLogLine(method: string, path: string, status: number, r: RequestRecord, ms: number, cancelled: boolean): string {

@@ -1,6 +1,7 @@
 /** The tokenizer's public API: import from here. */
 export {
   OpenChatTokenizer,
+  SLICE_CHARS,
   DEFAULT_CONDITION,
   normalizeCondition,
   knownCondition,

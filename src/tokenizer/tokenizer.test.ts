@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../util/rng.ts';
 import { freshSeed } from '../util/testing.ts';
 import { buildOpenChat35TokenizerJson, openChat35TokenizerConfig } from './openchat35.ts';
-import { OpenChatTokenizer, type ChatMessage } from './tokenizer.ts';
+import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer.ts';
+import { runSteps, type EncodeRequest } from './steps.ts';
 
 // The documented assertions from the OpenChat 3.5 model card (openchat/openchat-3.5-0106).
 const SINGLE_TURN = 'GPT4 Correct User: Hello<|end_of_turn|>GPT4 Correct Assistant:';
@@ -35,6 +36,7 @@ let tok: OpenChatTokenizer;
 beforeAll(async () => {
   tok = await OpenChatTokenizer.load();
 });
+afterAll(() => tok.close());
 
 describe('OpenChat 3.5 built-in tokenizer', () => {
   it('has the OpenChat special tokens', () => {
@@ -135,6 +137,78 @@ describe('OpenChat 3.5 built-in tokenizer', () => {
   });
 });
 
+describe('long texts: slices, a bound from the length, no stack overflow', () => {
+  it('encoding in slices gives exactly the ids of one go, for every slice size', () => {
+    const seed = freshSeed();
+    const rng = new Rng(seed);
+    // Long texts from the random pools, with runs of spaces at both ends and in the middle.
+    for (let t = 0; t < 40; t++) {
+      let text = randomStrings(rng, rng.int(20, 60)).join(rng.next() < 0.5 ? ' ' : '  ');
+      if (rng.next() < 0.3) text = ' '.repeat(rng.int(1, 4)) + text;
+      if (rng.next() < 0.3) text += ' '.repeat(rng.int(1, 4));
+      const whole = tok.encode(text, { sliceChars: Infinity });
+      for (const sliceChars of [1, 2, 7, rng.int(3, 200)]) {
+        expect(tok.encode(text, { sliceChars }), `seed ${seed}: sliceChars ${sliceChars}, text ${JSON.stringify(text)}`).toEqual(whole);
+      }
+      expect(tok.encode(text), `seed ${seed}`).toEqual(whole);
+    }
+  });
+
+  it('a long text is encoded in several steps, a long chat one per segment at least', () => {
+    const text = 'the sea is blue '.repeat(2000); // 32,000 characters
+    let steps = 0;
+    const ids = runSteps(tok.encodeSteps(text), (req: EncodeRequest) => {
+      steps++;
+      expect(req.text.length).toBeLessThanOrEqual(SLICE_CHARS);
+      return tok.encode(req.text, { parseSpecial: req.parseSpecial, sliceChars: Infinity });
+    });
+    expect(steps).toBeGreaterThanOrEqual(Math.floor(text.length / SLICE_CHARS));
+    expect(ids).toEqual(tok.encode(text, { sliceChars: Infinity }));
+  });
+
+  it('131,072 x "中" in a chat message encodes without overflowing the stack', async () => {
+    const long = '中'.repeat(131072);
+    const ids = tok.encodeChat([{ role: 'system', content: long }, { role: 'user', content: long }]);
+    expect(ids.length).toBeGreaterThan(2 * 131072);
+    // The same in the worker thread the server tokenizes in.
+    expect(await tok.finishAsync(tok.encodeChatSteps([{ role: 'user', content: long }]))).toEqual(tok.encodeChat([{ role: 'user', content: long }]));
+  });
+
+  it('minTokens and minChatTokens never exceed the real count, and grow with the length', () => {
+    const seed = freshSeed();
+    const rng = new Rng(seed);
+    for (const s of [...HAND_WRITTEN, ...randomStrings(rng, 100), '中'.repeat(5000), ' '.repeat(300), 'a'.repeat(777)]) {
+      expect(tok.minTokens(s), `seed ${seed}: ${JSON.stringify(s)}`).toBeLessThanOrEqual(tok.encode(s).length);
+      expect(tok.minTokens(s, { addBos: true })).toBeLessThanOrEqual(tok.encode(s, { addBos: true }).length);
+    }
+    for (let t = 0; t < 30; t++) {
+      const messages: ChatMessage[] = randomStrings(rng, rng.int(1, 6)).map((content, i) => ({
+        role: (['system', 'user', 'assistant'] as const)[(i + t) % 3],
+        content,
+      }));
+      expect(tok.minChatTokens(messages), `seed ${seed}: ${JSON.stringify(messages)}`).toBeLessThanOrEqual(tok.encodeChat(messages).length);
+    }
+    // The bound is useful: a 131,072-character message needs more than 8192 tokens, known without tokenizing.
+    expect(tok.minChatTokens([{ role: 'user', content: '中'.repeat(131072) }])).toBeGreaterThan(8192);
+  });
+});
+
+describe('the worker thread', () => {
+  it('gives the ids of encode, for plain text and special tokens, and a failure is an error, not a hang', async () => {
+    const seed = freshSeed();
+    const rng = new Rng(seed);
+    const texts = [...HAND_WRITTEN, ...randomStrings(rng, 30), 'x'.repeat(20000)];
+    const got = await Promise.all(texts.map((t) => tok.finishAsync(tok.encodeSteps(t, { addBos: true }))));
+    texts.forEach((t, i) => expect(got[i], `seed ${seed}: ${JSON.stringify(t).slice(0, 80)}`).toEqual(tok.encode(t, { addBos: true })));
+    const special = MULTI_TURN;
+    expect(await tok.finishAsync(tok.encodeSteps(special, { parseSpecial: true, addBos: false }))).toEqual(MULTI_TURN_IDS.slice(1));
+    // A caller that gives up stops between requests.
+    const abort = new AbortController();
+    abort.abort(new Error('gone'));
+    await expect(tok.finishAsync(tok.encodeSteps('hello'), abort.signal)).rejects.toThrow('gone');
+  });
+});
+
 describe('loading from a model folder', () => {
   let dir: string;
   let tokenizerJson: Awaited<ReturnType<typeof buildOpenChat35TokenizerJson>>;
@@ -195,12 +269,29 @@ describe('loading from a model folder', () => {
     const msgs: ChatMessage[] = [{ role: 'user', content: 'Hi there' }];
     expect(base.encodeChat(msgs)).toEqual(base.applyChatTemplate(msgs));
     expect(base.encodeChat(msgs)).toEqual([1, ...reference('[user] Hi there'), 2]);
+    expect(base.minChatTokens(msgs)).toBeLessThanOrEqual(base.encodeChat(msgs).length);
+    expect(base.minChatTokens([{ role: 'user', content: 'x'.repeat(1600) }])).toBeGreaterThanOrEqual(100);
     // '<|end_of_turn|>' is ordinary text to this vocabulary.
     expect(base.encode('<|end_of_turn|>', { parseSpecial: true })).toEqual(reference('<|end_of_turn|>'));
 
     const noTemplate = write('bare', { ...tokenizerJson, added_tokens: plainAdded }, { bos_token: '<s>', eos_token: '</s>' });
     const bare = await OpenChatTokenizer.load(noTemplate);
     expect(() => bare.encodeChat(msgs)).toThrow(/no chat_template/);
+  });
+
+  it('a tokenizer of another layout gets no length bound and is never sliced', async () => {
+    const d = write('pretokenized', { ...tokenizerJson, pre_tokenizer: { type: 'Whitespace' } }, openChat35TokenizerConfig());
+    const other = await OpenChatTokenizer.load(d);
+    const text = 'word '.repeat(3000);
+    expect(other.minTokens(text)).toBe(0);
+    expect(other.minChatTokens([{ role: 'user', content: text }])).toBe(1); // the BOS alone
+    let requests = 0;
+    runSteps(other.encodeSteps(text, { sliceChars: 10 }), (req: EncodeRequest) => {
+      requests++;
+      return other.encode(req.text);
+    });
+    expect(requests).toBe(1);
+    other.close();
   });
 
   it('falls back to the built-in tokenizer for a folder without tokenizer.json, and rejects a missing folder', async () => {

@@ -12,6 +12,10 @@
  *  - `applyChatTemplate`: the checkpoint's jinja chat template rendered to one string and encoded
  *    with special tokens parsed (Hugging Face `apply_chat_template` semantics). For OpenChat 3.5 the
  *    two agree on ordinary input; only the template path can be fooled by special-token text.
+ *
+ * Both are written in steps (steps.ts): the encoders ask for each slice of text to be tokenized,
+ * and the caller runs that inline (`encode`, `encodeChat`, `finish`) or in a worker thread
+ * (`finishAsync`, worker.ts), which is how the server keeps a long prompt off its event loop.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -25,6 +29,8 @@ import {
   type TokenizerJson,
 } from './openchat35.ts';
 import { WindowedStreamDecoder, type StreamDecoder } from './stream.ts';
+import { runSteps, runStepsAsync, type EncodeRequest, type Steps } from './steps.ts';
+import { EncoderWorker } from './worker.ts';
 
 export type { StreamDecoder } from './stream.ts';
 
@@ -38,7 +44,15 @@ export interface EncodeOptions {
   addBos?: boolean;
   /** Recognize special-token strings ("<|end_of_turn|>", "<s>") in the text. Default false: plain text. */
   parseSpecial?: boolean;
+  /** Longest slice of text encoded in one step (see `encodeSteps`); default SLICE_CHARS. For tests. */
+  sliceChars?: number;
 }
+
+/**
+ * Plain text longer than this is encoded slice by slice (when the tokenizer allows exact
+ * slicing), so that one step of `encodeSteps` stays short: about 20 ms on one core.
+ */
+export const SLICE_CHARS = 4096;
 
 export interface EncodeChatOptions {
   /** 'GPT4 Correct' (default, general chat) or 'Code' (the coding mode); 'code' is accepted too. */
@@ -88,6 +102,42 @@ function pickChatTemplate(config: TokenizerConfigJson, dir: string | undefined):
   return undefined;
 }
 
+/**
+ * Whether a tokenizer.json is a SentencePiece-style BPE in Hugging Face's legacy Llama layout
+ * (Mistral's and OpenChat 3.5's): no pre-tokenizer, a normalizer that prepends "▁" and turns
+ * every " " into "▁" (one character for one), and no piece holding "▁" anywhere but at its start
+ * (runs of "▁" aside). For such a tokenizer two facts hold, and `OpenChatTokenizer` uses them:
+ *
+ *  - A token covers a contiguous run of the normalized text, exactly as many UTF-16 code units
+ *    as its piece has (byte-fallback tokens cover less: a byte of one character). The normalized
+ *    text is one longer than the text. So a text of n code units has at least ceil(n / L)
+ *    tokens, L the longest piece: a bound from the length alone, before any tokenizing.
+ *  - Cut a text before a space that follows a non-space: a token spanning the cut would hold
+ *    "x▁" with x not "▁", and no piece does. BPE merges only into pieces, so both sides are
+ *    tokenized as they would be alone. The right side, encoded alone without its first space,
+ *    is normalized to "▁" + the rest: the same characters as in the whole text. So encoding
+ *    the slices one by one gives the ids of the whole text.
+ */
+function isLegacyLlamaBpe(json: TokenizerJson, pieces: Iterable<string>, addedNonSpecial: number): boolean {
+  const model = json.model as { type?: unknown };
+  if (model.type !== 'BPE' || (json.pre_tokenizer ?? null) !== null || addedNonSpecial > 0) return false;
+  const n = json.normalizer as { type?: string; normalizers?: Array<Record<string, unknown>> } | null | undefined;
+  const steps = n?.type === 'Sequence' ? (n.normalizers ?? []) : [];
+  const [prepend, replace] = steps;
+  const ok =
+    steps.length === 2 &&
+    prepend?.['type'] === 'Prepend' &&
+    prepend['prepend'] === '▁' &&
+    replace?.['type'] === 'Replace' &&
+    (replace['pattern'] as { String?: unknown } | undefined)?.String === ' ' &&
+    replace['content'] === '▁';
+  if (!ok) return false;
+  for (const piece of pieces) {
+    if (piece.indexOf('▁', 1) > 0 && !/^▁+$/.test(piece)) return false;
+  }
+  return true;
+}
+
 function readJson(path: string): unknown {
   try {
     return JSON.parse(readFileSync(path, 'utf8'));
@@ -119,6 +169,13 @@ export class OpenChatTokenizer {
   private readonly plain: Tokenizer;
   private readonly config: TokenizerConfigJson;
   private template: Template | undefined;
+  /**
+   * For a legacy Llama-style BPE (see isLegacyLlamaBpe): the longest piece in UTF-16 code units,
+   * which bounds the text one token can cover. Null for other tokenizers: no bound, no slicing.
+   */
+  private readonly maxPieceChars: number | null;
+  /** Tokenizes for `finishAsync` off the event loop; started on first use. */
+  private readonly worker: EncoderWorker;
 
   private constructor(files: TokenizerFiles, source: string, dir: string | undefined, extraStopIds: number[]) {
     const { tokenizerJson, tokenizerConfig } = files;
@@ -129,6 +186,7 @@ export class OpenChatTokenizer {
     this.full = new Tokenizer(tokenizerJson, libConfig);
     const nonSpecial = (tokenizerJson.added_tokens ?? []).filter((t) => !t.special);
     this.plain = new Tokenizer({ ...tokenizerJson, added_tokens: nonSpecial }, libConfig);
+    this.worker = new EncoderWorker(tokenizerJson, libConfig);
 
     const idOf = (content: string | undefined): number | undefined =>
       content === undefined ? undefined : this.full.token_to_id(content);
@@ -143,8 +201,14 @@ export class OpenChatTokenizer {
     this.stopIds = [...new Set([eos, ...(this.eotId === null ? [] : [this.eotId]), ...extraStopIds])];
 
     let maxId = -1;
-    for (const id of this.full.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    let maxPiece = 1;
+    const vocab = this.full.get_vocab(true);
+    for (const [piece, id] of vocab) {
+      maxId = Math.max(maxId, id);
+      maxPiece = Math.max(maxPiece, piece.length);
+    }
     this.vocabSize = maxId + 1;
+    this.maxPieceChars = isLegacyLlamaBpe(tokenizerJson, vocab.keys(), nonSpecial.length) ? maxPiece : null;
     this.chatTemplate = pickChatTemplate(tokenizerConfig, dir);
   }
 
@@ -212,9 +276,80 @@ export class OpenChatTokenizer {
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    const tok = opts.parseSpecial ? this.full : this.plain;
-    const ids = text.length === 0 ? [] : tok.encode(text, { add_special_tokens: false }).ids;
-    return opts.addBos ? [this.bosId, ...ids] : ids;
+    return this.finish(this.encodeSteps(text, opts));
+  }
+
+  /** Runs encoding steps (encodeSteps, encodeChatSteps, or a caller's built on them) here and now. */
+  finish<T>(steps: Steps<T>): T {
+    return runSteps(steps, (req) => this.encodeNow(req));
+  }
+
+  /**
+   * Runs encoding steps with the tokenizing in a worker thread, so the event loop goes on
+   * meanwhile (the server). Stops with the signal's reason when it aborts.
+   */
+  finishAsync<T>(steps: Steps<T>, signal?: AbortSignal): Promise<T> {
+    return runStepsAsync(steps, (req) => this.worker.encode(req), signal);
+  }
+
+  /** Stops the tokenizer's worker thread, if one was started (it is also unreferenced while idle). */
+  close(): void {
+    this.worker.close();
+  }
+
+  private encodeNow(req: EncodeRequest): number[] {
+    return (req.parseSpecial ? this.full : this.plain).encode(req.text, { add_special_tokens: false }).ids;
+  }
+
+  /**
+   * `encode` in steps: a request per slice of at most `sliceChars` characters. Plain text is cut
+   * only where the tokenizer provably tokenizes both sides as the whole (isLegacyLlamaBpe: before
+   * a space that follows a non-space), so the ids are exactly those of `encode` in one go; text
+   * that cannot be cut (another tokenizer, special tokens parsed, no space for a long stretch)
+   * is one request.
+   */
+  *encodeSteps(text: string, opts: EncodeOptions = {}): Steps<number[]> {
+    const ids: number[] = opts.addBos ? [this.bosId] : [];
+    if (text.length === 0) return ids;
+    const parseSpecial = opts.parseSpecial ?? false;
+    const sliceable = !parseSpecial && this.maxPieceChars !== null;
+    const limit = Math.max(1, opts.sliceChars ?? SLICE_CHARS);
+    let start = 0;
+    for (;;) {
+      const cut = sliceable ? findCut(text, start, limit) : -1;
+      // A slice after a cut starts after the cut's space: the normalizer's "▁" stands for it.
+      const slice = text.slice(start, cut < 0 ? text.length : cut);
+      append(ids, yield { text: slice, parseSpecial });
+      if (cut < 0) return ids;
+      start = cut + 1;
+    }
+  }
+
+  /**
+   * A lower bound on `encode(text).length` from the text's length alone (see isLegacyLlamaBpe),
+   * so that a text that cannot fit a context is refused without tokenizing it. 0 for a
+   * tokenizer of another kind (nothing is known without tokenizing).
+   */
+  minTokens(text: string, opts: { addBos?: boolean } = {}): number {
+    const bos = opts.addBos ? 1 : 0;
+    if (this.maxPieceChars === null || text.length === 0) return bos;
+    return bos + Math.ceil(text.length / this.maxPieceChars);
+  }
+
+  /** A lower bound on `encodeChat(messages, opts).length`, from the messages' lengths alone. */
+  minChatTokens(messages: ChatMessage[], opts: EncodeChatOptions = {}): number {
+    if (this.eotId === null) {
+      // The template path renders one string (cheap) and encodes it with special tokens parsed;
+      // a special token's text is a piece too, so the same bound holds.
+      return this.maxPieceChars === null
+        ? 0
+        : this.minTokens(this.renderChatTemplate(messages, { addGenerationPrompt: opts.addGenerationPrompt ?? true }));
+    }
+    // BOS; the joined system text; every turn's content (role prefixes and <|end_of_turn|> only add).
+    const system = messages.filter((m) => m.role === 'system').map((m) => m.content.trim()).filter(Boolean);
+    let bound = 1 + this.minTokens(system.join('\n'));
+    for (const m of messages) if (m.role !== 'system') bound += this.minTokens(m.content);
+    return bound;
   }
 
   decode(ids: number[], opts: { skipSpecial?: boolean } = {}): string {
@@ -254,6 +389,11 @@ export class OpenChatTokenizer {
    * chat template (applyChatTemplate).
    */
   encodeChat(messages: ChatMessage[], opts: EncodeChatOptions = {}): number[] {
+    return this.finish(this.encodeChatSteps(messages, opts));
+  }
+
+  /** `encodeChat` in steps: a request per slice of every segment (see encodeSteps). */
+  *encodeChatSteps(messages: ChatMessage[], opts: EncodeChatOptions = {}): Steps<number[]> {
     const addGenerationPrompt = opts.addGenerationPrompt ?? true;
     if (this.eotId === null) {
       if (this.chatTemplate === undefined) {
@@ -261,7 +401,7 @@ export class OpenChatTokenizer {
           `${this.source}: no OpenChat turn format (no ${END_OF_TURN} token) and no chat_template; cannot encode a chat`,
         );
       }
-      return this.applyChatTemplate(messages, { addGenerationPrompt });
+      return yield* this.encodeSteps(this.renderChatTemplate(messages, { addGenerationPrompt }), { parseSpecial: true });
     }
     const eot = this.eotId;
     const condition = normalizeCondition(opts.condition);
@@ -279,18 +419,24 @@ export class OpenChatTokenizer {
       }
     }
 
+    // Segments are appended element by element: `ids.push(...segment)` passes every id as an
+    // argument and overflows the stack at about 120,000 of them.
     const ids: number[] = [this.bosId];
-    if (systemTexts.length > 0) ids.push(...this.encode(systemTexts.join('\n')), eot);
+    if (systemTexts.length > 0) {
+      append(ids, yield* this.encodeSteps(systemTexts.join('\n')));
+      ids.push(eot);
+    }
 
     // ochat appends an empty assistant turn when the last one is not the assistant's, and leaves
     // the last turn without <|end_of_turn|>.
     if (addGenerationPrompt && turns.at(-1)?.role !== 'assistant') turns.push({ role: 'assistant', content: '' });
-    turns.forEach((m, i) => {
-      ids.push(...this.encode(rolePrefix(m.role as 'user' | 'assistant', condition)));
-      ids.push(...this.encode(m.content));
+    for (let i = 0; i < turns.length; i++) {
+      const m = turns[i]!;
+      append(ids, this.encode(rolePrefix(m.role as 'user' | 'assistant', condition)));
+      append(ids, yield* this.encodeSteps(m.content));
       const open = addGenerationPrompt && i === turns.length - 1;
       if (!open) ids.push(eot);
-    });
+    }
     return ids;
   }
 
@@ -316,4 +462,23 @@ export class OpenChatTokenizer {
   createStreamDecoder(opts: { skipSpecial?: boolean } = {}): StreamDecoder {
     return new WindowedStreamDecoder((ids) => this.decode(ids, opts));
   }
+}
+
+/** Appends `more` to `ids` without spreading it into arguments (no stack limit on its length). */
+function append(ids: number[], more: readonly number[]): void {
+  for (const id of more) ids.push(id);
+}
+
+/**
+ * Where to cut `text` for the next slice starting at `start` (see isLegacyLlamaBpe): a position
+ * c > start with a space at c, a non-space before it, and something after it; the last one within
+ * `limit` characters, else the first one beyond; -1 when the rest fits in one slice or has none.
+ */
+function findCut(text: string, start: number, limit: number): number {
+  if (text.length - start <= limit) return -1;
+  const canCut = (c: number) => text.charCodeAt(c) === 32 && text.charCodeAt(c - 1) !== 32;
+  const last = text.length - 2;
+  for (let c = Math.min(start + limit, last); c > start; c--) if (canCut(c)) return c;
+  for (let c = start + limit + 1; c <= last; c++) if (canCut(c)) return c;
+  return -1;
 }
