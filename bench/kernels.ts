@@ -22,7 +22,8 @@ import { matmulSwiGLU } from '../src/kernels/swiglu.ts';
 import { embedding } from '../src/kernels/embedding.ts';
 import { rmsNorm } from '../src/kernels/rmsnorm.ts';
 import { rope, ropeTable } from '../src/kernels/rope.ts';
-import { attention } from '../src/kernels/attention.ts';
+import { ATTENTION_STRATEGIES, attention, createAttentionPartials, destroyAttentionPartials, type AttentionStrategy } from '../src/kernels/attention/index.ts';
+import { KV_CACHE_DTYPES, kvBytesPerElement, type KvCacheDtype } from '../src/kernels/kv_cache.ts';
 import { kvWrite } from '../src/kernels/kv_write.ts';
 import { argmax } from '../src/kernels/argmax.ts';
 
@@ -30,6 +31,7 @@ const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
 const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
 const REPEATS = quick ? 2 : 3;
+const gbs = (b: number) => (b / 1e9).toFixed(2);
 
 // Mistral-7B (OpenChat 3.5) shapes.
 const HIDDEN = 4096;
@@ -216,52 +218,38 @@ function otherCases(gpu: Gpu, rng: Rng): Array<() => Case> {
     cases.push(() => {
       const pos0 = 1000;
       const table = ropeTable(gpu, pos0 + tokens, HEAD_DIM, 10000);
-      const x = randomF32Buffer(gpu, rng, tokens * HEADS * HEAD_DIM);
-      return {
-        name: `rope q ${HEADS}x${HEAD_DIM}, ${what}`,
-        bytes: 2 * tokens * HEADS * HEAD_DIM * 4 + tokens * HEAD_DIM * 4,
-        flops: 3 * tokens * HEADS * HEAD_DIM,
-        calls: 64,
-        record: (enc) => rope(enc, { x, table, tokens, heads: HEADS, headDim: HEAD_DIM, pos0 }),
-        cleanup: () => [x, table].forEach((b) => b.destroy()),
-      };
-    });
-    cases.push(() => {
-      // Decode at position 2048: every query reads 2049 cached keys and values of its KV head.
-      const pos0 = 2048;
-      const kvRow = KV_HEADS * HEAD_DIM;
       const q = randomF32Buffer(gpu, rng, tokens * HEADS * HEAD_DIM);
-      const kNew = randomF32Buffer(gpu, rng, tokens * kvRow);
-      const vNew = randomF32Buffer(gpu, rng, tokens * kvRow);
-      const kCache = randomF32Buffer(gpu, rng, WINDOW * kvRow);
-      const vCache = randomF32Buffer(gpu, rng, WINDOW * kvRow);
-      const out = createStorageBuffer(gpu, tokens * HEADS * HEAD_DIM * 4);
-      const keys = pos0 + tokens;
+      const k = randomF32Buffer(gpu, rng, tokens * KV_HEADS * HEAD_DIM);
       return {
-        name: `attention ${HEADS}/${KV_HEADS} heads, ${pos0} cached, ${what}`,
-        bytes: 2 * keys * kvRow * 4 + 2 * tokens * HEADS * HEAD_DIM * 4,
-        flops: 4 * tokens * HEADS * HEAD_DIM * (pos0 + (tokens + 1) / 2),
-        calls: tokens === 1 ? 16 : 1,
-        record: (enc) =>
-          attention(enc, { q, kNew, vNew, kCache, vCache, out, tokens, pos0, heads: HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM, slots: WINDOW, window: WINDOW }),
-        cleanup: () => [q, kNew, vNew, kCache, vCache, out].forEach((b) => b.destroy()),
-      };
-    });
-    cases.push(() => {
-      const kvRow = KV_HEADS * HEAD_DIM;
-      const kNew = randomF32Buffer(gpu, rng, tokens * kvRow);
-      const vNew = randomF32Buffer(gpu, rng, tokens * kvRow);
-      const kCache = createStorageBuffer(gpu, WINDOW * kvRow * 4);
-      const vCache = createStorageBuffer(gpu, WINDOW * kvRow * 4);
-      return {
-        name: `kv_write ${KV_HEADS}x${HEAD_DIM}, ${what}`,
-        bytes: 4 * tokens * kvRow * 4,
-        flops: 0,
+        name: `rope q ${HEADS}x${HEAD_DIM} + k ${KV_HEADS}x${HEAD_DIM}, ${what}`,
+        bytes: 2 * tokens * (HEADS + KV_HEADS) * HEAD_DIM * 4 + tokens * HEAD_DIM * 4,
+        flops: 3 * tokens * (HEADS + KV_HEADS) * HEAD_DIM,
         calls: 64,
-        record: (enc) => kvWrite(enc, { kNew, vNew, kCache, vCache, tokens, pos0: 100, kvHeads: KV_HEADS, headDim: HEAD_DIM, slots: WINDOW }),
-        cleanup: () => [kNew, vNew, kCache, vCache].forEach((b) => b.destroy()),
+        record: (enc) => rope(enc, { q, k, table, tokens, heads: HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM, pos0 }),
+        cleanup: () => [q, k, table].forEach((b) => b.destroy()),
       };
     });
+    if (tokens > 1) {
+      // Prefill runs the tiled kernel under both strategies (decode is compared below).
+      for (const kvCache of KV_CACHE_DTYPES) cases.push(() => attentionCase(gpu, rng, tokens, 2048, 'tiled', kvCache));
+    }
+    for (const dtype of KV_CACHE_DTYPES) {
+      cases.push(() => {
+        const kvRow = KV_HEADS * HEAD_DIM;
+        const kNew = randomF32Buffer(gpu, rng, tokens * kvRow);
+        const vNew = randomF32Buffer(gpu, rng, tokens * kvRow);
+        const kCache = createStorageBuffer(gpu, WINDOW * kvRow * kvBytesPerElement(dtype));
+        const vCache = createStorageBuffer(gpu, WINDOW * kvRow * kvBytesPerElement(dtype));
+        return {
+          name: `kv_write ${KV_HEADS}x${HEAD_DIM} ${dtype} cache, ${what}`,
+          bytes: 2 * tokens * kvRow * (4 + kvBytesPerElement(dtype)),
+          flops: 0,
+          calls: 64,
+          record: (enc) => kvWrite(enc, { kNew, vNew, kCache, vCache, tokens, pos0: 100, kvHeads: KV_HEADS, headDim: HEAD_DIM, slots: WINDOW, dtype }),
+          cleanup: () => [kNew, vNew, kCache, vCache].forEach((b) => b.destroy()),
+        };
+      });
+    }
   }
   cases.push(() => {
     const logits = randomF32Buffer(gpu, rng, VOCAB);
@@ -278,11 +266,85 @@ function otherCases(gpu: Gpu, rng: Rng): Array<() => Case> {
   return cases;
 }
 
+/** Attention at the 7B shape: `tokens` queries at positions pos0.., over a full 4096-slot cache. */
+function attentionCase(gpu: Gpu, rng: Rng, tokens: number, pos0: number, strategy: AttentionStrategy, kvCache: KvCacheDtype): Case {
+  const kvRow = KV_HEADS * HEAD_DIM;
+  const q = randomF32Buffer(gpu, rng, tokens * HEADS * HEAD_DIM);
+  const kNew = randomF32Buffer(gpu, rng, tokens * kvRow);
+  const vNew = randomF32Buffer(gpu, rng, tokens * kvRow);
+  const cache = () => {
+    if (kvCache === 'f32') return randomF32Buffer(gpu, rng, WINDOW * kvRow);
+    const b = createStorageBuffer(gpu, WINDOW * kvRow * 2);
+    writeBuffer(gpu, b, randomF16Bytes(rng, WINDOW * kvRow));
+    return b;
+  };
+  const kCache = cache();
+  const vCache = cache();
+  const out = createStorageBuffer(gpu, tokens * HEADS * HEAD_DIM * 4);
+  const partials = createAttentionPartials(gpu, HEADS, HEAD_DIM);
+  const keys = Math.min(WINDOW, pos0 + tokens);
+  return {
+    name: `attention ${HEADS}/${KV_HEADS} heads ${strategy} ${kvCache}, ${keys} keys, ${tokens === 1 ? 'decode' : `prefill ${tokens}`}`,
+    bytes: 2 * keys * kvRow * kvBytesPerElement(kvCache) + 2 * tokens * HEADS * HEAD_DIM * 4,
+    flops: 4 * tokens * HEADS * HEAD_DIM * (pos0 + (tokens + 1) / 2),
+    calls: tokens === 1 ? 16 : 1,
+    record: (enc) =>
+      attention(enc, {
+        q, kNew, vNew, kCache, vCache, out, tokens, pos0, heads: HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM,
+        slots: WINDOW, window: WINDOW, strategy, kvCache, partials,
+      }),
+    cleanup: () => {
+      [q, kNew, vNew, kCache, vCache, out].forEach((b) => b.destroy());
+      destroyAttentionPartials(partials);
+    },
+  };
+}
+
+/**
+ * Decode attention, every strategy x cache format at 2048 and 4096 keys, interleaved: each
+ * round times every variant once, so load from other processes on a shared CPU falls on all of
+ * them alike. Prints the best and the median round, and the spread (max - min) / median.
+ */
+async function attentionDecodeComparison(gpu: Gpu, rng: Rng, copyKernel: number): Promise<void> {
+  const variants: Case[] = [];
+  for (const keys of [2048, 4096]) {
+    for (const strategy of ATTENTION_STRATEGIES) {
+      for (const kvCache of KV_CACHE_DTYPES) variants.push(attentionCase(gpu, rng, 1, keys - 1, strategy, kvCache));
+    }
+  }
+  const rounds = quick ? 3 : 7;
+  const times: number[][] = variants.map(() => []);
+  for (const v of variants) await timeCalls(gpu, { record: v.record, calls: 1 }); // compile, warm up
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < variants.length; i++) {
+      const v = variants[i]!;
+      const t0 = performance.now();
+      const enc = new Encoder(gpu);
+      for (let c = 0; c < v.calls; c++) v.record(enc);
+      enc.submit();
+      await gpu.device.queue.onSubmittedWorkDone();
+      times[i]!.push((performance.now() - t0) / 1000 / v.calls);
+    }
+  }
+  console.log(`\ndecode attention, ${rounds} interleaved rounds of ${variants[0]!.calls} calls per variant:`);
+  console.log(`${'kernel'.padEnd(58)} ${'best ms'.padStart(9)} ${'median'.padStart(9)} ${'spread'.padStart(7)} ${'GB/s'.padStart(7)} ${'vs copy kernel'.padStart(15)}`);
+  variants.forEach((v, i) => {
+    const t = [...times[i]!].sort((a, b) => a - b);
+    const best = t[0]!;
+    const median = t[Math.floor(t.length / 2)]!;
+    const rate = v.bytes / best;
+    console.log(
+      `${v.name.padEnd(58)} ${(best * 1000).toFixed(2).padStart(9)} ${(median * 1000).toFixed(2).padStart(9)} ` +
+        `${(((t[t.length - 1]! - best) / median) * 100).toFixed(0).padStart(6)}% ${gbs(rate).padStart(7)} ${(rate / copyKernel).toFixed(2).padStart(14)}x`,
+    );
+    v.cleanup?.();
+  });
+}
+
 const gpu = await getGpu();
 const rng = new Rng(1234);
 console.log(`device: ${gpu.report.description || gpu.report.device}${gpu.report.isSoftware ? ' [software]' : ''}`);
 const copy = await copyBandwidth(gpu);
-const gbs = (b: number) => (b / 1e9).toFixed(2);
 console.log(`copy bandwidth (bytes read/s; as many written): copyBufferToBuffer ${gbs(copy.copyBuffer)} GB/s, WGSL copy kernel ${gbs(copy.copyKernel)} GB/s\n`);
 console.log(`${'kernel'.padEnd(58)} ${'ms/call'.padStart(9)} ${'GB/s'.padStart(7)} ${'GFLOP/s'.padStart(8)} ${'vs copy kernel'.padStart(15)}`);
 for (const make of [...matrixCases(gpu, rng), ...otherCases(gpu, rng)]) {
@@ -298,4 +360,5 @@ for (const make of [...matrixCases(gpu, rng), ...otherCases(gpu, rng)]) {
   );
   c.cleanup?.();
 }
+if (!only || 'attention decode'.includes(only)) await attentionDecodeComparison(gpu, rng, copy.copyKernel);
 await releaseGpu();

@@ -20,29 +20,32 @@ async function table(maxPositions: number, headDim: number): Promise<GPUBuffer> 
   return t;
 }
 
-async function check(tokens: number, heads: number, headDim: number, pos0: number, maxPositions: number) {
+/** Rotates a random q (`heads`) and k (`kvHeads`) in one dispatch; both must match the reference. */
+async function check(tokens: number, heads: number, kvHeads: number, headDim: number, pos0: number, maxPositions: number) {
   const gpu = await getGpu();
   const seed = freshSeed();
-  const x = randomNormal(new Rng(seed), tokens * heads * headDim);
-  const xb = uploadF32(gpu, x);
+  const rng = new Rng(seed);
+  const q = randomNormal(rng, tokens * heads * headDim);
+  const k = randomNormal(rng, tokens * kvHeads * headDim);
+  const qb = uploadF32(gpu, q);
+  const kb = uploadF32(gpu, k);
   const enc = new Encoder(gpu);
-  rope(enc, { x: xb, table: await table(maxPositions, headDim), tokens, heads, headDim, pos0 });
+  rope(enc, { q: qb, k: kb, table: await table(maxPositions, headDim), tokens, heads, kvHeads, headDim, pos0 });
   enc.submit();
-  const y = await readF32(gpu, xb, x.length);
-  xb.destroy();
-  const err = maxRelError(y, ropeRef(x, tokens, heads, headDim, pos0, THETA));
-  expect(err, `seed ${seed}, tokens ${tokens}, heads ${heads}, headDim ${headDim}, pos0 ${pos0}`).toBeLessThan(1e-5);
+  const where = `seed ${seed}, tokens ${tokens}, heads ${heads}/${kvHeads}, headDim ${headDim}, pos0 ${pos0}`;
+  expect(maxRelError(await readF32(gpu, qb, q.length), ropeRef(q, tokens, heads, headDim, pos0, THETA)), `q: ${where}`).toBeLessThan(1e-5);
+  expect(maxRelError(await readF32(gpu, kb, k.length), ropeRef(k, tokens, kvHeads, headDim, pos0, THETA)), `k: ${where}`).toBeLessThan(1e-5);
+  qb.destroy();
+  kb.destroy();
 }
 
 describe('rope', () => {
-  it('matches the float64 reference at the tiny shape', () => check(9, 4, 16, 3, 64));
-  it('matches at the real shape for q (32 heads) and k (8 heads)', async () => {
-    await check(5, 32, 128, 0, 32768);
-    await check(7, 8, 128, 11, 32768);
-  });
+  it('matches the float64 reference at the tiny shape (4 q heads, 2 k heads)', () => check(9, 4, 2, 16, 3, 64));
+  it('matches at awkward head counts (5 q heads, 3 k heads, head_dim 20)', () => check(4, 5, 3, 20, 7, 64));
+  it('matches at the real shape (q 32 heads, k 8 heads, head_dim 128)', () => check(5, 32, 8, 128, 0, 32768));
   it('stays accurate at large positions (30000)', async () => {
-    await check(3, 32, 128, 30000, 32768);
-    await check(2, 8, 128, 32766, 32768);
+    await check(3, 32, 8, 128, 30000, 32768);
+    await check(2, 32, 8, 128, 32766, 32768);
   });
 
   it('rotates pairs (i, i + headDim/2), not interleaved pairs', async () => {
@@ -50,19 +53,24 @@ describe('rope', () => {
     // where Meta's interleaved convention would move it into element 1.
     const gpu = await getGpu();
     const headDim = 16;
-    const xb = uploadF32(gpu, new Float32Array(headDim));
-    poison(gpu, xb);
+    const qb = uploadF32(gpu, new Float32Array(headDim));
+    const kb = uploadF32(gpu, new Float32Array(headDim));
+    poison(gpu, qb);
+    poison(gpu, kb);
     const unit = new Float32Array(headDim);
     unit[0] = 1;
-    writeBuffer(gpu, xb, unit);
+    writeBuffer(gpu, qb, unit);
+    writeBuffer(gpu, kb, unit);
     const enc = new Encoder(gpu);
-    rope(enc, { x: xb, table: await table(64, headDim), tokens: 1, heads: 1, headDim, pos0: 1 });
+    rope(enc, { q: qb, k: kb, table: await table(64, headDim), tokens: 1, heads: 1, kvHeads: 1, headDim, pos0: 1 });
     enc.submit();
-    const y = await readF32(gpu, xb, headDim);
-    xb.destroy();
-    expect(y[0]).toBeCloseTo(Math.cos(1), 6);
-    expect(y[headDim / 2]).toBeCloseTo(Math.sin(1), 6);
-    expect(y[1]).toBe(0);
+    for (const b of [qb, kb]) {
+      const y = await readF32(gpu, b, headDim);
+      b.destroy();
+      expect(y[0]).toBeCloseTo(Math.cos(1), 6);
+      expect(y[headDim / 2]).toBeCloseTo(Math.sin(1), 6);
+      expect(y[1]).toBe(0);
+    }
   });
 
   it('refuses positions beyond the table', async () => {
@@ -70,7 +78,7 @@ describe('rope', () => {
     const xb = uploadF32(gpu, new Float32Array(16));
     const t = await table(64, 16);
     const enc = new Encoder(gpu);
-    expect(() => rope(enc, { x: xb, table: t, tokens: 2, heads: 1, headDim: 16, pos0: 63 })).toThrow(/exceed/);
+    expect(() => rope(enc, { q: xb, k: xb, table: t, tokens: 2, heads: 1, kvHeads: 1, headDim: 16, pos0: 63 })).toThrow(/exceed/);
     enc.submit();
     xb.destroy();
   });

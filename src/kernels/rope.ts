@@ -34,10 +34,13 @@ export function ropeTable(gpu: Gpu, maxPositions: number, headDim: number, theta
   return buffer;
 }
 
-/** Rotates x [tokens, heads, headDim] in place; token t is at absolute position pos0 + t. */
+/**
+ * Rotates q [tokens, heads, headDim] and k [tokens, kvHeads, headDim] in place, in one
+ * dispatch; token t is at absolute position pos0 + t.
+ */
 export function rope(
   enc: Encoder,
-  a: { x: Binding; table: GPUBuffer; tokens: number; heads: number; headDim: number; pos0: number },
+  a: { q: Binding; k: Binding; table: GPUBuffer; tokens: number; heads: number; kvHeads: number; headDim: number; pos0: number },
 ): void {
   if (a.tokens === 0) return;
   const shape = tableShapes.get(a.table);
@@ -47,6 +50,6 @@ export function rope(
     throw new Error(`rope: positions up to ${a.pos0 + a.tokens - 1} exceed the table's ${shape.maxPositions}`);
   }
   const pipeline = getPipeline(enc.gpu, wgsl('rope.wgsl', import.meta.url), 'main', {}, 'rope');
-  const pairs = a.heads * (a.headDim / 2);
-  enc.dispatch(pipeline, params([a.heads, a.headDim, a.pos0]), [a.x, a.table], [Math.ceil(pairs / WORKGROUP), a.tokens]);
+  const pairs = (a.heads + a.kvHeads) * (a.headDim / 2);
+  enc.dispatch(pipeline, params([a.heads, a.kvHeads, a.headDim, a.pos0]), [a.q, a.k, a.table], [Math.ceil(pairs / WORKGROUP), a.tokens]);
 }

@@ -11,36 +11,54 @@
 // product and an f32 cos would already be off in the third decimal. The table holds
 // cos/sin computed on the CPU in float64 and rounded once to f32.
 //
-// Layouts: x [tokens, heads, headDim] f32, rotated in place; token t is at position pos0 + t.
+// Layouts: q [tokens, heads, headDim] and k [tokens, kvHeads, headDim] f32, both rotated in
+//   place (one dispatch for both: one fewer per layer); token t is at position pos0 + t.
 //   table [maxPositions, headDim / 2] of vec2(cos, sin).
-// Dispatch: workgroups (ceil(heads * headDim / 2 / 64), tokens, 1); one invocation rotates one
-// pair (i, i + half) of one head of one token. Limits: headDim even; tokens <= 65535;
-// pos0 + tokens <= maxPositions of the table (checked by the wrapper).
+// Dispatch: workgroups (ceil((heads + kvHeads) * headDim / 2 / 64), tokens, 1); one invocation
+// rotates one pair (i, i + half) of one head of one token, q's heads first, then k's.
+// Limits: headDim even; tokens <= 65535; pos0 + tokens <= maxPositions of the table (checked
+// by the wrapper).
+//
+// Not fused with the KV-cache write: attention must read this chunk's rotated keys from k
+// before they reach the cache (a prefill chunk longer than the rolling cache would overwrite
+// keys its own early queries still need), so the write can only follow attention.
 
 struct Params {
   heads: u32,
+  kvHeads: u32,
   headDim: u32,
   pos0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(2) var<storage, read> table: array<vec2<f32>>;
+@group(0) @binding(1) var<storage, read_write> q: array<f32>;
+@group(0) @binding(2) var<storage, read_write> k: array<f32>;
+@group(0) @binding(3) var<storage, read> table: array<vec2<f32>>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let half = p.headDim / 2u;
-  let pair = gid.x; // over heads * half
-  if (pair >= p.heads * half) {
+  let t = gid.y;
+  var pair = gid.x; // over (heads + kvHeads) * half
+  if (pair < p.heads * half) {
+    let i = pair % half;
+    let base = (t * p.heads + pair / half) * p.headDim + i;
+    let cs = table[(p.pos0 + t) * half + i];
+    let x0 = q[base];
+    let x1 = q[base + half];
+    q[base] = x0 * cs.x - x1 * cs.y;
+    q[base + half] = x1 * cs.x + x0 * cs.y;
     return;
   }
-  let t = gid.y;
-  let head = pair / half;
-  let i = pair % half;
-  let base = (t * p.heads + head) * p.headDim + i;
-  let cs = table[(p.pos0 + t) * half + i];
-  let x0 = x[base];
-  let x1 = x[base + half];
-  x[base] = x0 * cs.x - x1 * cs.y;
-  x[base + half] = x1 * cs.x + x0 * cs.y;
+  pair -= p.heads * half;
+  if (pair < p.kvHeads * half) {
+    // The same rotation on the other buffer (WGSL cannot pass a storage buffer to a function).
+    let i = pair % half;
+    let base = (t * p.kvHeads + pair / half) * p.headDim + i;
+    let cs = table[(p.pos0 + t) * half + i];
+    let x0 = k[base];
+    let x1 = k[base + half];
+    k[base] = x0 * cs.x - x1 * cs.y;
+    k[base + half] = x1 * cs.x + x0 * cs.y;
+  }
 }

@@ -12,7 +12,7 @@ import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
 import { matmulRef } from '../kernels/matmul.ref.ts';
 import { swigluRef } from '../kernels/swiglu.ref.ts';
 import { ropeRef } from '../kernels/rope.ref.ts';
-import { attentionRef } from '../kernels/attention.ref.ts';
+import { attentionRef } from '../kernels/attention/attention.ref.ts';
 import { mergeLoraRef } from '../kernels/lora/lora.ref.ts';
 import type { LinearKey, LoraWeights } from './lora.ts';
 

@@ -1,6 +1,7 @@
 /**
  * The key/value cache on the device, one pair of buffers per layer:
- * [slots, num_key_value_heads, head_dim] f32.
+ * [slots, num_key_value_heads, head_dim], stored as f32 or as f16 (`dtype`, chosen
+ * once at load; the kernels widen f16 to f32 as they read it, see kv_cache_f16.wgsl).
  *
  * With a sliding window W (Mistral) this is the paper's rolling buffer: position
  * p lives in slot p % W, so memory stays W slots per layer however long the
@@ -9,6 +10,7 @@
 import type { Gpu } from '../gpu/device.ts';
 import { createStorageBuffer } from '../gpu/buffers.ts';
 import type { ModelConfig } from './config.ts';
+import { kvBytesPerElement, type KvCacheDtype } from '../kernels/kv_cache.ts';
 
 export class KVCache {
   readonly slots: number;
@@ -17,14 +19,14 @@ export class KVCache {
   /** Token ids whose keys and values are in the cache, at positions 0..tokens.length-1. */
   private tokens: number[] = [];
 
-  /** Bytes of one slot (one position's keys, or its values) of one layer. */
-  static slotBytes(config: ModelConfig): number {
-    return config.num_key_value_heads * config.head_dim * 4;
+  /** Bytes of one slot (one position's keys, or its values) of one layer, stored as `dtype`. */
+  static slotBytes(config: ModelConfig, dtype: KvCacheDtype): number {
+    return config.num_key_value_heads * config.head_dim * kvBytesPerElement(dtype);
   }
 
-  constructor(gpu: Gpu, readonly config: ModelConfig, contextLength: number) {
+  constructor(gpu: Gpu, readonly config: ModelConfig, contextLength: number, readonly dtype: KvCacheDtype) {
     this.slots = config.sliding_window === null ? contextLength : Math.min(config.sliding_window, contextLength);
-    const bytes = this.slots * KVCache.slotBytes(config);
+    const bytes = this.slots * KVCache.slotBytes(config, dtype);
     for (let i = 0; i < config.num_hidden_layers; i++) {
       this.keys.push(createStorageBuffer(gpu, bytes, `layers.${i}.k_cache`));
       this.values.push(createStorageBuffer(gpu, bytes, `layers.${i}.v_cache`));
@@ -36,7 +38,7 @@ export class KVCache {
   }
 
   get bytes(): number {
-    return 2 * this.keys.length * this.slots * KVCache.slotBytes(this.config);
+    return 2 * this.keys.length * this.slots * KVCache.slotBytes(this.config, this.dtype);
   }
 
   /**

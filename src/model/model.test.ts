@@ -54,7 +54,7 @@ describe('context length against what the device can hold', () => {
     const llama = { ...rest, architectures: ['LlamaForCausalLM'], model_type: 'llama' };
     const limits = gpu.report.limits;
     const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
-    const tooMany = Math.floor(binding / KVCache.slotBytes(parseConfig(llama))) + 1;
+    const tooMany = Math.floor(binding / KVCache.slotBytes(parseConfig(llama), 'f32')) + 1;
     const dir = copyGolden('llama-context', { ...llama, max_position_embeddings: tooMany });
     await expect(MistralModel.load(gpu, dir, { contextLength: tooMany })).rejects.toThrow(
       `a context of ${tooMany} tokens is more than this device can hold: ` +
@@ -118,7 +118,7 @@ describe('non-finite weights and outputs', () => {
 
 describe('KV cache bookkeeping', () => {
   it('records half a million token ids in one append (a spread into push overflows the stack)', async () => {
-    const cache = new KVCache(await getGpu(), loadConfig(GOLDEN), 16);
+    const cache = new KVCache(await getGpu(), loadConfig(GOLDEN), 16, 'f32');
     try {
       const ids = Array.from({ length: 500_000 }, (_, i) => i % 32000);
       expect(() => [].push(...(ids as never[]))).toThrow(RangeError); // what the old bookkeeping did

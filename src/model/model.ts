@@ -18,8 +18,9 @@ import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul } from '../kernels/matmul.ts';
 import { matmulSwiGLU } from '../kernels/swiglu.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
-import { attention } from '../kernels/attention.ts';
+import { attention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
 import { kvWrite } from '../kernels/kv_write.ts';
+import type { KvCacheDtype } from '../kernels/kv_cache.ts';
 import { argmax } from '../kernels/argmax.ts';
 import { topK } from '../kernels/topk.ts';
 import { loraUpdate, siluMul } from '../kernels/lora/index.ts';
@@ -39,6 +40,24 @@ export interface ModelOptions {
   /** Most tokens per prefill dispatch; bounds the activation buffers. */
   maxChunk?: number;
   onProgress?: (p: LoadProgress) => void;
+  /** Decode attention strategy (src/kernels/attention/): 'tiled' (default) or 'split'. */
+  attention?: AttentionStrategy;
+  /** KV cache storage: 'f32' (default) or 'f16' (half the memory and traffic; drifts past the f32 golden tolerance, see golden.test.ts). */
+  kvCache?: KvCacheDtype;
+  /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
+  attentionSegmentKeys?: number;
+}
+
+const DEFAULT_ATTENTION: AttentionStrategy = 'tiled';
+/** f16 drifts past the f32 golden tolerance (golden/golden.test.ts), so f32 unless asked. */
+const DEFAULT_KV_CACHE: KvCacheDtype = 'f32';
+
+/** How attention runs, fixed at load: what `layer()` passes to every attention call. */
+interface AttentionPlan {
+  strategy: AttentionStrategy;
+  kvCache: KvCacheDtype;
+  partials?: AttentionPartials; // the split strategy's scratch, shared by all layers
+  segmentKeys?: number;
 }
 
 /** What to read back after running a sequence of tokens. */
@@ -92,6 +111,7 @@ export class MistralModel {
   private readonly cache: KVCache;
   private readonly scratch: Scratch;
   private readonly ropeTable: GPUBuffer;
+  private readonly attentionPlan: AttentionPlan;
   /** Where a 'hidden-states' readout collects its rows; made on first use. */
   private hiddenTrace: GPUBuffer | undefined;
   /** Adapters on the device (addAdapter), and the scratch their updates need. */
@@ -112,8 +132,17 @@ export class MistralModel {
     private readonly lm_head: GpuMatrix,
     readonly weightBytes: number,
     maxChunk: number,
+    opts: ModelOptions,
   ) {
-    this.cache = new KVCache(gpu, config, contextLength);
+    const kvCache = opts.kvCache ?? DEFAULT_KV_CACHE;
+    const strategy = opts.attention ?? DEFAULT_ATTENTION;
+    this.cache = new KVCache(gpu, config, contextLength, kvCache);
+    this.attentionPlan = {
+      strategy,
+      kvCache,
+      partials: strategy === 'split' ? createAttentionPartials(gpu, config.num_attention_heads, config.head_dim) : undefined,
+      segmentKeys: opts.attentionSegmentKeys,
+    };
     this.ropeTable = ropeTable(gpu, contextLength, config.head_dim, config.rope_theta);
     this.scratch = this.allocateScratch(maxChunk);
   }
@@ -121,7 +150,8 @@ export class MistralModel {
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
     const config = loadConfig(dir);
     const contextLength = contextLengthFor(config, opts.contextLength);
-    checkContextFits(gpu, config, contextLength, opts.contextLength === undefined ? join(dir, 'config.json') : undefined);
+    const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
+    checkContextFits(gpu, config, contextLength, opts.kvCache ?? DEFAULT_KV_CACHE, configFile);
     const ckpt = Checkpoint.open(dir);
     try {
       validateCheckpoint(ckpt, config);
@@ -140,7 +170,7 @@ export class MistralModel {
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
       const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
       const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? 128, byBinding, contextLength));
-      return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk);
+      return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, opts);
     } finally {
       ckpt.close();
     }
@@ -363,16 +393,15 @@ export class MistralModel {
     lora(s.h, 'k_proj', s.k);
     matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T });
     lora(s.h, 'v_proj', s.v);
-    rope(enc, { x: s.q, table: this.ropeTable, tokens: T, heads, headDim, pos0 });
-    rope(enc, { x: s.k, table: this.ropeTable, tokens: T, heads: kvHeads, headDim, pos0 });
+    rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
     const vCache = this.cache.values[i]!;
     const slots = this.cache.slots;
     attention(enc, {
       q: s.q, kNew: s.k, vNew: s.v, kCache, vCache, out: s.attn,
-      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0,
+      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0, ...this.attentionPlan,
     });
-    kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots });
+    kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots, dtype: this.cache.dtype });
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true });
     lora(s.attn, 'o_proj', s.x);
 
@@ -438,6 +467,7 @@ export class MistralModel {
     this.loraScratch?.u.destroy();
     this.loraScratch?.up?.destroy();
     this.cache.destroy();
+    if (this.attentionPlan.partials) destroyAttentionPartials(this.attentionPlan.partials);
     for (const [key, b] of Object.entries(this.scratch)) if (key !== 'chunk') (b as GPUBuffer).destroy();
   }
 }
@@ -449,12 +479,12 @@ export class MistralModel {
  * binding. `configFile` is set when the context is the config's own
  * max_position_embeddings rather than one the caller asked for.
  */
-function checkContextFits(gpu: Gpu, config: ModelConfig, contextLength: number, configFile?: string): void {
+function checkContextFits(gpu: Gpu, config: ModelConfig, contextLength: number, kvCache: KvCacheDtype, configFile?: string): void {
   const limits = gpu.report.limits;
   const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
   const byRope = Math.floor(binding / (config.head_dim * 4));
   // The cache holds min(window, context) slots per layer: a window that fits bounds nothing.
-  const slotBytes = KVCache.slotBytes(config);
+  const slotBytes = KVCache.slotBytes(config, kvCache);
   const window = config.sliding_window;
   const byCache = window !== null && window * slotBytes <= binding ? Infinity : Math.floor(binding / slotBytes);
   const max = Math.min(byRope, byCache);

@@ -1,4 +1,7 @@
-// Causal grouped-query attention with Mistral's sliding window, f32 throughout.
+// Causal grouped-query attention with Mistral's sliding window: strategy `tiled`, one workgroup
+// walks all the keys of its query heads (one pass). f32 math; the cache is f32 or f16 (the
+// prepended kv_cache_*.wgsl defines KvChunk and kvLoad). It serves every prefill chunk under
+// both strategies, and decode under `tiled` (and under `split` when the context is short).
 //
 // For query token t (absolute position pos = pos0 + t) and query head h, with KV head
 // g = h / (heads / kvHeads), scale = 1 / sqrt(headDim), and the keys it may see
@@ -9,8 +12,9 @@
 // the current chunk, row j - pos0 of kNew / vNew (not yet written to the cache, so a chunk
 // longer than the cache can still see all its own keys).
 //
-// Layouts (row-major f32, read as vec4): q, out [tokens, heads, headDim];
-//   kNew, vNew [tokens, kvHeads, headDim]; kCache, vCache [slots, kvHeads, headDim].
+// Layouts (row-major, read in chunks of 4 values): q, out [tokens, heads, headDim] f32;
+//   kNew, vNew [tokens, kvHeads, headDim] f32; kCache, vCache [slots, kvHeads, headDim] in the
+//   cache's format (vec4<f32>, or 4 f16 in a vec2<u32>).
 // Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG = 64 invocations. A workgroup
 // serves HG = 4 query heads that share one KV head (headBlocks = ceil(groupSize / 4) workgroups
 // per KV head), so every key and value row it reads is used 4 times: K/V traffic, which
@@ -40,10 +44,8 @@
 // runs two branch-free loops instead of choosing a buffer per key.
 // Two barriers per tile; scores never leave the workgroup, so any number of keys works.
 //
-// Tried for decode and not kept: splitting the keys into segments of 256-1024 keys walked by
-// separate workgroups, plus a combine dispatch ("flash-decoding"): 14-21% slower on lavapipe
-// (2 cores are already kept busy by 8 workgroups; the partial results cost more than the
-// extra parallelism gains).
+// Splitting the keys across workgroups is the `split` strategy (split.wgsl); on lavapipe it
+// measures slower (bench/RESULTS.md, "Attention strategies and the f16 KV cache").
 //
 // Workgroup memory: 14 KiB (fits WebGPU's default 16 KiB).
 //
@@ -67,8 +69,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> kNew: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> vNew: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> kCache: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> vCache: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> kCache: array<KvChunk>;
+@group(0) @binding(5) var<storage, read> vCache: array<KvChunk>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
 
 const WG: u32 = 64u;
@@ -96,10 +98,15 @@ fn cacheRow(firstSlot: u32, i: u32) -> u32 {
 }
 
 // Scores of one key row (at vec4 offset `base`) against the workgroup's HG query heads.
+// scoreCache and scoreNew are the same loop over two buffers: WGSL cannot pass a storage
+// buffer to a function (pointer parameters in the storage space need the
+// unrestricted_pointer_parameters extension), and choosing the buffer per chunk would put a
+// branch in the innermost loop. The 4-key loop in main() is a third copy, unrolled over four
+// cached keys so that each q chunk read from workgroup memory serves all four.
 fn scoreCache(base: u32, chunks: u32) -> vec4<f32> {
   var d = vec4<f32>(0.0);
   for (var k = 0u; k < chunks; k++) {
-    let key = kCache[base + k];
+    let key = kvLoad(kCache[base + k]);
     d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
                    dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
   }
@@ -204,10 +211,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let qb = qShared[chunks + k];
         let qc = qShared[2u * chunks + k];
         let qd = qShared[3u * chunks + k];
-        let k0 = kCache[b0 + k];
-        let k1 = kCache[b1 + k];
-        let k2 = kCache[b2 + k];
-        let k3 = kCache[b3 + k];
+        let k0 = kvLoad(kCache[b0 + k]);
+        let k1 = kvLoad(kCache[b1 + k]);
+        let k2 = kvLoad(kCache[b2 + k]);
+        let k3 = kvLoad(kCache[b3 + k]);
         d0 += vec4<f32>(dot(qa, k0), dot(qb, k0), dot(qc, k0), dot(qd, k0));
         d1 += vec4<f32>(dot(qa, k1), dot(qb, k1), dot(qc, k1), dot(qd, k1));
         d2 += vec4<f32>(dot(qa, k2), dot(qb, k2), dot(qc, k2), dot(qd, k2));
@@ -260,8 +267,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var i = grp;
       for (; i < nPast; i += groups) {
         let row = cacheRow(firstSlot, i) * rowStride + headOffset;
-        let v = vCache[row + c];
-        let u = vCache[row + c2];
+        let v = kvLoad(vCache[row + c]);
+        let u = kvLoad(vCache[row + c2]);
         let pw = probs[i];
         acc0 += pw.x * v;
         acc1 += pw.y * v;

@@ -1,0 +1,293 @@
+// Decode attention with the keys split across workgroups: strategy `split` ("flash-decoding").
+// One query token (decode); prefill chunks run tiled.wgsl under both strategies. f32 math; the
+// cache is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad).
+//
+// Math: for query head h at position pos = pos0, KV head g = h / (heads / kvHeads),
+// scale = 1 / sqrt(headDim), the visible keys lo..pos (lo = 0 without a window, else
+// max(0, pos - window + 1)) are cut into `segments` consecutive segments of segLen keys
+// (the last may be shorter; none is empty). Segment s, keys J_s, computes with its own maximum
+//   m_s = max_{j in J_s} s_j,   l_s = sum_{j in J_s} exp(s_j - m_s),
+//   o_s = sum_{j in J_s} exp(s_j - m_s) V[j, g, :]          (s_j = scale * q[h, :] . K[j, g, :])
+// and the reduce entry point merges them exactly as one softmax over all keys:
+//   M = max_s m_s,   out[h, :] = sum_s exp(m_s - M) o_s / sum_s exp(m_s - M) l_s.
+// Key j < pos0 comes from the rolling cache, slot j % slots; key pos0 (the query's own) from
+// row 0 of kNew / vNew, which the caller writes to the cache only after attention.
+//
+// Layouts (row-major, read in chunks of 4 values): q, out [heads, headDim] f32;
+//   kNew, vNew [1, kvHeads, headDim] f32; kCache, vCache [slots, kvHeads, headDim] in the
+//   cache's format; partO [segments, heads, headDim] f32 (o_s, unnormalised);
+//   partML [segments, heads] vec2<f32> (m_s, l_s).
+// Dispatch: `main`: workgroups (kvHeads * headBlocks, segments, 1) of WG = 64 invocations; a
+//   workgroup serves the HG = 4 query heads h0 .. h0 + 3 of one KV head (headBlocks =
+//   ceil(groupSize / 4) workgroups per KV head) over one segment, so each key and value read
+//   serves 4 heads, as in tiled.wgsl. `reduce`: workgroups (heads, 1, 1) of 64, invocation c
+//   merges chunk c of one head's output.
+// The wrapper picks segments so that kvHeads * headBlocks * segments is about two workgroups
+// per SM of a large GPU, and uses tiled.wgsl instead when the context is short.
+//
+// Per workgroup (online softmax over tiles of WG = 64 keys):
+//  1. Scores, with LPK = 8 invocations per key row: in each of 8 steps, invocation i takes key
+//     8 * step + i / 8 of the tile and the chunks i % 8, i % 8 + 8, ... of its row, so the 8
+//     invocations of a key read 128 consecutive bytes (f32) at each step, as a GPU's memory
+//     likes (one invocation walking a whole row would touch a different row per invocation).
+//     Their partial dot products (4 heads in a vec4) meet in workgroup memory, where
+//     invocation i adds up the 8 parts of key i and publishes the 4 scores.
+//  2. Every invocation reads the WG scores to find the tile maxima (so the running maxima m
+//     are identical in all invocations), turns them into weights exp(s - m), publishes its
+//     key's weights and rescales what was summed so far by exp(m_old - m).
+//  3. For the weighted sum of V, invocation i owns the value chunks c = i % H and c + H
+//     (H = ceil(headDim / 8)) for the keys i / H, i / H + G, ... of the tile (G = WG / H key
+//     groups): consecutive invocations read consecutive chunks of one value row.
+//  At the end the key groups' accumulators and the weights' sums are added up in workgroup
+//  memory and written to partO / partML.
+//
+// Three barriers per tile (parts, scores and weights live in separate arrays).
+// Workgroup memory: 14.1 KiB (fits WebGPU's default 16 KiB).
+// Limits: headDim % 4 == 0 and headDim <= 4 * WG = 256;
+// heads % kvHeads == 0; segments <= 65535; the cache holds every past key the query sees
+// (checked by the wrapper).
+
+struct Params {
+  pos0: u32,
+  heads: u32,
+  kvHeads: u32,
+  headDim: u32,
+  slots: u32,
+  window: u32,
+  scale: f32,
+  headBlocks: u32, // ceil(groupSize / HG): workgroups per KV head
+  segments: u32,
+  segLen: u32, // keys per segment
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> kNew: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> vNew: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> kCache: array<KvChunk>;
+@group(0) @binding(5) var<storage, read> vCache: array<KvChunk>;
+@group(0) @binding(6) var<storage, read_write> partO: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> partML: array<vec2<f32>>;
+
+// The reduce entry point's own bindings (an entry point's bindings must be distinct only
+// among the variables it uses).
+@group(0) @binding(1) var<storage, read> redO: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> redML: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+
+const WG: u32 = 64u;
+const HG: u32 = 4u; // query heads per workgroup (sharing one KV head); their scores travel as a vec4
+const NEG_BIG: f32 = -3.0e38; // a finite stand-in for -infinity (WGSL may assume floats finite)
+
+const LPK: u32 = 8u; // invocations per key row in the scoring phase
+const PART_STRIDE: u32 = WG + 1u; // parts of one lane position, padded against bank conflicts
+
+var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG query heads, headDim / 4 chunks each
+var<workgroup> scores: array<vec4<f32>, WG>; // per key of the tile: its 4 heads' scores
+var<workgroup> probs: array<vec4<f32>, WG>; // per key of the tile: exp(score - max) for each head
+// Partial dot products [LPK][WG keys] while scoring; at the end, the accumulators [HG][WG]
+// and then the sums [WG] of the invocations (the two uses never overlap in time).
+var<workgroup> exch: array<vec4<f32>, LPK * PART_STRIDE>;
+const SUMS: u32 = HG * WG; // offset of the sums in exch
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let groupSize = p.heads / p.kvHeads;
+  let g = wid.x / p.headBlocks; // the KV head
+  let h0 = g * groupSize + (wid.x % p.headBlocks) * HG; // first query head of this workgroup
+  let nh = min(HG, groupSize - (wid.x % p.headBlocks) * HG); // how many of the HG are real
+  let seg = wid.y;
+  let chunks = p.headDim / 4u;
+  let pos = p.pos0;
+  var lo = 0u;
+  if (p.window > 0u && pos + 1u > p.window) {
+    lo = pos + 1u - p.window;
+  }
+  let segFirst = lo + seg * p.segLen;
+  let segEnd = min(segFirst + p.segLen, pos + 1u); // exclusive; > segFirst (wrapper's choice)
+
+  for (var i = tid; i < HG * chunks; i += WG) {
+    qShared[i] = select(vec4<f32>(0.0), q[h0 * chunks + i], i < nh * chunks);
+  }
+  workgroupBarrier();
+
+  // V-phase role (see header). With an odd number of chunks the last lanes' c2 repeats c.
+  let half = (chunks + 1u) / 2u;
+  let c = tid % half;
+  let c2 = select(c, c + half, c + half < chunks);
+  let groups = WG / half;
+  let grp = tid / half;
+
+  let rowStride = p.kvHeads * chunks; // chunks from one position to the next
+  let headOffset = g * chunks;
+  let lane = tid % LPK; // scoring role: first chunk of the key row this invocation reads
+  var m = vec4<f32>(NEG_BIG); // running maximum per head, the same in every invocation
+  var sum = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m)), per head
+  var acc0 = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m) * v[c]), per head
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  var bcc0 = vec4<f32>(0.0); // the same for chunk c2
+  var bcc1 = vec4<f32>(0.0);
+  var bcc2 = vec4<f32>(0.0);
+  var bcc3 = vec4<f32>(0.0);
+
+  for (var first = segFirst; first < segEnd; first += WG) {
+    let inTile = min(WG, segEnd - first);
+    // Keys [0, nPast) of the tile come from the cache, from slot firstSlot on; a tile holds
+    // at most `slots` cached keys (the wrapper checks the cache covers the window), so one
+    // wrap is enough. Key pos0, if in the tile, is key nPast, from kNew.
+    let nPast = min(inTile, select(0u, p.pos0 - first, first < p.pos0));
+    let firstSlot = first % p.slots;
+
+    // 1. Partial scores: this invocation's chunks of keys lane / LPK, + 8, + 16, ... (see header).
+    for (var step = 0u; step < WG / LPK; step++) {
+      let kt = step * (WG / LPK) + tid / LPK; // key of the tile
+      var d = vec4<f32>(0.0);
+      if (kt < nPast) {
+        let slot = firstSlot + kt;
+        let base = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
+        for (var k = lane; k < chunks; k += LPK) {
+          let key = kvLoad(kCache[base + k]);
+          d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
+                         dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+        }
+      } else if (kt < inTile) {
+        // The same loop over the other buffer (WGSL cannot pass a storage buffer to a function).
+        for (var k = lane; k < chunks; k += LPK) {
+          let key = kNew[headOffset + k];
+          d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
+                         dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+        }
+      }
+      exch[lane * PART_STRIDE + kt] = d;
+    }
+    workgroupBarrier();
+    // This invocation's key: the sum of its LPK parts; NEG_BIG past the tile's end.
+    var d = vec4<f32>(0.0);
+    for (var l = 0u; l < LPK; l++) {
+      d += exch[l * PART_STRIDE + tid];
+    }
+    d = select(vec4<f32>(NEG_BIG), d * p.scale, tid < inTile);
+    scores[tid] = d;
+    workgroupBarrier();
+
+    // 2. New running maxima; rescale what was summed so far; publish this key's weights.
+    var tileMax = vec4<f32>(NEG_BIG);
+    for (var i = 0u; i < WG; i++) {
+      tileMax = max(tileMax, scores[i]);
+    }
+    let mNew = max(m, tileMax);
+    let rescale = exp(m - mNew);
+    m = mNew;
+    // Past the tile's end the weight must be 0 (exp(NEG_BIG - NEG_BIG) would be 1).
+    let w = select(vec4<f32>(0.0), exp(d - mNew), tid < inTile);
+    sum = sum * rescale + w;
+    acc0 *= rescale.x;
+    acc1 *= rescale.y;
+    acc2 *= rescale.z;
+    acc3 *= rescale.w;
+    bcc0 *= rescale.x;
+    bcc1 *= rescale.y;
+    bcc2 *= rescale.z;
+    bcc3 *= rescale.w;
+    probs[tid] = w;
+    workgroupBarrier();
+
+    // 3. Weighted sum of this tile's values, for chunks c and c2, keys grp, grp + groups, ...
+    if (grp < groups) {
+      var i = grp;
+      for (; i < nPast; i += groups) {
+        let slot = firstSlot + i;
+        let row = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
+        let v = kvLoad(vCache[row + c]);
+        let u = kvLoad(vCache[row + c2]);
+        let pw = probs[i];
+        acc0 += pw.x * v;
+        acc1 += pw.y * v;
+        acc2 += pw.z * v;
+        acc3 += pw.w * v;
+        bcc0 += pw.x * u;
+        bcc1 += pw.y * u;
+        bcc2 += pw.z * u;
+        bcc3 += pw.w * u;
+      }
+      if (i < inTile) { // the query's own key (at most one per segment)
+        let v = vNew[headOffset + c];
+        let u = vNew[headOffset + c2];
+        let pw = probs[i];
+        acc0 += pw.x * v;
+        acc1 += pw.y * v;
+        acc2 += pw.z * v;
+        acc3 += pw.w * v;
+        bcc0 += pw.x * u;
+        bcc1 += pw.y * u;
+        bcc2 += pw.z * u;
+        bcc3 += pw.w * u;
+      }
+    }
+  }
+
+  // Combine the key groups' accumulators and the invocations' sums; chunks c first, then c2.
+  let part = seg * p.heads + h0; // partials row of head h0 in this segment
+  // (exch held the last tile's parts, all read before that tile's second barrier.)
+  exch[SUMS + tid] = sum;
+  exch[tid] = acc0;
+  exch[WG + tid] = acc1;
+  exch[2u * WG + tid] = acc2;
+  exch[3u * WG + tid] = acc3;
+  workgroupBarrier();
+  if (tid < nh) {
+    var total = vec4<f32>(0.0);
+    for (var i = 0u; i < WG; i++) {
+      total += exch[SUMS + i];
+    }
+    partML[part + tid] = vec2<f32>(m[tid], total[tid]);
+  }
+  if (tid < half) {
+    for (var hh = 0u; hh < nh; hh++) {
+      var o = vec4<f32>(0.0);
+      for (var k = 0u; k < groups; k++) {
+        o += exch[hh * WG + k * half + tid];
+      }
+      partO[(part + hh) * chunks + tid] = o;
+    }
+  }
+  workgroupBarrier();
+  exch[tid] = bcc0;
+  exch[WG + tid] = bcc1;
+  exch[2u * WG + tid] = bcc2;
+  exch[3u * WG + tid] = bcc3;
+  workgroupBarrier();
+  if (tid + half < chunks) {
+    for (var hh = 0u; hh < nh; hh++) {
+      var o = vec4<f32>(0.0);
+      for (var k = 0u; k < groups; k++) {
+        o += exch[hh * WG + k * half + tid];
+      }
+      partO[(part + hh) * chunks + tid + half] = o;
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let h = wid.x;
+  let chunks = p.headDim / 4u;
+  var mMax = NEG_BIG;
+  for (var s = 0u; s < p.segments; s++) {
+    mMax = max(mMax, redML[s * p.heads + h].x);
+  }
+  var total = 0.0;
+  var o = vec4<f32>(0.0);
+  let c = min(tid, chunks - 1u); // invocations past the last chunk compute it again, unused
+  for (var s = 0u; s < p.segments; s++) {
+    let ml = redML[s * p.heads + h];
+    let e = exp(ml.x - mMax);
+    total += e * ml.y;
+    o += e * redO[(s * p.heads + h) * chunks + c];
+  }
+  if (tid < chunks) {
+    out[h * chunks + tid] = o / total;
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * The KV cache's storage format on the device, shared by the kernels that read
+ * it (attention) and write it (kv_write): f32, or f16 halves two per u32 word
+ * (f32 math either way). Chosen once at model load.
+ */
+import { wgsl } from '../gpu/encoder.ts';
+import { decodeToF32, f16ToF32, f32ToF16 } from '../util/half.ts';
+
+export type KvCacheDtype = 'f32' | 'f16';
+
+export const KV_CACHE_DTYPES: readonly KvCacheDtype[] = ['f32', 'f16'];
+
+export function kvBytesPerElement(dtype: KvCacheDtype): number {
+  return dtype === 'f32' ? 4 : 2;
+}
+
+/** A kernel's source preceded by the storage format's snippet (kv_cache_f32.wgsl or kv_cache_f16.wgsl). */
+export function kvKernelSource(dtype: KvCacheDtype, file: string, base: string): string {
+  return wgsl(`kv_cache_${dtype}.wgsl`, import.meta.url) + '\n' + wgsl(file, base);
+}
+
+/** Cache contents read back from the device (raw bytes) as f32 values, for tests and checks. */
+export function decodeKvCache(bytes: ArrayBuffer, dtype: KvCacheDtype): Float32Array {
+  return decodeToF32(new Uint8Array(bytes), dtype);
+}
+
+/** A value as an f16 cache holds it (round to nearest even), for references. */
+export function roundLikeKvCache(x: number, dtype: KvCacheDtype): number {
+  return dtype === 'f32' ? x : f16ToF32(f32ToF16(x));
+}

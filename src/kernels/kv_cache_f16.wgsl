@@ -1,0 +1,21 @@
+// KV-cache storage format f16, shared by the kernels that read or write the cache (attention,
+// kv_write): not a kernel itself. The wrapper prepends this file or kv_cache_f32.wgsl (WGSL has
+// no #include), so every kernel body is written once for both formats.
+//
+// The cache [slots, kvHeads, headDim] is addressed in chunks of 4 consecutive values:
+// one KvChunk = two u32 words, each holding two IEEE halves, low half first (little-endian),
+// so the byte layout is a plain row-major f16 array. Values are stored as f16 and all math is
+// f32: pack2x16float / unpack2x16float are core WGSL and need no `shader-f16` feature (which
+// Dawn hides on NVIDIA's Vulkan driver). pack2x16float rounds to a nearest f16 (round to
+// nearest even on lavapipe; WGSL allows either neighbour); values beyond f16's range (65504)
+// are undefined, far above what keys and values of a trained model reach.
+
+alias KvChunk = vec2<u32>;
+
+fn kvLoad(c: KvChunk) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(c.x), unpack2x16float(c.y));
+}
+
+fn kvStore(v: vec4<f32>) -> KvChunk {
+  return vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
+}
