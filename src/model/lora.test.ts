@@ -163,6 +163,10 @@ describe('loadLora refuses, naming the file and the tensor', () => {
     );
     refuse({ config: base, modules: [], edit: () => [] }, /adapter_model\.safetensors: holds no LoRA tensors/);
     refuse({ config: base, modules: qv(4), edit: rename('lora_A.weight', 'lora_A.default.weight') }, /is not a LoRA weight as PEFT saves them/);
+    refuse(
+      { config: base, modules: qv(4), edit: (ts) => [...ts, { name: 'base_model.model.model.embed_tokens.weight', dtype: 'F32', shape: [2, 64], values: new Float32Array(128).fill(0.1) }] },
+      /tensor 'base_model\.model\.model\.embed_tokens\.weight' is a whole trained copy of a base weight/,
+    );
   });
 
   it('non-finite weights, missing files', () => {

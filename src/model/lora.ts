@@ -218,6 +218,11 @@ function refuseTensor(file: string, name: string): never {
   if (/lora_magnitude_vector/.test(name)) throw new CheckpointError(`${where} is a DoRA magnitude vector; DoRA is not supported`);
   if (/lora_embedding_[AB]/.test(name)) throw new CheckpointError(`${where} adapts an embedding; only the decoder layers' projections can carry adapters`);
   if (/\.bias$/.test(name)) throw new CheckpointError(`${where} is a trained bias, which is not supported (train with bias: "none")`);
+  if (/(embed_tokens|lm_head)(\.modules_to_save\.default)?\.weight$/.test(name)) {
+    throw new CheckpointError(
+      `${where} is a whole trained copy of a base weight (PEFT saves one for modules_to_save, or with save_embedding_layers after the vocabulary was resized), which is not supported`,
+    );
+  }
   throw new CheckpointError(`${where} is not a LoRA weight as PEFT saves them (base_model.model.<module>.lora_A.weight / lora_B.weight)`);
 }
 
