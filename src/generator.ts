@@ -15,6 +15,8 @@ import type { Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
 import { resolveSeed, sampleSeed, type SamplingParams } from './sampling/params.ts';
+import { GrammarCache, TokenVocabulary, UnsupportedVocabularyError, type ConstraintFactory, type JsonGrammar } from './sampling/json/grammar.ts';
+import { stepLogprobs, type TokenLogprob } from './sampling/logprobs.ts';
 
 /** The tiny random-weight checkpoint shipped in golden/: the default when no model is named. */
 export const BUNDLED_MODEL_DIR = fileURLToPath(new URL('../golden/tiny-mistral/', import.meta.url));
@@ -43,12 +45,6 @@ export interface GeneratorOptions {
   onProgress?: (p: LoadProgress) => void;
   /** LoRA adapters (PEFT folders) to load beside the base model; each request picks one by name, or none. */
   lora?: { name: string; dir: string }[];
-}
-
-/** What a generation may choose beyond sampling. */
-export interface GenerateOptions {
-  /** The LoRA adapter to run under, by the name it was loaded with (GeneratorOptions.lora); none: the base model. */
-  adapter?: string;
 }
 
 /** A request named an adapter that was not loaded. */
@@ -82,9 +78,31 @@ export interface Timings {
   decodeTokensPerSecond: number;
 }
 
+/** What a generation may do beyond sampling (all optional). */
+export interface GenerateOptions {
+  /** Constrained decoding (JSON mode, tool calls): a fresh constraint is started per generation. */
+  constraint?: ConstraintFactory;
+  /** Report each token's log-probability and the `top` (0-20) most likely alternatives (on text and done events). */
+  logprobs?: { top: number };
+  /** The LoRA adapter to run under, by the name it was loaded with (GeneratorOptions.lora); none: the base model. */
+  adapter?: string;
+}
+
+/** One generated token's log-probability and the most likely alternatives at its step. */
+export interface TokenLogprobs {
+  id: number;
+  logprob: number;
+  top: TokenLogprob[];
+}
+
+/**
+ * With `logprobs`, a text event carries the tokens generated since the previous text event (the
+ * text may complete several, or none when a stop string held it back); `done` carries those whose
+ * text never came out. The end-of-turn token is never listed.
+ */
 export type GenerationEvent =
-  | { type: 'text'; text: string }
-  | { type: 'done'; finishReason: FinishReason; usage: Usage; tokens: number[]; seed: number; timings: Timings };
+  | { type: 'text'; text: string; logprobs?: TokenLogprobs[] }
+  | { type: 'done'; finishReason: FinishReason; usage: Usage; tokens: number[]; seed: number; timings: Timings; logprobs?: TokenLogprobs[] };
 
 /** An event of `generateChoices`: which choice it belongs to, and when each starts (with its seed). */
 export type ChoiceEvent = ({ type: 'start'; seed: number } | GenerationEvent) & { index: number };
@@ -159,6 +177,10 @@ class Mutex {
  * before spending half a minute loading a 7B model.
  */
 export class Prompts {
+  /** JSON-mode grammars by schema, and every token's bytes: built on first use. */
+  private grammars: GrammarCache | undefined;
+  private bytesTable: (Uint8Array | null)[] | undefined;
+
   private constructor(
     readonly tokenizer: OpenChatTokenizer,
     readonly contextLength: number,
@@ -184,6 +206,37 @@ export class Prompts {
   /** Raw text, no template: BOS then the text (special-token strings are plain text). */
   encodeRaw(text: string): number[] {
     return this.tokenizer.encode(text, { addBos: true });
+  }
+
+  /**
+   * A JSON-mode grammar over this vocabulary (schema null: any JSON object), compiled once per
+   * schema and cached. Throws SchemaError naming a keyword it does not support.
+   */
+  jsonGrammar(schema: unknown | null): JsonGrammar {
+    if (!this.grammars) {
+      let vocab: TokenVocabulary | undefined;
+      this.grammars = new GrammarCache(() => (vocab ??= new TokenVocabulary(this.tokenBytes())), this.tokenizer.stopIds);
+    }
+    return this.grammars.get(schema);
+  }
+
+  /**
+   * Each token's text as UTF-8 bytes (null for special tokens), built once: see
+   * OpenChatTokenizer.tokenBytes. Throws UnsupportedVocabularyError for a vocabulary that is not
+   * SentencePiece's (JSON mode cannot know what its tokens write).
+   */
+  tokenBytes(): (Uint8Array | null)[] {
+    if (!this.tokenizer.sentencePieceDecoder) {
+      throw new UnsupportedVocabularyError(`JSON mode and tools need a SentencePiece vocabulary ("\u2581" spaces, <0xNN> bytes); ${this.tokenizer.source} is not one`);
+    }
+    return (this.bytesTable ??= this.tokenizer.tokenBytes());
+  }
+
+  /** A token's text as UTF-8 bytes for display (log-probabilities); a special token's is its name. */
+  tokenDisplayBytes(id: number): Uint8Array {
+    const encoder = new TextEncoder();
+    if (!this.tokenizer.sentencePieceDecoder) return encoder.encode(this.tokenizer.decode([id])); // the decoder's own text
+    return this.tokenBytes()[id] ?? encoder.encode(this.tokenizer.idToToken(id) ?? '');
   }
 
   /** Throws ContextLengthError unless prompt + max_tokens fits the context. */
@@ -304,6 +357,18 @@ export class Generator {
     this.prompts.checkContext(promptTokens, maxTokens);
   }
 
+  jsonGrammar(schema: unknown | null): JsonGrammar {
+    return this.prompts.jsonGrammar(schema);
+  }
+
+  tokenBytes(): (Uint8Array | null)[] {
+    return this.prompts.tokenBytes();
+  }
+
+  tokenDisplayBytes(id: number): Uint8Array {
+    return this.prompts.tokenDisplayBytes(id);
+  }
+
   /**
    * The request's `n` samples, one after another (each waits its turn for the model, as
    * `generate` does). The one seeding rule: a request without a seed draws one, and choice i
@@ -311,7 +376,12 @@ export class Generator {
    * choice replays on its own. Each choice starts with a 'start' event carrying its seed. Stops
    * after a choice that was cancelled (the signal aborted).
    */
-  async *generateChoices(promptIds: number[], params: SamplingParams, signal?: AbortSignal, options: GenerateOptions = {}): AsyncGenerator<ChoiceEvent> {
+  async *generateChoices(
+    promptIds: number[],
+    params: SamplingParams,
+    signal?: AbortSignal,
+    options: GenerateOptions = {},
+  ): AsyncGenerator<ChoiceEvent> {
     this.adapter(options.adapter); // an unknown adapter fails before the first choice starts
     const seed = resolveSeed(params);
     for (let index = 0; index < params.n; index++) {
@@ -332,26 +402,45 @@ export class Generator {
    * max_tokens or the end of the context ('length'), or when `signal` aborts
    * ('cancelled'). Requests queue in order for the model.
    */
-  async *generate(promptIds: number[], params: SamplingParams, signal?: AbortSignal, options: GenerateOptions = {}): AsyncGenerator<GenerationEvent> {
+  async *generate(
+    promptIds: number[],
+    params: SamplingParams,
+    signal?: AbortSignal,
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent> {
     this.checkContext(promptIds.length, params.max_tokens);
     const adapter = this.adapter(options.adapter);
     const release = await this.lock.acquire(signal);
     try {
-      yield* this.run(promptIds, params, signal, adapter);
+      yield* this.run(promptIds, params, signal, options, adapter);
     } finally {
       release();
     }
   }
 
-  private async *run(promptIds: number[], params: SamplingParams, signal: AbortSignal | undefined, adapter: DeviceLora | undefined): AsyncGenerator<GenerationEvent> {
+  private async *run(
+    promptIds: number[],
+    params: SamplingParams,
+    signal: AbortSignal | undefined,
+    options: GenerateOptions,
+    adapter: DeviceLora | undefined,
+  ): AsyncGenerator<GenerationEvent> {
     const started = performance.now();
     const seed = resolveSeed(params);
     const sampler = new Sampler(params, this.model.config.vocab_size, seed);
-    const readout: Readout = !sampler.needsFullLogits
-      ? sampler.greedy
-        ? { kind: 'argmax' }
-        : { kind: 'topk', k: Math.min(params.top_k, this.model.config.vocab_size) }
-      : { kind: 'logits' };
+    const constraint = options.constraint?.start();
+    const vocab = this.model.config.vocab_size;
+    // A constraint masks the whole row, so it reads the row. Log-probabilities otherwise ride on
+    // the top-k readout (plus the row's log-sum-exp, on the device) when the candidates decide.
+    const lpTop = options.logprobs?.top;
+    const readout: Readout =
+      constraint || sampler.needsFullLogits
+        ? { kind: 'logits' }
+        : lpTop !== undefined
+          ? { kind: 'topk', k: Math.min(Math.max(sampler.greedy ? 1 : params.top_k, lpTop, 1), vocab), logSumExp: true }
+          : sampler.greedy
+            ? { kind: 'argmax' }
+            : { kind: 'topk', k: Math.min(params.top_k, vocab) };
     const decoder = this.tokenizer.createStreamDecoder({ skipSpecial: true });
     const stops = new StopMatcher(params.stop);
     const limit = Math.min(params.max_tokens ?? Infinity, this.contextLength - promptIds.length);
@@ -365,6 +454,14 @@ export class Generator {
     let finishReason: FinishReason = 'length';
     let stoppedByString = false;
     let firstTokenAt = 0;
+    // Log-probabilities of tokens not yet reported (they go out with the next text).
+    let tokenLogprobs: TokenLogprobs[] = [];
+    const withLogprobs = () => {
+      if (!options.logprobs) return {};
+      const logprobs = tokenLogprobs;
+      tokenLogprobs = [];
+      return { logprobs };
+    };
     while (generated.length < limit) {
       if (signal?.aborted) {
         finishReason = 'cancelled';
@@ -373,8 +470,23 @@ export class Generator {
       const out = await this.model.forward(pending, readout, adapter);
       let token: number;
       if (out.argmax !== undefined) token = out.argmax;
-      else if (out.topk) token = sampler.sampleFromCandidates(out.topk.ids, out.topk.logits);
-      else token = sampler.sample(out.logits!, { prompt: promptIds, generated });
+      else if (out.topk) {
+        const { ids, logits, logSumExp } = out.topk;
+        token = sampler.sampleFromCandidates(ids, logits);
+        if (lpTop !== undefined && !this.stopIds.has(token)) {
+          // The chosen token is always among the candidates (they are what it was drawn from).
+          const top = Array.from(ids.subarray(0, lpTop), (id, i) => ({ id, logprob: logits[i]! - logSumExp! }));
+          tokenLogprobs.push({ id: token, logprob: logits[ids.indexOf(token)]! - logSumExp!, top });
+        }
+      } else {
+        const row = out.logits!;
+        // Log-probabilities are the model's own (before penalties and the mask change the row).
+        const lp = options.logprobs ? stepLogprobs(row, options.logprobs.top) : null;
+        const raw = lp ? row.slice() : null;
+        token = sampler.sample(row, { prompt: promptIds, generated }, constraint?.allowed(limit - generated.length) ?? undefined);
+        constraint?.accept(token);
+        if (lp && !this.stopIds.has(token)) tokenLogprobs.push({ id: token, logprob: raw![token]! - lp.logSumExp, top: lp.top });
+      }
       if (generated.length === 0) firstTokenAt = performance.now();
       generated.push(token);
       pending = [token];
@@ -384,7 +496,7 @@ export class Generator {
         break;
       }
       const { emit, stopped } = stops.push(decoder.push(token));
-      if (emit) yield { type: 'text', text: emit };
+      if (emit) yield { type: 'text', text: emit, ...withLogprobs() };
       if (stopped) {
         finishReason = 'stop';
         stoppedByString = true;
@@ -395,7 +507,7 @@ export class Generator {
       // Release what the decoder and the stop matcher held back for a continuation that never came.
       const { emit, stopped } = stops.push(decoder.flush());
       const tail = emit + (stopped ? '' : stops.flush());
-      if (tail) yield { type: 'text', text: tail };
+      if (tail) yield { type: 'text', text: tail, ...withLogprobs() };
     }
 
     const ended = performance.now();
@@ -405,6 +517,7 @@ export class Generator {
     const prefilled = promptIds.length - reused;
     yield {
       type: 'done',
+      ...withLogprobs(),
       finishReason,
       tokens: generated,
       seed,

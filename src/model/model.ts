@@ -23,6 +23,7 @@ import { kvWrite } from '../kernels/kv_write.ts';
 import type { KvCacheDtype } from '../kernels/kv_cache.ts';
 import { argmax } from '../kernels/argmax.ts';
 import { topK } from '../kernels/topk.ts';
+import { logSumExp } from '../kernels/logsumexp.ts';
 import { loraUpdate, siluMul } from '../kernels/lora/index.ts';
 import { DeviceLora, type LinearKey, type LoraWeights } from './lora.ts';
 
@@ -64,14 +65,14 @@ interface AttentionPlan {
 export type Readout =
   | { kind: 'none' }
   | { kind: 'argmax' } // the last position's most likely token: 4 bytes back
-  | { kind: 'topk'; k: number } // the last position's k best tokens and their logits
+  | { kind: 'topk'; k: number; logSumExp?: boolean } // the last position's k best tokens and their logits (and the row's log-sum-exp, for log-probabilities)
   | { kind: 'logits' } // the last position's full logits row
   | { kind: 'all-logits' } // every position's logits [tokens, vocab_size]
   | { kind: 'hidden-states' }; // for tests: the last position's hidden state after each step (ForwardResult.hiddenStates)
 
 export interface ForwardResult {
   argmax?: number;
-  topk?: { ids: Uint32Array; logits: Float32Array };
+  topk?: { ids: Uint32Array; logits: Float32Array; logSumExp?: number };
   logits?: Float32Array;
   /**
    * The last position's hidden state [num_hidden_layers + 2, hidden_size]: the
@@ -102,6 +103,7 @@ interface Scratch {
   lastNormed: GPUBuffer;
   topIds: GPUBuffer;
   topLogits: GPUBuffer;
+  logSumExp: GPUBuffer; // f32 [1], with a top-k readout that asks for it
 }
 
 const STAGING_BYTES = 32 * 2 ** 20; // host memory used while streaming weights in
@@ -345,6 +347,7 @@ export class MistralModel {
       if (readout.kind === 'topk') {
         if (readout.k < 1 || readout.k > MAX_TOPK) throw new RangeError(`top-k readout needs 1 <= k <= ${MAX_TOPK}`);
         topK(enc, { logits: s.logits, n: c.vocab_size, k: readout.k, outIds: s.topIds, outValues: s.topLogits });
+        if (readout.logSumExp) logSumExp(enc, { logits: s.logits, n: c.vocab_size, rows: 1, out: s.logSumExp });
       }
     }
     enc.submit();
@@ -357,7 +360,11 @@ export class MistralModel {
         return { argmax: (await readU32(this.gpu, s.topIds, 1))[0]! };
       case 'topk':
         return {
-          topk: { ids: await readU32(this.gpu, s.topIds, readout.k), logits: await readF32(this.gpu, s.topLogits, readout.k) },
+          topk: {
+            ids: await readU32(this.gpu, s.topIds, readout.k),
+            logits: await readF32(this.gpu, s.topLogits, readout.k),
+            ...(readout.logSumExp ? { logSumExp: (await readF32(this.gpu, s.logSumExp, 1))[0]! } : {}),
+          },
         };
       case 'logits':
         return { logits: await readF32(this.gpu, s.logits, c.vocab_size) };
@@ -446,6 +453,7 @@ export class MistralModel {
       lastNormed: f32(c.hidden_size, 'last_normed'),
       topIds: f32(MAX_TOPK, 'top_ids'),
       topLogits: f32(MAX_TOPK, 'top_logits'),
+      logSumExp: f32(1, 'log_sum_exp'),
     };
   }
 

@@ -8,6 +8,7 @@
  * body, CLI flags): everything after it may assume the ranges below hold.
  */
 import { getRandomValues } from 'node:crypto';
+import { foldSeed } from './sampler.ts';
 
 export interface SamplingParams {
   /** Softmax temperature, [0, 2]. 0 means greedy (argmax). */
@@ -69,9 +70,34 @@ export class SamplingParamError extends Error {
  * its default. Types are strict: "0.7" (a string) is not a number, so a CLI must
  * parse its flags before calling this.
  */
+/** A numeric parameter's allowed interval (closed unless openLow). */
+export interface Range {
+  lo: number;
+  hi: number;
+  openLow?: boolean;
+}
+
+export type SamplingRanges = Record<'temperature' | 'top_p' | 'top_k' | 'min_p' | 'repetition_penalty' | 'presence_penalty' | 'frequency_penalty' | 'seed', Range>;
+
+/** The largest seed: OpenAI takes a signed 64-bit seed (JSON parsing rounds 2^63 - 1 up to 2^63, so that is accepted). */
+export const MAX_SEED = 2 ** 63;
+
+/** OpenAI's ranges (vLLM's and Hugging Face's for top_k, min_p, repetition_penalty). */
+export const SAMPLING_RANGES: Readonly<SamplingRanges> = Object.freeze({
+  temperature: { lo: 0, hi: 2 },
+  top_p: { lo: 0, hi: 1, openLow: true },
+  top_k: { lo: 0, hi: MAX_TOP_K },
+  min_p: { lo: 0, hi: 1 },
+  repetition_penalty: { lo: 0.01, hi: 5 },
+  presence_penalty: { lo: -2, hi: 2 },
+  frequency_penalty: { lo: -2, hi: 2 },
+  seed: { lo: -(2 ** 53 - 1), hi: MAX_SEED },
+});
+
 export function validateSamplingParams(
   input: Record<string, unknown>,
   defaults: SamplingParams = DEFAULT_SAMPLING,
+  ranges: Readonly<SamplingRanges> = SAMPLING_RANGES,
 ): SamplingParams {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new TypeError(`sampling parameters must be an object; got ${describe(input)}`);
@@ -83,14 +109,14 @@ export function validateSamplingParams(
   };
 
   return {
-    temperature: pick('temperature', (f, v) => numberIn(f, v, 0, 2), defaults.temperature),
-    top_p: pick('top_p', (f, v) => numberIn(f, v, 0, 1, { openLow: true }), defaults.top_p),
-    top_k: pick('top_k', (f, v) => integerIn(f, v, 0, MAX_TOP_K), defaults.top_k),
-    min_p: pick('min_p', (f, v) => numberIn(f, v, 0, 1), defaults.min_p),
-    repetition_penalty: pick('repetition_penalty', (f, v) => numberIn(f, v, 0.01, 5), defaults.repetition_penalty),
-    presence_penalty: pick('presence_penalty', (f, v) => numberIn(f, v, -2, 2), defaults.presence_penalty),
-    frequency_penalty: pick('frequency_penalty', (f, v) => numberIn(f, v, -2, 2), defaults.frequency_penalty),
-    seed: pick<number | null>('seed', checkSeed, defaults.seed),
+    temperature: pick('temperature', (f, v) => numberIn(f, v, ranges.temperature), defaults.temperature),
+    top_p: pick('top_p', (f, v) => numberIn(f, v, ranges.top_p), defaults.top_p),
+    top_k: pick('top_k', (f, v) => integerIn(f, v, ranges.top_k.lo, ranges.top_k.hi), defaults.top_k),
+    min_p: pick('min_p', (f, v) => numberIn(f, v, ranges.min_p), defaults.min_p),
+    repetition_penalty: pick('repetition_penalty', (f, v) => numberIn(f, v, ranges.repetition_penalty), defaults.repetition_penalty),
+    presence_penalty: pick('presence_penalty', (f, v) => numberIn(f, v, ranges.presence_penalty), defaults.presence_penalty),
+    frequency_penalty: pick('frequency_penalty', (f, v) => numberIn(f, v, ranges.frequency_penalty), defaults.frequency_penalty),
+    seed: pick<number | null>('seed', (f, v) => checkSeed(f, v, ranges.seed), defaults.seed),
     max_tokens: pick<number | null>('max_tokens', checkMaxTokens, defaults.max_tokens),
     stop: pick('stop', checkStop, [...defaults.stop]),
     n: pick('n', (f, v) => integerIn(f, v, 1, MAX_N), defaults.n),
@@ -114,9 +140,13 @@ export function resolveSeed(params: SamplingParams): number {
 /**
  * The seed of sample `index` of a request seeded with `seed` (choice i of `n`, turn t of a chat):
  * seed + index, so sample 0 is what the seed gives alone and sample i replays on its own with
- * seed + i. Past 2^53 - 1 it wraps round to -(2^53 - 1), so every seed has a successor.
+ * seed + i. Past 2^53 - 1 it wraps round to -(2^53 - 1), so every seed has a successor. A seed
+ * above 2^53 (up to 2^63, as the hosted APIs take) is a double whose seed + i would round back to
+ * itself: its samples i > 0 step from its 32-bit fold instead (foldSeed(seed) + i).
  */
 export function sampleSeed(seed: number, index: number): number {
+  if (index === 0) return seed;
+  if (!Number.isSafeInteger(seed)) return foldSeed(seed) + index;
   const max = Number.MAX_SAFE_INTEGER;
   // seed + index - (2 max + 1), grouped so that every partial result is exact.
   return seed > max - index ? seed - max + (index - max - 1) : seed + index;
@@ -124,11 +154,11 @@ export function sampleSeed(seed: number, index: number): number {
 
 // ---------------------------------------------------------------------------
 
-function numberIn(field: string, value: unknown, lo: number, hi: number, opts: { openLow?: boolean } = {}): number {
+function numberIn(field: string, value: unknown, { lo, hi, openLow }: Range): number {
   const ok =
-    typeof value === 'number' && Number.isFinite(value) && (opts.openLow ? value > lo : value >= lo) && value <= hi;
+    typeof value === 'number' && Number.isFinite(value) && (openLow ? value > lo : value >= lo) && value <= hi;
   if (!ok) {
-    const range = `${opts.openLow ? '(' : '['}${lo}, ${hi}]`;
+    const range = `${openLow ? '(' : '['}${lo}, ${hi}]`;
     throw new SamplingParamError(field, `${field} must be a number in ${range}; got ${describe(value)}`);
   }
   return value;
@@ -141,13 +171,16 @@ function integerIn(field: string, value: unknown, lo: number, hi: number): numbe
   return value;
 }
 
-/** OpenAI takes any 64-bit integer; a JSON number in JavaScript is exact up to 2^53 - 1. */
-function checkSeed(field: string, value: unknown): number {
-  if (!(typeof value === 'number' && Number.isSafeInteger(value))) {
-    throw new SamplingParamError(
-      field,
-      `${field} must be an integer in [-(2^53 - 1), 2^53 - 1]; got ${describe(value)}`,
-    );
+/**
+ * An integer seed within `range`. A JSON number in JavaScript is exact up to 2^53; larger seeds
+ * (the hosted APIs take any non-negative 64-bit one) arrive as the nearest double, and the
+ * sampler folds them to its 32-bit PRNG seed from that double (foldSeed), so the same request
+ * replays the same way.
+ */
+function checkSeed(field: string, value: unknown, range: Range): number {
+  if (!(typeof value === 'number' && Number.isInteger(value) && value >= range.lo && value <= range.hi)) {
+    const show = (x: number) => (x === MAX_SEED ? '2^63' : x === -(2 ** 53 - 1) ? '-(2^53 - 1)' : String(x));
+    throw new SamplingParamError(field, `${field} must be an integer in [${show(range.lo)}, ${show(range.hi)}]; got ${describe(value)}`);
   }
   return value;
 }

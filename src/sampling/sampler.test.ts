@@ -345,3 +345,48 @@ describe('sampled frequencies match the exact distribution', () => {
     });
   }
 });
+
+describe('seeds above 2^53 (OpenAI takes int64)', () => {
+  it('fold deterministically, differently for different doubles, up to 2^63', () => {
+    const seeds = [2 ** 53, 2 ** 53 + 2, 2 ** 62, 2 ** 62 + 2 ** 40, 2 ** 63, 9999999999];
+    const folded = seeds.map(foldSeed);
+    folded.forEach((f) => expect(Number.isInteger(f) && f >= 0 && f < 2 ** 32).toBe(true));
+    expect(new Set(folded).size).toBe(seeds.length);
+    expect(seeds.map(foldSeed)).toEqual(folded);
+    expect(() => foldSeed(2 ** 64)).toThrow(/2\^63/);
+  });
+});
+
+describe('a token mask (constrained decoding)', () => {
+  it('only allowed tokens are ever drawn, and they keep their relative weights', () => {
+    const seed = freshSeed();
+    const rng = new Rng(seed);
+    const logits = Array.from({ length: 50 }, () => rng.normal() * 2);
+    const allowed = [3, 7, 8, 20, 41];
+    const counts = new Map<number, number>();
+    const sampler = new Sampler(params({ temperature: 0.8 }), 50, seed);
+    const draws = 4000;
+    for (let i = 0; i < draws; i++) {
+      const t = sampler.sample(Float32Array.from(logits), NO_HISTORY, allowed);
+      counts.set(t, (counts.get(t) ?? 0) + 1);
+    }
+    expect([...counts.keys()].every((t) => allowed.includes(t)), `seed ${seed}`).toBe(true);
+    const w = allowed.map((t) => Math.exp(logits[t]! / 0.8));
+    const total = w.reduce((a, b) => a + b, 0);
+    allowed.forEach((t, i) => {
+      const p = w[i]! / total;
+      const sd = Math.sqrt((p * (1 - p)) / draws);
+      expect(Math.abs((counts.get(t) ?? 0) / draws - p), `seed ${seed} token ${t}`).toBeLessThan(5 * sd + 1e-3);
+    });
+  });
+
+  it('greedy picks the best allowed token; penalties see only the allowed ones; an empty mask throws', () => {
+    const logits = [5, 1, 4, 3];
+    expect(new Sampler(params({ temperature: 0 }), 4, 1).sample(Float32Array.from(logits), NO_HISTORY, [1, 3])).toBe(3);
+    const penalised = new Sampler(params({ temperature: 0, repetition_penalty: 2 }), 4, 1);
+    expect(penalised.sample(Float32Array.from(logits), { prompt: [3], generated: [] }, [1, 3])).toBe(3); // 3/2 > 1
+    expect(penalised.sample(Float32Array.from([5, 2, 4, 3]), { prompt: [3], generated: [] }, [1, 3])).toBe(1); // 2 > 3/2
+    expect(() => new Sampler(params({}), 4, 1).sample(Float32Array.from(logits), NO_HISTORY, [])).toThrow(/allows no token/);
+    expect(() => new Sampler(params({}), 4, 1).sample(Float32Array.from(logits), NO_HISTORY, [4])).toThrow(/outside the vocabulary/);
+  });
+});

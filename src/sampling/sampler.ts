@@ -59,11 +59,13 @@ const BUCKETS_PER_NAT = 8;
 const NUM_BUCKETS = 32 * BUCKETS_PER_NAT + 1;
 
 /**
- * The PRNG is seeded with 32 bits; a seed may be any safe integer (OpenAI takes int64), so the
- * high bits are mixed into the low 32. Seeds in [0, 2^32) map to themselves.
+ * The PRNG is seeded with 32 bits; a seed may be any integer of magnitude up to 2^63 (OpenAI takes
+ * int64), so the high bits are mixed into the low 32. Seeds in [0, 2^32) map to themselves. Above
+ * 2^53 a seed is the double JSON parsing made of it; the split below is still exact (ToUint32 is
+ * the value mod 2^32, and division by 2^32 is exact), so each such double folds one way.
  */
 export function foldSeed(seed: number): number {
-  if (!Number.isSafeInteger(seed)) throw new RangeError(`seed must be a safe integer; got ${seed}`);
+  if (!(Number.isInteger(seed) && Math.abs(seed) <= 2 ** 63)) throw new RangeError(`seed must be an integer of magnitude at most 2^63; got ${seed}`);
   const low = seed >>> 0; // seed mod 2^32 (ToUint32 is exact for any safe integer, negatives included)
   const high = Math.floor(seed / 4294967296); // 0 for [0, 2^32), -1 for small negatives
   return (low ^ Math.imul(high, 0x9e3779b1)) >>> 0;
@@ -130,8 +132,13 @@ export class Sampler {
   /**
    * Picks the next token from the full vocabulary row. `logits` is modified in place by the
    * penalties. Consumes exactly one PRNG draw unless greedy (none).
+   *
+   * `allowed` (a constraint's token ids, e.g. JSON mode's): every other token's logit becomes
+   * -Infinity before the processors run, so penalties, temperature and the filters all act on the
+   * allowed tokens only, and a disallowed token is never drawn. It must not be empty.
    */
-  sample(logits: Float32Array, history: TokenHistory): number {
+  sample(logits: Float32Array, history: TokenHistory, allowed?: ArrayLike<number>): number {
+    if (allowed !== undefined) applyMask(logits, allowed);
     if (this.filterFull(logits, history)) return this.draw();
     return this.keptIds[0]!;
   }
@@ -427,6 +434,22 @@ export function selectTopK(logits: ArrayLike<number>, out: Uint32Array): void {
   }
   if (size < k) throw new RangeError(`top_k ${k} exceeds the ${logits.length} logits`);
   out.sort((a, b) => (worse(a, b) ? 1 : worse(b, a) ? -1 : 0));
+}
+
+/**
+ * Sets every logit outside `allowed` to -Infinity (in place). Empty `allowed` throws: a
+ * constraint that allows nothing is a bug upstream, not something to sample around.
+ */
+export function applyMask(logits: Float32Array, allowed: ArrayLike<number>): void {
+  if (allowed.length === 0) throw new RangeError('the token constraint allows no token');
+  const kept = new Float32Array(allowed.length);
+  for (let i = 0; i < allowed.length; i++) {
+    const id = allowed[i]!;
+    if (!(id >= 0 && id < logits.length)) throw new RangeError(`allowed token id ${id} is outside the vocabulary [0, ${logits.length})`);
+    kept[i] = logits[id]!;
+  }
+  logits.fill(-Infinity);
+  for (let i = 0; i < allowed.length; i++) logits[allowed[i]!] = kept[i]!;
 }
 
 /** Largest value of a row; NaN throws. */

@@ -2,15 +2,38 @@
  * Request bodies -> generation jobs. Everything a client sends is checked here
  * (types, ranges, model name, template choice) and turned into a prompt (not yet
  * tokenized: the server tokenizes it in a worker thread, after a cheap length check) plus
- * validated sampling parameters, or rejected with an ApiError that names the
- * field. Nothing here touches the model, so a bad request costs no GPU time.
+ * validated sampling parameters and generation options (a JSON-mode or tool-call grammar,
+ * compiled here from the request's schema; log-probabilities), or rejected with an ApiError that
+ * names the field. Nothing here touches the model, so a bad request costs no GPU time.
  */
-import type { PromptSpec } from '../generator.ts';
-import { DEFAULT_SAMPLING, SamplingParamError, validateSamplingParams, type SamplingParams } from '../sampling/params.ts';
+import type { GenerateOptions, PromptSpec } from '../generator.ts';
+import {
+  DEFAULT_SAMPLING,
+  SAMPLING_RANGES,
+  SamplingParamError,
+  validateSamplingParams,
+  type SamplingParams,
+  type SamplingRanges,
+} from '../sampling/params.ts';
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { ApiError, badRequest, wrongType } from './errors.ts';
 import type { ModelNames } from './models.ts';
 import { knownCondition } from '../tokenizer/index.ts';
+import {
+  checkAssistantToolCalls,
+  checkResponseFormat,
+  checkToolChoice,
+  checkTools,
+  renderToolCalls,
+  renderToolResult,
+  toolConstraint,
+  toolsSystemText,
+  type GrammarSource,
+  type ToolPlan,
+} from './structured.ts';
+
+/** Most alternatives per token that `top_logprobs` (chat) or `logprobs` (completions) may ask for. */
+export const MAX_TOP_LOGPROBS = 20;
 
 export interface GenerationJob {
   /** The model name as the client gave it (echoed back in responses); null for Workers AI bodies. */
@@ -20,8 +43,10 @@ export interface GenerationJob {
   stream: boolean;
   /** stream_options.include_usage: end the stream with a usage chunk. */
   includeUsage: boolean;
-  /** The LoRA adapter to run under (a model name on /v1, the `lora` field on /ai/run); none: the base model. */
-  adapter?: string;
+  /** Constraint (response_format, tools) and log-probabilities, for Generator.generate. */
+  options: GenerateOptions;
+  /** Tools on offer (tool_choice not "none"): the answer may be a call. */
+  tools: ToolPlan | null;
 }
 
 /** Longest prompt or message text accepted, in characters (Workers AI's documented prompt limit). */
@@ -32,35 +57,96 @@ export const MAX_MESSAGES = 1024;
 // ---------------------------------------------------------------------------
 // OpenAI: POST /v1/chat/completions and POST /v1/completions
 
-export function parseChatRequest(body: Record<string, unknown>, names: ModelNames): GenerationJob {
+export function parseChatRequest(body: Record<string, unknown>, names: ModelNames, grammars: GrammarSource): GenerationJob {
   const model = checkModel(body, names);
   rejectUnsupported(body);
   const messages = checkMessages(body['messages']);
   const condition = checkCondition(body['condition']);
   optionalString(body, 'user');
+  optionalBoolean(body, 'parallel_tool_calls'); // at most one call per answer either way
   const stream = optionalBoolean(body, 'stream') ?? false;
+  const params = samplingParams(body);
+  const { options, tools } = structuredOutput(body, messages, grammars);
+  const logprobs = checkChatLogprobs(body);
+  if (logprobs) options.logprobs = logprobs;
+  options.adapter = names.adapterFor(model);
   return {
     model,
-    adapter: names.adapterFor(model),
     prompt: { kind: 'chat', messages, condition },
-    params: samplingParams(body),
+    params,
     stream,
     includeUsage: checkStreamOptions(body['stream_options']) && stream,
+    options,
+    tools,
   };
 }
 
-export function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames): GenerationJob {
+/**
+ * response_format and tools/tool_choice -> the constraint to decode under; a tool plan also adds
+ * the functions' description to the system segment (`messages` is extended in place).
+ */
+function structuredOutput(
+  body: Record<string, unknown>,
+  messages: ChatMessage[],
+  grammars: GrammarSource,
+  workersAi = false,
+): { options: GenerateOptions; tools: ToolPlan | null } {
+  const format = checkResponseFormat(body['response_format'], grammars, workersAi);
+  const list = checkTools(body['tools']);
+  const choice = checkToolChoice(body['tool_choice'], list);
+  const tools = list && choice ? { tools: list, choice } : null;
+  if (tools && format) {
+    throw badRequest('give response_format or tools, not both (a tool call is JSON already)', 'response_format');
+  }
+  if (tools) {
+    messages.push({ role: 'system', content: toolsSystemText(tools) });
+    return { options: { constraint: toolConstraint(tools, grammars) }, tools };
+  }
+  return { options: format ? { constraint: format } : {}, tools: null };
+}
+
+/** Chat: `logprobs` (a boolean) and `top_logprobs` (0-20, only with logprobs). */
+function checkChatLogprobs(body: Record<string, unknown>): { top: number } | null {
+  const on = optionalBoolean(body, 'logprobs') ?? false;
+  const top = body['top_logprobs'];
+  if (top === undefined || top === null) return on ? { top: 0 } : null;
+  if (!(typeof top === 'number' && Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) {
+    throw badRequest(`top_logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}]; got ${JSON.stringify(top)}`, 'top_logprobs');
+  }
+  if (!on) throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
+  return { top };
+}
+
+/** Completions: the legacy `logprobs` (an integer 0-20: how many alternatives per token). */
+function checkCompletionLogprobs(body: Record<string, unknown>): { top: number } | null {
+  const n = body['logprobs'];
+  if (n === undefined || n === null || n === false) return null;
+  if (!(typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= MAX_TOP_LOGPROBS)) {
+    throw badRequest(`logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}] (alternatives per token); got ${JSON.stringify(n)}`, 'logprobs');
+  }
+  return { top: n };
+}
+
+export function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames, grammars: GrammarSource): GenerationJob {
   const model = checkModel(body, names);
   rejectUnsupported(body);
   optionalString(body, 'user');
   const stream = optionalBoolean(body, 'stream') ?? false;
+  for (const param of ['tools', 'tool_choice']) {
+    if (body[param] !== undefined && body[param] !== null) {
+      throw badRequest(`${param} belongs to /v1/chat/completions; a text completion has no tools`, param, 'unsupported_parameter');
+    }
+  }
+  const format = checkResponseFormat(body['response_format'], grammars);
+  const logprobs = checkCompletionLogprobs(body);
   return {
     model,
-    adapter: names.adapterFor(model),
     prompt: { kind: 'raw', text: checkPrompt(body['prompt']) },
     params: samplingParams(body),
     stream,
     includeUsage: checkStreamOptions(body['stream_options']) && stream,
+    options: { ...(format ? { constraint: format } : {}), ...(logprobs ? { logprobs } : {}), adapter: names.adapterFor(model) },
+    tools: null,
   };
 }
 
@@ -98,14 +184,10 @@ function rejectUnsupported(body: Record<string, unknown>): void {
   const emptyArray = (v: unknown) => Array.isArray(v) && v.length === 0;
   // An array is an object to typeof: `logit_bias: []` is refused like any other non-map value.
   const emptyObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0;
-  unsupported('tools', emptyArray);
+  // OpenAI's deprecated names for tools and tool_choice.
   unsupported('functions', emptyArray);
-  unsupported('tool_choice', (v) => v === 'none');
   unsupported('function_call', (v) => v === 'none');
-  unsupported('logprobs', (v) => v === false || v === 0);
-  unsupported('top_logprobs', (v) => v === 0);
   unsupported('logit_bias', emptyObject);
-  unsupported('response_format', (v) => typeof v === 'object' && v !== null && (v as { type?: unknown }).type === 'text');
   unsupported('echo', (v) => v === false);
   unsupported('suffix', (v) => v === '');
   unsupported('best_of', (v) => v === 1);
@@ -116,15 +198,27 @@ function checkMessages(value: unknown): ChatMessage[] {
   if (!Array.isArray(value)) throw wrongType('messages', 'an array of messages', value);
   if (value.length === 0) throw badRequest('messages must not be empty', 'messages', 'empty_array');
   if (value.length > MAX_MESSAGES) throw badRequest(`messages may hold at most ${MAX_MESSAGES} messages; got ${value.length}`, 'messages');
+  // Function names of earlier calls by id, so a tool result can say which function it answers.
+  const callNames = new Map<string, string>();
   return value.map((m: unknown, i): ChatMessage => {
     const where = `messages[${i}]`;
     if (typeof m !== 'object' || m === null || Array.isArray(m)) throw wrongType(where, 'an object', m);
-    const { role, content } = m as { role?: unknown; content?: unknown };
+    const { role, content, tool_calls: toolCalls, tool_call_id: callId } = m as Record<string, unknown>;
     if (typeof role !== 'string') throw wrongType(`${where}.role`, 'a string', role);
     // OpenAI's newer name for the system role.
     const mapped = role === 'developer' ? 'system' : role;
+    if (mapped === 'tool') {
+      if (typeof callId !== 'string') throw wrongType(`${where}.tool_call_id`, 'a string', callId);
+      return renderToolResult(messageText(content, `${where}.content`), callNames.get(callId), callId);
+    }
+    if (mapped === 'assistant' && toolCalls !== undefined && toolCalls !== null) {
+      const calls = checkAssistantToolCalls(toolCalls, `${where}.tool_calls`) ?? [];
+      for (const c of calls) if (c.id) callNames.set(c.id, c.name);
+      const text = content === undefined || content === null ? '' : messageText(content, `${where}.content`);
+      return { role: 'assistant', content: renderToolCalls(text, calls) };
+    }
     if (mapped !== 'system' && mapped !== 'user' && mapped !== 'assistant') {
-      throw badRequest(`${where}.role must be 'system', 'user' or 'assistant'; got '${role.slice(0, 40)}'`, `${where}.role`);
+      throw badRequest(`${where}.role must be 'system', 'user', 'assistant' or 'tool'; got '${role.slice(0, 40)}'`, `${where}.role`);
     }
     return { role: mapped, content: messageText(content, `${where}.content`) };
   });
@@ -203,6 +297,21 @@ function samplingParams(body: Record<string, unknown>, defaults: SamplingParams 
 /** Workers AI's defaults for text generation. */
 export const WORKERS_AI_DEFAULTS: SamplingParams = Object.freeze({ ...DEFAULT_SAMPLING, max_tokens: 256, temperature: 0.6 });
 
+/**
+ * Workers AI's own ranges for @cf/openchat/openchat-3.5-0106 (its published schema): temperature
+ * 0-5, top_p 0.001-1, top_k 1-50, repetition_penalty 0-2, seed 1-9999999999. repetition_penalty
+ * starts at 0.01 here, as on /v1: the penalty divides positive logits by it, and below that the
+ * logits overflow (at 0, to infinity).
+ */
+export const WORKERS_AI_RANGES: Readonly<SamplingRanges> = Object.freeze({
+  ...SAMPLING_RANGES,
+  temperature: { lo: 0, hi: 5 },
+  top_p: { lo: 0.001, hi: 1 },
+  top_k: { lo: 1, hi: 50 },
+  repetition_penalty: { lo: 0.01, hi: 2 },
+  seed: { lo: 1, hi: 9999999999 },
+});
+
 /** The sampling fields of the Workers AI schema (no n, stop or min_p there). */
 const WORKERS_AI_SAMPLING = [
   'max_tokens',
@@ -215,36 +324,44 @@ const WORKERS_AI_SAMPLING = [
   'presence_penalty',
 ] as const;
 
-export function parseWorkersAiRequest(body: Record<string, unknown>, names: ModelNames): GenerationJob {
+export function parseWorkersAiRequest(body: Record<string, unknown>, grammars: GrammarSource, names: ModelNames): GenerationJob {
   const hasPrompt = body['prompt'] !== undefined && body['prompt'] !== null;
   const hasMessages = body['messages'] !== undefined && body['messages'] !== null;
   if (hasPrompt === hasMessages) throw badRequest('give exactly one of prompt or messages', hasPrompt ? 'messages' : 'prompt');
   const raw = optionalBoolean(body, 'raw') ?? false;
   const stream = optionalBoolean(body, 'stream') ?? false;
   const adapter = checkLora(body['lora'], names);
+  const input: Record<string, unknown> = {};
+  for (const key of WORKERS_AI_SAMPLING) input[key] = body[key];
+  let params: SamplingParams;
+  try {
+    params = validateSamplingParams(input, WORKERS_AI_DEFAULTS, WORKERS_AI_RANGES);
+  } catch (err) {
+    if (err instanceof SamplingParamError) throw badRequest(err.message, err.field);
+    throw err;
+  }
 
   let promptSpec: PromptSpec;
+  let structured: { options: GenerateOptions; tools: ToolPlan | null };
   if (hasPrompt) {
     const prompt = body['prompt'];
     if (typeof prompt !== 'string') throw wrongType('prompt', 'a string', prompt);
     if (prompt.length === 0) throw badRequest('prompt must not be empty', 'prompt');
     if (prompt.length > MAX_TEXT_CHARS) throw badRequest(`prompt is longer than ${MAX_TEXT_CHARS} characters`, 'prompt');
+    if (raw && body['tools'] !== undefined && body['tools'] !== null) {
+      throw badRequest('tools need the chat template; they cannot be used with raw: true', 'tools');
+    }
     // Without `raw` a prompt is one user turn in the model's chat template, as Workers AI does.
-    promptSpec = raw ? { kind: 'raw', text: prompt } : { kind: 'chat', messages: [{ role: 'user', content: prompt }] };
+    const messages: ChatMessage[] = [{ role: 'user', content: prompt }];
+    structured = structuredOutput(body, messages, grammars, true);
+    promptSpec = raw ? { kind: 'raw', text: prompt } : { kind: 'chat', messages };
   } else {
-    promptSpec = { kind: 'chat', messages: checkMessages(body['messages']) };
+    const messages = checkMessages(body['messages']);
+    structured = structuredOutput(body, messages, grammars, true);
+    promptSpec = { kind: 'chat', messages };
   }
-
-  const input: Record<string, unknown> = {};
-  for (const key of WORKERS_AI_SAMPLING) input[key] = body[key];
-  let params: SamplingParams;
-  try {
-    params = validateSamplingParams(input, WORKERS_AI_DEFAULTS);
-  } catch (err) {
-    if (err instanceof SamplingParamError) throw badRequest(err.message, err.field);
-    throw err;
-  }
-  return { model: null, prompt: promptSpec, params, stream, includeUsage: false, adapter };
+  structured.options.adapter = adapter;
+  return { model: null, prompt: promptSpec, params, stream, includeUsage: false, ...structured };
 }
 
 /**

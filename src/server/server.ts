@@ -24,7 +24,9 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { ContextLengthError, Generator, type FinishReason, type Usage } from '../generator.ts';
+import { ContextLengthError, Generator, type FinishReason, type TokenLogprobs, type Usage } from '../generator.ts';
+import { chatLogprobs, legacyLogprobs, type TokenTexts } from './logprobs.ts';
+import { parseToolCall, type ToolCall } from './structured.ts';
 import {
   ApiError,
   badRequest,
@@ -135,49 +137,79 @@ interface ChoiceResult {
   finishReason: FinishReason;
   usage: Usage;
   seed: number;
+  /** With logprobs: every token's (all of them; `tailLogprobs` those no text event carried). */
+  logprobs: TokenLogprobs[];
+  tailLogprobs: TokenLogprobs[];
 }
 
 /** Callbacks a streaming reply hooks into, per choice. */
 interface ChoiceHooks {
   onStart?(index: number): void;
-  onText?(index: number, text: string): void;
+  onText?(index: number, text: string, logprobs: TokenLogprobs[]): void;
   onDone?(index: number, result: ChoiceResult): void;
+}
+
+/** What a stream has sent of a choice's tokens so far (the completions layout's text offsets). */
+interface LogprobsSent {
+  chars: number;
+  tokens: number;
 }
 
 /**
  * What differs between the two OpenAI endpoints' answers; `openAiReply` writes both, streamed
- * or not, from this.
+ * or not, from this. `logprobs` is the shape's layout of some tokens' log-probabilities (null
+ * when not asked for); `call` a tool call the answer made (chat only: completions have no tools).
  */
 interface OpenAiShape {
   idPrefix: string;
   object: string;
   chunkObject: string;
   /** A finished choice in a non-streamed answer, without its index. */
-  choice(r: ChoiceResult): object;
+  choice(r: ChoiceResult, logprobs: object | null, call: ToolCall | null): object;
   /** A chunk's choice for the start of a choice (chat: the role), or null for none. */
   startChoice(index: number): object | null;
-  textChoice(index: number, text: string): object;
-  finishChoice(index: number, finishReason: FinishReason): object;
+  textChoice(index: number, text: string, logprobs: object | null): object;
+  /** A complete tool call, streamed as one delta (chat). */
+  toolCallChoice(index: number, call: ToolCall, logprobs: object | null): object;
+  finishChoice(index: number, finishReason: FinishReason | 'tool_calls', logprobs: object | null): object;
+  /** These tokens' log-probabilities in the shape's layout; `sent` is updated for the next chunk. */
+  logprobs(texts: TokenTexts, tokens: TokenLogprobs[], sent: LogprobsSent): object;
 }
 
 const CHAT_COMPLETION: OpenAiShape = {
   idPrefix: 'chatcmpl-',
   object: 'chat.completion',
   chunkObject: 'chat.completion.chunk',
-  choice: (r) => ({ message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason, seed: r.seed }),
+  choice: (r, logprobs, call) => ({
+    message: call ? { role: 'assistant', content: null, tool_calls: [openAiToolCall(call)] } : { role: 'assistant', content: r.text },
+    logprobs,
+    finish_reason: call ? 'tool_calls' : r.finishReason,
+    seed: r.seed,
+  }),
   startChoice: (index) => ({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),
-  textChoice: (index, content) => ({ index, delta: { content }, logprobs: null, finish_reason: null }),
-  finishChoice: (index, finishReason) => ({ index, delta: {}, logprobs: null, finish_reason: finishReason }),
+  textChoice: (index, content, logprobs) => ({ index, delta: { content }, logprobs, finish_reason: null }),
+  toolCallChoice: (index, call, logprobs) => ({ index, delta: { tool_calls: [{ index: 0, ...openAiToolCall(call) }] }, logprobs, finish_reason: null }),
+  finishChoice: (index, finishReason, logprobs) => ({ index, delta: {}, logprobs, finish_reason: finishReason }),
+  logprobs: (texts, tokens) => ({ content: chatLogprobs(texts, tokens) }),
 };
 
 const TEXT_COMPLETION: OpenAiShape = {
   idPrefix: 'cmpl-',
   object: 'text_completion',
   chunkObject: 'text_completion',
-  choice: (r) => ({ text: r.text, logprobs: null, finish_reason: r.finishReason, seed: r.seed }),
+  choice: (r, logprobs) => ({ text: r.text, logprobs, finish_reason: r.finishReason, seed: r.seed }),
   startChoice: () => null,
-  textChoice: (index, text) => ({ index, text, logprobs: null, finish_reason: null }),
-  finishChoice: (index, finishReason) => ({ index, text: '', logprobs: null, finish_reason: finishReason }),
+  textChoice: (index, text, logprobs) => ({ index, text, logprobs, finish_reason: null }),
+  toolCallChoice: () => {
+    throw new Error('a text completion has no tool calls'); // requests.ts refuses tools there
+  },
+  finishChoice: (index, finishReason, logprobs) => ({ index, text: '', logprobs, finish_reason: finishReason }),
+  logprobs: (texts, tokens, sent) => {
+    const out = legacyLogprobs(texts, tokens, sent.chars, sent.tokens === 0);
+    sent.chars += out.tokens.join('').length;
+    sent.tokens += tokens.length;
+    return out;
+  },
 };
 
 /** The request was cancelled (the client left); nothing more is sent. */
@@ -455,13 +487,13 @@ export class OpenChatServer {
     }
     if (path === '/v1/chat/completions') {
       onlyPost();
-      const job = parseChatRequest(await this.readJson(req), this.names);
+      const job = parseChatRequest(await this.readJson(req), this.names, this.generator);
       await this.openAiReply(CHAT_COMPLETION, job, res, record, signal);
       return;
     }
     if (path === '/v1/completions') {
       onlyPost();
-      const job = parseCompletionRequest(await this.readJson(req), this.names);
+      const job = parseCompletionRequest(await this.readJson(req), this.names, this.generator);
       await this.openAiReply(TEXT_COMPLETION, job, res, record, signal);
       return;
     }
@@ -475,7 +507,7 @@ export class OpenChatServer {
         // Workers AI names the base model in the path and the adapter in `lora`; one way only.
         throw badRequest(`${model.slice(0, 80)} is a LoRA adapter: on /ai/run the path names the base model (${this.names.served}) and the lora field the adapter`, 'lora');
       }
-      const job = parseWorkersAiRequest(await this.readJson(req), this.names);
+      const job = parseWorkersAiRequest(await this.readJson(req), this.generator, this.names);
       await this.workersAi(job, res, record, signal);
       return;
     }
@@ -570,18 +602,30 @@ export class OpenChatServer {
     const work = (async () => {
       const results: ChoiceResult[] = [];
       let text = '';
+      let logprobs: TokenLogprobs[] = [];
       try {
-        for await (const ev of this.generator.generateChoices(promptIds, job.params, signal, { adapter: job.adapter })) {
+        for await (const ev of this.generator.generateChoices(promptIds, job.params, signal, job.options)) {
           if (ev.type === 'start') {
             text = '';
+            logprobs = [];
             hooks.onStart?.(ev.index);
-          } else if (ev.type === 'text') {
+            continue;
+          }
+          if (ev.logprobs) logprobs.push(...ev.logprobs);
+          if (ev.type === 'text') {
             text += ev.text;
-            hooks.onText?.(ev.index, ev.text);
+            hooks.onText?.(ev.index, ev.text, ev.logprobs ?? []);
           } else {
             record.completionTokens += ev.usage.completion_tokens;
             if (ev.finishReason === 'cancelled') break;
-            const result: ChoiceResult = { text, finishReason: ev.finishReason, usage: ev.usage, seed: ev.seed };
+            const result: ChoiceResult = {
+              text,
+              finishReason: ev.finishReason,
+              usage: ev.usage,
+              seed: ev.seed,
+              logprobs,
+              tailLogprobs: ev.logprobs ?? [],
+            };
             record.finishReasons.push(result.finishReason);
             results.push(result);
             hooks.onDone?.(ev.index, result);
@@ -626,7 +670,11 @@ export class OpenChatServer {
           object: shape.object,
           created,
           model,
-          choices: results.map((r, index) => ({ index, ...shape.choice(r) })),
+          choices: results.map((r, index) => {
+            const call = job.tools ? parseToolCall(r.text, job.tools) : null;
+            const logprobs = job.options.logprobs ? shape.logprobs(this.generator, r.logprobs, { chars: 0, tokens: 0 }) : null;
+            return { index, ...shape.choice(r, logprobs, call) };
+          }),
           usage: this.usage(promptIds, results),
         });
         return;
@@ -643,13 +691,34 @@ export class OpenChatServer {
         ...(job.includeUsage ? { usage: null } : {}),
         ...extra,
       });
+      let sent: LogprobsSent = { chars: 0, tokens: 0 };
+      const lp = (tokens: TokenLogprobs[]) => (job.options.logprobs && tokens.length ? shape.logprobs(this.generator, tokens, sent) : null);
+      const sendText = (index: number, text: string, tokens: TokenLogprobs[]) => sse.send(chunk([shape.textChoice(index, text, lp(tokens))]));
+      // With tools the answer may be a call: hold the text until its first visible character
+      // says which (a call is sent whole, as one tool-call delta, once complete).
+      let held = { text: '', tokens: [] as TokenLogprobs[], mode: 'text' as 'text' | 'call' | 'undecided' };
       const results = await this.runChoices(job, promptIds, record, signal, {
         onStart: (index) => {
+          sent = { chars: 0, tokens: 0 };
+          held = { text: '', tokens: [], mode: job.tools ? 'undecided' : 'text' };
           const start = shape.startChoice(index);
           if (start !== null) sse.send(chunk([start]));
         },
-        onText: (index, text) => sse.send(chunk([shape.textChoice(index, text)])),
-        onDone: (index, r) => sse.send(chunk([shape.finishChoice(index, r.finishReason)])),
+        onText: (index, text, tokens) => {
+          if (held.mode === 'text') return sendText(index, text, tokens);
+          held.text += text;
+          held.tokens.push(...tokens);
+          if (held.mode === 'undecided' && held.text.trim()) {
+            held.mode = held.text.trimStart().startsWith('{') ? 'call' : 'text';
+            if (held.mode === 'text') sendText(index, held.text, held.tokens);
+          }
+        },
+        onDone: (index, r) => {
+          const call = held.mode !== 'text' && job.tools ? parseToolCall(r.text, job.tools) : null;
+          if (call) sse.send(chunk([shape.toolCallChoice(index, call, lp([...held.tokens, ...r.tailLogprobs]))]));
+          else if (held.mode !== 'text' && held.text) sendText(index, held.text, held.tokens);
+          sse.send(chunk([shape.finishChoice(index, call ? 'tool_calls' : r.finishReason, call ? null : lp(r.tailLogprobs))]));
+        },
       });
       if (job.includeUsage) sse.send(chunk([], { usage: this.usage(promptIds, results) }));
       sse.end();
@@ -667,13 +736,32 @@ export class OpenChatServer {
     try {
       if (!job.stream) {
         const [r] = await this.runChoices(job, promptIds, record, signal);
-        sendJson(res, 200, { result: { response: r!.text, usage: this.usage(promptIds, [r!]) }, success: true, errors: [], messages: [] });
+        const call = job.tools ? parseToolCall(r!.text, job.tools) : null;
+        const result = call
+          ? { response: '', tool_calls: [workersAiToolCall(call)], usage: this.usage(promptIds, [r!]) }
+          : { response: r!.text, usage: this.usage(promptIds, [r!]) };
+        sendJson(res, 200, { result, success: true, errors: [], messages: [] });
         return;
       }
       const sse = new SseWriter(res);
       sse.open();
+      // With tools, text is held until its first visible character says whether it is a call.
+      let held = '';
+      let mode: 'text' | 'call' | 'undecided' = job.tools ? 'undecided' : 'text';
       const results = await this.runChoices(job, promptIds, record, signal, {
-        onText: (_index, response) => sse.send({ response }),
+        onText: (_index, response) => {
+          if (mode === 'text') return sse.send({ response });
+          held += response;
+          if (mode === 'undecided' && held.trim()) {
+            mode = held.trimStart().startsWith('{') ? 'call' : 'text';
+            if (mode === 'text') sse.send({ response: held });
+          }
+        },
+        onDone: (_index, r) => {
+          const call = mode !== 'text' && job.tools ? parseToolCall(r.text, job.tools) : null;
+          if (call) sse.send({ response: '', tool_calls: [workersAiToolCall(call)] });
+          else if (mode !== 'text' && held) sse.send({ response: held });
+        },
       });
       // The last event carries the usage, as Workers AI's streams do; then [DONE].
       sse.send({ response: '', usage: this.usage(promptIds, results) });
@@ -740,4 +828,14 @@ function formatLogLine(method: string, path: string, status: number, r: RequestR
   if (cancelled) parts.push('cancelled');
   parts.push(`${ms.toFixed(1)}ms`);
   return parts.join(' ');
+}
+
+/** OpenAI's tool call object. */
+function openAiToolCall(call: ToolCall): object {
+  return { id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } };
+}
+
+/** Workers AI's tool call: the arguments as an object. */
+function workersAiToolCall(call: ToolCall): object {
+  return { name: call.name, arguments: JSON.parse(call.arguments) as unknown };
 }

@@ -176,6 +176,10 @@ export class OpenChatTokenizer {
   private readonly maxPieceChars: number | null;
   /** Tokenizes for `finishAsync` off the event loop; started on first use. */
   private readonly worker: EncoderWorker;
+  /** Ids of special added tokens (never text). */
+  private readonly specialIds: Set<number>;
+  /** The decoder maps SentencePiece's "▁" to a space and <0xNN> to a byte (what tokenBytes assumes). */
+  readonly sentencePieceDecoder: boolean;
 
   private constructor(files: TokenizerFiles, source: string, dir: string | undefined, extraStopIds: number[]) {
     const { tokenizerJson, tokenizerConfig } = files;
@@ -210,6 +214,34 @@ export class OpenChatTokenizer {
     this.vocabSize = maxId + 1;
     this.maxPieceChars = isLegacyLlamaBpe(tokenizerJson, vocab.keys(), nonSpecial.length) ? maxPiece : null;
     this.chatTemplate = pickChatTemplate(tokenizerConfig, dir);
+    this.specialIds = new Set((tokenizerJson.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
+    const decoder = JSON.stringify((tokenizerJson as { decoder?: unknown }).decoder ?? null);
+    this.sentencePieceDecoder = decoder.includes('\u2581');
+  }
+
+  /**
+   * Every id's text as the decoder concatenates it, in UTF-8 bytes: SentencePiece's "▁" is a
+   * space, "<0xNN>" is the byte NN; null for special tokens (never text) and unused ids. For
+   * constrained decoding, which must know what each token adds to the output. (The decoder also
+   * drops one leading space of the whole output; a constraint that allows leading whitespace
+   * needs nothing more.)
+   */
+  tokenBytes(): (Uint8Array | null)[] {
+    if (!this.sentencePieceDecoder) {
+      throw new Error(`${this.source}: constrained decoding needs a SentencePiece-style vocabulary (\u2581 for spaces, <0xNN> byte fallback)`);
+    }
+    const encoder = new TextEncoder();
+    const out: (Uint8Array | null)[] = [];
+    for (let id = 0; id < this.vocabSize; id++) {
+      const piece = this.specialIds.has(id) ? undefined : this.full.id_to_token(id);
+      if (piece === undefined) {
+        out.push(null);
+        continue;
+      }
+      const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+      out.push(byte ? Uint8Array.of(parseInt(byte[1]!, 16)) : encoder.encode(piece.replaceAll('\u2581', ' ')));
+    }
+    return out;
   }
 
   /**
