@@ -11,8 +11,8 @@
 import { getGpu, releaseGpu, type Gpu } from '../src/gpu/device.ts';
 import { allocateMatrix, createStorageBuffer, destroyMatrix, uploadF32, writeBuffer, type GpuMatrix } from '../src/gpu/buffers.ts';
 import { Encoder } from '../src/gpu/encoder.ts';
-import { matmul } from '../src/kernels/matmul.ts';
-import { matmulSwiGLU } from '../src/kernels/swiglu.ts';
+import { matmul, matmulSwiGLU } from '../src/kernels/matmul/index.ts';
+import { resolvePlan } from '../src/kernels/plan.ts';
 import { loraUpdate, siluMul, type LoraMatrices } from '../src/kernels/lora/index.ts';
 import { Rng } from '../src/util/rng.ts';
 import { randomNormal } from '../src/util/testing.ts';
@@ -57,6 +57,7 @@ async function time(gpu: Gpu, calls: number, record: (enc: Encoder) => void): Pr
 
 async function main(): Promise<void> {
   const gpu = await getGpu();
+  const plan = resolvePlan(gpu.profile);
   const rng = new Rng(1);
   const q = f16Matrix(gpu, rng, HIDDEN, HIDDEN);
   const down = f16Matrix(gpu, rng, HIDDEN, INTERMEDIATE);
@@ -76,17 +77,17 @@ async function main(): Promise<void> {
   for (const tokens of [1, T]) {
     const calls = tokens === 1 ? 8 : 1;
     const cases: [string, (enc: Encoder) => void][] = [
-      ['q_proj', (enc) => matmul(enc, { x, w: q, y, tokens })],
-      ['q_proj + lora', (enc) => (matmul(enc, { x, w: q, y, tokens }), loraUpdate(enc, { x, lora: qLora, y, u, tokens }))],
-      ['down_proj', (enc) => matmul(enc, { x, w: down, y, tokens, accumulate: true })],
-      ['down_proj + lora', (enc) => (matmul(enc, { x, w: down, y, tokens, accumulate: true }), loraUpdate(enc, { x, lora: downLora, y, u, tokens }))],
-      ['swiglu fused', (enc) => matmulSwiGLU(enc, { x, gate, up, y, tokens })],
+      ['q_proj', (enc) => matmul(enc, { x, w: q, y, tokens, plan })],
+      ['q_proj + lora', (enc) => (matmul(enc, { x, w: q, y, tokens, plan }), loraUpdate(enc, { x, lora: qLora, y, u, tokens }))],
+      ['down_proj', (enc) => matmul(enc, { x, w: down, y, tokens, accumulate: true, plan })],
+      ['down_proj + lora', (enc) => (matmul(enc, { x, w: down, y, tokens, accumulate: true, plan }), loraUpdate(enc, { x, lora: downLora, y, u, tokens }))],
+      ['swiglu fused', (enc) => matmulSwiGLU(enc, { x, gate, up, y, tokens, plan })],
       [
         'swiglu unfused + lora gate, up',
         (enc) => {
-          matmul(enc, { x, w: gate, y, tokens });
+          matmul(enc, { x, w: gate, y, tokens, plan });
           loraUpdate(enc, { x, lora: gateLora, y, u, tokens });
-          matmul(enc, { x, w: up, y: y2, tokens });
+          matmul(enc, { x, w: up, y: y2, tokens, plan });
           loraUpdate(enc, { x, lora: upLora, y: y2, u, tokens });
           siluMul(enc, { gate: y, up: y2, n: tokens * INTERMEDIATE });
         },

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getGpu } from '../gpu/device.ts';
+import { runnable } from '../kernels/plan.ts';
 import { loadConfig } from './config.ts';
 import { CpuModel } from './cpu.ts';
 import { MistralModel } from './model.ts';
@@ -45,6 +46,8 @@ const SPECS: Record<string, Omit<AdapterSpec, 'seed'>> = {
   residual_r1: { config: { r: 1, lora_alpha: 2, target_modules: ['o_proj', 'down_proj'] }, modules: allModules(config, 1, ['o_proj', 'down_proj']) },
 };
 const NAMES = Object.keys(SPECS);
+/** Every matvec strategy this device runs (the projections the updates sit beside). */
+const MATVEC = runnable((await getGpu()).profile, 'matvec');
 
 let gpuModel: MistralModel;
 const host = new Map<string, LoraWeights>();
@@ -91,7 +94,7 @@ function range(a: Float32Array): number {
 function expectClose(actual: Float32Array, name: string, what: string): void {
   const ref = expected.get(name)!;
   const err = maxAbsError(actual, ref);
-  reached.push(`${(name || 'base').padEnd(18)} ${what.padEnd(12)} ${(err / range(ref)).toExponential(2)}`);
+  reached.push(`${(name || 'base').padEnd(18)} ${what.padEnd(18)} ${(err / range(ref)).toExponential(2)}`);
   expect(err, `${what} under ${name || 'the base model'} (seed ${seed}): max abs error ${err}, range ${range(ref)}`).toBeLessThan(REL_TOL * range(ref));
 }
 
@@ -103,25 +106,31 @@ describe('WebGPU with LoRA adapters against the merged CPU reference', () => {
     }
   });
 
-  for (const name of NAMES) {
-    it(`${name}: whole prompt in chunks of 10`, async () => {
-      gpuModel.reset();
-      const out = await gpuModel.forward(ids, { kind: 'all-logits' }, device.get(name));
-      expectClose(out.logits!, name, 'prefill');
-    });
+  // Each matvec strategy in turn, on the one loaded model (replan).
+  for (const matvec of MATVEC) {
+    for (const name of NAMES) {
+      it(`${name}, matvec=${matvec}: whole prompt in chunks of 10`, async () => {
+        gpuModel.replan({ matvec });
+        gpuModel.reset();
+        const out = await gpuModel.forward(ids, { kind: 'all-logits' }, device.get(name));
+        expectClose(out.logits!, name, `prefill ${matvec}`);
+      });
 
-    it(`${name}: token by token through the rolling KV cache`, async () => {
-      gpuModel.reset();
-      const V = config.vocab_size;
-      const rows = new Float32Array(ids.length * V);
-      for (let t = 0; t < ids.length; t++) {
-        rows.set((await gpuModel.forward([ids[t]!], { kind: 'logits' }, device.get(name))).logits!, t * V);
-      }
-      expectClose(rows, name, 'decode');
-    });
+      it(`${name}, matvec=${matvec}: token by token through the rolling KV cache`, async () => {
+        gpuModel.replan({ matvec });
+        gpuModel.reset();
+        const V = config.vocab_size;
+        const rows = new Float32Array(ids.length * V);
+        for (let t = 0; t < ids.length; t++) {
+          rows.set((await gpuModel.forward([ids[t]!], { kind: 'logits' }, device.get(name))).logits!, t * V);
+        }
+        expectClose(rows, name, `decode ${matvec}`);
+      });
+    }
   }
 
   it('requests back to back under different adapters each get their own logits (and the base model its own)', async () => {
+    gpuModel.replan({});
     for (const name of ['qv_r8_f32', '', 'mlp_rslora_bf16', 'qv_r8_f32', 'all_f16_patterns', '']) {
       gpuModel.rewind(gpuModel.reusablePrefix(ids, device.get(name)));
       expect(gpuModel.position, `nothing computed under another adapter is kept for ${name || 'the base model'}`).toBe(0);

@@ -9,7 +9,7 @@
  * loaded, and the adapters' f32 matrices need no dtype variants. The extra work is
  * rank * (in + out) multiply-adds per token and projection, against in * out for W.
  */
-import { Encoder, getPipeline, params, wgsl, type Binding } from '../../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, wgsl, type Binding } from '../../gpu/encoder.ts';
 
 /** One adapted projection on the device: lora_A [rank, inFeatures], lora_B [outFeatures, rank], f32. */
 export interface LoraMatrices {
@@ -24,15 +24,20 @@ export interface LoraMatrices {
 
 /** Invocations per workgroup in lora.wgsl and silu_mul.wgsl. */
 const WG = 64;
+/** The `Params` structs of lora.wgsl and silu_mul.wgsl (checked against the WGSL once). */
+const PARAMS = new UniformLayout({ rows: 'u32', cols: 'u32', tokens: 'u32', accumulate: 'u32', scale: 'f32' });
+const SILU_PARAMS = new UniformLayout({ n: 'u32' });
 
 function product(
   enc: Encoder,
   entry: 'wide' | 'narrow',
   a: { x: Binding; m: GPUBuffer; y: Binding; rows: number; cols: number; tokens: number; scale: number; accumulate: boolean },
 ): void {
-  const pipeline = getPipeline(enc.gpu, wgsl('lora.wgsl', import.meta.url), entry, {}, `lora ${entry}`);
+  const pipeline = getPipeline(enc.gpu, kernelSource(wgsl('lora.wgsl', import.meta.url), PARAMS), entry, {}, `lora ${entry}`);
   const groups = entry === 'wide' ? a.rows : Math.ceil(a.rows / WG);
-  enc.dispatch(pipeline, params([a.rows, a.cols, a.tokens, a.accumulate ? 1 : 0, { f32: a.scale }]), [a.x, a.m, a.y], [groups, a.tokens]);
+  const fields = { rows: a.rows, cols: a.cols, tokens: a.tokens, accumulate: a.accumulate ? 1 : 0, scale: a.scale };
+  const bytes = (a.rows * a.cols + a.tokens * a.cols + a.tokens * a.rows * (a.accumulate ? 2 : 1)) * 4;
+  enc.dispatch(pipeline, PARAMS.pack(fields), [a.x, a.m, a.y], [groups, a.tokens], { bytes, shape: `${a.rows}x${a.cols}` });
 }
 
 /**
@@ -50,6 +55,6 @@ export function loraUpdate(enc: Encoder, a: { x: Binding; lora: LoraMatrices | u
 /** gate[i] = silu(gate[i]) * up[i] for i < n (see silu_mul.wgsl). */
 export function siluMul(enc: Encoder, a: { gate: Binding; up: Binding; n: number }): void {
   if (a.n === 0) return;
-  const pipeline = getPipeline(enc.gpu, wgsl('silu_mul.wgsl', import.meta.url), 'main', {}, 'silu_mul');
-  enc.dispatch(pipeline, params([a.n]), [a.gate, a.up], [Math.ceil(a.n / WG)]);
+  const pipeline = getPipeline(enc.gpu, kernelSource(wgsl('silu_mul.wgsl', import.meta.url), SILU_PARAMS), 'main', {}, 'silu_mul');
+  enc.dispatch(pipeline, SILU_PARAMS.pack({ n: a.n }), [a.gate, a.up], [Math.ceil(a.n / WG)], { bytes: 3 * a.n * 4 });
 }

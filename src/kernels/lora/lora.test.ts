@@ -4,7 +4,7 @@ import { createStorageBuffer, readF32, uploadF32 } from '../../gpu/buffers.ts';
 import { Encoder } from '../../gpu/encoder.ts';
 import { Rng } from '../../util/rng.ts';
 import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
-import { matmulRef } from '../matmul.ref.ts';
+import { matmulRef } from '../matmul/matmul.ref.ts';
 import { loraUpdate, siluMul } from './index.ts';
 import { loraUpdateRef, mergeLoraRef, siluMulRef } from './lora.ref.ts';
 
