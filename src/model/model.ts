@@ -12,6 +12,7 @@ import { decodeToF32 } from '../util/half.ts';
 import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
+import type { ModelSource } from './files.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
@@ -45,6 +46,8 @@ export interface ModelOptions {
   kvCache?: KvCacheDtype;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
   attentionSegmentKeys?: number;
+  /** Where the folder's files are read from (default: the disk; a browser page passes its own, src/web/sources.ts). */
+  files?: ModelSource;
 }
 
 const DEFAULT_ATTENTION: AttentionStrategy = 'tiled';
@@ -141,11 +144,11 @@ export class MistralModel {
   }
 
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
-    const config = loadConfig(dir);
+    const config = loadConfig(dir, opts.files);
     const contextLength = contextLengthFor(config, opts.contextLength);
     const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
     checkContextFits(gpu, config, contextLength, opts.kvCache ?? DEFAULT_KV_CACHE, configFile);
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = Checkpoint.open(dir, opts.files);
     try {
       validateCheckpoint(ckpt, config);
       const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress);

@@ -12,7 +12,7 @@ import { validateSamplingParams } from '../sampling/params.ts';
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed } from '../util/testing.ts';
-import { browserSkipReason, collectPageErrors, launchChromium, screenshot } from '../web/browser.testing.ts';
+import { browserSkipReason, collectPageErrors, launchChromium, screenshot } from './browser.testing.ts';
 import { startServer, type RunningServer } from './server.ts';
 
 const skip = browserSkipReason();
@@ -96,7 +96,7 @@ describe.skipIf(skip !== null)('the chat page in Chromium', () => {
     await page.fill('#input', `a long story ${rng.int(0, 1000)}`);
     await page.click('#send');
     // Some text streamed, then Stop.
-    await page.waitForFunction(() => (document.querySelector('#messages li.assistant')?.lastChild?.textContent ?? '').length > 0);
+    await page.waitForFunction("(document.querySelector('#messages li.assistant')?.lastChild?.textContent ?? '').length > 0");
     expect(await page.isEnabled('#stop')).toBe(true);
     await page.click('#stop');
     await page.waitForSelector('#messages li.assistant.stopped.done');

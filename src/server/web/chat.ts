@@ -146,7 +146,8 @@ function requestBody(): object {
 
 /** The `data:` payloads of a server-sent-events body, as they arrive. */
 async function* sseData(body: ReadableStream<Uint8Array>, signal: AbortSignal): AsyncGenerator<string> {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
   const onAbort = () => void reader.cancel().catch(() => {});
   signal.addEventListener('abort', onAbort);
   let buffered = '';
@@ -154,7 +155,7 @@ async function* sseData(body: ReadableStream<Uint8Array>, signal: AbortSignal): 
     for (;;) {
       const { done, value } = await reader.read();
       if (done) return;
-      buffered += value;
+      buffered += decoder.decode(value, { stream: true });
       let end: number;
       while ((end = buffered.indexOf('\n\n')) >= 0) {
         const event = buffered.slice(0, end);
