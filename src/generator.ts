@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
 import { contextLengthFor, loadConfig } from './model/config.ts';
+import type { ModelSource } from './util/files.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
 import type { Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
@@ -42,6 +43,10 @@ export interface GeneratorOptions {
   contextLength?: number;
   maxChunk?: number;
   onProgress?: (p: LoadProgress) => void;
+  /** Where the folder's files are read from (default: the disk); with it, `modelDir` is taken as given. */
+  files?: ModelSource;
+  /** The device to run on (default: Dawn's, getGpu()); a browser tab passes its own (src/web/engine.ts). */
+  gpu?: Gpu;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -170,9 +175,9 @@ export class Prompts {
     readonly contextLength: number,
   ) {}
 
-  static async load(modelDir: string, contextLength?: number): Promise<Prompts> {
-    const config = loadConfig(modelDir);
-    const tokenizer = await OpenChatTokenizer.load(modelDir);
+  static async load(modelDir: string, contextLength?: number, files?: ModelSource): Promise<Prompts> {
+    const config = loadConfig(modelDir, files);
+    const tokenizer = await OpenChatTokenizer.load(modelDir, files);
     if (tokenizer.vocabSize > config.vocab_size) {
       throw new Error(
         `${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}; ` +
@@ -276,9 +281,9 @@ export class Generator {
   }
 
   static async load(opts: GeneratorOptions = {}): Promise<Generator> {
-    const modelDir = resolveModelDir(opts.modelDir, 'modelDir');
-    const gpu = await getGpu();
-    const prompts = await Prompts.load(modelDir, opts.contextLength);
+    const modelDir = opts.files && opts.modelDir ? opts.modelDir : resolveModelDir(opts.modelDir, 'modelDir');
+    const gpu = opts.gpu ?? (await getGpu());
+    const prompts = await Prompts.load(modelDir, opts.contextLength, opts.files);
     const model = await MistralModel.load(gpu, modelDir, opts);
     return new Generator(gpu, model, prompts, modelDir);
   }

@@ -4,7 +4,7 @@
  * reads next to `MistralConfig` in transformers.
  */
 import { join } from 'node:path';
-import { diskFiles, type ModelSource } from './files.ts';
+import { diskFiles, type ModelSource } from '../util/files.ts';
 
 export type Architecture = 'MistralForCausalLM' | 'LlamaForCausalLM';
 

@@ -11,7 +11,8 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { WeightDType } from '../gpu/buffers.ts';
-import { CheckpointError, diskFiles, insideFolder, type ModelFile, type ModelSource } from './files.ts';
+import { diskFiles, type ModelFile, type ModelSource } from '../util/files.ts';
+import { CheckpointError, insideFolder } from './files.ts';
 
 export { CheckpointError } from './files.ts';
 

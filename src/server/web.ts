@@ -6,16 +6,22 @@
  *   GET /web/<asset>      the pages' stylesheet and their scripts, bundled from TypeScript by esbuild
  *                         on first request (then kept in memory)
  *   GET /engine/model/<f> the bundled tiny model's files, for the engine page to load (config.json,
- *                         model.safetensors; Range requests answered, as the page reads tensors by range)
+ *                         model.safetensors, the built-in tokenizer's tokenizer.json and
+ *                         tokenizer_config.json; a `Range: bytes=a-b` is answered too)
  * Nothing else on disk is reachable: every path maps to a fixed file, never to a name from the URL.
  */
-import { readFileSync, statSync, createReadStream } from 'node:fs';
+import { createReadStream, readdirSync, readFileSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Plugin } from 'esbuild';
 import { BUNDLED_MODEL_DIR } from '../generator.ts';
+import { loadOpenChat35Files } from '../tokenizer/openchat35.ts';
 import { ApiError } from './errors.ts';
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
+/** The repository's root: bundled modules are named by their path from it. */
+const ROOT = here('../../');
 
 /** A page or a bundled script: its text is made once, on first request. */
 interface Asset {
@@ -38,8 +44,17 @@ const ASSETS: Record<string, Asset> = {
   ),
 };
 
-/** The bundled model's files the engine page may read (its golden fixtures are not served). */
-const MODEL_FILES = ['config.json', 'model.safetensors'];
+/**
+ * The bundled model's files the engine page may read, and where each is: the checkpoint from
+ * golden/tiny-mistral (not its golden fixtures), the tokenizer from the built-in OpenChat 3.5
+ * tokenizer's cache (tokenizer.ts uses it for a folder without one; a tab cannot build it).
+ */
+const MODEL_FILES: Record<string, () => Promise<string>> = {
+  'config.json': async () => join(BUNDLED_MODEL_DIR, 'config.json'),
+  'model.safetensors': async () => join(BUNDLED_MODEL_DIR, 'model.safetensors'),
+  'tokenizer.json': async () => join((await loadOpenChat35Files()).dir, 'tokenizer.json'),
+  'tokenizer_config.json': async () => join((await loadOpenChat35Files()).dir, 'tokenizer_config.json'),
+};
 export const MODEL_ROUTE = '/engine/model/';
 
 /**
@@ -58,8 +73,8 @@ const made = new Map<string, Promise<string>>();
 
 /**
  * Bundles one entry with esbuild (what tsx already runs on), for browsers with WebGPU (ES2022).
- * The engine's `.wgsl` kernels are imported as text (web/wgsl.ts); `node:` modules are replaced by
- * src/web/node-stub.ts, which throws if a Node-only path is ever taken in the page.
+ * `node:` modules are replaced by src/web/node-stub.ts (which throws if a Node-only path is ever
+ * taken in the page) and node:path by src/web/path.ts; the kernels' WGSL comes as text (engineSources).
  */
 async function bundle(entry: string): Promise<string> {
   const { build } = await import('esbuild');
@@ -73,18 +88,51 @@ async function bundle(entry: string): Promise<string> {
     charset: 'utf8',
     sourcemap: 'inline',
     logLevel: 'silent',
-    loader: { '.wgsl': 'text' },
+    plugins: [engineSources()],
     alias: nodeStubs(),
     define: { 'process.env.NODE_ENV': '"production"' },
   });
   return result.outputFiles[0]!.text;
 }
 
-/** Every `node:` module the model code imports, mapped to the one stub. */
+/** Every Node module the model code imports (and Dawn's `webgpu`), mapped to its browser stand-in. */
 function nodeStubs(): Record<string, string> {
   const stub = here('../web/node-stub.ts');
-  const modules = ['fs', 'path', 'url', 'os', 'crypto', 'module', 'worker_threads'];
-  return Object.fromEntries(modules.flatMap((m) => [[`node:${m}`, stub], [m, stub]]));
+  const modules = ['fs', 'url', 'os', 'crypto', 'module', 'worker_threads'];
+  return {
+    ...Object.fromEntries(modules.map((m) => [`node:${m}`, stub])),
+    'node:path': here('../web/path.ts'),
+    webgpu: stub,
+  };
+}
+
+/**
+ * The kernels' WGSL in the bundle. In Node, `wgsl(file, import.meta.url)` reads the file beside
+ * the module; in one bundle every module would share one import.meta.url, so each module of src/
+ * gets its own as a file: URL of its path from the repository's root (file:///src/kernels/x.ts),
+ * and the virtual module `openchat:wgsl` holds every .wgsl file of src/ as text under the URL
+ * `wgsl()` resolves it to (file:///src/kernels/x.wgsl); engine.ts hands them to provideWgsl.
+ */
+function engineSources(): Plugin {
+  const src = join(ROOT, 'src');
+  const virtualUrl = (path: string) => `file:///${relative(ROOT, path).split('\\').join('/')}`;
+  return {
+    name: 'openchat-engine-sources',
+    setup(build) {
+      build.onResolve({ filter: /^openchat:wgsl$/ }, () => ({ path: 'wgsl', namespace: 'openchat' }));
+      build.onLoad({ filter: /^wgsl$/, namespace: 'openchat' }, () => {
+        const files = (readdirSync(src, { recursive: true }) as string[]).filter((f) => f.endsWith('.wgsl')).sort();
+        const sources = Object.fromEntries(files.map((f) => [virtualUrl(join(src, f)), readFileSync(join(src, f), 'utf8')]));
+        return { contents: `export default ${JSON.stringify(sources)};`, loader: 'js', watchFiles: files.map((f) => join(src, f)) };
+      });
+      build.onLoad({ filter: /\.ts$/ }, (args) => {
+        if (!args.path.startsWith(src)) return undefined;
+        const text = readFileSync(args.path, 'utf8');
+        if (!text.includes('import.meta.url')) return undefined;
+        return { contents: text.replaceAll('import.meta.url', JSON.stringify(virtualUrl(args.path))), loader: 'ts' };
+      });
+    },
+  };
 }
 
 async function assetText(path: string, asset: Asset): Promise<string> {
@@ -100,7 +148,7 @@ async function assetText(path: string, asset: Asset): Promise<string> {
 
 /** Whether GET/HEAD `path` is one of the pages' routes. */
 export function isWebPath(path: string): boolean {
-  return path in ASSETS || (path.startsWith(MODEL_ROUTE) && MODEL_FILES.includes(path.slice(MODEL_ROUTE.length)));
+  return path in ASSETS || (path.startsWith(MODEL_ROUTE) && Object.hasOwn(MODEL_FILES, path.slice(MODEL_ROUTE.length)));
 }
 
 /** Answers GET/HEAD of a web route (isWebPath). */
@@ -113,8 +161,8 @@ export async function serveWeb(path: string, req: IncomingMessage, res: ServerRe
 }
 
 /** One of the bundled model's files, whole or a single byte range (`Range: bytes=a-b`). */
-function serveModelFile(name: string, req: IncomingMessage, res: ServerResponse): void {
-  const file = `${BUNDLED_MODEL_DIR}${name}`;
+async function serveModelFile(name: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const file = await MODEL_FILES[name]!();
   const size = statSync(file).size;
   const type = name.endsWith('.json') ? 'application/json; charset=utf-8' : 'application/octet-stream';
   const common = { 'Content-Type': type, 'Accept-Ranges': 'bytes', 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-cache' };
