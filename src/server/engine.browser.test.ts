@@ -5,7 +5,10 @@
  * tolerance, and a greedy generation in the tab must give the text the Node generator gives.
  * One browser, one page, one model load for the file. Screenshot: .cache/screenshots/engine.png.
  */
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadOpenChat35Files } from '../tokenizer/openchat35.ts';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL_DIR, Generator } from '../generator.ts';
@@ -112,5 +115,24 @@ describe.skipIf(skip !== null)('the engine in a Chromium tab', () => {
     expect(await page.textContent('#stats')).toContain(`+ ${completion} completion tokens`);
     await screenshot(page, 'engine');
     expect(errors, errors.join('\n')).toEqual([]);
+  });
+
+  it('loads a model folder the user picks (input type=file webkitdirectory), with the same logits', async () => {
+    // A checkpoint folder as downloaded: the tiny model's files and a tokenizer.json beside them.
+    const dir = mkdtempSync(join(tmpdir(), 'openchat-picked-'));
+    try {
+      for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(BUNDLED_MODEL_DIR, f), join(dir, f));
+      const tokenizer = await loadOpenChat35Files();
+      for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokenizer.dir, f), join(dir, f));
+      await page.setInputFiles('#pick', dir);
+      await expect.poll(() => page.textContent('#status'), { timeout: 60_000 }).toMatch(/^4 picked files: .* loaded in/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const c = CASES.find((x) => x.id === 'e')!;
+    const inTab = await page.evaluate((ids) => (globalThis as unknown as EngineWindow).openchat.logits(ids), c.input_ids);
+    const hf = expectedLogits(c);
+    expect(relError(inTab, hf, hf)).toBeLessThan(REL_TOL);
+    expect(await page.isHidden('#error'), await page.textContent('#error') ?? '').toBe(true);
   });
 });

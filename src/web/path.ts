@@ -24,7 +24,11 @@ function normalizeParts(path: string): string {
 }
 
 export function join(...parts: string[]): string {
-  return normalizeParts(parts.filter((p) => p !== '').join('/'));
+  const path = parts.filter((p) => p !== '').join('/');
+  if (path === '') return '.';
+  const normal = normalizeParts(path);
+  // As Node's join: a trailing separator stays.
+  return path.endsWith('/') && normal !== '/' ? `${normal}/` : normal;
 }
 
 export function resolve(...parts: string[]): string {
@@ -44,10 +48,4 @@ export function relative(from: string, to: string): string {
 export function basename(p: string): string {
   const parts = p.split('/').filter(Boolean);
   return parts.at(-1) ?? '';
-}
-
-export function dirname(p: string): string {
-  const n = normalizeParts(p);
-  const i = n.lastIndexOf('/');
-  return i < 0 ? '.' : i === 0 ? '/' : n.slice(0, i);
 }
