@@ -20,6 +20,8 @@ const seed = freshSeed();
 const rng = new Rng(seed);
 const tag = `(test seed ${seed})`;
 const KEY = `sk-page-${rng.int(0, 2 ** 31)}`;
+/** How long to wait for the page to show something (vitest's own 1 s is short on a busy 2-core machine). */
+const WAIT = { timeout: 20_000 };
 
 describe.skipIf(skip !== null)('the chat page in Chromium', () => {
   let gen: Generator;
@@ -58,10 +60,10 @@ describe.skipIf(skip !== null)('the chat page in Chromium', () => {
   it('asks for the key, then streams an answer equal to the generator\'s, with the model name and token counts', async () => {
     const { page, errors } = await openPage();
     // Without a key the page shows the server's 401, in the API's words.
-    await expect.poll(() => page.textContent('#error')).toContain("You didn't provide an API key");
+    await expect.poll(() => page.textContent('#error'), WAIT).toContain("You didn't provide an API key");
     await page.fill('#key', KEY);
     await page.dispatchEvent('#key', 'change');
-    await expect.poll(() => page.textContent('#model')).toBe(`model: ${gen.modelName}`);
+    await expect.poll(() => page.textContent('#model'), WAIT).toBe(`model: ${gen.modelName}`);
     expect(await page.isHidden('#error')).toBe(true);
 
     const s = rng.int(0, 2 ** 31);
@@ -96,7 +98,8 @@ describe.skipIf(skip !== null)('the chat page in Chromium', () => {
     await page.fill('#input', `a long story ${rng.int(0, 1000)}`);
     await page.click('#send');
     // Some text streamed, then Stop.
-    await page.waitForFunction("(document.querySelector('#messages li.assistant')?.lastChild?.textContent ?? '').length > 0");
+    // (Polled from here: a page-side predicate given as a string would be an eval, which the page's CSP refuses.)
+    await expect.poll(() => page.$eval('#messages li.assistant', (li) => li.lastChild?.textContent ?? ''), { timeout: 30_000 }).not.toBe('');
     expect(await page.isEnabled('#stop')).toBe(true);
     await page.click('#stop');
     await page.waitForSelector('#messages li.assistant.stopped.done');
@@ -115,11 +118,11 @@ describe.skipIf(skip !== null)('the chat page in Chromium', () => {
     const { page } = await openPage();
     await page.fill('#key', 'sk-wrong');
     await page.dispatchEvent('#key', 'change');
-    await expect.poll(() => page.textContent('#error')).toBe('401: Incorrect API key provided. (invalid_api_key)');
+    await expect.poll(() => page.textContent('#error'), WAIT).toBe('401: Incorrect API key provided. (invalid_api_key)');
     await page.fill('#input', 'hello');
     await page.click('#send');
     // The refused turn is taken back: its text returns to the input, no message stays.
-    await expect.poll(() => page.inputValue('#input')).toBe('hello');
+    await expect.poll(() => page.inputValue('#input'), WAIT).toBe('hello');
     expect(await page.textContent('#error')).toBe('401: Incorrect API key provided. (invalid_api_key)');
     expect(await page.$$('#messages li')).toHaveLength(0);
     await page.close();

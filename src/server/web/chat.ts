@@ -99,7 +99,8 @@ async function loadModelName(): Promise<void> {
     if (!res.ok) {
       ui.model.textContent = 'model: ?';
       showError(await errorOf(res));
-      if (res.status === 401) ui.key.focus();
+      // Point at the key field, unless the user is busy in another one (focus must not move under their typing).
+      if (res.status === 401 && (document.activeElement === null || document.activeElement === document.body)) ui.key.focus();
       return;
     }
     const list = (await res.json()) as { data: Array<{ id: string }> };
