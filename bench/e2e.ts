@@ -24,6 +24,8 @@ import { loadConfig, type ModelConfig } from '../src/model/config.ts';
 import { MistralModel } from '../src/model/model.ts';
 import { Checkpoint } from '../src/model/safetensors.ts';
 import { Rng } from '../src/util/rng.ts';
+import { formatPlan, type KernelPlan } from '../src/kernels/plan.ts';
+import { GpuProfiler, type KernelTiming, type StepTiming } from '../src/gpu/profiler.ts';
 
 // ---------------------------------------------------------------------------
 // Device limits
@@ -308,6 +310,13 @@ export interface BenchOptions {
   copyBytes?: number;
   /** Tokens per prefill dispatch (the model's default when absent). */
   maxChunk?: number;
+  /**
+   * Kernel plans to compare, each forced over the device's plan ({} = the device's own);
+   * their measurements are interleaved round by round, so they share the machine's noise.
+   */
+  plans?: Partial<KernelPlan>[];
+  /** After the measurements, this many decode steps per plan with GPU timestamps per kernel (0: none). */
+  profileTokens?: number;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -327,6 +336,27 @@ export interface PrefillResult {
   tokensPerSecond: Figure;
   /** Seconds of each repeat. */
   samples: number[];
+}
+
+export interface DecodeResult {
+  tokens: number;
+  startPosition: number;
+  tokensPerSecond: Figure;
+  secondsPerToken: number;
+  /** Bytes a decode step reads at the mean position (weights + KV cache). */
+  bytesPerToken: number;
+  /** Seconds of each decode step of the last repeat. */
+  samples: number[];
+}
+
+export interface ProfileResult {
+  plan: string;
+  tokens: number;
+  /** Summed over the profiled tokens. */
+  kernels: KernelTiming[];
+  steps: StepTiming[];
+  /** Wall time of each profiled step (forward call to token in hand). */
+  wallSeconds: number[];
 }
 
 export interface BenchResult {
@@ -349,6 +379,12 @@ export interface BenchResult {
     maxChunk: number;
   };
   options: { promptLengths: number[]; decodeTokens: number; decodePrompt: number; repeats: number; seed: number };
+  /** The kernel plan of `prefill` and `decode` (src/kernels/plan.ts syntax). */
+  plan: string;
+  /** Every plan measured, the first being `plan` (the same figures as prefill and decode). */
+  plans: { plan: string; prefill: PrefillResult[]; decode: DecodeResult }[];
+  /** Per plan, with --profile: GPU time per kernel over the profiled decode steps. */
+  profile?: ProfileResult[];
   /** The better of the two measurements, field by field. */
   roofline: Roofline;
   /** Before loading, and after the measurements. */
@@ -356,16 +392,7 @@ export interface BenchResult {
   load: Figure & { bytesPerSecond: number };
   warmup: { seconds: number; compileSeconds: number };
   prefill: PrefillResult[];
-  decode: {
-    tokens: number;
-    startPosition: number;
-    tokensPerSecond: Figure;
-    secondsPerToken: number;
-    /** Bytes a decode step reads at the mean position (weights + KV cache). */
-    bytesPerToken: number;
-    /** Seconds of each decode step of the last repeat. */
-    samples: number[];
-  };
+  decode: DecodeResult;
   memory: {
     peakRss: Figure;
     rssAfterLoadBytes: number;
@@ -462,50 +489,90 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       shapes.add(Math.min(n, chunk));
       if (n > chunk && n % chunk) shapes.add(n % chunk);
     }
+    const plans = opts.plans && opts.plans.length > 0 ? opts.plans : [{}];
+    const planNames = plans.map((p) => {
+      model.replan(p);
+      return formatPlan(model.plan);
+    });
     const warmRound = async () => {
       const t = performance.now();
-      for (const n of shapes) {
-        model.reset();
-        const r = await model.forward(randomIds(n), { kind: 'argmax' });
-        await model.forward([r.argmax!], { kind: 'argmax' });
+      for (const p of plans) {
+        model.replan(p);
+        for (const n of shapes) {
+          model.reset();
+          const r = await model.forward(randomIds(n), { kind: 'argmax' });
+          await model.forward([r.argmax!], { kind: 'argmax' });
+        }
       }
       return (performance.now() - t) / 1000;
     };
-    log(`warm-up (chunk shapes ${[...shapes].join(', ')} and a decode step)...`);
+    log(`kernel plan${plans.length > 1 ? 's (interleaved)' : ''}: ${planNames.join('  |  ')}`);
+    log(`warm-up (chunk shapes ${[...shapes].join(', ')} and a decode step${plans.length > 1 ? ', each plan' : ''})...`);
     const warmFirst = await warmRound();
     const warmAgain = await warmRound();
     log(`  ${warmFirst.toFixed(2)} s (the same again, compiled: ${warmAgain.toFixed(2)} s)`);
 
-    const prefillSamples: { n: number; samples: number[] }[] = [];
-    for (const n of promptLengths) {
-      const samples: number[] = [];
+    const prefillSamples = plans.map(() => promptLengths.map((n) => ({ n, samples: [] as number[] })));
+    for (let li = 0; li < promptLengths.length; li++) {
+      const n = promptLengths[li]!;
       for (let r = 0; r < repeats; r++) {
-        model.reset();
-        const ids = randomIds(n); // fresh ids: nothing cached or memoized helps
-        const t = performance.now();
-        const out = await model.forward(ids, { kind: 'argmax' });
-        samples.push((performance.now() - t) / 1000);
-        if (out.argmax === undefined || out.argmax < 0 || out.argmax >= config.vocab_size) throw new Error(`prefill returned token ${out.argmax}`);
+        for (let pi = 0; pi < plans.length; pi++) {
+          model.replan(plans[pi]!);
+          model.reset();
+          const ids = randomIds(n); // fresh ids: nothing cached or memoized helps
+          const t = performance.now();
+          const out = await model.forward(ids, { kind: 'argmax' });
+          prefillSamples[pi]![li]!.samples.push((performance.now() - t) / 1000);
+          if (out.argmax === undefined || out.argmax < 0 || out.argmax >= config.vocab_size) throw new Error(`prefill returned token ${out.argmax}`);
+        }
       }
-      prefillSamples.push({ n, samples });
-      const ttft = median(samples);
-      log(`  prefill ${n}: ${ttft.toFixed(3)} s to first token, ${(n / ttft).toFixed(1)} tokens/s`);
+      plans.forEach((_, pi) => {
+        const ttft = median(prefillSamples[pi]![li]!.samples);
+        log(`  prefill ${n}${plans.length > 1 ? ` [${planNames[pi]}]` : ''}: ${ttft.toFixed(3)} s to first token, ${(n / ttft).toFixed(1)} tokens/s`);
+      });
     }
 
     // Decode: greedy, each step's argmax fed back, one token per forward pass.
-    const decodeSamples: number[] = [];
-    let perRound: number[] = [];
+    const decodeSamples = plans.map(() => [] as number[]);
+    const perRound = plans.map(() => [] as number[]);
     for (let r = 0; r < repeats; r++) {
+      for (let pi = 0; pi < plans.length; pi++) {
+        model.replan(plans[pi]!);
+        model.reset();
+        let token = (await model.forward(randomIds(decodePrompt), { kind: 'argmax' })).argmax!;
+        const steps: number[] = [];
+        for (let i = 0; i < opts.decodeTokens; i++) {
+          const t = performance.now();
+          token = (await model.forward([token], { kind: 'argmax' })).argmax!;
+          steps.push((performance.now() - t) / 1000);
+        }
+        perRound[pi] = steps;
+        decodeSamples[pi]!.push(steps.reduce((a, b) => a + b, 0));
+        log(`  decode${plans.length > 1 ? ` [${planNames[pi]}]` : ''}: ${opts.decodeTokens} tokens in ${decodeSamples[pi]![r]!.toFixed(2)} s`);
+      }
+    }
+
+    // GPU time per kernel: a few more decode steps per plan with timestamps on every dispatch.
+    const profile: ProfileResult[] = [];
+    for (let pi = 0; pi < plans.length && (opts.profileTokens ?? 0) > 0; pi++) {
+      model.replan(plans[pi]!);
       model.reset();
       let token = (await model.forward(randomIds(decodePrompt), { kind: 'argmax' })).argmax!;
-      perRound = [];
-      for (let i = 0; i < opts.decodeTokens; i++) {
-        const t = performance.now();
-        token = (await model.forward([token], { kind: 'argmax' })).argmax!;
-        perRound.push((performance.now() - t) / 1000);
+      await model.forward([token], { kind: 'argmax' }); // compile the one-pass-per-dispatch path's first step
+      const prof = GpuProfiler.attach(gpu);
+      const wall: number[] = [];
+      try {
+        for (let i = 0; i < opts.profileTokens!; i++) {
+          const t = performance.now();
+          token = (await model.forward([token], { kind: 'argmax' })).argmax!;
+          wall.push((performance.now() - t) / 1000);
+          await prof.endStep();
+        }
+      } finally {
+        prof.detach();
       }
-      decodeSamples.push(perRound.reduce((a, b) => a + b, 0));
-      log(`  decode: ${opts.decodeTokens} tokens in ${decodeSamples[r]!.toFixed(2)} s`);
+      profile.push({ plan: planNames[pi]!, tokens: opts.profileTokens!, kernels: prof.kernels(), steps: prof.steps(), wallSeconds: wall });
+      log(`  profiled ${opts.profileTokens} decode steps [${planNames[pi]}]`);
     }
     // Before the second roofline run, whose copy buffers would add to the peak on a software adapter.
     const peak = maxRssBytes();
@@ -520,20 +587,32 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       seconds: rooflineFirst.seconds + rooflineLast.seconds,
     };
 
-    const prefill: PrefillResult[] = prefillSamples.map(({ n, samples }) => {
-      const ttft = median(samples);
-      const limit = work.prefillLimit(n, chunk, roofline);
-      return {
-        promptTokens: n,
-        timeToFirstToken: timeFigure(ttft, limit),
-        tokensPerSecond: rateFigure(n / ttft, n / limit.seconds, limit.bound),
-        samples,
-      };
-    });
-    const decodeSeconds = median(decodeSamples);
     const positions = Array.from({ length: opts.decodeTokens }, (_, i) => decodePrompt + i);
     const decodeLimit = work.decodeLimit(positions, roofline);
     const meanPos = decodePrompt + Math.floor(opts.decodeTokens / 2);
+    const byPlan = plans.map((_, pi) => {
+      const prefill: PrefillResult[] = prefillSamples[pi]!.map(({ n, samples }) => {
+        const ttft = median(samples);
+        const limit = work.prefillLimit(n, chunk, roofline);
+        return {
+          promptTokens: n,
+          timeToFirstToken: timeFigure(ttft, limit),
+          tokensPerSecond: rateFigure(n / ttft, n / limit.seconds, limit.bound),
+          samples,
+        };
+      });
+      const decodeSeconds = median(decodeSamples[pi]!);
+      const decode: DecodeResult = {
+        tokens: opts.decodeTokens,
+        startPosition: decodePrompt,
+        tokensPerSecond: rateFigure(opts.decodeTokens / decodeSeconds, opts.decodeTokens / decodeLimit.seconds, decodeLimit.bound),
+        secondsPerToken: decodeSeconds / opts.decodeTokens,
+        bytesPerToken: work.decodeBytes(meanPos),
+        samples: perRound[pi]!,
+      };
+      return { plan: planNames[pi]!, prefill, decode };
+    });
+    model.replan(plans[0]!);
 
     const host = totalmem();
     const result: BenchResult = {
@@ -560,6 +639,9 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
         maxChunk: chunk,
       },
       options: { promptLengths, decodeTokens: opts.decodeTokens, decodePrompt, repeats, seed: opts.seed },
+      plan: planNames[0]!,
+      plans: byPlan,
+      profile: profile.length ? profile : undefined,
       roofline,
       rooflineRuns: [rooflineFirst, rooflineLast],
       load: {
@@ -567,15 +649,8 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
         bytesPerSecond: model.weightBytes / loadSeconds,
       },
       warmup: { seconds: warmFirst, compileSeconds: Math.max(0, warmFirst - warmAgain) },
-      prefill,
-      decode: {
-        tokens: opts.decodeTokens,
-        startPosition: decodePrompt,
-        tokensPerSecond: rateFigure(opts.decodeTokens / decodeSeconds, opts.decodeTokens / decodeLimit.seconds, decodeLimit.bound),
-        secondsPerToken: decodeSeconds / opts.decodeTokens,
-        bytesPerToken: work.decodeBytes(meanPos),
-        samples: perRound,
-      },
+      prefill: byPlan[0]!.prefill,
+      decode: byPlan[0]!.decode,
       memory: {
         peakRss: rateFigure(peak, host, 'host memory'),
         rssAfterLoadBytes,
@@ -624,6 +699,7 @@ export function formatResult(r: BenchResult): string {
       `(bytes read + written, ${(rf.copyBytes / 2 ** 20).toFixed(0)} MiB buffers); f32 FMA ${(rf.flopsPerSecond / 1e9).toFixed(1)} GFLOP/s; ` +
       `submit + read-back round trip ${(rf.roundTripSeconds * 1000).toFixed(2)} ms (best of a run before loading and one at the end)`,
   );
+  lines.push(`plan:     ${r.plans.map((p) => p.plan).join('  |  ')}${r.plans.length > 1 ? ' (measured interleaved, round by round)' : ''}`);
   lines.push(
     `warm-up:  ${r.warmup.seconds.toFixed(2)} s, of which pipeline compilation ~${r.warmup.compileSeconds.toFixed(2)} s (not counted below); ` +
       `seed ${r.options.seed}, ${r.options.repeats} repeat(s), median shown`,
@@ -633,17 +709,54 @@ export function formatResult(r: BenchResult): string {
   lines.push('|---|---:|---:|---:|---|');
   const row = (name: string, measured: string, limit: string, ratio: number, by: string) => lines.push(`| ${name} | ${measured} | ${limit} | ${pct(ratio)} | ${by} |`);
   row('load', `${num(r.load.measured)} s`, `${num(r.load.limit)} s`, r.load.ratio, `copying ${gb(m.weightBytes)} once (${gb(r.load.bytesPerSecond)}/s achieved)`);
-  for (const p of r.prefill) {
-    const by = p.tokensPerSecond.boundBy === 'compute' ? 'compute (FMA peak)' : 'memory (weights once per chunk)';
-    row(`time to first token, ${p.promptTokens}-token prompt`, `${num(p.timeToFirstToken.measured)} s`, `${num(p.timeToFirstToken.limit)} s`, p.timeToFirstToken.ratio, by);
-    row(`prefill tokens/s, ${p.promptTokens}-token prompt`, num(p.tokensPerSecond.measured), num(p.tokensPerSecond.limit), p.tokensPerSecond.ratio, by);
+  const tag = (plan: string) => (r.plans.length > 1 ? ` [${plan}]` : '');
+  for (const { plan, prefill } of r.plans) {
+    for (const p of prefill) {
+      const by = p.tokensPerSecond.boundBy === 'compute' ? 'compute (FMA peak)' : 'memory (weights once per chunk)';
+      row(`time to first token, ${p.promptTokens}-token prompt${tag(plan)}`, `${num(p.timeToFirstToken.measured)} s`, `${num(p.timeToFirstToken.limit)} s`, p.timeToFirstToken.ratio, by);
+      row(`prefill tokens/s, ${p.promptTokens}-token prompt${tag(plan)}`, num(p.tokensPerSecond.measured), num(p.tokensPerSecond.limit), p.tokensPerSecond.ratio, by);
+    }
   }
-  const d = r.decode;
-  const dBy = d.tokensPerSecond.boundBy === 'memory' ? `memory (${gb(d.bytesPerToken)} read per token)` : 'compute (FMA peak)';
-  row(`decode tokens/s, ${d.tokens} tokens after ${d.startPosition}`, num(d.tokensPerSecond.measured), num(d.tokensPerSecond.limit), d.tokensPerSecond.ratio, dBy);
-  row('decode seconds/token', `${num(d.secondsPerToken)} s`, `${num(1 / d.tokensPerSecond.limit)} s`, d.tokensPerSecond.ratio, dBy);
+  for (const { plan, decode: d } of r.plans) {
+    const dBy = d.tokensPerSecond.boundBy === 'memory' ? `memory (${gb(d.bytesPerToken)} read per token)` : 'compute (FMA peak)';
+    row(`decode tokens/s, ${d.tokens} tokens after ${d.startPosition}${tag(plan)}`, num(d.tokensPerSecond.measured), num(d.tokensPerSecond.limit), d.tokensPerSecond.ratio, dBy);
+    row(`decode seconds/token${tag(plan)}`, `${num(d.secondsPerToken)} s`, `${num(1 / d.tokensPerSecond.limit)} s`, d.tokensPerSecond.ratio, dBy);
+  }
   row('peak resident memory (maxRSS)', gb(r.memory.peakRss.measured), gb(r.memory.peakRss.limit), r.memory.peakRss.ratio, `host memory; weights + KV cache are ${gb(r.memory.deviceBytes)}`);
+  for (const p of r.profile ?? []) lines.push('', formatProfile(p, rf));
   lines.push('');
   lines.push(`total ${r.totalSeconds.toFixed(1)} s`);
+  return lines.join('\n');
+}
+
+/**
+ * A profiled plan: GPU time per kernel per token, each kernel's bytes/time against the copy
+ * roofline, CPU encode time per token and GPU idle time per token.
+ */
+export function formatProfile(p: ProfileResult, rf: Roofline): string {
+  const per = (x: number) => x / p.tokens;
+  const sum = (f: (s: StepTiming) => number) => p.steps.reduce((a, s) => a + f(s), 0);
+  const gpu = sum((s) => s.gpuSeconds);
+  const wall = p.wallSeconds.reduce((a, b) => a + b, 0);
+  const us = (s: number) => `${(s * 1e6).toFixed(0)} µs`;
+  const lines = [
+    `GPU time per kernel, ${p.tokens} decode tokens [${p.plan}] (timestamps, one pass per dispatch; bytes/time against the WGSL copy roofline ${(rf.kernelCopyBytesPerSecond / 1e9).toFixed(2)} GB/s):`,
+    '',
+    '| kernel | calls/token | GPU time/token | share | GB/s | of copy roofline |',
+    '|---|---:|---:|---:|---:|---:|',
+  ];
+  for (const k of p.kernels) {
+    const rate = k.bytes > 0 ? k.bytes / k.seconds : 0;
+    lines.push(
+      `| ${k.label} | ${num(per(k.calls))} | ${us(per(k.seconds))} | ${pct(k.seconds / gpu)} | ${rate ? (rate / 1e9).toFixed(2) : '-'} | ${rate ? pct(rate / rf.kernelCopyBytesPerSecond) : '-'} |`,
+    );
+  }
+  const untimed = sum((s) => s.untimed);
+  lines.push('');
+  lines.push(
+    `per token: wall ${us(per(wall))}, GPU busy ${us(per(gpu))}, CPU encode ${us(per(sum((s) => s.encodeSeconds)))}, ` +
+      `GPU idle between kernels ${us(per(sum((s) => s.idleSeconds)))}, GPU idle outside the step's kernels (wall - span) ${us(per(Math.max(0, wall - sum((s) => s.spanSeconds))))}` +
+      `, ${num(per(sum((s) => s.dispatches)))} dispatches${untimed ? `, ${untimed} untimed` : ''}`,
+  );
   return lines.join('\n');
 }

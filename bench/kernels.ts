@@ -1,6 +1,9 @@
 /**
  * Kernel micro-benchmarks at the Mistral-7B shapes: `npx tsx bench/kernels.ts`
- * (or `npm run bench:kernels`). Options: --quick (fewer repetitions), --only <substring>.
+ * (or `npm run bench:kernels`). Options: --quick (fewer repetitions), --only <substring>,
+ * --matvec rows,subgroup (the matvec strategies to compare; default: every one this device runs).
+ * The matrix kernels run once per strategy, interleaved round by round in one process, so a
+ * comparison shares whatever else the machine was doing.
  *
  * For every kernel it prints time per call, GB/s (bytes the kernel must touch: weights for
  * the matrix kernels, activations for the rest) and GFLOP/s, next to this device's own copy
@@ -17,8 +20,8 @@ import { createStorageBuffer, destroyMatrix, uploadMatrix, writeBuffer, type Gpu
 import { Encoder, getPipeline } from '../src/gpu/encoder.ts';
 import { Rng } from '../src/util/rng.ts';
 import { f32ToF16 } from '../src/util/half.ts';
-import { matmul } from '../src/kernels/matmul.ts';
-import { matmulSwiGLU } from '../src/kernels/swiglu.ts';
+import { matmul, matmulSwiGLU } from '../src/kernels/matmul/index.ts';
+import { parsePlan, runnable, type KernelPlan } from '../src/kernels/plan.ts';
 import { embedding } from '../src/kernels/embedding.ts';
 import { rmsNorm } from '../src/kernels/rmsnorm.ts';
 import { rope, ropeTable } from '../src/kernels/rope.ts';
@@ -31,6 +34,7 @@ const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
 const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
 const REPEATS = quick ? 2 : 3;
+const matvecArg = argv.includes('--matvec') ? argv[argv.indexOf('--matvec') + 1] : undefined;
 const gbs = (b: number) => (b / 1e9).toFixed(2);
 
 // Mistral-7B (OpenChat 3.5) shapes.
@@ -50,22 +54,28 @@ interface Case {
   flops: number;
   /** Calls per timed run: enough that a run lasts a noticeable time. */
   calls: number;
-  record: (enc: Encoder) => void;
+  /** Records one call with the given plan (only the matrix kernels look at it). */
+  record: (enc: Encoder, plan: Pick<KernelPlan, 'matvec'>) => void;
+  /** True for the kernels whose variant the plan's matvec key picks. */
+  byPlan?: boolean;
   cleanup?: () => void;
 }
 
-async function timeCalls(gpu: Gpu, c: Pick<Case, 'record' | 'calls'>): Promise<number> {
-  const run = async (calls: number) => {
+/** Seconds per call of each plan, best of REPEATS rounds, the plans interleaved within each round. */
+async function timeCalls(gpu: Gpu, c: Pick<Case, 'record' | 'calls'>, plans: Pick<KernelPlan, 'matvec'>[] = [{ matvec: 'rows' }]): Promise<number[]> {
+  const run = async (plan: Pick<KernelPlan, 'matvec'>, calls: number) => {
     const t0 = performance.now();
     const enc = new Encoder(gpu);
-    for (let i = 0; i < calls; i++) c.record(enc);
+    for (let i = 0; i < calls; i++) c.record(enc, plan);
     enc.submit();
     await gpu.device.queue.onSubmittedWorkDone();
     return (performance.now() - t0) / 1000 / calls;
   };
-  await run(1); // compile and warm up
-  let best = Infinity;
-  for (let r = 0; r < REPEATS; r++) best = Math.min(best, await run(c.calls));
+  for (const plan of plans) await run(plan, 1); // compile and warm up
+  const best = plans.map(() => Infinity);
+  for (let r = 0; r < REPEATS; r++) {
+    for (let i = 0; i < plans.length; i++) best[i] = Math.min(best[i]!, await run(plans[i]!, c.calls));
+  }
   return best;
 }
 
@@ -119,7 +129,7 @@ async function copyBandwidth(gpu: Gpu): Promise<{ copyBuffer: number; copyKernel
   const copyBuffer = size / best;
   const pipeline = getPipeline(gpu, COPY_KERNEL, 'main', {}, 'bench-copy');
   const vec4s = size / 16;
-  const kernel = await timeCalls(gpu, { calls: 4, record: (enc) => enc.dispatch(pipeline, null, [a, b], [1024, vec4s / 64 / 1024]) });
+  const [kernel] = await timeCalls(gpu, { calls: 4, record: (enc) => enc.dispatch(pipeline, null, [a, b], [1024, vec4s / 64 / 1024]) });
   a.destroy();
   b.destroy();
   return { copyBuffer, copyKernel: size / kernel };
@@ -144,7 +154,8 @@ function matrixCases(gpu: Gpu, rng: Rng): Array<() => Case> {
           bytes: rows * cols * 2 + tokens * (rows + cols) * 4,
           flops: 2 * rows * cols * tokens,
           calls: tokens === 1 ? 8 : 1,
-          record: (enc) => matmul(enc, { x, w, y, tokens }),
+          byPlan: tokens === 1,
+          record: (enc, plan) => matmul(enc, { x, w, y, tokens, plan }),
           cleanup: () => {
             destroyMatrix(w);
             x.destroy();
@@ -165,7 +176,8 @@ function matrixCases(gpu: Gpu, rng: Rng): Array<() => Case> {
         bytes: 2 * INTERMEDIATE * HIDDEN * 2 + tokens * (INTERMEDIATE + HIDDEN) * 4,
         flops: 2 * 2 * INTERMEDIATE * HIDDEN * tokens,
         calls: tokens === 1 ? 4 : 1,
-        record: (enc) => matmulSwiGLU(enc, { x, gate, up, y, tokens }),
+        byPlan: tokens === 1,
+        record: (enc, plan) => matmulSwiGLU(enc, { x, gate, up, y, tokens, plan }),
         cleanup: () => {
           destroyMatrix(gate);
           destroyMatrix(up);
@@ -320,7 +332,7 @@ async function attentionDecodeComparison(gpu: Gpu, rng: Rng, copyKernel: number)
       const v = variants[i]!;
       const t0 = performance.now();
       const enc = new Encoder(gpu);
-      for (let c = 0; c < v.calls; c++) v.record(enc);
+      for (let c = 0; c < v.calls; c++) v.record(enc, { matvec: 'rows' });
       enc.submit();
       await gpu.device.queue.onSubmittedWorkDone();
       times[i]!.push((performance.now() - t0) / 1000 / v.calls);
@@ -346,18 +358,24 @@ const rng = new Rng(1234);
 console.log(`device: ${gpu.report.description || gpu.report.device}${gpu.report.isSoftware ? ' [software]' : ''}`);
 const copy = await copyBandwidth(gpu);
 console.log(`copy bandwidth (bytes read/s; as many written): copyBufferToBuffer ${gbs(copy.copyBuffer)} GB/s, WGSL copy kernel ${gbs(copy.copyKernel)} GB/s\n`);
-console.log(`${'kernel'.padEnd(58)} ${'ms/call'.padStart(9)} ${'GB/s'.padStart(7)} ${'GFLOP/s'.padStart(8)} ${'vs copy kernel'.padStart(15)}`);
+console.log(`${'kernel'.padEnd(72)} ${'ms/call'.padStart(9)} ${'GB/s'.padStart(7)} ${'GFLOP/s'.padStart(8)} ${'vs copy kernel'.padStart(15)}`);
+const strategies = matvecArg ? matvecArg.split(',').map((v) => parsePlan(`matvec=${v}`, '--matvec').matvec!) : runnable(gpu.profile, 'matvec');
+console.log(`matvec strategies compared (interleaved): ${strategies.join(', ')}\n`);
 for (const make of [...matrixCases(gpu, rng), ...otherCases(gpu, rng)]) {
   const c = make();
   if (only && !c.name.includes(only)) {
     c.cleanup?.();
     continue;
   }
-  const s = await timeCalls(gpu, c);
-  const rate = c.bytes / s;
-  console.log(
-    `${c.name.padEnd(58)} ${(s * 1000).toFixed(2).padStart(9)} ${gbs(rate).padStart(7)} ${(c.flops / s / 1e9).toFixed(2).padStart(8)} ${(rate / copy.copyKernel).toFixed(2).padStart(14)}x`,
-  );
+  const plans = c.byPlan ? strategies.map((matvec) => ({ matvec })) : [{ matvec: 'rows' as const }];
+  const times = await timeCalls(gpu, c, plans);
+  times.forEach((s, i) => {
+    const rate = c.bytes / s;
+    const name = c.byPlan ? `${c.name}, matvec=${plans[i]!.matvec}` : c.name;
+    console.log(
+      `${name.padEnd(72)} ${(s * 1000).toFixed(2).padStart(9)} ${gbs(rate).padStart(7)} ${(c.flops / s / 1e9).toFixed(2).padStart(8)} ${(rate / copy.copyKernel).toFixed(2).padStart(14)}x`,
+    );
+  });
   c.cleanup?.();
 }
 if (!only || 'attention decode'.includes(only)) await attentionDecodeComparison(gpu, rng, copy.copyKernel);

@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
-import { getGpu } from '../../src/gpu/device.ts';
+import { getGpu, requestFineTimestamps } from '../../src/gpu/device.ts';
+import { KernelPlanError, parsePlan, type KernelPlan } from '../../src/kernels/plan.ts';
 import { formatResult, runBenchmark } from '../../bench/e2e.ts';
 import { intOption } from './options.ts';
 import { resolveModelDir } from '../../src/generator.ts';
@@ -14,7 +15,18 @@ interface BenchCliOptions {
   seed?: number;
   copyMib: number;
   maxChunk?: number;
+  plans?: Partial<KernelPlan>[];
+  profile?: number | true;
   json?: string;
+}
+
+function planList(value: string): Partial<KernelPlan>[] {
+  try {
+    return value.split(';').map((p) => parsePlan(p, '--plans'));
+  } catch (e) {
+    if (e instanceof KernelPlanError) throw new InvalidArgumentError(e.message);
+    throw e;
+  }
 }
 
 function lengthList(value: string): number[] {
@@ -38,9 +50,12 @@ export function registerBench(program: Command): void {
     .option('--seed <n>', 'seed of the random prompt ids (default: from the clock, printed)', intOption('--seed', 0, 2 ** 32 - 1))
     .option('--copy-mib <n>', 'size of the buffer copied to measure bandwidth', intOption('--copy-mib', 1, 4096), 128)
     .option('--max-chunk <n>', 'most tokens per prefill dispatch (default: the model default)', intOption('--max-chunk', 1, 4096))
+    .option('--plans <list>', "kernel plans to compare, ';'-separated, each in OPENCHAT_KERNELS syntax, e.g. 'matvec=rows;matvec=subgroup' (measured interleaved; default: the device's plan)", planList)
+    .option('--profile [tokens]', 'also time every kernel on the GPU (timestamp queries) over this many decode tokens per plan (default 8)', intOption('--profile', 1, 10_000))
     .option('--json <file>', 'also write every figure to FILE as JSON')
     .action(async (opts: BenchCliOptions) => {
       const modelDir = resolveModelDir(opts.model);
+      if (opts.profile) requestFineTimestamps();
       const gpu = await getGpu();
       const seed = opts.seed ?? Date.now() >>> 0;
       const result = await runBenchmark(gpu, modelDir, {
@@ -51,6 +66,8 @@ export function registerBench(program: Command): void {
         seed,
         copyBytes: opts.copyMib * 2 ** 20,
         maxChunk: opts.maxChunk,
+        plans: opts.plans,
+        profileTokens: opts.profile === true ? 8 : (opts.profile ?? 0),
         log: (line) => process.stderr.write(line + '\n'),
       });
       process.stdout.write(formatResult(result) + '\n');

@@ -1,13 +1,21 @@
 import type { Command } from 'commander';
 import { formatReport, getGpu } from '../../src/gpu/device.ts';
+import { formatProfile } from '../../src/gpu/profile.ts';
+import { formatPlan, resolvePlan } from '../../src/kernels/plan.ts';
 
 export function registerInfo(program: Command): void {
   program
     .command('info')
-    .description('print the WebGPU adapter, its features and the limits that matter')
+    .description('print the WebGPU adapter, its features, the limits that matter, and the kernel plan a model would run')
     .option('--json', 'print as JSON')
     .action(async (opts: { json?: boolean }) => {
       const gpu = await getGpu();
-      process.stdout.write((opts.json ? JSON.stringify(gpu.report, null, 2) : formatReport(gpu.report)) + '\n');
+      const plan = resolvePlan(gpu.profile);
+      const forced = process.env.OPENCHAT_KERNELS ? ` (OPENCHAT_KERNELS=${process.env.OPENCHAT_KERNELS})` : '';
+      process.stdout.write(
+        (opts.json
+          ? JSON.stringify({ ...gpu.report, profile: gpu.profile, plan }, null, 2)
+          : `${formatReport(gpu.report)}\nprofile:      ${formatProfile(gpu.profile)}\nkernel plan:  ${formatPlan(plan)}${forced}`) + '\n',
+      );
     });
 }

@@ -12,6 +12,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { create, globals } from 'webgpu';
+import { profileOf, type DeviceProfile } from './profile.ts';
 
 // Dawn's bindings expose the WebGPU constants (GPUBufferUsage, ...) as an
 // object to install on globalThis, where browser-style code expects them.
@@ -25,6 +26,9 @@ export interface AdapterReport {
   /** True for CPU implementations such as Mesa's lavapipe or SwiftShader. */
   isSoftware: boolean;
   features: string[];
+  /** Smallest and largest subgroup size the adapter may use (Dawn reports them); null when unknown. */
+  subgroupMinSize: number | null;
+  subgroupMaxSize: number | null;
   limits: {
     maxStorageBufferBindingSize: number;
     maxBufferSize: number;
@@ -48,6 +52,8 @@ export interface Gpu {
   hasF16: boolean;
   /** `subgroups` was offered and enabled. */
   hasSubgroups: boolean;
+  /** What the kernel plan is chosen from (src/gpu/profile.ts); made once, here. */
+  profile: DeviceProfile;
 }
 
 export class NoAdapterError extends Error {
@@ -68,6 +74,12 @@ function isSoftwareAdapter(info: GPUAdapterInfo): boolean {
   return /llvmpipe|lavapipe|swiftshader|software|cpu/.test(text);
 }
 
+// Dawn adds subgroupMinSize/subgroupMaxSize to GPUAdapterInfo; the WebGPU typings may lack them.
+function sizeOrNull(info: GPUAdapterInfo, key: 'subgroupMinSize' | 'subgroupMaxSize'): number | null {
+  const v = (info as unknown as Record<string, unknown>)[key];
+  return typeof v === 'number' && v > 0 ? v : null;
+}
+
 function reportOf(adapter: GPUAdapter): AdapterReport {
   const info = adapter.info;
   const l = adapter.limits;
@@ -78,6 +90,8 @@ function reportOf(adapter: GPUAdapter): AdapterReport {
     description: info.description,
     isSoftware: isSoftwareAdapter(info),
     features: [...adapter.features].map(String).sort(),
+    subgroupMinSize: sizeOrNull(info, 'subgroupMinSize'),
+    subgroupMaxSize: sizeOrNull(info, 'subgroupMaxSize'),
     limits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,
@@ -102,6 +116,17 @@ async function requestAdapter(instance: GPU): Promise<GPUAdapter> {
 }
 
 let current: Promise<Gpu> | null = null;
+let fineTimestamps = false;
+
+/**
+ * Asks for unquantized GPU timestamps (Dawn rounds them by default, a browser's defence
+ * against timing attacks): for the profiler only, and only before the first getGpu().
+ * Never set in tests or for normal runs.
+ */
+export function requestFineTimestamps(): void {
+  if (current) throw new Error('requestFineTimestamps() must come before the device is created');
+  fineTimestamps = true;
+}
 // A second, plain strong reference: `current` is a promise, and we want the
 // resolved objects pinned even while nobody awaits it.
 let pinned: Gpu | null = null;
@@ -121,7 +146,7 @@ async function acquire(): Promise<Gpu> {
   }
   let instance: GPU;
   try {
-    instance = create([]);
+    instance = create(fineTimestamps ? ['disable-dawn-features=timestamp_quantization'] : []);
   } catch (e) {
     throw new NoAdapterError(`Dawn failed to start: ${(e as Error).message}`);
   }
@@ -142,6 +167,9 @@ export async function openGpu(instance: GPU, onError: (message: string) => void)
   const hasSubgroups = adapter.features.has('subgroups');
   if (hasF16) wanted.push('shader-f16');
   if (hasSubgroups) wanted.push('subgroups' as GPUFeatureName);
+  // Timestamps cost nothing until a query set is written; the profiler (src/gpu/profiler.ts) uses them.
+  const hasTimestamps = adapter.features.has('timestamp-query');
+  if (hasTimestamps) wanted.push('timestamp-query');
   const l = adapter.limits;
   const device = await adapter.requestDevice({
     requiredFeatures: wanted,
@@ -155,7 +183,9 @@ export async function openGpu(instance: GPU, onError: (message: string) => void)
     },
   });
   device.addEventListener('uncapturederror', (ev) => onError((ev as GPUUncapturedErrorEvent).error.message));
-  return { device, adapter, instance, report: reportOf(adapter), hasF16, hasSubgroups };
+  const report = reportOf(adapter);
+  const profile = profileOf(report, { f16: hasF16, subgroups: hasSubgroups, timestampQuery: hasTimestamps });
+  return { device, adapter, instance, report, hasF16, hasSubgroups, profile };
 }
 
 /** The process-wide device, created on first use. */
@@ -193,6 +223,7 @@ export function formatReport(r: AdapterReport): string {
     `adapter:      ${r.description || r.device || '(unnamed)'}${r.isSoftware ? '  [software]' : ''}`,
     `vendor:       ${r.vendor || '-'}   architecture: ${r.architecture || '-'}`,
     `features:     ${r.features.join(', ')}`,
+    `subgroups:    ${r.subgroupMinSize === null ? 'size not reported' : `size ${r.subgroupMinSize}..${r.subgroupMaxSize}`}`,
     `limits:`,
     `  maxStorageBufferBindingSize     ${mib(r.limits.maxStorageBufferBindingSize)}`,
     `  maxBufferSize                   ${mib(r.limits.maxBufferSize)}`,

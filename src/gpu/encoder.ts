@@ -1,7 +1,10 @@
 /**
  * Recording compute work: pipelines are compiled once per (shader, entry point,
  * override constants) and cached; dispatches are recorded into one compute pass
- * and submitted together, so a whole forward step is a single queue submission.
+ * and submitted together (or in a few submissions, so the GPU starts while the rest
+ * is encoded: `submitSoFar`). Uniform parameters of all dispatches share one buffer,
+ * uploaded once per submission, and bind groups are cached by what they bind, so a
+ * decode step that repeats the last one creates none.
  *
  * Binding convention for every kernel: @group(0) @binding(0) is the kernel's
  * uniform `Params` struct (when it has one), then its storage buffers from
@@ -32,23 +35,67 @@ export function wgsl(file: string, base: string): string {
   return src;
 }
 
+/**
+ * A shader's code with a small id, made once per distinct source: pipelines are cached
+ * by (id, entry point, constants), so a lookup never hashes or concatenates the source.
+ */
+export interface ShaderSource {
+  readonly id: number;
+  readonly code: string;
+}
+
+const interned = new Map<string, ShaderSource>();
+
+/** The ShaderSource for `code`; the same object for the same text. */
+export function shaderSource(code: string): ShaderSource {
+  let s = interned.get(code);
+  if (!s) {
+    s = { id: interned.size + 1, code };
+    interned.set(code, s);
+  }
+  return s;
+}
+
+const checkedSources = new WeakSet<ShaderSource>();
+
+/**
+ * The ShaderSource for `code`, after checking once that its `struct Params` is `layout`
+ * (so a wrapper's typed uniform layout and its kernel cannot drift apart).
+ */
+export function kernelSource(code: string | ShaderSource, layout: { check(code: string): void }): ShaderSource {
+  const s = typeof code === 'string' ? shaderSource(code) : code;
+  if (!checkedSources.has(s)) {
+    layout.check(s.code);
+    checkedSources.add(s);
+  }
+  return s;
+}
+
 export type Overrides = Record<string, number>;
 
 /**
  * The compute pipeline for `code`, compiled on first use. Override constants
- * select variants (weight dtype, workgroup size) without a second source file;
+ * select variants (weight dtype, tile sizes) without a second source file;
  * keep their number small: each variant is another multi-second compile on lavapipe.
  */
-export function getPipeline(gpu: Gpu, code: string, entryPoint = 'main', constants: Overrides = {}, label?: string): GPUComputePipeline {
+export function getPipeline(
+  gpu: Gpu,
+  code: string | ShaderSource,
+  entryPoint = 'main',
+  constants: Overrides = {},
+  label?: string,
+): GPUComputePipeline {
   let cache = pipelines.get(gpu.device);
   if (!cache) {
     cache = new Map();
     pipelines.set(gpu.device, cache);
   }
-  const key = `${entryPoint}|${JSON.stringify(constants)}|${code}`;
+  const src = typeof code === 'string' ? shaderSource(code) : code;
+  let key = `${src.id}|${entryPoint}`;
+  for (const k in constants) key += `|${k}=${constants[k]}`;
   let pipeline = cache.get(key);
   if (!pipeline) {
-    const module = gpu.device.createShaderModule({ code, label });
+    const module = gpu.device.createShaderModule({ code: src.code, label });
     pipeline = gpu.device.createComputePipeline({
       label: label ?? entryPoint,
       layout: 'auto',
@@ -74,14 +121,18 @@ const ARENA_BYTES = 64 * 1024;
 const UNIFORM = 0x0040 | 0x0008; // UNIFORM | COPY_DST
 
 /**
- * Uniform parameters of many dispatches packed into shared buffers. Reusing the
- * buffers across submissions is safe: queue.writeBuffer is ordered after every
- * earlier submit on the same queue.
+ * Uniform parameters of many dispatches packed into shared buffers, uploaded with one
+ * writeBuffer per submission. A step that records the same dispatches as the step before
+ * puts each one's uniforms at the same offset, so its bind groups are found in the cache
+ * below. Reusing the buffers across submissions is safe: queue.writeBuffer is ordered
+ * after every earlier submit on the same queue.
  */
 class UniformArena {
   private chunks: GPUBuffer[] = [];
   private chunk = 0;
   private used = 0;
+  /** Bytes of the current chunk already uploaded (by a submit part-way through a step). */
+  private flushed = 0;
   private staging = new Uint8Array(ARENA_BYTES);
 
   constructor(private gpu: Gpu) {}
@@ -97,14 +148,18 @@ class UniformArena {
     return { buffer, offset, size };
   }
 
-  /** Uploads what was pushed into the current chunk; call before submit. */
+  /** Uploads what was pushed into the current chunk since the last flush; call before submit. */
   flush(): void {
-    if (this.used > 0) this.gpu.device.queue.writeBuffer(this.current(), 0, this.staging, 0, this.used);
+    if (this.used > this.flushed) {
+      this.gpu.device.queue.writeBuffer(this.current(), this.flushed, this.staging, this.flushed, this.used - this.flushed);
+    }
+    this.flushed = this.used;
   }
 
   reset(): void {
     this.chunk = 0;
     this.used = 0;
+    this.flushed = 0;
   }
 
   private current(): GPUBuffer {
@@ -118,6 +173,7 @@ class UniformArena {
     this.flush();
     this.chunk++;
     this.used = 0;
+    this.flushed = 0;
   }
 }
 
@@ -131,14 +187,63 @@ function isBuffer(b: Binding): b is GPUBuffer {
 }
 
 /**
- * One command buffer's worth of compute work. Kernels record dispatches into it;
- * `submit()` sends them all. Only one Encoder may be open at a time per device
+ * Bind groups by (pipeline, bound ranges). The model binds the same buffers at the same
+ * uniform offsets every step, so after the first step every dispatch finds its bind group
+ * here instead of creating one (a measurable cost per dispatch on a GPU, design note).
+ * Objects get small ids through WeakMaps: a destroyed buffer's entries are never hit again,
+ * and the cache is dropped when it grows past BIND_GROUP_CACHE entries (tests make many).
+ */
+const BIND_GROUP_CACHE = 4096;
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+function idOf(o: object): number {
+  let id = objectIds.get(o);
+  if (id === undefined) {
+    id = nextObjectId++;
+    objectIds.set(o, id);
+  }
+  return id;
+}
+const bindGroups = new WeakMap<GPUDevice, Map<string, GPUBindGroup>>();
+
+/** What a dispatch moves, for the profiler's bytes/time (optional; 0 when unknown). */
+export interface DispatchCost {
+  bytes: number;
+  /** What the call works on, when the pipeline's label alone would lump different shapes together (e.g. '4096x4096'). */
+  shape?: string;
+}
+
+/**
+ * Receives every dispatch while attached to a device (src/gpu/profiler.ts): profiling
+ * gives each dispatch its own compute pass with a timestamp pair.
+ */
+export interface DispatchObserver {
+  /** The pass descriptor for one dispatch (its timestamp writes). */
+  pass(label: string, cost: DispatchCost | undefined): GPUComputePassDescriptor;
+  /** One encoder's CPU time from its creation to its last submit. */
+  encoded(ms: number, dispatches: number): void;
+}
+const observers = new WeakMap<GPUDevice, DispatchObserver>();
+
+/** Attaches (or with null, detaches) the device's dispatch observer: the profiler. */
+export function observeDispatches(gpu: Gpu, o: DispatchObserver | null): void {
+  if (o) observers.set(gpu.device, o);
+  else observers.delete(gpu.device);
+}
+
+/**
+ * One step's worth of compute work. Kernels record dispatches into it; `submit()` sends
+ * them all, and `submitSoFar()` sends what is recorded so far and goes on recording (so the
+ * GPU starts while the rest is encoded). Only one Encoder may be open at a time per device
  * (they share the uniform arena).
  */
 export class Encoder {
-  private readonly encoder: GPUCommandEncoder;
-  private pass: GPUComputePassEncoder;
+  private encoder: GPUCommandEncoder;
+  private pass: GPUComputePassEncoder | null = null;
   private readonly arena: UniformArena;
+  private readonly bindGroups: Map<string, GPUBindGroup>;
+  private readonly observer: DispatchObserver | undefined;
+  private readonly started = performance.now();
   dispatches = 0;
 
   constructor(readonly gpu: Gpu) {
@@ -149,51 +254,135 @@ export class Encoder {
     }
     this.arena = arena;
     this.arena.reset();
+    let groups = bindGroups.get(gpu.device);
+    if (!groups) {
+      groups = new Map();
+      bindGroups.set(gpu.device, groups);
+    }
+    this.bindGroups = groups;
+    this.observer = observers.get(gpu.device);
     this.encoder = gpu.device.createCommandEncoder();
-    this.pass = this.encoder.beginComputePass();
   }
 
   /**
    * Records one dispatch. `params` (if given) is bound at binding 0 as a uniform;
-   * `storage` follow from binding 1 (or 0 when there are no params).
+   * `storage` follow from binding 1 (or 0 when there are no params). `cost` feeds the profiler.
    */
   dispatch(
     pipeline: GPUComputePipeline,
     params: ArrayBuffer | null,
     storage: Binding[],
     workgroups: [number, number?, number?],
+    cost?: DispatchCost,
   ): void {
-    const entries: GPUBindGroupEntry[] = [];
-    let binding = 0;
-    if (params) entries.push({ binding: binding++, resource: this.arena.push(params) });
-    for (const s of storage) entries.push({ binding: binding++, resource: isBuffer(s) ? { buffer: s } : s });
-    const bindGroup = this.gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     const [x, y = 1, z = 1] = workgroups;
     const max = this.gpu.report.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max) throw new Error(`dispatch of ${x}x${y}x${z} workgroups exceeds the limit ${max}`);
     if (x === 0 || y === 0 || z === 0) return;
-    this.pass.setPipeline(pipeline);
-    this.pass.setBindGroup(0, bindGroup);
-    this.pass.dispatchWorkgroups(x, y, z);
+    const resources: GPUBufferBinding[] = [];
+    if (params) resources.push(this.arena.push(params));
+    for (const s of storage) resources.push(isBuffer(s) ? { buffer: s } : s);
+    let key = String(idOf(pipeline));
+    for (const r of resources) key += `|${idOf(r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.clear();
+      const entries = resources.map((resource, binding) => ({ binding, resource }));
+      bindGroup = this.gpu.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      this.bindGroups.set(key, bindGroup);
+    }
+    let pass: GPUComputePassEncoder;
+    if (this.observer) {
+      this.endPass();
+      pass = this.encoder.beginComputePass(this.observer.pass(cost?.shape ? `${pipeline.label} ${cost.shape}` : pipeline.label, cost));
+    } else {
+      pass = this.pass ??= this.encoder.beginComputePass();
+    }
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+    if (this.observer) pass.end();
     this.dispatches++;
   }
 
   /** Records a buffer-to-buffer copy between dispatches (copies cannot sit inside a compute pass). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
-    this.pass.end();
+    this.endPass();
     this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
-    this.pass = this.encoder.beginComputePass();
+  }
+
+  /** Submits everything recorded so far and keeps recording into a new command buffer. */
+  submitSoFar(): void {
+    this.endPass();
+    this.arena.flush();
+    this.gpu.device.queue.submit([this.encoder.finish()]);
+    this.encoder = this.gpu.device.createCommandEncoder();
   }
 
   /** Ends the pass and submits everything recorded, uniforms first. */
   submit(): void {
-    this.pass.end();
+    this.endPass();
     this.arena.flush();
     this.gpu.device.queue.submit([this.encoder.finish()]);
+    this.observer?.encoded(performance.now() - this.started, this.dispatches);
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
   }
 }
 
-/** Packs a uniform Params struct of u32/i32/f32 fields, in declaration order. */
+/** The WGSL scalar types a uniform field may have. */
+export type UniformType = 'u32' | 'i32' | 'f32';
+
+/**
+ * A uniform struct's layout, declared once beside its kernel wrapper, in the WGSL
+ * struct's field order: `pack` is typed by it, and `check` (run once when the kernel's
+ * source is made) refuses a WGSL `struct Params` that differs from it.
+ */
+export class UniformLayout<F extends Record<string, UniformType>> {
+  private readonly names: (keyof F & string)[];
+  readonly bytes: number;
+
+  constructor(readonly fields: F) {
+    this.names = Object.keys(fields) as (keyof F & string)[];
+    this.bytes = Math.max(16, Math.ceil((this.names.length * 4) / 16) * 16);
+  }
+
+  pack(values: { [K in keyof F]: number }): ArrayBuffer {
+    const buf = new ArrayBuffer(this.bytes);
+    const view = new DataView(buf);
+    this.names.forEach((name, i) => {
+      const v = values[name];
+      const t = this.fields[name];
+      if (t === 'f32') view.setFloat32(i * 4, v, true);
+      else if (t === 'i32') view.setInt32(i * 4, v, true);
+      else view.setUint32(i * 4, v, true);
+    });
+    return buf;
+  }
+
+  /** Throws unless `code` declares `struct <name>` with exactly these fields and types, in order. */
+  check(code: string, name = 'Params'): void {
+    const m = new RegExp(`struct\\s+${name}\\s*\\{([^}]*)\\}`).exec(code);
+    if (!m) throw new Error(`uniform layout: no 'struct ${name}' in the shader`);
+    const declared = m[1]!
+      .split('\n')
+      .map((l) => l.replace(/\/\/.*$/, ''))
+      .join(' ')
+      .split(',')
+      .map((f) => f.trim())
+      .filter(Boolean)
+      .map((f) => f.replace(/\s+/g, ''));
+    const expected = this.names.map((n) => `${n}:${this.fields[n]}`);
+    if (declared.join(',') !== expected.join(',')) {
+      throw new Error(`uniform layout: WGSL struct ${name} {${declared.join(', ')}} differs from the TypeScript layout {${expected.join(', ')}}`);
+    }
+  }
+}
+
+/** Packs a uniform Params struct of u32/i32/f32 fields, in declaration order (older kernels; see UniformLayout). */
 export function params(fields: Array<number | { f32: number } | { i32: number }>): ArrayBuffer {
   const buf = new ArrayBuffer(Math.max(16, Math.ceil((fields.length * 4) / 16) * 16));
   const view = new DataView(buf);

@@ -6,7 +6,7 @@ import { Rng } from '../util/rng.ts';
 import { freshSeed, poison } from '../util/testing.ts';
 import { embedding } from './embedding.ts';
 import { embeddingRef } from './embedding.ref.ts';
-import { randomMatrix } from './matmul.fixtures.ts';
+import { randomMatrix } from './matmul/fixtures.ts';
 
 async function check(opts: { vocab: number; hidden: number; tokens: number; dtype: WeightDType; maxPartBytes?: number }) {
   const gpu = await getGpu();

@@ -11,7 +11,7 @@
 // parts together fill every row. Ids >= vocab (which the tokenizer never produces) get zeros
 // from the last part, so the output is always defined.
 //
-// Dispatch: (ceil(cols / 2 / 64), tokens) workgroups, once per part.
+// Dispatch: (ceil(cols / 2 / WG), tokens) workgroups, once per part (WG: override, set by embedding.ts).
 // Assumes: cols even.
 
 struct Params {
@@ -28,7 +28,9 @@ struct Params {
 
 // DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
 
-@compute @workgroup_size(64)
+override WG: u32;
+
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let pair = gid.x;      // columns 2 * pair, 2 * pair + 1
   let t = gid.y;

@@ -3,7 +3,7 @@
  * it (attention) and write it (kv_write): f32, or f16 halves two per u32 word
  * (f32 math either way). Chosen once at model load.
  */
-import { wgsl } from '../gpu/encoder.ts';
+import { shaderSource, wgsl, type ShaderSource } from '../gpu/encoder.ts';
 import { decodeToF32, f16ToF32, f32ToF16 } from '../util/half.ts';
 
 export type KvCacheDtype = 'f32' | 'f16';
@@ -14,9 +14,21 @@ export function kvBytesPerElement(dtype: KvCacheDtype): number {
   return dtype === 'f32' ? 4 : 2;
 }
 
-/** A kernel's source preceded by the storage format's snippet (kv_cache_f32.wgsl or kv_cache_f16.wgsl). */
-export function kvKernelSource(dtype: KvCacheDtype, file: string, base: string): string {
-  return wgsl(`kv_cache_${dtype}.wgsl`, import.meta.url) + '\n' + wgsl(file, base);
+const sources = new Map<string, ShaderSource>();
+
+/**
+ * A kernel's source preceded by the storage format's snippet (kv_cache_f32.wgsl or
+ * kv_cache_f16.wgsl), made once per (dtype, file): a dispatch's pipeline lookup then
+ * neither concatenates nor hashes the source.
+ */
+export function kvKernelSource(dtype: KvCacheDtype, file: string, base: string): ShaderSource {
+  const key = `${dtype}|${base}|${file}`;
+  let s = sources.get(key);
+  if (!s) {
+    s = shaderSource(wgsl(`kv_cache_${dtype}.wgsl`, import.meta.url) + '\n' + wgsl(file, base));
+    sources.set(key, s);
+  }
+  return s;
 }
 
 /** Cache contents read back from the device (raw bytes) as f32 values, for tests and checks. */

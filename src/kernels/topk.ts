@@ -2,9 +2,11 @@
  * Top-k on the device: the sampler with top_k reads back k (id, logit) pairs instead
  * of the whole vocabulary.
  */
-import { Encoder, getPipeline, params, wgsl, type Binding } from '../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, wgsl, type Binding } from '../gpu/encoder.ts';
 
-const MAX_K = 1024; // the sort buffer in topk.wgsl
+/** The sort buffer's size in topk.wgsl (its MAX_K override constant). */
+const MAX_K = 1024;
+const PARAMS = new UniformLayout({ n: 'u32', k: 'u32', sortSize: 'u32' });
 
 /**
  * The k largest of logits[0..n), sorted descending (ties: lower index first), into
@@ -16,6 +18,6 @@ export function topK(enc: Encoder, a: { logits: Binding; n: number; k: number; o
   }
   let sortSize = 1;
   while (sortSize < a.k) sortSize *= 2;
-  const pipeline = getPipeline(enc.gpu, wgsl('topk.wgsl', import.meta.url), 'main', {}, 'topk');
-  enc.dispatch(pipeline, params([a.n, a.k, sortSize]), [a.logits, a.outIds, a.outValues], [1]); // one workgroup
+  const pipeline = getPipeline(enc.gpu, kernelSource(wgsl('topk.wgsl', import.meta.url), PARAMS), 'main', { MAX_K }, 'topk');
+  enc.dispatch(pipeline, PARAMS.pack({ n: a.n, k: a.k, sortSize }), [a.logits, a.outIds, a.outValues], [1], { bytes: a.n * 4 }); // one workgroup
 }

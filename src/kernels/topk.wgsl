@@ -19,7 +19,7 @@
 //     to write, and the ties are cut off after the first `ties` of them in index order.
 //  3. Bitonic sort of the k selected (key, index) pairs, padded to a power of two, in
 //     workgroup memory.
-// Limits: 1 <= k <= min(n, 1024) (the sort buffer); NaN logits are not ordered.
+// Limits: 1 <= k <= min(n, MAX_K) (the sort buffer; MAX_K is set by topk.ts); NaN logits are not ordered.
 
 struct Params {
   n: u32,
@@ -33,7 +33,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> outValues: array<f32>;
 
 const WG: u32 = 256u;
-const MAX_K: u32 = 1024u;
+override MAX_K: u32; // sort buffer size, set by topk.ts
 
 var<workgroup> histogram: array<atomic<u32>, 256>;
 var<workgroup> selection: vec2<u32>; // (bin chosen in this pass, keys above that bin)

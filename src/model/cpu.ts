@@ -9,8 +9,8 @@ import { checkFinite, validateCheckpoint } from './weights.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { embeddingRef } from '../kernels/embedding.ref.ts';
 import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
-import { matmulRef } from '../kernels/matmul.ref.ts';
-import { swigluRef } from '../kernels/swiglu.ref.ts';
+import { matmulRef } from '../kernels/matmul/matmul.ref.ts';
+import { swigluRef } from '../kernels/matmul/swiglu.ref.ts';
 import { ropeRef } from '../kernels/rope.ref.ts';
 import { attentionRef } from '../kernels/attention/attention.ref.ts';
 

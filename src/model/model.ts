@@ -2,7 +2,9 @@
  * The Mistral forward pass on WebGPU: a Hugging Face checkpoint streamed onto
  * the device, a KV cache, and one decoder layer per screen below (`layer()`).
  * Every step is one WGSL kernel from src/kernels; a whole chunk of tokens is
- * recorded into one command buffer and submitted once.
+ * recorded into one command buffer and submitted once (or every plan.submitLayers
+ * layers). Which variant of each kernel runs is the kernel plan (src/kernels/plan.ts),
+ * resolved once at load; layer() reads the same whatever the plan.
  */
 import { join } from 'node:path';
 import type { Gpu } from '../gpu/device.ts';
@@ -16,8 +18,8 @@ import type { ModelSource } from '../util/files.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
-import { matmul } from '../kernels/matmul.ts';
-import { matmulSwiGLU } from '../kernels/swiglu.ts';
+import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
+import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
 import { attention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
 import { kvWrite } from '../kernels/kv_write.ts';
@@ -39,20 +41,18 @@ export interface ModelOptions {
   contextLength?: number;
   /** Most tokens per prefill dispatch; bounds the activation buffers. */
   maxChunk?: number;
+  /**
+   * Kernel variants to force over the device's plan and OPENCHAT_KERNELS (src/kernels/plan.ts):
+   * the matvec strategy, the attention strategy ('tiled' or 'split'), the KV cache storage
+   * ('f32', or 'f16': half the memory and traffic, drifts past the f32 golden tolerance), ...
+   */
+  plan?: Partial<KernelPlan>;
   onProgress?: (p: LoadProgress) => void;
-  /** Decode attention strategy (src/kernels/attention/): 'tiled' (default) or 'split'. */
-  attention?: AttentionStrategy;
-  /** KV cache storage: 'f32' (default) or 'f16' (half the memory and traffic; drifts past the f32 golden tolerance, see golden.test.ts). */
-  kvCache?: KvCacheDtype;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
   attentionSegmentKeys?: number;
   /** Where the folder's files are read from (default: the disk; a browser page passes its own, src/web/sources.ts). */
   files?: ModelSource;
 }
-
-const DEFAULT_ATTENTION: AttentionStrategy = 'tiled';
-/** f16 drifts past the f32 golden tolerance (golden/golden.test.ts), so f32 unless asked. */
-const DEFAULT_KV_CACHE: KvCacheDtype = 'f32';
 
 /** How attention runs, fixed at load: what `layer()` passes to every attention call. */
 interface AttentionPlan {
@@ -128,10 +128,11 @@ export class MistralModel {
     private readonly lm_head: GpuMatrix,
     readonly weightBytes: number,
     maxChunk: number,
+    /** Which kernel variants run, resolved once at load. */
+    private activePlan: KernelPlan,
     opts: ModelOptions,
   ) {
-    const kvCache = opts.kvCache ?? DEFAULT_KV_CACHE;
-    const strategy = opts.attention ?? DEFAULT_ATTENTION;
+    const { attention: strategy, kvCache } = activePlan;
     this.cache = new KVCache(gpu, config, contextLength, kvCache);
     this.attentionPlan = {
       strategy,
@@ -146,8 +147,9 @@ export class MistralModel {
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
     const config = loadConfig(dir, opts.files);
     const contextLength = contextLengthFor(config, opts.contextLength);
+    const plan = resolvePlan(gpu.profile, opts.plan);
     const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
-    checkContextFits(gpu, config, contextLength, opts.kvCache ?? DEFAULT_KV_CACHE, configFile);
+    checkContextFits(gpu, config, contextLength, plan.kvCache, configFile);
     const ckpt = Checkpoint.open(dir, opts.files);
     try {
       validateCheckpoint(ckpt, config);
@@ -166,10 +168,30 @@ export class MistralModel {
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
       const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
       const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? 128, byBinding, contextLength));
-      return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, opts);
+      return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, plan, opts);
     } finally {
       ckpt.close();
     }
+  }
+
+  /** Which kernel variants run (src/kernels/plan.ts), resolved once at load. */
+  get plan(): KernelPlan {
+    return this.activePlan;
+  }
+
+  /**
+   * Resolves the plan again with `forced` over the device's: for benchmarks comparing plans on
+   * one loaded model. The KV cache and attention scratch were made for the loaded plan, so
+   * attention and kvCache must stay as they are (load the model again to change them).
+   */
+  replan(forced: Partial<KernelPlan>): void {
+    const next = resolvePlan(this.gpu.profile, { ...forced, attention: this.activePlan.attention, kvCache: this.activePlan.kvCache });
+    for (const key of ['attention', 'kvCache'] as const) {
+      if (forced[key] !== undefined && forced[key] !== this.activePlan[key]) {
+        throw new Error(`replan: ${key} was fixed at load (${this.activePlan[key]}); load the model with plan.${key} = '${forced[key]}' instead`);
+      }
+    }
+    this.activePlan = next;
   }
 
   get maxChunk(): number {
@@ -281,9 +303,12 @@ export class MistralModel {
     const traceRow = (from: GPUBuffer, offset: number, row: number) => trace && enc.copy(from, offset, trace, row * rowBytes, rowBytes);
     embedding(enc, { ids: s.ids, table: this.embed_tokens, out: s.x, tokens: T });
     traceRow(s.x, (T - 1) * rowBytes, 0);
+    const every = this.plan.submitLayers;
     for (let i = 0; i < this.layers.length; i++) {
       this.layer(enc, i, T, pos0);
       traceRow(s.x, (T - 1) * rowBytes, i + 1);
+      // Let the GPU start on the first layers while the rest is encoded.
+      if (every > 0 && (i + 1) % every === 0 && i + 1 < this.layers.length) enc.submitSoFar();
     }
 
     let rows = T;
@@ -298,7 +323,7 @@ export class MistralModel {
       const normed = rows === 1 ? s.lastNormed : s.h;
       rmsNorm(enc, { x: hidden, weight: this.norm, y: normed, tokens: rows, dim: c.hidden_size, eps: c.rms_norm_eps });
       traceRow(normed, 0, this.layers.length + 1);
-      matmul(enc, { x: normed, w: this.lm_head, y: s.logits, tokens: rows });
+      matmul(enc, { x: normed, w: this.lm_head, y: s.logits, tokens: rows, plan: this.plan });
       if (readout.kind === 'argmax') argmax(enc, { logits: s.logits, n: c.vocab_size, rows: 1, out: s.topIds });
       if (readout.kind === 'topk') {
         if (readout.k < 1 || readout.k > MAX_TOPK) throw new RangeError(`top-k readout needs 1 <= k <= ${MAX_TOPK}`);
@@ -339,12 +364,13 @@ export class MistralModel {
     const heads = c.num_attention_heads;
     const kvHeads = c.num_key_value_heads;
     const headDim = c.head_dim;
+    const plan = this.plan;
 
     // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
     rmsNorm(enc, { x: s.x, weight: L.input_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T });
-    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T });
-    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T });
+    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T, plan });
+    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T, plan });
+    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T, plan });
     rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
     const vCache = this.cache.values[i]!;
@@ -354,12 +380,12 @@ export class MistralModel {
       tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0, ...this.attentionPlan,
     });
     kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots, dtype: this.cache.dtype });
-    matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true });
+    matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true, plan });
 
     // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
     rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T });
-    matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true });
+    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T, plan });
+    matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true, plan });
   }
 
   private allocateScratch(chunk: number): Scratch {

@@ -90,7 +90,8 @@ async function bundle(entry: string): Promise<string> {
     logLevel: 'silent',
     plugins: [engineSources()],
     alias: nodeStubs(),
-    define: { 'process.env.NODE_ENV': '"production"' },
+    // A tab has no environment: settings read from process.env (OPENCHAT_KERNELS) take their defaults.
+    define: { 'process.env.NODE_ENV': '"production"', 'process.env': '{}' },
   });
   return result.outputFiles[0]!.text;
 }

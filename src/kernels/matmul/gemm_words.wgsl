@@ -1,7 +1,7 @@
 // General-shape matrix product: y[t, r] = sum_c x[t, c] * w[r, c]
 // (or y[t, r] += ... when `accumulate` is set: the fused residual add).
 // The fallback for matrices whose cols is not a multiple of 8, which the fast kernel
-// (matmul.wgsl, vec4 loads) cannot read. Real model shapes never take this path; it is
+// (gemm_regtile.wgsl and the matvec kernels, vec4 loads) cannot read. Real model shapes never take this path; it is
 // here so that any even width works (tests use cols = 66). Simple over fast.
 //
 // Layouts
@@ -12,15 +12,16 @@
 //      (y_stride = the whole matrix's rows, y_offset = part.row0).
 //
 // Work split
-//   Workgroup (i, j) computes a block of ROWS = 4 weight rows x (64 * TOKENS_PER_INVOCATION)
-//   tokens. All 64 invocations of a workgroup walk the same 4 weight rows in step, so each
-//   weight load has the same address in every invocation: llvmpipe turns such a uniform load
-//   into a single scalar load broadcast to all SIMD lanes, and the weight word then serves
-//   every token of the workgroup. Invocation l owns tokens l, l + 64, ... and keeps a 4 x TOKENS
-//   block of sums in registers; each x load serves the 4 rows. No workgroup memory and no
-//   barriers: on a CPU the caches already hold the tiles, and barriers are costly on llvmpipe.
+//   Workgroup (i, j) computes a block of ROWS weight rows x (WG * TOKENS_PER_INVOCATION)
+//   tokens (override constants set from TILES in index.ts). All WG invocations of a workgroup
+//   walk the same ROWS weight rows in step, so each weight load has the same address in every
+//   invocation: llvmpipe turns such a uniform load into a single scalar load broadcast to all
+//   SIMD lanes, and the weight word then serves every token of the workgroup. Invocation l
+//   owns tokens l, l + WG, ... and keeps a ROWS x TOKENS_PER_INVOCATION block of sums in
+//   registers; each x load serves the ROWS rows. No workgroup memory and no barriers: on a CPU
+//   the caches already hold the tiles, and barriers are costly on llvmpipe.
 //
-// Dispatch: (ceil(rows / 4), ceil(tokens / (64 * TOKENS_PER_INVOCATION))) workgroups per part.
+// Dispatch: (ceil(rows / ROWS), ceil(tokens / (WG * TOKENS_PER_INVOCATION))) workgroups per part.
 // Assumes: cols even.
 
 struct Params {
@@ -39,9 +40,11 @@ struct Params {
 
 // DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
 
-const WORKGROUP = 64u;
-const ROWS = 4u;
-const TOKENS_PER_INVOCATION = 1u;
+override WG: u32;
+override ROWS: u32;                   // <= MAX_ROWS
+override TOKENS_PER_INVOCATION: u32;  // <= MAX_TOKENS_PER_INVOCATION
+const MAX_ROWS = 4u;
+const MAX_TOKENS_PER_INVOCATION = 4u;
 
 // Two consecutive weights at column c (even) of the row whose first word is `row_word`.
 fn weights2(row_word: u32, c: u32) -> vec2<f32> {
@@ -51,27 +54,27 @@ fn weights2(row_word: u32, c: u32) -> vec2<f32> {
   return widen2(w[row_word + c / 2u]);
 }
 
-@compute @workgroup_size(WORKGROUP)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+@compute @workgroup_size(WG)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let row0 = wid.x * ROWS;
   let words_per_row = select(p.cols / 2u, p.cols, DTYPE == F32);
   let pairs = p.cols / 2u;  // vec2 elements per x row
 
   // Rows past the end re-read the last row; their sums are never stored.
-  var row_word: array<u32, ROWS>;
+  var row_word: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
     row_word[i] = min(row0 + i, p.rows - 1u) * words_per_row;
   }
   // This invocation's tokens; ones past the end re-read the last token.
-  var x_pair: array<u32, TOKENS_PER_INVOCATION>;
+  var x_pair: array<u32, MAX_TOKENS_PER_INVOCATION>;
   for (var j = 0u; j < TOKENS_PER_INVOCATION; j++) {
-    let t = wid.y * WORKGROUP * TOKENS_PER_INVOCATION + j * WORKGROUP + li;
+    let t = wid.y * WG * TOKENS_PER_INVOCATION + j * WG + li;
     x_pair[j] = min(t, p.tokens - 1u) * pairs;
   }
 
-  var acc: array<array<vec2<f32>, TOKENS_PER_INVOCATION>, ROWS>;
+  var acc: array<array<vec2<f32>, MAX_TOKENS_PER_INVOCATION>, MAX_ROWS>;
   for (var c = 0u; c < p.cols; c += 2u) {
-    var xs: array<vec2<f32>, TOKENS_PER_INVOCATION>;
+    var xs: array<vec2<f32>, MAX_TOKENS_PER_INVOCATION>;
     for (var j = 0u; j < TOKENS_PER_INVOCATION; j++) {
       xs[j] = x[x_pair[j] + c / 2u];
     }
@@ -84,7 +87,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 
   for (var j = 0u; j < TOKENS_PER_INVOCATION; j++) {
-    let t = wid.y * WORKGROUP * TOKENS_PER_INVOCATION + j * WORKGROUP + li;
+    let t = wid.y * WG * TOKENS_PER_INVOCATION + j * WG + li;
     if (t < p.tokens) {
       for (var i = 0u; i < ROWS; i++) {
         if (row0 + i < p.rows) {

@@ -1,11 +1,11 @@
 /**
  * Random weight matrices for the kernel tests (matmul, swiglu, embedding).
  */
-import type { Gpu } from '../gpu/device.ts';
-import { uploadMatrix, type WeightDType } from '../gpu/buffers.ts';
-import { decodeToF32, encodeFromF32 } from '../util/half.ts';
-import type { Rng } from '../util/rng.ts';
-import { randomNormal } from '../util/testing.ts';
+import type { Gpu } from '../../gpu/device.ts';
+import { uploadMatrix, type WeightDType } from '../../gpu/buffers.ts';
+import { decodeToF32, encodeFromF32 } from '../../util/half.ts';
+import type { Rng } from '../../util/rng.ts';
+import { randomNormal } from '../../util/testing.ts';
 
 /**
  * Random raw weights of `dtype`. 16-bit values are drawn as random bit patterns with

@@ -1,0 +1,202 @@
+// Prefill matrix products, register-tiled (plan: every matvec strategy uses this for > 8 tokens):
+//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
+//             fused residual add of o_proj and down_proj)
+//   `swiglu`: y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c],
+//             silu(g) = g / (1 + exp(-g))  (Mistral's MLP front half in one pass over both matrices)
+//
+// Layouts
+//   x: f32 [tokens, cols] row-major, read as vec4<f32>.
+//   w (gate), up: weight rows [rows, cols] of one GpuMatrix part, HF layout [out_features,
+//      in_features], stored as f32, f16 or bf16 (DTYPE, weights.wgsl), read as vec4<u32>: one
+//      vec4<u32> holds 8 f16/bf16 values or 4 f32 values. gate and up are split at the same rows.
+//   y: f32 [tokens, y_stride] row-major; this part writes columns y_offset .. y_offset + rows
+//      (y_stride = rows of the whole matrix, y_offset = part.row0), so the parts of a split
+//      matrix fill disjoint column ranges of one output.
+//
+// Work split (WG, LANES, ROWS_PER_GROUP, TOKENS: override constants set from TILES in index.ts)
+//   A workgroup of WG invocations is WG / LANES "lane groups" of LANES consecutive invocations.
+//   A lane group owns ROWS_PER_GROUP weight rows (of each matrix) and the workgroup's TOKENS
+//   tokens. Its lanes walk the columns in chunks of 8: lane l takes chunks l, l + LANES, ...,
+//   so the lanes together read contiguous bytes of a row per step. Per chunk a lane loads one
+//   weight vec4 per row and 2 x vec4s per token and keeps ROWS_PER_GROUP x TOKENS running sums
+//   (per matrix) in registers: each weight load serves TOKENS tokens, each x load serves every
+//   row. At the end the lanes' partial sums of each output meet in workgroup memory (one
+//   barrier) and are added. Why this shape suits lavapipe: bench/RESULTS.md, "Kernel tuning".
+//   `swiglu` is `matmul` with a second weight stream per row (up beside gate) and the silu
+//   product as its epilogue: a deliberate copy of the loop, keep the two in step.
+//
+// Dispatch: (ceil(rows / (WG / LANES * ROWS_PER_GROUP)), ceil(tokens / TOKENS)) workgroups per part.
+// Assumes: cols % 8 == 0, so every weight row and x row starts on a 16-byte boundary; other
+// widths use gemm_words.wgsl.
+
+struct Params {
+  rows: u32,        // rows in this part
+  cols: u32,        // in_features
+  tokens: u32,
+  y_stride: u32,    // out_features of the whole matrix
+  y_offset: u32,    // first output column this part writes (part.row0)
+  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+
+// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
+
+override WG: u32;
+override LANES: u32;           // invocations sharing one row
+override ROWS_PER_GROUP: u32;  // rows (of each matrix) a lane group computes, <= MAX_ROWS
+override TOKENS: u32;          // tokens per workgroup, <= MAX_TOKENS
+const MAX_ROWS = 4u;
+const MAX_TOKENS = 8u;
+
+// Eight consecutive weights of w (or up) starting at vec4-word index i, widened to f32.
+// For 16-bit formats the second load is never used and the compiler drops it.
+fn w8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn up8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+var<workgroup> partial: array<f32, WG * ROWS_PER_GROUP * TOKENS>;
+var<workgroup> partial_up: array<f32, WG * ROWS_PER_GROUP * TOKENS>;
+
+@compute @workgroup_size(WG)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let lane = li % LANES;
+  let group = li / LANES;
+  let rows_per_workgroup = WG / LANES * ROWS_PER_GROUP;
+  let row0 = wid.x * rows_per_workgroup + group * ROWS_PER_GROUP;
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+
+  // Where each of this group's rows starts, in vec4 words. Rows past the end re-read the last
+  // row (harmless) so that the loop has no per-row branches; their sums are discarded below.
+  var base: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS_PER_GROUP; i++) {
+    base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
+  }
+
+  let t0 = wid.y * TOKENS;
+  var xrow: array<u32, MAX_TOKENS>;
+  for (var j = 0u; j < TOKENS; j++) {
+    xrow[j] = min(t0 + j, p.tokens - 1u) * chunks * 2u;
+  }
+  var acc: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
+  let steps = (chunks + LANES - 1u) / LANES;
+  for (var s = 0u; s < steps; s++) {
+    let k = s * LANES + lane;
+    if (k < chunks) {
+      var xa: array<vec4<f32>, MAX_TOKENS>;
+      var xb: array<vec4<f32>, MAX_TOKENS>;
+      for (var j = 0u; j < TOKENS; j++) {
+        xa[j] = x[xrow[j] + 2u * k];
+        xb[j] = x[xrow[j] + 2u * k + 1u];
+      }
+      for (var i = 0u; i < ROWS_PER_GROUP; i++) {
+        let wv = w8(base[i] + k * wpc);
+        for (var j = 0u; j < TOKENS; j++) {
+          acc[i][j] += dot(wv[0], xa[j]) + dot(wv[1], xb[j]);
+        }
+      }
+    }
+  }
+
+  for (var i = 0u; i < ROWS_PER_GROUP; i++) {
+    for (var j = 0u; j < TOKENS; j++) {
+      partial[((group * ROWS_PER_GROUP + i) * TOKENS + j) * LANES + lane] = acc[i][j];
+    }
+  }
+  workgroupBarrier();
+
+  for (var o = li; o < rows_per_workgroup * TOKENS; o += WG) {
+    let row = wid.x * rows_per_workgroup + o / TOKENS;
+    let t = t0 + o % TOKENS;
+    var sum = 0.0;
+    for (var l = 0u; l < LANES; l++) {
+      sum += partial[o * LANES + l];
+    }
+    if (row < p.rows && t < p.tokens) {
+      let dst = t * p.y_stride + p.y_offset + row;
+      if (p.accumulate != 0u) {
+        sum += y[dst];
+      }
+      y[dst] = sum;
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let lane = li % LANES;
+  let group = li / LANES;
+  let rows_per_workgroup = WG / LANES * ROWS_PER_GROUP;
+  let row0 = wid.x * rows_per_workgroup + group * ROWS_PER_GROUP;
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+
+  var base: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS_PER_GROUP; i++) {
+    base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
+  }
+
+  let t0 = wid.y * TOKENS;
+  var xrow: array<u32, MAX_TOKENS>;
+  for (var j = 0u; j < TOKENS; j++) {
+    xrow[j] = min(t0 + j, p.tokens - 1u) * chunks * 2u;
+  }
+  var acc_gate: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
+  var acc_up: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
+  let steps = (chunks + LANES - 1u) / LANES;
+  for (var s = 0u; s < steps; s++) {
+    let k = s * LANES + lane;
+    if (k < chunks) {
+      var xa: array<vec4<f32>, MAX_TOKENS>;
+      var xb: array<vec4<f32>, MAX_TOKENS>;
+      for (var j = 0u; j < TOKENS; j++) {
+        xa[j] = x[xrow[j] + 2u * k];
+        xb[j] = x[xrow[j] + 2u * k + 1u];
+      }
+      for (var i = 0u; i < ROWS_PER_GROUP; i++) {
+        let g = w8(base[i] + k * wpc);
+        let u = up8(base[i] + k * wpc);
+        for (var j = 0u; j < TOKENS; j++) {
+          acc_gate[i][j] += dot(g[0], xa[j]) + dot(g[1], xb[j]);
+          acc_up[i][j] += dot(u[0], xa[j]) + dot(u[1], xb[j]);
+        }
+      }
+    }
+  }
+
+  for (var i = 0u; i < ROWS_PER_GROUP; i++) {
+    for (var j = 0u; j < TOKENS; j++) {
+      let slot = ((group * ROWS_PER_GROUP + i) * TOKENS + j) * LANES + lane;
+      partial[slot] = acc_gate[i][j];
+      partial_up[slot] = acc_up[i][j];
+    }
+  }
+  workgroupBarrier();
+
+  for (var o = li; o < rows_per_workgroup * TOKENS; o += WG) {
+    let row = wid.x * rows_per_workgroup + o / TOKENS;
+    let t = t0 + o % TOKENS;
+    var g = 0.0;
+    var u = 0.0;
+    for (var l = 0u; l < LANES; l++) {
+      g += partial[o * LANES + l];
+      u += partial_up[o * LANES + l];
+    }
+    if (row < p.rows && t < p.tokens) {
+      y[t * p.y_stride + p.y_offset + row] = silu(g) * u;
+    }
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * Matrix products against weight matrices: every linear layer of the model
+ * (q/k/v/o_proj, down_proj, lm_head) is `y = x W^T` with W in Hugging Face layout
+ * [out_features, in_features], and Mistral's MLP front half is the fused
+ * `silu(x gate_proj^T) * (x up_proj^T)`. This is the hot path of inference: decode reads
+ * every weight once per token, so these kernels' speed is the model's speed.
+ *
+ * Variants, chosen by the kernel plan (src/kernels/plan.ts) and the shape:
+ *   - cols not a multiple of 8 (tests only): gemm_words.wgsl, any token count;
+ *   - more than MATVEC_MAX_TOKENS tokens (prefill): gemm_regtile.wgsl;
+ *   - up to MATVEC_MAX_TOKENS tokens (decode): plan.matvec
+ *       rows:      matvec_rows.wgsl for one token, gemm_regtile.wgsl for 2..8;
+ *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
+ *       workgroup: matvec_lanes.wgsl + reduce_workgroup.wgsl.
+ * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
+ * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only).
+ */
+import { Encoder, getPipeline, UniformLayout, type Binding, type Overrides, type ShaderSource } from '../../gpu/encoder.ts';
+import { bytesPerElement, type GpuMatrix } from '../../gpu/buffers.ts';
+import { dtypeCode, weightKernelSource } from '../weights.ts';
+import type { KernelPlan } from '../plan.ts';
+
+/**
+ * Tile sizes of every variant: the one source. Each WGSL file declares these names as
+ * `override` constants without defaults, so a pipeline cannot be made without them.
+ */
+export const TILES = {
+  /** matvec_rows.wgsl: WG invocations x ROWS whole rows each. Measured on lavapipe: bench/RESULTS.md. */
+  rows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
+  /** matvec_lanes.wgsl: WG lanes across the columns of ROWS rows (of each matrix); TOKENS 1 or 8. */
+  lanes: { matmul: { WG: 128, ROWS: 4 }, swiglu: { WG: 128, ROWS: 2 } },
+  /** gemm_regtile.wgsl: WG / LANES lane groups of ROWS_PER_GROUP rows x TOKENS tokens. */
+  regtile: {
+    matmul: { WG: 64, LANES: 8, ROWS_PER_GROUP: 4, TOKENS: 8 },
+    swiglu: { WG: 64, LANES: 8, ROWS_PER_GROUP: 2, TOKENS: 8 },
+  },
+  /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
+  words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
+} as const;
+
+/** The most tokens the decode (matvec) kernels take in one call; more run as prefill. */
+export const MATVEC_MAX_TOKENS = 8;
+
+/** The `Params` struct of every kernel in this folder (checked against the WGSL once per source). */
+const PARAMS = new UniformLayout({ rows: 'u32', cols: 'u32', tokens: 'u32', y_stride: 'u32', y_offset: 'u32', accumulate: 'u32' });
+/** matvec_lanes.wgsl adds the width of its (possibly 2-D) grid. */
+const LANES_PARAMS = new UniformLayout({ ...PARAMS.fields, groups_x: 'u32' });
+
+const checked = new WeakSet<ShaderSource>();
+function source(file: string, snippets: string[] = []): ShaderSource {
+  const s = weightKernelSource(file, import.meta.url, snippets);
+  if (!checked.has(s)) {
+    (file === 'matvec_lanes.wgsl' ? LANES_PARAMS : PARAMS).check(s.code);
+    checked.add(s);
+  }
+  return s;
+}
+
+type Op = 'matmul' | 'swiglu';
+type Fields = { rows: number; cols: number; tokens: number; y_stride: number; y_offset: number; accumulate: number };
+
+/** Records the dispatches of one product, part by part (gate and up are split at the same rows). */
+function record(
+  enc: Encoder,
+  op: Op,
+  plan: Pick<KernelPlan, 'matvec'>,
+  a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean },
+): void {
+  const { w, tokens } = a;
+  const dtype = { DTYPE: dtypeCode(w.dtype) };
+  const matrices = a.up ? 2 : 1;
+  let src: ShaderSource;
+  let constants: Overrides;
+  let rowsPerGroup: number;
+  let tokensPerGroup: number;
+  let variant: string;
+  let lanes = false;
+  if (w.cols % 8 !== 0) {
+    variant = 'words';
+    src = source('gemm_words.wgsl');
+    constants = { ...dtype, ...TILES.words };
+    rowsPerGroup = TILES.words.ROWS;
+    tokensPerGroup = TILES.words.WG * TILES.words.TOKENS_PER_INVOCATION;
+  } else if (tokens > MATVEC_MAX_TOKENS || (plan.matvec === 'rows' && tokens > 1)) {
+    const t = TILES.regtile[op];
+    variant = `regtile x${t.TOKENS}`;
+    src = source('gemm_regtile.wgsl');
+    constants = { ...dtype, ...t };
+    rowsPerGroup = (t.WG / t.LANES) * t.ROWS_PER_GROUP;
+    tokensPerGroup = t.TOKENS;
+  } else if (plan.matvec === 'rows') {
+    const t = TILES.rows[op];
+    variant = 'matvec rows';
+    src = source('matvec_rows.wgsl');
+    constants = { ...dtype, ...t };
+    rowsPerGroup = t.WG * t.ROWS;
+    tokensPerGroup = 1;
+  } else {
+    const t = TILES.lanes[op];
+    const snippet = plan.matvec === 'subgroup' ? 'reduce_subgroup.wgsl' : 'reduce_workgroup.wgsl';
+    src = source('matvec_lanes.wgsl', [snippet]);
+    const tokenTile = tokens === 1 ? 1 : MATVEC_MAX_TOKENS;
+    variant = `matvec ${plan.matvec}${tokenTile > 1 ? ` x${tokenTile}` : ''}`;
+    constants = { ...dtype, ...t, TOKENS: tokenTile, MATRICES: matrices };
+    if (plan.matvec === 'workgroup') {
+      const need = matrices * t.ROWS * tokenTile * t.WG * 4;
+      const have = enc.gpu.report.limits.maxComputeWorkgroupStorageSize;
+      if (need > have) throw new Error(`matvec=workgroup needs ${need} bytes of workgroup memory; this device offers ${have} (use matvec=subgroup or rows)`);
+    }
+    rowsPerGroup = t.ROWS;
+    tokensPerGroup = tokenTile;
+    lanes = true;
+  }
+  const pipeline = getPipeline(enc.gpu, src, op, constants, `${op} ${variant} ${w.dtype}`);
+  const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
+  w.parts.forEach((part, i) => {
+    const fields: Fields = { rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0 };
+    const groups = Math.ceil(part.rows / rowsPerGroup);
+    const storage: Binding[] = [a.x, part.buffer, a.y];
+    if (a.up) {
+      const u = a.up.parts[i];
+      if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
+      storage.push(u.buffer);
+    }
+    const shape = `${w.rows}x${w.cols}`;
+    const bytes = matrices * part.rows * w.cols * bytesPerElement(w.dtype) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    if (lanes) {
+      const gx = Math.min(groups, maxGroups);
+      enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, [gx, Math.ceil(groups / gx)], { bytes, shape });
+    } else {
+      enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups, Math.ceil(tokens / tokensPerGroup)], { bytes, shape });
+    }
+  });
+}
+
+/**
+ * y[t, r] = sum_c x[t, c] * w[r, c] for t < tokens, r < w.rows; with `accumulate`,
+ * y[t, r] += ... (the residual add fused into o_proj / down_proj).
+ * x: f32 [tokens, w.cols]; y: f32 [tokens, w.rows].
+ */
+export function matmul(
+  enc: Encoder,
+  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: Pick<KernelPlan, 'matvec'> },
+): void {
+  if (a.tokens === 0) return;
+  if (a.w.cols % 2 !== 0) throw new Error(`matmul: cols must be even, got ${a.w.cols}`);
+  record(enc, 'matmul', a.plan, { x: a.x, w: a.w, y: a.y, tokens: a.tokens, accumulate: a.accumulate ?? false });
+}
+
+/**
+ * The fused front half of Mistral's MLP, one pass over both weight matrices:
+ * y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]).
+ * x: f32 [tokens, hidden]; gate, up: [intermediate, hidden]; y: f32 [tokens, intermediate].
+ * down_proj then runs as a plain matmul with accumulate (the residual add).
+ */
+export function matmulSwiGLU(
+  enc: Encoder,
+  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: Pick<KernelPlan, 'matvec'> },
+): void {
+  const { gate, up } = a;
+  if (a.tokens === 0) return;
+  if (gate.rows !== up.rows || gate.cols !== up.cols || gate.dtype !== up.dtype) {
+    throw new Error(`matmulSwiGLU: gate [${gate.rows}, ${gate.cols}] ${gate.dtype} and up [${up.rows}, ${up.cols}] ${up.dtype} differ`);
+  }
+  if (gate.cols % 8 !== 0) throw new Error(`matmulSwiGLU: hidden size must be a multiple of 8, got ${gate.cols}`);
+  record(enc, 'swiglu', a.plan, { x: a.x, w: gate, up, y: a.y, tokens: a.tokens, accumulate: false });
+}

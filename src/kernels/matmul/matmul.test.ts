@@ -1,0 +1,103 @@
+import { describe, expect, it } from 'vitest';
+import { getGpu, type Gpu } from '../../gpu/device.ts';
+import { createStorageBuffer, destroyMatrix, readF32, uploadF32, type WeightDType } from '../../gpu/buffers.ts';
+import { Encoder } from '../../gpu/encoder.ts';
+import { Rng } from '../../util/rng.ts';
+import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
+import { runnable, type KernelPlan } from '../plan.ts';
+import { matmul } from './index.ts';
+import { matmulRef } from './matmul.ref.ts';
+import { randomMatrix } from './fixtures.ts';
+
+const TOLERANCE: Record<WeightDType, number> = { f32: 1e-5, f16: 1e-3, bf16: 1e-3 };
+/** Every matvec strategy this device can run (lavapipe: all three; subgroups of 8). */
+const VARIANTS = runnable((await getGpu()).profile, 'matvec');
+
+type Case = { rows: number; cols: number; tokens: number; dtype: WeightDType; accumulate?: boolean; maxPartBytes?: number; matvec?: KernelPlan['matvec'] };
+
+async function check(opts: Case) {
+  const gpu = await getGpu();
+  const seed = freshSeed();
+  const rng = new Rng(seed);
+  const { rows, cols, tokens, dtype } = opts;
+  const matvec = opts.matvec ?? 'rows';
+  const { matrix, values } = randomMatrix(gpu, rng, rows, cols, dtype, opts.maxPartBytes);
+  const x = randomNormal(rng, tokens * cols);
+  const xb = uploadF32(gpu, x);
+  const y0 = opts.accumulate ? randomNormal(rng, tokens * rows, 10) : null;
+  const yb = createStorageBuffer(gpu, tokens * rows * 4);
+  if (y0) uploadInto(gpu, yb, y0);
+  else poison(gpu, yb);
+  const enc = new Encoder(gpu);
+  matmul(enc, { x: xb, w: matrix, y: yb, tokens, accumulate: opts.accumulate, plan: { matvec } });
+  enc.submit();
+  const y = await readF32(gpu, yb, tokens * rows);
+  xb.destroy();
+  yb.destroy();
+  destroyMatrix(matrix);
+  const expected = matmulRef(x, values, tokens, rows, cols);
+  if (y0) for (let i = 0; i < expected.length; i++) expected[i] = expected[i]! + y0[i]!;
+  const err = maxRelError(y, expected);
+  const label = `seed ${seed}, matvec=${matvec}, ${rows}x${cols} ${dtype}, tokens ${tokens}${opts.accumulate ? ', accumulate' : ''}, parts ${matrix.parts.length}`;
+  expect(err, label).toBeLessThan(TOLERANCE[dtype]);
+  return matrix;
+}
+
+function uploadInto(gpu: Gpu, buffer: GPUBuffer, data: Float32Array) {
+  gpu.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+}
+
+// Each new pipeline costs seconds to compile on lavapipe, so dtypes and token counts are
+// spread over the cases rather than crossed: every variant sees f32, f16 and bf16 for one
+// token, and 2..8 tokens (one pipeline, TOKENS = 8) with 16-bit weights.
+describe.each(VARIANTS)('matmul, matvec=%s (decode: 1 to 8 tokens)', (matvec) => {
+  it('one token, f32 / f16 / bf16, rows and columns not multiples of the tiles', async () => {
+    await check({ rows: 1001, cols: 1032, tokens: 1, dtype: 'f16', matvec });
+    await check({ rows: 37, cols: 64, tokens: 1, dtype: 'bf16', matvec, accumulate: true });
+    await check({ rows: 203, cols: 72, tokens: 1, dtype: 'f32', matvec });
+  });
+
+  it('2 to 8 tokens', async () => {
+    await check({ rows: 37, cols: 200, tokens: 3, dtype: 'bf16', matvec });
+    await check({ rows: 203, cols: 72, tokens: 8, dtype: 'bf16', matvec, accumulate: true });
+  });
+
+  it('lm_head: a matrix split into parts (the last one short), each writing its own output columns', async () => {
+    // ~1000 rows per part of 64 16-bit columns: 5 parts.
+    const m = await check({ rows: 4099, cols: 64, tokens: 1, dtype: 'f16', maxPartBytes: 1000 * 128, matvec });
+    expect(m.parts.length).toBe(5);
+    await check({ rows: 4099, cols: 64, tokens: 5, dtype: 'bf16', maxPartBytes: 1000 * 128, matvec });
+  });
+
+  it("down_proj's real shape 4096x14336 (the long inner loop) into the residual", async () => {
+    await check({ rows: 4096, cols: 14336, tokens: 1, dtype: 'f16', accumulate: true, matvec });
+  });
+});
+
+describe('matmul, prefill (more than 8 tokens) and odd widths: the same kernels under every plan', () => {
+  for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+    it(`prefill, ${dtype}, token counts not a multiple of the tile`, async () => {
+      await check({ rows: 1000, cols: 64, tokens: 17, dtype });
+    });
+    it(`widths that are not a multiple of 8 (word-at-a-time kernel), ${dtype}`, async () => {
+      await check({ rows: 37, cols: 66, tokens: 1, dtype });
+      await check({ rows: 70, cols: 66, tokens: 130, dtype });
+    });
+  }
+
+  it('prefill with 130 tokens and 4099 rows, and split matrices', async () => {
+    await check({ rows: 4099, cols: 64, tokens: 130, dtype: 'f16' });
+    await check({ rows: 4099, cols: 64, tokens: 17, dtype: 'bf16', maxPartBytes: 1000 * 128 });
+    await check({ rows: 300, cols: 66, tokens: 3, dtype: 'f32', maxPartBytes: 77 * 66 * 4, accumulate: true });
+  });
+
+  it('accumulates into a random y (fused residual add)', async () => {
+    await check({ rows: 1000, cols: 256, tokens: 17, dtype: 'bf16', accumulate: true });
+    await check({ rows: 37, cols: 66, tokens: 3, dtype: 'f32', accumulate: true });
+  });
+
+  it('real shapes: 14336x4096 decode, 4096x4096 prefill of 9 tokens', async () => {
+    await check({ rows: 14336, cols: 4096, tokens: 1, dtype: 'bf16' });
+    await check({ rows: 4096, cols: 4096, tokens: 9, dtype: 'f16', accumulate: true });
+  });
+});

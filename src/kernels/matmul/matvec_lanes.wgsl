@@ -1,0 +1,165 @@
+// Decode matrix-vector products for GPUs, 1 to 8 tokens, plans `matvec=subgroup` and
+// `matvec=workgroup`:
+//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set:
+//             the fused residual add of o_proj and down_proj)
+//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
+//
+// Layouts: as gemm_regtile.wgsl (x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's
+// rows [rows, cols] in DTYPE read as vec4<u32>, 16 bytes = 8 f16/bf16 or 4 f32 values; y f32
+// [tokens, y_stride], this part's outputs at columns y_offset ..).
+//
+// Work split (WG, ROWS, TOKENS, MATRICES: override constants set from TILES in index.ts)
+//   A workgroup of WG invocations owns ROWS rows (of each of MATRICES weight matrices: 1 for
+//   matmul, 2 for swiglu) and TOKENS tokens. All WG lanes walk the same rows: lane l takes the
+//   8-column chunks l, l + WG, l + 2 WG, ..., so neighbouring lanes load neighbouring 16-byte
+//   words of a row (coalesced), and each x load serves every row. Each lane keeps
+//   MATRICES x ROWS x TOKENS running sums in `sums`; reduce_sums() (prepended: reduce_subgroup.wgsl
+//   adds within each subgroup with subgroupAdd, then across subgroups in workgroup memory;
+//   reduce_workgroup.wgsl is a tree in workgroup memory) leaves each output's total in reduced(o).
+//   Nothing here assumes a subgroup size (lavapipe's is 8, NVIDIA's 32).
+//   TOKENS is 1 (decode) or 8; 2..7 tokens run with TOKENS = 8, the missing ones re-reading
+//   the last token and never stored.
+//
+// Dispatch: (min(G, groups_x), ceil(G / groups_x)) workgroups with G = ceil(rows / ROWS),
+// once per matrix part (two dimensions when G exceeds the per-dimension limit).
+// Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same
+// rows; tokens <= TOKENS.
+
+struct Params {
+  rows: u32,        // rows in this part
+  cols: u32,        // in_features
+  tokens: u32,
+  y_stride: u32,    // out_features of the whole matrix
+  y_offset: u32,    // first output column this part writes (part.row0)
+  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
+  groups_x: u32,    // workgroups along x of the dispatch grid
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+
+// DTYPE, F32/F16 and the widening functions come from weights.wgsl; Lane, reduce_sums() and
+// reduced() from reduce_subgroup.wgsl or reduce_workgroup.wgsl; both prepended by the wrapper.
+
+override WG: u32;        // invocations per workgroup, a power of two
+override ROWS: u32;      // rows per workgroup, <= MAX_ROWS
+override TOKENS: u32;    // 1 or MAX_TOKENS
+override MATRICES: u32;  // weight matrices per row: 1 (matmul) or 2 (swiglu)
+const MAX_ROWS = 4u;
+const MAX_TOKENS = 8u;
+// Outputs (partial sums) per workgroup, and the most any pipeline has.
+override OUTPUTS: u32 = MATRICES * ROWS * TOKENS;
+const MAX_OUTPUTS = 2u * MAX_ROWS * MAX_TOKENS;
+
+var<private> sums: array<f32, MAX_OUTPUTS>;
+
+fn w8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn up8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+// The first row of this workgroup, or p.rows when the workgroup is past the end.
+fn first_row(wid: vec3<u32>) -> u32 {
+  return min((wid.y * p.groups_x + wid.x) * ROWS, p.rows);
+}
+
+@compute @workgroup_size(WG)
+fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+  let row0 = first_row(wid);
+  if (row0 == p.rows) {
+    return;  // the whole workgroup: control flow stays uniform
+  }
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  // Rows and tokens past the end re-read the last one; their sums are never stored.
+  var base: array<u32, MAX_ROWS>;
+  for (var r = 0u; r < ROWS; r++) {
+    base[r] = min(row0 + r, p.rows - 1u) * chunks * wpc;
+  }
+  var xrow: array<u32, MAX_TOKENS>;
+  for (var t = 0u; t < TOKENS; t++) {
+    xrow[t] = min(t, p.tokens - 1u) * chunks * 2u;
+  }
+  for (var k = lane.index; k < chunks; k += WG) {
+    var xa: array<vec4<f32>, MAX_TOKENS>;
+    var xb: array<vec4<f32>, MAX_TOKENS>;
+    for (var t = 0u; t < TOKENS; t++) {
+      xa[t] = x[xrow[t] + 2u * k];
+      xb[t] = x[xrow[t] + 2u * k + 1u];
+    }
+    for (var r = 0u; r < ROWS; r++) {
+      let wv = w8(base[r] + k * wpc);
+      for (var t = 0u; t < TOKENS; t++) {
+        sums[r * TOKENS + t] += dot(wv[0], xa[t]) + dot(wv[1], xb[t]);
+      }
+    }
+  }
+  reduce_sums(lane);
+  if (lane.index < ROWS * TOKENS) {
+    let row = row0 + lane.index / TOKENS;
+    let t = lane.index % TOKENS;
+    if (row < p.rows && t < p.tokens) {
+      let dst = t * p.y_stride + p.y_offset + row;
+      var v = reduced(lane.index);
+      if (p.accumulate != 0u) {
+        v += y[dst];
+      }
+      y[dst] = v;
+    }
+  }
+}
+
+// `matmul` with a second weight stream per row (up beside gate; its sums after gate's) and
+// the silu product as its epilogue: a deliberate copy of the loop, keep the two in step.
+@compute @workgroup_size(WG)
+fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+  let row0 = first_row(wid);
+  if (row0 == p.rows) {
+    return;
+  }
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  var base: array<u32, MAX_ROWS>;
+  for (var r = 0u; r < ROWS; r++) {
+    base[r] = min(row0 + r, p.rows - 1u) * chunks * wpc;
+  }
+  var xrow: array<u32, MAX_TOKENS>;
+  for (var t = 0u; t < TOKENS; t++) {
+    xrow[t] = min(t, p.tokens - 1u) * chunks * 2u;
+  }
+  let up_at = ROWS * TOKENS;
+  for (var k = lane.index; k < chunks; k += WG) {
+    var xa: array<vec4<f32>, MAX_TOKENS>;
+    var xb: array<vec4<f32>, MAX_TOKENS>;
+    for (var t = 0u; t < TOKENS; t++) {
+      xa[t] = x[xrow[t] + 2u * k];
+      xb[t] = x[xrow[t] + 2u * k + 1u];
+    }
+    for (var r = 0u; r < ROWS; r++) {
+      let g = w8(base[r] + k * wpc);
+      let u = up8(base[r] + k * wpc);
+      for (var t = 0u; t < TOKENS; t++) {
+        sums[r * TOKENS + t] += dot(g[0], xa[t]) + dot(g[1], xb[t]);
+        sums[up_at + r * TOKENS + t] += dot(u[0], xa[t]) + dot(u[1], xb[t]);
+      }
+    }
+  }
+  reduce_sums(lane);
+  if (lane.index < ROWS * TOKENS) {
+    let row = row0 + lane.index / TOKENS;
+    let t = lane.index % TOKENS;
+    if (row < p.rows && t < p.tokens) {
+      y[t * p.y_stride + p.y_offset + row] = silu(reduced(lane.index)) * reduced(up_at + lane.index);
+    }
+  }
+}

@@ -1,0 +1,126 @@
+// Decode matrix-vector products, one token, plan `matvec=rows` (the lavapipe strategy):
+//   `matmul`: y[r] = sum_c x[c] * w[r, c]   (y[r] += ... when `accumulate` is set: the residual add)
+//   `swiglu`: y[i] = silu(sum_c x[c] gate[i, c]) * (sum_c x[c] up[i, c]),  silu(g) = g / (1 + exp(-g))
+//
+// Layouts: as gemm_regtile.wgsl (x f32 [cols] read as vec4<f32>; w/gate/up one part's rows
+// [rows, cols] in DTYPE read as vec4<u32>; y f32, this part's outputs at y_offset ..).
+//
+// Work split: no cross-lane reduction. Each invocation owns ROWS whole rows (of each matrix)
+// and walks all their columns 8 at a time: one vec4<u32> weight load per row, two vec4<f32>
+// x loads shared by every row. No workgroup memory, no barrier, no partial sums to store.
+// Why this suits llvmpipe (one SIMD lane per invocation, every loop-indexed load a per-lane
+// scalar load, so the cost is loads and sharing x across rows saves them), and what was
+// measured and tried: bench/RESULTS.md, "Kernel tuning". WG and ROWS are override constants
+// set from TILES in index.ts (matmul: 8 x 6 rows = 48 rows per workgroup, so k/v_proj's 256
+// rows still give llvmpipe's threads 6 workgroups; swiglu: 16 x 3 rows, 6 weight streams).
+// On a GPU this split is wrong (neighbouring lanes read different rows: no coalescing): see
+// matvec_lanes.wgsl.
+//
+// Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part.
+// Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
+
+struct Params {
+  rows: u32,        // rows in this part
+  cols: u32,        // in_features
+  tokens: u32,
+  y_stride: u32,    // out_features of the whole matrix
+  y_offset: u32,    // first output column this part writes (part.row0)
+  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+
+// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
+
+override WG: u32;
+override ROWS: u32;  // rows per invocation, <= MAX_ROWS
+const MAX_ROWS = 6u;
+
+fn w8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn up8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+// acc + dot(w, (xa, xb)) as a chain of fused multiply-adds.
+fn fma8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32) -> f32 {
+  var s = acc;
+  s = fma(w[0].x, xa.x, s);
+  s = fma(w[0].y, xa.y, s);
+  s = fma(w[0].z, xa.z, s);
+  s = fma(w[0].w, xa.w, s);
+  s = fma(w[1].x, xb.x, s);
+  s = fma(w[1].y, xb.y, s);
+  s = fma(w[1].z, xb.z, s);
+  s = fma(w[1].w, xb.w, s);
+  return s;
+}
+
+@compute @workgroup_size(WG)
+fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.x * ROWS;
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  // Rows past the end re-read the last row, so that the loop has no per-row branches.
+  var base: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
+  }
+  var acc: array<f32, MAX_ROWS>;
+  for (var k = 0u; k < chunks; k++) {
+    let xa = x[2u * k];
+    let xb = x[2u * k + 1u];
+    for (var i = 0u; i < ROWS; i++) {
+      acc[i] = fma8(w8(base[i] + k * wpc), xa, xb, acc[i]);
+    }
+  }
+  for (var i = 0u; i < ROWS; i++) {
+    if (row0 + i < p.rows) {
+      let dst = p.y_offset + row0 + i;
+      if (p.accumulate != 0u) {
+        acc[i] += y[dst];
+      }
+      y[dst] = acc[i];
+    }
+  }
+}
+
+// `matmul` with a second weight stream per row (up beside gate) and the silu product as its
+// epilogue: a deliberate copy of the loop, keep the two in step.
+@compute @workgroup_size(WG)
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row0 = gid.x * ROWS;
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  var base: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
+  }
+  var acc_gate: array<f32, MAX_ROWS>;
+  var acc_up: array<f32, MAX_ROWS>;
+  for (var k = 0u; k < chunks; k++) {
+    let xa = x[2u * k];
+    let xb = x[2u * k + 1u];
+    for (var i = 0u; i < ROWS; i++) {
+      let g = w8(base[i] + k * wpc);
+      let u = up8(base[i] + k * wpc);
+      acc_gate[i] += dot(g[0], xa) + dot(g[1], xb);
+      acc_up[i] += dot(u[0], xa) + dot(u[1], xb);
+    }
+  }
+  for (var i = 0u; i < ROWS; i++) {
+    if (row0 + i < p.rows) {
+      y[p.y_offset + row0 + i] = silu(acc_gate[i]) * acc_up[i];
+    }
+  }
+}

@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import type { DeviceProfile } from '../gpu/profile.ts';
+import { defaultPlan, formatPlan, parsePlan, resolvePlan, runnable } from './plan.ts';
+
+const limits = {} as DeviceProfile['limits'];
+const lavapipe: DeviceProfile = {
+  kind: 'software', vendor: 'mesa', adapter: 'llvmpipe', subgroupSizes: { min: 8, max: 8 },
+  features: { f16: true, subgroups: true, timestampQuery: true }, limits,
+};
+const gpuWithout: DeviceProfile = { ...lavapipe, kind: 'hardware', vendor: 'acme', adapter: 'Acme 9000', subgroupSizes: null, features: { f16: false, subgroups: false, timestampQuery: false } };
+const gpuWith: DeviceProfile = { ...gpuWithout, subgroupSizes: { min: 32, max: 32 }, features: { f16: false, subgroups: true, timestampQuery: true } };
+
+describe('kernel plan', () => {
+  it("keeps today's kernels on a software adapter and picks the GPU matvec on hardware", () => {
+    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', attention: 'tiled', kvCache: 'f32', submitLayers: 0 });
+    expect(defaultPlan(gpuWith).matvec).toBe('subgroup');
+    expect(defaultPlan(gpuWithout).matvec).toBe('workgroup');
+  });
+
+  it('takes OPENCHAT_KERNELS over the default, and what the caller forces over both', () => {
+    expect(resolvePlan(lavapipe, {}, 'matvec=workgroup, submitLayers=4').matvec).toBe('workgroup');
+    expect(resolvePlan(lavapipe, { matvec: 'subgroup' }, 'matvec=workgroup')).toMatchObject({ matvec: 'subgroup', submitLayers: 0 });
+    expect(resolvePlan(lavapipe, {}, 'submitLayers=4').submitLayers).toBe(4);
+  });
+
+  it('prints in the override syntax, so a printed plan parses back', () => {
+    const plan = resolvePlan(gpuWith, {}, '');
+    expect(resolvePlan(gpuWith, {}, formatPlan(plan))).toEqual(plan);
+    expect(formatPlan(plan)).toBe('matvec=subgroup,attention=split,kvCache=f32,submitLayers=4');
+  });
+
+  it('refuses unknown keys and values with the allowed ones', () => {
+    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, attention, kvCache, submitLayers/);
+    expect(() => parsePlan('matvec=fast')).toThrow(/matvec=fast is not a variant; matvec is one of rows, subgroup, workgroup/);
+    expect(() => parsePlan('matvec')).toThrow(/matvec=\(empty\)/);
+    expect(() => parsePlan('submitLayers=-1')).toThrow(/whole number/);
+  });
+
+  it('refuses a variant the device cannot run, naming the feature', () => {
+    expect(() => resolvePlan(gpuWithout, {}, 'matvec=subgroup')).toThrow(/OPENCHAT_KERNELS: matvec=subgroup needs the WebGPU 'subgroups' feature.*Acme 9000/);
+    expect(() => resolvePlan(gpuWithout, { matvec: 'subgroup' }, undefined)).toThrow(/subgroups/);
+    expect(runnable(gpuWithout, 'matvec')).toEqual(['rows', 'workgroup']);
+    expect(runnable(lavapipe, 'matvec')).toEqual(['rows', 'subgroup', 'workgroup']);
+  });
+
+  it('takes the attention strategy and KV cache format as keys too', () => {
+    expect(resolvePlan(lavapipe, {}, 'attention=split,kvCache=f16')).toMatchObject({ attention: 'split', kvCache: 'f16' });
+    expect(defaultPlan(gpuWith).attention).toBe('split');
+    expect(() => parsePlan('kvCache=bf16')).toThrow(/kvCache is one of f32, f16/);
+  });
+});

@@ -1,0 +1,122 @@
+/**
+ * The kernel plan: which variant of each operation the model runs, resolved once at
+ * load from the device profile (src/gpu/profile.ts), then from the environment
+ * override, then from what the caller forces (tests loop over plans this way).
+ *
+ *   OPENCHAT_KERNELS=matvec=subgroup,attention=split,kvCache=f16,submitLayers=4
+ *
+ * Variants are named by strategy, not by device. Any variant the device can run may be
+ * forced on any device, so lavapipe checks the GPU variants' correctness too.
+ */
+import type { DeviceProfile } from '../gpu/profile.ts';
+import { ATTENTION_STRATEGIES } from './attention/index.ts';
+import { KV_CACHE_DTYPES } from './kv_cache.ts';
+
+/** The strategies of each operation. */
+export const PLAN_CHOICES = {
+  /**
+   * Decode matrix-vector products (<= 8 tokens): matmul, SwiGLU's gate/up pair, lm_head.
+   *  - rows: each invocation owns whole rows (a CPU SIMD lane per invocation: lavapipe).
+   *  - subgroup: the lanes of a workgroup walk consecutive columns of a few rows (coalesced
+   *    16-byte loads) and reduce with subgroupAdd plus workgroup memory (GPUs).
+   *  - workgroup: the same split, reduced in workgroup memory only (no `subgroups` feature).
+   */
+  matvec: ['rows', 'subgroup', 'workgroup'],
+  /** Attention (src/kernels/attention/): one tiled pass per query block, or split-K over the keys with a reduce pass. */
+  attention: ATTENTION_STRATEGIES,
+  /** Storage of the KV cache (src/kernels/kv_cache.ts; math stays f32). */
+  kvCache: KV_CACHE_DTYPES,
+} as const;
+
+type Choice<K extends keyof typeof PLAN_CHOICES> = (typeof PLAN_CHOICES)[K][number];
+
+export interface KernelPlan {
+  matvec: Choice<'matvec'>;
+  attention: Choice<'attention'>;
+  kvCache: Choice<'kvCache'>;
+  /** Submit the command buffer every this many layers (the GPU starts while encoding goes on); 0: once per step. */
+  submitLayers: number;
+}
+
+export type PlanKey = keyof KernelPlan;
+const KEYS: PlanKey[] = ['matvec', 'attention', 'kvCache', 'submitLayers'];
+
+/** The plan for a device when nothing is forced. */
+export function defaultPlan(p: DeviceProfile): KernelPlan {
+  if (p.kind === 'software') {
+    // Today's kernels: measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans").
+    return { matvec: 'rows', attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
+  }
+  return {
+    matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
+    // Split-K fills a large GPU at long contexts and runs the tiled pass itself when the context is short.
+    attention: 'split',
+    // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.
+    kvCache: 'f32',
+    submitLayers: 4,
+  };
+}
+
+/** Why `key=value` cannot run on this device, or null when it can. */
+export function cannotRun(p: DeviceProfile, key: PlanKey, value: string): string | null {
+  if (key === 'matvec' && value === 'subgroup' && !p.features.subgroups) {
+    return `matvec=subgroup needs the WebGPU 'subgroups' feature, which this adapter (${p.adapter}) does not offer; use matvec=workgroup`;
+  }
+  return null;
+}
+
+export class KernelPlanError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'KernelPlanError';
+  }
+}
+
+/** Parses `key=value,key=value` (the OPENCHAT_KERNELS syntax); `source` names it in errors. */
+export function parsePlan(text: string, source = 'OPENCHAT_KERNELS'): Partial<KernelPlan> {
+  const out: Partial<Record<PlanKey, string | number>> = {};
+  for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const eq = item.indexOf('=');
+    const key = (eq < 0 ? item : item.slice(0, eq)).trim();
+    const value = eq < 0 ? '' : item.slice(eq + 1).trim();
+    if (!(KEYS as string[]).includes(key)) {
+      throw new KernelPlanError(`${source}: unknown key '${key}' in '${item}'; the keys are ${KEYS.join(', ')} (e.g. matvec=subgroup,attention=tiled)`);
+    }
+    if (key === 'submitLayers') {
+      if (!/^\d+$/.test(value)) throw new KernelPlanError(`${source}: submitLayers must be a whole number of layers (0 = once per step); got '${value}'`);
+      out.submitLayers = Number(value);
+      continue;
+    }
+    const choices = PLAN_CHOICES[key as keyof typeof PLAN_CHOICES] as readonly string[];
+    if (!choices.includes(value)) {
+      throw new KernelPlanError(`${source}: ${key}=${value || '(empty)'} is not a variant; ${key} is one of ${choices.join(', ')}`);
+    }
+    out[key as PlanKey] = value;
+  }
+  return out as Partial<KernelPlan>;
+}
+
+/**
+ * The plan the model runs: the device's default, then OPENCHAT_KERNELS, then `forced`.
+ * Throws KernelPlanError, naming the key, for anything this device cannot run.
+ */
+export function resolvePlan(p: DeviceProfile, forced: Partial<KernelPlan> = {}, env: string | undefined = process.env.OPENCHAT_KERNELS): KernelPlan {
+  const plan: KernelPlan = { ...defaultPlan(p), ...(env ? parsePlan(env) : {}) };
+  for (const [k, v] of Object.entries(forced)) if (v !== undefined) (plan as unknown as Record<string, unknown>)[k] = v;
+  for (const key of KEYS) {
+    const why = key === 'submitLayers' ? null : cannotRun(p, key, String(plan[key]));
+    if (why) throw new KernelPlanError(`${env && env.includes(`${key}=`) ? 'OPENCHAT_KERNELS: ' : ''}${why}`);
+  }
+  if (!Number.isInteger(plan.submitLayers) || plan.submitLayers < 0) throw new KernelPlanError(`submitLayers must be a whole number >= 0; got ${plan.submitLayers}`);
+  return plan;
+}
+
+/** Every value of `key` this device can run (tests loop over these). */
+export function runnable<K extends keyof typeof PLAN_CHOICES>(p: DeviceProfile, key: K): Choice<K>[] {
+  return (PLAN_CHOICES[key] as readonly Choice<K>[]).filter((v) => cannotRun(p, key, v) === null);
+}
+
+/** One line, in the override's own syntax, so a printed plan can be pasted back. */
+export function formatPlan(plan: KernelPlan): string {
+  return KEYS.map((k) => `${k}=${plan[k]}`).join(',');
+}
