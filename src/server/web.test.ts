@@ -3,7 +3,8 @@
  * which headers, the bundles, the model files (whole, by range, and nothing else), and the
  * engine bundle's node:path stand-in against Node's own POSIX rules.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { posix } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL_DIR, Generator } from '../generator.ts';
@@ -12,6 +13,7 @@ import { freshSeed } from '../util/testing.ts';
 import * as webPath from '../web/path.ts';
 import { startServer, type RunningServer } from './server.ts';
 
+const SRC = fileURLToPath(new URL('../', import.meta.url));
 const seed = freshSeed();
 const tag = `(test seed ${seed})`;
 
@@ -45,7 +47,9 @@ describe('web routes', () => {
 
   it('the engine bundle carries every kernel as text and no Node built-in', async () => {
     const js = await (await fetch(`${srv.url}/web/engine.js`)).text();
-    expect(js).toContain('file:///src/kernels/matmul.wgsl');
+    const kernels = (readdirSync(SRC, { recursive: true }) as string[]).filter((f) => f.endsWith('.wgsl'));
+    expect(kernels.length).toBeGreaterThan(10);
+    for (const f of kernels) expect(js, f).toContain(JSON.stringify(`file:///src/${f}`));
     // (The tokenizer worker's source, a string that is never run in a tab, mentions node:worker_threads.)
     expect(js).not.toMatch(/\bfrom\s*["']node:/);
     expect(js).not.toMatch(/__require\(["']node:/);
