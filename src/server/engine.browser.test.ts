@@ -117,6 +117,19 @@ describe.skipIf(skip !== null)('the engine in a Chromium tab', () => {
     expect(errors, errors.join('\n')).toEqual([]);
   });
 
+  it('Stop ends a generation in the tab (finish cancelled)', async () => {
+    await page.fill('#max_tokens', '600');
+    await page.fill('#temperature', '1');
+    await page.click('#generate');
+    await expect.poll(() => page.textContent('#output'), { timeout: 30_000 }).not.toBe('');
+    await page.click('#stop');
+    await page.waitForSelector('#output.done', { timeout: 30_000 });
+    const stats = (await page.textContent('#stats')) ?? '';
+    expect(stats).toContain('finish cancelled');
+    expect(Number(/\+ (\d+) completion tokens/.exec(stats)?.[1])).toBeLessThan(600);
+    expect(await page.isEnabled('#generate')).toBe(true);
+  });
+
   it('loads a model folder the user picks (input type=file webkitdirectory), with the same logits', async () => {
     // A checkpoint folder as downloaded: the tiny model's files and a tokenizer.json beside them.
     const dir = mkdtempSync(join(tmpdir(), 'openchat-picked-'));
