@@ -124,16 +124,16 @@ export class Checkpoint {
     try {
       if (files.exists(index)) ckpt.openSharded(index);
       else {
-        const files = ckpt.files.list(dir).filter((f) => f.endsWith('.safetensors')).sort();
-        if (files.length === 0) {
+        const weights = files.list(dir).filter((f) => f.endsWith('.safetensors')).sort();
+        if (weights.length === 0) {
           throw new CheckpointError(
             `${dir}: no *.safetensors files. Download the checkpoint's safetensors weights (PyTorch .bin files are not read)`,
           );
         }
-        if (files.length > 1 && !files.includes('model.safetensors')) {
+        if (weights.length > 1 && !weights.includes('model.safetensors')) {
           throw new CheckpointError(`${dir}: several .safetensors files but no model.safetensors.index.json to say which tensor is where`);
         }
-        ckpt.addFile(join(dir, files.includes('model.safetensors') ? 'model.safetensors' : files[0]!));
+        ckpt.addFile(join(dir, weights.includes('model.safetensors') ? 'model.safetensors' : weights[0]!));
       }
     } catch (e) {
       ckpt.close();
