@@ -58,8 +58,9 @@ const MODEL_FILES: Record<string, () => Promise<string>> = {
 export const MODEL_ROUTE = '/engine/model/';
 
 /**
- * Same-origin only: the pages load nothing from elsewhere and may not be framed by another site
- * (a framed chat page could be steered by clicks). `wasm-unsafe-eval` is not needed; WebGPU is.
+ * Same-origin only: the pages load nothing from elsewhere, run no inline or eval'd script (the
+ * engine's WGSL goes to WebGPU, not to script), and may not be framed by another site (a framed
+ * chat page could be steered by clicks).
  */
 const PAGE_HEADERS = {
   'Content-Security-Policy': "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -149,7 +150,7 @@ async function assetText(path: string, asset: Asset): Promise<string> {
 
 /** Whether GET/HEAD `path` is one of the pages' routes. */
 export function isWebPath(path: string): boolean {
-  return path in ASSETS || (path.startsWith(MODEL_ROUTE) && Object.hasOwn(MODEL_FILES, path.slice(MODEL_ROUTE.length)));
+  return Object.hasOwn(ASSETS, path) || (path.startsWith(MODEL_ROUTE) && Object.hasOwn(MODEL_FILES, path.slice(MODEL_ROUTE.length)));
 }
 
 /** Answers GET/HEAD of a web route (isWebPath). */
