@@ -10,6 +10,7 @@ import { getGpu, type Gpu } from './gpu/device.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
 import { contextLengthFor, loadConfig } from './model/config.ts';
 import { loadLora, type DeviceLora } from './model/lora.ts';
+import type { ModelSource } from './util/files.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
 import type { Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
@@ -45,6 +46,10 @@ export interface GeneratorOptions {
   onProgress?: (p: LoadProgress) => void;
   /** LoRA adapters (PEFT folders) to load beside the base model; each request picks one by name, or none. */
   lora?: { name: string; dir: string }[];
+  /** Where the folder's files are read from (default: the disk); with it, `modelDir` is taken as given. */
+  files?: ModelSource;
+  /** The device to run on (default: Dawn's, getGpu()); a browser tab passes its own (src/web/engine.ts). */
+  gpu?: Gpu;
 }
 
 /** A request named an adapter that was not loaded. */
@@ -186,9 +191,9 @@ export class Prompts {
     readonly contextLength: number,
   ) {}
 
-  static async load(modelDir: string, contextLength?: number): Promise<Prompts> {
-    const config = loadConfig(modelDir);
-    const tokenizer = await OpenChatTokenizer.load(modelDir);
+  static async load(modelDir: string, contextLength?: number, files?: ModelSource): Promise<Prompts> {
+    const config = loadConfig(modelDir, files);
+    const tokenizer = await OpenChatTokenizer.load(modelDir, files);
     if (tokenizer.vocabSize > config.vocab_size) {
       throw new Error(
         `${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}; ` +
@@ -293,11 +298,11 @@ export class Generator {
   }
 
   static async load(opts: GeneratorOptions = {}): Promise<Generator> {
-    const modelDir = resolveModelDir(opts.modelDir, 'modelDir');
-    const gpu = await getGpu();
-    const prompts = await Prompts.load(modelDir, opts.contextLength);
+    const modelDir = opts.files && opts.modelDir ? opts.modelDir : resolveModelDir(opts.modelDir, 'modelDir');
+    const gpu = opts.gpu ?? (await getGpu());
+    const prompts = await Prompts.load(modelDir, opts.contextLength, opts.files);
     // Adapters are checked against config.json before the (possibly long) weight load.
-    const config = loadConfig(modelDir);
+    const config = loadConfig(modelDir, opts.files);
     const lora = (opts.lora ?? []).map(({ name, dir }, i, all) => {
       if (!/^\S+$/.test(name)) throw new Error(`a LoRA adapter's name must be non-empty, without spaces; got ${JSON.stringify(name)}`);
       if (all.findIndex((a) => a.name === name) !== i) throw new Error(`two LoRA adapters are named ${JSON.stringify(name)}`);

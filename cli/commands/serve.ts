@@ -92,6 +92,7 @@ export function registerServe(program: Command): void {
             `${opts.apiKeys?.length ? ', API keys required' : ''}` +
             `${generator.adapterNames.length ? `; LoRA adapters: ${generator.adapterNames.join(', ')}` : ''}\n`,
         );
+        process.stderr.write(`openchat serve: the chat page is ${running.url}/, the engine in a browser tab ${running.url}/engine\n`);
         if (generator.isBundledModel) {
           process.stderr.write('openchat serve: this is the bundled tiny random-weight model; its output is noise (use --model)\n');
         }

@@ -14,6 +14,7 @@ import { decodeToF32 } from '../util/half.ts';
 import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
+import type { ModelSource } from '../util/files.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
@@ -51,6 +52,8 @@ export interface ModelOptions {
   onProgress?: (p: LoadProgress) => void;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
   attentionSegmentKeys?: number;
+  /** Where the folder's files are read from (default: the disk; a browser page passes its own, src/web/sources.ts). */
+  files?: ModelSource;
 }
 
 /** How attention runs, fixed at load: what `layer()` passes to every attention call. */
@@ -151,12 +154,12 @@ export class MistralModel {
   }
 
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
-    const config = loadConfig(dir);
+    const config = loadConfig(dir, opts.files);
     const contextLength = contextLengthFor(config, opts.contextLength);
     const plan = resolvePlan(gpu.profile, opts.plan);
     const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
     checkContextFits(gpu, config, contextLength, plan.kvCache, configFile);
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = Checkpoint.open(dir, opts.files);
     try {
       validateCheckpoint(ckpt, config);
       const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress);

@@ -36,6 +36,7 @@ import {
 } from './errors.ts';
 import { parseJsonObject, readBody, requireJson, sendJson, SseWriter } from './http.ts';
 import { ModelNames } from './models.ts';
+import { isWebPath, serveWeb } from './web.ts';
 import {
   parseChatRequest,
   parseCompletionRequest,
@@ -67,7 +68,7 @@ export interface ServerOptions {
   host?: string;
   /** 0 picks a free port (tests). */
   port?: number;
-  /** With keys, every request except GET /health needs `Authorization: Bearer <key>`. */
+  /** With keys, every request except GET /health and the web pages (web.ts) needs `Authorization: Bearer <key>`. */
   apiKeys?: string[];
   maxBodyBytes?: number;
   maxQueue?: number;
@@ -379,6 +380,11 @@ export class OpenChatServer {
       if (this.cors(req, res)) return;
       if (method === 'GET' && path === '/health') {
         sendJson(res, 200, { status: 'ok', model: this.names.served, active: this.admitted, queued: this.generator.queued });
+        return;
+      }
+      // The pages (web.ts) need no key: they hold no secrets, and ask for the key their API calls send.
+      if ((method === 'GET' || method === 'HEAD') && isWebPath(path)) {
+        await serveWeb(path, req, res);
         return;
       }
       this.authorize(req);
