@@ -79,16 +79,21 @@ function grid(enc: Encoder, groups: number): [number, number] {
 /**
  * q, k, v = h q_proj^T, h k_proj^T, h v_proj^T with h = rms_norm(x) (HF MistralRMSNorm).
  * x: f32 [tokens, hidden_size]; q, k, v: f32 [tokens, rows of each projection]. `h`
- * ([tokens, hidden_size]) receives the norm when the plan keeps it as its own dispatch.
+ * ([tokens, hidden_size]) receives the norm when it runs as its own dispatch (the plan, or writeH).
  */
 export function normQKV(
   enc: Encoder,
-  a: { x: Binding; norm: Norm; h: Binding; q_proj: GpuMatrix; k_proj: GpuMatrix; v_proj: GpuMatrix; q: Binding; k: Binding; v: Binding; tokens: number; plan: FusePlan },
+  a: {
+    x: Binding; norm: Norm; h: Binding; q_proj: GpuMatrix; k_proj: GpuMatrix; v_proj: GpuMatrix; q: Binding; k: Binding; v: Binding;
+    tokens: number; plan: FusePlan;
+    /** h is read afterwards (a LoRA adapter's updates): the norm then runs as its own dispatch. */
+    writeH?: boolean;
+  },
 ): void {
   const { tokens, plan } = a;
   if (tokens === 0) return;
   const ms = [a.q_proj, a.k_proj, a.v_proj];
-  const folded = plan.fuse === 'norm+qkv';
+  const folded = plan.fuse === 'norm+qkv' && !a.writeH;
   const kernel = plan.fuse === 'none' ? null : fusedKernel(enc, 'qkv', plan, ms, tokens, folded);
   if (!kernel || !folded) {
     rmsNorm(enc, { x: a.x, weight: a.norm.weight, y: a.h, tokens, dim: a.q_proj.cols, eps: a.norm.eps });
