@@ -12,6 +12,8 @@ import { MATVEC_MAX_TOKENS, type BatchShape } from './kernels/matmul/index.ts';
 import { KVCache } from './model/kv_cache.ts';
 import { contextLengthFor, loadConfig, type ModelConfig } from './model/config.ts';
 import type { KvCacheDtype } from './kernels/kv_cache.ts';
+import { loadLora, type DeviceLora } from './model/lora.ts';
+import type { ModelSource } from './util/files.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
 import type { Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
@@ -49,8 +51,25 @@ export interface GeneratorOptions {
   maxBatch?: number;
   /** Device memory the KV cache may take, in GiB (default DEFAULT_KV_CACHE_GB): fewer sequences when they would not fit. */
   kvCacheGb?: number;
-  /** KV cache storage (ModelOptions.kvCache). */
+  /** KV cache storage (ModelOptions.plan.kvCache). */
   kvCache?: KvCacheDtype;
+  /** LoRA adapters (PEFT folders) to load beside the base model; each request picks one by name, or none. */
+  lora?: { name: string; dir: string }[];
+  /** Where the folder's files are read from (default: the disk); with it, `modelDir` is taken as given. */
+  files?: ModelSource;
+  /** The device to run on (default: Dawn's, getGpu()); a browser tab passes its own (src/web/engine.ts). */
+  gpu?: Gpu;
+}
+
+/** A request named an adapter that was not loaded. */
+export class UnknownAdapterError extends Error {
+  constructor(readonly adapter: string, readonly loaded: readonly string[]) {
+    super(
+      `no LoRA adapter named ${JSON.stringify(adapter.slice(0, 80))} is loaded; ` +
+        (loaded.length ? `loaded: ${loaded.join(', ')}` : 'none is loaded (load one with --lora)'),
+    );
+    this.name = 'UnknownAdapterError';
+  }
 }
 
 /** Sequences decoded together unless told otherwise: 8 streams keep a 1b model on 2 CPU cores at 2x one stream's throughput (bench/RESULTS.md). */
@@ -104,6 +123,8 @@ export interface GenerateOptions {
   constraint?: ConstraintFactory;
   /** Report each token's log-probability and the `top` (0-20) most likely alternatives (on text and done events). */
   logprobs?: { top: number };
+  /** The LoRA adapter to run under, by the name it was loaded with (GeneratorOptions.lora); none: the base model. */
+  adapter?: string;
 }
 
 /** One generated token's log-probability and the most likely alternatives at its step. */
@@ -164,9 +185,9 @@ export class Prompts {
     readonly contextLength: number,
   ) {}
 
-  static async load(modelDir: string, contextLength?: number): Promise<Prompts> {
-    const config = loadConfig(modelDir);
-    const tokenizer = await OpenChatTokenizer.load(modelDir);
+  static async load(modelDir: string, contextLength?: number, files?: ModelSource): Promise<Prompts> {
+    const config = loadConfig(modelDir, files);
+    const tokenizer = await OpenChatTokenizer.load(modelDir, files);
     if (tokenizer.vocabSize > config.vocab_size) {
       throw new Error(
         `${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}; ` +
@@ -289,6 +310,8 @@ class Sequence {
     readonly params: SamplingParams,
     readonly seed: number,
     readonly options: GenerateOptions,
+    /** The LoRA adapter it runs under (undefined: the base model). */
+    readonly adapter: DeviceLora | undefined,
     tokenizer: OpenChatTokenizer,
     vocab: number,
     contextLength: number,
@@ -460,6 +483,7 @@ interface Group {
  */
 export class Generator {
   private readonly stopIds: Set<number>;
+  private readonly adapters = new Map<string, DeviceLora>();
   /** Requests waiting for regions, in arrival order. */
   private readonly waiting: Group[] = [];
   /** Sequences holding a region, in admission order. */
@@ -471,6 +495,8 @@ export class Generator {
   private lastKind: BatchShape = 'prefill';
   /** Where the next decode step starts among the decoding sequences (round robin past MATVEC_MAX_TOKENS). */
   private decodeCursor = 0;
+  /** Which adapter's sequences the next step serves (round robin over the adapters in use). */
+  private adapterTurn = 0;
 
   private constructor(
     readonly gpu: Gpu,
@@ -483,12 +509,35 @@ export class Generator {
   }
 
   static async load(opts: GeneratorOptions = {}): Promise<Generator> {
-    const modelDir = resolveModelDir(opts.modelDir, 'modelDir');
-    const gpu = await getGpu();
-    const prompts = await Prompts.load(modelDir, opts.contextLength);
-    const sequences = batchSize(loadConfig(modelDir), prompts.contextLength, opts);
-    const model = await MistralModel.load(gpu, modelDir, { ...opts, sequences });
-    return new Generator(gpu, model, prompts, modelDir);
+    const modelDir = opts.files && opts.modelDir ? opts.modelDir : resolveModelDir(opts.modelDir, 'modelDir');
+    const gpu = opts.gpu ?? (await getGpu());
+    const prompts = await Prompts.load(modelDir, opts.contextLength, opts.files);
+    // Adapters are checked against config.json before the (possibly long) weight load.
+    const config = loadConfig(modelDir, opts.files);
+    const lora = (opts.lora ?? []).map(({ name, dir }, i, all) => {
+      if (!/^\S+$/.test(name)) throw new Error(`a LoRA adapter's name must be non-empty, without spaces; got ${JSON.stringify(name)}`);
+      if (all.findIndex((a) => a.name === name) !== i) throw new Error(`two LoRA adapters are named ${JSON.stringify(name)}`);
+      return loadLora(dir, config, name);
+    });
+    const sequences = batchSize(config, prompts.contextLength, opts);
+    const plan = opts.kvCache ? { kvCache: opts.kvCache } : undefined;
+    const model = await MistralModel.load(gpu, modelDir, { ...opts, sequences, plan });
+    const generator = new Generator(gpu, model, prompts, modelDir);
+    for (const w of lora) generator.adapters.set(w.name, model.addAdapter(w));
+    return generator;
+  }
+
+  /** The LoRA adapters loaded, by name, in load order. */
+  get adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  /** The adapter `name` (undefined: none, the base model); UnknownAdapterError if it was not loaded. */
+  private adapter(name: string | undefined): DeviceLora | undefined {
+    if (name === undefined) return undefined;
+    const a = this.adapters.get(name);
+    if (!a) throw new UnknownAdapterError(name, this.adapterNames);
+    return a;
   }
 
   /** True for the bundled random-weight model, whose output is noise. */
@@ -562,6 +611,7 @@ export class Generator {
     signal?: AbortSignal,
     options: GenerateOptions = {},
   ): AsyncGenerator<ChoiceEvent> {
+    this.adapter(options.adapter); // an unknown adapter fails before the first choice starts
     const seed = resolveSeed(params);
     if (params.n === 1) {
       yield { type: 'start', index: 0, seed };
@@ -613,9 +663,11 @@ export class Generator {
     }
   }
 
+  /** A new sequence; an unknown adapter is an UnknownAdapterError here, before it queues. */
   private sequence(promptIds: number[], params: SamplingParams, options: GenerateOptions): Sequence {
     const vocab = this.model.config.vocab_size;
-    return new Sequence(promptIds, params, resolveSeed(params), options, this.tokenizer, vocab, this.contextLength, this.stopIds);
+    const adapter = this.adapter(options.adapter);
+    return new Sequence(promptIds, params, resolveSeed(params), options, adapter, this.tokenizer, vocab, this.contextLength, this.stopIds);
   }
 
   /** Queues a request; an abort while it waits takes it out of the queue at once. */
@@ -664,7 +716,7 @@ export class Generator {
     for (;;) {
       this.retire();
       this.admit();
-      const { kind, batch } = this.buildStep();
+      const { kind, adapter, batch } = this.buildStep();
       if (batch.length === 0) {
         if (this.active.length === 0 && this.waiting.length === 0) return;
         throw new Error('scheduler: sequences run but none has a row to step'); // retire() leaves no follower without a leader
@@ -674,6 +726,7 @@ export class Generator {
         results = await this.model.step(
           batch.map((b) => b.step),
           kind,
+          adapter,
         );
       } catch (err) {
         // The step's rows are lost: fail its sequences, forget their regions' contents.
@@ -749,7 +802,7 @@ export class Generator {
       let best = 0;
       let bestReuse = -1;
       this.free.forEach((region, i) => {
-        const reuse = this.model.reusablePrefixOf(region, leader!.promptIds);
+        const reuse = this.model.reusablePrefixOf(region, leader!.promptIds, leader!.adapter);
         if (reuse > bestReuse) {
           best = i;
           bestReuse = reuse;
@@ -772,10 +825,14 @@ export class Generator {
    * The next step, decode or prefill (alternating while both have work, so a long prompt and
    * the running streams take turns): a decode step runs one token of up to MATVEC_MAX_TOKENS
    * decoding sequences (round robin beyond that); a prefill step runs prompt chunks of those
-   * still prefilling, in admission order, up to STEP_PREFILL_TOKENS rows in all.
+   * still prefilling, in admission order, up to STEP_PREFILL_TOKENS rows in all. A step runs
+   * under one LoRA adapter (or none): with sequences under several, steps take turns among them.
    */
-  private buildStep(): { kind: BatchShape; batch: { seq: Sequence; step: StepSequence }[] } {
-    const runnable = this.active.filter((seq) => !seq.done && !seq.follower);
+  private buildStep(): { kind: BatchShape; adapter: DeviceLora | undefined; batch: { seq: Sequence; step: StepSequence }[] } {
+    const ready = this.active.filter((seq) => !seq.done && !seq.follower);
+    const adapters = [...new Set(ready.map((seq) => seq.adapter))];
+    const adapter = adapters[this.adapterTurn++ % Math.max(1, adapters.length)];
+    const runnable = ready.filter((seq) => seq.adapter === adapter);
     const decoding = runnable.filter((seq) => !seq.prefilling);
     const prefilling = runnable.filter((seq) => seq.prefilling);
     const kind: BatchShape = decoding.length === 0 || (prefilling.length > 0 && this.lastKind === 'decode') ? 'prefill' : 'decode';
@@ -789,7 +846,7 @@ export class Generator {
         batch.push({ seq, step: { seq: seq.region, ids: seq.pending, readout: seq.readout } });
       }
       this.decodeCursor = first + n;
-      return { kind, batch };
+      return { kind, adapter, batch };
     }
     let budget = Math.min(STEP_PREFILL_TOKENS, this.model.maxChunk);
     for (const seq of prefilling) {
@@ -801,7 +858,7 @@ export class Generator {
       // Only the prompt's last chunk reads anything back: its last row gives the first token.
       batch.push({ seq, step: { seq: seq.region, ids, readout: seq.pending.length === 0 ? seq.readout : { kind: 'none' } } });
     }
-    return { kind, batch };
+    return { kind, adapter, batch };
   }
 
   /** Frees the model's device memory (and stops the tokenizer's worker thread). */

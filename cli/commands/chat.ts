@@ -23,6 +23,7 @@ import {
   addModelOptions,
   addSamplingOptions,
   formatTimings,
+  generateOptions,
   lengthNote,
   loadGenerator,
   samplingParamsFromFlags,
@@ -44,7 +45,7 @@ export function registerChat(program: Command): void {
   cmd.action(async (flags: ChatFlags) => {
     const params = samplingParamsFromFlags(flags);
     // One conversation: one KV-cache region, kept between turns.
-    const generator = await loadGenerator(flags, undefined, { maxBatch: 1 });
+    const generator = await loadGenerator(flags, undefined, undefined, { maxBatch: 1 });
     warnIfBundledModel(generator);
     await new ChatSession(generator, params, flags).run();
   });
@@ -151,7 +152,7 @@ class ChatSession {
     let text = '';
     let cancelled = false;
     try {
-      for await (const event of this.generator.generate(promptIds, { ...this.params, seed }, this.answering.signal)) {
+      for await (const event of this.generator.generate(promptIds, { ...this.params, seed }, this.answering.signal, generateOptions(this.flags))) {
         if (event.type === 'text') {
           text += event.text;
           process.stdout.write(event.text);

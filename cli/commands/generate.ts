@@ -15,6 +15,7 @@ import {
   addSamplingOptions,
   contextFromFlags,
   formatTimings,
+  generateOptions,
   lengthNote,
   loadGenerator,
   samplingParamsFromFlags,
@@ -60,7 +61,7 @@ export function registerGenerate(program: Command): void {
     if (flags.verbose) process.stderr.write(`prompt ids: ${JSON.stringify(promptIds)}\n`);
 
     // One KV-cache region per sample: the n samples decode together, and no memory is kept for more.
-    const generator = await loadGenerator(flags, undefined, { maxBatch: params.n });
+    const generator = await loadGenerator(flags, undefined, undefined, { maxBatch: params.n });
     warnIfBundledModel(generator);
 
     // Ctrl-C stops the answer being written (the remaining samples too) and still
@@ -75,7 +76,7 @@ export function registerGenerate(program: Command): void {
     try {
       // Sample i runs with seed + i (Generator.generateChoices): different samples, each
       // reproducible on its own (`--seed S+i --n 1` prints sample i again).
-      for await (const event of generator.generateChoices(promptIds, params, abort.signal)) {
+      for await (const event of generator.generateChoices(promptIds, params, abort.signal, generateOptions(flags))) {
         if (event.type === 'start') {
           const i = event.index;
           if (params.n > 1) process.stdout.write(`${i > 0 ? '\n' : ''}--- sample ${i + 1} of ${params.n} (seed ${event.seed}) ---\n`);
