@@ -22,6 +22,13 @@ export const PLAN_CHOICES = {
    *  - workgroup: the same split, reduced in workgroup memory only (no `subgroups` feature).
    */
   matvec: ['rows', 'subgroup', 'workgroup'],
+  /**
+   * Prefill matrix-matrix products (more than 8 tokens), src/kernels/matmul/gemm_*.wgsl.
+   *  - regtile: lane groups share a row's columns, 8 tokens in registers, one reduction.
+   *  - broadcast: each invocation owns whole rows for 16 tokens; the subgroup loads each x
+   *    tile once and shares it by subgroupBroadcast (lavapipe: loads cost, shuffles do not).
+   */
+  gemm: ['regtile', 'broadcast'],
   /** Attention (src/kernels/attention/): one tiled pass per query block, or split-K over the keys with a reduce pass. */
   attention: ATTENTION_STRATEGIES,
   /** Storage of the KV cache (src/kernels/kv_cache.ts; math stays f32). */
@@ -32,6 +39,7 @@ type Choice<K extends keyof typeof PLAN_CHOICES> = (typeof PLAN_CHOICES)[K][numb
 
 export interface KernelPlan {
   matvec: Choice<'matvec'>;
+  gemm: Choice<'gemm'>;
   attention: Choice<'attention'>;
   kvCache: Choice<'kvCache'>;
   /** Submit the command buffer every this many layers (the GPU starts while encoding goes on); 0: once per step. */
@@ -39,16 +47,17 @@ export interface KernelPlan {
 }
 
 export type PlanKey = keyof KernelPlan;
-const KEYS: PlanKey[] = ['matvec', 'attention', 'kvCache', 'submitLayers'];
+const KEYS: PlanKey[] = ['matvec', 'gemm', 'attention', 'kvCache', 'submitLayers'];
 
 /** The plan for a device when nothing is forced. */
 export function defaultPlan(p: DeviceProfile): KernelPlan {
   if (p.kind === 'software') {
     // Today's kernels: measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans").
-    return { matvec: 'rows', attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
+    return { matvec: 'rows', gemm: 'regtile', attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
+    gemm: 'regtile',
     // Split-K fills a large GPU at long contexts and runs the tiled pass itself when the context is short.
     attention: 'split',
     // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.
@@ -61,6 +70,10 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
 export function cannotRun(p: DeviceProfile, key: PlanKey, value: string): string | null {
   if (key === 'matvec' && value === 'subgroup' && !p.features.subgroups) {
     return `matvec=subgroup needs the WebGPU 'subgroups' feature, which this adapter (${p.adapter}) does not offer; use matvec=workgroup`;
+  }
+  if (key === 'gemm' && value === 'broadcast' && !(p.subgroupSizes && p.subgroupSizes.min >= 8)) {
+    const have = p.subgroupSizes ? `subgroups of ${p.subgroupSizes.min}..${p.subgroupSizes.max} lanes` : "no 'subgroups' feature";
+    return `gemm=broadcast needs subgroups of at least 8 lanes; this adapter (${p.adapter}) has ${have}; use gemm=regtile`;
   }
   return null;
 }

@@ -7,7 +7,9 @@
  *
  * Variants, chosen by the kernel plan (src/kernels/plan.ts) and the shape:
  *   - cols not a multiple of 8 (tests only): gemm_words.wgsl, any token count;
- *   - more than MATVEC_MAX_TOKENS tokens (prefill): gemm_regtile.wgsl;
+ *   - more than MATVEC_MAX_TOKENS tokens (prefill): plan.gemm
+ *       regtile:   gemm_regtile.wgsl (8-token register tiles, lanes share a row's columns);
+ *       broadcast: gemm_broadcast.wgsl (+ subgroups.wgsl: x shared by subgroup broadcast);
  *   - up to MATVEC_MAX_TOKENS tokens (decode): plan.matvec
  *       rows:      matvec_rows.wgsl for one token, gemm_regtile.wgsl for 2..8;
  *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
@@ -34,6 +36,11 @@ export const TILES = {
     matmul: { WG: 64, LANES: 8, ROWS_PER_GROUP: 4, TOKENS: 8 },
     swiglu: { WG: 64, LANES: 8, ROWS_PER_GROUP: 2, TOKENS: 8 },
   },
+  /** gemm_broadcast.wgsl: WG invocations x ROWS rows each, TOKENS (8 or 16) tokens per workgroup. */
+  broadcast: {
+    matmul: { WG: 8, ROWS: 2, TOKENS: 16 },
+    swiglu: { WG: 8, ROWS: 1, TOKENS: 16 },
+  },
   /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
   words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
 } as const;
@@ -57,13 +64,15 @@ function source(file: string, snippets: string[] = []): ShaderSource {
 }
 
 type Op = 'matmul' | 'swiglu';
+/** What the matrix products read of the plan; without `gemm`, prefill runs gemm_regtile.wgsl. */
+export type MatmulPlan = Pick<KernelPlan, 'matvec'> & Partial<Pick<KernelPlan, 'gemm'>>;
 type Fields = { rows: number; cols: number; tokens: number; y_stride: number; y_offset: number; accumulate: number };
 
 /** Records the dispatches of one product, part by part (gate and up are split at the same rows). */
 function record(
   enc: Encoder,
   op: Op,
-  plan: Pick<KernelPlan, 'matvec'>,
+  plan: MatmulPlan,
   a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean },
 ): void {
   const { w, tokens } = a;
@@ -81,6 +90,13 @@ function record(
     constants = { ...dtype, ...TILES.words };
     rowsPerGroup = TILES.words.ROWS;
     tokensPerGroup = TILES.words.WG * TILES.words.TOKENS_PER_INVOCATION;
+  } else if (tokens > MATVEC_MAX_TOKENS && plan.gemm === 'broadcast') {
+    const t = TILES.broadcast[op];
+    variant = `broadcast x${t.TOKENS}`;
+    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl']);
+    constants = { ...dtype, ...t };
+    rowsPerGroup = t.WG * t.ROWS;
+    tokensPerGroup = t.TOKENS;
   } else if (tokens > MATVEC_MAX_TOKENS || (plan.matvec === 'rows' && tokens > 1)) {
     const t = TILES.regtile[op];
     variant = `regtile x${t.TOKENS}`;
@@ -140,7 +156,7 @@ function record(
  */
 export function matmul(
   enc: Encoder,
-  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: Pick<KernelPlan, 'matvec'> },
+  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: MatmulPlan },
 ): void {
   if (a.tokens === 0) return;
   if (a.w.cols % 2 !== 0) throw new Error(`matmul: cols must be even, got ${a.w.cols}`);
@@ -155,7 +171,7 @@ export function matmul(
  */
 export function matmulSwiGLU(
   enc: Encoder,
-  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: Pick<KernelPlan, 'matvec'> },
+  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: MatmulPlan },
 ): void {
   const { gate, up } = a;
   if (a.tokens === 0) return;
