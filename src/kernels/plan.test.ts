@@ -12,7 +12,7 @@ const gpuWith: DeviceProfile = { ...gpuWithout, subgroupSizes: { min: 32, max: 3
 
 describe('kernel plan', () => {
   it("keeps today's kernels on a software adapter and picks the GPU matvec on hardware", () => {
-    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', attention: 'tiled', kvCache: 'f32', submitLayers: 0 });
+    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', gemm: 'regtile', attention: 'tiled', kvCache: 'f32', submitLayers: 0 });
     expect(defaultPlan(gpuWith).matvec).toBe('subgroup');
     expect(defaultPlan(gpuWithout).matvec).toBe('workgroup');
   });
@@ -26,11 +26,11 @@ describe('kernel plan', () => {
   it('prints in the override syntax, so a printed plan parses back', () => {
     const plan = resolvePlan(gpuWith, {}, '');
     expect(resolvePlan(gpuWith, {}, formatPlan(plan))).toEqual(plan);
-    expect(formatPlan(plan)).toBe('matvec=subgroup,attention=split,kvCache=f32,submitLayers=4');
+    expect(formatPlan(plan)).toBe('matvec=subgroup,gemm=tiled,attention=split,kvCache=f32,submitLayers=4');
   });
 
   it('refuses unknown keys and values with the allowed ones', () => {
-    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, attention, kvCache, submitLayers/);
+    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, gemm, attention, kvCache, submitLayers/);
     expect(() => parsePlan('matvec=fast')).toThrow(/matvec=fast is not a variant; matvec is one of rows, subgroup, workgroup/);
     expect(() => parsePlan('matvec')).toThrow(/matvec=\(empty\)/);
     expect(() => parsePlan('submitLayers=-1')).toThrow(/whole number/);
@@ -41,6 +41,9 @@ describe('kernel plan', () => {
     expect(() => resolvePlan(gpuWithout, { matvec: 'subgroup' }, undefined)).toThrow(/subgroups/);
     expect(runnable(gpuWithout, 'matvec')).toEqual(['rows', 'workgroup']);
     expect(runnable(lavapipe, 'matvec')).toEqual(['rows', 'subgroup', 'workgroup']);
+    expect(runnable(lavapipe, 'gemm')).toEqual(['regtile', 'broadcast', 'tiled']);
+    expect(runnable(gpuWithout, 'gemm')).toEqual(['regtile', 'tiled']);
+    expect(() => resolvePlan({ ...gpuWith, subgroupSizes: { min: 4, max: 64 } }, { gemm: 'broadcast' }, undefined)).toThrow(/gemm=broadcast needs subgroups of at least 8 lanes.*4\.\.64/);
   });
 
   it('takes the attention strategy and KV cache format as keys too', () => {

@@ -27,8 +27,10 @@ export const PLAN_CHOICES = {
    *  - regtile: lane groups share a row's columns, 8 tokens in registers, one reduction.
    *  - broadcast: each invocation owns whole rows for 16 tokens; the subgroup loads each x
    *    tile once and shares it by subgroupBroadcast (lavapipe: loads cost, shuffles do not).
+   *  - tiled: token x row tiles staged in workgroup memory, a register block per invocation,
+   *    K split when the row tiles cannot fill the GPU (GPUs).
    */
-  gemm: ['regtile', 'broadcast'],
+  gemm: ['regtile', 'broadcast', 'tiled'],
   /** Attention (src/kernels/attention/): one tiled pass per query block, or split-K over the keys with a reduce pass. */
   attention: ATTENTION_STRATEGIES,
   /** Storage of the KV cache (src/kernels/kv_cache.ts; math stays f32). */
@@ -57,7 +59,7 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
-    gemm: 'regtile',
+    gemm: 'tiled',
     // Split-K fills a large GPU at long contexts and runs the tiled pass itself when the context is short.
     attention: 'split',
     // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.

@@ -18,7 +18,7 @@ const GEMMS = runnable((await getGpu()).profile, 'gemm');
 
 type Case = {
   rows: number; cols: number; tokens: number; dtype: WeightDType; accumulate?: boolean; maxPartBytes?: number;
-  matvec?: KernelPlan['matvec']; gemm?: KernelPlan['gemm'];
+  matvec?: KernelPlan['matvec']; gemm?: KernelPlan['gemm']; splits?: number;
 };
 
 async function check(opts: Case) {
@@ -36,7 +36,7 @@ async function check(opts: Case) {
   if (y0) uploadInto(gpu, yb, y0);
   else poison(gpu, yb);
   const enc = new Encoder(gpu);
-  matmul(enc, { x: xb, w: matrix, y: yb, tokens, accumulate: opts.accumulate, plan: { matvec, gemm } });
+  matmul(enc, { x: xb, w: matrix, y: yb, tokens, accumulate: opts.accumulate, plan: { matvec, gemm }, splits: opts.splits });
   enc.submit();
   const y = await readF32(gpu, yb, tokens * rows);
   xb.destroy();
@@ -45,7 +45,7 @@ async function check(opts: Case) {
   const expected = matmulRef(x, values, tokens, rows, cols);
   if (y0) for (let i = 0; i < expected.length; i++) expected[i] = expected[i]! + y0[i]!;
   const err = maxRelError(y, expected);
-  const label = `seed ${seed}, matvec=${matvec}, gemm=${gemm}, ${rows}x${cols} ${dtype}, tokens ${tokens}${opts.accumulate ? ', accumulate' : ''}, parts ${matrix.parts.length}`;
+  const label = `seed ${seed}, matvec=${matvec}, gemm=${gemm}, ${rows}x${cols} ${dtype}, tokens ${tokens}${opts.accumulate ? ', accumulate' : ''}${opts.splits ? `, splits ${opts.splits}` : ''}, parts ${matrix.parts.length}`;
   expect(err, label).toBeLessThan(TOLERANCE[dtype]);
   return matrix;
 }
@@ -102,6 +102,14 @@ describe.each(GEMMS)('matmul, gemm=%s (prefill: more than 8 tokens)', (gemm) => 
 
   it('real shape 2048x5632 (down_proj of the 1b model), 23 tokens, into the residual', async () => {
     await check({ rows: 2048, cols: 5632, tokens: 23, dtype: 'bf16', gemm, accumulate: true });
+  });
+});
+
+describe('matmul, gemm=tiled with its K split (what a GPU runs when the row tiles are few)', () => {
+  it('K ranges of uneven length, a split matrix, into the residual', async () => {
+    await check({ rows: 203, cols: 520, tokens: 45, dtype: 'bf16', gemm: 'tiled', splits: 3 });
+    await check({ rows: 4099, cols: 64, tokens: 19, dtype: 'f16', maxPartBytes: 1000 * 128, gemm: 'tiled', splits: 2, accumulate: true });
+    await check({ rows: 70, cols: 1032, tokens: 130, dtype: 'f32', gemm: 'tiled', splits: 5, accumulate: true });
   });
 });
 

@@ -18,7 +18,7 @@ const GEMMS = runnable((await getGpu()).profile, 'gemm');
 
 async function check(opts: {
   intermediate: number; hidden: number; tokens: number; dtype: WeightDType; maxPartBytes?: number;
-  matvec?: KernelPlan['matvec']; gemm?: KernelPlan['gemm'];
+  matvec?: KernelPlan['matvec']; gemm?: KernelPlan['gemm']; splits?: number;
 }) {
   const gpu = await getGpu();
   const seed = freshSeed();
@@ -34,7 +34,7 @@ async function check(opts: {
   const yb = createStorageBuffer(gpu, tokens * intermediate * 4);
   poison(gpu, yb);
   const enc = new Encoder(gpu);
-  matmulSwiGLU(enc, { x: xb, gate: gate.matrix, up: up.matrix, y: yb, tokens, plan: { matvec, gemm } });
+  matmulSwiGLU(enc, { x: xb, gate: gate.matrix, up: up.matrix, y: yb, tokens, plan: { matvec, gemm }, splits: opts.splits });
   enc.submit();
   const y = await readF32(gpu, yb, tokens * intermediate);
   xb.destroy();
@@ -66,15 +66,25 @@ describe.each(VARIANTS)('matmulSwiGLU, matvec=%s (decode: 1 to 8 tokens)', (matv
 });
 
 describe.each(GEMMS)('matmulSwiGLU, gemm=%s (prefill: more than 8 tokens)', (gemm) => {
-  it('f32 / f16 / bf16, odd sizes, 9 to 301 tokens', async () => {
+  it('f32 and f16, odd sizes, 9 and 17 tokens', async () => {
     await check({ intermediate: 1000, hidden: 192, tokens: 17, dtype: 'f32', gemm });
     await check({ intermediate: 37, hidden: 64, tokens: 9, dtype: 'f16', gemm });
+  });
+
+  it('bf16, 301 tokens', async () => {
     await check({ intermediate: 203, hidden: 136, tokens: 301, dtype: 'bf16', gemm });
   });
 
   it('split matrices; the 1b hidden size 2048', async () => {
     await check({ intermediate: 4099, hidden: 64, tokens: 40, dtype: 'f16', maxPartBytes: 1000 * 128, gemm });
     await check({ intermediate: 300, hidden: 2048, tokens: 130, dtype: 'bf16', gemm });
+  });
+});
+
+describe('matmulSwiGLU, gemm=tiled with its K split', () => {
+  it('K ranges of uneven length; a split matrix', async () => {
+    await check({ intermediate: 203, hidden: 520, tokens: 45, dtype: 'bf16', gemm: 'tiled', splits: 3 });
+    await check({ intermediate: 4099, hidden: 64, tokens: 19, dtype: 'f16', maxPartBytes: 1000 * 128, gemm: 'tiled', splits: 2 });
   });
 });
 
