@@ -146,7 +146,9 @@ afterAll(() => console.log('max abs error vs HF:', JSON.stringify(worst)));
  * (the split strategy with 5-key segments: tiny-mistral's 16-key window is too short for its
  * default split, one pass), under the device's matvec strategy; then each other matvec
  * strategy this device runs (lavapipe: subgroup, submitting after every layer, and workgroup).
- * The other matvec strategies skip the greedy continuations, which read only the on-device
+ * Then each other prefill (gemm) strategy, under the device's matvec: case d runs as 64 + 36
+ * and in uneven chunks of 17, 5, 33, 1 tokens, the other cases in one chunk each.
+ * The other matvec and gemm strategies skip the greedy continuations, which read only the on-device
  * argmax the logits checks already cover, to keep lavapipe's seconds down.
  */
 const profile = (await getGpu()).profile;
@@ -159,6 +161,9 @@ const PLANS: Array<{ plan: Partial<KernelPlan>; attentionSegmentKeys?: number; g
   ...runnable(profile, 'matvec')
     .filter((m) => m !== base.matvec)
     .map((matvec, i) => ({ plan: { matvec, attention: 'tiled' as const, kvCache: 'f32' as const, submitLayers: i === 0 ? 1 : 0 }, greedy: false })),
+  ...runnable(profile, 'gemm')
+    .filter((g) => g !== base.gemm)
+    .map((gemm) => ({ plan: { gemm, attention: 'tiled' as const, kvCache: 'f32' as const }, greedy: false })),
 ];
 
 describe.each(PLANS.map((p) => [formatPlan(resolvePlan(profile, p.plan)), p] as const))('golden logits: WebGPU forward pass vs Hugging Face, plan %s', (planName, { plan, attentionSegmentKeys, greedy }) => {

@@ -46,16 +46,26 @@ export interface KernelPlan {
   kvCache: Choice<'kvCache'>;
   /** Submit the command buffer every this many layers (the GPU starts while encoding goes on); 0: once per step. */
   submitLayers: number;
+  /**
+   * Most tokens per prefill chunk (the model's activation buffers are sized by it at load). Longer
+   * chunks pay where weight re-reads no longer grow with the chunk (gemm=tiled: once per 64 tokens).
+   */
+  prefillChunk: number;
 }
 
 export type PlanKey = keyof KernelPlan;
-const KEYS: PlanKey[] = ['matvec', 'gemm', 'attention', 'kvCache', 'submitLayers'];
+const KEYS: PlanKey[] = ['matvec', 'gemm', 'attention', 'kvCache', 'submitLayers', 'prefillChunk'];
+/** The keys whose values are whole numbers, with the least each may be. */
+const NUMBERS: Partial<Record<PlanKey, { min: number; meaning: string }>> = {
+  submitLayers: { min: 0, meaning: 'layers (0 = once per step)' },
+  prefillChunk: { min: 1, meaning: 'tokens, at least 1' },
+};
 
 /** The plan for a device when nothing is forced. */
 export function defaultPlan(p: DeviceProfile): KernelPlan {
   if (p.kind === 'software') {
     // Today's kernels: measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans").
-    return { matvec: 'rows', gemm: 'regtile', attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
+    return { matvec: 'rows', gemm: 'regtile', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 };
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
@@ -65,6 +75,7 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
     // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.
     kvCache: 'f32',
     submitLayers: 4,
+    prefillChunk: 512,
   };
 }
 
@@ -97,9 +108,10 @@ export function parsePlan(text: string, source = 'OPENCHAT_KERNELS'): Partial<Ke
     if (!(KEYS as string[]).includes(key)) {
       throw new KernelPlanError(`${source}: unknown key '${key}' in '${item}'; the keys are ${KEYS.join(', ')} (e.g. matvec=subgroup,attention=tiled)`);
     }
-    if (key === 'submitLayers') {
-      if (!/^\d+$/.test(value)) throw new KernelPlanError(`${source}: submitLayers must be a whole number of layers (0 = once per step); got '${value}'`);
-      out.submitLayers = Number(value);
+    const number = NUMBERS[key as PlanKey];
+    if (number) {
+      if (!/^\d+$/.test(value) || Number(value) < number.min) throw new KernelPlanError(`${source}: ${key} must be a whole number of ${number.meaning}; got '${value}'`);
+      out[key as PlanKey] = Number(value);
       continue;
     }
     const choices = PLAN_CHOICES[key as keyof typeof PLAN_CHOICES] as readonly string[];
@@ -119,10 +131,15 @@ export function resolvePlan(p: DeviceProfile, forced: Partial<KernelPlan> = {}, 
   const plan: KernelPlan = { ...defaultPlan(p), ...(env ? parsePlan(env) : {}) };
   for (const [k, v] of Object.entries(forced)) if (v !== undefined) (plan as unknown as Record<string, unknown>)[k] = v;
   for (const key of KEYS) {
-    const why = key === 'submitLayers' ? null : cannotRun(p, key, String(plan[key]));
+    const number = NUMBERS[key];
+    if (number) {
+      const v = plan[key] as number;
+      if (!Number.isInteger(v) || v < number.min) throw new KernelPlanError(`${key} must be a whole number of ${number.meaning}; got ${v}`);
+      continue;
+    }
+    const why = cannotRun(p, key, String(plan[key]));
     if (why) throw new KernelPlanError(`${env && env.includes(`${key}=`) ? 'OPENCHAT_KERNELS: ' : ''}${why}`);
   }
-  if (!Number.isInteger(plan.submitLayers) || plan.submitLayers < 0) throw new KernelPlanError(`submitLayers must be a whole number >= 0; got ${plan.submitLayers}`);
   return plan;
 }
 
