@@ -12,7 +12,8 @@ const gpuWith: DeviceProfile = { ...gpuWithout, subgroupSizes: { min: 32, max: 3
 
 describe('kernel plan', () => {
   it("keeps today's kernels on a software adapter and picks the GPU matvec on hardware", () => {
-    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', gemm: 'regtile', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 });
+    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', gemm: 'broadcast', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 });
+    expect(defaultPlan({ ...lavapipe, subgroupSizes: null }).gemm).toBe('regtile');
     expect(defaultPlan(gpuWith).matvec).toBe('subgroup');
     expect(defaultPlan(gpuWithout).matvec).toBe('workgroup');
   });

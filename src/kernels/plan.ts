@@ -64,8 +64,10 @@ const NUMBERS: Partial<Record<PlanKey, { min: number; meaning: string }>> = {
 /** The plan for a device when nothing is forced. */
 export function defaultPlan(p: DeviceProfile): KernelPlan {
   if (p.kind === 'software') {
-    // Today's kernels: measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans").
-    return { matvec: 'rows', gemm: 'regtile', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 };
+    // Measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans" and "Prefill").
+    // gemm=broadcast: 4x the prefill of regtile on lavapipe (bench/RESULTS.md, "Prefill"), where subgroups are 8 lanes.
+    const gemm = cannotRun(p, 'gemm', 'broadcast') === null ? 'broadcast' : 'regtile';
+    return { matvec: 'rows', gemm, attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 };
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',

@@ -43,10 +43,10 @@ struct Params {
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
-override TOKENS: u32;  // tokens per workgroup: 8 or 16
-const MAX_ROWS = 2u;
-const MAX_TOKENS = 16u;
-const MAX_LOADS = 2u;  // MAX_TOKENS / 8
+override TOKENS: u32;  // tokens per workgroup, a multiple of 8, <= MAX_TOKENS
+const MAX_ROWS = 4u;
+const MAX_TOKENS = 32u;
+const MAX_LOADS = 4u;  // MAX_TOKENS / 8
 
 fn w8(i: u32) -> array<vec4<f32>, 2> {
   return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);

@@ -41,7 +41,7 @@ export const TILES = {
   /** gemm_broadcast.wgsl: WG invocations x ROWS rows each, TOKENS (8 or 16) tokens per workgroup. */
   broadcast: {
     matmul: { WG: 8, ROWS: 2, TOKENS: 16 },
-    swiglu: { WG: 8, ROWS: 1, TOKENS: 16 },
+    swiglu: { WG: 8, ROWS: 2, TOKENS: 16 },
   },
   /**
    * gemm_tiled.wgsl: TM tokens x TN rows per workgroup, RM x RN per invocation, KT columns per
