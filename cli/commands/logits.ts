@@ -5,6 +5,8 @@ import { MistralModel } from '../../src/model/model.ts';
 import { CpuModel } from '../../src/model/cpu.ts';
 import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
 import { resolveModelDir } from '../../src/generator.ts';
+import { loadConfig } from '../../src/model/config.ts';
+import { loadLora, type LoraWeights } from '../../src/model/lora.ts';
 import { intOption } from './options.ts';
 import { loadProgress } from './progress.ts';
 
@@ -16,6 +18,7 @@ interface LogitsOptions {
   top: number;
   greedy?: number;
   cpu?: boolean;
+  lora?: string;
 }
 
 function parseIds(text: string): number[] {
@@ -50,21 +53,24 @@ interface Runner {
   close(): void;
 }
 
-async function gpuRunner(dir: string): Promise<Runner> {
+async function gpuRunner(dir: string, lora?: LoraWeights): Promise<Runner> {
   const progress = loadProgress(dir);
   const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress });
   progress.done();
+  // The adapter stays unmerged on the device, as the server runs it.
+  const adapter = lora && model.addAdapter(lora);
   return {
     vocab: model.config.vocab_size,
     contextLength: model.contextLength,
-    all: async (ids) => (await model.forward(ids, { kind: 'all-logits' })).logits!,
-    next: async (id) => (await model.forward([id], { kind: 'argmax' })).argmax!,
+    all: async (ids) => (await model.forward(ids, { kind: 'all-logits' }, adapter)).logits!,
+    next: async (id) => (await model.forward([id], { kind: 'argmax' }, adapter)).argmax!,
     close: () => model.destroy(),
   };
 }
 
-function cpuRunner(dir: string): Runner {
-  const model = CpuModel.load(dir);
+function cpuRunner(dir: string, lora?: LoraWeights): Runner {
+  // The reference merges the adapter into the weights: W + scale * B A.
+  const model = CpuModel.load(dir, { lora });
   return {
     vocab: model.config.vocab_size,
     contextLength: model.config.max_position_embeddings,
@@ -84,13 +90,16 @@ export function registerLogits(program: Command): void {
     .option('--out <file>', 'write logits as float32 little-endian, row-major [positions, vocab_size]')
     .option('--top <k>', 'print the k most likely next tokens at each position', intOption('--top', 0, 100), 5)
     .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
+    .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder); with --cpu it is merged into the weights')
     .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
       const dir = resolveModelDir(opts.model);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
-      const runner = opts.cpu ? cpuRunner(dir) : await gpuRunner(dir);
+      // The adapter is checked against config.json before any weights load.
+      const lora = opts.lora === undefined ? undefined : loadLora(opts.lora, loadConfig(dir));
+      const runner = opts.cpu ? cpuRunner(dir, lora) : await gpuRunner(dir, lora);
       const vocab = runner.vocab;
       const greedy = opts.greedy ?? 0;
       if (ids.length + greedy > runner.contextLength) {

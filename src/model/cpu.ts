@@ -13,6 +13,8 @@ import { matmulRef } from '../kernels/matmul/matmul.ref.ts';
 import { swigluRef } from '../kernels/matmul/swiglu.ref.ts';
 import { ropeRef } from '../kernels/rope.ref.ts';
 import { attentionRef } from '../kernels/attention/attention.ref.ts';
+import { mergeLoraRef } from '../kernels/lora/lora.ref.ts';
+import type { LinearKey, LoraWeights } from './lora.ts';
 
 /** Every weight widened to f32 on the host; projections row-major [out_features, in_features]. */
 type CpuLayer = LayerWeights<Float32Array, Float32Array>;
@@ -37,7 +39,11 @@ export class CpuModel {
     this.reset();
   }
 
-  static load(dir: string): CpuModel {
+  /**
+   * `lora`: an adapter (src/model/lora.ts) merged into the weights, W + scale * B A:
+   * the oracle the GPU's unmerged update is tested against.
+   */
+  static load(dir: string, opts: { lora?: LoraWeights } = {}): CpuModel {
     const config = loadConfig(dir);
     const ckpt = Checkpoint.open(dir);
     try {
@@ -52,6 +58,9 @@ export class CpuModel {
       for (let i = 0; i < config.num_hidden_layers; i++) {
         // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.
         layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name)])) as CpuLayer);
+        for (const [key, m] of Object.entries(opts.lora?.layers[i] ?? {}) as [LinearKey, NonNullable<LoraWeights['layers'][number][LinearKey]>][]) {
+          layers[i]![key] = mergeLoraRef(layers[i]![key], m.a, m.b, m.scale, m.rank);
+        }
       }
       const embed = w('model.embed_tokens.weight');
       const head = config.tie_word_embeddings ? embed : w('lm_head.weight');
