@@ -5,7 +5,7 @@ import { Encoder } from '../../gpu/encoder.ts';
 import { Rng } from '../../util/rng.ts';
 import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
 import { runnable, type KernelPlan } from '../plan.ts';
-import { matmul } from './index.ts';
+import { gemmSplits, matmul } from './index.ts';
 import { matmulRef } from './matmul.ref.ts';
 import { randomMatrix } from './fixtures.ts';
 
@@ -106,6 +106,14 @@ describe.each(GEMMS)('matmul, gemm=%s (prefill: more than 8 tokens)', (gemm) => 
 });
 
 describe('matmul, gemm=tiled with its K split (what a GPU runs when the row tiles are few)', () => {
+  it('splits K by the matrix alone: enough row tiles, or enough KT steps per range, and never on a CPU', () => {
+    expect(gemmSplits('hardware', 64, 128)).toBe(5); // 7B q_proj: 64 row tiles of 64 -> 5 x 64 >= 264
+    expect(gemmSplits('hardware', 16, 128)).toBe(16); // k_proj: capped at 16 ranges
+    expect(gemmSplits('hardware', 16, 9)).toBe(2); // at least 4 steps per range
+    expect(gemmSplits('hardware', 300, 128)).toBe(1);
+    expect(gemmSplits('software', 4, 128)).toBe(1);
+  });
+
   it('K ranges of uneven length, a split matrix, into the residual', async () => {
     await check({ rows: 203, cols: 520, tokens: 45, dtype: 'bf16', gemm: 'tiled', splits: 3 });
     await check({ rows: 4099, cols: 64, tokens: 19, dtype: 'f16', maxPartBytes: 1000 * 128, gemm: 'tiled', splits: 2, accumulate: true });
