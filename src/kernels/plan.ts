@@ -3,7 +3,7 @@
  * load from the device profile (src/gpu/profile.ts), then from the environment
  * override, then from what the caller forces (tests loop over plans this way).
  *
- *   OPENCHAT_KERNELS=matvec=subgroup,attention=split,kvCache=f16,submitLayers=4
+ *   OPENCHAT_KERNELS=matvec=subgroup,fuse=norm+qkv,attention=split,kvCache=f16,submitLayers=4
  *
  * Variants are named by strategy, not by device. Any variant the device can run may be
  * forced on any device, so lavapipe checks the GPU variants' correctness too.
@@ -31,6 +31,14 @@ export const PLAN_CHOICES = {
    *    K split when the row tiles cannot fill the GPU (GPUs).
    */
   gemm: ['regtile', 'broadcast', 'tiled'],
+  /**
+   * Decode dispatches merged (src/kernels/matmul/fused.ts), in the matvec strategy above:
+   *  - none: rms_norm, then q_proj, k_proj and v_proj as three matvecs (and rms_norm, gate/up).
+   *  - qkv: q_proj, k_proj and v_proj in one dispatch (the workgroup picks the matrix).
+   *  - norm+qkv: that, and each block's rms_norm folded into its matvec (q/k/v, gate/up):
+   *    every workgroup sums x^2 beside its products, so neither the norm dispatch nor h exist.
+   */
+  fuse: ['none', 'qkv', 'norm+qkv'],
   /** Attention (src/kernels/attention/): one tiled pass per query block, or split-K over the keys with a reduce pass. */
   attention: ATTENTION_STRATEGIES,
   /** Storage of the KV cache (src/kernels/kv_cache.ts; math stays f32). */
@@ -42,6 +50,7 @@ type Choice<K extends keyof typeof PLAN_CHOICES> = (typeof PLAN_CHOICES)[K][numb
 export interface KernelPlan {
   matvec: Choice<'matvec'>;
   gemm: Choice<'gemm'>;
+  fuse: Choice<'fuse'>;
   attention: Choice<'attention'>;
   kvCache: Choice<'kvCache'>;
   /** Submit the command buffer every this many layers (the GPU starts while encoding goes on); 0: once per step. */
@@ -54,7 +63,7 @@ export interface KernelPlan {
 }
 
 export type PlanKey = keyof KernelPlan;
-const KEYS: PlanKey[] = ['matvec', 'gemm', 'attention', 'kvCache', 'submitLayers', 'prefillChunk'];
+const KEYS: PlanKey[] = ['matvec', 'gemm', 'fuse', 'attention', 'kvCache', 'submitLayers', 'prefillChunk'];
 /** The keys whose values are whole numbers, with the least each may be. */
 const NUMBERS: Partial<Record<PlanKey, { min: number; meaning: string }>> = {
   submitLayers: { min: 0, meaning: 'layers (0 = once per step)' },
@@ -64,14 +73,17 @@ const NUMBERS: Partial<Record<PlanKey, { min: number; meaning: string }>> = {
 /** The plan for a device when nothing is forced. */
 export function defaultPlan(p: DeviceProfile): KernelPlan {
   if (p.kind === 'software') {
-    // Measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans" and "Prefill").
-    // gemm=broadcast: 4x the prefill of regtile on lavapipe (bench/RESULTS.md, "Prefill"), where subgroups are 8 lanes.
+    // Measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans", "Fused decode dispatches" and
+    // "Prefill": q/k/v in one dispatch balances llvmpipe's threads better; the folded norm costs
+    // loads there; gemm=broadcast is 4-5x regtile's prefill where subgroups have 8 lanes).
     const gemm = cannotRun(p, 'gemm', 'broadcast') === null ? 'broadcast' : 'regtile';
-    return { matvec: 'rows', gemm, attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 };
+    return { matvec: 'rows', gemm, fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 };
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
     gemm: 'tiled',
+    // Two dispatches per block instead of five, and no h round trip: chosen from the design note, not yet measured on a GPU.
+    fuse: 'norm+qkv',
     // Split-K fills a large GPU at long contexts and runs the tiled pass itself when the context is short.
     attention: 'split',
     // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.

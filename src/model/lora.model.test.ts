@@ -98,6 +98,17 @@ function expectClose(actual: Float32Array, name: string, what: string): void {
   expect(err, `${what} under ${name || 'the base model'} (seed ${seed}): max abs error ${err}, range ${range(ref)}`).toBeLessThan(REL_TOL * range(ref));
 }
 
+/** Every position's logits, fed one token at a time from position 0 under adapter `name`. */
+async function tokenByToken(name: string): Promise<Float32Array> {
+  gpuModel.reset();
+  const V = config.vocab_size;
+  const rows = new Float32Array(ids.length * V);
+  for (let t = 0; t < ids.length; t++) {
+    rows.set((await gpuModel.forward([ids[t]!], { kind: 'logits' }, device.get(name))).logits!, t * V);
+  }
+  return rows;
+}
+
 describe('WebGPU with LoRA adapters against the merged CPU reference', () => {
   it('each adapter changes the logits far beyond the tolerance (the comparison is not vacuous)', () => {
     for (const name of NAMES) {
@@ -118,15 +129,17 @@ describe('WebGPU with LoRA adapters against the merged CPU reference', () => {
 
       it(`${name}, matvec=${matvec}: token by token through the rolling KV cache`, async () => {
         gpuModel.replan({ matvec });
-        gpuModel.reset();
-        const V = config.vocab_size;
-        const rows = new Float32Array(ids.length * V);
-        for (let t = 0; t < ids.length; t++) {
-          rows.set((await gpuModel.forward([ids[t]!], { kind: 'logits' }, device.get(name))).logits!, t * V);
-        }
-        expectClose(rows, name, `decode ${matvec}`);
+        expectClose(await tokenByToken(name), name, `decode ${matvec}`);
       });
     }
+  }
+
+  // The folded norm (fuse=norm+qkv) must still leave h for the updates that read it.
+  for (const name of NAMES) {
+    it(`${name}, fuse=norm+qkv: token by token`, async () => {
+      gpuModel.replan({ fuse: 'norm+qkv' });
+      expectClose(await tokenByToken(name), name, 'decode fuse=norm+qkv');
+    });
   }
 
   it('requests back to back under different adapters each get their own logits (and the base model its own)', async () => {

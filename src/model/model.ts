@@ -18,7 +18,8 @@ import type { ModelSource } from '../util/files.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
-import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
+import { matmul } from '../kernels/matmul/index.ts';
+import { normQKV, normSwiGLU } from '../kernels/matmul/fused.ts';
 import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
 import { attention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
@@ -424,12 +425,13 @@ export class MistralModel {
     const plan = this.plan;
 
     // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
-    rmsNorm(enc, { x: s.x, weight: L.input_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T, plan });
+    const eps = c.rms_norm_eps;
+    normQKV(enc, {
+      x: s.x, norm: { weight: L.input_layernorm, eps }, h: s.h, writeH: !!(A?.q_proj || A?.k_proj || A?.v_proj),
+      q_proj: L.q_proj, k_proj: L.k_proj, v_proj: L.v_proj, q: s.q, k: s.k, v: s.v, tokens: T, plan,
+    });
     lora(s.h, 'q_proj', s.q);
-    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T, plan });
     lora(s.h, 'k_proj', s.k);
-    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T, plan });
     lora(s.h, 'v_proj', s.v);
     rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
@@ -444,22 +446,23 @@ export class MistralModel {
     lora(s.attn, 'o_proj', s.x);
 
     // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
-    rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
     if (A?.gate_proj || A?.up_proj) this.swigluUnfused(enc, L, A, T);
-    else matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T, plan });
+    else normSwiGLU(enc, { x: s.x, norm: { weight: L.post_attention_layernorm, eps }, h: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T, plan });
     matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true, plan });
     lora(s.mlp, 'down_proj', s.x);
   }
 
   /**
-   * mlp = silu(gate_proj(h) + its update) * (up_proj(h) + its update): the fused
-   * matmulSwiGLU cannot add an adapter's updates before the silu, so with an adapter on
+   * mlp = silu(gate_proj(h) + its update) * (up_proj(h) + its update), h = rms_norm(x): the
+   * fused matmulSwiGLU cannot add an adapter's updates before the silu, so with an adapter on
    * gate_proj or up_proj the two products run apart and silu_mul joins them.
    */
   private swigluUnfused(enc: Encoder, L: Layer, A: LayerLora, T: number): void {
+    const c = this.config;
     const s = this.scratch;
     const plan = this.plan;
     const { u, up } = this.loraScratch!;
+    rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
     matmul(enc, { x: s.h, w: L.gate_proj, y: s.mlp, tokens: T, plan });
     loraUpdate(enc, { x: s.h, lora: A.gate_proj, y: s.mlp, u, tokens: T });
     matmul(enc, { x: s.h, w: L.up_proj, y: up!, tokens: T, plan });
