@@ -16,17 +16,20 @@ import { swigluRef } from './swiglu.ref.ts';
 import { randomMatrix } from './fixtures.ts';
 
 const TOLERANCE: Record<WeightDType, number> = { f32: 1e-5, f16: 1e-3, bf16: 1e-3 };
-const VARIANTS = runnable((await getGpu()).profile, 'matvec');
+const profile = (await getGpu()).profile;
+const VARIANTS = runnable(profile, 'matvec');
+const GEMMS = runnable(profile, 'gemm');
+type Plan = { matvec: KernelPlan['matvec']; gemm: KernelPlan['gemm'] };
 
 /** Runs `op` on `x` ([tokens, cols]) and returns y ([tokens, rows]). */
-async function run(op: 'matmul' | 'swiglu', w: GpuMatrix, up: GpuMatrix, x: Float32Array, tokens: number, matvec: KernelPlan['matvec'], batch: BatchShape) {
+async function run(op: 'matmul' | 'swiglu', w: GpuMatrix, up: GpuMatrix, x: Float32Array, tokens: number, plan: Plan, batch: BatchShape) {
   const gpu = await getGpu();
   const xb = uploadF32(gpu, x);
   const yb = createStorageBuffer(gpu, tokens * w.rows * 4);
   poison(gpu, yb);
   const enc = new Encoder(gpu);
-  if (op === 'matmul') matmul(enc, { x: xb, w, y: yb, tokens, plan: { matvec }, batch });
-  else matmulSwiGLU(enc, { x: xb, gate: w, up, y: yb, tokens, plan: { matvec }, batch });
+  if (op === 'matmul') matmul(enc, { x: xb, w, y: yb, tokens, plan, batch });
+  else matmulSwiGLU(enc, { x: xb, gate: w, up, y: yb, tokens, plan, batch });
   enc.submit();
   const y = await readF32(gpu, yb, tokens * w.rows);
   xb.destroy();
@@ -34,7 +37,7 @@ async function run(op: 'matmul' | 'swiglu', w: GpuMatrix, up: GpuMatrix, x: Floa
   return y;
 }
 
-async function check(op: 'matmul' | 'swiglu', batch: BatchShape, matvec: KernelPlan['matvec'], rows: number, cols: number, dtype: WeightDType, counts: number[]) {
+async function check(op: 'matmul' | 'swiglu', batch: BatchShape, plan: Plan, rows: number, cols: number, dtype: WeightDType, counts: number[]) {
   const gpu = await getGpu();
   const seed = freshSeed();
   const rng = new Rng(seed);
@@ -44,10 +47,10 @@ async function check(op: 'matmul' | 'swiglu', batch: BatchShape, matvec: KernelP
   const x = randomNormal(rng, most * cols);
   // Each token alone: the reference for its bits in every larger call.
   const alone: Float32Array[] = [];
-  for (let t = 0; t < most; t++) alone.push(await run(op, w.matrix, up.matrix, x.subarray(t * cols, (t + 1) * cols), 1, matvec, batch));
+  for (let t = 0; t < most; t++) alone.push(await run(op, w.matrix, up.matrix, x.subarray(t * cols, (t + 1) * cols), 1, plan, batch));
   for (const tokens of counts) {
-    const label = `seed ${seed}, ${op} batch=${batch} matvec=${matvec}, ${rows}x${cols} ${dtype}, tokens ${tokens}`;
-    const y = await run(op, w.matrix, up.matrix, x.subarray(0, tokens * cols), tokens, matvec, batch);
+    const label = `seed ${seed}, ${op} batch=${batch} matvec=${plan.matvec} gemm=${plan.gemm}, ${rows}x${cols} ${dtype}, tokens ${tokens}`;
+    const y = await run(op, w.matrix, up.matrix, x.subarray(0, tokens * cols), tokens, plan, batch);
     const expected = op === 'matmul' ? matmulRef(x.subarray(0, tokens * cols), w.values, tokens, rows, cols) : swigluRef(x.subarray(0, tokens * cols), w.values, up.values, tokens, rows, cols);
     expect(maxRelError(y, expected), label).toBeLessThan(TOLERANCE[dtype]);
     for (let t = 0; t < tokens; t++) {
@@ -58,13 +61,16 @@ async function check(op: 'matmul' | 'swiglu', batch: BatchShape, matvec: KernelP
   destroyMatrix(up.matrix);
 }
 
-describe.each(VARIANTS)('batched-step shapes, matvec=%s', (matvec) => {
-  it(`decode: 1 to ${MATVEC_MAX_TOKENS} tokens, every token as alone (matmul f16, SwiGLU bf16, rows not multiples of the tiles)`, async () => {
-    await check('matmul', 'decode', matvec, 203, 136, 'f16', [1, 3, MATVEC_MAX_TOKENS]);
-    await check('swiglu', 'decode', matvec, 75, 64, 'bf16', [2, 5, MATVEC_MAX_TOKENS]);
+describe.each(VARIANTS)('batched decode shape, matvec=%s', (matvec) => {
+  it(`1 to ${MATVEC_MAX_TOKENS} tokens, every token as alone (matmul f16, SwiGLU bf16, rows not multiples of the tiles)`, async () => {
+    await check('matmul', 'decode', { matvec, gemm: 'regtile' }, 203, 136, 'f16', [1, 3, MATVEC_MAX_TOKENS]);
+    await check('swiglu', 'decode', { matvec, gemm: 'regtile' }, 75, 64, 'bf16', [2, 5, MATVEC_MAX_TOKENS]);
   });
-  it('prefill: any token count, every token as alone (matmul f32, SwiGLU f16)', async () => {
-    await check('matmul', 'prefill', matvec, 77, 72, 'f32', [1, 9, 19]);
-    await check('swiglu', 'prefill', matvec, 41, 80, 'f16', [3, 11]);
+});
+
+describe.each(GEMMS)('batched prefill shape, gemm=%s', (gemm) => {
+  it('any token count, every token as alone (matmul f32, SwiGLU f16)', async () => {
+    await check('matmul', 'prefill', { matvec: 'rows', gemm }, 77, 72, 'f32', [1, 9, 40]);
+    await check('swiglu', 'prefill', { matvec: 'rows', gemm }, 41, 80, 'f16', [3, 11]);
   });
 });

@@ -7,20 +7,24 @@
  *
  * Variants, chosen by the kernel plan (src/kernels/plan.ts) and the shape:
  *   - cols not a multiple of 8 (tests only): gemm_words.wgsl, any token count;
- *   - more than MATVEC_MAX_TOKENS tokens (prefill): gemm_regtile.wgsl;
+ *   - more than MATVEC_MAX_TOKENS tokens (prefill): plan.gemm
+ *       regtile:   gemm_regtile.wgsl (8-token register tiles, lanes share a row's columns);
+ *       broadcast: gemm_broadcast.wgsl (+ subgroups.wgsl: x shared by subgroup broadcast);
+ *       tiled:     gemm_tiled.wgsl (workgroup-memory tiles, register blocks; GPUs), with a
+ *                  K split and gemm_split_reduce.wgsl when the row tiles cannot fill the GPU;
  *   - up to MATVEC_MAX_TOKENS tokens (decode): plan.matvec
  *       rows:      matvec_rows.wgsl for one token, gemm_regtile.wgsl for 2..8;
  *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
  *       workgroup: matvec_lanes.wgsl + reduce_workgroup.wgsl;
  *   - a batched step (`batch`, continuous batching): one shape whatever the count, 'prefill'
- *     gemm_regtile.wgsl, 'decode' matvec_rows_tokens.wgsl (plan rows) or matvec_lanes.wgsl's
- *     8-token tile (see BatchShape).
+ *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows_tokens.wgsl (plan
+ *     rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
  * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only); except fused_*.wgsl, the decode
  * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type Overrides, type ShaderSource } from '../../gpu/encoder.ts';
-import { bytesPerElement, type GpuMatrix } from '../../gpu/buffers.ts';
+import { bytesPerElement, createStorageBuffer, type GpuMatrix } from '../../gpu/buffers.ts';
 import { dtypeCode, weightKernelSource } from '../weights.ts';
 import type { KernelPlan } from '../plan.ts';
 
@@ -40,6 +44,23 @@ export const TILES = {
     matmul: { WG: 64, LANES: 8, ROWS_PER_GROUP: 4, TOKENS: 8 },
     swiglu: { WG: 64, LANES: 8, ROWS_PER_GROUP: 2, TOKENS: 8 },
   },
+  /** gemm_broadcast.wgsl: WG invocations x ROWS rows each, TOKENS (8 or 16) tokens per workgroup. */
+  broadcast: {
+    matmul: { WG: 8, ROWS: 2, TOKENS: 16 },
+    swiglu: { WG: 8, ROWS: 2, TOKENS: 16 },
+  },
+  /**
+   * gemm_tiled.wgsl: TM tokens x TN rows per workgroup, RM x RN per invocation, KT columns per
+   * step; `few` up to FEW_TOKENS tokens, `many` above. swiglu stages two weight tiles, so its
+   * TN is halved to stay within WebGPU's default 16 KiB of workgroup memory.
+   */
+  tiled: {
+    matmul: { few: { TM: 16, TN: 64, RM: 2, RN: 4, KT: 32 }, many: { TM: 64, TN: 64, RM: 4, RN: 4, KT: 32 } },
+    swiglu: { few: { TM: 16, TN: 32, RM: 2, RN: 2, KT: 32 }, many: { TM: 64, TN: 32, RM: 4, RN: 2, KT: 32 } },
+    FEW_TOKENS: 32,
+  },
+  /** gemm_split_reduce.wgsl: invocations per workgroup. */
+  splitReduce: { WG: 64 },
   /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
   words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
 } as const;
@@ -49,6 +70,17 @@ export const MATVEC_MAX_TOKENS = 8;
 
 /** The `Params` struct of every kernel in this folder (checked against the WGSL once per source). */
 const PARAMS = new UniformLayout({ rows: 'u32', cols: 'u32', tokens: 'u32', y_stride: 'u32', y_offset: 'u32', accumulate: 'u32' });
+/** gemm_tiled.wgsl adds its K split. */
+const TILED_PARAMS = new UniformLayout({ ...PARAMS.fields, splits: 'u32', split_chunks: 'u32' });
+const REDUCE_PARAMS = new UniformLayout({ rows: 'u32', tokens: 'u32', y_stride: 'u32', y_offset: 'u32', accumulate: 'u32', splits: 'u32' });
+/**
+ * Workgroups a tiled product should reach before its K is split: about two per SM of a
+ * 132-SM H100/H200. Software adapters never split (a few workgroups fill a CPU).
+ */
+const GEMM_TARGET_WORKGROUPS = 264;
+/** Most K ranges of a split, and fewest KT steps each keeps. */
+const MAX_SPLITS = 16;
+const MIN_SPLIT_STEPS = 4;
 /** matvec_lanes.wgsl adds the width of its (possibly 2-D) grid. */
 const LANES_PARAMS = new UniformLayout({ ...PARAMS.fields, groups_x: 'u32' });
 
@@ -56,13 +88,16 @@ const checked = new WeakSet<ShaderSource>();
 function source(file: string, snippets: string[] = []): ShaderSource {
   const s = weightKernelSource(file, import.meta.url, snippets);
   if (!checked.has(s)) {
-    (file === 'matvec_lanes.wgsl' ? LANES_PARAMS : PARAMS).check(s.code);
+    const layout = { 'matvec_lanes.wgsl': LANES_PARAMS, 'gemm_tiled.wgsl': TILED_PARAMS, 'gemm_split_reduce.wgsl': REDUCE_PARAMS }[file] ?? PARAMS;
+    layout.check(s.code);
     checked.add(s);
   }
   return s;
 }
 
 type Op = 'matmul' | 'swiglu';
+/** What the matrix products read of the plan; without `gemm`, prefill runs gemm_regtile.wgsl. */
+export type MatmulPlan = Pick<KernelPlan, 'matvec'> & Partial<Pick<KernelPlan, 'gemm'>>;
 type Fields = { rows: number; cols: number; tokens: number; y_stride: number; y_offset: number; accumulate: number };
 
 /**
@@ -71,22 +106,103 @@ type Fields = { rows: number; cols: number; tokens: number; y_stride: number; y_
  *  - 'decode' (at most MATVEC_MAX_TOKENS tokens, one per sequence): the plan's matvec with its
  *    token loop inside (matvec_rows_tokens.wgsl, or matvec_lanes.wgsl with the 8-token tile),
  *    so a batch of decode rows reads the weights once;
- *  - 'prefill' (prompt chunks): gemm_regtile.wgsl.
+ *  - 'prefill' (prompt chunks): the plan's gemm whatever the count (gemm_tiled with its
+ *    `many` tile, gemm_broadcast, or gemm_regtile).
  * A token's result depends on neither the count nor its slot in either; without `batch` the
- * kernel follows the count (matvec_rows for one token, gemm_regtile for 2..8 on plan rows),
- * which is faster for one sequence but would tie a row's rounding to its batch.
+ * kernel follows the count (matvec_rows for one token, gemm_regtile for 2..8 on plan rows, the
+ * plan's gemm above 8), which is faster for one sequence but would tie a row's rounding to its
+ * batch.
  */
 export type BatchShape = 'decode' | 'prefill';
+
+type ProductArgs = { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean; splits?: number; batch?: BatchShape };
+
+/**
+ * K ranges for a tiled product of `rowTiles` row tiles and `steps` KT steps: enough that the
+ * row tiles alone reach GEMM_TARGET_WORKGROUPS on a GPU. It depends on the matrix, never on the
+ * token count, so a token's sums do not depend on how many tokens share its chunk.
+ */
+export function gemmSplits(kind: 'software' | 'hardware', rowTiles: number, steps: number): number {
+  if (kind === 'software') return 1;
+  const wanted = Math.ceil(GEMM_TARGET_WORKGROUPS / rowTiles);
+  return Math.max(1, Math.min(wanted, MAX_SPLITS, Math.floor(steps / MIN_SPLIT_STEPS)));
+}
+
+/** Scratch for K-split partial sums, one per device, grown on demand (dispatches in one pass run in order, so products share it). */
+const splitScratch = new WeakMap<Encoder['gpu'], GPUBuffer>();
+function partials(enc: Encoder, bytes: number): GPUBuffer {
+  let b = splitScratch.get(enc.gpu);
+  if (!b || b.size < bytes) {
+    // The old buffer may still be bound by recorded dispatches: left to the garbage collector, not destroyed.
+    b = createStorageBuffer(enc.gpu, Math.max(bytes, b ? b.size * 2 : 0), 'gemm-split-partials');
+    splitScratch.set(enc.gpu, b);
+  }
+  return b;
+}
+
+/** gemm_tiled.wgsl, part by part, with its K split and reduce pass when the split is > 1. */
+function recordTiled(enc: Encoder, op: Op, a: ProductArgs): void {
+  const { w, tokens } = a;
+  // A batched prefill step keeps one tile whatever its count (BatchShape).
+  const tile = tokens <= TILES.tiled.FEW_TOKENS && a.batch === undefined ? TILES.tiled[op].few : TILES.tiled[op].many;
+  const src = source('gemm_tiled.wgsl');
+  const dtype = dtypeCode(w.dtype);
+  const matrices = a.up ? 2 : 1;
+  const steps = Math.ceil(w.cols / tile.KT);
+  const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
+  const binding = enc.gpu.report.limits.maxStorageBufferBindingSize;
+  w.parts.forEach((part, i) => {
+    const rowTiles = Math.ceil(part.rows / tile.TN);
+    const tokenTiles = Math.ceil(tokens / tile.TM);
+    if (rowTiles > maxGroups || tokenTiles > maxGroups) throw new Error(`matmul: ${part.rows} rows x ${tokens} tokens need more than ${maxGroups} workgroups per dimension`);
+    let splits = a.splits ?? gemmSplits(enc.gpu.profile.kind, rowTiles, steps);
+    if (!Number.isInteger(splits) || splits < 1) throw new Error(`matmul: splits must be a positive integer, got ${splits}`);
+    // Keep the partials within one binding.
+    splits = Math.max(1, Math.min(splits, steps, Math.floor(binding / (matrices * tokens * part.rows * 4))));
+    const stepsPerSplit = Math.ceil(steps / splits);
+    splits = Math.ceil(steps / stepsPerSplit);
+    const storage: Binding[] = [a.x, part.buffer, a.y];
+    if (a.up) {
+      const u = a.up.parts[i];
+      if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
+      storage.push(u.buffer);
+    }
+    const fields = {
+      rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0,
+      splits, split_chunks: stepsPerSplit * (tile.KT / 8),
+    };
+    const shape = `${w.rows}x${w.cols}`;
+    const bytes = matrices * part.rows * w.cols * bytesPerElement(w.dtype) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    const name = `${op} tiled ${tile.TM}x${tile.TN}${splits > 1 ? ' split' : ''} ${w.dtype}`;
+    const pipeline = getPipeline(enc.gpu, src, op, { DTYPE: dtype, ...tile, SPLIT: splits > 1 ? 1 : 0 }, name);
+    if (splits === 1) {
+      enc.dispatch(pipeline, TILED_PARAMS.pack(fields), storage, [rowTiles, tokenTiles], { bytes, shape });
+      return;
+    }
+    const scratch = partials(enc, splits * matrices * tokens * part.rows * 4);
+    storage[2] = scratch;
+    enc.dispatch(pipeline, TILED_PARAMS.pack(fields), storage, [rowTiles, tokenTiles, splits], { bytes, shape });
+    const reduce = getPipeline(enc.gpu, source('gemm_split_reduce.wgsl'), op, TILES.splitReduce, `${op} split reduce`);
+    const outputs = tokens * part.rows;
+    const groups = Math.ceil(outputs / TILES.splitReduce.WG);
+    if (groups > maxGroups) throw new Error(`matmul: a K split of ${outputs} outputs needs more than ${maxGroups} workgroups`);
+    const reduceFields = { rows: part.rows, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0, splits };
+    enc.dispatch(reduce, REDUCE_PARAMS.pack(reduceFields), [scratch, a.y], [groups], { bytes: (splits * matrices + 1) * outputs * 4, shape });
+  });
+}
 
 /** Records the dispatches of one product, part by part (gate and up are split at the same rows). */
 function record(
   enc: Encoder,
   op: Op,
-  plan: Pick<KernelPlan, 'matvec'>,
-  a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean; batch?: BatchShape },
+  plan: MatmulPlan,
+  a: ProductArgs,
 ): void {
   const { w, tokens } = a;
   if (a.batch === 'decode' && tokens > MATVEC_MAX_TOKENS) throw new Error(`${op}: a decode batch holds at most ${MATVEC_MAX_TOKENS} tokens, got ${tokens}`);
+  // The prefill kernels: above MATVEC_MAX_TOKENS tokens, or any count in a batched prefill step.
+  const prefill = a.batch === 'prefill' || (a.batch === undefined && tokens > MATVEC_MAX_TOKENS);
+  if (prefill && w.cols % 8 === 0 && plan.gemm === 'tiled') return recordTiled(enc, op, a);
   const dtype = { DTYPE: dtypeCode(w.dtype) };
   const matrices = a.up ? 2 : 1;
   let src: ShaderSource;
@@ -101,7 +217,14 @@ function record(
     constants = { ...dtype, ...TILES.words };
     rowsPerGroup = TILES.words.ROWS;
     tokensPerGroup = TILES.words.WG * TILES.words.TOKENS_PER_INVOCATION;
-  } else if (a.batch === 'prefill' || (a.batch === undefined && (tokens > MATVEC_MAX_TOKENS || (plan.matvec === 'rows' && tokens > 1)))) {
+  } else if (prefill && plan.gemm === 'broadcast') {
+    const t = TILES.broadcast[op];
+    variant = `broadcast x${t.TOKENS}`;
+    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl']);
+    constants = { ...dtype, ...t };
+    rowsPerGroup = t.WG * t.ROWS;
+    tokensPerGroup = t.TOKENS;
+  } else if (prefill || (a.batch === undefined && plan.matvec === 'rows' && tokens > 1)) {
     const t = TILES.regtile[op];
     variant = `regtile x${t.TOKENS}`;
     src = source('gemm_regtile.wgsl');
@@ -164,15 +287,16 @@ function record(
  * y[t, r] = sum_c x[t, c] * w[r, c] for t < tokens, r < w.rows; with `accumulate`,
  * y[t, r] += ... (the residual add fused into o_proj / down_proj).
  * x: f32 [tokens, w.cols]; y: f32 [tokens, w.rows].
+ * `splits` (gemm=tiled only; tests, benchmarks): K ranges instead of the device's choice.
  * `batch`: the kernel shape of a batched step, whatever its token count (BatchShape).
  */
 export function matmul(
   enc: Encoder,
-  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: Pick<KernelPlan, 'matvec'>; batch?: BatchShape },
+  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: MatmulPlan; splits?: number; batch?: BatchShape },
 ): void {
   if (a.tokens === 0) return;
   if (a.w.cols % 2 !== 0) throw new Error(`matmul: cols must be even, got ${a.w.cols}`);
-  record(enc, 'matmul', a.plan, { x: a.x, w: a.w, y: a.y, tokens: a.tokens, accumulate: a.accumulate ?? false, batch: a.batch });
+  record(enc, 'matmul', a.plan, { x: a.x, w: a.w, y: a.y, tokens: a.tokens, accumulate: a.accumulate ?? false, splits: a.splits, batch: a.batch });
 }
 
 /**
@@ -184,7 +308,7 @@ export function matmul(
  */
 export function matmulSwiGLU(
   enc: Encoder,
-  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: Pick<KernelPlan, 'matvec'>; batch?: BatchShape },
+  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: MatmulPlan; splits?: number; batch?: BatchShape },
 ): void {
   const { gate, up } = a;
   if (a.tokens === 0) return;
@@ -192,5 +316,5 @@ export function matmulSwiGLU(
     throw new Error(`matmulSwiGLU: gate [${gate.rows}, ${gate.cols}] ${gate.dtype} and up [${up.rows}, ${up.cols}] ${up.dtype} differ`);
   }
   if (gate.cols % 8 !== 0) throw new Error(`matmulSwiGLU: hidden size must be a multiple of 8, got ${gate.cols}`);
-  record(enc, 'swiglu', a.plan, { x: a.x, w: gate, up, y: a.y, tokens: a.tokens, accumulate: false, batch: a.batch });
+  record(enc, 'swiglu', a.plan, { x: a.x, w: gate, up, y: a.y, tokens: a.tokens, accumulate: false, splits: a.splits, batch: a.batch });
 }
