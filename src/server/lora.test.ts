@@ -8,7 +8,7 @@ import OpenAI from 'openai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BUNDLED_MODEL_DIR, Generator } from '../generator.ts';
 import { loadConfig } from '../model/config.ts';
 import { allModules, writePeftAdapter } from '../model/lora.testing.ts';
@@ -92,6 +92,26 @@ describe('LoRA adapters over HTTP', () => {
       expect(r.choices[0]!.text, `${model} ${tag}`).toBe(want);
       expect(r.model).toBe(model);
     }
+  });
+
+  it('concurrently, requests under different adapters (and none) each give their answer alone: a batched step serves one adapter at a time', async () => {
+    const expected = { base: await direct(undefined), poet: await direct('poet'), sql: await direct('SQL-v2') };
+    const models = ['poet', gen.modelName, 'SQL-v2', 'poet', 'SQL-v2', gen.modelName, 'poet', 'SQL-v2'];
+    const want = (m: string) => (m === 'poet' ? expected.poet : m === 'SQL-v2' ? expected.sql : expected.base);
+    const steps: (string | undefined)[] = [];
+    const step = gen.model.step.bind(gen.model);
+    const spy = vi.spyOn(gen.model, 'step').mockImplementation((batch, kind, adapter) => {
+      steps.push(adapter?.name);
+      return step(batch, kind, adapter);
+    });
+    try {
+      const answers = await Promise.all(models.map((model) => client.completions.create({ model, prompt: PROMPT, ...PARAMS })));
+      answers.forEach((r, i) => expect(r.choices[0]!.text, `${models[i]} ${tag}`).toBe(want(models[i]!)));
+    } finally {
+      spy.mockRestore();
+    }
+    // Steps ran under each adapter and under none, never mixing them (model.step takes one).
+    expect(new Set(steps).size, `${tag} ${steps.join(',')}`).toBe(3);
   });
 
   it('chat completions run under the adapter the model name gives', async () => {
