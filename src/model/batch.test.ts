@@ -79,7 +79,7 @@ for (const plan of PLANS) {
         { prompt: randomIds(33), decode: randomIds(5), join: 5, chunk: 11, region: 2 },
         { prompt: randomIds(1), decode: randomIds(20), join: 9, chunk: 1, region: 0 },
       ];
-      // The same sequence in region 3 instead of 0, prefilled in chunks of 5 instead of 32.
+      // The same sequence in region 3 instead of 0, prefilled in chunks of 5 instead of STEP_PREFILL_TOKENS.
       const [loaded] = await play(model, [{ ...target, region: 3, chunk: 5 }, ...others]);
       const lastOfPrompt = (l: Float32Array[], chunk: number) => l.slice(Math.ceil(45 / chunk) - 1);
       const a = lastOfPrompt(alone!, STEP_PREFILL_TOKENS);
@@ -144,7 +144,7 @@ for (const plan of PLANS) {
 
     it('refuses a sequence twice in a step, too many tokens per sequence, and a region out of range', async () => {
       await expect(model.step([{ seq: 0, ids: [1], readout: { kind: 'none' } }, { seq: 0, ids: [2], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/twice/);
-      await expect(model.step([{ seq: 0, ids: randomIds(STEP_PREFILL_TOKENS + 1), readout: { kind: 'none' } }], 'prefill')).rejects.toThrow(/1 to 32 tokens/);
+      await expect(model.step([{ seq: 0, ids: randomIds(STEP_PREFILL_TOKENS + 1), readout: { kind: 'none' } }], 'prefill')).rejects.toThrow(new RegExp(`1 to ${STEP_PREFILL_TOKENS} tokens`));
       await expect(model.step([{ seq: 0, ids: [1, 2], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/1 to 1 tokens per decode step/);
       await expect(model.step([{ seq: 5, ids: [1], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/sequence 5/);
     });

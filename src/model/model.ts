@@ -61,11 +61,14 @@ export interface ModelOptions {
 }
 
 /**
- * Most prompt tokens one sequence runs in one batched step: a long prompt is prefilled in
- * chunks of this many tokens, interleaved with the other sequences' decode rows, so it never
- * freezes them for long. Each KV-cache region holds this many - 1 slots beyond the window.
+ * Most prompt tokens a prefill step runs: a long prompt is prefilled in chunks of this many
+ * tokens, taking turns with the running sequences' decode steps, so it never freezes them for
+ * long; a prompt up to this long is one step, so a new request's first token waits for at most
+ * one decode step of the others (bench/RESULTS.md: 32 made a 40-token prompt's TTFT beside 7
+ * streams 2.2x its alone figure on 1b). Each KV-cache region holds this many - 1 slots beyond
+ * the window.
  */
-export const STEP_PREFILL_TOKENS = 32;
+export const STEP_PREFILL_TOKENS = 64;
 
 /** What one sequence of a batched step reads back (for its last row). */
 export type StepReadout = Extract<Readout, { kind: 'none' | 'argmax' | 'topk' | 'logits' }>;

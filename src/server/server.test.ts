@@ -465,8 +465,8 @@ describe('load', () => {
   it('under load each request gets what it gets alone: 8 requests of mixed prompts and lengths joining at different times, two streams aborted mid-stream, n = 3, logprobs, penalties, greedy', async () => {
     const request = (i: number) => ({
       model: gen.modelName,
-      // Some prompts run past one 32-token prefill chunk, so their prefill interleaves with decoding.
-      messages: [{ role: 'user', content: randomWords(i % 3 === 0 ? rng.int(30, 60) : rng.int(1, 8)) }],
+      // Some prompts run past one prefill chunk (STEP_PREFILL_TOKENS), so their prefill interleaves with decoding.
+      messages: [{ role: 'user', content: randomWords(i % 3 === 0 ? rng.int(60, 100) : rng.int(1, 8)) }],
       max_tokens: rng.int(3, 40),
       seed: randomSeed(),
       ...[{}, { temperature: 0 }, { top_k: 5, logprobs: true, top_logprobs: 2 }, { presence_penalty: 1.5, stop: ['e'] }, { n: 3, temperature: 1 }][i % 5],
