@@ -165,7 +165,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     // 3. The row's scores, masked; online softmax. Then stage the tile's values over its keys.
     var tileMax = NEG_BIG;
-    for (var i = 0u; i < MAX_BK; i++) {
+    for (var i = 0u; i < BK; i++) {
       var sc = NEG_BIG;
       let j = first + i;
       if (i < n && j >= lo && j <= pos) {
@@ -181,7 +181,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let rescale = exp(m - mNew);
     m = mNew;
     var tileSum = 0.0;
-    for (var i = 0u; i < MAX_BK; i++) {
+    for (var i = 0u; i < BK; i++) {
       let j = first + i;
       // A masked key's weight must be 0 even when every score so far is NEG_BIG (exp(0) = 1).
       let w = select(0.0, exp(pr[i] - mNew), i < n && j >= lo && j <= pos);

@@ -37,7 +37,7 @@ export const PREFILL_ATTENTION_STRATEGIES: readonly PrefillAttentionStrategy[] =
 
 /**
  * flash.wgsl's tile sizes (its override constants): BT query tokens x HB query heads per
- * workgroup, LANES invocations per query row, BK keys per tile. Workgroup memory
+ * workgroup, LANES invocations per query row, BK (<= 32, MAX_BK) keys per tile. Workgroup memory
  * BK * LANES * 8 * 16 + BT * HB * BK * LANES * 4 bytes = 12 KiB.
  */
 export const FLASH_TILES = { BT: 16, HB: 4, LANES: 4, BK: 8 } as const;
