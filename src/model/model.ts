@@ -644,7 +644,7 @@ export class MistralModel {
       kvWriteRows(enc, { ...kv, rows, tokens: T, dtype: this.cache.dtype });
       batchedAttention(enc, { ...kv, ...shape, rows, kvCache: this.cache.dtype });
     } else {
-      attention(enc, { ...kv, ...shape, pos0, ...this.attentionPlan });
+      attention(enc, { ...kv, ...shape, pos0, ...this.attentionPlan, prefill: this.plan.prefillAttention });
       kvWrite(enc, { ...kv, tokens: T, pos0, dtype: this.cache.dtype });
     }
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, ...mm, accumulate: true });
