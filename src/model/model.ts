@@ -8,13 +8,14 @@
  */
 import { join } from 'node:path';
 import type { Gpu } from '../gpu/device.ts';
-import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
+import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, quantLayout, readF32, readU32, writeBuffer, type GpuMatrix, type QuantFormat } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
+import { quantizeRows } from '../kernels/quant.ref.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
@@ -47,6 +48,11 @@ export interface ModelOptions {
    */
   plan?: Partial<KernelPlan>;
   onProgress?: (p: LoadProgress) => void;
+  /**
+   * Quantize the seven projections of every layer and lm_head to q8 or q4 (src/kernels/quant.ref.ts)
+   * as they stream in; embed_tokens stays as stored (a row is read once per token).
+   */
+  quantize?: QuantFormat;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
   attentionSegmentKeys?: number;
 }
@@ -154,12 +160,12 @@ export class MistralModel {
       const layers: Layer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
         const weights: [string, GPUBuffer | GpuMatrix][] = [];
-        for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name)]);
+        for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name, opts.quantize)]);
         // Every key of Layer comes from the table layerTensors() walks, each of its kind, so the object is complete.
         layers.push(Object.fromEntries(weights) as Layer);
       }
       const embed = await loader.matrix('model.embed_tokens.weight');
-      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight');
+      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight', opts.quantize);
       const norm = loader.vector('model.norm.weight');
       await gpu.device.queue.onSubmittedWorkDone();
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
@@ -472,8 +478,12 @@ class WeightLoader {
     this.totalBytes = names.reduce((sum, n) => sum + ckpt.get(n).byteLength, 0);
   }
 
-  /** A 2-D weight kept in its stored dtype (bf16 stays bf16: widened exactly in the kernels). */
-  async matrix(name: string): Promise<GpuMatrix> {
+  /**
+   * A 2-D weight kept in its stored dtype (bf16 stays bf16: widened exactly in the kernels),
+   * or quantized to `quantize` a staging buffer at a time.
+   */
+  async matrix(name: string, quantize?: QuantFormat): Promise<GpuMatrix> {
+    if (quantize) return this.quantizedMatrix(name, quantize);
     const e = this.ckpt.get(name);
     const [rows, cols] = e.shape as [number, number];
     const m = allocateMatrix(this.gpu, rows, cols, e.dtype, name);
@@ -485,6 +495,29 @@ class WeightLoader {
         const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * rowBytes, n * rowBytes);
         checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
         writeBuffer(this.gpu, part.buffer, bytes, r * rowBytes);
+        await this.throttle(bytes.byteLength);
+      }
+    }
+    this.tick(e.byteLength);
+    return m;
+  }
+
+  /** Rows widened to f32 and quantized on the host as they stream through (only one staging buffer's worth is ever held). */
+  private async quantizedMatrix(name: string, format: QuantFormat): Promise<GpuMatrix> {
+    const e = this.ckpt.get(name);
+    const [rows, cols] = e.shape as [number, number];
+    const L = quantLayout(format, cols);
+    const m = allocateMatrix(this.gpu, rows, cols, format, name);
+    const srcRowBytes = cols * bytesPerElement(e.dtype);
+    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / srcRowBytes));
+    for (const part of m.parts) {
+      for (let r = 0; r < part.rows; r += rowsPerRead) {
+        const n = Math.min(rowsPerRead, part.rows - r);
+        const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * srcRowBytes, n * srcRowBytes);
+        checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
+        const q = quantizeRows(decodeToF32(bytes, e.dtype), n, cols, format, name);
+        writeBuffer(this.gpu, part.buffer, q.codes, r * L.codeRowBytes);
+        writeBuffer(this.gpu, part.buffer, q.scales, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
         await this.throttle(bytes.byteLength);
       }
     }

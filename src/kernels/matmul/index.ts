@@ -12,11 +12,15 @@
  *       rows:      matvec_rows.wgsl for one token, gemm_regtile.wgsl for 2..8;
  *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
  *       workgroup: matvec_lanes.wgsl + reduce_workgroup.wgsl.
+ * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
+ *   - 1 token, plan.matvec rows: qmatvec_rows.wgsl;
+ *   - otherwise qmatvec_lanes.wgsl + the plan's reduction (reduce_workgroup.wgsl under rows),
+ *     in blocks of 8 tokens for 2 or more tokens (decode and prefill alike).
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
  * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only).
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type Overrides, type ShaderSource } from '../../gpu/encoder.ts';
-import { bytesPerElement, type GpuMatrix } from '../../gpu/buffers.ts';
+import { isQuantized, matrixRowBytes, type GpuMatrix, type QuantFormat } from '../../gpu/buffers.ts';
 import { dtypeCode, weightKernelSource } from '../weights.ts';
 import type { KernelPlan } from '../plan.ts';
 
@@ -36,6 +40,18 @@ export const TILES = {
   },
   /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
   words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
+  /** qmatvec_rows.wgsl (quantized weights, 1 token, plan rows): WG invocations x ROWS whole rows. */
+  qrows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
+  /**
+   * qmatvec_lanes.wgsl (quantized weights): WG lanes across the groups of ROWS rows, TOKENS
+   * tokens per workgroup; `decode` for 1 token under the lanes plans, `block` for 2 or more
+   * tokens (any plan; `rows` reduces in workgroup memory with a small workgroup, lavapipe).
+   */
+  qlanes: {
+    decode: { matmul: { WG: 64, ROWS: 4, TOKENS: 1 }, swiglu: { WG: 64, ROWS: 2, TOKENS: 1 } },
+    block: { matmul: { WG: 64, ROWS: 4, TOKENS: 8 }, swiglu: { WG: 64, ROWS: 2, TOKENS: 8 } },
+    rowsBlock: { matmul: { WG: 8, ROWS: 4, TOKENS: 8 }, swiglu: { WG: 8, ROWS: 2, TOKENS: 8 } },
+  },
 } as const;
 
 /** The most tokens the decode (matvec) kernels take in one call; more run as prefill. */
@@ -50,7 +66,7 @@ const checked = new WeakSet<ShaderSource>();
 function source(file: string, snippets: string[] = []): ShaderSource {
   const s = weightKernelSource(file, import.meta.url, snippets);
   if (!checked.has(s)) {
-    (file === 'matvec_lanes.wgsl' ? LANES_PARAMS : PARAMS).check(s.code);
+    (file === 'matvec_lanes.wgsl' || file === 'qmatvec_lanes.wgsl' ? LANES_PARAMS : PARAMS).check(s.code);
     checked.add(s);
   }
   return s;
@@ -67,6 +83,10 @@ function record(
   a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean },
 ): void {
   const { w, tokens } = a;
+  if (isQuantized(w.dtype)) {
+    recordQuantized(enc, op, plan, a, w.dtype);
+    return;
+  }
   const dtype = { DTYPE: dtypeCode(w.dtype) };
   const matrices = a.up ? 2 : 1;
   let src: ShaderSource;
@@ -123,12 +143,75 @@ function record(
       storage.push(u.buffer);
     }
     const shape = `${w.rows}x${w.cols}`;
-    const bytes = matrices * part.rows * w.cols * bytesPerElement(w.dtype) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    const bytes = matrices * part.rows * matrixRowBytes(w.dtype, w.cols) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
     if (lanes) {
       const gx = Math.min(groups, maxGroups);
       enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, [gx, Math.ceil(groups / gx)], { bytes, shape });
     } else {
       enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups, Math.ceil(tokens / tokensPerGroup)], { bytes, shape });
+    }
+  });
+}
+
+/** `record` for q8/q4 weights: the kernels that dequantize groups of 32 in registers (quant.wgsl). */
+function recordQuantized(
+  enc: Encoder,
+  op: Op,
+  plan: Pick<KernelPlan, 'matvec'>,
+  a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean },
+  format: QuantFormat,
+): void {
+  const { w, tokens } = a;
+  if (w.cols % 32 !== 0) throw new Error(`matmul: ${format} weights need cols % 32 == 0, got ${w.cols}`);
+  const matrices = a.up ? 2 : 1;
+  const q = { QFORMAT: format === 'q8' ? 0 : 1 };
+  let src: ShaderSource;
+  let constants: Overrides;
+  let rowsPerGroup: number;
+  let tokensPerGroup = 1;
+  let variant: string;
+  let lanes = true;
+  if (tokens === 1 && plan.matvec === 'rows') {
+    const t = TILES.qrows[op];
+    variant = 'matvec rows';
+    src = source('qmatvec_rows.wgsl', ['../quant.wgsl']);
+    constants = { ...q, ...t };
+    rowsPerGroup = t.WG * t.ROWS;
+    lanes = false;
+  } else {
+    const reduce = plan.matvec === 'subgroup' ? 'subgroup' : 'workgroup';
+    const t = tokens === 1 ? TILES.qlanes.decode[op] : plan.matvec === 'rows' ? TILES.qlanes.rowsBlock[op] : TILES.qlanes.block[op];
+    variant = `lanes ${reduce}${t.TOKENS > 1 ? ` x${t.TOKENS}` : ''}`;
+    src = source('qmatvec_lanes.wgsl', [`reduce_${reduce}.wgsl`, '../quant.wgsl']);
+    constants = { ...q, ...t, MATRICES: matrices };
+    if (reduce === 'workgroup') {
+      const need = matrices * t.ROWS * t.TOKENS * t.WG * 4;
+      const have = enc.gpu.report.limits.maxComputeWorkgroupStorageSize;
+      if (need > have) throw new Error(`matvec=workgroup needs ${need} bytes of workgroup memory; this device offers ${have} (use matvec=subgroup or rows)`);
+    }
+    rowsPerGroup = t.ROWS;
+    tokensPerGroup = t.TOKENS;
+  }
+  const pipeline = getPipeline(enc.gpu, src, op, constants, `${op} ${variant} ${format}`);
+  const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
+  const rowBytes = matrixRowBytes(format, w.cols);
+  w.parts.forEach((part, i) => {
+    const fields: Fields = { rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0 };
+    const groups = Math.ceil(part.rows / rowsPerGroup);
+    const storage: Binding[] = [a.x, part.buffer, a.y];
+    if (a.up) {
+      const u = a.up.parts[i];
+      if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
+      storage.push(u.buffer);
+    }
+    const shape = `${w.rows}x${w.cols}`;
+    const bytes = matrices * part.rows * rowBytes + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    if (lanes) {
+      const gx = Math.min(groups, maxGroups);
+      const grid: [number, number, number] = [gx, Math.ceil(groups / gx), Math.ceil(tokens / tokensPerGroup)];
+      enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, grid, { bytes, shape });
+    } else {
+      enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups], { bytes, shape });
     }
   });
 }
