@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
+import type { QuantFormat } from './gpu/buffers.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
 import { contextLengthFor, loadConfig } from './model/config.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
@@ -41,6 +42,8 @@ export interface GeneratorOptions {
   modelDir?: string;
   contextLength?: number;
   maxChunk?: number;
+  /** Quantize the weights while loading (ModelOptions.quantize). */
+  quantize?: QuantFormat;
   onProgress?: (p: LoadProgress) => void;
 }
 

@@ -5,7 +5,8 @@ import { MistralModel } from '../../src/model/model.ts';
 import { CpuModel } from '../../src/model/cpu.ts';
 import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
 import { resolveModelDir } from '../../src/generator.ts';
-import { intOption } from './options.ts';
+import { intOption, quantizeOption } from './options.ts';
+import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { loadProgress } from './progress.ts';
 
 interface LogitsOptions {
@@ -16,6 +17,7 @@ interface LogitsOptions {
   top: number;
   greedy?: number;
   cpu?: boolean;
+  quantize?: QuantFormat;
 }
 
 function parseIds(text: string): number[] {
@@ -50,9 +52,9 @@ interface Runner {
   close(): void;
 }
 
-async function gpuRunner(dir: string): Promise<Runner> {
+async function gpuRunner(dir: string, quantize?: QuantFormat): Promise<Runner> {
   const progress = loadProgress(dir);
-  const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress });
+  const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress, quantize });
   progress.done();
   return {
     vocab: model.config.vocab_size,
@@ -63,8 +65,8 @@ async function gpuRunner(dir: string): Promise<Runner> {
   };
 }
 
-function cpuRunner(dir: string): Runner {
-  const model = CpuModel.load(dir);
+function cpuRunner(dir: string, quantize?: QuantFormat): Runner {
+  const model = CpuModel.load(dir, { quantize });
   return {
     vocab: model.config.vocab_size,
     contextLength: model.config.max_position_embeddings,
@@ -85,12 +87,13 @@ export function registerLogits(program: Command): void {
     .option('--top <k>', 'print the k most likely next tokens at each position', intOption('--top', 0, 100), 5)
     .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
     .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
+    .option('--quantize <format>', 'quantize the projections to q8 or q4 while loading (with --cpu: the same weights, dequantized plainly)', quantizeOption)
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
       const dir = resolveModelDir(opts.model);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
-      const runner = opts.cpu ? cpuRunner(dir) : await gpuRunner(dir);
+      const runner = opts.cpu ? cpuRunner(dir, opts.quantize) : await gpuRunner(dir, opts.quantize);
       const vocab = runner.vocab;
       const greedy = opts.greedy ?? 0;
       if (ids.length + greedy > runner.contextLength) {

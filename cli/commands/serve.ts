@@ -53,7 +53,7 @@ export function registerServe(program: Command): void {
       const contextLength = contextFromFlags(opts);
       const logFile = opts.logFile !== undefined ? openLogFile(opts.logFile) : null;
       try {
-        const loaded = await loadGenerator({ model: opts.model }, contextLength);
+        const loaded = await loadGenerator({ model: opts.model, quantize: opts.quantize }, contextLength);
         const running = await startServer({
           generator: loaded,
           host: opts.host,

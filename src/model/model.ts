@@ -15,7 +15,8 @@ import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type Layer
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
-import { quantizeRows } from '../kernels/quant.ref.ts';
+import { lmHeadFormat, quantizeRows } from '../kernels/quant.ref.ts';
+import { folderQuantization, scalesName, validateQuantized } from './quantized.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
@@ -49,8 +50,8 @@ export interface ModelOptions {
   plan?: Partial<KernelPlan>;
   onProgress?: (p: LoadProgress) => void;
   /**
-   * Quantize the seven projections of every layer and lm_head to q8 or q4 (src/kernels/quant.ref.ts)
-   * as they stream in; embed_tokens stays as stored (a row is read once per token).
+   * Quantize the seven projections of every layer to q8 or q4 as they stream in, and lm_head to
+   * lmHeadFormat() (src/kernels/quant.ref.ts); embed_tokens stays as stored (a row is read once per token).
    */
   quantize?: QuantFormat;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
@@ -153,10 +154,15 @@ export class MistralModel {
     const plan = resolvePlan(gpu.profile, opts.plan);
     const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
     checkContextFits(gpu, config, contextLength, plan.kvCache, configFile);
+    const stored = folderQuantization(dir);
+    if (stored && opts.quantize && opts.quantize !== stored) {
+      throw new Error(`${dir} is already quantized to ${stored}; quantizing it again to ${opts.quantize} would add the errors of both: load the original checkpoint with --quantize ${opts.quantize}`);
+    }
     const ckpt = Checkpoint.open(dir);
     try {
-      validateCheckpoint(ckpt, config);
-      const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress);
+      const prequantized = stored ? validateQuantized(ckpt, config, stored) : new Map<string, QuantFormat>();
+      if (!stored) validateCheckpoint(ckpt, config);
+      const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress, prequantized);
       const layers: Layer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
         const weights: [string, GPUBuffer | GpuMatrix][] = [];
@@ -165,7 +171,7 @@ export class MistralModel {
         layers.push(Object.fromEntries(weights) as Layer);
       }
       const embed = await loader.matrix('model.embed_tokens.weight');
-      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight', opts.quantize);
+      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight', opts.quantize && lmHeadFormat(opts.quantize));
       const norm = loader.vector('model.norm.weight');
       await gpu.device.queue.onSubmittedWorkDone();
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
@@ -413,6 +419,17 @@ export class MistralModel {
     };
   }
 
+  /** Bytes the weights take on the device (quantized: codes and scales; norms widened to f32). */
+  get weightDeviceBytes(): number {
+    const seen = new Set<GPUBuffer>();
+    for (const L of this.layers) for (const w of Object.values(L)) for (const b of 'parts' in w ? w.parts.map((p) => p.buffer) : [w]) seen.add(b);
+    for (const m of [this.embed_tokens, this.lm_head]) for (const p of m.parts) seen.add(p.buffer);
+    seen.add(this.norm);
+    let n = 0;
+    for (const b of seen) n += b.size;
+    return n;
+  }
+
   /** Frees every device buffer of the model. */
   destroy(): void {
     const seen = new Set<GpuMatrix>();
@@ -473,7 +490,14 @@ class WeightLoader {
   private readonly total: number;
   private readonly totalBytes: number;
 
-  constructor(private gpu: Gpu, private ckpt: Checkpoint, names: string[], private onProgress?: (p: LoadProgress) => void) {
+  constructor(
+    private gpu: Gpu,
+    private ckpt: Checkpoint,
+    names: string[],
+    private onProgress?: (p: LoadProgress) => void,
+    /** Matrices the folder stores quantized (src/model/quantized.ts), and their formats. */
+    private prequantized = new Map<string, QuantFormat>(),
+  ) {
     this.total = names.length;
     this.totalBytes = names.reduce((sum, n) => sum + ckpt.get(n).byteLength, 0);
   }
@@ -483,8 +507,10 @@ class WeightLoader {
    * or quantized to `quantize` a staging buffer at a time.
    */
   async matrix(name: string, quantize?: QuantFormat): Promise<GpuMatrix> {
+    const stored = this.prequantized.get(name);
+    if (stored) return this.storedQuantizedMatrix(name, stored);
     if (quantize) return this.quantizedMatrix(name, quantize);
-    const e = this.ckpt.get(name);
+    const e = this.ckpt.float(name);
     const [rows, cols] = e.shape as [number, number];
     const m = allocateMatrix(this.gpu, rows, cols, e.dtype, name);
     const rowBytes = cols * bytesPerElement(e.dtype);
@@ -504,7 +530,7 @@ class WeightLoader {
 
   /** Rows widened to f32 and quantized on the host as they stream through (only one staging buffer's worth is ever held). */
   private async quantizedMatrix(name: string, format: QuantFormat): Promise<GpuMatrix> {
-    const e = this.ckpt.get(name);
+    const e = this.ckpt.float(name);
     const [rows, cols] = e.shape as [number, number];
     const L = quantLayout(format, cols);
     const m = allocateMatrix(this.gpu, rows, cols, format, name);
@@ -525,9 +551,32 @@ class WeightLoader {
     return m;
   }
 
+  /** A matrix a quantized folder stores as its two planes: each part's rows copied as they are. */
+  private async storedQuantizedMatrix(name: string, format: QuantFormat): Promise<GpuMatrix> {
+    const e = this.ckpt.get(name);
+    const rows = e.shape[0]!;
+    const cols = format === 'q8' ? e.shape[1]! : e.shape[1]! * 2; // one byte per weight, or two weights per byte
+    const L = quantLayout(format, cols);
+    const scales = scalesName(name);
+    const m = allocateMatrix(this.gpu, rows, cols, format, name);
+    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / L.codeRowBytes));
+    for (const part of m.parts) {
+      for (let r = 0; r < part.rows; r += rowsPerRead) {
+        const n = Math.min(rowsPerRead, part.rows - r);
+        writeBuffer(this.gpu, part.buffer, this.ckpt.read(name, this.staging, (part.row0 + r) * L.codeRowBytes, n * L.codeRowBytes), r * L.codeRowBytes);
+        const s = this.ckpt.read(scales, this.staging, (part.row0 + r) * L.scaleRowBytes, n * L.scaleRowBytes);
+        checkFinite(s, 'f16', this.ckpt.get(scales).file, scales, (part.row0 + r) * L.scalesPerRow);
+        writeBuffer(this.gpu, part.buffer, s, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
+        await this.throttle(n * L.rowBytes);
+      }
+    }
+    this.tick(e.byteLength);
+    return m;
+  }
+
   /** A norm weight, widened to f32 on the host (it is tiny). */
   vector(name: string): GPUBuffer {
-    const e = this.ckpt.get(name);
+    const e = this.ckpt.float(name);
     if (e.shape.length !== 1) throw new CheckpointError(`${e.file}: '${name}' should be a vector`);
     const raw = this.ckpt.read(name);
     checkFinite(raw, e.dtype, e.file, name);
