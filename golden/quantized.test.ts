@@ -46,25 +46,30 @@ describe.each(QUANT_FORMATS.flatMap((f) => MATVEC.map((m) => [f, m] as const)))(
   });
   afterAll(() => model?.destroy());
 
-  it('every case in one prefill (blocks of 8 tokens), and case d token by token (decode)', async () => {
+  // Pipelines compile for tens of seconds each on a loaded lavapipe: more time than a kernel test.
+  it('every case in one prefill (blocks of 8 tokens)', async () => {
     for (const c of manifest.cases) {
       model.reset();
       cpu.reset();
       const got = (await model.forward(c.input_ids, { kind: 'all-logits' })).logits!;
       expect(relError(got, cpu.forward(c.input_ids)), `case ${c.id}`).toBeLessThan(REL_TOL);
     }
+  }, 600_000);
+
+  it('case d token by token (decode), past the 16-slot window', async () => {
+    const ids = caseD.input_ids.slice(0, 24);
     model.reset();
     cpu.reset();
-    const want = cpu.forward(caseD.input_ids);
-    for (let t = 0; t < caseD.input_ids.length; t++) {
-      const row = (await model.forward([caseD.input_ids[t]!], { kind: 'logits' })).logits!;
+    const want = cpu.forward(ids);
+    for (let t = 0; t < ids.length; t++) {
+      const row = (await model.forward([ids[t]!], { kind: 'logits' })).logits!;
       expect(relError(row, want.subarray(t * VOCAB, (t + 1) * VOCAB)), `case d, position ${t}`).toBeLessThan(REL_TOL);
     }
-  });
+  }, 600_000);
 });
 
 describe('a folder written by openchat quantize loads on the GPU as quantizing at load does', () => {
-  it('q4: identical logits (the same bytes reach the device)', async () => {
+  it('q4: identical logits (the same bytes reach the device)', { timeout: 600_000 }, async () => {
     const { mkdtempSync, rmSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
