@@ -2,6 +2,7 @@
  * Kernel micro-benchmarks at the Mistral-7B shapes: `npx tsx bench/kernels.ts`
  * (or `npm run bench:kernels`). Options: --quick (fewer repetitions), --only <substring>,
  * --matvec rows,subgroup (the matvec strategies to compare; default: every one this device runs).
+ * `--only fused` compares the fusions of the decode dispatches (plan.fuse) under each strategy.
  * The matrix kernels run once per strategy, interleaved round by round in one process, so a
  * comparison shares whatever else the machine was doing.
  *
@@ -21,7 +22,8 @@ import { Encoder, getPipeline } from '../src/gpu/encoder.ts';
 import { Rng } from '../src/util/rng.ts';
 import { f32ToF16 } from '../src/util/half.ts';
 import { matmul, matmulSwiGLU } from '../src/kernels/matmul/index.ts';
-import { parsePlan, runnable, type KernelPlan } from '../src/kernels/plan.ts';
+import { normQKV, normSwiGLU } from '../src/kernels/matmul/fused.ts';
+import { PLAN_CHOICES, parsePlan, runnable, type KernelPlan } from '../src/kernels/plan.ts';
 import { embedding } from '../src/kernels/embedding.ts';
 import { rmsNorm } from '../src/kernels/rmsnorm.ts';
 import { rope, ropeTable } from '../src/kernels/rope.ts';
@@ -353,6 +355,71 @@ async function attentionDecodeComparison(gpu: Gpu, rng: Rng, copyKernel: number)
   });
 }
 
+/**
+ * The front of each decoder block at decode (1 token), 7B shapes, under every fusion (plan.fuse)
+ * and matvec strategy: rms_norm + q/k/v_proj, and rms_norm + gate/up SwiGLU. Variants
+ * interleaved round by round; best and median per call. Bytes: weights + x + norm + outputs.
+ */
+async function fusionComparison(gpu: Gpu, rng: Rng, copyKernel: number, strategies: KernelPlan['matvec'][]): Promise<void> {
+  const x = randomF32Buffer(gpu, rng, HIDDEN, 'x');
+  const norm = randomF32Buffer(gpu, rng, HIDDEN, 'norm');
+  const h = createStorageBuffer(gpu, HIDDEN * 4);
+  const qProj = randomMatrixF16(gpu, rng, HEADS * HEAD_DIM, HIDDEN, 'q_proj');
+  const kProj = randomMatrixF16(gpu, rng, KV_HEADS * HEAD_DIM, HIDDEN, 'k_proj');
+  const vProj = randomMatrixF16(gpu, rng, KV_HEADS * HEAD_DIM, HIDDEN, 'v_proj');
+  const gate = randomMatrixF16(gpu, rng, INTERMEDIATE, HIDDEN, 'gate_proj');
+  const up = randomMatrixF16(gpu, rng, INTERMEDIATE, HIDDEN, 'up_proj');
+  const q = createStorageBuffer(gpu, HEADS * HEAD_DIM * 4);
+  const k = createStorageBuffer(gpu, KV_HEADS * HEAD_DIM * 4);
+  const v = createStorageBuffer(gpu, KV_HEADS * HEAD_DIM * 4);
+  const y = createStorageBuffer(gpu, INTERMEDIATE * 4);
+  const qkvRows = (HEADS + 2 * KV_HEADS) * HEAD_DIM;
+  const blocks = [
+    {
+      name: `rms_norm + q/k/v_proj ${qkvRows}x${HIDDEN} f16`,
+      bytes: qkvRows * HIDDEN * 2 + 2 * HIDDEN * 4 + qkvRows * 4,
+      calls: 8,
+      record: (enc: Encoder, plan: Pick<KernelPlan, 'matvec' | 'fuse'>) =>
+        normQKV(enc, { x, norm: { weight: norm, eps: 1e-5 }, h, q_proj: qProj, k_proj: kProj, v_proj: vProj, q, k, v, tokens: 1, plan }),
+    },
+    {
+      name: `rms_norm + gate/up SwiGLU 2x${INTERMEDIATE}x${HIDDEN} f16`,
+      bytes: 2 * INTERMEDIATE * HIDDEN * 2 + 2 * HIDDEN * 4 + INTERMEDIATE * 4,
+      calls: 2,
+      record: (enc: Encoder, plan: Pick<KernelPlan, 'matvec' | 'fuse'>) =>
+        normSwiGLU(enc, { x, norm: { weight: norm, eps: 1e-5 }, h, gate, up, y, tokens: 1, plan }),
+    },
+  ];
+  const rounds = quick ? 3 : 7;
+  for (const b of blocks) {
+    const plans = strategies.flatMap((matvec) => PLAN_CHOICES.fuse.map((fuse) => ({ matvec, fuse })));
+    const times: number[][] = plans.map(() => []);
+    const run = async (plan: (typeof plans)[number], calls: number) => {
+      const t0 = performance.now();
+      const enc = new Encoder(gpu);
+      for (let c = 0; c < calls; c++) b.record(enc, plan);
+      enc.submit();
+      await gpu.device.queue.onSubmittedWorkDone();
+      return (performance.now() - t0) / 1000 / calls;
+    };
+    for (const plan of plans) await run(plan, 1); // compile, warm up
+    for (let r = 0; r < rounds; r++) for (let i = 0; i < plans.length; i++) times[i]!.push(await run(plans[i]!, b.calls));
+    console.log(`\n${b.name}, decode, ${rounds} interleaved rounds of ${b.calls} calls:`);
+    plans.forEach((plan, i) => {
+      const t = [...times[i]!].sort((a, c) => a - c);
+      const best = t[0]!;
+      const median = t[Math.floor(t.length / 2)]!;
+      const name = `matvec=${plan.matvec},fuse=${plan.fuse}`;
+      console.log(
+        `${name.padEnd(40)} best ${(best * 1000).toFixed(2).padStart(8)} ms  median ${(median * 1000).toFixed(2).padStart(8)} ms  ` +
+          `${gbs(b.bytes / best).padStart(6)} GB/s  ${(b.bytes / best / copyKernel).toFixed(2)}x copy kernel`,
+      );
+    });
+  }
+  for (const m of [qProj, kProj, vProj, gate, up]) destroyMatrix(m);
+  for (const b of [x, norm, h, q, k, v, y]) b.destroy();
+}
+
 const gpu = await getGpu();
 const rng = new Rng(1234);
 console.log(`device: ${gpu.report.description || gpu.report.device}${gpu.report.isSoftware ? ' [software]' : ''}`);
@@ -379,4 +446,5 @@ for (const make of [...matrixCases(gpu, rng), ...otherCases(gpu, rng)]) {
   c.cleanup?.();
 }
 if (!only || 'attention decode'.includes(only)) await attentionDecodeComparison(gpu, rng, copy.copyKernel);
+if (!only || 'fused'.includes(only)) await fusionComparison(gpu, rng, copy.copyKernel, strategies);
 await releaseGpu();

@@ -10,6 +10,8 @@ import { getGpu, type Gpu } from './gpu/device.ts';
 import type { QuantFormat } from './gpu/buffers.ts';
 import { MistralModel, type LoadProgress, type Readout } from './model/model.ts';
 import { contextLengthFor, loadConfig } from './model/config.ts';
+import { loadLora, type DeviceLora } from './model/lora.ts';
+import type { ModelSource } from './util/files.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
 import type { Steps } from './tokenizer/steps.ts';
 import { Sampler } from './sampling/sampler.ts';
@@ -45,6 +47,23 @@ export interface GeneratorOptions {
   /** Quantize the weights while loading (ModelOptions.quantize). */
   quantize?: QuantFormat;
   onProgress?: (p: LoadProgress) => void;
+  /** LoRA adapters (PEFT folders) to load beside the base model; each request picks one by name, or none. */
+  lora?: { name: string; dir: string }[];
+  /** Where the folder's files are read from (default: the disk); with it, `modelDir` is taken as given. */
+  files?: ModelSource;
+  /** The device to run on (default: Dawn's, getGpu()); a browser tab passes its own (src/web/engine.ts). */
+  gpu?: Gpu;
+}
+
+/** A request named an adapter that was not loaded. */
+export class UnknownAdapterError extends Error {
+  constructor(readonly adapter: string, readonly loaded: readonly string[]) {
+    super(
+      `no LoRA adapter named ${JSON.stringify(adapter.slice(0, 80))} is loaded; ` +
+        (loaded.length ? `loaded: ${loaded.join(', ')}` : 'none is loaded (load one with --lora)'),
+    );
+    this.name = 'UnknownAdapterError';
+  }
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -73,6 +92,8 @@ export interface GenerateOptions {
   constraint?: ConstraintFactory;
   /** Report each token's log-probability and the `top` (0-20) most likely alternatives (on text and done events). */
   logprobs?: { top: number };
+  /** The LoRA adapter to run under, by the name it was loaded with (GeneratorOptions.lora); none: the base model. */
+  adapter?: string;
 }
 
 /** One generated token's log-probability and the most likely alternatives at its step. */
@@ -173,9 +194,9 @@ export class Prompts {
     readonly contextLength: number,
   ) {}
 
-  static async load(modelDir: string, contextLength?: number): Promise<Prompts> {
-    const config = loadConfig(modelDir);
-    const tokenizer = await OpenChatTokenizer.load(modelDir);
+  static async load(modelDir: string, contextLength?: number, files?: ModelSource): Promise<Prompts> {
+    const config = loadConfig(modelDir, files);
+    const tokenizer = await OpenChatTokenizer.load(modelDir, files);
     if (tokenizer.vocabSize > config.vocab_size) {
       throw new Error(
         `${modelDir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}; ` +
@@ -268,6 +289,7 @@ export class Prompts {
 export class Generator {
   private readonly lock = new Mutex();
   private readonly stopIds: Set<number>;
+  private readonly adapters = new Map<string, DeviceLora>();
 
   private constructor(
     readonly gpu: Gpu,
@@ -279,11 +301,33 @@ export class Generator {
   }
 
   static async load(opts: GeneratorOptions = {}): Promise<Generator> {
-    const modelDir = resolveModelDir(opts.modelDir, 'modelDir');
-    const gpu = await getGpu();
-    const prompts = await Prompts.load(modelDir, opts.contextLength);
+    const modelDir = opts.files && opts.modelDir ? opts.modelDir : resolveModelDir(opts.modelDir, 'modelDir');
+    const gpu = opts.gpu ?? (await getGpu());
+    const prompts = await Prompts.load(modelDir, opts.contextLength, opts.files);
+    // Adapters are checked against config.json before the (possibly long) weight load.
+    const config = loadConfig(modelDir, opts.files);
+    const lora = (opts.lora ?? []).map(({ name, dir }, i, all) => {
+      if (!/^\S+$/.test(name)) throw new Error(`a LoRA adapter's name must be non-empty, without spaces; got ${JSON.stringify(name)}`);
+      if (all.findIndex((a) => a.name === name) !== i) throw new Error(`two LoRA adapters are named ${JSON.stringify(name)}`);
+      return loadLora(dir, config, name);
+    });
     const model = await MistralModel.load(gpu, modelDir, opts);
-    return new Generator(gpu, model, prompts, modelDir);
+    const generator = new Generator(gpu, model, prompts, modelDir);
+    for (const w of lora) generator.adapters.set(w.name, model.addAdapter(w));
+    return generator;
+  }
+
+  /** The LoRA adapters loaded, by name, in load order. */
+  get adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  /** The adapter `name` (undefined: none, the base model); UnknownAdapterError if it was not loaded. */
+  private adapter(name: string | undefined): DeviceLora | undefined {
+    if (name === undefined) return undefined;
+    const a = this.adapters.get(name);
+    if (!a) throw new UnknownAdapterError(name, this.adapterNames);
+    return a;
   }
 
   /** True for the bundled random-weight model, whose output is noise. */
@@ -346,6 +390,7 @@ export class Generator {
     signal?: AbortSignal,
     options: GenerateOptions = {},
   ): AsyncGenerator<ChoiceEvent> {
+    this.adapter(options.adapter); // an unknown adapter fails before the first choice starts
     const seed = resolveSeed(params);
     for (let index = 0; index < params.n; index++) {
       if (signal?.aborted) return;
@@ -372,9 +417,10 @@ export class Generator {
     options: GenerateOptions = {},
   ): AsyncGenerator<GenerationEvent> {
     this.checkContext(promptIds.length, params.max_tokens);
+    const adapter = this.adapter(options.adapter);
     const release = await this.lock.acquire(signal);
     try {
-      yield* this.run(promptIds, params, signal, options);
+      yield* this.run(promptIds, params, signal, options, adapter);
     } finally {
       release();
     }
@@ -385,6 +431,7 @@ export class Generator {
     params: SamplingParams,
     signal: AbortSignal | undefined,
     options: GenerateOptions,
+    adapter: DeviceLora | undefined,
   ): AsyncGenerator<GenerationEvent> {
     const started = performance.now();
     const seed = resolveSeed(params);
@@ -406,8 +453,8 @@ export class Generator {
     const stops = new StopMatcher(params.stop);
     const limit = Math.min(params.max_tokens ?? Infinity, this.contextLength - promptIds.length);
 
-    // Keep what the cache already holds of this prompt (a chat's earlier turns).
-    const reused = this.model.reusablePrefix(promptIds);
+    // Keep what the cache already holds of this prompt (a chat's earlier turns), if it was computed under this adapter.
+    const reused = this.model.reusablePrefix(promptIds, adapter);
     this.model.rewind(reused);
     let pending = promptIds.slice(reused);
 
@@ -428,7 +475,7 @@ export class Generator {
         finishReason = 'cancelled';
         break;
       }
-      const out = await this.model.forward(pending, readout);
+      const out = await this.model.forward(pending, readout, adapter);
       let token: number;
       if (out.argmax !== undefined) token = out.argmax;
       else if (out.topk) {

@@ -23,6 +23,7 @@ import {
   addModelOptions,
   addSamplingOptions,
   formatTimings,
+  generateOptions,
   lengthNote,
   loadGenerator,
   samplingParamsFromFlags,
@@ -150,7 +151,7 @@ class ChatSession {
     let text = '';
     let cancelled = false;
     try {
-      for await (const event of this.generator.generate(promptIds, { ...this.params, seed }, this.answering.signal)) {
+      for await (const event of this.generator.generate(promptIds, { ...this.params, seed }, this.answering.signal, generateOptions(this.flags))) {
         if (event.type === 'text') {
           text += event.text;
           process.stdout.write(event.text);

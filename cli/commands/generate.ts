@@ -15,6 +15,7 @@ import {
   addSamplingOptions,
   contextFromFlags,
   formatTimings,
+  generateOptions,
   lengthNote,
   loadGenerator,
   samplingParamsFromFlags,
@@ -74,7 +75,7 @@ export function registerGenerate(program: Command): void {
     try {
       // Sample i runs with seed + i (Generator.generateChoices): different samples, each
       // reproducible on its own (`--seed S+i --n 1` prints sample i again).
-      for await (const event of generator.generateChoices(promptIds, params, abort.signal)) {
+      for await (const event of generator.generateChoices(promptIds, params, abort.signal, generateOptions(flags))) {
         if (event.type === 'start') {
           const i = event.index;
           if (params.n > 1) process.stdout.write(`${i > 0 ? '\n' : ''}--- sample ${i + 1} of ${params.n} (seed ${event.seed}) ---\n`);

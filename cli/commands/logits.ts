@@ -5,6 +5,8 @@ import { MistralModel } from '../../src/model/model.ts';
 import { CpuModel } from '../../src/model/cpu.ts';
 import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
 import { resolveModelDir } from '../../src/generator.ts';
+import { loadConfig } from '../../src/model/config.ts';
+import { loadLora, type LoraWeights } from '../../src/model/lora.ts';
 import { intOption, quantizeOption } from './options.ts';
 import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { loadProgress } from './progress.ts';
@@ -17,6 +19,7 @@ interface LogitsOptions {
   top: number;
   greedy?: number;
   cpu?: boolean;
+  lora?: string;
   quantize?: QuantFormat;
 }
 
@@ -52,21 +55,24 @@ interface Runner {
   close(): void;
 }
 
-async function gpuRunner(dir: string, quantize?: QuantFormat): Promise<Runner> {
+async function gpuRunner(dir: string, lora?: LoraWeights, quantize?: QuantFormat): Promise<Runner> {
   const progress = loadProgress(dir);
   const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress, quantize });
   progress.done();
+  // The adapter stays unmerged on the device, as the server runs it.
+  const adapter = lora && model.addAdapter(lora);
   return {
     vocab: model.config.vocab_size,
     contextLength: model.contextLength,
-    all: async (ids) => (await model.forward(ids, { kind: 'all-logits' })).logits!,
-    next: async (id) => (await model.forward([id], { kind: 'argmax' })).argmax!,
+    all: async (ids) => (await model.forward(ids, { kind: 'all-logits' }, adapter)).logits!,
+    next: async (id) => (await model.forward([id], { kind: 'argmax' }, adapter)).argmax!,
     close: () => model.destroy(),
   };
 }
 
-function cpuRunner(dir: string, quantize?: QuantFormat): Runner {
-  const model = CpuModel.load(dir, { quantize });
+function cpuRunner(dir: string, lora?: LoraWeights, quantize?: QuantFormat): Runner {
+  // The reference merges the adapter into the (quantized, then dequantized) weights: W + scale * B A.
+  const model = CpuModel.load(dir, { lora, quantize });
   return {
     vocab: model.config.vocab_size,
     contextLength: model.config.max_position_embeddings,
@@ -86,6 +92,7 @@ export function registerLogits(program: Command): void {
     .option('--out <file>', 'write logits as float32 little-endian, row-major [positions, vocab_size]')
     .option('--top <k>', 'print the k most likely next tokens at each position', intOption('--top', 0, 100), 5)
     .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
+    .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder); with --cpu it is merged into the weights')
     .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
     .option('--quantize <format>', 'quantize the projections to q8 or q4 while loading (with --cpu: the same weights, dequantized plainly)', quantizeOption)
     .action(async (opts: LogitsOptions) => {
@@ -93,7 +100,9 @@ export function registerLogits(program: Command): void {
       const dir = resolveModelDir(opts.model);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
-      const runner = opts.cpu ? cpuRunner(dir, opts.quantize) : await gpuRunner(dir, opts.quantize);
+      // The adapter is checked against config.json before any weights load.
+      const lora = opts.lora === undefined ? undefined : loadLora(opts.lora, loadConfig(dir));
+      const runner = opts.cpu ? cpuRunner(dir, lora, opts.quantize) : await gpuRunner(dir, lora, opts.quantize);
       const vocab = runner.vocab;
       const greedy = opts.greedy ?? 0;
       if (ids.length + greedy > runner.contextLength) {

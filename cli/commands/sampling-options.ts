@@ -12,8 +12,9 @@
 import { loadProgress } from './progress.ts';
 import { addQuantizeOption, conditionOption } from './options.ts';
 import type { QuantFormat } from '../../src/gpu/buffers.ts';
+import { basename, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { BUNDLED_MODEL_DIR, Generator, resolveModelDir, type FinishReason, type Timings } from '../../src/generator.ts';
+import { BUNDLED_MODEL_DIR, Generator, resolveModelDir, type FinishReason, type GenerateOptions, type Timings } from '../../src/generator.ts';
 import {
   DEFAULT_SAMPLING,
   MAX_STOP_STRINGS,
@@ -60,6 +61,8 @@ export interface ContextFlags {
 
 export interface ModelFlags extends ContextFlags {
   model?: string;
+  /** A LoRA adapter folder (PEFT layout) to run under. */
+  lora?: string;
   system?: string;
   condition?: string;
 }
@@ -88,6 +91,7 @@ export function addContextOption(cmd: Command): Command {
 export function addModelOptions(cmd: Command): Command {
   cmd.option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)');
   return addContextOption(cmd)
+    .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder: adapter_config.json, adapter_model.safetensors)')
     .option('--system <text>', 'a system message before the conversation')
     .option('--condition <name>', "OpenChat's condition: 'GPT4 Correct' (default) or 'code' (coding mode)", conditionOption);
 }
@@ -158,14 +162,29 @@ export function contextFromFlags(flags: ContextFlags): number | undefined {
 
 /**
  * Loads the model, with a progress line on stderr while a real checkpoint
- * loads (only on a terminal). `contextLength` defaults to the flags' --context.
+ * loads (only on a terminal). `contextLength` defaults to the flags' --context,
+ * `lora` (adapters by name) to the flags' --lora.
  */
-export async function loadGenerator(flags: ModelFlags, contextLength = contextFromFlags(flags)): Promise<Generator> {
+export async function loadGenerator(
+  flags: ModelFlags,
+  contextLength = contextFromFlags(flags),
+  lora = flags.lora === undefined ? [] : [{ name: cliAdapterName(flags.lora), dir: flags.lora }],
+): Promise<Generator> {
   const modelDir = resolveModelDir(flags.model);
   const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
-  const generator = await Generator.load({ modelDir, contextLength, quantize: flags.quantize, onProgress: progress.onProgress });
+  const generator = await Generator.load({ modelDir, contextLength, lora, quantize: flags.quantize, onProgress: progress.onProgress });
   progress.done();
   return generator;
+}
+
+/** The adapter --lora loads is named after its folder. */
+function cliAdapterName(dir: string): string {
+  return basename(resolve(dir)) || 'lora';
+}
+
+/** What each generation of a command runs under: the --lora adapter, or the base model. */
+export function generateOptions(flags: ModelFlags): GenerateOptions {
+  return flags.lora === undefined ? {} : { adapter: cliAdapterName(flags.lora) };
 }
 
 /** One line on stderr when the bundled model runs: its weights are random, so its text is noise. */

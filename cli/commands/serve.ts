@@ -3,6 +3,7 @@
  * Everything that can be wrong with the options (a log file that cannot be opened, a bad number,
  * a missing model folder) fails here in one line, before the model loads.
  */
+import { basename } from 'node:path';
 import { Option, type Command } from 'commander';
 import {
   DEFAULT_HOST,
@@ -13,6 +14,8 @@ import {
   startServer,
 } from '../../src/server/server.ts';
 import { openLogFile } from '../../src/server/log.ts';
+import { ModelNames } from '../../src/server/models.ts';
+import { resolveModelDir } from '../../src/generator.ts';
 import { intOption } from './options.ts';
 import { addContextOption, contextFromFlags, loadGenerator, type ContextFlags } from './sampling-options.ts';
 
@@ -27,6 +30,16 @@ interface ServeOptions extends ContextFlags {
   maxBodyBytes: number;
   corsOrigins?: string[];
   requestTimeout: number;
+  lora?: string[];
+}
+
+/** `--lora NAME=DIR`: an adapter folder and the model name requests use for it. */
+function parseLoraSpec(spec: string): { name: string; dir: string } {
+  const eq = spec.indexOf('=');
+  if (eq <= 0 || eq === spec.length - 1) {
+    throw new Error(`--lora takes NAME=DIR (the model name requests use, and a PEFT adapter folder); got ${JSON.stringify(spec)}`);
+  }
+  return { name: spec.slice(0, eq), dir: spec.slice(eq + 1) };
 }
 
 export function registerServe(program: Command): void {
@@ -42,6 +55,7 @@ export function registerServe(program: Command): void {
   addContextOption(cmd);
   cmd
     .option('--max-queue <n>', 'requests that may wait behind the running one before 503', intOption('--max-queue', 0, 1 << 16), DEFAULT_MAX_QUEUE)
+    .option('--lora <name=dir...>', 'LoRA adapters (PEFT folders) to serve beside the model, each under its own model name (repeatable)')
     .option('--max-body-bytes <n>', 'largest request body accepted (413 above)', intOption('--max-body-bytes', 1024, 1 << 30), DEFAULT_MAX_BODY_BYTES)
     .option('--cors-origins <origins...>', "browser origins allowed to call the API cross-site, e.g. https://app.example.com ('*': any); default none")
     .addOption(
@@ -51,9 +65,12 @@ export function registerServe(program: Command): void {
     )
     .action(async (opts: ServeOptions) => {
       const contextLength = contextFromFlags(opts);
+      const lora = (opts.lora ?? []).map(parseLoraSpec);
+      // Adapter names that clash with the model's own names fail now, not after the weights load.
+      new ModelNames(basename(resolveModelDir(opts.model)), [], lora.map((l) => l.name));
       const logFile = opts.logFile !== undefined ? openLogFile(opts.logFile) : null;
       try {
-        const loaded = await loadGenerator({ model: opts.model, quantize: opts.quantize }, contextLength);
+        const loaded = await loadGenerator({ model: opts.model, quantize: opts.quantize }, contextLength, lora);
         const running = await startServer({
           generator: loaded,
           host: opts.host,
@@ -72,8 +89,10 @@ export function registerServe(program: Command): void {
         const { generator } = running;
         process.stderr.write(
           `openchat serve: ${generator.modelName} (context ${generator.contextLength} tokens) on ${running.url}` +
-            `${opts.apiKeys?.length ? ', API keys required' : ''}\n`,
+            `${opts.apiKeys?.length ? ', API keys required' : ''}` +
+            `${generator.adapterNames.length ? `; LoRA adapters: ${generator.adapterNames.join(', ')}` : ''}\n`,
         );
+        process.stderr.write(`openchat serve: the chat page is ${running.url}/, the engine in a browser tab ${running.url}/engine\n`);
         if (generator.isBundledModel) {
           process.stderr.write('openchat serve: this is the bundled tiny random-weight model; its output is noise (use --model)\n');
         }

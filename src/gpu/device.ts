@@ -45,7 +45,7 @@ export interface AdapterReport {
 export interface Gpu {
   device: GPUDevice;
   adapter: GPUAdapter;
-  /** The Dawn instance; held only so that it outlives the device (see above). */
+  /** The Dawn instance (or a tab's navigator.gpu); held only so that it outlives the device (see above). */
   instance: GPU;
   report: AdapterReport;
   /** `shader-f16` was offered and enabled. */
@@ -150,6 +150,17 @@ async function acquire(): Promise<Gpu> {
   } catch (e) {
     throw new NoAdapterError(`Dawn failed to start: ${(e as Error).message}`);
   }
+  const gpu = await openGpu(instance, (message) => process.stderr.write(`WebGPU error: ${message}\n`));
+  pinned = gpu;
+  return gpu;
+}
+
+/**
+ * The device on `instance`'s best adapter, with the features and limits the kernels use: Dawn's
+ * instance in Node (getGpu), or a browser tab's `navigator.gpu` (src/web/engine.ts). Errors the
+ * device raises outside any call go to `onError`.
+ */
+export async function openGpu(instance: GPU, onError: (message: string) => void): Promise<Gpu> {
   const adapter = await requestAdapter(instance);
   const wanted: GPUFeatureName[] = [];
   const hasF16 = adapter.features.has('shader-f16');
@@ -171,15 +182,10 @@ async function acquire(): Promise<Gpu> {
       maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
     },
   });
-  device.addEventListener('uncapturederror', (ev) => {
-    const err = (ev as GPUUncapturedErrorEvent).error;
-    process.stderr.write(`WebGPU error: ${err.message}\n`);
-  });
+  device.addEventListener('uncapturederror', (ev) => onError((ev as GPUUncapturedErrorEvent).error.message));
   const report = reportOf(adapter);
   const profile = profileOf(report, { f16: hasF16, subgroups: hasSubgroups, timestampQuery: hasTimestamps });
-  const gpu: Gpu = { device, adapter, instance, report, hasF16, hasSubgroups, profile };
-  pinned = gpu;
-  return gpu;
+  return { device, adapter, instance, report, hasF16, hasSubgroups, profile };
 }
 
 /** The process-wide device, created on first use. */

@@ -16,7 +16,15 @@ import type { Gpu } from './device.ts';
 const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 const sources = new Map<string, string>();
 
-/** Reads a `.wgsl` file that sits beside the calling module (pass `import.meta.url`). */
+/**
+ * WGSL sources given ahead of time, by the URL `wgsl()` resolves each to: a browser bundle has no
+ * files beside its modules, so it carries them as text (src/server/web.ts, src/web/engine.ts).
+ */
+export function provideWgsl(byUrl: Record<string, string>): void {
+  for (const [url, code] of Object.entries(byUrl)) sources.set(url, code);
+}
+
+/** Reads a `.wgsl` file that sits beside the calling module (pass `import.meta.url`), unless provided. */
 export function wgsl(file: string, base: string): string {
   const url = new URL(file, base);
   let src = sources.get(url.href);

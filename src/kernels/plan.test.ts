@@ -12,7 +12,7 @@ const gpuWith: DeviceProfile = { ...gpuWithout, subgroupSizes: { min: 32, max: 3
 
 describe('kernel plan', () => {
   it("keeps today's kernels on a software adapter and picks the GPU matvec on hardware", () => {
-    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', attention: 'tiled', kvCache: 'f32', submitLayers: 0 });
+    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0 });
     expect(defaultPlan(gpuWith).matvec).toBe('subgroup');
     expect(defaultPlan(gpuWithout).matvec).toBe('workgroup');
   });
@@ -26,11 +26,11 @@ describe('kernel plan', () => {
   it('prints in the override syntax, so a printed plan parses back', () => {
     const plan = resolvePlan(gpuWith, {}, '');
     expect(resolvePlan(gpuWith, {}, formatPlan(plan))).toEqual(plan);
-    expect(formatPlan(plan)).toBe('matvec=subgroup,attention=split,kvCache=f32,submitLayers=4');
+    expect(formatPlan(plan)).toBe('matvec=subgroup,fuse=norm+qkv,attention=split,kvCache=f32,submitLayers=4');
   });
 
   it('refuses unknown keys and values with the allowed ones', () => {
-    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, attention, kvCache, submitLayers/);
+    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, fuse, attention, kvCache, submitLayers/);
     expect(() => parsePlan('matvec=fast')).toThrow(/matvec=fast is not a variant; matvec is one of rows, subgroup, workgroup/);
     expect(() => parsePlan('matvec')).toThrow(/matvec=\(empty\)/);
     expect(() => parsePlan('submitLayers=-1')).toThrow(/whole number/);
@@ -41,6 +41,14 @@ describe('kernel plan', () => {
     expect(() => resolvePlan(gpuWithout, { matvec: 'subgroup' }, undefined)).toThrow(/subgroups/);
     expect(runnable(gpuWithout, 'matvec')).toEqual(['rows', 'workgroup']);
     expect(runnable(lavapipe, 'matvec')).toEqual(['rows', 'subgroup', 'workgroup']);
+  });
+
+  it('takes the fusion of the decode dispatches as a key, on by default on hardware', () => {
+    expect(resolvePlan(lavapipe, {}, 'fuse=norm+qkv').fuse).toBe('norm+qkv');
+    expect(resolvePlan(gpuWith, { fuse: 'none' }, 'fuse=qkv').fuse).toBe('none');
+    expect(defaultPlan(gpuWithout).fuse).toBe('norm+qkv');
+    expect(runnable(lavapipe, 'fuse')).toEqual(['none', 'qkv', 'norm+qkv']);
+    expect(() => parsePlan('fuse=norm')).toThrow(/fuse is one of none, qkv, norm\+qkv/);
   });
 
   it('takes the attention strategy and KV cache format as keys too', () => {

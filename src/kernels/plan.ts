@@ -3,7 +3,7 @@
  * load from the device profile (src/gpu/profile.ts), then from the environment
  * override, then from what the caller forces (tests loop over plans this way).
  *
- *   OPENCHAT_KERNELS=matvec=subgroup,attention=split,kvCache=f16,submitLayers=4
+ *   OPENCHAT_KERNELS=matvec=subgroup,fuse=norm+qkv,attention=split,kvCache=f16,submitLayers=4
  *
  * Variants are named by strategy, not by device. Any variant the device can run may be
  * forced on any device, so lavapipe checks the GPU variants' correctness too.
@@ -22,6 +22,14 @@ export const PLAN_CHOICES = {
    *  - workgroup: the same split, reduced in workgroup memory only (no `subgroups` feature).
    */
   matvec: ['rows', 'subgroup', 'workgroup'],
+  /**
+   * Decode dispatches merged (src/kernels/matmul/fused.ts), in the matvec strategy above:
+   *  - none: rms_norm, then q_proj, k_proj and v_proj as three matvecs (and rms_norm, gate/up).
+   *  - qkv: q_proj, k_proj and v_proj in one dispatch (the workgroup picks the matrix).
+   *  - norm+qkv: that, and each block's rms_norm folded into its matvec (q/k/v, gate/up):
+   *    every workgroup sums x^2 beside its products, so neither the norm dispatch nor h exist.
+   */
+  fuse: ['none', 'qkv', 'norm+qkv'],
   /** Attention (src/kernels/attention/): one tiled pass per query block, or split-K over the keys with a reduce pass. */
   attention: ATTENTION_STRATEGIES,
   /** Storage of the KV cache (src/kernels/kv_cache.ts; math stays f32). */
@@ -32,6 +40,7 @@ type Choice<K extends keyof typeof PLAN_CHOICES> = (typeof PLAN_CHOICES)[K][numb
 
 export interface KernelPlan {
   matvec: Choice<'matvec'>;
+  fuse: Choice<'fuse'>;
   attention: Choice<'attention'>;
   kvCache: Choice<'kvCache'>;
   /** Submit the command buffer every this many layers (the GPU starts while encoding goes on); 0: once per step. */
@@ -39,16 +48,19 @@ export interface KernelPlan {
 }
 
 export type PlanKey = keyof KernelPlan;
-const KEYS: PlanKey[] = ['matvec', 'attention', 'kvCache', 'submitLayers'];
+const KEYS: PlanKey[] = ['matvec', 'fuse', 'attention', 'kvCache', 'submitLayers'];
 
 /** The plan for a device when nothing is forced. */
 export function defaultPlan(p: DeviceProfile): KernelPlan {
   if (p.kind === 'software') {
-    // Today's kernels: measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans").
-    return { matvec: 'rows', attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
+    // Measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans" and "Fused decode dispatches":
+    // q/k/v in one dispatch balances llvmpipe's threads better; the folded norm costs loads there).
+    return { matvec: 'rows', fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
+    // Two dispatches per block instead of five, and no h round trip: chosen from the design note, not yet measured on a GPU.
+    fuse: 'norm+qkv',
     // Split-K fills a large GPU at long contexts and runs the tiled pass itself when the context is short.
     attention: 'split',
     // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.

@@ -3,8 +3,8 @@
  * into one typed, validated object. Field names are Hugging Face's, so this
  * reads next to `MistralConfig` in transformers.
  */
-import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { diskFiles, type ModelSource } from '../util/files.ts';
 
 export type Architecture = 'MistralForCausalLM' | 'LlamaForCausalLM';
 
@@ -137,15 +137,15 @@ export function parseConfig(raw: Json, source = 'config.json'): ModelConfig {
   return config;
 }
 
-/** Reads and validates `DIR/config.json`. */
-export function loadConfig(dir: string): ModelConfig {
+/** Reads and validates `DIR/config.json` (from `files`: the disk unless given). */
+export function loadConfig(dir: string, files: ModelSource = diskFiles): ModelConfig {
   const file = join(dir, 'config.json');
-  if (!existsSync(file)) {
+  if (!files.exists(file)) {
     throw new ConfigError(file, 'not found. A model folder needs the Hugging Face config.json next to its *.safetensors files');
   }
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = files.readText(file);
   } catch (e) {
     throw new ConfigError(file, `cannot be read (${(e as Error).message})`);
   }

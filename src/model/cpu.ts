@@ -16,6 +16,8 @@ import { dequantizeRows, lmHeadFormat, quantizeRows } from '../kernels/quant.ref
 import type { QuantFormat } from '../gpu/buffers.ts';
 import { ropeRef } from '../kernels/rope.ref.ts';
 import { attentionRef } from '../kernels/attention/attention.ref.ts';
+import { mergeLoraRef } from '../kernels/lora/lora.ref.ts';
+import type { LinearKey, LoraWeights } from './lora.ts';
 
 /** Every weight widened to f32 on the host; projections row-major [out_features, in_features]. */
 type CpuLayer = LayerWeights<Float32Array, Float32Array>;
@@ -44,8 +46,10 @@ export class CpuModel {
    * `quantize`: the weights the GPU model's `quantize` option runs with (the seven projections
    * quantized, lm_head to lmHeadFormat()), dequantized plainly; `lmHead` overrides lm_head's
    * format, null keeping it as stored (to measure what quantizing it costs).
+   * `lora`: an adapter (src/model/lora.ts) merged into the weights, W + scale * B A:
+   * the oracle the GPU's unmerged update is tested against.
    */
-  static load(dir: string, opts: { quantize?: QuantFormat; lmHead?: QuantFormat | null } = {}): CpuModel {
+  static load(dir: string, opts: { quantize?: QuantFormat; lmHead?: QuantFormat | null; lora?: LoraWeights } = {}): CpuModel {
     const config = loadConfig(dir);
     const stored = folderQuantization(dir);
     if (stored && opts.quantize && opts.quantize !== stored) throw new Error(`${dir} is already quantized to ${stored}; load the original checkpoint to quantize it to ${opts.quantize}`);
@@ -73,6 +77,9 @@ export class CpuModel {
       for (let i = 0; i < config.num_hidden_layers; i++) {
         // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.
         layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name, t.kind === 'linear' ? opts.quantize : undefined)])) as CpuLayer);
+        for (const [key, m] of Object.entries(opts.lora?.layers[i] ?? {}) as [LinearKey, NonNullable<LoraWeights['layers'][number][LinearKey]>][]) {
+          layers[i]![key] = mergeLoraRef(layers[i]![key], m.a, m.b, m.scale, m.rank);
+        }
       }
       const embed = w('model.embed_tokens.weight');
       const head = config.tie_word_embeddings ? embed : w('lm_head.weight', opts.lmHead === null ? undefined : (opts.lmHead ?? (opts.quantize && lmHeadFormat(opts.quantize))));

@@ -1,7 +1,8 @@
 /**
  * The files of a model folder: the error every checkpoint problem is reported
  * with, and the one rule for file names that come from inside the folder
- * (shard names in model.safetensors.index.json, adapter paths).
+ * (shard names in model.safetensors.index.json, adapter paths). Where the files
+ * are read from is a `ModelSource` (src/util/files.ts).
  */
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 

@@ -14,12 +14,14 @@ import { decodeToF32 } from '../util/half.ts';
 import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
+import type { ModelSource } from '../util/files.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { lmHeadFormat, quantizeRows } from '../kernels/quant.ref.ts';
 import { folderQuantization, scalesName, validateQuantized } from './quantized.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
-import { matmul, matmulSwiGLU } from '../kernels/matmul/index.ts';
+import { matmul } from '../kernels/matmul/index.ts';
+import { normQKV, normSwiGLU } from '../kernels/matmul/fused.ts';
 import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
 import { attention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
@@ -28,6 +30,8 @@ import type { KvCacheDtype } from '../kernels/kv_cache.ts';
 import { argmax } from '../kernels/argmax.ts';
 import { topK } from '../kernels/topk.ts';
 import { logSumExp } from '../kernels/logsumexp.ts';
+import { loraUpdate, siluMul } from '../kernels/lora/index.ts';
+import { DeviceLora, type LinearKey, type LoraWeights } from './lora.ts';
 
 export interface LoadProgress {
   tensorsDone: number;
@@ -56,6 +60,8 @@ export interface ModelOptions {
   quantize?: QuantFormat;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
   attentionSegmentKeys?: number;
+  /** Where the folder's files are read from (default: the disk; a browser page passes its own, src/web/sources.ts). */
+  files?: ModelSource;
 }
 
 /** How attention runs, fixed at load: what `layer()` passes to every attention call. */
@@ -89,6 +95,8 @@ export interface ForwardResult {
 
 /** A decoder layer on the device: norm weights widened to f32, projections in their stored dtype. */
 type Layer = LayerWeights<GPUBuffer, GpuMatrix>;
+/** One layer's LoRA updates under an adapter: the adapted projections only. */
+type LayerLora = DeviceLora['layers'][number];
 
 /** Activations for up to `chunk` tokens, row-major [tokens, features], f32. */
 interface Scratch {
@@ -119,6 +127,11 @@ export class MistralModel {
   private readonly attentionPlan: AttentionPlan;
   /** Where a 'hidden-states' readout collects its rows; made on first use. */
   private hiddenTrace: GPUBuffer | undefined;
+  /** Adapters on the device (addAdapter), and the scratch their updates need. */
+  private readonly adapters: DeviceLora[] = [];
+  private loraScratch: { rank: number; u: GPUBuffer; up?: GPUBuffer } | undefined;
+  /** The adapter the KV cache's positions were computed under (null: the base model). */
+  private cacheAdapter: DeviceLora | null = null;
 
   private constructor(
     readonly gpu: Gpu,
@@ -149,16 +162,16 @@ export class MistralModel {
   }
 
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
-    const config = loadConfig(dir);
+    const config = loadConfig(dir, opts.files);
     const contextLength = contextLengthFor(config, opts.contextLength);
     const plan = resolvePlan(gpu.profile, opts.plan);
     const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
     checkContextFits(gpu, config, contextLength, plan.kvCache, configFile);
-    const stored = folderQuantization(dir);
+    const stored = folderQuantization(dir, opts.files);
     if (stored && opts.quantize && opts.quantize !== stored) {
       throw new Error(`${dir} is already quantized to ${stored}; quantizing it again to ${opts.quantize} would add the errors of both: load the original checkpoint with --quantize ${opts.quantize}`);
     }
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = Checkpoint.open(dir, opts.files);
     try {
       const prequantized = stored ? validateQuantized(ckpt, config, stored) : new Map<string, QuantFormat>();
       if (!stored) validateCheckpoint(ckpt, config);
@@ -232,10 +245,39 @@ export class MistralModel {
   /**
    * How many leading tokens of `ids` the KV cache already holds and can keep
    * (a chat's earlier turns): rewind() there and run the rest. At most
-   * ids.length - 1, so the last token always runs and gives its logits.
+   * ids.length - 1, so the last token always runs and gives its logits. Under
+   * `adapter` (none: the base model) only positions computed under it count.
    */
-  reusablePrefix(ids: readonly number[]): number {
+  reusablePrefix(ids: readonly number[], adapter?: DeviceLora): number {
+    // Keys and values computed under another adapter (or none) are not this adapter's.
+    if ((adapter ?? null) !== this.cacheAdapter) return 0;
     return this.cache.reusablePrefix(ids);
+  }
+
+  /**
+   * Puts a LoRA adapter (loadLora against this model's config) on the device, beside
+   * the base weights: any number can be loaded, and each forward() picks one or none.
+   */
+  addAdapter(weights: LoraWeights): DeviceLora {
+    if (weights.layers.length !== this.config.num_hidden_layers) {
+      throw new Error(`adapter ${weights.name} was loaded for ${weights.layers.length} layers; this model has ${this.config.num_hidden_layers}`);
+    }
+    const adapter = DeviceLora.upload(this.gpu, weights);
+    this.adapters.push(adapter);
+    const chunk = this.scratch.chunk;
+    const had = this.loraScratch;
+    const rank = Math.max(had?.rank ?? 0, adapter.maxRank);
+    const needsUp = adapter.adaptsMlpInput || had?.up !== undefined;
+    if (!had || rank > had.rank || (needsUp && !had.up)) {
+      had?.u.destroy();
+      had?.up?.destroy();
+      this.loraScratch = {
+        rank,
+        u: createStorageBuffer(this.gpu, chunk * rank * 4, 'lora_u'),
+        up: needsUp ? createStorageBuffer(this.gpu, chunk * this.config.intermediate_size * 4, 'lora_up') : undefined,
+      };
+    }
+    return adapter;
   }
 
   /** Key/value slots per layer (the sliding window, or the context without one). */
@@ -252,9 +294,17 @@ export class MistralModel {
    * Runs `ids` at positions position.. (in chunks of at most maxChunk tokens),
    * appends them to the KV cache and reads back what `readout` asks for.
    */
-  async forward(ids: readonly number[], readout: Readout): Promise<ForwardResult> {
+  async forward(ids: readonly number[], readout: Readout, adapter?: DeviceLora): Promise<ForwardResult> {
     if (ids.length === 0) throw new Error('forward: no tokens');
     const pos0 = this.cache.length;
+    const under = adapter ?? null;
+    if (under && !this.adapters.includes(under)) throw new Error(`adapter ${under.name} was not added to this model (addAdapter)`);
+    if (pos0 > 0 && under !== this.cacheAdapter) {
+      throw new Error(
+        `forward: the KV cache holds ${pos0} positions computed under ${this.cacheAdapter ? `adapter ${this.cacheAdapter.name}` : 'the base model'}, ` +
+          `not ${under ? `adapter ${under.name}` : 'the base model'}: rewind(0) first (reusablePrefix says how much can be kept)`,
+      );
+    }
     if (pos0 + ids.length > this.contextLength) {
       throw new RangeError(`sequence of ${pos0 + ids.length} tokens exceeds the context length ${this.contextLength}`);
     }
@@ -263,12 +313,13 @@ export class MistralModel {
         throw new RangeError(`token id ${id} is outside the vocabulary [0, ${this.config.vocab_size})`);
       }
     }
+    this.cacheAdapter = under;
     const all = readout.kind === 'all-logits' ? new Float32Array(ids.length * this.config.vocab_size) : undefined;
     let result: ForwardResult = {};
     for (let start = 0; start < ids.length; start += this.scratch.chunk) {
       const chunk = ids.slice(start, start + this.scratch.chunk);
       const isLast = start + chunk.length === ids.length;
-      const r = await this.runChunk(chunk, isLast || all ? readout : { kind: 'none' });
+      const r = await this.runChunk(chunk, isLast || all ? readout : { kind: 'none' }, under);
       if (all && r.logits) all.set(r.logits, start * this.config.vocab_size);
       if (isLast) result = r;
     }
@@ -298,7 +349,7 @@ export class MistralModel {
   }
 
   /** One chunk: embed, every decoder layer, final norm, lm_head on the rows the readout needs. */
-  private async runChunk(ids: number[], readout: Readout): Promise<ForwardResult> {
+  private async runChunk(ids: number[], readout: Readout, adapter: DeviceLora | null): Promise<ForwardResult> {
     const c = this.config;
     const s = this.scratch;
     const T = ids.length;
@@ -314,7 +365,7 @@ export class MistralModel {
     traceRow(s.x, (T - 1) * rowBytes, 0);
     const every = this.plan.submitLayers;
     for (let i = 0; i < this.layers.length; i++) {
-      this.layer(enc, i, T, pos0);
+      this.layer(enc, i, T, pos0, adapter?.layers[i]);
       traceRow(s.x, (T - 1) * rowBytes, i + 1);
       // Let the GPU start on the first layers while the rest is encoded.
       if (every > 0 && (i + 1) % every === 0 && i + 1 < this.layers.length) enc.submitSoFar();
@@ -365,21 +416,33 @@ export class MistralModel {
     }
   }
 
-  /** One decoder layer, as in the paper: pre-norm attention block, then pre-norm SwiGLU MLP block. */
-  private layer(enc: Encoder, i: number, T: number, pos0: number): void {
+  /**
+   * One decoder layer, as in the paper: pre-norm attention block, then pre-norm SwiGLU
+   * MLP block. `A`: this layer's LoRA updates, when the pass runs under an adapter.
+   */
+  private layer(enc: Encoder, i: number, T: number, pos0: number, A?: LayerLora): void {
     const c = this.config;
     const s = this.scratch;
     const L = this.layers[i]!;
+    // y += scale * (x lora_A^T) lora_B^T beside the projection key, if the adapter adapts it.
+    const lora = (x: GPUBuffer, key: LinearKey, y: GPUBuffer) => {
+      const m = A?.[key];
+      if (m) loraUpdate(enc, { x, lora: m, y, u: this.loraScratch!.u, tokens: T });
+    };
     const heads = c.num_attention_heads;
     const kvHeads = c.num_key_value_heads;
     const headDim = c.head_dim;
     const plan = this.plan;
 
     // x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
-    rmsNorm(enc, { x: s.x, weight: L.input_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmul(enc, { x: s.h, w: L.q_proj, y: s.q, tokens: T, plan });
-    matmul(enc, { x: s.h, w: L.k_proj, y: s.k, tokens: T, plan });
-    matmul(enc, { x: s.h, w: L.v_proj, y: s.v, tokens: T, plan });
+    const eps = c.rms_norm_eps;
+    normQKV(enc, {
+      x: s.x, norm: { weight: L.input_layernorm, eps }, h: s.h, writeH: !!(A?.q_proj || A?.k_proj || A?.v_proj),
+      q_proj: L.q_proj, k_proj: L.k_proj, v_proj: L.v_proj, q: s.q, k: s.k, v: s.v, tokens: T, plan,
+    });
+    lora(s.h, 'q_proj', s.q);
+    lora(s.h, 'k_proj', s.k);
+    lora(s.h, 'v_proj', s.v);
     rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0 });
     const kCache = this.cache.keys[i]!;
     const vCache = this.cache.values[i]!;
@@ -390,11 +453,31 @@ export class MistralModel {
     });
     kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots, dtype: this.cache.dtype });
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true, plan });
+    lora(s.attn, 'o_proj', s.x);
 
     // x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
-    rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
-    matmulSwiGLU(enc, { x: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T, plan });
+    if (A?.gate_proj || A?.up_proj) this.swigluUnfused(enc, L, A, T);
+    else normSwiGLU(enc, { x: s.x, norm: { weight: L.post_attention_layernorm, eps }, h: s.h, gate: L.gate_proj, up: L.up_proj, y: s.mlp, tokens: T, plan });
     matmul(enc, { x: s.mlp, w: L.down_proj, y: s.x, tokens: T, accumulate: true, plan });
+    lora(s.mlp, 'down_proj', s.x);
+  }
+
+  /**
+   * mlp = silu(gate_proj(h) + its update) * (up_proj(h) + its update), h = rms_norm(x): the
+   * fused matmulSwiGLU cannot add an adapter's updates before the silu, so with an adapter on
+   * gate_proj or up_proj the two products run apart and silu_mul joins them.
+   */
+  private swigluUnfused(enc: Encoder, L: Layer, A: LayerLora, T: number): void {
+    const c = this.config;
+    const s = this.scratch;
+    const plan = this.plan;
+    const { u, up } = this.loraScratch!;
+    rmsNorm(enc, { x: s.x, weight: L.post_attention_layernorm, y: s.h, tokens: T, dim: c.hidden_size, eps: c.rms_norm_eps });
+    matmul(enc, { x: s.h, w: L.gate_proj, y: s.mlp, tokens: T, plan });
+    loraUpdate(enc, { x: s.h, lora: A.gate_proj, y: s.mlp, u, tokens: T });
+    matmul(enc, { x: s.h, w: L.up_proj, y: up!, tokens: T, plan });
+    loraUpdate(enc, { x: s.h, lora: A.up_proj, y: up!, u, tokens: T });
+    siluMul(enc, { gate: s.mlp, up: up!, n: T * this.config.intermediate_size });
   }
 
   private allocateScratch(chunk: number): Scratch {
@@ -444,6 +527,9 @@ export class MistralModel {
     this.norm.destroy();
     this.ropeTable.destroy();
     this.hiddenTrace?.destroy();
+    for (const a of this.adapters) a.destroy();
+    this.loraScratch?.u.destroy();
+    this.loraScratch?.up?.destroy();
     this.cache.destroy();
     if (this.attentionPlan.partials) destroyAttentionPartials(this.attentionPlan.partials);
     for (const [key, b] of Object.entries(this.scratch)) if (key !== 'chunk') (b as GPUBuffer).destroy();

@@ -18,6 +18,7 @@ import { decodeToF32 } from '../util/half.ts';
 import { expectedTensors, layerTensors, loadConfig, type ModelConfig } from './config.ts';
 import { Checkpoint, CheckpointError, writeSafetensors, type TensorSpec } from './safetensors.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
+import { diskFiles, type ModelSource } from '../util/files.ts';
 
 export const QUANT_METHOD = 'openchat-webgpu';
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'tokenizer.model'];
@@ -37,9 +38,10 @@ export function scalesName(weight: string): string {
 }
 
 /** The folder's quantization (from config.json), or null for an ordinary checkpoint. */
-export function folderQuantization(dir: string): QuantFormat | null {
+export function folderQuantization(dir: string, files: ModelSource = diskFiles): QuantFormat | null {
   const file = join(dir, 'config.json');
-  const raw = JSON.parse(readFileSync(file, 'utf8')) as { quantization_config?: { quant_method?: unknown; format?: unknown; group_size?: unknown } };
+  // loadConfig has read and parsed this file already, with its errors.
+  const raw = JSON.parse(files.readText(file)) as { quantization_config?: { quant_method?: unknown; format?: unknown; group_size?: unknown } };
   const q = raw.quantization_config;
   if (q === undefined || q === null) return null;
   if (q.quant_method !== QUANT_METHOD) {

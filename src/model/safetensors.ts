@@ -8,9 +8,10 @@
  * get evicted on small VMs), so a loader holds one tensor at a time in memory.
  * Every inconsistency is reported with the file and tensor it concerns.
  */
-import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import type { WeightDType } from '../gpu/buffers.ts';
+import { diskFiles, type ModelFile, type ModelSource } from '../util/files.ts';
 import { CheckpointError, insideFolder } from './files.ts';
 
 export { CheckpointError } from './files.ts';
@@ -37,11 +38,11 @@ export interface TensorEntry {
   byteLength: number;
 }
 
-function readExactly(fd: number, file: string, length: number, position: number, into?: Uint8Array): Uint8Array {
+function readExactly(fd: ModelFile, file: string, length: number, position: number, into?: Uint8Array): Uint8Array {
   const buf = into ?? new Uint8Array(length);
   let done = 0;
   while (done < length) {
-    const n = readSync(fd, buf, done, length - done, position + done);
+    const n = fd.read(buf, done, length - done, position + done);
     if (n === 0) throw new CheckpointError(`${file}: unexpected end of file at byte ${position + done} (truncated?)`);
     done += n;
   }
@@ -49,8 +50,8 @@ function readExactly(fd: number, file: string, length: number, position: number,
 }
 
 /** Parses and validates one file's header. */
-function readHeader(file: string, fd: number): TensorEntry[] {
-  const size = fstatSync(fd).size;
+function readHeader(file: string, fd: ModelFile): TensorEntry[] {
+  const size = fd.size;
   if (size < 8) throw new CheckpointError(`${file}: truncated: ${size} bytes, shorter than the 8-byte header length`);
   const lenBytes = readExactly(fd, file, 8, 0);
   const n = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
@@ -112,28 +113,44 @@ function readHeader(file: string, fd: number): TensorEntry[] {
 /** The tensors of a checkpoint folder: one *.safetensors file, or shards listed by model.safetensors.index.json. */
 export class Checkpoint {
   readonly tensors = new Map<string, TensorEntry>();
-  private fds = new Map<string, number>();
+  private fds = new Map<string, ModelFile>();
 
-  private constructor(readonly dir: string) {}
+  private constructor(
+    readonly dir: string,
+    private readonly files: ModelSource,
+  ) {}
 
-  static open(dir: string): Checkpoint {
-    if (!existsSync(dir)) throw new CheckpointError(`model folder ${dir} does not exist`);
-    const ckpt = new Checkpoint(dir);
+  /** The checkpoint in folder `dir`, read from `files` (the disk unless given). */
+  static open(dir: string, files: ModelSource = diskFiles): Checkpoint {
+    if (!files.exists(dir)) throw new CheckpointError(`model folder ${dir} does not exist`);
+    const ckpt = new Checkpoint(dir, files);
     const index = join(dir, 'model.safetensors.index.json');
     try {
-      if (existsSync(index)) ckpt.openSharded(index);
+      if (files.exists(index)) ckpt.openSharded(index);
       else {
-        const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
-        if (files.length === 0) {
+        const weights = files.list(dir).filter((f) => f.endsWith('.safetensors')).sort();
+        if (weights.length === 0) {
           throw new CheckpointError(
             `${dir}: no *.safetensors files. Download the checkpoint's safetensors weights (PyTorch .bin files are not read)`,
           );
         }
-        if (files.length > 1 && !files.includes('model.safetensors')) {
+        if (weights.length > 1 && !weights.includes('model.safetensors')) {
           throw new CheckpointError(`${dir}: several .safetensors files but no model.safetensors.index.json to say which tensor is where`);
         }
-        ckpt.addFile(join(dir, files.includes('model.safetensors') ? 'model.safetensors' : files[0]!));
+        ckpt.addFile(join(dir, weights.includes('model.safetensors') ? 'model.safetensors' : weights[0]!));
       }
+    } catch (e) {
+      ckpt.close();
+      throw e;
+    }
+    return ckpt;
+  }
+
+  /** One safetensors file on its own (an adapter's adapter_model.safetensors), not a model folder. */
+  static openFile(path: string, files: ModelSource = diskFiles): Checkpoint {
+    const ckpt = new Checkpoint(dirname(path), files);
+    try {
+      ckpt.addFile(path);
     } catch (e) {
       ckpt.close();
       throw e;
@@ -144,7 +161,7 @@ export class Checkpoint {
   private openSharded(index: string): void {
     let weightMap: Record<string, unknown>;
     try {
-      const parsed = JSON.parse(readFileSync(index, 'utf8')) as { weight_map?: Record<string, unknown> };
+      const parsed = JSON.parse(this.files.readText(index)) as { weight_map?: Record<string, unknown> };
       if (!parsed.weight_map || typeof parsed.weight_map !== 'object') throw new Error('no "weight_map" object');
       weightMap = parsed.weight_map;
     } catch (e) {
@@ -158,7 +175,7 @@ export class Checkpoint {
       if (!shards.has(value)) shards.set(value, insideFolder(this.dir, value, where));
     }
     for (const [shard, path] of [...shards].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if (!existsSync(path)) throw new CheckpointError(`${index}: names shard ${shard}, which is missing from ${this.dir}`);
+      if (!this.files.exists(path)) throw new CheckpointError(`${index}: names shard ${shard}, which is missing from ${this.dir}`);
       this.addFile(path);
     }
     for (const [name, shard] of Object.entries(weightMap)) {
@@ -174,16 +191,15 @@ export class Checkpoint {
   }
 
   private addFile(path: string): void {
-    let fd: number;
+    let fd: ModelFile;
     try {
-      fd = openSync(path, 'r');
+      fd = this.files.open(path);
     } catch (e) {
       throw new CheckpointError(`${path}: cannot be opened (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
     this.fds.set(path, fd);
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) {
-      const what = stat.isDirectory() ? 'a directory' : 'not a regular file';
+    if (fd.kind !== 'file') {
+      const what = fd.kind === 'directory' ? 'a directory' : 'not a regular file';
       throw new CheckpointError(`${path}: is ${what}, not a safetensors file (a checkpoint's weights are plain files)`);
     }
     for (const e of readHeader(path, fd)) {
@@ -222,7 +238,7 @@ export class Checkpoint {
   }
 
   close(): void {
-    for (const fd of this.fds.values()) closeSync(fd);
+    for (const fd of this.fds.values()) fd.close();
     this.fds.clear();
   }
 }

@@ -13,6 +13,10 @@
  * The aliases map to whatever model is loaded: the server does not check that the
  * folder really holds OpenChat 3.5 (serving a different checkpoint under these
  * names is the operator's choice). `extraAliases` adds more.
+ *
+ * Each LoRA adapter loaded beside the model (serve --lora NAME=DIR) is one more model
+ * name, as vLLM serves them: a request for it runs under that adapter, a request for
+ * any of the base model's names runs without one.
  */
 export const OPENCHAT_ALIASES: readonly string[] = [
   'openchat_3.5',
@@ -30,7 +34,15 @@ export class ModelNames {
   readonly all: readonly string[];
   private readonly lookup: Set<string>;
 
-  constructor(readonly served: string, extraAliases: readonly string[] = []) {
+  /** Adapter names by their lower-case form. */
+  private readonly adapterNames = new Map<string, string>();
+
+  constructor(
+    readonly served: string,
+    extraAliases: readonly string[] = [],
+    /** The LoRA adapters loaded, by name (Generator.adapterNames). */
+    readonly adapters: readonly string[] = [],
+  ) {
     const names = [served, `openchat/${served}`, ...OPENCHAT_ALIASES, ...extraAliases];
     const seen = new Set<string>();
     this.all = names.filter((n) => {
@@ -40,9 +52,22 @@ export class ModelNames {
       return true;
     });
     this.lookup = seen;
+    for (const a of adapters) {
+      const key = a.toLowerCase();
+      if (seen.has(key) || this.adapterNames.has(key)) {
+        throw new Error(`the LoRA adapter name '${a}' is already a name of the base model or of another adapter; choose another (--lora NAME=DIR)`);
+      }
+      this.adapterNames.set(key, a);
+    }
   }
 
   accepts(name: string): boolean {
-    return this.lookup.has(name.toLowerCase());
+    const key = name.toLowerCase();
+    return this.lookup.has(key) || this.adapterNames.has(key);
+  }
+
+  /** The adapter a model name selects, as it was loaded; undefined for the base model's names (and unknown ones). */
+  adapterFor(name: string): string | undefined {
+    return this.adapterNames.get(name.toLowerCase());
   }
 }

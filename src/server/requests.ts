@@ -69,6 +69,7 @@ export function parseChatRequest(body: Record<string, unknown>, names: ModelName
   const { options, tools } = structuredOutput(body, messages, grammars);
   const logprobs = checkChatLogprobs(body);
   if (logprobs) options.logprobs = logprobs;
+  options.adapter = names.adapterFor(model);
   return {
     model,
     prompt: { kind: 'chat', messages, condition },
@@ -144,7 +145,7 @@ export function parseCompletionRequest(body: Record<string, unknown>, names: Mod
     params: samplingParams(body),
     stream,
     includeUsage: checkStreamOptions(body['stream_options']) && stream,
-    options: { ...(format ? { constraint: format } : {}), ...(logprobs ? { logprobs } : {}) },
+    options: { ...(format ? { constraint: format } : {}), ...(logprobs ? { logprobs } : {}), adapter: names.adapterFor(model) },
     tools: null,
   };
 }
@@ -323,14 +324,13 @@ const WORKERS_AI_SAMPLING = [
   'presence_penalty',
 ] as const;
 
-export function parseWorkersAiRequest(body: Record<string, unknown>, grammars: GrammarSource): GenerationJob {
+export function parseWorkersAiRequest(body: Record<string, unknown>, grammars: GrammarSource, names: ModelNames): GenerationJob {
   const hasPrompt = body['prompt'] !== undefined && body['prompt'] !== null;
   const hasMessages = body['messages'] !== undefined && body['messages'] !== null;
   if (hasPrompt === hasMessages) throw badRequest('give exactly one of prompt or messages', hasPrompt ? 'messages' : 'prompt');
   const raw = optionalBoolean(body, 'raw') ?? false;
   const stream = optionalBoolean(body, 'stream') ?? false;
-
-  checkLora(body['lora']);
+  const adapter = checkLora(body['lora'], names);
   const input: Record<string, unknown> = {};
   for (const key of WORKERS_AI_SAMPLING) input[key] = body[key];
   let params: SamplingParams;
@@ -360,23 +360,23 @@ export function parseWorkersAiRequest(body: Record<string, unknown>, grammars: G
     structured = structuredOutput(body, messages, grammars, true);
     promptSpec = { kind: 'chat', messages };
   }
+  structured.options.adapter = adapter;
   return { model: null, prompt: promptSpec, params, stream, includeUsage: false, ...structured };
 }
 
 /**
- * Workers AI's `lora`: the name of a fine-tuned adapter to apply. This server loads none, so a
- * named adapter is an error rather than a silent answer from the base model.
+ * Workers AI's `lora`: the name of a LoRA adapter loaded beside the model (serve --lora
+ * NAME=DIR). One that is not loaded is an error, never a silent answer from the base model.
  */
-function checkLora(value: unknown): void {
-  if (value === undefined || value === null) return;
+function checkLora(value: unknown, names: ModelNames): string | undefined {
+  if (value === undefined || value === null) return undefined;
   if (typeof value !== 'string') throw wrongType('lora', 'a string (the name of a LoRA adapter)', value);
-  throw new ApiError(
-    400,
-    `lora: no LoRA adapter named "${value.slice(0, 80)}" is loaded; this server serves only the base model, so leave lora out`,
-    'invalid_request_error',
-    'lora',
-    'lora_not_found',
-  );
+  const adapter = names.adapterFor(value);
+  if (adapter === undefined) {
+    const loaded = names.adapters.length ? `loaded: ${names.adapters.join(', ')}` : 'this server loads none (openchat serve --lora NAME=DIR)';
+    throw new ApiError(400, `lora: no LoRA adapter named "${value.slice(0, 80)}" is loaded; ${loaded}`, 'invalid_request_error', 'lora', 'lora_not_found');
+  }
+  return adapter;
 }
 
 // ---------------------------------------------------------------------------

@@ -29,12 +29,14 @@ import { chatLogprobs, legacyLogprobs, type TokenTexts } from './logprobs.ts';
 import { parseToolCall, type ToolCall } from './structured.ts';
 import {
   ApiError,
+  badRequest,
   cloudflareErrorBody,
   internalError,
   openAiErrorBody,
 } from './errors.ts';
 import { parseJsonObject, readBody, requireJson, sendJson, SseWriter } from './http.ts';
 import { ModelNames } from './models.ts';
+import { isWebPath, serveWeb } from './web.ts';
 import {
   parseChatRequest,
   parseCompletionRequest,
@@ -66,7 +68,7 @@ export interface ServerOptions {
   host?: string;
   /** 0 picks a free port (tests). */
   port?: number;
-  /** With keys, every request except GET /health needs `Authorization: Bearer <key>`. */
+  /** With keys, every request except GET /health and the web pages (web.ts) needs `Authorization: Bearer <key>`. */
   apiKeys?: string[];
   maxBodyBytes?: number;
   maxQueue?: number;
@@ -83,6 +85,8 @@ export interface ServerOptions {
   corsOrigins?: string[];
   /** Time to receive a whole request (headers and body), in ms; default DEFAULT_REQUEST_TIMEOUT_MS. */
   requestTimeoutMs?: number;
+  /** LoRA adapters to load with the model (when the server loads it), each also a model name. */
+  lora?: { name: string; dir: string }[];
 }
 
 export interface RunningServer {
@@ -99,7 +103,7 @@ export interface RunningServer {
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const ownsGenerator = options.generator === undefined;
   const generator =
-    options.generator ?? (await Generator.load({ modelDir: options.modelDir, contextLength: options.contextLength }));
+    options.generator ?? (await Generator.load({ modelDir: options.modelDir, contextLength: options.contextLength, lora: options.lora }));
   const server = new OpenChatServer(generator, options);
   try {
     const port = await server.listen(options.port ?? DEFAULT_PORT, options.host ?? DEFAULT_HOST);
@@ -234,7 +238,7 @@ export class OpenChatServer {
     readonly generator: Generator,
     options: ServerOptions = {},
   ) {
-    this.names = new ModelNames(generator.modelName, options.modelAliases);
+    this.names = new ModelNames(generator.modelName, options.modelAliases, generator.adapterNames);
     this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     this.maxQueue = options.maxQueue ?? DEFAULT_MAX_QUEUE;
     this.keyDigests = (options.apiKeys ?? []).map(digest);
@@ -378,6 +382,11 @@ export class OpenChatServer {
         sendJson(res, 200, { status: 'ok', model: this.names.served, active: this.admitted, queued: this.generator.queued });
         return;
       }
+      // The pages (web.ts) need no key: they hold no secrets, and ask for the key their API calls send.
+      if ((method === 'GET' || method === 'HEAD') && isWebPath(path)) {
+        await serveWeb(path, req, res);
+        return;
+      }
       this.authorize(req);
       await this.route(method, path, req, res, record, abort.signal);
     } catch (err) {
@@ -470,7 +479,7 @@ export class OpenChatServer {
     };
     if (path === '/v1/models') {
       if (method !== 'GET') throw methodNotAllowed(method, path, 'GET');
-      sendJson(res, 200, { object: 'list', data: this.names.all.map((id) => this.modelObject(id)) });
+      sendJson(res, 200, { object: 'list', data: [...this.names.all, ...this.names.adapters].map((id) => this.modelObject(id)) });
       return;
     }
     if (path.startsWith('/v1/models/')) {
@@ -500,7 +509,11 @@ export class OpenChatServer {
       if (!this.names.accepts(model)) {
         throw new ApiError(404, `No such model ${model.slice(0, 80)}; this server runs ${this.names.served}`, 'not_found_error', null, 'model_not_found');
       }
-      const job = parseWorkersAiRequest(await this.readJson(req), this.generator);
+      if (this.names.adapterFor(model) !== undefined) {
+        // Workers AI names the base model in the path and the adapter in `lora`; one way only.
+        throw badRequest(`${model.slice(0, 80)} is a LoRA adapter: on /ai/run the path names the base model (${this.names.served}) and the lora field the adapter`, 'lora');
+      }
+      const job = parseWorkersAiRequest(await this.readJson(req), this.generator, this.names);
       await this.workersAi(job, res, record, signal);
       return;
     }
@@ -512,7 +525,11 @@ export class OpenChatServer {
   }
 
   private modelObject(id: string): object {
-    return { id, object: 'model', created: this.created, owned_by: 'openchat-webgpu', root: this.names.served, max_model_len: this.generator.contextLength };
+    const base = { id, object: 'model', created: this.created, owned_by: 'openchat-webgpu', max_model_len: this.generator.contextLength };
+    // An adapter is listed as vLLM lists one, with its base model as `parent`; `root` is its
+    // name where vLLM gives its path (a server does not show its file system).
+    const adapter = this.names.adapterFor(id);
+    return adapter === undefined ? { ...base, root: this.names.served } : { ...base, id: adapter, root: adapter, parent: this.names.served };
   }
 
   // -------------------------------------------------------------------------

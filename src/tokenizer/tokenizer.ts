@@ -17,7 +17,6 @@
  * and the caller runs that inline (`encode`, `encodeChat`, `finish`) or in a worker thread
  * (`finishAsync`, worker.ts), which is how the server keeps a long prompt off its event loop.
  */
-import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
@@ -31,6 +30,7 @@ import {
 import { WindowedStreamDecoder, type StreamDecoder } from './stream.ts';
 import { runSteps, runStepsAsync, type EncodeRequest, type Steps } from './steps.ts';
 import { EncoderWorker } from './worker.ts';
+import { diskFiles, type ModelSource } from '../util/files.ts';
 
 export type { StreamDecoder } from './stream.ts';
 
@@ -92,13 +92,13 @@ function tokenContent(value: TokenizerConfigJson['bos_token']): string | undefin
 }
 
 /** tokenizer_config's chat_template: a string, or named templates (we take 'default', else the first). */
-function pickChatTemplate(config: TokenizerConfigJson, dir: string | undefined): string | undefined {
+function pickChatTemplate(config: TokenizerConfigJson, dir: string | undefined, files: ModelSource): string | undefined {
   const t = config.chat_template;
   if (typeof t === 'string') return t;
   if (Array.isArray(t)) return (t.find((x) => x.name === 'default') ?? t[0])?.template;
   if (t && typeof t === 'object') return t['default'] ?? Object.values(t)[0];
   // Newer checkpoints keep the template in its own file.
-  if (dir && existsSync(join(dir, 'chat_template.jinja'))) return readFileSync(join(dir, 'chat_template.jinja'), 'utf8');
+  if (dir && files.exists(join(dir, 'chat_template.jinja'))) return files.readText(join(dir, 'chat_template.jinja'));
   return undefined;
 }
 
@@ -138,9 +138,9 @@ function isLegacyLlamaBpe(json: TokenizerJson, pieces: Iterable<string>, addedNo
   return true;
 }
 
-function readJson(path: string): unknown {
+function readJson(path: string, files: ModelSource): unknown {
   try {
-    return JSON.parse(readFileSync(path, 'utf8'));
+    return JSON.parse(files.readText(path));
   } catch (err) {
     throw new Error(`cannot read ${path}: ${(err as Error).message}`);
   }
@@ -181,8 +181,8 @@ export class OpenChatTokenizer {
   /** The decoder maps SentencePiece's "▁" to a space and <0xNN> to a byte (what tokenBytes assumes). */
   readonly sentencePieceDecoder: boolean;
 
-  private constructor(files: TokenizerFiles, source: string, dir: string | undefined, extraStopIds: number[]) {
-    const { tokenizerJson, tokenizerConfig } = files;
+  private constructor(tokenizerFiles: TokenizerFiles, source: string, dir: string | undefined, extraStopIds: number[], files: ModelSource = diskFiles) {
+    const { tokenizerJson, tokenizerConfig } = tokenizerFiles;
     this.source = source;
     this.config = tokenizerConfig;
     // Exact round trips: never apply the "clean up tokenization spaces" rewrite (" ." -> ".").
@@ -213,7 +213,7 @@ export class OpenChatTokenizer {
     }
     this.vocabSize = maxId + 1;
     this.maxPieceChars = isLegacyLlamaBpe(tokenizerJson, vocab.keys(), nonSpecial.length) ? maxPiece : null;
-    this.chatTemplate = pickChatTemplate(tokenizerConfig, dir);
+    this.chatTemplate = pickChatTemplate(tokenizerConfig, dir, files);
     this.specialIds = new Set((tokenizerJson.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
     const decoder = JSON.stringify((tokenizerJson as { decoder?: unknown }).decoder ?? null);
     this.sentencePieceDecoder = decoder.includes('\u2581');
@@ -250,13 +250,15 @@ export class OpenChatTokenizer {
    * A `modelDir` that does not exist is an error (a typo should not silently change tokenizers),
    * and so is any file here that is present but malformed (tokenizer.json, tokenizer_config.json,
    * generation_config.json, whose eos_token_id joins the stop ids whichever tokenizer is used).
+   * The files are read from `files` (the disk unless given); the built-in tokenizer is cached on
+   * disk, so a folder read from elsewhere (a browser tab) must have its own tokenizer.json.
    */
-  static async load(modelDir?: string): Promise<OpenChatTokenizer> {
+  static async load(modelDir?: string, files: ModelSource = diskFiles): Promise<OpenChatTokenizer> {
     if (modelDir === undefined) return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', undefined, []);
     const dir = resolve(modelDir);
-    if (!existsSync(dir)) throw new Error(`model folder not found: ${dir}`);
+    if (!files.exists(dir)) throw new Error(`model folder not found: ${dir}`);
     const object = (path: string): Record<string, unknown> => {
-      const v = readJson(path);
+      const v = readJson(path, files);
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: must contain a JSON object`);
       return v as Record<string, unknown>;
     };
@@ -265,7 +267,7 @@ export class OpenChatTokenizer {
     // whichever tokenizer is used; a file that is there but unreadable is an error, not ignored.
     const genPath = join(dir, 'generation_config.json');
     const extra: number[] = [];
-    if (existsSync(genPath)) {
+    if (files.exists(genPath)) {
       const eos = object(genPath).eos_token_id;
       for (const id of eos === undefined || eos === null ? [] : [eos].flat()) {
         if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
@@ -276,7 +278,8 @@ export class OpenChatTokenizer {
     }
 
     const jsonPath = join(dir, 'tokenizer.json');
-    if (!existsSync(jsonPath)) {
+    if (!files.exists(jsonPath)) {
+      if (files !== diskFiles) throw new Error(`${dir}: no tokenizer.json; the checkpoint's tokenizer.json (and tokenizer_config.json) must be there too`);
       return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', undefined, extra);
     }
     const tokenizerJson = object(jsonPath);
@@ -292,7 +295,7 @@ export class OpenChatTokenizer {
       );
     }
     const configPath = join(dir, 'tokenizer_config.json');
-    const tokenizerConfig = existsSync(configPath) ? object(configPath) : {};
+    const tokenizerConfig = files.exists(configPath) ? object(configPath) : {};
     try {
       return new OpenChatTokenizer(
         // Checked above for the sections the library reads; their contents are the library's to judge.
@@ -300,6 +303,7 @@ export class OpenChatTokenizer {
         dir,
         dir,
         extra,
+        files,
       );
     } catch (err) {
       const message = (err as Error).message;

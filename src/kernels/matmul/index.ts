@@ -17,7 +17,8 @@
  *   - otherwise qmatvec_lanes.wgsl + the plan's reduction (reduce_workgroup.wgsl under rows),
  *     in blocks of 8 tokens for 2 or more tokens (decode and prefill alike).
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
- * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only).
+ * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only); except fused_*.wgsl, the decode
+ * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type Overrides, type ShaderSource } from '../../gpu/encoder.ts';
 import { isQuantized, matrixRowBytes, type GpuMatrix, type QuantFormat } from '../../gpu/buffers.ts';

@@ -1,0 +1,149 @@
+/**
+ * The front of each decoder block as few dispatches as the plan allows (plan.fuse):
+ *
+ *   attention block:  h = rms_norm(x);  q, k, v = h q_proj^T, h k_proj^T, h v_proj^T
+ *   MLP block:        h = rms_norm(x);  y = silu(h gate_proj^T) * (h up_proj^T)
+ *
+ *   fuse=none:      rmsnorm, then q_proj, k_proj, v_proj as three matvecs (MLP: rmsnorm, swiglu);
+ *   fuse=qkv:       rmsnorm, then one dispatch for all three (MLP as none);
+ *   fuse=norm+qkv:  one dispatch each, the norm folded in (fused_*.wgsl): no h at all.
+ *
+ * Fusion is a decode matter: prefill (more than MATVEC_MAX_TOKENS tokens), 2..8 tokens under
+ * matvec=rows (the token-tiled kernel), widths not a multiple of 8, matrices split into parts
+ * a workgroup reduction past the device's workgroup memory and quantized weights (q8, q4) all
+ * run the separate dispatches, the same math. Kernels: fused_lanes.wgsl (matvec=subgroup|workgroup),
+ * fused_rows.wgsl (matvec=rows); weights are read through weights.wgsl as in every matvec.
+ */
+import { Encoder, getPipeline, UniformLayout, type Binding, type ShaderSource } from '../../gpu/encoder.ts';
+import { isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
+import { dtypeCode, weightKernelSource } from '../weights.ts';
+import type { KernelPlan } from '../plan.ts';
+import { rmsNorm } from '../rmsnorm.ts';
+import { matmul, matmulSwiGLU, MATVEC_MAX_TOKENS, TILES } from './index.ts';
+
+/** The `Params` struct of fused_lanes.wgsl and fused_rows.wgsl. */
+const PARAMS = new UniformLayout({
+  cols: 'u32', tokens: 'u32', groups_x: 'u32', eps: 'f32',
+  rows0: 'u32', rows1: 'u32', rows2: 'u32', group1: 'u32', group2: 'u32',
+});
+
+const checked = new WeakSet<ShaderSource>();
+function source(file: string, snippets: string[] = []): ShaderSource {
+  const s = weightKernelSource(file, import.meta.url, snippets);
+  if (!checked.has(s)) {
+    PARAMS.check(s.code);
+    checked.add(s);
+  }
+  return s;
+}
+
+type FusePlan = Pick<KernelPlan, 'matvec' | 'fuse'>;
+type Op = 'qkv' | 'swiglu';
+/** The rms_norm of a block: its weight (f32 [hidden_size]) and rms_norm_eps. */
+type Norm = { weight: Binding; eps: number };
+
+/** The fused kernel for these matrices, or null when the separate dispatches must run. */
+function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], tokens: number, norm: boolean) {
+  const [w] = ms as [GpuMatrix];
+  const sameInput = ms.every((m) => m.cols === w.cols && m.dtype === w.dtype && m.parts.length === 1);
+  if (!sameInput || isQuantized(w.dtype) || w.cols % 8 !== 0 || tokens > MATVEC_MAX_TOKENS) return null;
+  const dtype = dtypeCode(w.dtype);
+  const matrices = op === 'swiglu' ? 2 : 1;
+  const tileOf = op === 'swiglu' ? 'swiglu' : 'matmul';
+  if (plan.matvec === 'rows') {
+    if (tokens > 1) return null;
+    const t = TILES.rows[tileOf];
+    return { src: source('fused_rows.wgsl'), constants: { DTYPE: dtype, ...t, NORM: norm ? 1 : 0 }, rowsPerGroup: t.WG * t.ROWS, variant: 'rows' };
+  }
+  const t = TILES.lanes[tileOf];
+  const tokenTile = tokens === 1 ? 1 : MATVEC_MAX_TOKENS;
+  if (plan.matvec === 'workgroup') {
+    const need = (matrices * t.ROWS + (norm ? 1 : 0)) * tokenTile * t.WG * 4;
+    if (need > enc.gpu.report.limits.maxComputeWorkgroupStorageSize) return null;
+  }
+  const snippet = plan.matvec === 'subgroup' ? 'reduce_subgroup.wgsl' : 'reduce_workgroup.wgsl';
+  return {
+    src: source('fused_lanes.wgsl', [snippet]),
+    constants: { DTYPE: dtype, ...t, TOKENS: tokenTile, MATRICES: matrices, NORM: norm ? 1 : 0 },
+    rowsPerGroup: t.ROWS,
+    variant: `${plan.matvec}${tokenTile > 1 ? ` x${tokenTile}` : ''}`,
+  };
+}
+
+/** Splits G workgroups into a grid no dimension of which exceeds the device's limit. */
+function grid(enc: Encoder, groups: number): [number, number] {
+  const gx = Math.min(groups, enc.gpu.report.limits.maxComputeWorkgroupsPerDimension);
+  return [gx, Math.ceil(groups / gx)];
+}
+
+/**
+ * q, k, v = h q_proj^T, h k_proj^T, h v_proj^T with h = rms_norm(x) (HF MistralRMSNorm).
+ * x: f32 [tokens, hidden_size]; q, k, v: f32 [tokens, rows of each projection]. `h`
+ * ([tokens, hidden_size]) receives the norm when it runs as its own dispatch (the plan, or writeH).
+ */
+export function normQKV(
+  enc: Encoder,
+  a: {
+    x: Binding; norm: Norm; h: Binding; q_proj: GpuMatrix; k_proj: GpuMatrix; v_proj: GpuMatrix; q: Binding; k: Binding; v: Binding;
+    tokens: number; plan: FusePlan;
+    /** h is read afterwards (a LoRA adapter's updates): the norm then runs as its own dispatch. */
+    writeH?: boolean;
+  },
+): void {
+  const { tokens, plan } = a;
+  if (tokens === 0) return;
+  const ms = [a.q_proj, a.k_proj, a.v_proj];
+  const folded = plan.fuse === 'norm+qkv' && !a.writeH;
+  const kernel = plan.fuse === 'none' ? null : fusedKernel(enc, 'qkv', plan, ms, tokens, folded);
+  if (!kernel || !folded) {
+    rmsNorm(enc, { x: a.x, weight: a.norm.weight, y: a.h, tokens, dim: a.q_proj.cols, eps: a.norm.eps });
+  }
+  if (!kernel) {
+    matmul(enc, { x: a.h, w: a.q_proj, y: a.q, tokens, plan });
+    matmul(enc, { x: a.h, w: a.k_proj, y: a.k, tokens, plan });
+    matmul(enc, { x: a.h, w: a.v_proj, y: a.v, tokens, plan });
+    return;
+  }
+  const [q, k, v] = ms as [GpuMatrix, GpuMatrix, GpuMatrix];
+  const groups = ms.map((m) => Math.ceil(m.rows / kernel.rowsPerGroup)) as [number, number, number];
+  const label = `qkv${folded ? ' norm' : ''} ${kernel.variant} ${q.dtype}`;
+  const pipeline = getPipeline(enc.gpu, kernel.src, 'qkv', kernel.constants, label);
+  const [gx, gy] = grid(enc, groups[0] + groups[1] + groups[2]);
+  const params = PARAMS.pack({
+    cols: q.cols, tokens, groups_x: gx, eps: a.norm.eps,
+    rows0: q.rows, rows1: k.rows, rows2: v.rows, group1: groups[0], group2: groups[0] + groups[1],
+  });
+  const rows = q.rows + k.rows + v.rows;
+  const bytes = rows * matrixRowBytes(q.dtype, q.cols) + tokens * q.cols * 4 + (folded ? q.cols * 4 : 0) + tokens * rows * 4;
+  const x = folded ? a.x : a.h;
+  enc.dispatch(pipeline, params, [x, a.norm.weight, q.parts[0]!.buffer, a.q, k.parts[0]!.buffer, a.k, v.parts[0]!.buffer, a.v], [gx, gy], {
+    bytes,
+    shape: `${q.rows}+${k.rows}+${v.rows}x${q.cols}`,
+  });
+}
+
+/**
+ * y = silu(h gate_proj^T) * (h up_proj^T) with h = rms_norm(x): the MLP's front half.
+ * x: f32 [tokens, hidden_size]; y: f32 [tokens, intermediate_size]. `h` as in normQKV.
+ */
+export function normSwiGLU(
+  enc: Encoder,
+  a: { x: Binding; norm: Norm; h: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: FusePlan },
+): void {
+  const { tokens, plan, gate, up } = a;
+  if (tokens === 0) return;
+  const kernel = plan.fuse === 'norm+qkv' && gate.rows === up.rows ? fusedKernel(enc, 'swiglu', plan, [gate, up], tokens, true) : null;
+  if (!kernel) {
+    rmsNorm(enc, { x: a.x, weight: a.norm.weight, y: a.h, tokens, dim: gate.cols, eps: a.norm.eps });
+    matmulSwiGLU(enc, { x: a.h, gate, up, y: a.y, tokens, plan });
+    return;
+  }
+  const pipeline = getPipeline(enc.gpu, kernel.src, 'swiglu', kernel.constants, `swiglu norm ${kernel.variant} ${gate.dtype}`);
+  const [gx, gy] = grid(enc, Math.ceil(gate.rows / kernel.rowsPerGroup));
+  const params = PARAMS.pack({ cols: gate.cols, tokens, groups_x: gx, eps: a.norm.eps, rows0: gate.rows, rows1: 0, rows2: 0, group1: 0, group2: 0 });
+  const bytes = 2 * gate.rows * matrixRowBytes(gate.dtype, gate.cols) + (tokens + 1) * gate.cols * 4 + tokens * gate.rows * 4;
+  enc.dispatch(pipeline, params, [a.x, a.norm.weight, gate.parts[0]!.buffer, a.y, up.parts[0]!.buffer], [gx, gy], {
+    bytes,
+    shape: `2x${gate.rows}x${gate.cols}`,
+  });
+}

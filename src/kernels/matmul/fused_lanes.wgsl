@@ -1,0 +1,210 @@
+// Fused decode matvecs for GPUs, 1 to 8 tokens, plans `matvec=subgroup|workgroup` with
+// `fuse=qkv` or `fuse=norm+qkv` (the lanes split of matvec_lanes.wgsl, several products per dispatch):
+//   `qkv`:    q = h q_proj^T,  k = h k_proj^T,  v = h v_proj^T            in one dispatch
+//   `swiglu`: y = silu(h gate_proj^T) * (h up_proj^T)                    (always with NORM)
+// where h = x without NORM, and with NORM h = rms_norm(x), never stored:
+//   rms_norm(x)[t, c] = x[t, c] * norm[c] / rms[t],  rms[t] = sqrt(mean_c(x[t, c]^2) + eps)
+// Because 1/rms[t] is one number per token, sum_c h[t, c] w[r, c] = (sum_c x[t, c] norm[c] w[r, c]) / rms[t]:
+// each workgroup adds x[t, c]^2 from the x values it loads anyway into TOKENS more running sums,
+// reduced with the products, and scales its outputs by 1/rms[t] at the end. One pass, no h buffer.
+//
+// Layouts: x f32 [tokens, cols] read as vec4<f32>; norm f32 [cols]; w0/w1/w2 one part each, in
+// DTYPE [rows_m, cols] read as vec4<u32> (16 bytes = 8 f16/bf16 or 4 f32 values); y0/y1/y2 f32
+// [tokens, rows_m]. Bindings: 0 Params, 1 x, 2 norm, 3 w0 (q_proj | gate_proj), 4 y0 (q | y),
+// 5 w1 (k_proj | up_proj), 6 y1 (k), 7 w2 (v_proj), 8 y2 (v). `swiglu` uses 0..5. `norm` is
+// bound in `qkv` without NORM too (the layer's norm weight, never read there): one kernel then
+// serves both plans.
+//
+// Work split (WG, ROWS, TOKENS, MATRICES, NORM: override constants from TILES in index.ts):
+// as matvec_lanes.wgsl: a workgroup of WG lanes owns ROWS rows (of MATRICES matrices: 1 for qkv,
+// 2 for swiglu) and TOKENS tokens; lane l takes the 8-column chunks l, l + WG, ... (coalesced),
+// keeps MATRICES x ROWS x TOKENS sums (+ TOKENS sums of squares with NORM), and reduce_sums()
+// (reduce_subgroup.wgsl or reduce_workgroup.wgsl, prepended) totals them. In `qkv` the
+// workgroup's index picks the matrix: groups [0, group1) q_proj, [group1, group2) k_proj, then
+// v_proj; the choice is uniform over the workgroup.
+//
+// Dispatch: (min(G, groups_x), ceil(G / groups_x)) workgroups, G = sum_m ceil(rows_m / ROWS)
+// (qkv) or ceil(rows0 / ROWS) (swiglu).
+// Assumes: cols % 8 == 0; tokens <= TOKENS; matrices in one part each (the wrapper falls back
+// to separate dispatches otherwise).
+
+struct Params {
+  cols: u32,      // hidden_size: in_features of every matrix, length of the norm
+  tokens: u32,
+  groups_x: u32,  // workgroups along x of the dispatch grid
+  eps: f32,       // rms_norm_eps (NORM only)
+  rows0: u32,     // rows of q_proj (qkv) or of gate_proj and up_proj (swiglu)
+  rows1: u32,     // rows of k_proj (qkv)
+  rows2: u32,     // rows of v_proj (qkv)
+  group1: u32,    // first workgroup of k_proj (qkv)
+  group2: u32,    // first workgroup of v_proj (qkv)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> norm: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w0: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> y0: array<f32>;
+@group(0) @binding(5) var<storage, read> w1: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(7) var<storage, read> w2: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;
+
+// DTYPE, F32 and widen8() come from weights.wgsl; Lane, reduce_sums() and reduced() from
+// reduce_subgroup.wgsl or reduce_workgroup.wgsl; both prepended by the wrapper.
+
+override WG: u32;        // invocations per workgroup, a power of two
+override ROWS: u32;      // rows per workgroup (of each matrix), <= MAX_ROWS
+override TOKENS: u32;    // 1 or MAX_TOKENS
+override MATRICES: u32;  // 1 (qkv) or 2 (swiglu)
+override NORM: bool;     // fold rms_norm(x) in
+const MAX_ROWS = 4u;
+const MAX_TOKENS = 8u;
+// Sums per lane: products first, then (NORM) each token's sum of squares.
+override PRODUCTS: u32 = MATRICES * ROWS * TOKENS;
+override OUTPUTS: u32 = PRODUCTS + select(0u, TOKENS, NORM);
+const MAX_OUTPUTS = (2u * MAX_ROWS + 1u) * MAX_TOKENS;
+
+var<private> sums: array<f32, MAX_OUTPUTS>;
+
+fn w0_8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w0[i], w0[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn w1_8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w1[i], w1[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn w2_8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w2[i], w2[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+// Eight weights of matrix m (0 q_proj, 1 k_proj, 2 v_proj); m is uniform over the workgroup.
+fn qkv8(m: u32, i: u32) -> array<vec4<f32>, 2> {
+  if (m == 0u) {
+    return w0_8(i);
+  }
+  if (m == 1u) {
+    return w1_8(i);
+  }
+  return w2_8(i);
+}
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+// The 8 values of chunk k of each token (rows past p.tokens re-read the last token), times
+// norm[c] with NORM, whose squares (of x itself) go to the sums after the products.
+struct Chunk {
+  a: array<vec4<f32>, MAX_TOKENS>,
+  b: array<vec4<f32>, MAX_TOKENS>,
+}
+
+fn load_x(k: u32, chunks: u32) -> Chunk {
+  var c: Chunk;
+  var na = vec4<f32>(1.0);
+  var nb = vec4<f32>(1.0);
+  if (NORM) {
+    na = norm[2u * k];
+    nb = norm[2u * k + 1u];
+  }
+  for (var t = 0u; t < TOKENS; t++) {
+    let at = min(t, p.tokens - 1u) * chunks * 2u + 2u * k;
+    let xa = x[at];
+    let xb = x[at + 1u];
+    if (NORM) {
+      sums[PRODUCTS + t] += dot(xa, xa) + dot(xb, xb);
+    }
+    c.a[t] = xa * na;
+    c.b[t] = xb * nb;
+  }
+  return c;
+}
+
+// 1 / rms[t] after reduce_sums(), or 1 without NORM.
+fn inv_rms(t: u32) -> f32 {
+  if (NORM) {
+    return 1.0 / sqrt(reduced(PRODUCTS + t) / f32(p.cols) + p.eps);
+  }
+  return 1.0;
+}
+
+@compute @workgroup_size(WG)
+fn qkv(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+  let g = wid.y * p.groups_x + wid.x;
+  let m = select(0u, 1u, g >= p.group1) + select(0u, 1u, g >= p.group2);
+  let rows = select(select(p.rows0, p.rows1, m == 1u), p.rows2, m == 2u);
+  let first = select(select(0u, p.group1, m == 1u), p.group2, m == 2u);
+  let row0 = (g - first) * ROWS;
+  if (row0 >= rows) {
+    return;  // past the end of v_proj: the whole workgroup, control flow stays uniform
+  }
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  var base: array<u32, MAX_ROWS>;
+  for (var r = 0u; r < ROWS; r++) {
+    base[r] = min(row0 + r, rows - 1u) * chunks * wpc;
+  }
+  for (var k = lane.index; k < chunks; k += WG) {
+    let c = load_x(k, chunks);
+    for (var r = 0u; r < ROWS; r++) {
+      let wv = qkv8(m, base[r] + k * wpc);
+      for (var t = 0u; t < TOKENS; t++) {
+        sums[r * TOKENS + t] += dot(wv[0], c.a[t]) + dot(wv[1], c.b[t]);
+      }
+    }
+  }
+  reduce_sums(lane);
+  if (lane.index < ROWS * TOKENS) {
+    let row = row0 + lane.index / TOKENS;
+    let t = lane.index % TOKENS;
+    if (row < rows && t < p.tokens) {
+      let v = reduced(lane.index) * inv_rms(t);
+      let dst = t * rows + row;
+      if (m == 0u) {
+        y0[dst] = v;
+      } else if (m == 1u) {
+        y1[dst] = v;
+      } else {
+        y2[dst] = v;
+      }
+    }
+  }
+}
+
+// matvec_lanes.wgsl's `swiglu` reading x through load_x (the norm folded in): keep in step.
+@compute @workgroup_size(WG)
+fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+  let row0 = (wid.y * p.groups_x + wid.x) * ROWS;
+  if (row0 >= p.rows0) {
+    return;
+  }
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  var base: array<u32, MAX_ROWS>;
+  for (var r = 0u; r < ROWS; r++) {
+    base[r] = min(row0 + r, p.rows0 - 1u) * chunks * wpc;
+  }
+  let up_at = ROWS * TOKENS;
+  for (var k = lane.index; k < chunks; k += WG) {
+    let c = load_x(k, chunks);
+    for (var r = 0u; r < ROWS; r++) {
+      let gv = w0_8(base[r] + k * wpc);
+      let uv = w1_8(base[r] + k * wpc);
+      for (var t = 0u; t < TOKENS; t++) {
+        sums[r * TOKENS + t] += dot(gv[0], c.a[t]) + dot(gv[1], c.b[t]);
+        sums[up_at + r * TOKENS + t] += dot(uv[0], c.a[t]) + dot(uv[1], c.b[t]);
+      }
+    }
+  }
+  reduce_sums(lane);
+  if (lane.index < ROWS * TOKENS) {
+    let row = row0 + lane.index / TOKENS;
+    let t = lane.index % TOKENS;
+    if (row < p.rows0 && t < p.tokens) {
+      let s = inv_rms(t);
+      y0[t * p.rows0 + row] = silu(reduced(lane.index) * s) * (reduced(up_at + lane.index) * s);
+    }
+  }
+}

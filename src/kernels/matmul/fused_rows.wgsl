@@ -1,0 +1,189 @@
+// Fused decode matvecs, one token, plan `matvec=rows` with `fuse=qkv` or `fuse=norm+qkv`
+// (the split of matvec_rows.wgsl, several products per dispatch):
+//   `qkv`:    q = h q_proj^T,  k = h k_proj^T,  v = h v_proj^T            in one dispatch
+//   `swiglu`: y = silu(h gate_proj^T) * (h up_proj^T)                    (always with NORM)
+// where h = x without NORM, and with NORM h = rms_norm(x), never stored:
+//   rms_norm(x)[c] = x[c] * norm[c] / rms,  rms = sqrt(mean_c(x[c]^2) + eps)
+// so sum_c h[c] w[r, c] = (sum_c x[c] norm[c] w[r, c]) / rms. Each invocation walks all of x
+// for its rows anyway, so it sums x[c]^2 itself beside its products (no reduction needed) and
+// scales its outputs by 1/rms at the end.
+//
+// Layouts and bindings: as fused_lanes.wgsl (0 Params, 1 x, 2 norm, 3 w0 (q_proj | gate_proj),
+// 4 y0 (q | y), 5 w1 (k_proj | up_proj), 6 y1 (k), 7 w2 (v_proj), 8 y2 (v); `swiglu` uses 0..5;
+// `norm` is bound in `qkv` without NORM too, never read there).
+//
+// Work split (WG, ROWS, NORM: override constants from TILES in index.ts): as matvec_rows.wgsl,
+// each invocation owns ROWS whole rows (of each matrix) and walks their columns 8 at a time;
+// in `qkv` the workgroup's index picks the matrix: groups [0, group1) q_proj, [group1, group2)
+// k_proj, then v_proj, so a workgroup never straddles two matrices.
+//
+// Dispatch: (min(G, groups_x), ceil(G / groups_x)) workgroups, G = sum_m ceil(rows_m / (WG * ROWS))
+// (qkv) or ceil(rows0 / (WG * ROWS)) (swiglu).
+// Assumes: cols % 8 == 0; one token; matrices in one part each (the wrapper falls back to
+// separate dispatches otherwise).
+
+struct Params {
+  cols: u32,      // hidden_size: in_features of every matrix, length of the norm
+  tokens: u32,    // 1
+  groups_x: u32,  // workgroups along x of the dispatch grid
+  eps: f32,       // rms_norm_eps (NORM only)
+  rows0: u32,     // rows of q_proj (qkv) or of gate_proj and up_proj (swiglu)
+  rows1: u32,     // rows of k_proj (qkv)
+  rows2: u32,     // rows of v_proj (qkv)
+  group1: u32,    // first workgroup of k_proj (qkv)
+  group2: u32,    // first workgroup of v_proj (qkv)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> norm: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w0: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> y0: array<f32>;
+@group(0) @binding(5) var<storage, read> w1: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read_write> y1: array<f32>;
+@group(0) @binding(7) var<storage, read> w2: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read_write> y2: array<f32>;
+
+// DTYPE, F32 and widen8() come from weights.wgsl, prepended by the wrapper.
+
+override WG: u32;
+override ROWS: u32;  // rows per invocation, <= MAX_ROWS
+override NORM: bool; // fold rms_norm(x) in
+const MAX_ROWS = 6u;
+
+fn w0_8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w0[i], w0[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn w1_8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w1[i], w1[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn w2_8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w2[i], w2[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+// Eight weights of matrix m (0 q_proj, 1 k_proj, 2 v_proj); m is uniform over the workgroup.
+fn qkv8(m: u32, i: u32) -> array<vec4<f32>, 2> {
+  if (m == 0u) {
+    return w0_8(i);
+  }
+  if (m == 1u) {
+    return w1_8(i);
+  }
+  return w2_8(i);
+}
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+// acc + dot(w, (xa, xb)) as a chain of fused multiply-adds (as matvec_rows.wgsl).
+fn fma8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32) -> f32 {
+  var s = acc;
+  s = fma(w[0].x, xa.x, s);
+  s = fma(w[0].y, xa.y, s);
+  s = fma(w[0].z, xa.z, s);
+  s = fma(w[0].w, xa.w, s);
+  s = fma(w[1].x, xb.x, s);
+  s = fma(w[1].y, xb.y, s);
+  s = fma(w[1].z, xb.z, s);
+  s = fma(w[1].w, xb.w, s);
+  return s;
+}
+
+// Chunk k of x (times norm with NORM), its squares added to `ss` (x itself, NORM only).
+struct Chunk {
+  a: vec4<f32>,
+  b: vec4<f32>,
+}
+
+fn load_x(k: u32, ss: ptr<function, f32>) -> Chunk {
+  let xa = x[2u * k];
+  let xb = x[2u * k + 1u];
+  if (NORM) {
+    *ss += dot(xa, xa) + dot(xb, xb);
+    return Chunk(xa * norm[2u * k], xb * norm[2u * k + 1u]);
+  }
+  return Chunk(xa, xb);
+}
+
+fn inv_rms(ss: f32) -> f32 {
+  if (NORM) {
+    return 1.0 / sqrt(ss / f32(p.cols) + p.eps);
+  }
+  return 1.0;
+}
+
+@compute @workgroup_size(WG)
+fn qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let g = wid.y * p.groups_x + wid.x;
+  let m = select(0u, 1u, g >= p.group1) + select(0u, 1u, g >= p.group2);
+  let rows = select(select(p.rows0, p.rows1, m == 1u), p.rows2, m == 2u);
+  let first = select(select(0u, p.group1, m == 1u), p.group2, m == 2u);
+  let row0 = ((g - first) * WG + li) * ROWS;
+  if (row0 >= rows) {
+    return;  // no barriers here: an invocation past the end may leave alone
+  }
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  // Rows past the end re-read the last row, so that the loop has no per-row branches.
+  var base: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    base[i] = min(row0 + i, rows - 1u) * chunks * wpc;
+  }
+  var acc: array<f32, MAX_ROWS>;
+  var ss = 0.0;
+  for (var k = 0u; k < chunks; k++) {
+    let c = load_x(k, &ss);
+    for (var i = 0u; i < ROWS; i++) {
+      acc[i] = fma8(qkv8(m, base[i] + k * wpc), c.a, c.b, acc[i]);
+    }
+  }
+  let s = inv_rms(ss);
+  for (var i = 0u; i < ROWS; i++) {
+    let row = row0 + i;
+    if (row < rows) {
+      if (m == 0u) {
+        y0[row] = acc[i] * s;
+      } else if (m == 1u) {
+        y1[row] = acc[i] * s;
+      } else {
+        y2[row] = acc[i] * s;
+      }
+    }
+  }
+}
+
+// matvec_rows.wgsl's `swiglu` reading x through load_x (the norm folded in): keep in step.
+@compute @workgroup_size(WG)
+fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row0 = ((wid.y * p.groups_x + wid.x) * WG + li) * ROWS;
+  if (row0 >= p.rows0) {
+    return;
+  }
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  var base: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    base[i] = min(row0 + i, p.rows0 - 1u) * chunks * wpc;
+  }
+  var acc_gate: array<f32, MAX_ROWS>;
+  var acc_up: array<f32, MAX_ROWS>;
+  var ss = 0.0;
+  for (var k = 0u; k < chunks; k++) {
+    let c = load_x(k, &ss);
+    for (var i = 0u; i < ROWS; i++) {
+      let gv = w0_8(base[i] + k * wpc);
+      let uv = w1_8(base[i] + k * wpc);
+      acc_gate[i] += dot(gv[0], c.a) + dot(gv[1], c.b);
+      acc_up[i] += dot(uv[0], c.a) + dot(uv[1], c.b);
+    }
+  }
+  let s = inv_rms(ss);
+  for (var i = 0u; i < ROWS; i++) {
+    if (row0 + i < p.rows0) {
+      y0[row0 + i] = silu(acc_gate[i] * s) * (acc_up[i] * s);
+    }
+  }
+}
