@@ -5,7 +5,10 @@
  * median seconds per token of each, the ratio to the unquantized model, the weights' bytes on
  * the device, and the peak RSS after each load.
  *
- *   npx tsx bench/quant_decode.ts DIR [--formats none,q8,q4] [--tokens 8] [--rounds 3]
+ *   npx tsx bench/quant_decode.ts DIR [--formats none,q8,q4,dir:DIR2] [--tokens 8] [--rounds 3]
+ *
+ * `none` is DIR as stored, q8/q4 quantize DIR at load, `dir:DIR2` loads another folder as stored
+ * (one written by `openchat quantize`: no quantizing at load, which takes minutes on 2 cores).
  */
 import { getGpu } from '../src/gpu/device.ts';
 import { MistralModel } from '../src/model/model.ts';
@@ -19,7 +22,7 @@ const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(name);
   return i > 0 ? process.argv[i + 1]! : def;
 };
-const formats = arg('--formats', 'none,q8,q4').split(',') as ('none' | QuantFormat)[];
+const formats = arg('--formats', 'none,q8,q4').split(',');
 const tokens = Number(arg('--tokens', '8'));
 const rounds = Number(arg('--rounds', '3'));
 
@@ -27,7 +30,8 @@ const gpu = await getGpu();
 const models: { name: string; model: MistralModel; loadSeconds: number; rssGB: number; times: number[] }[] = [];
 for (const f of formats) {
   const t0 = performance.now();
-  const model = await MistralModel.load(gpu, dir, { contextLength: 256, quantize: f === 'none' ? undefined : f });
+  const other = f.startsWith('dir:') ? f.slice(4) : null;
+  const model = await MistralModel.load(gpu, other ?? dir, { contextLength: 256, quantize: other || f === 'none' ? undefined : (f as QuantFormat) });
   const loadSeconds = (performance.now() - t0) / 1000;
   const rssGB = (resourceUsage().maxRSS * 1024) / 1e9;
   console.error(`loaded ${f} in ${loadSeconds.toFixed(1)} s: weights ${(model.weightDeviceBytes / 1e9).toFixed(3)} GB on the device, peak RSS so far ${rssGB.toFixed(2)} GB, plan ${formatPlan(model.plan)}`);

@@ -95,7 +95,7 @@ describe('quantized matmul: real shapes', () => {
   it("down_proj 4096x14336 (q4) and q_proj 4096x4096 (q8) into the residual, decode and 9 tokens", async () => {
     for (const matvec of VARIANTS) await checkMatmul({ rows: 4096, cols: 14336, tokens: 1, format: 'q4', matvec, accumulate: true });
     await checkMatmul({ rows: 4096, cols: 4096, tokens: 9, format: 'q8', matvec: 'rows', accumulate: true });
-  });
+  }, 600_000); // three 58M-weight products on lavapipe, and their CPU references
 
   it('refuses widths that are not whole groups', async () => {
     const gpu = await getGpu();
