@@ -141,13 +141,14 @@ const worst: Record<string, number> = {};
 afterAll(() => console.log('max abs error vs HF:', JSON.stringify(worst)));
 
 /**
-/**
  * Every kernel plan this device can run. Every attention strategy with every KV-cache format
  * (the split strategy with 5-key segments: tiny-mistral's 16-key window is too short for its
  * default split, one pass), under the device's matvec strategy; then each other matvec
  * strategy this device runs (lavapipe: subgroup, submitting after every layer, and workgroup);
  * then each other fusion of the decode dispatches (plan.fuse: norm+qkv under every matvec
- * strategy). These extra plans skip the greedy continuations, which read only the on-device
+ * strategy); then each other prefill (gemm) strategy, under the device's matvec: case d runs as
+ * 64 + 36 and in uneven chunks of 17, 5, 33, 1 tokens, the other cases in one chunk each.
+ * These extra plans skip the greedy continuations, which read only the on-device
  * argmax the logits checks already cover, to keep lavapipe's seconds down.
  */
 const profile = (await getGpu()).profile;
@@ -165,6 +166,9 @@ const PLANS: Array<{ plan: Partial<KernelPlan>; attentionSegmentKeys?: number; g
     .filter((f) => f !== base.fuse)
     .flatMap((fuse) => (fuse === 'norm+qkv' ? runnable(profile, 'matvec') : [base.matvec]).map((matvec) => ({ fuse, matvec })))
     .map(({ fuse, matvec }) => ({ plan: { matvec, fuse, attention: 'tiled' as const, kvCache: 'f32' as const }, greedy: false })),
+  ...runnable(profile, 'gemm')
+    .filter((g) => g !== base.gemm)
+    .map((gemm) => ({ plan: { gemm, attention: 'tiled' as const, kvCache: 'f32' as const }, greedy: false })),
 ];
 
 describe.each(PLANS.map((p) => [formatPlan(resolvePlan(profile, p.plan)), p] as const))('golden logits: WebGPU forward pass vs Hugging Face, plan %s', (planName, { plan, attentionSegmentKeys, greedy }) => {

@@ -12,7 +12,8 @@ const gpuWith: DeviceProfile = { ...gpuWithout, subgroupSizes: { min: 32, max: 3
 
 describe('kernel plan', () => {
   it("keeps today's kernels on a software adapter and picks the GPU matvec on hardware", () => {
-    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0 });
+    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', gemm: 'broadcast', fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 });
+    expect(defaultPlan({ ...lavapipe, subgroupSizes: null }).gemm).toBe('regtile');
     expect(defaultPlan(gpuWith).matvec).toBe('subgroup');
     expect(defaultPlan(gpuWithout).matvec).toBe('workgroup');
   });
@@ -26,14 +27,17 @@ describe('kernel plan', () => {
   it('prints in the override syntax, so a printed plan parses back', () => {
     const plan = resolvePlan(gpuWith, {}, '');
     expect(resolvePlan(gpuWith, {}, formatPlan(plan))).toEqual(plan);
-    expect(formatPlan(plan)).toBe('matvec=subgroup,fuse=norm+qkv,attention=split,kvCache=f32,submitLayers=4');
+    expect(formatPlan(plan)).toBe('matvec=subgroup,gemm=tiled,fuse=norm+qkv,attention=split,kvCache=f32,submitLayers=4,prefillChunk=512');
   });
 
   it('refuses unknown keys and values with the allowed ones', () => {
-    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, fuse, attention, kvCache, submitLayers/);
+    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, gemm, fuse, attention, kvCache, submitLayers, prefillChunk/);
     expect(() => parsePlan('matvec=fast')).toThrow(/matvec=fast is not a variant; matvec is one of rows, subgroup, workgroup/);
     expect(() => parsePlan('matvec')).toThrow(/matvec=\(empty\)/);
     expect(() => parsePlan('submitLayers=-1')).toThrow(/whole number/);
+    expect(() => parsePlan('prefillChunk=0')).toThrow(/prefillChunk must be a whole number of tokens, at least 1; got '0'/);
+    expect(parsePlan('prefillChunk=256')).toEqual({ prefillChunk: 256 });
+    expect(() => resolvePlan(lavapipe, { prefillChunk: 0.5 }, undefined)).toThrow(/prefillChunk/);
   });
 
   it('refuses a variant the device cannot run, naming the feature', () => {
@@ -41,6 +45,9 @@ describe('kernel plan', () => {
     expect(() => resolvePlan(gpuWithout, { matvec: 'subgroup' }, undefined)).toThrow(/subgroups/);
     expect(runnable(gpuWithout, 'matvec')).toEqual(['rows', 'workgroup']);
     expect(runnable(lavapipe, 'matvec')).toEqual(['rows', 'subgroup', 'workgroup']);
+    expect(runnable(lavapipe, 'gemm')).toEqual(['regtile', 'broadcast', 'tiled']);
+    expect(runnable(gpuWithout, 'gemm')).toEqual(['regtile', 'tiled']);
+    expect(() => resolvePlan({ ...gpuWith, subgroupSizes: { min: 4, max: 64 } }, { gemm: 'broadcast' }, undefined)).toThrow(/gemm=broadcast needs subgroups of at least 8 lanes.*4\.\.64/);
   });
 
   it('takes the fusion of the decode dispatches as a key, on by default on hardware', () => {

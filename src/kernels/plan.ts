@@ -23,6 +23,15 @@ export const PLAN_CHOICES = {
    */
   matvec: ['rows', 'subgroup', 'workgroup'],
   /**
+   * Prefill matrix-matrix products (more than 8 tokens), src/kernels/matmul/gemm_*.wgsl.
+   *  - regtile: lane groups share a row's columns, 8 tokens in registers, one reduction.
+   *  - broadcast: each invocation owns whole rows for 16 tokens; the subgroup loads each x
+   *    tile once and shares it by subgroupBroadcast (lavapipe: loads cost, shuffles do not).
+   *  - tiled: token x row tiles staged in workgroup memory, a register block per invocation,
+   *    K split when the row tiles cannot fill the GPU (GPUs).
+   */
+  gemm: ['regtile', 'broadcast', 'tiled'],
+  /**
    * Decode dispatches merged (src/kernels/matmul/fused.ts), in the matvec strategy above:
    *  - none: rms_norm, then q_proj, k_proj and v_proj as three matvecs (and rms_norm, gate/up).
    *  - qkv: q_proj, k_proj and v_proj in one dispatch (the workgroup picks the matrix).
@@ -40,25 +49,39 @@ type Choice<K extends keyof typeof PLAN_CHOICES> = (typeof PLAN_CHOICES)[K][numb
 
 export interface KernelPlan {
   matvec: Choice<'matvec'>;
+  gemm: Choice<'gemm'>;
   fuse: Choice<'fuse'>;
   attention: Choice<'attention'>;
   kvCache: Choice<'kvCache'>;
   /** Submit the command buffer every this many layers (the GPU starts while encoding goes on); 0: once per step. */
   submitLayers: number;
+  /**
+   * Most tokens per prefill chunk (the model's activation buffers are sized by it at load). Longer
+   * chunks pay where weight re-reads no longer grow with the chunk (gemm=tiled: once per 64 tokens).
+   */
+  prefillChunk: number;
 }
 
 export type PlanKey = keyof KernelPlan;
-const KEYS: PlanKey[] = ['matvec', 'fuse', 'attention', 'kvCache', 'submitLayers'];
+const KEYS: PlanKey[] = ['matvec', 'gemm', 'fuse', 'attention', 'kvCache', 'submitLayers', 'prefillChunk'];
+/** The keys whose values are whole numbers, with the least each may be. */
+const NUMBERS: Partial<Record<PlanKey, { min: number; meaning: string }>> = {
+  submitLayers: { min: 0, meaning: 'layers (0 = once per step)' },
+  prefillChunk: { min: 1, meaning: 'tokens, at least 1' },
+};
 
 /** The plan for a device when nothing is forced. */
 export function defaultPlan(p: DeviceProfile): KernelPlan {
   if (p.kind === 'software') {
-    // Measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans" and "Fused decode dispatches":
-    // q/k/v in one dispatch balances llvmpipe's threads better; the folded norm costs loads there).
-    return { matvec: 'rows', fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0 };
+    // Measured fastest on lavapipe (bench/RESULTS.md, "Kernel plans", "Fused decode dispatches" and
+    // "Prefill": q/k/v in one dispatch balances llvmpipe's threads better; the folded norm costs
+    // loads there; gemm=broadcast is 4-5x regtile's prefill where subgroups have 8 lanes).
+    const gemm = cannotRun(p, 'gemm', 'broadcast') === null ? 'broadcast' : 'regtile';
+    return { matvec: 'rows', gemm, fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 };
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
+    gemm: 'tiled',
     // Two dispatches per block instead of five, and no h round trip: chosen from the design note, not yet measured on a GPU.
     fuse: 'norm+qkv',
     // Split-K fills a large GPU at long contexts and runs the tiled pass itself when the context is short.
@@ -66,6 +89,7 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
     // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.
     kvCache: 'f32',
     submitLayers: 4,
+    prefillChunk: 512,
   };
 }
 
@@ -73,6 +97,10 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
 export function cannotRun(p: DeviceProfile, key: PlanKey, value: string): string | null {
   if (key === 'matvec' && value === 'subgroup' && !p.features.subgroups) {
     return `matvec=subgroup needs the WebGPU 'subgroups' feature, which this adapter (${p.adapter}) does not offer; use matvec=workgroup`;
+  }
+  if (key === 'gemm' && value === 'broadcast' && !(p.subgroupSizes && p.subgroupSizes.min >= 8)) {
+    const have = p.subgroupSizes ? `subgroups of ${p.subgroupSizes.min}..${p.subgroupSizes.max} lanes` : "no 'subgroups' feature";
+    return `gemm=broadcast needs subgroups of at least 8 lanes; this adapter (${p.adapter}) has ${have}; use gemm=regtile`;
   }
   return null;
 }
@@ -94,9 +122,10 @@ export function parsePlan(text: string, source = 'OPENCHAT_KERNELS'): Partial<Ke
     if (!(KEYS as string[]).includes(key)) {
       throw new KernelPlanError(`${source}: unknown key '${key}' in '${item}'; the keys are ${KEYS.join(', ')} (e.g. matvec=subgroup,attention=tiled)`);
     }
-    if (key === 'submitLayers') {
-      if (!/^\d+$/.test(value)) throw new KernelPlanError(`${source}: submitLayers must be a whole number of layers (0 = once per step); got '${value}'`);
-      out.submitLayers = Number(value);
+    const number = NUMBERS[key as PlanKey];
+    if (number) {
+      if (!/^\d+$/.test(value) || Number(value) < number.min) throw new KernelPlanError(`${source}: ${key} must be a whole number of ${number.meaning}; got '${value}'`);
+      out[key as PlanKey] = Number(value);
       continue;
     }
     const choices = PLAN_CHOICES[key as keyof typeof PLAN_CHOICES] as readonly string[];
@@ -116,10 +145,15 @@ export function resolvePlan(p: DeviceProfile, forced: Partial<KernelPlan> = {}, 
   const plan: KernelPlan = { ...defaultPlan(p), ...(env ? parsePlan(env) : {}) };
   for (const [k, v] of Object.entries(forced)) if (v !== undefined) (plan as unknown as Record<string, unknown>)[k] = v;
   for (const key of KEYS) {
-    const why = key === 'submitLayers' ? null : cannotRun(p, key, String(plan[key]));
+    const number = NUMBERS[key];
+    if (number) {
+      const v = plan[key] as number;
+      if (!Number.isInteger(v) || v < number.min) throw new KernelPlanError(`${key} must be a whole number of ${number.meaning}; got ${v}`);
+      continue;
+    }
+    const why = cannotRun(p, key, String(plan[key]));
     if (why) throw new KernelPlanError(`${env && env.includes(`${key}=`) ? 'OPENCHAT_KERNELS: ' : ''}${why}`);
   }
-  if (!Number.isInteger(plan.submitLayers) || plan.submitLayers < 0) throw new KernelPlanError(`submitLayers must be a whole number >= 0; got ${plan.submitLayers}`);
   return plan;
 }
 

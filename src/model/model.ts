@@ -44,7 +44,7 @@ export interface LoadProgress {
 export interface ModelOptions {
   /** Longest sequence (prompt + output) to allocate for; at most max_position_embeddings. */
   contextLength?: number;
-  /** Most tokens per prefill dispatch; bounds the activation buffers. */
+  /** Most tokens per prefill dispatch; bounds the activation buffers (default: the plan's prefillChunk). */
   maxChunk?: number;
   /**
    * Kernel variants to force over the device's plan and OPENCHAT_KERNELS (src/kernels/plan.ts):
@@ -189,7 +189,7 @@ export class MistralModel {
       await gpu.device.queue.onSubmittedWorkDone();
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
       const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
-      const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? 128, byBinding, contextLength));
+      const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? plan.prefillChunk, byBinding, contextLength));
       return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, plan, opts);
     } finally {
       ckpt.close();
@@ -203,12 +203,14 @@ export class MistralModel {
 
   /**
    * Resolves the plan again with `forced` over the device's: for benchmarks comparing plans on
-   * one loaded model. The KV cache and attention scratch were made for the loaded plan, so
-   * attention and kvCache must stay as they are (load the model again to change them).
+   * one loaded model. The KV cache, attention scratch and activation buffers were made for the
+   * loaded plan, so attention, kvCache and prefillChunk stay as they are (load the model again
+   * to change them).
    */
   replan(forced: Partial<KernelPlan>): void {
-    const next = resolvePlan(this.gpu.profile, { ...forced, attention: this.activePlan.attention, kvCache: this.activePlan.kvCache });
-    for (const key of ['attention', 'kvCache'] as const) {
+    const fixed = { attention: this.activePlan.attention, kvCache: this.activePlan.kvCache, prefillChunk: this.activePlan.prefillChunk };
+    const next = resolvePlan(this.gpu.profile, { ...forced, ...fixed });
+    for (const key of ['attention', 'kvCache', 'prefillChunk'] as const) {
       if (forced[key] !== undefined && forced[key] !== this.activePlan[key]) {
         throw new Error(`replan: ${key} was fixed at load (${this.activePlan[key]}); load the model with plan.${key} = '${forced[key]}' instead`);
       }

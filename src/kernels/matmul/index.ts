@@ -7,7 +7,11 @@
  *
  * Variants, chosen by the kernel plan (src/kernels/plan.ts) and the shape:
  *   - cols not a multiple of 8 (tests only): gemm_words.wgsl, any token count;
- *   - more than MATVEC_MAX_TOKENS tokens (prefill): gemm_regtile.wgsl;
+ *   - more than MATVEC_MAX_TOKENS tokens (prefill): plan.gemm
+ *       regtile:   gemm_regtile.wgsl (8-token register tiles, lanes share a row's columns);
+ *       broadcast: gemm_broadcast.wgsl (+ subgroups.wgsl: x shared by subgroup broadcast);
+ *       tiled:     gemm_tiled.wgsl (workgroup-memory tiles, register blocks; GPUs), with a
+ *                  K split and gemm_split_reduce.wgsl when the row tiles cannot fill the GPU;
  *   - up to MATVEC_MAX_TOKENS tokens (decode): plan.matvec
  *       rows:      matvec_rows.wgsl for one token, gemm_regtile.wgsl for 2..8;
  *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
@@ -15,13 +19,15 @@
  * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
  *   - 1 token, plan.matvec rows: qmatvec_rows.wgsl;
  *   - otherwise qmatvec_lanes.wgsl + the plan's reduction (reduce_workgroup.wgsl under rows),
- *     in blocks of 8 tokens for 2 or more tokens (decode and prefill alike).
+ *     in blocks of 8 tokens for 2 or more tokens (decode and prefill alike, whatever plan.gemm:
+ *     the gemm kernels read 16-bit or f32 weights; quant.wgsl is the snippet to stage q8/q4
+ *     through them next).
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
  * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only); except fused_*.wgsl, the decode
  * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type Overrides, type ShaderSource } from '../../gpu/encoder.ts';
-import { isQuantized, matrixRowBytes, type GpuMatrix, type QuantFormat } from '../../gpu/buffers.ts';
+import { createStorageBuffer, isQuantized, matrixRowBytes, type GpuMatrix, type QuantFormat } from '../../gpu/buffers.ts';
 import { dtypeCode, weightKernelSource } from '../weights.ts';
 import type { KernelPlan } from '../plan.ts';
 
@@ -39,6 +45,23 @@ export const TILES = {
     matmul: { WG: 64, LANES: 8, ROWS_PER_GROUP: 4, TOKENS: 8 },
     swiglu: { WG: 64, LANES: 8, ROWS_PER_GROUP: 2, TOKENS: 8 },
   },
+  /** gemm_broadcast.wgsl: WG invocations x ROWS rows each, TOKENS (8 or 16) tokens per workgroup. */
+  broadcast: {
+    matmul: { WG: 8, ROWS: 2, TOKENS: 16 },
+    swiglu: { WG: 8, ROWS: 2, TOKENS: 16 },
+  },
+  /**
+   * gemm_tiled.wgsl: TM tokens x TN rows per workgroup, RM x RN per invocation, KT columns per
+   * step; `few` up to FEW_TOKENS tokens, `many` above. swiglu stages two weight tiles, so its
+   * TN is halved to stay within WebGPU's default 16 KiB of workgroup memory.
+   */
+  tiled: {
+    matmul: { few: { TM: 16, TN: 64, RM: 2, RN: 4, KT: 32 }, many: { TM: 64, TN: 64, RM: 4, RN: 4, KT: 32 } },
+    swiglu: { few: { TM: 16, TN: 32, RM: 2, RN: 2, KT: 32 }, many: { TM: 64, TN: 32, RM: 4, RN: 2, KT: 32 } },
+    FEW_TOKENS: 32,
+  },
+  /** gemm_split_reduce.wgsl: invocations per workgroup. */
+  splitReduce: { WG: 64 },
   /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
   words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
   /** qmatvec_rows.wgsl (quantized weights, 1 token, plan rows): WG invocations x ROWS whole rows. */
@@ -60,6 +83,17 @@ export const MATVEC_MAX_TOKENS = 8;
 
 /** The `Params` struct of every kernel in this folder (checked against the WGSL once per source). */
 const PARAMS = new UniformLayout({ rows: 'u32', cols: 'u32', tokens: 'u32', y_stride: 'u32', y_offset: 'u32', accumulate: 'u32' });
+/** gemm_tiled.wgsl adds its K split. */
+const TILED_PARAMS = new UniformLayout({ ...PARAMS.fields, splits: 'u32', split_chunks: 'u32' });
+const REDUCE_PARAMS = new UniformLayout({ rows: 'u32', tokens: 'u32', y_stride: 'u32', y_offset: 'u32', accumulate: 'u32', splits: 'u32' });
+/**
+ * Workgroups a tiled product should reach before its K is split: about two per SM of a
+ * 132-SM H100/H200. Software adapters never split (a few workgroups fill a CPU).
+ */
+const GEMM_TARGET_WORKGROUPS = 264;
+/** Most K ranges of a split, and fewest KT steps each keeps. */
+const MAX_SPLITS = 16;
+const MIN_SPLIT_STEPS = 4;
 /** matvec_lanes.wgsl adds the width of its (possibly 2-D) grid. */
 const LANES_PARAMS = new UniformLayout({ ...PARAMS.fields, groups_x: 'u32' });
 
@@ -67,27 +101,107 @@ const checked = new WeakSet<ShaderSource>();
 function source(file: string, snippets: string[] = []): ShaderSource {
   const s = weightKernelSource(file, import.meta.url, snippets);
   if (!checked.has(s)) {
-    (file === 'matvec_lanes.wgsl' || file === 'qmatvec_lanes.wgsl' ? LANES_PARAMS : PARAMS).check(s.code);
+    const layout = { 'matvec_lanes.wgsl': LANES_PARAMS, 'qmatvec_lanes.wgsl': LANES_PARAMS, 'gemm_tiled.wgsl': TILED_PARAMS, 'gemm_split_reduce.wgsl': REDUCE_PARAMS }[file] ?? PARAMS;
+    layout.check(s.code);
     checked.add(s);
   }
   return s;
 }
 
 type Op = 'matmul' | 'swiglu';
+/** What the matrix products read of the plan; without `gemm`, prefill runs gemm_regtile.wgsl. */
+export type MatmulPlan = Pick<KernelPlan, 'matvec'> & Partial<Pick<KernelPlan, 'gemm'>>;
 type Fields = { rows: number; cols: number; tokens: number; y_stride: number; y_offset: number; accumulate: number };
+
+type ProductArgs = { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean; splits?: number };
+
+/**
+ * K ranges for a tiled product of `rowTiles` row tiles and `steps` KT steps: enough that the
+ * row tiles alone reach GEMM_TARGET_WORKGROUPS on a GPU. It depends on the matrix, never on the
+ * token count, so a token's sums do not depend on how many tokens share its chunk.
+ */
+export function gemmSplits(kind: 'software' | 'hardware', rowTiles: number, steps: number): number {
+  if (kind === 'software') return 1;
+  const wanted = Math.ceil(GEMM_TARGET_WORKGROUPS / rowTiles);
+  return Math.max(1, Math.min(wanted, MAX_SPLITS, Math.floor(steps / MIN_SPLIT_STEPS)));
+}
+
+/** Scratch for K-split partial sums, one per device, grown on demand (dispatches in one pass run in order, so products share it). */
+const splitScratch = new WeakMap<Encoder['gpu'], GPUBuffer>();
+function partials(enc: Encoder, bytes: number): GPUBuffer {
+  let b = splitScratch.get(enc.gpu);
+  if (!b || b.size < bytes) {
+    // The old buffer may still be bound by recorded dispatches: left to the garbage collector, not destroyed.
+    b = createStorageBuffer(enc.gpu, Math.max(bytes, b ? b.size * 2 : 0), 'gemm-split-partials');
+    splitScratch.set(enc.gpu, b);
+  }
+  return b;
+}
+
+/** gemm_tiled.wgsl, part by part, with its K split and reduce pass when the split is > 1. */
+function recordTiled(enc: Encoder, op: Op, a: ProductArgs): void {
+  const { w, tokens } = a;
+  if (isQuantized(w.dtype)) throw new Error(`matmul: gemm_tiled reads f32/f16/bf16 weights; ${w.dtype} ones run the quantized kernels`);
+  const tile = tokens <= TILES.tiled.FEW_TOKENS ? TILES.tiled[op].few : TILES.tiled[op].many;
+  const src = source('gemm_tiled.wgsl');
+  const dtype = dtypeCode(w.dtype);
+  const matrices = a.up ? 2 : 1;
+  const steps = Math.ceil(w.cols / tile.KT);
+  const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
+  const binding = enc.gpu.report.limits.maxStorageBufferBindingSize;
+  w.parts.forEach((part, i) => {
+    const rowTiles = Math.ceil(part.rows / tile.TN);
+    const tokenTiles = Math.ceil(tokens / tile.TM);
+    if (rowTiles > maxGroups || tokenTiles > maxGroups) throw new Error(`matmul: ${part.rows} rows x ${tokens} tokens need more than ${maxGroups} workgroups per dimension`);
+    let splits = a.splits ?? gemmSplits(enc.gpu.profile.kind, rowTiles, steps);
+    if (!Number.isInteger(splits) || splits < 1) throw new Error(`matmul: splits must be a positive integer, got ${splits}`);
+    // Keep the partials within one binding.
+    splits = Math.max(1, Math.min(splits, steps, Math.floor(binding / (matrices * tokens * part.rows * 4))));
+    const stepsPerSplit = Math.ceil(steps / splits);
+    splits = Math.ceil(steps / stepsPerSplit);
+    const storage: Binding[] = [a.x, part.buffer, a.y];
+    if (a.up) {
+      const u = a.up.parts[i];
+      if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
+      storage.push(u.buffer);
+    }
+    const fields = {
+      rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0,
+      splits, split_chunks: stepsPerSplit * (tile.KT / 8),
+    };
+    const shape = `${w.rows}x${w.cols}`;
+    const bytes = matrices * part.rows * matrixRowBytes(w.dtype, w.cols) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    const name = `${op} tiled ${tile.TM}x${tile.TN}${splits > 1 ? ' split' : ''} ${w.dtype}`;
+    const pipeline = getPipeline(enc.gpu, src, op, { DTYPE: dtype, ...tile, SPLIT: splits > 1 ? 1 : 0 }, name);
+    if (splits === 1) {
+      enc.dispatch(pipeline, TILED_PARAMS.pack(fields), storage, [rowTiles, tokenTiles], { bytes, shape });
+      return;
+    }
+    const scratch = partials(enc, splits * matrices * tokens * part.rows * 4);
+    storage[2] = scratch;
+    enc.dispatch(pipeline, TILED_PARAMS.pack(fields), storage, [rowTiles, tokenTiles, splits], { bytes, shape });
+    const reduce = getPipeline(enc.gpu, source('gemm_split_reduce.wgsl'), op, TILES.splitReduce, `${op} split reduce`);
+    const outputs = tokens * part.rows;
+    const groups = Math.ceil(outputs / TILES.splitReduce.WG);
+    if (groups > maxGroups) throw new Error(`matmul: a K split of ${outputs} outputs needs more than ${maxGroups} workgroups`);
+    const reduceFields = { rows: part.rows, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0, splits };
+    enc.dispatch(reduce, REDUCE_PARAMS.pack(reduceFields), [scratch, a.y], [groups], { bytes: (splits * matrices + 1) * outputs * 4, shape });
+  });
+}
 
 /** Records the dispatches of one product, part by part (gate and up are split at the same rows). */
 function record(
   enc: Encoder,
   op: Op,
-  plan: Pick<KernelPlan, 'matvec'>,
-  a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean },
+  plan: MatmulPlan,
+  a: ProductArgs,
 ): void {
   const { w, tokens } = a;
   if (isQuantized(w.dtype)) {
     recordQuantized(enc, op, plan, a, w.dtype);
     return;
   }
+  if (tokens > MATVEC_MAX_TOKENS && w.cols % 8 === 0 && plan.gemm === 'tiled') return recordTiled(enc, op, a);
   const dtype = { DTYPE: dtypeCode(w.dtype) };
   const matrices = a.up ? 2 : 1;
   let src: ShaderSource;
@@ -102,6 +216,13 @@ function record(
     constants = { ...dtype, ...TILES.words };
     rowsPerGroup = TILES.words.ROWS;
     tokensPerGroup = TILES.words.WG * TILES.words.TOKENS_PER_INVOCATION;
+  } else if (tokens > MATVEC_MAX_TOKENS && plan.gemm === 'broadcast') {
+    const t = TILES.broadcast[op];
+    variant = `broadcast x${t.TOKENS}`;
+    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl']);
+    constants = { ...dtype, ...t };
+    rowsPerGroup = t.WG * t.ROWS;
+    tokensPerGroup = t.TOKENS;
   } else if (tokens > MATVEC_MAX_TOKENS || (plan.matvec === 'rows' && tokens > 1)) {
     const t = TILES.regtile[op];
     variant = `regtile x${t.TOKENS}`;
@@ -221,14 +342,15 @@ function recordQuantized(
  * y[t, r] = sum_c x[t, c] * w[r, c] for t < tokens, r < w.rows; with `accumulate`,
  * y[t, r] += ... (the residual add fused into o_proj / down_proj).
  * x: f32 [tokens, w.cols]; y: f32 [tokens, w.rows].
+ * `splits` (gemm=tiled only; tests, benchmarks): K ranges instead of the device's choice.
  */
 export function matmul(
   enc: Encoder,
-  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: Pick<KernelPlan, 'matvec'> },
+  a: { x: Binding; w: GpuMatrix; y: Binding; tokens: number; accumulate?: boolean; plan: MatmulPlan; splits?: number },
 ): void {
   if (a.tokens === 0) return;
   if (a.w.cols % 2 !== 0) throw new Error(`matmul: cols must be even, got ${a.w.cols}`);
-  record(enc, 'matmul', a.plan, { x: a.x, w: a.w, y: a.y, tokens: a.tokens, accumulate: a.accumulate ?? false });
+  record(enc, 'matmul', a.plan, { x: a.x, w: a.w, y: a.y, tokens: a.tokens, accumulate: a.accumulate ?? false, splits: a.splits });
 }
 
 /**
@@ -239,7 +361,7 @@ export function matmul(
  */
 export function matmulSwiGLU(
   enc: Encoder,
-  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: Pick<KernelPlan, 'matvec'> },
+  a: { x: Binding; gate: GpuMatrix; up: GpuMatrix; y: Binding; tokens: number; plan: MatmulPlan; splits?: number },
 ): void {
   const { gate, up } = a;
   if (a.tokens === 0) return;
@@ -247,5 +369,5 @@ export function matmulSwiGLU(
     throw new Error(`matmulSwiGLU: gate [${gate.rows}, ${gate.cols}] ${gate.dtype} and up [${up.rows}, ${up.cols}] ${up.dtype} differ`);
   }
   if (gate.cols % 8 !== 0) throw new Error(`matmulSwiGLU: hidden size must be a multiple of 8, got ${gate.cols}`);
-  record(enc, 'swiglu', a.plan, { x: a.x, w: gate, up, y: a.y, tokens: a.tokens, accumulate: false });
+  record(enc, 'swiglu', a.plan, { x: a.x, w: gate, up, y: a.y, tokens: a.tokens, accumulate: false, splits: a.splits });
 }

@@ -13,12 +13,19 @@ const TOLERANCE: Record<WeightDType, number> = { f32: 1e-5, f16: 1e-3, bf16: 1e-
 /** Every matvec strategy this device can run (lavapipe: all three; subgroups of 8). */
 const VARIANTS = runnable((await getGpu()).profile, 'matvec');
 
-async function check(opts: { intermediate: number; hidden: number; tokens: number; dtype: WeightDType; maxPartBytes?: number; matvec?: KernelPlan['matvec'] }) {
+/** Every prefill (gemm) strategy this device can run. */
+const GEMMS = runnable((await getGpu()).profile, 'gemm');
+
+async function check(opts: {
+  intermediate: number; hidden: number; tokens: number; dtype: WeightDType; maxPartBytes?: number;
+  matvec?: KernelPlan['matvec']; gemm?: KernelPlan['gemm']; splits?: number;
+}) {
   const gpu = await getGpu();
   const seed = freshSeed();
   const rng = new Rng(seed);
   const { intermediate, hidden, tokens, dtype } = opts;
   const matvec = opts.matvec ?? 'rows';
+  const gemm = opts.gemm ?? 'regtile';
   const gate = randomMatrix(gpu, rng, intermediate, hidden, dtype, opts.maxPartBytes);
   const up = randomMatrix(gpu, rng, intermediate, hidden, dtype, opts.maxPartBytes);
   // Scale x so that gate sums spread over silu's curved region and both tails.
@@ -27,7 +34,7 @@ async function check(opts: { intermediate: number; hidden: number; tokens: numbe
   const yb = createStorageBuffer(gpu, tokens * intermediate * 4);
   poison(gpu, yb);
   const enc = new Encoder(gpu);
-  matmulSwiGLU(enc, { x: xb, gate: gate.matrix, up: up.matrix, y: yb, tokens, plan: { matvec } });
+  matmulSwiGLU(enc, { x: xb, gate: gate.matrix, up: up.matrix, y: yb, tokens, plan: { matvec, gemm }, splits: opts.splits });
   enc.submit();
   const y = await readF32(gpu, yb, tokens * intermediate);
   xb.destroy();
@@ -35,7 +42,7 @@ async function check(opts: { intermediate: number; hidden: number; tokens: numbe
   destroyMatrix(gate.matrix);
   destroyMatrix(up.matrix);
   const expected = swigluRef(x, gate.values, up.values, tokens, intermediate, hidden);
-  const label = `seed ${seed}, matvec=${matvec}, ${intermediate}x${hidden} ${dtype}, tokens ${tokens}, parts ${gate.matrix.parts.length}`;
+  const label = `seed ${seed}, matvec=${matvec}, gemm=${gemm}, ${intermediate}x${hidden} ${dtype}, tokens ${tokens}, parts ${gate.matrix.parts.length}`;
   expect(maxRelError(y, expected), label).toBeLessThan(TOLERANCE[dtype]);
   return gate.matrix.parts.length;
 }
@@ -58,7 +65,30 @@ describe.each(VARIANTS)('matmulSwiGLU, matvec=%s (decode: 1 to 8 tokens)', (matv
   });
 });
 
-describe('matmulSwiGLU, prefill (more than 8 tokens)', () => {
+describe.each(GEMMS)('matmulSwiGLU, gemm=%s (prefill: more than 8 tokens)', (gemm) => {
+  it('f32 and f16, odd sizes, 9 and 17 tokens', async () => {
+    await check({ intermediate: 1000, hidden: 192, tokens: 17, dtype: 'f32', gemm });
+    await check({ intermediate: 37, hidden: 64, tokens: 9, dtype: 'f16', gemm });
+  });
+
+  it('bf16, 301 tokens', async () => {
+    await check({ intermediate: 203, hidden: 136, tokens: 301, dtype: 'bf16', gemm });
+  });
+
+  it('split matrices; the 1b hidden size 2048', async () => {
+    await check({ intermediate: 4099, hidden: 64, tokens: 40, dtype: 'f16', maxPartBytes: 1000 * 128, gemm });
+    await check({ intermediate: 300, hidden: 2048, tokens: 130, dtype: 'bf16', gemm });
+  });
+});
+
+describe('matmulSwiGLU, gemm=tiled with its K split', () => {
+  it('K ranges of uneven length; a split matrix', async () => {
+    await check({ intermediate: 203, hidden: 520, tokens: 45, dtype: 'bf16', gemm: 'tiled', splits: 3 });
+    await check({ intermediate: 4099, hidden: 64, tokens: 19, dtype: 'f16', maxPartBytes: 1000 * 128, gemm: 'tiled', splits: 2 });
+  });
+});
+
+describe('matmulSwiGLU, prefill (more than 8 tokens) under the default gemm', () => {
   for (const dtype of ['f32', 'f16', 'bf16'] as const) {
     it(`17 tokens, ${dtype}; one token with the rows strategy`, async () => {
       await check({ intermediate: 1000, hidden: 192, tokens: 17, dtype });

@@ -1,0 +1,176 @@
+// Prefill matrix products, x shared by subgroup broadcast (plan `gemm=broadcast`):
+//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
+//             fused residual add of o_proj and down_proj)
+//   `swiglu`: y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c]
+//
+// Layouts: as gemm_regtile.wgsl (x f32 [tokens, cols] read as vec4<f32>; w, up weight rows of
+// one GpuMatrix part in DTYPE, read as vec4<u32> through w8/up8; y f32 [tokens, y_stride],
+// this part's columns y_offset .. y_offset + rows).
+//
+// Work split (WG, ROWS, TOKENS: override constants set from TILES in index.ts)
+//   A workgroup owns WG * ROWS consecutive weight rows (of each matrix) and TOKENS tokens.
+//   Invocation i owns rows i, i + WG, ... (ROWS of them) and keeps ROWS x TOKENS running sums.
+//   The columns are walked in chunks of 8, in order, by every invocation alone: each output is
+//   one serial sum over the columns, whatever TOKENS or the token count is.
+//   Per chunk an invocation loads 8 weights of each of its rows (its own, one vec4<u32>) and
+//   a share of the chunk's x tile: lane l of a subgroup loads tokens l, l + 8, ... (TOKENS / 8
+//   of them, 2 vec4 each). Every lane then takes each token's 8 x values from lane t % 8 by
+//   subgroupBroadcast. So x reaches each subgroup once per chunk, not once per lane.
+//   Why: on lavapipe (one invocation = one CPU SIMD lane) a load at a per-lane address costs a
+//   compare, a branch and a scalar load per lane and 32-bit word, while a broadcast from a
+//   fixed lane is one vector shuffle: the kernel trades most loads for shuffles
+//   (bench/RESULTS.md, "Prefill").
+//   Any subgroup size >= 8 works: lanes 0..7 of each subgroup hold the tile, the other lanes
+//   load copies that are never broadcast.
+//
+// Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups per part.
+// Assumes: cols % 8 == 0; subgroups of at least 8 lanes (the plan checks the adapter).
+
+struct Params {
+  rows: u32,        // rows in this part
+  cols: u32,        // in_features
+  tokens: u32,
+  y_stride: u32,    // out_features of the whole matrix
+  y_offset: u32,    // first output column this part writes (part.row0)
+  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+
+override WG: u32;
+override ROWS: u32;    // rows per invocation, <= MAX_ROWS
+override TOKENS: u32;  // tokens per workgroup, a multiple of 8, <= MAX_TOKENS
+const MAX_ROWS = 4u;
+const MAX_TOKENS = 32u;
+const MAX_LOADS = 4u;  // MAX_TOKENS / 8
+
+fn w8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn up8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+alias Sums = array<array<f32, MAX_TOKENS>, MAX_ROWS>;
+alias Rows8 = array<array<vec4<f32>, 2>, MAX_ROWS>;
+
+// acc[i][j] += w_i . x_j over one chunk of 8 columns, for every row i of the invocation.
+fn add_token(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, j: u32, xa: vec4<f32>, xb: vec4<f32>) {
+  for (var i = 0u; i < ROWS; i++) {
+    (*acc)[i][j] += dot((*wv)[i][0], xa) + dot((*wv)[i][1], xb);
+  }
+}
+
+// Tokens 8m .. 8m + 7 of the tile, from lanes 0..7 (held in xa, xb), into every lane's sums.
+fn add_eight(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, m: u32, xa: vec4<f32>, xb: vec4<f32>) {
+  let j = 8u * m;
+  add_token(acc, wv, j, subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u));
+  add_token(acc, wv, j + 1u, subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u));
+  add_token(acc, wv, j + 2u, subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u));
+  add_token(acc, wv, j + 3u, subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u));
+  add_token(acc, wv, j + 4u, subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u));
+  add_token(acc, wv, j + 5u, subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u));
+  add_token(acc, wv, j + 6u, subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u));
+  add_token(acc, wv, j + 7u, subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
+}
+
+// The rows' first vec4 words, and the x row (vec4 index) of each token this lane loads.
+// Rows and tokens past the end re-read the last one (no branches in the loop, uniform
+// control flow for the broadcasts); their sums are never stored.
+fn row_base(wid: u32, li: u32, i: u32, chunks: u32) -> u32 {
+  return min(wid * WG * ROWS + i * WG + li, p.rows - 1u) * chunks * words_per_chunk();
+}
+
+fn x_base(wid: u32, lane: u32, m: u32, chunks: u32) -> u32 {
+  return min(wid * TOKENS + 8u * m + lane % 8u, p.tokens - 1u) * chunks * 2u;
+}
+
+@compute @workgroup_size(WG)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+          @builtin(subgroup_invocation_id) lane: u32) {
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  var base: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    base[i] = row_base(wid.x, li, i, chunks);
+  }
+  var xrow: array<u32, MAX_LOADS>;
+  for (var m = 0u; m < TOKENS / 8u; m++) {
+    xrow[m] = x_base(wid.y, lane, m, chunks);
+  }
+  var acc: Sums;
+  for (var k = 0u; k < chunks; k++) {
+    var wv: Rows8;
+    for (var i = 0u; i < ROWS; i++) {
+      wv[i] = w8(base[i] + k * wpc);
+    }
+    for (var m = 0u; m < TOKENS / 8u; m++) {
+      add_eight(&acc, &wv, m, x[xrow[m] + 2u * k], x[xrow[m] + 2u * k + 1u]);
+    }
+  }
+  for (var i = 0u; i < ROWS; i++) {
+    let row = wid.x * WG * ROWS + i * WG + li;
+    for (var j = 0u; j < TOKENS; j++) {
+      let t = wid.y * TOKENS + j;
+      if (row < p.rows && t < p.tokens) {
+        let dst = t * p.y_stride + p.y_offset + row;
+        var sum = acc[i][j];
+        if (p.accumulate != 0u) {
+          sum += y[dst];
+        }
+        y[dst] = sum;
+      }
+    }
+  }
+}
+
+// `matmul` with a second weight stream (up beside gate) and the silu product as its epilogue:
+// a deliberate copy of the loop, keep the two in step.
+@compute @workgroup_size(WG)
+fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+          @builtin(subgroup_invocation_id) lane: u32) {
+  let chunks = p.cols / 8u;
+  let wpc = words_per_chunk();
+  var base: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    base[i] = row_base(wid.x, li, i, chunks);
+  }
+  var xrow: array<u32, MAX_LOADS>;
+  for (var m = 0u; m < TOKENS / 8u; m++) {
+    xrow[m] = x_base(wid.y, lane, m, chunks);
+  }
+  var acc_gate: Sums;
+  var acc_up: Sums;
+  for (var k = 0u; k < chunks; k++) {
+    var gv: Rows8;
+    var uv: Rows8;
+    for (var i = 0u; i < ROWS; i++) {
+      gv[i] = w8(base[i] + k * wpc);
+      uv[i] = up8(base[i] + k * wpc);
+    }
+    for (var m = 0u; m < TOKENS / 8u; m++) {
+      let xa = x[xrow[m] + 2u * k];
+      let xb = x[xrow[m] + 2u * k + 1u];
+      add_eight(&acc_gate, &gv, m, xa, xb);
+      add_eight(&acc_up, &uv, m, xa, xb);
+    }
+  }
+  for (var i = 0u; i < ROWS; i++) {
+    let row = wid.x * WG * ROWS + i * WG + li;
+    for (var j = 0u; j < TOKENS; j++) {
+      let t = wid.y * TOKENS + j;
+      if (row < p.rows && t < p.tokens) {
+        y[t * p.y_stride + p.y_offset + row] = silu(acc_gate[i][j]) * acc_up[i][j];
+      }
+    }
+  }
+}

@@ -1,0 +1,231 @@
+// Prefill matrix products through workgroup-memory tiles (plan `gemm=tiled`, GPUs):
+//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
+//             fused residual add of o_proj and down_proj)
+//   `swiglu`: y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c]
+//
+// Layouts: x f32 [tokens, cols] read as vec4<f32>; w (gate), up: weight rows of one GpuMatrix
+// part in DTYPE, read 8 at a time through w8 / up8 (weights.wgsl's widen8: a new weight format
+// changes those two functions, not this file); y f32 [tokens, y_stride], this part's columns
+// y_offset .. y_offset + rows.
+//
+// Work split (TM, TN, RM, RN, KT: override constants set from TILES in index.ts)
+//   A workgroup computes a TM-token x TN-row output tile with WG = (TM / RM) * (TN / RN)
+//   invocations. The columns are walked in steps of KT: all invocations stage the step's x
+//   tile [TM, KT] and weight tile [TN, KT] in workgroup memory (weights widened to f32 as
+//   they are staged, so each is widened once per workgroup, not once per use), one barrier,
+//   then every invocation adds its RM x RN register block of outer products over the KT
+//   columns, one more barrier. Invocation (tx, ty) owns rows tx + j * TN / RN and tokens
+//   ty + i * TM / RM, so neighbouring invocations read neighbouring workgroup-memory words.
+//   Each weight is read from memory once per TM tokens and each x value once per TN rows.
+//
+//   K split (SPLIT = 1): when the tiles alone cannot fill the GPU, workgroup z of p.splits
+//   takes the columns [z, z + 1) * split_chunks * 8 and writes its raw sums, not y, to a
+//   partials buffer bound as y: part[((z * M + m) * tokens + t) * rows + r], m = 0 for the
+//   product (gate), 1 for up (swiglu: M = 2); gemm_split_reduce.wgsl adds the splits in order
+//   and applies the epilogue. Either way every output is the same serial sum over its columns
+//   (per split), whatever TM or the number of tokens: a token's result never depends on the
+//   other tokens of its chunk.
+//
+// Dispatch: (ceil(rows / TN), ceil(tokens / TM), splits) workgroups per part.
+// Assumes: cols % 8 == 0, KT % 8 == 0.
+
+struct Params {
+  rows: u32,          // rows in this part
+  cols: u32,          // in_features
+  tokens: u32,
+  y_stride: u32,      // out_features of the whole matrix
+  y_offset: u32,      // first output column this part writes (part.row0)
+  accumulate: u32,    // 1: y += x w^T, 0: y = x w^T (matmul only)
+  splits: u32,        // K ranges (workgroups along z)
+  split_chunks: u32,  // 8-column chunks per K range
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+
+override TM: u32;     // tokens per tile
+override TN: u32;     // rows per tile
+override RM: u32;     // tokens per invocation, <= MAX_R
+override RN: u32;     // rows per invocation, <= MAX_R
+override KT: u32;     // columns per step, a multiple of 8
+override SPLIT: bool; // write raw sums to the partials buffer (bound as y)
+override WG: u32 = (TM / RM) * (TN / RN);
+const MAX_R = 8u;
+
+fn w8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn up8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+var<workgroup> xs: array<f32, TM * KT>;  // [KT][TM]
+var<workgroup> ws: array<f32, TN * KT>;  // [KT][TN]
+var<workgroup> us: array<f32, TN * KT>;  // [KT][TN], swiglu's up
+
+alias Block = array<array<f32, MAX_R>, MAX_R>;
+
+struct Tile {
+  t0: u32,       // first token
+  r0: u32,       // first row
+  k_begin: u32,  // first 8-column chunk of this K range
+  k_end: u32,
+  tx: u32,
+  ty: u32,
+}
+
+fn k_begin_of(wid: vec3<u32>) -> u32 {
+  return min(wid.z * p.split_chunks, p.cols / 8u);
+}
+
+fn k_end_of(wid: vec3<u32>) -> u32 {
+  return min(k_begin_of(wid) + p.split_chunks, p.cols / 8u);
+}
+
+fn tile_of(wid: vec3<u32>, li: u32) -> Tile {
+  return Tile(wid.y * TM, wid.x * TN, k_begin_of(wid), k_end_of(wid), li % (TN / RN), li / (TN / RN));
+}
+
+// Stages the x tile of the step starting at chunk k0: token e / (KT / 4), 4 columns.
+// Tokens past the end re-read the last one; columns past the K range are zero.
+fn stage_x(tile: Tile, k0: u32, li: u32) {
+  let quads = KT / 4u;
+  for (var e = li; e < TM * quads; e += WG) {
+    let token = e / quads;
+    let c4 = e % quads;
+    var v = vec4<f32>(0.0);
+    if (k0 * 2u + c4 < tile.k_end * 2u) {
+      v = x[min(tile.t0 + token, p.tokens - 1u) * (p.cols / 4u) + k0 * 2u + c4];
+    }
+    for (var q = 0u; q < 4u; q++) {
+      xs[(c4 * 4u + q) * TM + token] = v[q];
+    }
+  }
+}
+
+// The weight row (first vec4 word) of tile row `row`, past-the-end rows re-reading the last.
+fn row_word(tile: Tile, row: u32) -> u32 {
+  return min(tile.r0 + row, p.rows - 1u) * (p.cols / 8u) * words_per_chunk();
+}
+
+fn stage_w(tile: Tile, k0: u32, li: u32) {
+  let per_row = KT / 8u;
+  for (var e = li; e < TN * per_row; e += WG) {
+    let row = e / per_row;
+    let ch = e % per_row;
+    var v = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+    if (k0 + ch < tile.k_end) {
+      v = w8(row_word(tile, row) + (k0 + ch) * words_per_chunk());
+    }
+    for (var q = 0u; q < 8u; q++) {
+      ws[(ch * 8u + q) * TN + row] = v[q / 4u][q % 4u];
+    }
+  }
+}
+
+fn stage_up(tile: Tile, k0: u32, li: u32) {
+  let per_row = KT / 8u;
+  for (var e = li; e < TN * per_row; e += WG) {
+    let row = e / per_row;
+    let ch = e % per_row;
+    var v = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+    if (k0 + ch < tile.k_end) {
+      v = up8(row_word(tile, row) + (k0 + ch) * words_per_chunk());
+    }
+    for (var q = 0u; q < 8u; q++) {
+      us[(ch * 8u + q) * TN + row] = v[q / 4u][q % 4u];
+    }
+  }
+}
+
+// acc[i][j] += sum over the staged step of x[token i] * w[row j] (from ws, or us for `up`).
+fn add_step(acc: ptr<function, Block>, tile: Tile, from_up: bool) {
+  for (var k = 0u; k < KT; k++) {
+    var a: array<f32, MAX_R>;
+    for (var i = 0u; i < RM; i++) {
+      a[i] = xs[k * TM + tile.ty + i * (TM / RM)];
+    }
+    for (var j = 0u; j < RN; j++) {
+      let b = select(ws[k * TN + tile.tx + j * (TN / RN)], us[k * TN + tile.tx + j * (TN / RN)], from_up);
+      for (var i = 0u; i < RM; i++) {
+        (*acc)[i][j] += a[i] * b;
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let tile = tile_of(wid, li);
+  // The K range again from workgroup values only: barriers need uniform loop bounds.
+  let k_begin = k_begin_of(wid);
+  let k_end = k_end_of(wid);
+  var acc: Block;
+  for (var k0 = k_begin; k0 < k_end; k0 += KT / 8u) {
+    stage_x(tile, k0, li);
+    stage_w(tile, k0, li);
+    workgroupBarrier();
+    add_step(&acc, tile, false);
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < RM; i++) {
+    let t = tile.t0 + tile.ty + i * (TM / RM);
+    for (var j = 0u; j < RN; j++) {
+      let row = tile.r0 + tile.tx + j * (TN / RN);
+      if (t < p.tokens && row < p.rows) {
+        if (SPLIT) {
+          y[(wid.z * p.tokens + t) * p.rows + row] = acc[i][j];
+        } else {
+          let dst = t * p.y_stride + p.y_offset + row;
+          var sum = acc[i][j];
+          if (p.accumulate != 0u) {
+            sum += y[dst];
+          }
+          y[dst] = sum;
+        }
+      }
+    }
+  }
+}
+
+// `matmul` with a second weight tile (up beside gate) and the silu product as its epilogue:
+// a deliberate copy of the loop, keep the two in step.
+@compute @workgroup_size(WG)
+fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let tile = tile_of(wid, li);
+  let k_begin = k_begin_of(wid);
+  let k_end = k_end_of(wid);
+  var acc_gate: Block;
+  var acc_up: Block;
+  for (var k0 = k_begin; k0 < k_end; k0 += KT / 8u) {
+    stage_x(tile, k0, li);
+    stage_w(tile, k0, li);
+    stage_up(tile, k0, li);
+    workgroupBarrier();
+    add_step(&acc_gate, tile, false);
+    add_step(&acc_up, tile, true);
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < RM; i++) {
+    let t = tile.t0 + tile.ty + i * (TM / RM);
+    for (var j = 0u; j < RN; j++) {
+      let row = tile.r0 + tile.tx + j * (TN / RN);
+      if (t < p.tokens && row < p.rows) {
+        if (SPLIT) {
+          y[((wid.z * 2u) * p.tokens + t) * p.rows + row] = acc_gate[i][j];
+          y[((wid.z * 2u + 1u) * p.tokens + t) * p.rows + row] = acc_up[i][j];
+        } else {
+          y[t * p.y_stride + p.y_offset + row] = silu(acc_gate[i][j]) * acc_up[i][j];
+        }
+      }
+    }
+  }
+}
