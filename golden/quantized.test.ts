@@ -73,7 +73,7 @@ describe('a folder written by openchat quantize loads on the GPU as quantizing a
     const { mkdtempSync, rmSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
-    const { quantizeCheckpoint } = await import('../src/model/quantized.ts');
+    const { quantizeCheckpoint } = await import('../src/model/quantize.ts');
     const out = mkdtempSync(join(tmpdir(), 'golden-q4-'));
     try {
       quantizeCheckpoint(DIR, out, 'q4');

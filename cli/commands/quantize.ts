@@ -1,7 +1,7 @@
 /** `openchat quantize`: writes a quantized copy of a model folder (src/model/quantized.ts). */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { quantizeCheckpoint } from '../../src/model/quantized.ts';
+import { quantizeCheckpoint } from '../../src/model/quantize.ts';
 import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { quantizeOption } from './options.ts';
 

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CpuModel } from './cpu.ts';
 import { Checkpoint } from './safetensors.ts';
-import { folderQuantization, quantizeCheckpoint } from './quantized.ts';
+import { folderQuantization } from './quantized.ts';
+import { quantizeCheckpoint } from './quantize.ts';
 import { QUANT_FORMATS } from '../gpu/buffers.ts';
 
 const TINY = new URL('../../golden/tiny-mistral/', import.meta.url).pathname;
