@@ -27,7 +27,9 @@ import { PLAN_CHOICES, parsePlan, runnable, type KernelPlan } from '../src/kerne
 import { embedding } from '../src/kernels/embedding.ts';
 import { rmsNorm } from '../src/kernels/rmsnorm.ts';
 import { rope, ropeTable } from '../src/kernels/rope.ts';
-import { ATTENTION_STRATEGIES, attention, createAttentionPartials, destroyAttentionPartials, type AttentionStrategy } from '../src/kernels/attention/index.ts';
+import {
+  ATTENTION_STRATEGIES, attention, createAttentionPartials, destroyAttentionPartials, PREFILL_ATTENTION_STRATEGIES, type AttentionStrategy, type PrefillAttentionStrategy,
+} from '../src/kernels/attention/index.ts';
 import { KV_CACHE_DTYPES, kvBytesPerElement, type KvCacheDtype } from '../src/kernels/kv_cache.ts';
 import { kvWrite } from '../src/kernels/kv_write.ts';
 import { argmax } from '../src/kernels/argmax.ts';
@@ -244,7 +246,7 @@ function otherCases(gpu: Gpu, rng: Rng): Array<() => Case> {
       };
     });
     if (tokens > 1) {
-      // Prefill runs the tiled kernel under both strategies (decode is compared below).
+      // Prefill runs plan.prefillAttention under both decode strategies (decode and the prefill strategies are compared below).
       for (const kvCache of KV_CACHE_DTYPES) cases.push(() => attentionCase(gpu, rng, tokens, 2048, 'tiled', kvCache));
     }
     for (const dtype of KV_CACHE_DTYPES) {
@@ -281,7 +283,9 @@ function otherCases(gpu: Gpu, rng: Rng): Array<() => Case> {
 }
 
 /** Attention at the 7B shape: `tokens` queries at positions pos0.., over a full 4096-slot cache. */
-function attentionCase(gpu: Gpu, rng: Rng, tokens: number, pos0: number, strategy: AttentionStrategy, kvCache: KvCacheDtype): Case {
+function attentionCase(
+  gpu: Gpu, rng: Rng, tokens: number, pos0: number, strategy: AttentionStrategy, kvCache: KvCacheDtype, prefill: PrefillAttentionStrategy = 'tiled',
+): Case {
   const kvRow = KV_HEADS * HEAD_DIM;
   const q = randomF32Buffer(gpu, rng, tokens * HEADS * HEAD_DIM);
   const kNew = randomF32Buffer(gpu, rng, tokens * kvRow);
@@ -298,14 +302,14 @@ function attentionCase(gpu: Gpu, rng: Rng, tokens: number, pos0: number, strateg
   const partials = createAttentionPartials(gpu, HEADS, HEAD_DIM);
   const keys = Math.min(WINDOW, pos0 + tokens);
   return {
-    name: `attention ${HEADS}/${KV_HEADS} heads ${strategy} ${kvCache}, ${keys} keys, ${tokens === 1 ? 'decode' : `prefill ${tokens}`}`,
+    name: `attention ${HEADS}/${KV_HEADS} heads ${tokens === 1 ? strategy : prefill} ${kvCache}, ${keys} keys, ${tokens === 1 ? 'decode' : `prefill ${tokens}`}`,
     bytes: 2 * keys * kvRow * kvBytesPerElement(kvCache) + 2 * tokens * HEADS * HEAD_DIM * 4,
     flops: 4 * tokens * HEADS * HEAD_DIM * (pos0 + (tokens + 1) / 2),
     calls: tokens === 1 ? 16 : 1,
     record: (enc) =>
       attention(enc, {
         q, kNew, vNew, kCache, vCache, out, tokens, pos0, heads: HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM,
-        slots: WINDOW, window: WINDOW, strategy, kvCache, partials,
+        slots: WINDOW, window: WINDOW, strategy, kvCache, partials, prefill,
       }),
     cleanup: () => {
       [q, kNew, vNew, kCache, vCache, out].forEach((b) => b.destroy());
@@ -326,6 +330,20 @@ async function attentionDecodeComparison(gpu: Gpu, rng: Rng, copyKernel: number)
       for (const kvCache of KV_CACHE_DTYPES) variants.push(attentionCase(gpu, rng, 1, keys - 1, strategy, kvCache));
     }
   }
+  await interleaved(gpu, 'decode attention', variants, copyKernel);
+}
+
+/** Prefill attention, 128 tokens after 2048, every prefill strategy x cache format, interleaved as above. */
+async function attentionPrefillComparison(gpu: Gpu, rng: Rng, copyKernel: number): Promise<void> {
+  const variants: Case[] = [];
+  for (const prefill of PREFILL_ATTENTION_STRATEGIES) {
+    for (const kvCache of KV_CACHE_DTYPES) variants.push(attentionCase(gpu, rng, 128, 2048, 'tiled', kvCache, prefill));
+  }
+  await interleaved(gpu, 'prefill attention', variants, copyKernel);
+}
+
+/** Times `variants` in interleaved rounds (each round runs every variant once) and prints best, median, spread. */
+async function interleaved(gpu: Gpu, title: string, variants: Case[], copyKernel: number): Promise<void> {
   const rounds = quick ? 3 : 7;
   const times: number[][] = variants.map(() => []);
   for (const v of variants) await timeCalls(gpu, { record: v.record, calls: 1 }); // compile, warm up
@@ -340,7 +358,7 @@ async function attentionDecodeComparison(gpu: Gpu, rng: Rng, copyKernel: number)
       times[i]!.push((performance.now() - t0) / 1000 / v.calls);
     }
   }
-  console.log(`\ndecode attention, ${rounds} interleaved rounds of ${variants[0]!.calls} calls per variant:`);
+  console.log(`\n${title}, ${rounds} interleaved rounds of ${variants[0]!.calls} calls per variant:`);
   console.log(`${'kernel'.padEnd(58)} ${'best ms'.padStart(9)} ${'median'.padStart(9)} ${'spread'.padStart(7)} ${'GB/s'.padStart(7)} ${'vs copy kernel'.padStart(15)}`);
   variants.forEach((v, i) => {
     const t = [...times[i]!].sort((a, b) => a - b);
@@ -446,5 +464,6 @@ for (const make of [...matrixCases(gpu, rng), ...otherCases(gpu, rng)]) {
   c.cleanup?.();
 }
 if (!only || 'attention decode'.includes(only)) await attentionDecodeComparison(gpu, rng, copy.copyKernel);
+if (!only || 'attention prefill'.includes(only)) await attentionPrefillComparison(gpu, rng, copy.copyKernel);
 if (!only || 'fused'.includes(only)) await fusionComparison(gpu, rng, copy.copyKernel, strategies);
 await releaseGpu();

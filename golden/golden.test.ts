@@ -147,7 +147,8 @@ afterAll(() => console.log('max abs error vs HF:', JSON.stringify(worst)));
  * strategy this device runs (lavapipe: subgroup, submitting after every layer, and workgroup);
  * then each other fusion of the decode dispatches (plan.fuse: norm+qkv under every matvec
  * strategy); then each other prefill (gemm) strategy, under the device's matvec: case d runs as
- * 64 + 36 and in uneven chunks of 17, 5, 33, 1 tokens, the other cases in one chunk each.
+ * 64 + 36 and in uneven chunks of 17, 5, 33, 1 tokens, the other cases in one chunk each; then
+ * each other prefill attention strategy (lavapipe: flash), with the same chunkings.
  * These extra plans skip the greedy continuations, which read only the on-device
  * argmax the logits checks already cover, to keep lavapipe's seconds down.
  */
@@ -169,6 +170,9 @@ const PLANS: Array<{ plan: Partial<KernelPlan>; attentionSegmentKeys?: number; g
   ...runnable(profile, 'gemm')
     .filter((g) => g !== base.gemm)
     .map((gemm) => ({ plan: { gemm, attention: 'tiled' as const, kvCache: 'f32' as const }, greedy: false })),
+  ...runnable(profile, 'prefillAttention')
+    .filter((s) => s !== base.prefillAttention)
+    .map((prefillAttention) => ({ plan: { prefillAttention, attention: 'tiled' as const, kvCache: 'f32' as const }, greedy: false })),
 ];
 
 describe.each(PLANS.map((p) => [formatPlan(resolvePlan(profile, p.plan)), p] as const))('golden logits: WebGPU forward pass vs Hugging Face, plan %s', (planName, { plan, attentionSegmentKeys, greedy }) => {

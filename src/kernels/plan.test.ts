@@ -12,7 +12,7 @@ const gpuWith: DeviceProfile = { ...gpuWithout, subgroupSizes: { min: 32, max: 3
 
 describe('kernel plan', () => {
   it("keeps today's kernels on a software adapter and picks the GPU matvec on hardware", () => {
-    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', gemm: 'broadcast', fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 });
+    expect(defaultPlan(lavapipe)).toEqual({ matvec: 'rows', gemm: 'broadcast', fuse: 'qkv', attention: 'tiled', prefillAttention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 });
     expect(defaultPlan({ ...lavapipe, subgroupSizes: null }).gemm).toBe('regtile');
     expect(defaultPlan(gpuWith).matvec).toBe('subgroup');
     expect(defaultPlan(gpuWithout).matvec).toBe('workgroup');
@@ -27,11 +27,11 @@ describe('kernel plan', () => {
   it('prints in the override syntax, so a printed plan parses back', () => {
     const plan = resolvePlan(gpuWith, {}, '');
     expect(resolvePlan(gpuWith, {}, formatPlan(plan))).toEqual(plan);
-    expect(formatPlan(plan)).toBe('matvec=subgroup,gemm=tiled,fuse=norm+qkv,attention=split,kvCache=f32,submitLayers=4,prefillChunk=512');
+    expect(formatPlan(plan)).toBe('matvec=subgroup,gemm=tiled,fuse=norm+qkv,attention=split,prefillAttention=flash,kvCache=f32,submitLayers=4,prefillChunk=512');
   });
 
   it('refuses unknown keys and values with the allowed ones', () => {
-    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, gemm, fuse, attention, kvCache, submitLayers, prefillChunk/);
+    expect(() => parsePlan('matvek=rows')).toThrow(/unknown key 'matvek'.*matvec, gemm, fuse, attention, prefillAttention, kvCache, submitLayers, prefillChunk/);
     expect(() => parsePlan('matvec=fast')).toThrow(/matvec=fast is not a variant; matvec is one of rows, subgroup, workgroup/);
     expect(() => parsePlan('matvec')).toThrow(/matvec=\(empty\)/);
     expect(() => parsePlan('submitLayers=-1')).toThrow(/whole number/);

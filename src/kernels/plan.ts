@@ -9,7 +9,7 @@
  * forced on any device, so lavapipe checks the GPU variants' correctness too.
  */
 import type { DeviceProfile } from '../gpu/profile.ts';
-import { ATTENTION_STRATEGIES } from './attention/index.ts';
+import { ATTENTION_STRATEGIES, PREFILL_ATTENTION_STRATEGIES } from './attention/index.ts';
 import { KV_CACHE_DTYPES } from './kv_cache.ts';
 
 /** The strategies of each operation. */
@@ -41,6 +41,12 @@ export const PLAN_CHOICES = {
   fuse: ['none', 'qkv', 'norm+qkv'],
   /** Attention (src/kernels/attention/): one tiled pass per query block, or split-K over the keys with a reduce pass. */
   attention: ATTENTION_STRATEGIES,
+  /**
+   * Attention for prefill chunks (more than one token), src/kernels/attention/:
+   *  - tiled: one workgroup per query token (tiled.wgsl): K/V read once per token (lavapipe).
+   *  - flash: blocks of query tokens x heads walk key tiles staged in workgroup memory (flash.wgsl).
+   */
+  prefillAttention: PREFILL_ATTENTION_STRATEGIES,
   /** Storage of the KV cache (src/kernels/kv_cache.ts; math stays f32). */
   kvCache: KV_CACHE_DTYPES,
 } as const;
@@ -52,6 +58,7 @@ export interface KernelPlan {
   gemm: Choice<'gemm'>;
   fuse: Choice<'fuse'>;
   attention: Choice<'attention'>;
+  prefillAttention: Choice<'prefillAttention'>;
   kvCache: Choice<'kvCache'>;
   /** Submit the command buffer every this many layers (the GPU starts while encoding goes on); 0: once per step. */
   submitLayers: number;
@@ -63,7 +70,7 @@ export interface KernelPlan {
 }
 
 export type PlanKey = keyof KernelPlan;
-const KEYS: PlanKey[] = ['matvec', 'gemm', 'fuse', 'attention', 'kvCache', 'submitLayers', 'prefillChunk'];
+const KEYS: PlanKey[] = ['matvec', 'gemm', 'fuse', 'attention', 'prefillAttention', 'kvCache', 'submitLayers', 'prefillChunk'];
 /** The keys whose values are whole numbers, with the least each may be. */
 const NUMBERS: Partial<Record<PlanKey, { min: number; meaning: string }>> = {
   submitLayers: { min: 0, meaning: 'layers (0 = once per step)' },
@@ -77,7 +84,7 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
     // "Prefill": q/k/v in one dispatch balances llvmpipe's threads better; the folded norm costs
     // loads there; gemm=broadcast is 4-5x regtile's prefill where subgroups have 8 lanes).
     const gemm = cannotRun(p, 'gemm', 'broadcast') === null ? 'broadcast' : 'regtile';
-    return { matvec: 'rows', gemm, fuse: 'qkv', attention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 };
+    return { matvec: 'rows', gemm, fuse: 'qkv', attention: 'tiled', prefillAttention: 'tiled', kvCache: 'f32', submitLayers: 0, prefillChunk: 128 };
   }
   return {
     matvec: p.features.subgroups ? 'subgroup' : 'workgroup',
@@ -86,6 +93,8 @@ export function defaultPlan(p: DeviceProfile): KernelPlan {
     fuse: 'norm+qkv',
     // Split-K fills a large GPU at long contexts and runs the tiled pass itself when the context is short.
     attention: 'split',
+    // K/V tiles shared by 64 query rows instead of read once per token: chosen by design, not yet measured on a GPU.
+    prefillAttention: 'flash',
     // f16 halves the cache's memory and traffic but drifts past the f32 golden tolerance: opt-in.
     kvCache: 'f32',
     submitLayers: 4,

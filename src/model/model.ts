@@ -451,7 +451,7 @@ export class MistralModel {
     const slots = this.cache.slots;
     attention(enc, {
       q: s.q, kNew: s.k, vNew: s.v, kCache, vCache, out: s.attn,
-      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0, ...this.attentionPlan,
+      tokens: T, pos0, heads, kvHeads, headDim, slots, window: c.sliding_window ?? 0, ...this.attentionPlan, prefill: plan.prefillAttention,
     });
     kvWrite(enc, { kNew: s.k, vNew: s.v, kCache, vCache, tokens: T, pos0, kvHeads, headDim, slots, dtype: this.cache.dtype });
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, tokens: T, accumulate: true, plan });

@@ -7,7 +7,9 @@ import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing
 import { decodeKvCache, KV_CACHE_DTYPES, kvBytesPerElement, type KvCacheDtype } from '../kv_cache.ts';
 import { poisonKvCache } from '../kv_cache.testing.ts';
 import { kvWrite } from '../kv_write.ts';
-import { ATTENTION_STRATEGIES, attention, createAttentionPartials, destroyAttentionPartials, splitSegments, type AttentionStrategy } from './index.ts';
+import {
+  ATTENTION_STRATEGIES, attention, createAttentionPartials, destroyAttentionPartials, FLASH_TILES, splitSegments, type AttentionStrategy, type PrefillAttentionStrategy,
+} from './index.ts';
 import { attentionRef } from './attention.ref.ts';
 
 interface Case {
@@ -29,6 +31,8 @@ interface Case {
 interface Variant {
   strategy: AttentionStrategy;
   kvCache: KvCacheDtype;
+  /** Strategy for chunks of more than one token (default tiled). */
+  prefill?: PrefillAttentionStrategy;
 }
 
 /**
@@ -99,12 +103,13 @@ async function play(c: Case, v: Variant) {
     enc.submit();
     if (check) {
       const actual = await readF32(gpu, out, tokens * qRow);
-      const where = `${v.strategy}/${v.kvCache}, seed ${seed}, chunk ${i} (pos0 ${pos0}, tokens ${tokens}) of ${JSON.stringify(c)}`;
+      const where = `${v.strategy}/${v.prefill ?? 'tiled'}/${v.kvCache}, seed ${seed}, chunk ${i} (pos0 ${pos0}, tokens ${tokens}) of ${JSON.stringify(c)}`;
       const expected = attentionRef(q.subarray(pos0 * qRow), kSeen, vSeen, shape);
       expect(maxRelError(actual, expected), where).toBeLessThan(TOL);
       if (v.kvCache === 'f16') {
         const err = maxRelError(actual, attentionRef(q.subarray(pos0 * qRow), k, vals, shape));
-        drift[`${v.strategy}`] = Math.max(drift[`${v.strategy}`] ?? 0, err);
+        const name = v.prefill === 'flash' ? 'flash prefill' : v.strategy;
+        drift[name] = Math.max(drift[name] ?? 0, err);
         expect(err, `drift against exact f32: ${where}`).toBeLessThan(F16_DRIFT_TOL);
       }
     }
@@ -165,6 +170,37 @@ for (const strategy of ATTENTION_STRATEGIES) {
         play({ heads: 10, kvHeads: 2, headDim: 64, window: 0, slots: 400, chunks: [333, 1, 1], checkFrom: 1 }, v));
     });
   }
+}
+
+// Prefill attention `flash` (flash.wgsl): blocks of FLASH_TILES.BT = 16 tokens x HB = 4 heads, key
+// tiles of BK = 8. Chunks not multiples of the block, windows shorter than the chunk (blocks
+// whose first rows see no key of a tile their last rows see), wrapped caches, head groups that
+// fill a block partly. Decode steps in between run the tiled kernel.
+for (const kvCache of KV_CACHE_DTYPES) {
+  const v: Variant = { strategy: 'tiled', prefill: 'flash', kvCache };
+  describe(`attention prefill flash, ${kvCache} cache (blocks of ${FLASH_TILES.BT} tokens x ${FLASH_TILES.HB} heads, tiles of ${FLASH_TILES.BK} keys)`, () => {
+    it('tiny shape, window 16: a 40-token chunk, then chunks at pos0 > 0 over a wrapped 16-slot cache', () =>
+      play({ ...tiny, slots: 16, chunks: [40, 23, 5, 2, 17, 1, 9, 31, 3] }, v));
+
+    it('tiny shape without a window (window 0), with spread scores: 2..150-token chunks', () =>
+      play({ ...tiny, window: 0, slots: 400, chunks: [2, 29, 1, 150, 3, 47], qScale: 8 }, v));
+
+    it('6 query heads on 1 KV head (blocks of 4 and 2), head_dim 20, window 8 in an 8-slot cache', () =>
+      play({ heads: 6, kvHeads: 1, headDim: 20, window: 8, slots: 8, chunks: [13, 6, 1, 2, 35] }, v));
+
+    it('10 heads / 2 KV heads (blocks of 4 and 1), head_dim 64, window 50 in 49 slots: chunks longer than the window', () =>
+      play({ heads: 10, kvHeads: 2, headDim: 64, window: 50, slots: 49, chunks: [37, 2, 133, 1, 61] }, v));
+
+    it('32 heads / 8 KV heads, head_dim 128: 5, 7, 130 tokens, then a window of 100 over a wrapped 99-slot cache', async () => {
+      await play({ ...real, chunks: [5, 7, 1, 130] }, v);
+      await play({ ...real, window: 100, slots: 99, chunks: [70, 150, 33] }, v);
+    });
+
+    it('3 heads on 3 KV heads (one head per block), head_dim 8; head_dim 256 runs the tiled kernel', async () => {
+      await play({ heads: 3, kvHeads: 3, headDim: 8, window: 0, slots: 80, chunks: [19, 1, 41] }, v);
+      await play({ heads: 2, kvHeads: 1, headDim: 256, window: 0, slots: 40, chunks: [9, 17] }, v);
+    });
+  });
 }
 
 describe('attention: arguments', () => {

@@ -9,9 +9,16 @@
  *    workgroups already keeps every CPU core busy.
  *  - `split` (split.wgsl, "flash-decoding"): for decode, the keys are cut into segments walked
  *    by separate workgroups, and a small reduce dispatch merges their partial softmaxes, so a
- *    long context fills a large GPU. Prefill chunks (tokens > 1), and contexts too short to be
- *    worth splitting, run the tiled kernel.
- * The KV cache may be f32 or f16 (`kvCache`); both strategies read both.
+ *    long context fills a large GPU. Contexts too short to be worth splitting run the tiled
+ *    kernel, and prefill chunks the prefill strategy below.
+ * Prefill chunks (tokens > 1) have their own choice (`prefill`, plan.prefillAttention):
+ *  - `tiled`: the kernel above, one workgroup per query token, so every key and value is read
+ *    once per token of the chunk.
+ *  - `flash` (flash.wgsl): a workgroup takes FLASH_TILES.BT tokens x FLASH_TILES.HB query heads
+ *    of one KV head and stages key/value tiles in workgroup memory, read once for all of them;
+ *    tiles outside the causal mask or the window are never visited. Heads wider than
+ *    FLASH_MAX_HEAD_DIM run the tiled kernel.
+ * The KV cache may be f32 or f16 (`kvCache`); every strategy reads both.
  *
  * Keys and values of the chunk itself are read from kNew/vNew, so the caller runs
  * `attention` first and `kvWrite` after: a chunk longer than the rolling cache
@@ -19,11 +26,26 @@
  */
 import type { Gpu } from '../../gpu/device.ts';
 import { createStorageBuffer } from '../../gpu/buffers.ts';
-import { Encoder, getPipeline, params, type Binding } from '../../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, params, UniformLayout, type Binding } from '../../gpu/encoder.ts';
 import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
 
 export type AttentionStrategy = 'tiled' | 'split';
 export const ATTENTION_STRATEGIES: readonly AttentionStrategy[] = ['tiled', 'split'];
+
+export type PrefillAttentionStrategy = 'tiled' | 'flash';
+export const PREFILL_ATTENTION_STRATEGIES: readonly PrefillAttentionStrategy[] = ['tiled', 'flash'];
+
+/**
+ * flash.wgsl's tile sizes (its override constants): BT query tokens x HB query heads per
+ * workgroup, LANES invocations per query row, BK (<= 32, MAX_BK) keys per tile. Workgroup memory
+ * BK * LANES * 8 * 16 + BT * HB * BK * LANES * 4 bytes = 12 KiB.
+ */
+export const FLASH_TILES = { BT: 16, HB: 4, LANES: 4, BK: 8 } as const;
+/** flash.wgsl holds at most MAX_SLICE = 8 vec4 chunks of a query row per lane. */
+export const FLASH_MAX_HEAD_DIM = 4 * FLASH_TILES.LANES * 8;
+const FLASH_PARAMS = new UniformLayout({
+  tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
+});
 
 const HEADS_PER_WORKGROUP = 4; // HG in tiled.wgsl and split.wgsl
 const WORKGROUP = 64; // WG in split.wgsl: keys per tile
@@ -55,6 +77,8 @@ export interface AttentionArgs {
   /** Mistral's sliding_window: each query sees this many keys including its own; 0 = unlimited. */
   window: number;
   strategy: AttentionStrategy;
+  /** Strategy for chunks of more than one token (default `tiled`). */
+  prefill?: PrefillAttentionStrategy;
   /** Storage format of kCache / vCache. */
   kvCache: KvCacheDtype;
   /** Scratch for the split strategy's partial results (createAttentionPartials). */
@@ -120,6 +144,17 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
   // Each workgroup serves up to HEADS_PER_WORKGROUP query heads of one KV head.
   const headBlocks = Math.ceil(a.heads / a.kvHeads / HEADS_PER_WORKGROUP);
   const scale = { f32: 1 / Math.sqrt(a.headDim) };
+
+  if (a.prefill === 'flash' && a.tokens > 1 && a.headDim <= FLASH_MAX_HEAD_DIM) {
+    const code = kernelSource(kvKernelSource(a.kvCache, 'flash.wgsl', import.meta.url), FLASH_PARAMS);
+    const pipeline = getPipeline(enc.gpu, code, 'main', FLASH_TILES, `attention_flash_${a.kvCache}`);
+    const blocks = Math.ceil(a.heads / a.kvHeads / FLASH_TILES.HB);
+    const uniforms = FLASH_PARAMS.pack({
+      tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: scale.f32, headBlocks: blocks,
+    });
+    enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * blocks, Math.ceil(a.tokens / FLASH_TILES.BT)]);
+    return;
+  }
 
   if (a.strategy === 'split' && a.tokens === 1) {
     const keys = a.window > 0 ? Math.min(a.pos0 + 1, a.window) : a.pos0 + 1;
