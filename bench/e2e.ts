@@ -18,7 +18,7 @@
  */
 import { totalmem, cpus, loadavg } from 'node:os';
 import type { Gpu, AdapterReport } from '../src/gpu/device.ts';
-import { createStorageBuffer, readU32 } from '../src/gpu/buffers.ts';
+import { createStorageBuffer, readU32, type QuantFormat } from '../src/gpu/buffers.ts';
 import { Encoder, getPipeline, params } from '../src/gpu/encoder.ts';
 import { loadConfig, type ModelConfig } from '../src/model/config.ts';
 import { MistralModel } from '../src/model/model.ts';
@@ -319,6 +319,8 @@ export interface BenchOptions {
   profileTokens?: number;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
+  /** Quantize the weights while loading (ModelOptions.quantize). */
+  quantize?: QuantFormat;
 }
 
 export interface Figure {
@@ -374,6 +376,9 @@ export interface BenchResult {
     parameters: number;
     dtype: string;
     weightBytes: number;
+    /** The weights on the device: less than weightBytes when quantized at load. */
+    weightDeviceBytes: number;
+    quantize?: QuantFormat;
     kvCacheBytes: number;
     contextLength: number;
     maxChunk: number;
@@ -464,6 +469,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   const model = await MistralModel.load(gpu, dir, {
     contextLength: needed,
     maxChunk: opts.maxChunk,
+    quantize: opts.quantize,
     onProgress: (p) => {
       const now = performance.now();
       if (now - lastLog > 5000) {
@@ -634,6 +640,8 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
         parameters: work.parameters,
         dtype: work.dtype,
         weightBytes: model.weightBytes,
+        weightDeviceBytes: model.weightDeviceBytes,
+        quantize: opts.quantize,
         kvCacheBytes: model.kvCacheBytes,
         contextLength: model.contextLength,
         maxChunk: chunk,
@@ -654,7 +662,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       memory: {
         peakRss: rateFigure(peak, host, 'host memory'),
         rssAfterLoadBytes,
-        deviceBytes: model.weightBytes + model.kvCacheBytes,
+        deviceBytes: model.weightDeviceBytes + model.kvCacheBytes,
       },
       totalSeconds: 0,
     };
@@ -686,7 +694,7 @@ export function formatResult(r: BenchResult): string {
   const rf = r.roofline;
   const lines: string[] = [];
   lines.push(
-    `model:    ${m.dir}: ${m.architecture}, ${(m.parameters / 1e9).toFixed(3)} B parameters, ${m.dtype}, weights ${gb(m.weightBytes)}, ` +
+    `model:    ${m.dir}: ${m.architecture}, ${(m.parameters / 1e9).toFixed(3)} B parameters, ${m.dtype}${m.quantize ? ` quantized to ${m.quantize} at load` : ''}, weights ${gb(m.weightBytes)}${m.quantize ? ` (${gb(m.weightDeviceBytes)} on the device)` : ''}, ` +
       `KV cache ${gb(m.kvCacheBytes)} (${m.contextLength} positions), prefill chunk ${m.maxChunk}`,
   );
   lines.push(

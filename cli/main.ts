@@ -11,6 +11,7 @@ import { registerChat } from './commands/chat.ts';
 import { registerLogits } from './commands/logits.ts';
 import { registerBench } from './commands/bench.ts';
 import { registerServe } from './commands/serve.ts';
+import { registerQuantize } from './commands/quantize.ts';
 
 const program = new Command();
 program
@@ -27,6 +28,7 @@ registerChat(program);
 registerLogits(program);
 registerBench(program);
 registerServe(program);
+registerQuantize(program);
 
 // Commander prints its own parse errors before throwing; an error thrown from
 // inside a command's action (even a CommanderError) has not been printed yet.

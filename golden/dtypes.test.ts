@@ -39,7 +39,7 @@ function rewrite(name: string, dtype: 'F32' | 'BF16', shards: number): string {
     const part = names.slice(s * per, (s + 1) * per);
     const specs: TensorSpec[] = part.map((n) => ({ name: n, dtype, shape: src.get(n).shape }));
     writeSafetensors(join(dir, file), specs, (spec) => {
-      const values = decodeToF32(src.read(spec.name), src.get(spec.name).dtype);
+      const values = decodeToF32(src.read(spec.name), src.float(spec.name).dtype);
       return encodeFromF32(values, dtype === 'F32' ? 'f32' : 'bf16');
     });
     for (const n of part) weightMap[n] = file;

@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
+import type { QuantFormat } from './gpu/buffers.ts';
 import { MistralModel, STEP_PREFILL_TOKENS, type ForwardResult, type LoadProgress, type StepReadout, type StepSequence } from './model/model.ts';
 import { MATVEC_MAX_TOKENS, type BatchShape } from './kernels/matmul/index.ts';
 import { KVCache } from './model/kv_cache.ts';
@@ -46,6 +47,8 @@ export interface GeneratorOptions {
   modelDir?: string;
   contextLength?: number;
   maxChunk?: number;
+  /** Quantize the weights while loading (ModelOptions.quantize). */
+  quantize?: QuantFormat;
   onProgress?: (p: LoadProgress) => void;
   /** Most sequences decoded together (continuous batching); default DEFAULT_MAX_BATCH. */
   maxBatch?: number;

@@ -3,7 +3,8 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { getGpu, requestFineTimestamps } from '../../src/gpu/device.ts';
 import { KernelPlanError, parsePlan, type KernelPlan } from '../../src/kernels/plan.ts';
 import { formatResult, runBenchmark } from '../../bench/e2e.ts';
-import { intOption } from './options.ts';
+import { intOption, quantizeOption } from './options.ts';
+import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { resolveModelDir } from '../../src/generator.ts';
 
 interface BenchCliOptions {
@@ -18,6 +19,7 @@ interface BenchCliOptions {
   plans?: Partial<KernelPlan>[];
   profile?: number | true;
   json?: string;
+  quantize?: QuantFormat;
 }
 
 function planList(value: string): Partial<KernelPlan>[] {
@@ -53,6 +55,7 @@ export function registerBench(program: Command): void {
     .option('--plans <list>', "kernel plans to compare, ';'-separated, each in OPENCHAT_KERNELS syntax, e.g. 'matvec=rows;matvec=subgroup' (measured interleaved; default: the device's plan)", planList)
     .option('--profile [tokens]', 'also time every kernel on the GPU (timestamp queries) over this many decode tokens per plan (default 8)', intOption('--profile', 1, 10_000))
     .option('--json <file>', 'also write every figure to FILE as JSON')
+    .option('--quantize <format>', 'quantize the projections to q8 or q4 while loading', quantizeOption)
     .action(async (opts: BenchCliOptions) => {
       const modelDir = resolveModelDir(opts.model);
       if (opts.profile) requestFineTimestamps();
@@ -69,6 +72,7 @@ export function registerBench(program: Command): void {
         plans: opts.plans,
         profileTokens: opts.profile === true ? 8 : (opts.profile ?? 0),
         log: (line) => process.stderr.write(line + '\n'),
+        quantize: opts.quantize,
       });
       process.stdout.write(formatResult(result) + '\n');
       if (opts.json) writeFileSync(opts.json, JSON.stringify(result, null, 2) + '\n');

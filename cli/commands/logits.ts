@@ -7,7 +7,8 @@ import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
 import { resolveModelDir } from '../../src/generator.ts';
 import { loadConfig } from '../../src/model/config.ts';
 import { loadLora, type LoraWeights } from '../../src/model/lora.ts';
-import { intOption } from './options.ts';
+import { intOption, quantizeOption } from './options.ts';
+import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { loadProgress } from './progress.ts';
 
 interface LogitsOptions {
@@ -19,6 +20,7 @@ interface LogitsOptions {
   greedy?: number;
   cpu?: boolean;
   lora?: string;
+  quantize?: QuantFormat;
 }
 
 function parseIds(text: string): number[] {
@@ -53,9 +55,9 @@ interface Runner {
   close(): void;
 }
 
-async function gpuRunner(dir: string, lora?: LoraWeights): Promise<Runner> {
+async function gpuRunner(dir: string, lora?: LoraWeights, quantize?: QuantFormat): Promise<Runner> {
   const progress = loadProgress(dir);
-  const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress });
+  const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress, quantize });
   progress.done();
   // The adapter stays unmerged on the device, as the server runs it.
   const adapter = lora && model.addAdapter(lora);
@@ -68,9 +70,9 @@ async function gpuRunner(dir: string, lora?: LoraWeights): Promise<Runner> {
   };
 }
 
-function cpuRunner(dir: string, lora?: LoraWeights): Runner {
-  // The reference merges the adapter into the weights: W + scale * B A.
-  const model = CpuModel.load(dir, { lora });
+function cpuRunner(dir: string, lora?: LoraWeights, quantize?: QuantFormat): Runner {
+  // The reference merges the adapter into the (quantized, then dequantized) weights: W + scale * B A.
+  const model = CpuModel.load(dir, { lora, quantize });
   return {
     vocab: model.config.vocab_size,
     contextLength: model.config.max_position_embeddings,
@@ -92,6 +94,7 @@ export function registerLogits(program: Command): void {
     .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
     .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder); with --cpu it is merged into the weights')
     .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
+    .option('--quantize <format>', 'quantize the projections to q8 or q4 while loading (with --cpu: the same weights, dequantized plainly)', quantizeOption)
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
       const dir = resolveModelDir(opts.model);
@@ -99,7 +102,7 @@ export function registerLogits(program: Command): void {
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
       // The adapter is checked against config.json before any weights load.
       const lora = opts.lora === undefined ? undefined : loadLora(opts.lora, loadConfig(dir));
-      const runner = opts.cpu ? cpuRunner(dir, lora) : await gpuRunner(dir, lora);
+      const runner = opts.cpu ? cpuRunner(dir, lora, opts.quantize) : await gpuRunner(dir, lora, opts.quantize);
       const vocab = runner.vocab;
       const greedy = opts.greedy ?? 0;
       if (ids.length + greedy > runner.contextLength) {

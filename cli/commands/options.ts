@@ -1,6 +1,7 @@
 /** Option parsers shared by the commands: each names the option and its range in its error. */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { knownCondition } from '../../src/tokenizer/index.ts';
+import { QUANT_FORMATS, type QuantFormat } from '../../src/gpu/buffers.ts';
 
 export function intOption(name: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -27,4 +28,16 @@ export function conditionOption(value: string): string {
   const c = knownCondition(value);
   if (c === null) throw new InvalidArgumentError(`--condition must be 'GPT4 Correct' or 'code'; got "${value}"`);
   return c;
+}
+
+/** --quantize: a quantized weight format (src/kernels/quant.ref.ts). */
+export function quantizeOption(value: string): QuantFormat {
+  const f = QUANT_FORMATS.find((q) => q === value.trim().toLowerCase());
+  if (!f) throw new InvalidArgumentError(`--quantize must be one of ${QUANT_FORMATS.join(', ')} (8.5 or 4.5 bits per weight); got "${value}"`);
+  return f;
+}
+
+/** Adds --quantize, the same flag in generate, chat, logits, serve and bench. */
+export function addQuantizeOption(cmd: Command): Command {
+  return cmd.option('--quantize <format>', "quantize the projections to q8 or q4 while loading (a folder written by 'openchat quantize' is already quantized)", quantizeOption);
 }

@@ -10,7 +10,8 @@
  * one place only, validateSamplingParams, so the CLI and the HTTP server agree.
  */
 import { loadProgress } from './progress.ts';
-import { conditionOption } from './options.ts';
+import { addQuantizeOption, conditionOption } from './options.ts';
+import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { basename, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { BUNDLED_MODEL_DIR, Generator, resolveModelDir, type FinishReason, type GenerateOptions, type Timings } from '../../src/generator.ts';
@@ -55,6 +56,7 @@ export interface SamplingFlags {
 export interface ContextFlags {
   context?: string;
   contextLength?: string;
+  quantize?: QuantFormat;
 }
 
 export interface ModelFlags extends ContextFlags {
@@ -78,9 +80,9 @@ const NUMERIC_FLAGS: ReadonlyArray<[flag: string, key: keyof SamplingFlags, fiel
   ['--max-tokens', 'maxTokens', 'max_tokens', 'most tokens to generate (default: until the end of the turn or of the context)'],
 ];
 
-/** Adds --context (and the hidden alias --context-length): the same flag in every command. */
+/** Adds --context (and the hidden alias --context-length) and --quantize: the same flags in every command. */
 export function addContextOption(cmd: Command): Command {
-  return cmd
+  return addQuantizeOption(cmd)
     .option('--context <tokens>', "KV cache size in tokens: prompt + output must fit (default and maximum: the model's max_position_embeddings)")
     .addOption(new Option('--context-length <tokens>', 'the old name of --context').hideHelp());
 }
@@ -171,7 +173,7 @@ export async function loadGenerator(
 ): Promise<Generator> {
   const modelDir = resolveModelDir(flags.model);
   const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
-  const generator = await Generator.load({ modelDir, contextLength, lora, onProgress: progress.onProgress, ...batch });
+  const generator = await Generator.load({ modelDir, contextLength, lora, quantize: flags.quantize, onProgress: progress.onProgress, ...batch });
   progress.done();
   return generator;
 }

@@ -84,7 +84,7 @@ export function registerServe(program: Command): void {
       new ModelNames(basename(resolveModelDir(opts.model)), [], lora.map((l) => l.name));
       const logFile = opts.logFile !== undefined ? openLogFile(opts.logFile) : null;
       try {
-        const loaded = await loadGenerator({ model: opts.model }, contextLength, lora, { maxBatch: opts.maxBatch, kvCacheGb: opts.kvCacheGb });
+        const loaded = await loadGenerator({ model: opts.model, quantize: opts.quantize }, contextLength, lora, { maxBatch: opts.maxBatch, kvCacheGb: opts.kvCacheGb });
         const running = await startServer({
           generator: loaded,
           host: opts.host,

@@ -13,6 +13,48 @@ export function bytesPerElement(dtype: WeightDType): number {
   return dtype === 'f32' ? 4 : 2;
 }
 
+/** Quantized weight formats (the math and the layout: src/kernels/quant.ref.ts). */
+export type QuantFormat = 'q8' | 'q4';
+export const QUANT_FORMATS: readonly QuantFormat[] = ['q8', 'q4'];
+/** Consecutive weights of a row sharing one scale. */
+export const QUANT_GROUP = 32;
+
+export interface QuantLayout {
+  /** Bytes of codes per row (a multiple of 16). */
+  codeRowBytes: number;
+  /** f16 scales per row, padded to a multiple of 8 (16 bytes). */
+  scalesPerRow: number;
+  scaleRowBytes: number;
+  /** Both planes' bytes per row. */
+  rowBytes: number;
+}
+
+export function quantLayout(format: QuantFormat, cols: number): QuantLayout {
+  if (cols % QUANT_GROUP !== 0) {
+    throw new RangeError(`${format} quantizes rows in groups of ${QUANT_GROUP} weights; a row of ${cols} is not a multiple of ${QUANT_GROUP} (keep this tensor unquantized)`);
+  }
+  const codeRowBytes = format === 'q8' ? cols : cols / 2;
+  const scalesPerRow = Math.ceil(cols / QUANT_GROUP / 8) * 8;
+  return { codeRowBytes, scalesPerRow, scaleRowBytes: scalesPerRow * 2, rowBytes: codeRowBytes + scalesPerRow * 2 };
+}
+
+/** Bytes of a [rows, cols] matrix in `format` on the device (both planes, padding included). */
+export function quantBytes(format: QuantFormat, rows: number, cols: number): number {
+  return rows * quantLayout(format, cols).rowBytes;
+}
+
+/** How a weight matrix is stored on the device: as the checkpoint had it, or quantized. */
+export type MatrixDType = WeightDType | QuantFormat;
+
+export function isQuantized(dtype: MatrixDType): dtype is QuantFormat {
+  return dtype === 'q8' || dtype === 'q4';
+}
+
+/** Bytes of one row of a matrix of `cols` columns on the device (quantized: both planes). */
+export function matrixRowBytes(dtype: MatrixDType, cols: number): number {
+  return isQuantized(dtype) ? quantLayout(dtype, cols).rowBytes : cols * bytesPerElement(dtype);
+}
+
 /**
  * A row-major weight matrix [rows, cols] (Hugging Face `[out_features, in_features]`).
  * Split by rows into parts that each fit in one storage binding: a 32002 x 4096 f16
@@ -21,7 +63,8 @@ export function bytesPerElement(dtype: WeightDType): number {
 export interface GpuMatrix {
   rows: number;
   cols: number;
-  dtype: WeightDType;
+  dtype: MatrixDType;
+  /** One buffer per part; a quantized part holds its rows' codes, then their scales (quantLayout). */
   parts: { buffer: GPUBuffer; row0: number; rows: number }[];
 }
 
@@ -94,11 +137,11 @@ export function allocateMatrix(
   gpu: Gpu,
   rows: number,
   cols: number,
-  dtype: WeightDType,
+  dtype: MatrixDType,
   label = 'matrix',
   maxPartBytes = gpu.report.limits.maxStorageBufferBindingSize,
 ): GpuMatrix {
-  const rowBytes = cols * bytesPerElement(dtype);
+  const rowBytes = matrixRowBytes(dtype, cols);
   if (rowBytes % 4 !== 0) throw new Error(`${label}: a row of ${cols} ${dtype} values is not a whole number of 32-bit words`);
   if (rowBytes > maxPartBytes) throw new Error(`${label}: one row (${rowBytes} bytes) exceeds the binding limit ${maxPartBytes}`);
   const rowsPerPart = Math.floor(maxPartBytes / rowBytes);

@@ -2,7 +2,7 @@
  * Token embedding lookup on the device (embed_tokens): one f32 row per token id.
  */
 import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../gpu/encoder.ts';
-import type { GpuMatrix } from '../gpu/buffers.ts';
+import { isQuantized, type GpuMatrix } from '../gpu/buffers.ts';
 import { dtypeCode, weightKernelSource } from './weights.ts';
 
 /** Invocations per workgroup (embedding.wgsl's WG override); each copies two columns of one token. */
@@ -14,6 +14,8 @@ export function embedding(enc: Encoder, a: { ids: Binding; table: GpuMatrix; out
   const { table, tokens } = a;
   if (tokens === 0) return;
   if (table.cols % 2 !== 0) throw new Error(`embedding: cols must be even, got ${table.cols}`);
+  // The loader keeps embed_tokens in the checkpoint's format (a row is read once per token).
+  if (isQuantized(table.dtype)) throw new Error(`embedding: the table is ${table.dtype}; embed_tokens is read unquantized (f32, f16 or bf16)`);
   const pipeline = getPipeline(enc.gpu, kernelSource(weightKernelSource('embedding.wgsl'), PARAMS), 'main', { DTYPE: dtypeCode(table.dtype), WG }, `embedding ${table.dtype}`);
   const groups = Math.ceil(table.cols / 2 / WG);
   table.parts.forEach((part, i) => {

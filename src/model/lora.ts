@@ -299,7 +299,7 @@ export function loadLora(dir: string, model: ModelConfig, name = basename(resolv
       }
       const { rank, scale } = rankAndScale(config, key);
       const read = (tensor: string, shape: [number, number], what: string): Float32Array => {
-        const e = ckpt.get(tensor);
+        const e = ckpt.float(tensor);
         if (e.shape.length !== 2 || e.shape[0] !== shape[0] || e.shape[1] !== shape[1]) {
           throw new CheckpointError(
             `${weightsFile}: tensor '${tensor}' has shape [${e.shape}], but expected [${shape}]: ${what} ` +

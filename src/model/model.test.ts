@@ -96,7 +96,7 @@ describe('non-finite weights and outputs', () => {
     const src = Checkpoint.open(GOLDEN);
     const specs = [...src.tensors.values()].map((e) => ({ name: e.name, dtype: 'F32' as const, shape: e.shape }));
     writeSafetensors(join(dir, 'model.safetensors'), specs, (s) => {
-      const values = decodeToF32(src.read(s.name), src.get(s.name).dtype);
+      const values = decodeToF32(src.read(s.name), src.float(s.name).dtype);
       if (s.name === 'model.norm.weight') values.fill(1e38);
       return encodeFromF32(values, 'f32');
     });

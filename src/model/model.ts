@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import type { Gpu } from '../gpu/device.ts';
-import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type GpuMatrix } from '../gpu/buffers.ts';
+import { allocateMatrix, bytesPerElement, createStorageBuffer, destroyMatrix, quantLayout, readF32, readU32, writeBuffer, type GpuMatrix, type QuantFormat } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { contextLengthFor, expectedTensors, layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
@@ -16,6 +16,8 @@ import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
 import type { ModelSource } from '../util/files.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
+import { lmHeadFormat, quantizeRows } from '../kernels/quant.ref.ts';
+import { folderQuantization, scalesName, validateQuantized } from './quantized.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul, MATVEC_MAX_TOKENS, type BatchShape } from '../kernels/matmul/index.ts';
@@ -52,6 +54,11 @@ export interface ModelOptions {
    */
   plan?: Partial<KernelPlan>;
   onProgress?: (p: LoadProgress) => void;
+  /**
+   * Quantize the seven projections of every layer to q8 or q4 as they stream in, and lm_head to
+   * lmHeadFormat() (src/kernels/quant.ref.ts); embed_tokens stays as stored (a row is read once per token).
+   */
+  quantize?: QuantFormat;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
   attentionSegmentKeys?: number;
   /** Where the folder's files are read from (default: the disk; a browser page passes its own, src/web/sources.ts). */
@@ -210,19 +217,24 @@ export class MistralModel {
     const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
     checkContextFits(gpu, config, contextLength, plan.kvCache, configFile);
     checkPoolFits(gpu, config, contextLength, plan.kvCache, opts.sequences ?? 1);
+    const stored = folderQuantization(dir, opts.files);
+    if (stored && opts.quantize && opts.quantize !== stored) {
+      throw new Error(`${dir} is already quantized to ${stored}; quantizing it again to ${opts.quantize} would add the errors of both: load the original checkpoint with --quantize ${opts.quantize}`);
+    }
     const ckpt = Checkpoint.open(dir, opts.files);
     try {
-      validateCheckpoint(ckpt, config);
-      const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress);
+      const prequantized = stored ? validateQuantized(ckpt, config, stored) : new Map<string, QuantFormat>();
+      if (!stored) validateCheckpoint(ckpt, config);
+      const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress, prequantized);
       const layers: Layer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
         const weights: [string, GPUBuffer | GpuMatrix][] = [];
-        for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name)]);
+        for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name, opts.quantize)]);
         // Every key of Layer comes from the table layerTensors() walks, each of its kind, so the object is complete.
         layers.push(Object.fromEntries(weights) as Layer);
       }
       const embed = await loader.matrix('model.embed_tokens.weight');
-      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight');
+      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight', opts.quantize && lmHeadFormat(opts.quantize));
       const norm = loader.vector('model.norm.weight');
       await gpu.device.queue.onSubmittedWorkDone();
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
@@ -703,6 +715,17 @@ export class MistralModel {
     };
   }
 
+  /** Bytes the weights take on the device (quantized: codes and scales; norms widened to f32). */
+  get weightDeviceBytes(): number {
+    const seen = new Set<GPUBuffer>();
+    for (const L of this.layers) for (const w of Object.values(L)) for (const b of 'parts' in w ? w.parts.map((p) => p.buffer) : [w]) seen.add(b);
+    for (const m of [this.embed_tokens, this.lm_head]) for (const p of m.parts) seen.add(p.buffer);
+    seen.add(this.norm);
+    let n = 0;
+    for (const b of seen) n += b.size;
+    return n;
+  }
+
   /** Frees every device buffer of the model. */
   destroy(): void {
     const seen = new Set<GpuMatrix>();
@@ -784,14 +807,27 @@ class WeightLoader {
   private readonly total: number;
   private readonly totalBytes: number;
 
-  constructor(private gpu: Gpu, private ckpt: Checkpoint, names: string[], private onProgress?: (p: LoadProgress) => void) {
+  constructor(
+    private gpu: Gpu,
+    private ckpt: Checkpoint,
+    names: string[],
+    private onProgress?: (p: LoadProgress) => void,
+    /** Matrices the folder stores quantized (src/model/quantized.ts), and their formats. */
+    private prequantized = new Map<string, QuantFormat>(),
+  ) {
     this.total = names.length;
     this.totalBytes = names.reduce((sum, n) => sum + ckpt.get(n).byteLength, 0);
   }
 
-  /** A 2-D weight kept in its stored dtype (bf16 stays bf16: widened exactly in the kernels). */
-  async matrix(name: string): Promise<GpuMatrix> {
-    const e = this.ckpt.get(name);
+  /**
+   * A 2-D weight kept in its stored dtype (bf16 stays bf16: widened exactly in the kernels),
+   * or quantized to `quantize` a staging buffer at a time.
+   */
+  async matrix(name: string, quantize?: QuantFormat): Promise<GpuMatrix> {
+    const stored = this.prequantized.get(name);
+    if (stored) return this.storedQuantizedMatrix(name, stored);
+    if (quantize) return this.quantizedMatrix(name, quantize);
+    const e = this.ckpt.float(name);
     const [rows, cols] = e.shape as [number, number];
     const m = allocateMatrix(this.gpu, rows, cols, e.dtype, name);
     const rowBytes = cols * bytesPerElement(e.dtype);
@@ -809,9 +845,55 @@ class WeightLoader {
     return m;
   }
 
+  /** Rows widened to f32 and quantized on the host as they stream through (only one staging buffer's worth is ever held). */
+  private async quantizedMatrix(name: string, format: QuantFormat): Promise<GpuMatrix> {
+    const e = this.ckpt.float(name);
+    const [rows, cols] = e.shape as [number, number];
+    const L = quantLayout(format, cols);
+    const m = allocateMatrix(this.gpu, rows, cols, format, name);
+    const srcRowBytes = cols * bytesPerElement(e.dtype);
+    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / srcRowBytes));
+    for (const part of m.parts) {
+      for (let r = 0; r < part.rows; r += rowsPerRead) {
+        const n = Math.min(rowsPerRead, part.rows - r);
+        const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * srcRowBytes, n * srcRowBytes);
+        checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
+        const q = quantizeRows(decodeToF32(bytes, e.dtype), n, cols, format, name);
+        writeBuffer(this.gpu, part.buffer, q.codes, r * L.codeRowBytes);
+        writeBuffer(this.gpu, part.buffer, q.scales, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
+        await this.throttle(bytes.byteLength);
+      }
+    }
+    this.tick(e.byteLength);
+    return m;
+  }
+
+  /** A matrix a quantized folder stores as its two planes: each part's rows copied as they are. */
+  private async storedQuantizedMatrix(name: string, format: QuantFormat): Promise<GpuMatrix> {
+    const e = this.ckpt.get(name);
+    const rows = e.shape[0]!;
+    const cols = format === 'q8' ? e.shape[1]! : e.shape[1]! * 2; // one byte per weight, or two weights per byte
+    const L = quantLayout(format, cols);
+    const scales = scalesName(name);
+    const m = allocateMatrix(this.gpu, rows, cols, format, name);
+    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / L.codeRowBytes));
+    for (const part of m.parts) {
+      for (let r = 0; r < part.rows; r += rowsPerRead) {
+        const n = Math.min(rowsPerRead, part.rows - r);
+        writeBuffer(this.gpu, part.buffer, this.ckpt.read(name, this.staging, (part.row0 + r) * L.codeRowBytes, n * L.codeRowBytes), r * L.codeRowBytes);
+        const s = this.ckpt.read(scales, this.staging, (part.row0 + r) * L.scaleRowBytes, n * L.scaleRowBytes);
+        checkFinite(s, 'f16', this.ckpt.get(scales).file, scales, (part.row0 + r) * L.scalesPerRow);
+        writeBuffer(this.gpu, part.buffer, s, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
+        await this.throttle(n * L.rowBytes);
+      }
+    }
+    this.tick(e.byteLength);
+    return m;
+  }
+
   /** A norm weight, widened to f32 on the host (it is tiny). */
   vector(name: string): GPUBuffer {
-    const e = this.ckpt.get(name);
+    const e = this.ckpt.float(name);
     if (e.shape.length !== 1) throw new CheckpointError(`${e.file}: '${name}' should be a vector`);
     const raw = this.ckpt.read(name);
     checkFinite(raw, e.dtype, e.file, name);

@@ -43,7 +43,7 @@ describe('safetensors reader', () => {
     const seed = freshSeed();
     const rng = new Rng(seed);
     const dir = tmp();
-    const specs: TensorSpec[] = [
+    const specs: Array<TensorSpec & { dtype: 'F32' | 'F16' | 'BF16' }> = [
       { name: 'a', dtype: 'F32', shape: [3, 5] },
       { name: 'b', dtype: 'F16', shape: [7, 2] },
       { name: 'c', dtype: 'BF16', shape: [11] },

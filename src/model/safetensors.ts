@@ -16,17 +16,21 @@ import { CheckpointError, insideFolder } from './files.ts';
 
 export { CheckpointError } from './files.ts';
 
-const DTYPES: Record<string, { dtype: WeightDType; bytes: number }> = {
+/** A tensor's dtype: a weight format, or raw bytes (the codes of a quantized folder, src/model/quantized.ts). */
+export type StoredDType = WeightDType | 'u8';
+
+const DTYPES: Record<string, { dtype: StoredDType; bytes: number }> = {
   F32: { dtype: 'f32', bytes: 4 },
   F16: { dtype: 'f16', bytes: 2 },
   BF16: { dtype: 'bf16', bytes: 2 },
+  U8: { dtype: 'u8', bytes: 1 },
 };
-const KNOWN_UNSUPPORTED = ['F64', 'I64', 'I32', 'I16', 'I8', 'U8', 'U16', 'U32', 'U64', 'BOOL', 'F8_E4M3', 'F8_E5M2'];
+const KNOWN_UNSUPPORTED = ['F64', 'I64', 'I32', 'I16', 'I8', 'U16', 'U32', 'U64', 'BOOL', 'F8_E4M3', 'F8_E5M2'];
 const MAX_HEADER = 100 * 2 ** 20; // the format's own limit
 
 export interface TensorEntry {
   name: string;
-  dtype: WeightDType;
+  dtype: StoredDType;
   shape: number[];
   file: string;
   /** Absolute byte offset of the data in `file`. */
@@ -75,7 +79,7 @@ function readHeader(file: string, fd: ModelFile): TensorEntry[] {
     const info = typeof v.dtype === 'string' ? DTYPES[v.dtype] : undefined;
     if (!info) {
       const what = KNOWN_UNSUPPORTED.includes(String(v.dtype)) ? 'is not supported' : 'is unknown';
-      throw new CheckpointError(`${where}: dtype ${JSON.stringify(v.dtype)} ${what}; weights must be F16, BF16 or F32`);
+      throw new CheckpointError(`${where}: dtype ${JSON.stringify(v.dtype)} ${what}; weights must be F16, BF16 or F32 (U8 only as a quantized folder's codes)`);
     }
     if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isInteger(d) && d >= 0)) {
       throw new CheckpointError(`${where}: shape ${JSON.stringify(v.shape)} is not a list of non-negative integers`);
@@ -211,6 +215,13 @@ export class Checkpoint {
     return e;
   }
 
+  /** A tensor that must hold float weights (F16, BF16 or F32), not a quantized folder's codes. */
+  float(name: string): TensorEntry & { dtype: WeightDType } {
+    const e = this.get(name);
+    if (e.dtype === 'u8') throw new CheckpointError(`${e.file}: tensor '${name}' is U8 (quantized codes) where F16, BF16 or F32 weights belong`);
+    return e as TensorEntry & { dtype: WeightDType };
+  }
+
   /** Reads a tensor's raw bytes (or a byte range of them) into `into` or a new array. */
   read(name: string, into?: Uint8Array, byteOffset = 0, byteLength?: number): Uint8Array {
     const e = this.get(name);
@@ -234,7 +245,7 @@ export class Checkpoint {
 
 export interface TensorSpec {
   name: string;
-  dtype: 'F32' | 'F16' | 'BF16';
+  dtype: 'F32' | 'F16' | 'BF16' | 'U8';
   shape: number[];
 }
 

@@ -2,7 +2,8 @@
  * Random weight matrices for the kernel tests (matmul, swiglu, embedding).
  */
 import type { Gpu } from '../../gpu/device.ts';
-import { uploadMatrix, type WeightDType } from '../../gpu/buffers.ts';
+import { allocateMatrix, uploadMatrix, writeBuffer, type QuantFormat, type WeightDType } from '../../gpu/buffers.ts';
+import { dequantizeRows, partBytes, quantizeRows } from '../quant.ref.ts';
 import { decodeToF32, encodeFromF32 } from '../../util/half.ts';
 import type { Rng } from '../../util/rng.ts';
 import { randomNormal } from '../../util/testing.ts';
@@ -30,3 +31,14 @@ export function randomMatrix(gpu: Gpu, rng: Rng, rows: number, cols: number, dty
   return { matrix, values: decodeToF32(raw, dtype) };
 }
 
+
+/**
+ * Random N(0, 1) weights quantized to `format` and uploaded part by part; returns the device
+ * matrix and the weights its codes stand for (dequantized plainly), which the kernels must use.
+ */
+export function randomQuantMatrix(gpu: Gpu, rng: Rng, rows: number, cols: number, format: QuantFormat, maxPartBytes?: number) {
+  const qr = quantizeRows(randomNormal(rng, rows * cols), rows, cols, format);
+  const matrix = allocateMatrix(gpu, rows, cols, format, 'w', maxPartBytes);
+  for (const p of matrix.parts) writeBuffer(gpu, p.buffer, partBytes(qr, p.row0, p.rows, format, cols));
+  return { matrix, values: dequantizeRows(qr, rows, cols, format) };
+}

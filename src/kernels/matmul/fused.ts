@@ -11,12 +11,12 @@
  * A batched step (`batch`, continuous batching) runs the separate dispatches in its BatchShape,
  * so a row's math does not depend on its batch. Fusion is a decode matter: prefill (more than MATVEC_MAX_TOKENS tokens), 2..8 tokens under
  * matvec=rows (the token-tiled kernel), widths not a multiple of 8, matrices split into parts
- * and a workgroup reduction past the device's workgroup memory all run the separate
- * dispatches, the same math. Kernels: fused_lanes.wgsl (matvec=subgroup|workgroup),
+ * a workgroup reduction past the device's workgroup memory and quantized weights (q8, q4) all
+ * run the separate dispatches, the same math. Kernels: fused_lanes.wgsl (matvec=subgroup|workgroup),
  * fused_rows.wgsl (matvec=rows); weights are read through weights.wgsl as in every matvec.
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type ShaderSource } from '../../gpu/encoder.ts';
-import { bytesPerElement, type GpuMatrix } from '../../gpu/buffers.ts';
+import { isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
 import { dtypeCode, weightKernelSource } from '../weights.ts';
 import type { KernelPlan } from '../plan.ts';
 import { rmsNorm } from '../rmsnorm.ts';
@@ -47,7 +47,7 @@ type Norm = { weight: Binding; eps: number };
 function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], tokens: number, norm: boolean) {
   const [w] = ms as [GpuMatrix];
   const sameInput = ms.every((m) => m.cols === w.cols && m.dtype === w.dtype && m.parts.length === 1);
-  if (!sameInput || w.cols % 8 !== 0 || tokens > MATVEC_MAX_TOKENS) return null;
+  if (!sameInput || isQuantized(w.dtype) || w.cols % 8 !== 0 || tokens > MATVEC_MAX_TOKENS) return null;
   const dtype = dtypeCode(w.dtype);
   const matrices = op === 'swiglu' ? 2 : 1;
   const tileOf = op === 'swiglu' ? 'swiglu' : 'matmul';
@@ -115,7 +115,7 @@ export function normQKV(
     rows0: q.rows, rows1: k.rows, rows2: v.rows, group1: groups[0], group2: groups[0] + groups[1],
   });
   const rows = q.rows + k.rows + v.rows;
-  const bytes = rows * q.cols * bytesPerElement(q.dtype) + tokens * q.cols * 4 + (folded ? q.cols * 4 : 0) + tokens * rows * 4;
+  const bytes = rows * matrixRowBytes(q.dtype, q.cols) + tokens * q.cols * 4 + (folded ? q.cols * 4 : 0) + tokens * rows * 4;
   const x = folded ? a.x : a.h;
   enc.dispatch(pipeline, params, [x, a.norm.weight, q.parts[0]!.buffer, a.q, k.parts[0]!.buffer, a.k, v.parts[0]!.buffer, a.v], [gx, gy], {
     bytes,
@@ -142,7 +142,7 @@ export function normSwiGLU(
   const pipeline = getPipeline(enc.gpu, kernel.src, 'swiglu', kernel.constants, `swiglu norm ${kernel.variant} ${gate.dtype}`);
   const [gx, gy] = grid(enc, Math.ceil(gate.rows / kernel.rowsPerGroup));
   const params = PARAMS.pack({ cols: gate.cols, tokens, groups_x: gx, eps: a.norm.eps, rows0: gate.rows, rows1: 0, rows2: 0, group1: 0, group2: 0 });
-  const bytes = 2 * gate.rows * gate.cols * bytesPerElement(gate.dtype) + (tokens + 1) * gate.cols * 4 + tokens * gate.rows * 4;
+  const bytes = 2 * gate.rows * matrixRowBytes(gate.dtype, gate.cols) + (tokens + 1) * gate.cols * 4 + tokens * gate.rows * 4;
   enc.dispatch(pipeline, params, [a.x, a.norm.weight, gate.parts[0]!.buffer, a.y, up.parts[0]!.buffer], [gx, gy], {
     bytes,
     shape: `2x${gate.rows}x${gate.cols}`,

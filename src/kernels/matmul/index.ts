@@ -19,12 +19,18 @@
  *   - a batched step (`batch`, continuous batching): one shape whatever the count, 'prefill'
  *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows_tokens.wgsl (plan
  *     rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
+ * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
+ *   - 1 token, plan.matvec rows: qmatvec_rows.wgsl;
+ *   - otherwise qmatvec_lanes.wgsl + the plan's reduction (reduce_workgroup.wgsl under rows),
+ *     in blocks of 8 tokens for 2 or more tokens, and for any count in a batched step (decode
+ *     and prefill alike, whatever plan.gemm: the gemm kernels read 16-bit or f32 weights;
+ *     quant.wgsl is the snippet to stage q8/q4 through them next).
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
  * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only); except fused_*.wgsl, the decode
  * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type Overrides, type ShaderSource } from '../../gpu/encoder.ts';
-import { bytesPerElement, createStorageBuffer, type GpuMatrix } from '../../gpu/buffers.ts';
+import { createStorageBuffer, isQuantized, matrixRowBytes, type GpuMatrix, type QuantFormat } from '../../gpu/buffers.ts';
 import { dtypeCode, weightKernelSource } from '../weights.ts';
 import type { KernelPlan } from '../plan.ts';
 
@@ -63,6 +69,18 @@ export const TILES = {
   splitReduce: { WG: 64 },
   /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
   words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
+  /** qmatvec_rows.wgsl (quantized weights, 1 token, plan rows): WG invocations x ROWS whole rows. */
+  qrows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
+  /**
+   * qmatvec_lanes.wgsl (quantized weights): WG lanes across the groups of ROWS rows, TOKENS
+   * tokens per workgroup; `decode` for 1 token under the lanes plans, `block` for 2 or more
+   * tokens (any plan; `rows` reduces in workgroup memory with a small workgroup, lavapipe).
+   */
+  qlanes: {
+    decode: { matmul: { WG: 64, ROWS: 4, TOKENS: 1 }, swiglu: { WG: 64, ROWS: 2, TOKENS: 1 } },
+    block: { matmul: { WG: 64, ROWS: 4, TOKENS: 8 }, swiglu: { WG: 64, ROWS: 2, TOKENS: 8 } },
+    rowsBlock: { matmul: { WG: 8, ROWS: 4, TOKENS: 8 }, swiglu: { WG: 8, ROWS: 2, TOKENS: 8 } },
+  },
 } as const;
 
 /** The most tokens the decode (matvec) kernels take in one call; more run as prefill. */
@@ -88,7 +106,7 @@ const checked = new WeakSet<ShaderSource>();
 function source(file: string, snippets: string[] = []): ShaderSource {
   const s = weightKernelSource(file, import.meta.url, snippets);
   if (!checked.has(s)) {
-    const layout = { 'matvec_lanes.wgsl': LANES_PARAMS, 'gemm_tiled.wgsl': TILED_PARAMS, 'gemm_split_reduce.wgsl': REDUCE_PARAMS }[file] ?? PARAMS;
+    const layout = { 'matvec_lanes.wgsl': LANES_PARAMS, 'qmatvec_lanes.wgsl': LANES_PARAMS, 'gemm_tiled.wgsl': TILED_PARAMS, 'gemm_split_reduce.wgsl': REDUCE_PARAMS }[file] ?? PARAMS;
     layout.check(s.code);
     checked.add(s);
   }
@@ -143,6 +161,7 @@ function partials(enc: Encoder, bytes: number): GPUBuffer {
 /** gemm_tiled.wgsl, part by part, with its K split and reduce pass when the split is > 1. */
 function recordTiled(enc: Encoder, op: Op, a: ProductArgs): void {
   const { w, tokens } = a;
+  if (isQuantized(w.dtype)) throw new Error(`matmul: gemm_tiled reads f32/f16/bf16 weights; ${w.dtype} ones run the quantized kernels`);
   // A batched prefill step keeps one tile whatever its count (BatchShape).
   const tile = tokens <= TILES.tiled.FEW_TOKENS && a.batch === undefined ? TILES.tiled[op].few : TILES.tiled[op].many;
   const src = source('gemm_tiled.wgsl');
@@ -172,7 +191,7 @@ function recordTiled(enc: Encoder, op: Op, a: ProductArgs): void {
       splits, split_chunks: stepsPerSplit * (tile.KT / 8),
     };
     const shape = `${w.rows}x${w.cols}`;
-    const bytes = matrices * part.rows * w.cols * bytesPerElement(w.dtype) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    const bytes = matrices * part.rows * matrixRowBytes(w.dtype, w.cols) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
     const name = `${op} tiled ${tile.TM}x${tile.TN}${splits > 1 ? ' split' : ''} ${w.dtype}`;
     const pipeline = getPipeline(enc.gpu, src, op, { DTYPE: dtype, ...tile, SPLIT: splits > 1 ? 1 : 0 }, name);
     if (splits === 1) {
@@ -200,6 +219,10 @@ function record(
 ): void {
   const { w, tokens } = a;
   if (a.batch === 'decode' && tokens > MATVEC_MAX_TOKENS) throw new Error(`${op}: a decode batch holds at most ${MATVEC_MAX_TOKENS} tokens, got ${tokens}`);
+  if (isQuantized(w.dtype)) {
+    recordQuantized(enc, op, plan, a, w.dtype);
+    return;
+  }
   // The prefill kernels: above MATVEC_MAX_TOKENS tokens, or any count in a batched prefill step.
   const prefill = a.batch === 'prefill' || (a.batch === undefined && tokens > MATVEC_MAX_TOKENS);
   if (prefill && w.cols % 8 === 0 && plan.gemm === 'tiled') return recordTiled(enc, op, a);
@@ -275,12 +298,77 @@ function record(
       storage.push(u.buffer);
     }
     const shape = `${w.rows}x${w.cols}`;
-    const bytes = matrices * part.rows * w.cols * bytesPerElement(w.dtype) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    const bytes = matrices * part.rows * matrixRowBytes(w.dtype, w.cols) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
     if (lanes) {
       const gx = Math.min(groups, maxGroups);
       enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, [gx, Math.ceil(groups / gx)], { bytes, shape });
     } else {
       enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups, Math.ceil(tokens / tokensPerGroup)], { bytes, shape });
+    }
+  });
+}
+
+/** `record` for q8/q4 weights: the kernels that dequantize groups of 32 in registers (quant.wgsl). */
+function recordQuantized(
+  enc: Encoder,
+  op: Op,
+  plan: Pick<KernelPlan, 'matvec'>,
+  a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean; batch?: BatchShape },
+  format: QuantFormat,
+): void {
+  const { w, tokens } = a;
+  // A batched step always takes the 8-token blocks, so a token's sums never depend on the count.
+  const single = tokens === 1 && a.batch === undefined;
+  if (w.cols % 32 !== 0) throw new Error(`matmul: ${format} weights need cols % 32 == 0, got ${w.cols}`);
+  const matrices = a.up ? 2 : 1;
+  const q = { QFORMAT: format === 'q8' ? 0 : 1 };
+  let src: ShaderSource;
+  let constants: Overrides;
+  let rowsPerGroup: number;
+  let tokensPerGroup = 1;
+  let variant: string;
+  let lanes = true;
+  if (single && plan.matvec === 'rows') {
+    const t = TILES.qrows[op];
+    variant = 'matvec rows';
+    src = source('qmatvec_rows.wgsl', ['../quant.wgsl']);
+    constants = { ...q, ...t };
+    rowsPerGroup = t.WG * t.ROWS;
+    lanes = false;
+  } else {
+    const reduce = plan.matvec === 'subgroup' ? 'subgroup' : 'workgroup';
+    const t = single ? TILES.qlanes.decode[op] : plan.matvec === 'rows' ? TILES.qlanes.rowsBlock[op] : TILES.qlanes.block[op];
+    variant = `lanes ${reduce}${t.TOKENS > 1 ? ` x${t.TOKENS}` : ''}`;
+    src = source('qmatvec_lanes.wgsl', [`reduce_${reduce}.wgsl`, '../quant.wgsl']);
+    constants = { ...q, ...t, MATRICES: matrices };
+    if (reduce === 'workgroup') {
+      const need = matrices * t.ROWS * t.TOKENS * t.WG * 4;
+      const have = enc.gpu.report.limits.maxComputeWorkgroupStorageSize;
+      if (need > have) throw new Error(`matvec=workgroup needs ${need} bytes of workgroup memory; this device offers ${have} (use matvec=subgroup or rows)`);
+    }
+    rowsPerGroup = t.ROWS;
+    tokensPerGroup = t.TOKENS;
+  }
+  const pipeline = getPipeline(enc.gpu, src, op, constants, `${op} ${variant} ${format}`);
+  const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
+  const rowBytes = matrixRowBytes(format, w.cols);
+  w.parts.forEach((part, i) => {
+    const fields: Fields = { rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0 };
+    const groups = Math.ceil(part.rows / rowsPerGroup);
+    const storage: Binding[] = [a.x, part.buffer, a.y];
+    if (a.up) {
+      const u = a.up.parts[i];
+      if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
+      storage.push(u.buffer);
+    }
+    const shape = `${w.rows}x${w.cols}`;
+    const bytes = matrices * part.rows * rowBytes + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    if (lanes) {
+      const gx = Math.min(groups, maxGroups);
+      const grid: [number, number, number] = [gx, Math.ceil(groups / gx), Math.ceil(tokens / tokensPerGroup)];
+      enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, grid, { bytes, shape });
+    } else {
+      enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups], { bytes, shape });
     }
   });
 }

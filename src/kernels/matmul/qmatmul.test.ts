@@ -1,0 +1,105 @@
+import { describe, expect, it } from 'vitest';
+import { getGpu } from '../../gpu/device.ts';
+import { createStorageBuffer, destroyMatrix, readF32, uploadF32, writeBuffer, QUANT_FORMATS, type QuantFormat } from '../../gpu/buffers.ts';
+import { Encoder } from '../../gpu/encoder.ts';
+import { Rng } from '../../util/rng.ts';
+import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
+import { runnable, type KernelPlan } from '../plan.ts';
+import { matmul, matmulSwiGLU } from './index.ts';
+import { matmulRef } from './matmul.ref.ts';
+import { swigluRef } from './swiglu.ref.ts';
+import { randomQuantMatrix } from './fixtures.ts';
+
+/**
+ * The quantized kernels against the plain-TypeScript product over the same weights
+ * dequantized (quant.ref.ts): only f32 summation order differs, so the tolerance is
+ * f32's (relative to the largest output).
+ */
+const TOLERANCE = 2e-5;
+const VARIANTS = runnable((await getGpu()).profile, 'matvec');
+
+type Case = { rows: number; cols: number; tokens: number; format: QuantFormat; matvec: KernelPlan['matvec']; accumulate?: boolean; maxPartBytes?: number };
+
+async function checkMatmul(c: Case) {
+  const gpu = await getGpu();
+  const seed = freshSeed();
+  const rng = new Rng(seed);
+  const { matrix, values } = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
+  const x = randomNormal(rng, c.tokens * c.cols);
+  const xb = uploadF32(gpu, x);
+  const yb = createStorageBuffer(gpu, c.tokens * c.rows * 4);
+  const y0 = c.accumulate ? randomNormal(rng, c.tokens * c.rows, 10) : null;
+  if (y0) writeBuffer(gpu, yb, y0);
+  else poison(gpu, yb);
+  const enc = new Encoder(gpu);
+  matmul(enc, { x: xb, w: matrix, y: yb, tokens: c.tokens, accumulate: c.accumulate, plan: { matvec: c.matvec } });
+  enc.submit();
+  const y = await readF32(gpu, yb, c.tokens * c.rows);
+  xb.destroy();
+  yb.destroy();
+  destroyMatrix(matrix);
+  const expected = matmulRef(x, values, c.tokens, c.rows, c.cols);
+  if (y0) for (let i = 0; i < expected.length; i++) expected[i] = expected[i]! + y0[i]!;
+  const label = `seed ${seed}, matvec=${c.matvec}, ${c.rows}x${c.cols} ${c.format}, tokens ${c.tokens}${c.accumulate ? ', accumulate' : ''}, parts ${matrix.parts.length}`;
+  expect(maxRelError(y, expected), label).toBeLessThan(TOLERANCE);
+  return matrix.parts.length;
+}
+
+async function checkSwiGLU(c: Omit<Case, 'accumulate'>) {
+  const gpu = await getGpu();
+  const seed = freshSeed();
+  const rng = new Rng(seed);
+  const gate = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
+  const up = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
+  const x = randomNormal(rng, c.tokens * c.cols, 1 / Math.sqrt(c.cols));
+  const xb = uploadF32(gpu, x);
+  const yb = createStorageBuffer(gpu, c.tokens * c.rows * 4);
+  poison(gpu, yb);
+  const enc = new Encoder(gpu);
+  matmulSwiGLU(enc, { x: xb, gate: gate.matrix, up: up.matrix, y: yb, tokens: c.tokens, plan: { matvec: c.matvec } });
+  enc.submit();
+  const y = await readF32(gpu, yb, c.tokens * c.rows);
+  xb.destroy();
+  yb.destroy();
+  destroyMatrix(gate.matrix);
+  destroyMatrix(up.matrix);
+  const expected = swigluRef(x, gate.values, up.values, c.tokens, c.rows, c.cols);
+  const label = `seed ${seed}, swiglu matvec=${c.matvec}, ${c.rows}x${c.cols} ${c.format}, tokens ${c.tokens}, parts ${gate.matrix.parts.length}`;
+  expect(maxRelError(y, expected), label).toBeLessThan(TOLERANCE);
+}
+
+// Each (variant, format, token tile) is a pipeline compiled for seconds on lavapipe: shapes
+// are spread over the cases rather than crossed.
+describe.each(VARIANTS)('quantized matmul and SwiGLU, matvec=%s', (matvec) => {
+  for (const format of QUANT_FORMATS) {
+    it(`${format}: one token, rows not a multiple of any tile, into a random y, split matrices`, async () => {
+      await checkMatmul({ rows: 1001, cols: 1056, tokens: 1, format, matvec });
+      await checkMatmul({ rows: 37, cols: 64, tokens: 1, format, matvec, accumulate: true });
+      // 96 columns: 3 groups, scale rows padded to 8; ~100 rows per part.
+      const rowBytes = format === 'q8' ? 96 + 16 : 48 + 16;
+      expect(await checkMatmul({ rows: 411, cols: 96, tokens: 1, format, matvec, maxPartBytes: 100 * rowBytes })).toBe(5);
+      await checkSwiGLU({ rows: 203, cols: 4096, tokens: 1, format, matvec });
+    });
+
+    it(`${format}: 2 to 8 tokens and prefill (blocks of 8 tokens), split matrices`, async () => {
+      await checkMatmul({ rows: 203, cols: 160, tokens: 3, format, matvec, accumulate: true });
+      await checkMatmul({ rows: 70, cols: 128, tokens: 130, format, matvec });
+      await checkMatmul({ rows: 411, cols: 96, tokens: 17, format, matvec, maxPartBytes: 100 * 112 });
+      await checkSwiGLU({ rows: 37, cols: 192, tokens: 8, format, matvec });
+      await checkSwiGLU({ rows: 301, cols: 64, tokens: 19, format, matvec });
+    });
+  }
+});
+
+describe('quantized matmul: real shapes', () => {
+  it("down_proj 4096x14336 (q4) and q_proj 4096x4096 (q8) into the residual, decode and 9 tokens", async () => {
+    for (const matvec of VARIANTS) await checkMatmul({ rows: 4096, cols: 14336, tokens: 1, format: 'q4', matvec, accumulate: true });
+    await checkMatmul({ rows: 4096, cols: 4096, tokens: 9, format: 'q8', matvec: 'rows', accumulate: true });
+  }, 600_000); // three 58M-weight products on lavapipe, and their CPU references
+
+  it('refuses widths that are not whole groups', async () => {
+    const gpu = await getGpu();
+    const rng = new Rng(freshSeed());
+    expect(() => randomQuantMatrix(gpu, rng, 4, 48, 'q4')).toThrow(/multiple of 32/);
+  });
+});

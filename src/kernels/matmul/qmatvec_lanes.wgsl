@@ -1,0 +1,149 @@
+// Matrix products over quantized weights (q8, q4) for GPUs, and for every plan's prefill:
+// plans `matvec=subgroup` and `matvec=workgroup` (1 to 8 tokens), and more than 8 tokens (or
+// 2..8 under `matvec=rows`) in blocks of TOKENS tokens:
+//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set)
+//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
+// where w[r, c] = dequantized weight (quant.wgsl, prepended; the formats: src/kernels/quant.ref.ts).
+//
+// Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
+// vec4<u32>: codes plane then scales plane (quant.wgsl); y f32 [tokens, y_stride], this part's
+// outputs at columns y_offset ..
+//
+// Work split (WG, ROWS, TOKENS, MATRICES: override constants set from TILES in index.ts)
+//   As matvec_lanes.wgsl, by groups of 32 columns: a workgroup of WG lanes owns ROWS rows (of
+//   each of MATRICES matrices) and TOKENS tokens (the block wid.z); lane l takes groups l,
+//   l + WG, ..., so neighbouring lanes load neighbouring 16-byte words of codes (q4: one word
+//   is one group). A lane dequantizes a group of a row into registers once and uses it for
+//   every token. reduce_sums() (reduce_subgroup.wgsl or reduce_workgroup.wgsl, prepended) adds
+//   the lanes' sums. Tokens past the end re-read the last token and are never stored.
+//
+// Dispatch: (min(G, groups_x), ceil(G / groups_x), ceil(tokens / TOKENS)) workgroups with
+// G = ceil(rows / ROWS), once per matrix part.
+// Assumes: cols % 32 == 0; gate and up split at the same rows.
+
+struct Params {
+  rows: u32,        // rows in this part
+  cols: u32,        // in_features
+  tokens: u32,
+  y_stride: u32,    // out_features of the whole matrix
+  y_offset: u32,    // first output column this part writes (part.row0)
+  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
+  groups_x: u32,    // workgroups along x of the dispatch grid
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+
+override WG: u32;        // invocations per workgroup, a power of two
+override ROWS: u32;      // rows per workgroup, <= MAX_ROWS
+override TOKENS: u32;    // tokens per workgroup, <= MAX_TOKENS
+override MATRICES: u32;  // weight matrices per row: 1 (matmul) or 2 (swiglu)
+const MAX_ROWS = 4u;
+const MAX_TOKENS = 8u;
+override OUTPUTS: u32 = MATRICES * ROWS * TOKENS;
+const MAX_OUTPUTS = 2u * MAX_ROWS * MAX_TOKENS;
+
+var<private> sums: array<f32, MAX_OUTPUTS>;
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+// Group g of the input row starting at vec4 word `at`.
+fn x_group(at: u32, g: u32) -> array<vec4<f32>, 8> {
+  let i = at + 8u * g;
+  return array<vec4<f32>, 8>(x[i], x[i + 1u], x[i + 2u], x[i + 3u], x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]);
+}
+
+fn w_group(row: u32, g: u32) -> array<vec4<f32>, 8> {
+  let c = codes_at(row, p.cols) + g * group_vec4s();
+  let d = scale_of(w[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
+  return group_weights(w[c], w[c + select(0u, 1u, QFORMAT == Q8)], d);
+}
+
+fn up_group(row: u32, g: u32) -> array<vec4<f32>, 8> {
+  let c = codes_at(row, p.cols) + g * group_vec4s();
+  let d = scale_of(up[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
+  return group_weights(up[c], up[c + select(0u, 1u, QFORMAT == Q8)], d);
+}
+
+// The first row of this workgroup, or p.rows when the workgroup is past the end.
+fn first_row(wid: vec3<u32>) -> u32 {
+  return min((wid.y * p.groups_x + wid.x) * ROWS, p.rows);
+}
+
+@compute @workgroup_size(WG)
+fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+  let row0 = first_row(wid);
+  if (row0 == p.rows) {
+    return;  // the whole workgroup: control flow stays uniform
+  }
+  let groups = p.cols / 32u;
+  let t0 = wid.z * TOKENS;
+  var xrow: array<u32, MAX_TOKENS>;
+  for (var t = 0u; t < TOKENS; t++) {
+    xrow[t] = min(t0 + t, p.tokens - 1u) * (p.cols / 4u);
+  }
+  for (var g = lane.index; g < groups; g += WG) {
+    for (var r = 0u; r < ROWS; r++) {
+      let wv = w_group(min(row0 + r, p.rows - 1u), g);
+      for (var t = 0u; t < TOKENS; t++) {
+        sums[r * TOKENS + t] += dot32(wv, x_group(xrow[t], g));
+      }
+    }
+  }
+  reduce_sums(lane);
+  // Outputs may outnumber the lanes (a small workgroup of 8 lanes x 32 outputs on lavapipe).
+  for (var o = lane.index; o < ROWS * TOKENS; o += WG) {
+    let row = row0 + o / TOKENS;
+    let t = t0 + o % TOKENS;
+    if (row < p.rows && t < p.tokens) {
+      let dst = t * p.y_stride + p.y_offset + row;
+      var v = reduced(o);
+      if (p.accumulate != 0u) {
+        v += y[dst];
+      }
+      y[dst] = v;
+    }
+  }
+}
+
+// `matmul` with a second weight stream per row (up beside gate; its sums after gate's) and
+// the silu product as its epilogue: a deliberate copy of the loop, keep the two in step.
+@compute @workgroup_size(WG)
+fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+  let row0 = first_row(wid);
+  if (row0 == p.rows) {
+    return;
+  }
+  let groups = p.cols / 32u;
+  let t0 = wid.z * TOKENS;
+  var xrow: array<u32, MAX_TOKENS>;
+  for (var t = 0u; t < TOKENS; t++) {
+    xrow[t] = min(t0 + t, p.tokens - 1u) * (p.cols / 4u);
+  }
+  let up_at = ROWS * TOKENS;
+  for (var g = lane.index; g < groups; g += WG) {
+    for (var r = 0u; r < ROWS; r++) {
+      let row = min(row0 + r, p.rows - 1u);
+      let gv = w_group(row, g);
+      let uv = up_group(row, g);
+      for (var t = 0u; t < TOKENS; t++) {
+        let xs = x_group(xrow[t], g);
+        sums[r * TOKENS + t] += dot32(gv, xs);
+        sums[up_at + r * TOKENS + t] += dot32(uv, xs);
+      }
+    }
+  }
+  reduce_sums(lane);
+  for (var o = lane.index; o < ROWS * TOKENS; o += WG) {
+    let row = row0 + o / TOKENS;
+    let t = t0 + o % TOKENS;
+    if (row < p.rows && t < p.tokens) {
+      y[t * p.y_stride + p.y_offset + row] = silu(reduced(o)) * reduced(up_at + o);
+    }
+  }
+}

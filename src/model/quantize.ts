@@ -1,0 +1,73 @@
+/**
+ * `openchat quantize`: writes a quantized copy of a model folder, in the layout
+ * src/model/quantized.ts describes and the loaders read. Node only (it writes files).
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { QUANT_GROUP, quantLayout, type QuantFormat } from '../gpu/buffers.ts';
+import { lmHeadFormat, quantizeRows } from '../kernels/quant.ref.ts';
+import { decodeToF32 } from '../util/half.ts';
+import { expectedTensors, loadConfig } from './config.ts';
+import { Checkpoint, CheckpointError, writeSafetensors, type TensorSpec } from './safetensors.ts';
+import { checkFinite, validateCheckpoint } from './weights.ts';
+import { folderQuantization, QUANT_METHOD, quantizedMatrices, scalesName } from './quantized.ts';
+
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'tokenizer.model'];
+
+/**
+ * Writes `out`: `dir`'s checkpoint quantized to `format` (one tensor in memory at a time),
+ * its config.json with quantization_config, and its tokenizer files. Returns the bytes written.
+ */
+export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat, log: (line: string) => void = () => {}): number {
+  const config = loadConfig(dir);
+  if (folderQuantization(dir) !== null) throw new CheckpointError(`${dir} is already quantized; quantize the original f16/bf16/f32 checkpoint instead`);
+  const ckpt = Checkpoint.open(dir);
+  try {
+    validateCheckpoint(ckpt, config);
+    const quantized = quantizedMatrices(config, format);
+    const specs: TensorSpec[] = [];
+    const DT = { f32: 'F32', f16: 'F16', bf16: 'BF16' } as const;
+    for (const [name, shape] of expectedTensors(config)) {
+      const f = quantized.get(name);
+      if (f) {
+        const L = quantLayout(f, shape[1]!);
+        specs.push({ name, dtype: 'U8', shape: [shape[0]!, L.codeRowBytes] }, { name: scalesName(name), dtype: 'F16', shape: [shape[0]!, L.scalesPerRow] });
+      } else {
+        specs.push({ name, dtype: DT[ckpt.float(name).dtype], shape });
+      }
+    }
+    mkdirSync(out, { recursive: true });
+    // The scales of the matrix just quantized: written right after its codes.
+    let pending: Uint16Array | null = null;
+    let done = 0;
+    const bytes = writeSafetensors(
+      join(out, 'model.safetensors'),
+      specs,
+      (spec) => {
+        if (pending && spec.name.endsWith('.scales')) {
+          const s = pending;
+          pending = null;
+          return new Uint8Array(s.buffer, s.byteOffset, s.byteLength);
+        }
+        const e = ckpt.float(spec.name);
+        const raw = ckpt.read(spec.name);
+        checkFinite(raw, e.dtype, e.file, spec.name);
+        const f = quantized.get(spec.name);
+        if (!f) return raw;
+        const [rows, cols] = e.shape as [number, number];
+        const q = quantizeRows(decodeToF32(raw, e.dtype), rows, cols, f, spec.name);
+        pending = q.scales;
+        if (++done % 16 === 0) log(`  ${done} / ${quantized.size} matrices`);
+        return q.codes;
+      },
+      { format: 'pt', quantization: format, quantization_group_size: String(QUANT_GROUP) },
+    );
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    cfg.quantization_config = { quant_method: QUANT_METHOD, format, group_size: QUANT_GROUP, lm_head: config.tie_word_embeddings ? null : lmHeadFormat(format) };
+    writeFileSync(join(out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+    for (const f of TOKENIZER_FILES) if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(out, f));
+    return bytes;
+  } finally {
+    ckpt.close();
+  }
+}
