@@ -382,7 +382,7 @@ export class UniformLayout<F extends Record<string, UniformType>> {
   }
 }
 
-/** Packs a uniform Params struct of u32/i32/f32 fields, in declaration order (older kernels; see UniformLayout). */
+/** Packs a uniform Params struct of u32/i32/f32 fields, in declaration order (inline shaders of tests and benchmarks; kernels declare a UniformLayout). */
 export function params(fields: Array<number | { f32: number } | { i32: number }>): ArrayBuffer {
   const buf = new ArrayBuffer(Math.max(16, Math.ceil((fields.length * 4) / 16) * 16));
   const view = new DataView(buf);

@@ -4,10 +4,12 @@
  * grows, and a slot is overwritten exactly when its key leaves every later query's window.
  * The cache is f32 or f16 (`dtype`, chosen at model load); the chunk is always f32.
  */
-import { Encoder, getPipeline, params, type Binding } from '../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../gpu/encoder.ts';
 import { kvKernelSource, type KvCacheDtype } from './kv_cache.ts';
 
-const WORKGROUP = 64; // must match @workgroup_size in kv_write.wgsl
+/** kv_write.wgsl's override constants: WG invocations per workgroup, 4 values of a row each. */
+const TILES = { WG: 64 } as const;
+const PARAMS = new UniformLayout({ rowChunks: 'u32', firstRow: 'u32', pos0: 'u32', slots: 'u32' });
 
 export function kvWrite(
   enc: Encoder,
@@ -29,12 +31,12 @@ export function kvWrite(
   if (a.headDim % 4 !== 0) throw new Error(`kvWrite: headDim must be a multiple of 4, got ${a.headDim}`);
   const rowChunks = (a.kvHeads * a.headDim) / 4;
   const rowsWritten = Math.min(a.tokens, a.slots);
-  const pipeline = getPipeline(enc.gpu, kvKernelSource(a.dtype, 'kv_write.wgsl', import.meta.url), 'main', {}, `kv_write_${a.dtype}`);
+  const pipeline = getPipeline(enc.gpu, kernelSource(kvKernelSource(a.dtype, 'kv_write.wgsl', import.meta.url), PARAMS), 'main', TILES, `kv_write_${a.dtype}`);
   enc.dispatch(
     pipeline,
-    params([rowChunks, a.tokens - rowsWritten, a.pos0, a.slots]),
+    PARAMS.pack({ rowChunks, firstRow: a.tokens - rowsWritten, pos0: a.pos0, slots: a.slots }),
     [a.kNew, a.vNew, a.kCache, a.vCache],
-    [Math.ceil(rowChunks / WORKGROUP), rowsWritten],
+    [Math.ceil(rowChunks / TILES.WG), rowsWritten],
   );
 }
 
@@ -51,6 +53,7 @@ export function kvWriteRows(
   if (a.slots < 1) throw new Error(`kvWriteRows: slots must be positive, got ${a.slots}`);
   if (a.headDim % 4 !== 0) throw new Error(`kvWriteRows: headDim must be a multiple of 4, got ${a.headDim}`);
   const rowChunks = (a.kvHeads * a.headDim) / 4;
-  const pipeline = getPipeline(enc.gpu, kvKernelSource(a.dtype, 'kv_write.wgsl', import.meta.url), 'rows', {}, `kv_write_rows_${a.dtype}`);
-  enc.dispatch(pipeline, params([rowChunks, 0, 0, a.slots]), [a.kNew, a.vNew, a.kCache, a.vCache, a.rows], [Math.ceil(rowChunks / WORKGROUP), a.tokens]);
+  const pipeline = getPipeline(enc.gpu, kernelSource(kvKernelSource(a.dtype, 'kv_write.wgsl', import.meta.url), PARAMS), 'rows', TILES, `kv_write_rows_${a.dtype}`);
+  const uniforms = PARAMS.pack({ rowChunks, firstRow: 0, pos0: 0, slots: a.slots }); // firstRow, pos0: unused by `rows`
+  enc.dispatch(pipeline, uniforms, [a.kNew, a.vNew, a.kCache, a.vCache, a.rows], [Math.ceil(rowChunks / TILES.WG), a.tokens]);
 }

@@ -9,14 +9,15 @@
 // Layouts: kNew, vNew [tokens, rowLen] f32, read as vec4; kCache, vCache [slots, rowLen] in
 // the cache's format (the prepended kv_cache_*.wgsl), as KvChunk of 4 values;
 // rowLen = kvHeads * headDim, a multiple of 4; rowChunks = rowLen / 4.
-// Dispatch: workgroups (ceil(rowChunks / 64), rowsWritten, 1) with rowsWritten = min(tokens, slots);
+// Dispatch: workgroups (ceil(rowChunks / WG), rowsWritten, 1) of WG invocations (override, set
+// from TILES in kv_write.ts) with rowsWritten = min(tokens, slots);
 // workgroup y copies chunk row firstRow + y, one invocation per 4 values.
 // Limits: rowsWritten <= 65535.
 //
 // Entry point `rows` (batched steps, continuous batching): row t of the step goes to its own
 // sequence's region of the pool, kCache[seq_t * slots + pos_t % slots, :] = kNew[t, :], with
 // (pos_t, seq_t) = batchRows[t] (kernels/batch_rows.ts; no two rows share a cache row, which
-// writeBatchRows guarantees). Dispatch: (ceil(rowChunks / 64), tokens, 1); firstRow and pos0
+// writeBatchRows guarantees). Dispatch: (ceil(rowChunks / WG), tokens, 1); firstRow and pos0
 // are unused.
 
 struct Params {
@@ -33,7 +34,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> vCache: array<KvChunk>;
 @group(0) @binding(5) var<storage, read> batchRows: array<vec2<u32>>; // `rows` only
 
-@compute @workgroup_size(64)
+override WG: u32;
+
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x;
   if (i >= p.rowChunks) {
@@ -45,7 +48,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   vCache[slot * p.rowChunks + i] = kvStore(vNew[t * p.rowChunks + i]);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x;
   if (i >= p.rowChunks) {

@@ -5,10 +5,12 @@
  */
 import type { Gpu } from '../gpu/device.ts';
 import { uploadF32 } from '../gpu/buffers.ts';
-import { Encoder, getPipeline, params, wgsl, type Binding } from '../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, wgsl, type Binding } from '../gpu/encoder.ts';
 import { ropeInvFreq } from './rope.ref.ts';
 
-const WORKGROUP = 64; // must match @workgroup_size in rope.wgsl
+/** rope.wgsl's override constants: WG invocations per workgroup, one (q or k) pair each. */
+const TILES = { WG: 64 } as const;
+const PARAMS = new UniformLayout({ heads: 'u32', kvHeads: 'u32', headDim: 'u32', pos0: 'u32' });
 
 /** What a table was built for, so that `rope` can refuse a mismatched one. */
 const tableShapes = new WeakMap<GPUBuffer, { maxPositions: number; headDim: number }>();
@@ -53,8 +55,8 @@ export function rope(
     throw new Error(`rope: positions up to ${last} exceed the table's ${shape.maxPositions}`);
   }
   const entry = a.rows ? 'rows' : 'main';
-  const pipeline = getPipeline(enc.gpu, wgsl('rope.wgsl', import.meta.url), entry, {}, `rope ${entry}`);
+  const pipeline = getPipeline(enc.gpu, kernelSource(wgsl('rope.wgsl', import.meta.url), PARAMS), entry, TILES, `rope ${entry}`);
   const pairs = (a.heads + a.kvHeads) * (a.headDim / 2);
   const storage = a.rows ? [a.q, a.k, a.table, a.rows] : [a.q, a.k, a.table];
-  enc.dispatch(pipeline, params([a.heads, a.kvHeads, a.headDim, a.pos0]), storage, [Math.ceil(pairs / WORKGROUP), a.tokens]);
+  enc.dispatch(pipeline, PARAMS.pack({ heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, pos0: a.pos0 }), storage, [Math.ceil(pairs / TILES.WG), a.tokens]);
 }

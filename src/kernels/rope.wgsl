@@ -14,7 +14,8 @@
 // Layouts: q [tokens, heads, headDim] and k [tokens, kvHeads, headDim] f32, both rotated in
 //   place (one dispatch for both: one fewer per layer); token t is at position pos0 + t.
 //   table [maxPositions, headDim / 2] of vec2(cos, sin).
-// Dispatch: workgroups (ceil((heads + kvHeads) * headDim / 2 / 64), tokens, 1); one invocation
+// Dispatch: workgroups (ceil((heads + kvHeads) * headDim / 2 / WG), tokens, 1) of WG invocations (override, set from
+// TILES in rope.ts); one invocation
 // rotates one pair (i, i + half) of one head of one token, q's heads first, then k's.
 // Limits: headDim even; tokens <= 65535; pos0 + tokens <= maxPositions of the table (checked
 // by the wrapper).
@@ -39,12 +40,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read> table: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> batchRows: array<vec2<u32>>; // `rows` only
 
-@compute @workgroup_size(64)
+override WG: u32;
+
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   rotate(gid.x, gid.y, p.pos0 + gid.y);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
   rotate(gid.x, gid.y, batchRows[gid.y].x);
 }

@@ -4,10 +4,15 @@
  * key, its own included, from the pool after kvWriteRows stored the step's keys. See
  * batched.wgsl for the math and why a row's result never depends on the rest of its batch.
  */
-import { Encoder, getPipeline, params, type Binding } from '../../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
 import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
 
-const HEADS_PER_WORKGROUP = 4; // HG in batched.wgsl
+/**
+ * batched.wgsl's override constants: WG invocations per workgroup (and keys per tile), HG query
+ * heads of one KV head per workgroup (4: their scores travel as one vec4).
+ */
+const BATCHED_TILES = { WG: 64, HG: 4 } as const;
+const PARAMS = new UniformLayout({ heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32' });
 
 export interface BatchedAttentionArgs {
   q: Binding;
@@ -35,8 +40,8 @@ export function batchedAttention(enc: Encoder, a: BatchedAttentionArgs): void {
   if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
     throw new Error(`batchedAttention: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
   }
-  const headBlocks = Math.ceil(a.heads / a.kvHeads / HEADS_PER_WORKGROUP);
-  const pipeline = getPipeline(enc.gpu, kvKernelSource(a.kvCache, 'batched.wgsl', import.meta.url), 'main', {}, `attention_batched_${a.kvCache}`);
-  const uniforms = params([a.heads, a.kvHeads, a.headDim, a.slots, a.window, { f32: 1 / Math.sqrt(a.headDim) }, headBlocks]);
+  const headBlocks = Math.ceil(a.heads / a.kvHeads / BATCHED_TILES.HG);
+  const pipeline = getPipeline(enc.gpu, kernelSource(kvKernelSource(a.kvCache, 'batched.wgsl', import.meta.url), PARAMS), 'main', BATCHED_TILES, `attention_batched_${a.kvCache}`);
+  const uniforms = PARAMS.pack({ heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: 1 / Math.sqrt(a.headDim), headBlocks });
   enc.dispatch(pipeline, uniforms, [a.q, a.kCache, a.vCache, a.rows, a.out], [a.kvHeads * headBlocks, a.tokens]);
 }

@@ -19,9 +19,9 @@
 // Layouts (row-major, read in chunks of 4 values): q, out [tokens, heads, headDim] f32;
 //   kCache, vCache [sequences * slots, kvHeads, headDim] in the cache's format;
 //   rows [tokens] vec2<u32> (pos, seq).
-// Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG = 64 invocations; workgroup
+// Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG invocations; workgroup
 // (x, t) serves the HG = 4 query heads h0 .. h0 + 3 of one KV head (headBlocks =
-// ceil(groupSize / 4)) for row t alone, so a row's result never depends on the other rows.
+// ceil(groupSize / HG)) for row t alone, so a row's result never depends on the other rows.
 //
 // Algorithm (online softmax over tiles of WG keys, the same order for every row):
 //  1. Invocation i scores key first + i of the tile against the 4 heads (query in workgroup
@@ -55,8 +55,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read> rows: array<vec2<u32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
-const WG: u32 = 64u;
-const HG: u32 = 4u; // query heads per workgroup; their scores and weights travel as a vec4
+// WG and HG are set by batched.ts from BATCHED_TILES (one source for the wrapper's dispatch).
+override WG: u32; // invocations per workgroup, and keys per tile
+override HG: u32; // query heads per workgroup; their scores and weights travel as a vec4, so 4
 const NEG_BIG: f32 = -3.0e38; // a finite stand-in for -infinity (WGSL may assume floats finite)
 
 var<workgroup> row: vec2<u32>;

@@ -26,7 +26,7 @@
  */
 import type { Gpu } from '../../gpu/device.ts';
 import { createStorageBuffer } from '../../gpu/buffers.ts';
-import { Encoder, getPipeline, kernelSource, params, UniformLayout, type Binding } from '../../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
 import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
 
 export type AttentionStrategy = 'tiled' | 'split';
@@ -47,15 +47,25 @@ const FLASH_PARAMS = new UniformLayout({
   tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
 });
 
-const HEADS_PER_WORKGROUP = 4; // HG in tiled.wgsl and split.wgsl
-const WORKGROUP = 64; // WG in split.wgsl: keys per tile
+/**
+ * tiled.wgsl's and split.wgsl's override constants (the split strategy falls back to tiled with
+ * the same headBlocks): WG invocations per workgroup (split.wgsl: also keys per tile), HG query
+ * heads of one KV head per workgroup (4: their scores travel as one vec4).
+ */
+export const ATTENTION_TILES = { WG: 64, HG: 4 } as const;
+const TILED_PARAMS = new UniformLayout({
+  tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
+});
+const SPLIT_PARAMS = new UniformLayout({
+  pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32', segments: 'u32', segLen: 'u32',
+});
 /**
  * Workgroups the split strategy aims for: about two per SM of a 132-SM H100/H200, so that
  * every SM has one to run while the other waits on memory.
  */
 const SPLIT_TARGET_WORKGROUPS = 264;
 /** Fewest keys per segment: one tile of the split kernel. Below two segments' worth, one pass. */
-const MIN_SEGMENT_KEYS = WORKGROUP;
+const MIN_SEGMENT_KEYS = ATTENTION_TILES.WG;
 /** Segments a partials buffer holds by default (at 7B: 256 x 32 heads x 128 x 4 B = 4 MiB). */
 export const MAX_SEGMENTS = 256;
 
@@ -141,16 +151,16 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
   if (a.slots < Math.max(1, pastNeeded)) {
     throw new Error(`attention: a cache of ${a.slots} slots cannot hold the ${pastNeeded} past keys position ${a.pos0} needs`);
   }
-  // Each workgroup serves up to HEADS_PER_WORKGROUP query heads of one KV head.
-  const headBlocks = Math.ceil(a.heads / a.kvHeads / HEADS_PER_WORKGROUP);
-  const scale = { f32: 1 / Math.sqrt(a.headDim) };
+  // Each workgroup serves up to ATTENTION_TILES.HG query heads of one KV head.
+  const headBlocks = Math.ceil(a.heads / a.kvHeads / ATTENTION_TILES.HG);
+  const scale = 1 / Math.sqrt(a.headDim);
 
   if (a.prefill === 'flash' && a.tokens > 1 && a.headDim <= FLASH_MAX_HEAD_DIM) {
     const code = kernelSource(kvKernelSource(a.kvCache, 'flash.wgsl', import.meta.url), FLASH_PARAMS);
     const pipeline = getPipeline(enc.gpu, code, 'main', FLASH_TILES, `attention_flash_${a.kvCache}`);
     const blocks = Math.ceil(a.heads / a.kvHeads / FLASH_TILES.HB);
     const uniforms = FLASH_PARAMS.pack({
-      tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: scale.f32, headBlocks: blocks,
+      tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks: blocks,
     });
     enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * blocks, Math.ceil(a.tokens / FLASH_TILES.BT)]);
     return;
@@ -168,18 +178,23 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
             `${segments} segments of ${a.heads} x ${a.headDim}`,
         );
       }
-      const code = kvKernelSource(a.kvCache, 'split.wgsl', import.meta.url);
-      const uniforms = params([a.pos0, a.heads, a.kvHeads, a.headDim, a.slots, a.window, scale, headBlocks, segments, segLen]);
-      const main = getPipeline(enc.gpu, code, 'main', {}, `attention_split_${a.kvCache}`);
+      const code = kernelSource(kvKernelSource(a.kvCache, 'split.wgsl', import.meta.url), SPLIT_PARAMS);
+      const uniforms = SPLIT_PARAMS.pack({
+        pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks, segments, segLen,
+      });
+      const main = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_split_${a.kvCache}`);
       enc.dispatch(main, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, part.o, part.ml], [a.kvHeads * headBlocks, segments]);
-      const reduce = getPipeline(enc.gpu, code, 'reduce', {}, `attention_split_reduce_${a.kvCache}`);
+      const reduce = getPipeline(enc.gpu, code, 'reduce', ATTENTION_TILES, `attention_split_reduce_${a.kvCache}`);
       enc.dispatch(reduce, uniforms, [part.o, part.ml, a.out], [a.heads]);
       return;
     }
   }
 
-  const pipeline = getPipeline(enc.gpu, kvKernelSource(a.kvCache, 'tiled.wgsl', import.meta.url), 'main', {}, `attention_tiled_${a.kvCache}`);
-  const uniforms = params([a.tokens, a.pos0, a.heads, a.kvHeads, a.headDim, a.slots, a.window, scale, headBlocks]);
+  const code = kernelSource(kvKernelSource(a.kvCache, 'tiled.wgsl', import.meta.url), TILED_PARAMS);
+  const pipeline = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_tiled_${a.kvCache}`);
+  const uniforms = TILED_PARAMS.pack({
+    tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks,
+  });
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
 }
 

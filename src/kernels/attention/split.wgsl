@@ -17,15 +17,15 @@
 //   kNew, vNew [1, kvHeads, headDim] f32; kCache, vCache [slots, kvHeads, headDim] in the
 //   cache's format; partO [segments, heads, headDim] f32 (o_s, unnormalised);
 //   partML [segments, heads] vec2<f32> (m_s, l_s).
-// Dispatch: `main`: workgroups (kvHeads * headBlocks, segments, 1) of WG = 64 invocations; a
+// Dispatch: `main`: workgroups (kvHeads * headBlocks, segments, 1) of WG invocations; a
 //   workgroup serves the HG = 4 query heads h0 .. h0 + 3 of one KV head (headBlocks =
-//   ceil(groupSize / 4) workgroups per KV head) over one segment, so each key and value read
-//   serves 4 heads, as in tiled.wgsl. `reduce`: workgroups (heads, 1, 1) of 64, invocation c
+//   ceil(groupSize / HG) workgroups per KV head) over one segment, so each key and value read
+//   serves 4 heads, as in tiled.wgsl. `reduce`: workgroups (heads, 1, 1) of WG, invocation c
 //   merges chunk c of one head's output.
 // The wrapper picks segments so that kvHeads * headBlocks * segments is about two workgroups
 // per SM of a large GPU, and uses tiled.wgsl instead when the context is short.
 //
-// Per workgroup (online softmax over tiles of WG = 64 keys):
+// Per workgroup (online softmax over tiles of WG keys; WG = 64 in ATTENTION_TILES):
 //  1. Scores, with LPK = 8 invocations per key row: in each of 8 steps, invocation i takes key
 //     8 * step + i / 8 of the tile and the chunks i % 8, i % 8 + 8, ... of its row, so the 8
 //     invocations of a key read 128 consecutive bytes (f32) at each step, as a GPU's memory
@@ -75,12 +75,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read> redML: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 
-const WG: u32 = 64u;
-const HG: u32 = 4u; // query heads per workgroup (sharing one KV head); their scores travel as a vec4
+// WG and HG are set by index.ts from ATTENTION_TILES (one source for the wrapper's dispatch).
+override WG: u32; // invocations per workgroup, and keys per tile
+override HG: u32; // query heads per workgroup (sharing one KV head); their scores travel as a vec4, so 4
 const NEG_BIG: f32 = -3.0e38; // a finite stand-in for -infinity (WGSL may assume floats finite)
 
 const LPK: u32 = 8u; // invocations per key row in the scoring phase
-const PART_STRIDE: u32 = WG + 1u; // parts of one lane position, padded against bank conflicts
+override PART_STRIDE: u32 = WG + 1u; // parts of one lane position, padded against bank conflicts
 
 var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG query heads, headDim / 4 chunks each
 var<workgroup> scores: array<vec4<f32>, WG>; // per key of the tile: its 4 heads' scores
@@ -88,7 +89,7 @@ var<workgroup> probs: array<vec4<f32>, WG>; // per key of the tile: exp(score - 
 // Partial dot products [LPK][WG keys] while scoring; at the end, the accumulators [HG][WG]
 // and then the sums [WG] of the invocations (the two uses never overlap in time).
 var<workgroup> exch: array<vec4<f32>, LPK * PART_STRIDE>;
-const SUMS: u32 = HG * WG; // offset of the sums in exch
+override SUMS: u32 = HG * WG; // offset of the sums in exch
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {

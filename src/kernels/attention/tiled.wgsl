@@ -15,14 +15,14 @@
 // Layouts (row-major, read in chunks of 4 values): q, out [tokens, heads, headDim] f32;
 //   kNew, vNew [tokens, kvHeads, headDim] f32; kCache, vCache [slots, kvHeads, headDim] in the
 //   cache's format (vec4<f32>, or 4 f16 in a vec2<u32>).
-// Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG = 64 invocations. A workgroup
-// serves HG = 4 query heads that share one KV head (headBlocks = ceil(groupSize / 4) workgroups
+// Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG invocations. A workgroup
+// serves HG = 4 query heads that share one KV head (headBlocks = ceil(groupSize / HG) workgroups
 // per KV head), so every key and value row it reads is used 4 times: K/V traffic, which
 // dominates decode, is a quarter of one workgroup per query head. A vec4 carries the
 // 4 heads' scores, maxima and weights side by side.
 //
 // Algorithm (online softmax, "flash" style): the keys lo..hi are walked in tiles of
-// TILE = KPL * WG = 256 keys.
+// TILE = KPL * WG keys.
 //  1. Invocation i scores the KPL = 4 keys i, i + WG, i + 2 WG, i + 3 WG of the tile against
 //     the 4 query heads (held in workgroup memory), keeps the scores in registers and
 //     publishes their maxima. When all four keys come from the cache (every full tile of a
@@ -73,15 +73,17 @@ struct Params {
 @group(0) @binding(5) var<storage, read> vCache: array<KvChunk>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
 
-const WG: u32 = 64u;
+// WG and HG are set by index.ts from ATTENTION_TILES (one source for the wrapper's dispatch).
+override WG: u32; // invocations per workgroup
 // Query heads per workgroup; they share one KV head, so each key and value row read from
-// memory serves HG heads. The four scores and weights of a key travel together as a vec4.
-const HG: u32 = 4u;
+// memory serves HG heads. The four scores and weights of a key travel together as a vec4,
+// so HG must be 4.
+override HG: u32;
 // A finite stand-in for -infinity: WGSL lets compilers assume floats are finite.
 const NEG_BIG: f32 = -3.0e38;
 // Keys per invocation per tile, and keys per tile.
 const KPL: u32 = 4u;
-const TILE: u32 = KPL * WG;
+override TILE: u32 = KPL * WG;
 
 var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG query heads, headDim / 4 chunks each
 var<workgroup> laneMax: array<vec4<f32>, WG>; // per invocation: the maximum of its keys' scores
