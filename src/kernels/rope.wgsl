@@ -14,9 +14,9 @@
 // Layouts: q [tokens, heads, headDim] and k [tokens, kvHeads, headDim] f32, both rotated in
 //   place (one dispatch for both: one fewer per layer); token t is at position pos0 + t.
 //   table [maxPositions, headDim / 2] of vec2(cos, sin).
-// Dispatch: workgroups (ceil((heads + kvHeads) * headDim / 2 / WG), tokens, 1) of WG invocations (override, set from
-// TILES in rope.ts); one invocation
-// rotates one pair (i, i + half) of one head of one token, q's heads first, then k's.
+// Dispatch: workgroups (ceil((heads + kvHeads) * headDim / 2 / WG), tokens, 1) of WG invocations
+// (an override, set from TILES in rope.ts); one invocation rotates one pair (i, i + half) of one
+// head of one token, q's heads first, then k's.
 // Limits: headDim even; tokens <= 65535; pos0 + tokens <= maxPositions of the table (checked
 // by the wrapper).
 //
