@@ -26,20 +26,7 @@
 // Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups per part.
 // Assumes: cols % 8 == 0; subgroups of at least 8 lanes (the plan checks the adapter).
 
-struct Params {
-  rows: u32,        // rows in this part
-  cols: u32,        // in_features
-  tokens: u32,
-  y_stride: u32,    // out_features of the whole matrix
-  y_offset: u32,    // first output column this part writes (part.row0)
-  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+// Params, the bindings (x, w, y, up) and w8/up8/silu/fma8 come from products.wgsl.
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
@@ -48,17 +35,6 @@ const MAX_ROWS = 4u;
 const MAX_TOKENS = 32u;
 const MAX_LOADS = 4u;  // MAX_TOKENS / 8
 
-fn w8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
-}
-
-fn up8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
-}
-
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
 
 alias Sums = array<array<f32, MAX_TOKENS>, MAX_ROWS>;
 alias Rows8 = array<array<vec4<f32>, 2>, MAX_ROWS>;

@@ -29,22 +29,8 @@
 // Assumes: cols % 8 == 0, so every weight row and x row starts on a 16-byte boundary; other
 // widths use gemm_words.wgsl.
 
-struct Params {
-  rows: u32,        // rows in this part
-  cols: u32,        // in_features
-  tokens: u32,
-  y_stride: u32,    // out_features of the whole matrix
-  y_offset: u32,    // first output column this part writes (part.row0)
-  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
-
-// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
+// Params, the bindings (x, w, y, up) and w8/up8/silu/fma8 come from products.wgsl; DTYPE, F32/F16
+// and the widening functions from weights.wgsl; both prepended by the wrapper.
 
 override WG: u32;
 override LANES: u32;           // invocations sharing one row
@@ -55,17 +41,7 @@ const MAX_TOKENS = 8u;
 
 // Eight consecutive weights of w (or up) starting at vec4-word index i, widened to f32.
 // For 16-bit formats the second load is never used and the compiler drops it.
-fn w8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
-}
 
-fn up8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
-}
-
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
 
 var<workgroup> partial: array<f32, WG * ROWS_PER_GROUP * TOKENS>;
 var<workgroup> partial_up: array<f32, WG * ROWS_PER_GROUP * TOKENS>;

@@ -243,14 +243,14 @@ function record(
   } else if (prefill && plan.gemm === 'broadcast') {
     const t = TILES.broadcast[op];
     variant = `broadcast x${t.TOKENS}`;
-    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl']);
+    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl', 'products.wgsl']);
     constants = { ...dtype, ...t };
     rowsPerGroup = t.WG * t.ROWS;
     tokensPerGroup = t.TOKENS;
   } else if (prefill || (a.batch === undefined && plan.matvec === 'rows' && tokens > 1)) {
     const t = TILES.regtile[op];
     variant = `regtile x${t.TOKENS}`;
-    src = source('gemm_regtile.wgsl');
+    src = source('gemm_regtile.wgsl', ['products.wgsl']);
     constants = { ...dtype, ...t };
     rowsPerGroup = (t.WG / t.LANES) * t.ROWS_PER_GROUP;
     tokensPerGroup = t.TOKENS;
@@ -259,14 +259,14 @@ function record(
     // kernel's, bit for bit (batch.test.ts), without the token loop's cost. Its SwiGLU sums differ.)
     const t = TILES.rowsTokens[op];
     variant = 'matvec rows tokens';
-    src = source('matvec_rows_tokens.wgsl');
+    src = source('matvec_rows_tokens.wgsl', ['products.wgsl']);
     constants = { ...dtype, ...t };
     rowsPerGroup = t.WG * t.ROWS;
     tokensPerGroup = MATVEC_MAX_TOKENS;
   } else if (plan.matvec === 'rows') {
     const t = TILES.rows[op];
     variant = 'matvec rows';
-    src = source('matvec_rows.wgsl');
+    src = source('matvec_rows.wgsl', ['products.wgsl']);
     constants = { ...dtype, ...t };
     rowsPerGroup = t.WG * t.ROWS;
     tokensPerGroup = 1;

@@ -18,52 +18,13 @@
 // Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part; p.tokens <= MAX_TOKENS.
 // Assumes: cols % 8 == 0; gate and up split at the same rows.
 
-struct Params {
-  rows: u32,        // rows in this part
-  cols: u32,        // in_features
-  tokens: u32,
-  y_stride: u32,    // out_features of the whole matrix
-  y_offset: u32,    // first output column this part writes (part.row0)
-  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
-
-// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
+// Params, the bindings (x, w, y, up) and w8/up8/silu/fma8 come from products.wgsl; DTYPE, F32/F16
+// and the widening functions from weights.wgsl; both prepended by the wrapper.
 
 override WG: u32;
 override ROWS: u32;  // rows per invocation, <= MAX_ROWS
 const MAX_ROWS = 6u;
 const MAX_TOKENS = 8u;
-
-fn w8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
-}
-
-fn up8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
-}
-
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
-fn fma8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32) -> f32 {
-  var s = acc;
-  s = fma(w[0].x, xa.x, s);
-  s = fma(w[0].y, xa.y, s);
-  s = fma(w[0].z, xa.z, s);
-  s = fma(w[0].w, xa.w, s);
-  s = fma(w[1].x, xb.x, s);
-  s = fma(w[1].y, xb.y, s);
-  s = fma(w[1].z, xb.z, s);
-  s = fma(w[1].w, xb.w, s);
-  return s;
-}
 
 @compute @workgroup_size(WG)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -1,0 +1,45 @@
+// The interface and helpers every row-owning matrix-product kernel shares (matvec_rows,
+// matvec_rows_tokens, gemm_regtile, gemm_broadcast), prepended by src/kernels/matmul/index.ts
+// after weights.wgsl. Params is PARAMS in index.ts (checked against this struct at first use).
+// `up` is bound only by the SwiGLU entry points (gate in `w`, up in `up`).
+
+struct Params {
+  rows: u32,        // rows in this part
+  cols: u32,        // in_features
+  tokens: u32,
+  y_stride: u32,    // out_features of the whole matrix
+  y_offset: u32,    // first output column this part writes (part.row0)
+  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+
+fn w8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn up8(i: u32) -> array<vec4<f32>, 2> {
+  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+fn silu(g: f32) -> f32 {
+  return g / (1.0 + exp(-g));
+}
+
+// acc + dot(w, (xa, xb)) as a chain of fused multiply-adds (the decode kernels' summation order).
+fn fma8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32) -> f32 {
+  var s = acc;
+  s = fma(w[0].x, xa.x, s);
+  s = fma(w[0].y, xa.y, s);
+  s = fma(w[0].z, xa.z, s);
+  s = fma(w[0].w, xa.w, s);
+  s = fma(w[1].x, xb.x, s);
+  s = fma(w[1].y, xb.y, s);
+  s = fma(w[1].z, xb.z, s);
+  s = fma(w[1].w, xb.w, s);
+  return s;
+}
