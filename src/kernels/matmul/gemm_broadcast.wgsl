@@ -4,7 +4,8 @@
 //   `swiglu`: y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c]
 //
 // Layouts: as gemm_regtile.wgsl (x f32 [tokens, cols] read as vec4<f32>; w, up weight rows of
-// one GpuMatrix part in DTYPE, read as vec4<u32> through w8/up8; y f32 [tokens, y_stride],
+// one GpuMatrix part, f32/f16/bf16 or q8/q4, read as vec4<u32> through the weight reader the
+// wrapper prepends: gemm_read_dense.wgsl or gemm_read_quant.wgsl; y f32 [tokens, y_stride],
 // this part's columns y_offset .. y_offset + rows).
 //
 // Work split (WG, ROWS, TOKENS: override constants set from TILES in index.ts)
@@ -12,7 +13,9 @@
 //   Invocation i owns rows i, i + WG, ... (ROWS of them) and keeps ROWS x TOKENS running sums.
 //   The columns are walked in chunks of 8, in order, by every invocation alone: each output is
 //   one serial sum over the columns, whatever TOKENS or the token count is.
-//   Per chunk an invocation loads 8 weights of each of its rows (its own, one vec4<u32>) and
+//   An invocation loads each of its rows a block at a time (w_block: 8 widened weights, or a
+//   quantized group of 32 with its scale) and takes the block's chunks in order (chunk_of).
+//   Per chunk an invocation has 8 weights of each of its rows (its own loads) and
 //   a share of the chunk's x tile: lane l of a subgroup loads tokens l, l + 8, ... (TOKENS / 8
 //   of them, 2 vec4 each). Every lane then takes each token's 8 x values from lane t % 8 by
 //   subgroupBroadcast. So x reaches each subgroup once per chunk, not once per lane.
@@ -24,9 +27,10 @@
 //   load copies that are never broadcast.
 //
 // Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups per part.
-// Assumes: cols % 8 == 0; subgroups of at least 8 lanes (the plan checks the adapter).
+// Assumes: cols % 8 == 0 (q8/q4: cols % 32 == 0); subgroups of at least 8 lanes (the plan checks the adapter).
 
-// Params, the bindings (x, w, y, up) and w8/up8/silu/fma8 come from products.wgsl.
+// Params, the bindings (x, w, y, up) and silu come from products.wgsl; BLOCK_CHUNKS, WBlock,
+// w_block/up_block and chunk_of from the weight reader.
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
@@ -59,11 +63,11 @@ fn add_eight(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, m: u32, xa: vec
   add_token(acc, wv, j + 7u, subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
 }
 
-// The rows' first vec4 words, and the x row (vec4 index) of each token this lane loads.
+// The rows of the invocation, and the x row (vec4 index) of each token this lane loads.
 // Rows and tokens past the end re-read the last one (no branches in the loop, uniform
 // control flow for the broadcasts); their sums are never stored.
-fn row_base(wid: u32, li: u32, i: u32, chunks: u32) -> u32 {
-  return min(wid * WG * ROWS + i * WG + li, p.rows - 1u) * chunks * words_per_chunk();
+fn row_of(wid: u32, li: u32, i: u32) -> u32 {
+  return min(wid * WG * ROWS + i * WG + li, p.rows - 1u);
 }
 
 fn x_base(wid: u32, lane: u32, m: u32, chunks: u32) -> u32 {
@@ -74,23 +78,29 @@ fn x_base(wid: u32, lane: u32, m: u32, chunks: u32) -> u32 {
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
           @builtin(subgroup_invocation_id) lane: u32) {
   let chunks = p.cols / 8u;
-  let wpc = words_per_chunk();
-  var base: array<u32, MAX_ROWS>;
+  var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
-    base[i] = row_base(wid.x, li, i, chunks);
+    wrow[i] = row_of(wid.x, li, i);
   }
   var xrow: array<u32, MAX_LOADS>;
   for (var m = 0u; m < TOKENS / 8u; m++) {
     xrow[m] = x_base(wid.y, lane, m, chunks);
   }
   var acc: Sums;
-  for (var k = 0u; k < chunks; k++) {
-    var wv: Rows8;
+  for (var b = 0u; b < chunks / BLOCK_CHUNKS; b++) {
+    var blk: array<WBlock, MAX_ROWS>;
     for (var i = 0u; i < ROWS; i++) {
-      wv[i] = w8(base[i] + k * wpc);
+      blk[i] = w_block(wrow[i], b);
     }
-    for (var m = 0u; m < TOKENS / 8u; m++) {
-      add_eight(&acc, &wv, m, x[xrow[m] + 2u * k], x[xrow[m] + 2u * k + 1u]);
+    for (var c = 0u; c < BLOCK_CHUNKS; c++) {
+      let k = b * BLOCK_CHUNKS + c;
+      var wv: Rows8;
+      for (var i = 0u; i < ROWS; i++) {
+        wv[i] = chunk_of(blk[i], c);
+      }
+      for (var m = 0u; m < TOKENS / 8u; m++) {
+        add_eight(&acc, &wv, m, x[xrow[m] + 2u * k], x[xrow[m] + 2u * k + 1u]);
+      }
     }
   }
   for (var i = 0u; i < ROWS; i++) {
@@ -115,10 +125,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
           @builtin(subgroup_invocation_id) lane: u32) {
   let chunks = p.cols / 8u;
-  let wpc = words_per_chunk();
-  var base: array<u32, MAX_ROWS>;
+  var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
-    base[i] = row_base(wid.x, li, i, chunks);
+    wrow[i] = row_of(wid.x, li, i);
   }
   var xrow: array<u32, MAX_LOADS>;
   for (var m = 0u; m < TOKENS / 8u; m++) {
@@ -126,18 +135,27 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   }
   var acc_gate: Sums;
   var acc_up: Sums;
-  for (var k = 0u; k < chunks; k++) {
-    var gv: Rows8;
-    var uv: Rows8;
+  for (var b = 0u; b < chunks / BLOCK_CHUNKS; b++) {
+    var gblk: array<WBlock, MAX_ROWS>;
+    var ublk: array<WBlock, MAX_ROWS>;
     for (var i = 0u; i < ROWS; i++) {
-      gv[i] = w8(base[i] + k * wpc);
-      uv[i] = up8(base[i] + k * wpc);
+      gblk[i] = w_block(wrow[i], b);
+      ublk[i] = up_block(wrow[i], b);
     }
-    for (var m = 0u; m < TOKENS / 8u; m++) {
-      let xa = x[xrow[m] + 2u * k];
-      let xb = x[xrow[m] + 2u * k + 1u];
-      add_eight(&acc_gate, &gv, m, xa, xb);
-      add_eight(&acc_up, &uv, m, xa, xb);
+    for (var c = 0u; c < BLOCK_CHUNKS; c++) {
+      let k = b * BLOCK_CHUNKS + c;
+      var gv: Rows8;
+      var uv: Rows8;
+      for (var i = 0u; i < ROWS; i++) {
+        gv[i] = chunk_of(gblk[i], c);
+        uv[i] = chunk_of(ublk[i], c);
+      }
+      for (var m = 0u; m < TOKENS / 8u; m++) {
+        let xa = x[xrow[m] + 2u * k];
+        let xb = x[xrow[m] + 2u * k + 1u];
+        add_eight(&acc_gate, &gv, m, xa, xb);
+        add_eight(&acc_up, &uv, m, xa, xb);
+      }
     }
   }
   for (var i = 0u; i < ROWS; i++) {

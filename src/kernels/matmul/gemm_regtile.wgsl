@@ -7,8 +7,10 @@
 // Layouts
 //   x: f32 [tokens, cols] row-major, read as vec4<f32>.
 //   w (gate), up: weight rows [rows, cols] of one GpuMatrix part, HF layout [out_features,
-//      in_features], stored as f32, f16 or bf16 (DTYPE, weights.wgsl), read as vec4<u32>: one
-//      vec4<u32> holds 8 f16/bf16 values or 4 f32 values. gate and up are split at the same rows.
+//      in_features], stored as f32, f16 or bf16 (DTYPE, weights.wgsl) or q8/q4 (QFORMAT,
+//      quant.wgsl), read as vec4<u32> a block at a time through the weight reader the wrapper
+//      prepends (gemm_read_dense.wgsl: 8 weights; gemm_read_quant.wgsl: a group of 32 and its
+//      scale). gate and up are split at the same rows.
 //   y: f32 [tokens, y_stride] row-major; this part writes columns y_offset .. y_offset + rows
 //      (y_stride = rows of the whole matrix, y_offset = part.row0), so the parts of a split
 //      matrix fill disjoint column ranges of one output.
@@ -16,9 +18,10 @@
 // Work split (WG, LANES, ROWS_PER_GROUP, TOKENS: override constants set from TILES in index.ts)
 //   A workgroup of WG invocations is WG / LANES "lane groups" of LANES consecutive invocations.
 //   A lane group owns ROWS_PER_GROUP weight rows (of each matrix) and the workgroup's TOKENS
-//   tokens. Its lanes walk the columns in chunks of 8: lane l takes chunks l, l + LANES, ...,
-//   so the lanes together read contiguous bytes of a row per step. Per chunk a lane loads one
-//   weight vec4 per row and 2 x vec4s per token and keeps ROWS_PER_GROUP x TOKENS running sums
+//   tokens. Its lanes walk the columns in blocks (BLOCK_CHUNKS chunks of 8 columns): lane l
+//   takes blocks l, l + LANES, ..., so the lanes together read contiguous bytes of a row per
+//   step. Per chunk of its block a lane has 8 weights per row (one block load per row serves
+//   its chunks) and loads 2 x vec4s per token, and keeps ROWS_PER_GROUP x TOKENS running sums
 //   (per matrix) in registers: each weight load serves TOKENS tokens, each x load serves every
 //   row. At the end the lanes' partial sums of each output meet in workgroup memory (one
 //   barrier) and are added. Why this shape suits lavapipe: bench/RESULTS.md, "Kernel tuning".
@@ -27,10 +30,10 @@
 //
 // Dispatch: (ceil(rows / (WG / LANES * ROWS_PER_GROUP)), ceil(tokens / TOKENS)) workgroups per part.
 // Assumes: cols % 8 == 0, so every weight row and x row starts on a 16-byte boundary; other
-// widths use gemm_words.wgsl.
+// widths use gemm_words.wgsl. q8/q4: cols % 32 == 0.
 
-// Params, the bindings (x, w, y, up) and w8/up8/silu/fma8 come from products.wgsl; DTYPE, F32/F16
-// and the widening functions from weights.wgsl; both prepended by the wrapper.
+// Params, the bindings (x, w, y, up) and silu come from products.wgsl; BLOCK_CHUNKS, WBlock,
+// w_block/up_block and chunk_of from the weight reader; all prepended by the wrapper.
 
 override WG: u32;
 override LANES: u32;           // invocations sharing one row
@@ -38,10 +41,6 @@ override ROWS_PER_GROUP: u32;  // rows (of each matrix) a lane group computes, <
 override TOKENS: u32;          // tokens per workgroup, <= MAX_TOKENS
 const MAX_ROWS = 4u;
 const MAX_TOKENS = 8u;
-
-// Eight consecutive weights of w (or up) starting at vec4-word index i, widened to f32.
-// For 16-bit formats the second load is never used and the compiler drops it.
-
 
 var<workgroup> partial: array<f32, WG * ROWS_PER_GROUP * TOKENS>;
 var<workgroup> partial_up: array<f32, WG * ROWS_PER_GROUP * TOKENS>;
@@ -53,13 +52,12 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let rows_per_workgroup = WG / LANES * ROWS_PER_GROUP;
   let row0 = wid.x * rows_per_workgroup + group * ROWS_PER_GROUP;
   let chunks = p.cols / 8u;
-  let wpc = words_per_chunk();
 
-  // Where each of this group's rows starts, in vec4 words. Rows past the end re-read the last
-  // row (harmless) so that the loop has no per-row branches; their sums are discarded below.
-  var base: array<u32, MAX_ROWS>;
+  // This group's rows. Rows past the end re-read the last row (harmless) so that the loop has
+  // no per-row branches; their sums are discarded below.
+  var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-    base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
+    wrow[i] = min(row0 + i, p.rows - 1u);
   }
 
   let t0 = wid.y * TOKENS;
@@ -68,20 +66,28 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     xrow[j] = min(t0 + j, p.tokens - 1u) * chunks * 2u;
   }
   var acc: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
-  let steps = (chunks + LANES - 1u) / LANES;
+  let blocks = chunks / BLOCK_CHUNKS;
+  let steps = (blocks + LANES - 1u) / LANES;
   for (var s = 0u; s < steps; s++) {
-    let k = s * LANES + lane;
-    if (k < chunks) {
-      var xa: array<vec4<f32>, MAX_TOKENS>;
-      var xb: array<vec4<f32>, MAX_TOKENS>;
-      for (var j = 0u; j < TOKENS; j++) {
-        xa[j] = x[xrow[j] + 2u * k];
-        xb[j] = x[xrow[j] + 2u * k + 1u];
-      }
+    let b = s * LANES + lane;
+    if (b < blocks) {
+      var blk: array<WBlock, MAX_ROWS>;
       for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-        let wv = w8(base[i] + k * wpc);
+        blk[i] = w_block(wrow[i], b);
+      }
+      for (var c = 0u; c < BLOCK_CHUNKS; c++) {
+        let k = b * BLOCK_CHUNKS + c;
+        var xa: array<vec4<f32>, MAX_TOKENS>;
+        var xb: array<vec4<f32>, MAX_TOKENS>;
         for (var j = 0u; j < TOKENS; j++) {
-          acc[i][j] += dot(wv[0], xa[j]) + dot(wv[1], xb[j]);
+          xa[j] = x[xrow[j] + 2u * k];
+          xb[j] = x[xrow[j] + 2u * k + 1u];
+        }
+        for (var i = 0u; i < ROWS_PER_GROUP; i++) {
+          let wv = chunk_of(blk[i], c);
+          for (var j = 0u; j < TOKENS; j++) {
+            acc[i][j] += dot(wv[0], xa[j]) + dot(wv[1], xb[j]);
+          }
         }
       }
     }
@@ -118,11 +124,10 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let rows_per_workgroup = WG / LANES * ROWS_PER_GROUP;
   let row0 = wid.x * rows_per_workgroup + group * ROWS_PER_GROUP;
   let chunks = p.cols / 8u;
-  let wpc = words_per_chunk();
 
-  var base: array<u32, MAX_ROWS>;
+  var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-    base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
+    wrow[i] = min(row0 + i, p.rows - 1u);
   }
 
   let t0 = wid.y * TOKENS;
@@ -132,22 +137,32 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   }
   var acc_gate: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
   var acc_up: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
-  let steps = (chunks + LANES - 1u) / LANES;
+  let blocks = chunks / BLOCK_CHUNKS;
+  let steps = (blocks + LANES - 1u) / LANES;
   for (var s = 0u; s < steps; s++) {
-    let k = s * LANES + lane;
-    if (k < chunks) {
-      var xa: array<vec4<f32>, MAX_TOKENS>;
-      var xb: array<vec4<f32>, MAX_TOKENS>;
-      for (var j = 0u; j < TOKENS; j++) {
-        xa[j] = x[xrow[j] + 2u * k];
-        xb[j] = x[xrow[j] + 2u * k + 1u];
-      }
+    let b = s * LANES + lane;
+    if (b < blocks) {
+      var gblk: array<WBlock, MAX_ROWS>;
+      var ublk: array<WBlock, MAX_ROWS>;
       for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-        let g = w8(base[i] + k * wpc);
-        let u = up8(base[i] + k * wpc);
+        gblk[i] = w_block(wrow[i], b);
+        ublk[i] = up_block(wrow[i], b);
+      }
+      for (var c = 0u; c < BLOCK_CHUNKS; c++) {
+        let k = b * BLOCK_CHUNKS + c;
+        var xa: array<vec4<f32>, MAX_TOKENS>;
+        var xb: array<vec4<f32>, MAX_TOKENS>;
         for (var j = 0u; j < TOKENS; j++) {
-          acc_gate[i][j] += dot(g[0], xa[j]) + dot(g[1], xb[j]);
-          acc_up[i][j] += dot(u[0], xa[j]) + dot(u[1], xb[j]);
+          xa[j] = x[xrow[j] + 2u * k];
+          xb[j] = x[xrow[j] + 2u * k + 1u];
+        }
+        for (var i = 0u; i < ROWS_PER_GROUP; i++) {
+          let g = chunk_of(gblk[i], c);
+          let u = chunk_of(ublk[i], c);
+          for (var j = 0u; j < TOKENS; j++) {
+            acc_gate[i][j] += dot(g[0], xa[j]) + dot(g[1], xb[j]);
+            acc_up[i][j] += dot(u[0], xa[j]) + dot(u[1], xb[j]);
+          }
         }
       }
     }

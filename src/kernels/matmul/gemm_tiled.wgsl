@@ -4,15 +4,16 @@
 //   `swiglu`: y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c]
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w (gate), up: weight rows of one GpuMatrix
-// part in DTYPE, read 8 at a time through w8 / up8 (weights.wgsl's widen8: a new weight format
-// changes those two functions, not this file); y f32 [tokens, y_stride], this part's columns
-// y_offset .. y_offset + rows.
+// part, f32/f16/bf16 or q8/q4, read a block at a time through the weight reader the wrapper
+// prepends (gemm_read_dense.wgsl: 8 weights widened; gemm_read_quant.wgsl: a group of 32
+// dequantized; a new weight format is a new reader, not a change here); y f32 [tokens,
+// y_stride], this part's columns y_offset .. y_offset + rows.
 //
 // Work split (TM, TN, RM, RN, KT: override constants set from TILES in index.ts)
 //   A workgroup computes a TM-token x TN-row output tile with WG = (TM / RM) * (TN / RN)
 //   invocations. The columns are walked in steps of KT: all invocations stage the step's x
-//   tile [TM, KT] and weight tile [TN, KT] in workgroup memory (weights widened to f32 as
-//   they are staged, so each is widened once per workgroup, not once per use), one barrier,
+//   tile [TM, KT] and weight tile [TN, KT] in workgroup memory (weights widened or dequantized
+//   to f32 as they are staged, so each is decoded once per workgroup, not once per use), one barrier,
 //   then every invocation adds its RM x RN register block of outer products over the KT
 //   columns, one more barrier. Invocation (tx, ty) owns rows tx + j * TN / RN and tokens
 //   ty + i * TM / RM, so neighbouring invocations read neighbouring workgroup-memory words.
@@ -27,7 +28,7 @@
 //   other tokens of its chunk.
 //
 // Dispatch: (ceil(rows / TN), ceil(tokens / TM), splits) workgroups per part.
-// Assumes: cols % 8 == 0, KT % 8 == 0.
+// Assumes: cols % 8 == 0, KT % 8 == 0; q8/q4: cols % 32 == 0, KT % 32 == 0 (a K range is whole groups).
 
 struct Params {
   rows: u32,          // rows in this part
@@ -54,14 +55,6 @@ override KT: u32;     // columns per step, a multiple of 8
 override SPLIT: bool; // write raw sums to the partials buffer (bound as y)
 override WG: u32 = (TM / RM) * (TN / RN);
 const MAX_R = 8u;
-
-fn w8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
-}
-
-fn up8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
-}
 
 fn silu(g: f32) -> f32 {
   return g / (1.0 + exp(-g));
@@ -111,37 +104,46 @@ fn stage_x(tile: Tile, k0: u32, li: u32) {
   }
 }
 
-// The weight row (first vec4 word) of tile row `row`, past-the-end rows re-reading the last.
-fn row_word(tile: Tile, row: u32) -> u32 {
-  return min(tile.r0 + row, p.rows - 1u) * (p.cols / 8u) * words_per_chunk();
+// Tile row `row`'s weight row, past-the-end rows re-reading the last.
+fn row_of(tile: Tile, row: u32) -> u32 {
+  return min(tile.r0 + row, p.rows - 1u);
 }
 
+// Stages the weight tile of w (stage_w) or up (stage_up) of the step starting at chunk k0, a
+// block per element; blocks past the K range stay zero (a zero WBlock reads as zero weights).
+// Two functions, not a flag: `matmul` must not statically use `up`, which it does not bind.
 fn stage_w(tile: Tile, k0: u32, li: u32) {
-  let per_row = KT / 8u;
+  let per_row = KT / (8u * BLOCK_CHUNKS);
   for (var e = li; e < TN * per_row; e += WG) {
     let row = e / per_row;
-    let ch = e % per_row;
-    var v = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
-    if (k0 + ch < tile.k_end) {
-      v = w8(row_word(tile, row) + (k0 + ch) * words_per_chunk());
+    let j = e % per_row;
+    var blk: WBlock;
+    if (k0 + j * BLOCK_CHUNKS < tile.k_end) {
+      blk = w_block(row_of(tile, row), k0 / BLOCK_CHUNKS + j);
     }
-    for (var q = 0u; q < 8u; q++) {
-      ws[(ch * 8u + q) * TN + row] = v[q / 4u][q % 4u];
+    for (var c = 0u; c < BLOCK_CHUNKS; c++) {
+      let v = chunk_of(blk, c);
+      for (var q = 0u; q < 8u; q++) {
+        ws[((j * BLOCK_CHUNKS + c) * 8u + q) * TN + row] = v[q / 4u][q % 4u];
+      }
     }
   }
 }
 
 fn stage_up(tile: Tile, k0: u32, li: u32) {
-  let per_row = KT / 8u;
+  let per_row = KT / (8u * BLOCK_CHUNKS);
   for (var e = li; e < TN * per_row; e += WG) {
     let row = e / per_row;
-    let ch = e % per_row;
-    var v = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
-    if (k0 + ch < tile.k_end) {
-      v = up8(row_word(tile, row) + (k0 + ch) * words_per_chunk());
+    let j = e % per_row;
+    var blk: WBlock;
+    if (k0 + j * BLOCK_CHUNKS < tile.k_end) {
+      blk = up_block(row_of(tile, row), k0 / BLOCK_CHUNKS + j);
     }
-    for (var q = 0u; q < 8u; q++) {
-      us[(ch * 8u + q) * TN + row] = v[q / 4u][q % 4u];
+    for (var c = 0u; c < BLOCK_CHUNKS; c++) {
+      let v = chunk_of(blk, c);
+      for (var q = 0u; q < 8u; q++) {
+        us[((j * BLOCK_CHUNKS + c) * 8u + q) * TN + row] = v[q / 4u][q % 4u];
+      }
     }
   }
 }

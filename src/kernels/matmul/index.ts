@@ -5,13 +5,15 @@
  * `silu(x gate_proj^T) * (x up_proj^T)`. This is the hot path of inference: decode reads
  * every weight once per token, so these kernels' speed is the model's speed.
  *
- * Variants, chosen by the kernel plan (src/kernels/plan.ts) and the shape:
+ * Variants, chosen by the kernel plan (src/kernels/plan.ts), the weight format and the shape:
  *   - cols not a multiple of 8 (tests only): gemm_words.wgsl, any token count;
- *   - more than MATVEC_MAX_TOKENS tokens (prefill): plan.gemm
+ *   - more than MATVEC_MAX_TOKENS tokens (prefill), any weight format: plan.gemm
  *       regtile:   gemm_regtile.wgsl (8-token register tiles, lanes share a row's columns);
  *       broadcast: gemm_broadcast.wgsl (+ subgroups.wgsl: x shared by subgroup broadcast);
  *       tiled:     gemm_tiled.wgsl (workgroup-memory tiles, register blocks; GPUs), with a
  *                  K split and gemm_split_reduce.wgsl when the row tiles cannot fill the GPU;
+ *     each read its weights through the reader of the format (gemmReader): gemm_read_dense.wgsl
+ *     (f32/f16/bf16) or gemm_read_quant.wgsl (q8/q4, after ../quant.wgsl), so one loop per strategy;
  *   - up to MATVEC_MAX_TOKENS tokens (decode): plan.matvec
  *       rows:      matvec_rows.wgsl for one token, gemm_regtile.wgsl for 2..8;
  *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
@@ -20,17 +22,16 @@
  *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows_tokens.wgsl (plan
  *     rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
  * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
+ *   - prefill (as above, batched prefill steps included): the plan's gemm with gemm_read_quant.wgsl;
  *   - 1 token, plan.matvec rows: qmatvec_rows.wgsl;
  *   - otherwise qmatvec_lanes.wgsl + the plan's reduction (reduce_workgroup.wgsl under rows),
- *     in blocks of 8 tokens for 2 or more tokens, and for any count in a batched step (decode
- *     and prefill alike, whatever plan.gemm: the gemm kernels read 16-bit or f32 weights;
- *     quant.wgsl is the snippet to stage q8/q4 through them next).
+ *     in blocks of 8 tokens: 2..8 tokens, and any count in a batched decode step.
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
  * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only); except fused_*.wgsl, the decode
  * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type Overrides, type ShaderSource } from '../../gpu/encoder.ts';
-import { createStorageBuffer, isQuantized, matrixRowBytes, type GpuMatrix, type QuantFormat } from '../../gpu/buffers.ts';
+import { createStorageBuffer, isQuantized, matrixRowBytes, type GpuMatrix, type MatrixDType, type QuantFormat } from '../../gpu/buffers.ts';
 import { dtypeCode, weightKernelSource } from '../weights.ts';
 import type { KernelPlan } from '../plan.ts';
 
@@ -114,6 +115,20 @@ function source(file: string, snippets: string[] = []): ShaderSource {
 }
 
 type Op = 'matmul' | 'swiglu';
+
+/**
+ * The weight reader of the gemm kernels for a format: the snippets to prepend (the reader last,
+ * before the kernel) and its override constant. One loop per strategy serves every format.
+ */
+function gemmReader(dtype: MatrixDType): { snippets: string[]; constants: Overrides } {
+  if (isQuantized(dtype)) return { snippets: ['../quant.wgsl', 'gemm_read_quant.wgsl'], constants: { QFORMAT: quantCode(dtype) } };
+  return { snippets: ['gemm_read_dense.wgsl'], constants: { DTYPE: dtypeCode(dtype) } };
+}
+
+/** The QFORMAT override constant of quant.wgsl. */
+function quantCode(format: QuantFormat): number {
+  return format === 'q8' ? 0 : 1;
+}
 /** What the matrix products read of the plan; without `gemm`, prefill runs gemm_regtile.wgsl. */
 export type MatmulPlan = Pick<KernelPlan, 'matvec'> & Partial<Pick<KernelPlan, 'gemm'>>;
 type Fields = { rows: number; cols: number; tokens: number; y_stride: number; y_offset: number; accumulate: number };
@@ -161,11 +176,12 @@ function partials(enc: Encoder, bytes: number): GPUBuffer {
 /** gemm_tiled.wgsl, part by part, with its K split and reduce pass when the split is > 1. */
 function recordTiled(enc: Encoder, op: Op, a: ProductArgs): void {
   const { w, tokens } = a;
-  if (isQuantized(w.dtype)) throw new Error(`matmul: gemm_tiled reads f32/f16/bf16 weights; ${w.dtype} ones run the quantized kernels`);
   // A batched prefill step keeps one tile whatever its count (BatchShape).
   const tile = tokens <= TILES.tiled.FEW_TOKENS && a.batch === undefined ? TILES.tiled[op].few : TILES.tiled[op].many;
-  const src = source('gemm_tiled.wgsl');
-  const dtype = dtypeCode(w.dtype);
+  // A quantized block (a group of 32) must not straddle a KT step, so neither can it a K range.
+  if (isQuantized(w.dtype) && tile.KT % 32 !== 0) throw new Error(`matmul: gemm_tiled's KT (${tile.KT}) must be a multiple of 32 for ${w.dtype} weights`);
+  const reader = gemmReader(w.dtype);
+  const src = source('gemm_tiled.wgsl', reader.snippets);
   const matrices = a.up ? 2 : 1;
   const steps = Math.ceil(w.cols / tile.KT);
   const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
@@ -193,7 +209,7 @@ function recordTiled(enc: Encoder, op: Op, a: ProductArgs): void {
     const shape = `${w.rows}x${w.cols}`;
     const bytes = matrices * part.rows * matrixRowBytes(w.dtype, w.cols) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
     const name = `${op} tiled ${tile.TM}x${tile.TN}${splits > 1 ? ' split' : ''} ${w.dtype}`;
-    const pipeline = getPipeline(enc.gpu, src, op, { DTYPE: dtype, ...tile, SPLIT: splits > 1 ? 1 : 0 }, name);
+    const pipeline = getPipeline(enc.gpu, src, op, { ...reader.constants, ...tile, SPLIT: splits > 1 ? 1 : 0 }, name);
     if (splits === 1) {
       enc.dispatch(pipeline, TILED_PARAMS.pack(fields), storage, [rowTiles, tokenTiles], { bytes, shape });
       return;
@@ -219,14 +235,17 @@ function record(
 ): void {
   const { w, tokens } = a;
   if (a.batch === 'decode' && tokens > MATVEC_MAX_TOKENS) throw new Error(`${op}: a decode batch holds at most ${MATVEC_MAX_TOKENS} tokens, got ${tokens}`);
-  if (isQuantized(w.dtype)) {
+  if (isQuantized(w.dtype) && w.cols % 32 !== 0) throw new Error(`matmul: ${w.dtype} weights need cols % 32 == 0, got ${w.cols}`);
+  // The prefill kernels: above MATVEC_MAX_TOKENS tokens, or any count in a batched prefill step.
+  const prefill = a.batch === 'prefill' || (a.batch === undefined && tokens > MATVEC_MAX_TOKENS);
+  if (isQuantized(w.dtype) && !prefill) {
     recordQuantized(enc, op, plan, a, w.dtype);
     return;
   }
-  // The prefill kernels: above MATVEC_MAX_TOKENS tokens, or any count in a batched prefill step.
-  const prefill = a.batch === 'prefill' || (a.batch === undefined && tokens > MATVEC_MAX_TOKENS);
   if (prefill && w.cols % 8 === 0 && plan.gemm === 'tiled') return recordTiled(enc, op, a);
-  const dtype = { DTYPE: dtypeCode(w.dtype) };
+  const reader = gemmReader(w.dtype);
+  // Only the gemm branches below take q8/q4 weights (through `reader`); the rest read DTYPE.
+  const dtype = { DTYPE: isQuantized(w.dtype) ? -1 : dtypeCode(w.dtype) };
   const matrices = a.up ? 2 : 1;
   let src: ShaderSource;
   let constants: Overrides;
@@ -243,15 +262,15 @@ function record(
   } else if (prefill && plan.gemm === 'broadcast') {
     const t = TILES.broadcast[op];
     variant = `broadcast x${t.TOKENS}`;
-    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl', 'products.wgsl']);
-    constants = { ...dtype, ...t };
+    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl', 'products.wgsl', ...reader.snippets]);
+    constants = { ...reader.constants, ...t };
     rowsPerGroup = t.WG * t.ROWS;
     tokensPerGroup = t.TOKENS;
   } else if (prefill || (a.batch === undefined && plan.matvec === 'rows' && tokens > 1)) {
     const t = TILES.regtile[op];
     variant = `regtile x${t.TOKENS}`;
-    src = source('gemm_regtile.wgsl', ['products.wgsl']);
-    constants = { ...dtype, ...t };
+    src = source('gemm_regtile.wgsl', ['products.wgsl', ...reader.snippets]);
+    constants = { ...reader.constants, ...t };
     rowsPerGroup = (t.WG / t.LANES) * t.ROWS_PER_GROUP;
     tokensPerGroup = t.TOKENS;
   } else if (plan.matvec === 'rows' && a.batch === 'decode' && (tokens > 1 || op !== 'matmul')) {
@@ -308,7 +327,7 @@ function record(
   });
 }
 
-/** `record` for q8/q4 weights: the kernels that dequantize groups of 32 in registers (quant.wgsl). */
+/** `record` for q8/q4 weights below prefill: the matvec kernels that dequantize groups of 32 in registers (quant.wgsl). */
 function recordQuantized(
   enc: Encoder,
   op: Op,
@@ -317,11 +336,10 @@ function recordQuantized(
   format: QuantFormat,
 ): void {
   const { w, tokens } = a;
-  // A batched step always takes the 8-token blocks, so a token's sums never depend on the count.
+  // A batched decode step always takes the 8-token blocks, so a token's sums never depend on the count.
   const single = tokens === 1 && a.batch === undefined;
-  if (w.cols % 32 !== 0) throw new Error(`matmul: ${format} weights need cols % 32 == 0, got ${w.cols}`);
   const matrices = a.up ? 2 : 1;
-  const q = { QFORMAT: format === 'q8' ? 0 : 1 };
+  const q = { QFORMAT: quantCode(format) };
   let src: ShaderSource;
   let constants: Overrides;
   let rowsPerGroup: number;

@@ -1,6 +1,8 @@
 // The interface and helpers every row-owning matrix-product kernel shares (matvec_rows,
 // matvec_rows_tokens, gemm_regtile, gemm_broadcast), prepended by src/kernels/matmul/index.ts
-// after weights.wgsl. Params is PARAMS in index.ts (checked against this struct at first use).
+// with weights.wgsl. Params is PARAMS in index.ts (checked against this struct at first use).
+// w8/up8/fma8 serve the matvec kernels; the gemm kernels read weights through a weight reader
+// (gemm_read_dense.wgsl, gemm_read_quant.wgsl) instead, which also binds nothing of its own.
 // `up` is bound only by the SwiGLU entry points (gate in `w`, up in `up`).
 
 struct Params {
