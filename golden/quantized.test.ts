@@ -47,7 +47,7 @@ describe.each(QUANT_FORMATS.flatMap((f) => MATVEC.map((m) => [f, m] as const)))(
   afterAll(() => model?.destroy());
 
   // Pipelines compile for tens of seconds each on a loaded lavapipe: more time than a kernel test.
-  it('every case in one prefill (blocks of 8 tokens)', async () => {
+  it('every case in one prefill (the plan gemm above 8 tokens, blocks of 8 below)', async () => {
     for (const c of manifest.cases) {
       model.reset();
       cpu.reset();
@@ -64,6 +64,30 @@ describe.each(QUANT_FORMATS.flatMap((f) => MATVEC.map((m) => [f, m] as const)))(
     for (let t = 0; t < ids.length; t++) {
       const row = (await model.forward([ids[t]!], { kind: 'logits' })).logits!;
       expect(relError(row, want.subarray(t * VOCAB, (t + 1) * VOCAB)), `case d, position ${t}`).toBeLessThan(REL_TOL);
+    }
+  }, 600_000);
+});
+
+// Quantized prefill through each gemm strategy (gemm_read_quant.wgsl): case d (100 tokens)
+// in uneven chunks, each past 8 tokens, so every chunk's products take the strategy's kernels.
+const GEMMS = runnable((await getGpu()).profile, 'gemm');
+const CHUNKS = [37, 9, 54];
+
+describe.each(QUANT_FORMATS.flatMap((f) => GEMMS.map((g) => [f, g] as const)))('quantized %s, gemm=%s: WebGPU prefill in uneven chunks vs the CPU reference', (format, gemm) => {
+  it(`case d in chunks of ${CHUNKS.join(', ')} tokens`, async () => {
+    const cpu = CpuModel.load(DIR, { quantize: format });
+    const model = await MistralModel.load(await getGpu(), DIR, { maxChunk: 64, quantize: format, plan: { matvec: 'rows', gemm, attention: 'tiled', kvCache: 'f32' } });
+    try {
+      const want = cpu.forward(caseD.input_ids);
+      let at = 0;
+      for (const n of CHUNKS) {
+        const got = (await model.forward(caseD.input_ids.slice(at, at + n), { kind: 'all-logits' })).logits!;
+        expect(relError(got, want.subarray(at * VOCAB, (at + n) * VOCAB)), `case d, tokens ${at}..${at + n - 1}`).toBeLessThan(REL_TOL);
+        at += n;
+      }
+      expect(at).toBe(caseD.input_ids.length);
+    } finally {
+      model.destroy();
     }
   }, 600_000);
 });
