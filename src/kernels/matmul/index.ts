@@ -244,8 +244,11 @@ function record(
   }
   if (prefill && w.cols % 8 === 0 && plan.gemm === 'tiled') return recordTiled(enc, op, a);
   const reader = gemmReader(w.dtype);
-  // Only the gemm branches below take q8/q4 weights (through `reader`); the rest read DTYPE.
-  const dtype = { DTYPE: isQuantized(w.dtype) ? -1 : dtypeCode(w.dtype) };
+  // Only the gemm branches below take q8/q4 weights (through `reader`); the others read DTYPE.
+  const dtype = (): Overrides => {
+    if (isQuantized(w.dtype)) throw new Error(`matmul: no decode kernel here reads ${w.dtype} weights (recordQuantized does)`);
+    return { DTYPE: dtypeCode(w.dtype) };
+  };
   const matrices = a.up ? 2 : 1;
   let src: ShaderSource;
   let constants: Overrides;
@@ -256,7 +259,7 @@ function record(
   if (w.cols % 8 !== 0) {
     variant = 'words';
     src = source('gemm_words.wgsl');
-    constants = { ...dtype, ...TILES.words };
+    constants = { ...dtype(), ...TILES.words };
     rowsPerGroup = TILES.words.ROWS;
     tokensPerGroup = TILES.words.WG * TILES.words.TOKENS_PER_INVOCATION;
   } else if (prefill && plan.gemm === 'broadcast') {
@@ -279,14 +282,14 @@ function record(
     const t = TILES.rowsTokens[op];
     variant = 'matvec rows tokens';
     src = source('matvec_rows_tokens.wgsl', ['products.wgsl']);
-    constants = { ...dtype, ...t };
+    constants = { ...dtype(), ...t };
     rowsPerGroup = t.WG * t.ROWS;
     tokensPerGroup = MATVEC_MAX_TOKENS;
   } else if (plan.matvec === 'rows') {
     const t = TILES.rows[op];
     variant = 'matvec rows';
     src = source('matvec_rows.wgsl', ['products.wgsl']);
-    constants = { ...dtype, ...t };
+    constants = { ...dtype(), ...t };
     rowsPerGroup = t.WG * t.ROWS;
     tokensPerGroup = 1;
   } else {
@@ -295,7 +298,7 @@ function record(
     src = source('matvec_lanes.wgsl', [snippet]);
     const tokenTile = tokens === 1 && a.batch === undefined ? 1 : MATVEC_MAX_TOKENS;
     variant = `matvec ${plan.matvec}${tokenTile > 1 ? ` x${tokenTile}` : ''}`;
-    constants = { ...dtype, ...t, TOKENS: tokenTile, MATRICES: matrices };
+    constants = { ...dtype(), ...t, TOKENS: tokenTile, MATRICES: matrices };
     if (plan.matvec === 'workgroup') {
       const need = matrices * t.ROWS * tokenTile * t.WG * 4;
       const have = enc.gpu.report.limits.maxComputeWorkgroupStorageSize;
