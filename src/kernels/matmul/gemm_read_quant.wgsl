@@ -4,8 +4,13 @@
 //   BLOCK_CHUNKS = 4: a block is one group of 32 weights (its codes and its f16 scale), loaded
 //   once and dequantized chunk by chunk, 8 weights at a time, as the kernel's loop reaches them.
 // chunk_of returns c * d (q8) or (c - 8) * d (q4) in f32: exact (a code of at most 8 bits times
-// an f16 scale), the very weights quant.ref.ts's dequantizeRows gives the CPU reference. So a
-// kernel sums the same products, in the same order, as for 16-bit weights: no xsum trick here.
+// an f16 scale), the very weights quant.ref.ts's dequantizeRows gives the CPU reference, so a
+// kernel sums the reference's products (no xsum trick here), in its strategy's order, which per
+// output never depends on the token count: gemm_broadcast and gemm_tiled one serial sum over the
+// columns in order (broadcast: a chunk of 8 as two dots added to the running sum; tiled: one
+// product at a time, per K range, the ranges added in order by gemm_split_reduce), as for 16-bit
+// weights; gemm_regtile LANES serial sums, lane l over groups l, l + LANES, ..., added in lane
+// order (16-bit weights: over chunks of 8 instead of groups).
 // Assumes cols % 32 == 0 (the wrapper checks), so blocks never straddle a K range or a row.
 
 const BLOCK_CHUNKS = 4u;
