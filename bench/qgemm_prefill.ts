@@ -8,7 +8,10 @@
  *
  *   git archive COMMIT src | tar -x -C .cache/old     # the old tree (gitignored)
  *   npx tsx bench/qgemm_prefill.ts --models f16:DIR,q8:DIR_Q8,q4:DIR_Q4 [--old .cache/old/src]
- *       [--tokens 128] [--rounds 3] [--kernels gemm=broadcast]
+ *       [--tokens 128] [--rounds 3] [--kernels gemm=broadcast] [--old-for f16,q8,q4]
+ *
+ * --old-for: the models also run by the old code (default all; the old quantized prefill is
+ * ~10x slower, so a second run may leave it out).
  *
  * DIR_Q8/DIR_Q4: folders written by `openchat quantize` (quantizing 1b at load takes minutes).
  */
@@ -32,6 +35,7 @@ const oldSrc = resolve(arg('--old', '.cache/old/src'));
 const tokens = Number(arg('--tokens', '128'));
 const rounds = Number(arg('--rounds', '3'));
 const plan = parsePlan(arg('--kernels', 'gemm=broadcast'), '--kernels');
+const oldFor = new Set(arg('--old-for', models.map((m) => m.name).join(',')).split(','));
 
 type Runner = { forward(ids: number[], opts: { kind: 'argmax' }): Promise<unknown>; reset(): void; destroy(): void; plan: Parameters<typeof formatPlan>[0] };
 type Loader = { load(dir: string): Promise<Runner> };
@@ -46,6 +50,7 @@ const ids = Array.from({ length: tokens }, (_, i) => 1 + ((i * 7919) % 31000));
 const runs: { name: string; model: Runner; times: number[] }[] = [];
 for (const m of models) {
   for (const [code, loader] of [['old', old], ['new', current]] as const) {
+    if (code === 'old' && !oldFor.has(m.name)) continue;
     const t0 = performance.now();
     const model = await loader.load(m.dir);
     const loaded = (performance.now() - t0) / 1000;

@@ -30,7 +30,7 @@
 // Assumes: cols % 8 == 0 (q8/q4: cols % 32 == 0); subgroups of at least 8 lanes (the plan checks the adapter).
 
 // Params, the bindings (x, w, y, up) and silu come from products.wgsl; BLOCK_CHUNKS, WBlock,
-// w_block/up_block and chunk_of from the weight reader.
+// row_start, w_block/up_block and chunk_of from the weight reader.
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
@@ -80,7 +80,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let chunks = p.cols / 8u;
   var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
-    wrow[i] = row_of(wid.x, li, i);
+    wrow[i] = row_start(row_of(wid.x, li, i));
   }
   var xrow: array<u32, MAX_LOADS>;
   for (var m = 0u; m < TOKENS / 8u; m++) {
@@ -127,7 +127,7 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let chunks = p.cols / 8u;
   var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
-    wrow[i] = row_of(wid.x, li, i);
+    wrow[i] = row_start(row_of(wid.x, li, i));
   }
   var xrow: array<u32, MAX_LOADS>;
   for (var m = 0u; m < TOKENS / 8u; m++) {

@@ -31,6 +31,11 @@ fn half_of(word: u32, g: u32) -> f32 {
   return select(pair.x, pair.y, (g & 1u) == 1u);
 }
 
+// A row is named by its index: its codes and its scales are in two planes.
+fn row_start(row: u32) -> u32 {
+  return row;
+}
+
 fn w_block(row: u32, g: u32) -> WBlock {
   let at = codes_at(row, p.cols) + g * group_vec4s();
   let s = block_scale_word(row, g);

@@ -33,7 +33,7 @@
 // widths use gemm_words.wgsl. q8/q4: cols % 32 == 0.
 
 // Params, the bindings (x, w, y, up) and silu come from products.wgsl; BLOCK_CHUNKS, WBlock,
-// w_block/up_block and chunk_of from the weight reader; all prepended by the wrapper.
+// row_start, w_block/up_block and chunk_of from the weight reader; all prepended by the wrapper.
 
 override WG: u32;
 override LANES: u32;           // invocations sharing one row
@@ -57,7 +57,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   // no per-row branches; their sums are discarded below.
   var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-    wrow[i] = min(row0 + i, p.rows - 1u);
+    wrow[i] = row_start(min(row0 + i, p.rows - 1u));
   }
 
   let t0 = wid.y * TOKENS;
@@ -127,7 +127,7 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 
   var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-    wrow[i] = min(row0 + i, p.rows - 1u);
+    wrow[i] = row_start(min(row0 + i, p.rows - 1u));
   }
 
   let t0 = wid.y * TOKENS;

@@ -119,7 +119,7 @@ fn stage_w(tile: Tile, k0: u32, li: u32) {
     let j = e % per_row;
     var blk: WBlock;
     if (k0 + j * BLOCK_CHUNKS < tile.k_end) {
-      blk = w_block(row_of(tile, row), k0 / BLOCK_CHUNKS + j);
+      blk = w_block(row_start(row_of(tile, row)), k0 / BLOCK_CHUNKS + j);
     }
     for (var c = 0u; c < BLOCK_CHUNKS; c++) {
       let v = chunk_of(blk, c);
@@ -137,7 +137,7 @@ fn stage_up(tile: Tile, k0: u32, li: u32) {
     let j = e % per_row;
     var blk: WBlock;
     if (k0 + j * BLOCK_CHUNKS < tile.k_end) {
-      blk = up_block(row_of(tile, row), k0 / BLOCK_CHUNKS + j);
+      blk = up_block(row_start(row_of(tile, row)), k0 / BLOCK_CHUNKS + j);
     }
     for (var c = 0u; c < BLOCK_CHUNKS; c++) {
       let v = chunk_of(blk, c);
