@@ -74,8 +74,9 @@ export const TILES = {
   qrows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
   /**
    * qmatvec_lanes.wgsl (quantized weights): WG lanes across the groups of ROWS rows, TOKENS
-   * tokens per workgroup; `decode` for 1 token under the lanes plans, `block` for 2 or more
-   * tokens (any plan; `rows` reduces in workgroup memory with a small workgroup, lavapipe).
+   * tokens per workgroup; `decode` for 1 token under the lanes plans, `block` for 2..8 tokens
+   * and batched decode steps (any plan; `rows` reduces in workgroup memory with a small
+   * workgroup, lavapipe). Quantized prefill runs the plan's gemm (gemm_read_quant.wgsl).
    */
   qlanes: {
     decode: { matmul: { WG: 64, ROWS: 4, TOKENS: 1 }, swiglu: { WG: 64, ROWS: 2, TOKENS: 1 } },
