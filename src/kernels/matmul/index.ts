@@ -254,9 +254,9 @@ function record(
     constants = { ...dtype, ...t };
     rowsPerGroup = (t.WG / t.LANES) * t.ROWS_PER_GROUP;
     tokensPerGroup = t.TOKENS;
-  } else if (plan.matvec === 'rows' && a.batch === 'decode' && (tokens > 1 || op !== 'matmul')) {
-    // (One token of a matmul takes matvec_rows below: its fma chain per row is the tokens
-    // kernel's, bit for bit (batch.test.ts), without the token loop's cost. Its SwiGLU sums differ.)
+  } else if (plan.matvec === 'rows' && a.batch === 'decode' && tokens > 1) {
+    // (One token takes matvec_rows below: its fma chains per row, matmul's and SwiGLU's, are
+    // the tokens kernel's bit for bit (batch.test.ts), without the token loop's cost.)
     const t = TILES.rowsTokens[op];
     variant = 'matvec rows tokens';
     src = source('matvec_rows_tokens.wgsl', ['products.wgsl']);
