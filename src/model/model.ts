@@ -24,7 +24,7 @@ import { matmul, MATVEC_MAX_TOKENS, type BatchShape } from '../kernels/matmul/in
 import { normQKV, normSwiGLU } from '../kernels/matmul/fused.ts';
 import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
-import { attention, batchedAttention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
+import { attention, batchedAttention, createAttentionPartials, decodeAttentionRows, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
 import { kvWrite, kvWriteRows } from '../kernels/kv_write.ts';
 import { BATCH_ROW_BYTES, writeBatchRows, type BatchRow } from '../kernels/batch_rows.ts';
 import type { KvCacheDtype } from '../kernels/kv_cache.ts';
@@ -651,8 +651,13 @@ export class MistralModel {
     rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0, rows });
     const kv = { kNew: s.k, vNew: s.v, kCache: this.cache.keys[i]!, vCache: this.cache.values[i]!, kvHeads, headDim, slots: this.cache.slots };
     const shape = { q: s.q, out: s.attn, tokens: T, heads, window: c.sliding_window ?? 0 };
-    if (rows) {
-      // A batched step: each row to its own sequence's region first, then every row reads its keys from there.
+    if (rows && batch === 'decode') {
+      // A batched decode step: each row attends as forward() decodes its sequence alone (past keys
+      // from its region, its own from s.k), then the rows' keys go to their regions.
+      decodeAttentionRows(enc, { ...kv, ...shape, rows, kvCache: this.cache.dtype });
+      kvWriteRows(enc, { ...kv, rows, tokens: T, dtype: this.cache.dtype });
+    } else if (rows) {
+      // A batched prefill step: each row to its own sequence's region first, then every row reads its keys from there.
       kvWriteRows(enc, { ...kv, rows, tokens: T, dtype: this.cache.dtype });
       batchedAttention(enc, { ...kv, ...shape, rows, kvCache: this.cache.dtype });
     } else {
