@@ -418,8 +418,12 @@ export class MistralModel {
    * its readout for its last row. A step is of one `kind`: 'decode' (one token for each of up
    * to MATVEC_MAX_TOKENS sequences) or 'prefill' (prompt chunks of at most STEP_PREFILL_TOKENS
    * per sequence, maxChunk rows in all). A row's numbers never depend on what else is in the
-   * step: each kind runs one kernel shape whatever its size (matmul's BatchShape), and batched
-   * attention reads each row's own region, so a sequence decodes the same alone and under load.
+   * step: each kind runs kernels that add a row's sums the same whatever its size (matmul's
+   * BatchShape, fused.ts), and attention reads each row's own region, so a sequence decodes the
+   * same alone and under load. A decode step's rows take forward()'s one-token kernels wherever
+   * those add alike (fused.ts; attention through tiled.wgsl's decode loop), so one sequence
+   * decodes through step() as through forward(): bit for bit under matvec=rows with tiled
+   * attention and q/k/v unfolded, to f32 rounding otherwise (batch.test.ts).
    */
   async step(batch: readonly StepSequence[], kind: BatchShape, adapter?: DeviceLora): Promise<ForwardResult[]> {
     const c = this.config;
