@@ -176,8 +176,8 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var i = 0u; i < ROWS; i++) {
       let gv = w0_8(base[i] + k * wpc);
       let uv = w1_8(base[i] + k * wpc);
-      acc_gate[i] = fma8(gv, c.a, c.b, acc_gate[i]);
-      acc_up[i] = fma8(uv, c.a, c.b, acc_up[i]);
+      acc_gate[i] += dot(gv[0], c.a) + dot(gv[1], c.b);
+      acc_up[i] += dot(uv[0], c.a) + dot(uv[1], c.b);
     }
   }
   let s = inv_rms(ss);

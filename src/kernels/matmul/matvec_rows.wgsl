@@ -56,9 +56,9 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // `matmul` with a second weight stream per row (up beside gate) and the silu product as its
-// epilogue: a deliberate copy of the loop, keep the two in step. Both add through fma8 in
-// matvec_rows_tokens.wgsl's order, so a token's sums here are that kernel's bit for bit and a
-// one-row decode step may take this kernel (batch.test.ts checks the bits).
+// epilogue: a deliberate copy of the loop, keep the two in step. Its sums are added as in
+// matvec_rows_tokens.wgsl's `swiglu` (keep those in step too): a one-row decode step takes
+// this kernel and must get that kernel's bits (matmul/batch.test.ts).
 @compute @workgroup_size(WG)
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.x * ROWS;
@@ -74,8 +74,10 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
     let xa = x[2u * k];
     let xb = x[2u * k + 1u];
     for (var i = 0u; i < ROWS; i++) {
-      acc_gate[i] = fma8(w8(base[i] + k * wpc), xa, xb, acc_gate[i]);
-      acc_up[i] = fma8(up8(base[i] + k * wpc), xa, xb, acc_up[i]);
+      let g = w8(base[i] + k * wpc);
+      let u = up8(base[i] + k * wpc);
+      acc_gate[i] += dot(g[0], xa) + dot(g[1], xb);
+      acc_up[i] += dot(u[0], xa) + dot(u[1], xb);
     }
   }
   for (var i = 0u; i < ROWS; i++) {
