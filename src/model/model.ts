@@ -858,7 +858,7 @@ class WeightLoader {
         const n = Math.min(rowsPerRead, part.rows - r);
         const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * srcRowBytes, n * srcRowBytes);
         checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
-        const q = quantizeRows(decodeToF32(bytes, e.dtype), n, cols, format, name);
+        const q = quantizeRows(decodeToF32(bytes, e.dtype), n, cols, format, name, part.row0 + r);
         writeBuffer(this.gpu, part.buffer, q.codes, r * L.codeRowBytes);
         writeBuffer(this.gpu, part.buffer, q.scales, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
         await this.throttle(bytes.byteLength);

@@ -4,13 +4,16 @@
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { QUANT_GROUP, quantLayout, type QuantFormat } from '../gpu/buffers.ts';
-import { lmHeadFormat, quantizeRows } from '../kernels/quant.ref.ts';
+import { bytesPerElement, QUANT_GROUP, quantLayout, type QuantFormat } from '../gpu/buffers.ts';
+import { lmHeadFormat, quantizeRows, type QuantizedRows } from '../kernels/quant.ref.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { expectedTensors, loadConfig } from './config.ts';
 import { Checkpoint, CheckpointError, writeSafetensors, type TensorSpec } from './safetensors.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { folderQuantization, QUANT_METHOD, quantizedMatrices, scalesName } from './quantized.ts';
+
+/** Source bytes widened and quantized at a time: the f32 copy of a whole 7B lm_head would be 0.5 GB. */
+const STAGING_BYTES = 32 * 2 ** 20;
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'tokenizer.model'];
 
@@ -37,6 +40,7 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
       }
     }
     mkdirSync(out, { recursive: true });
+    const staging = new Uint8Array(STAGING_BYTES);
     // The scales of the matrix just quantized: written right after its codes.
     let pending: Uint16Array | null = null;
     let done = 0;
@@ -50,12 +54,13 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
           return new Uint8Array(s.buffer, s.byteOffset, s.byteLength);
         }
         const e = ckpt.float(spec.name);
-        const raw = ckpt.read(spec.name);
-        checkFinite(raw, e.dtype, e.file, spec.name);
         const f = quantized.get(spec.name);
-        if (!f) return raw;
-        const [rows, cols] = e.shape as [number, number];
-        const q = quantizeRows(decodeToF32(raw, e.dtype), rows, cols, f, spec.name);
+        if (!f) {
+          const raw = ckpt.read(spec.name);
+          checkFinite(raw, e.dtype, e.file, spec.name);
+          return raw;
+        }
+        const q = quantizeTensor(ckpt, spec.name, f, staging);
         pending = q.scales;
         if (++done % 16 === 0) log(`  ${done} / ${quantized.size} matrices`);
         return q.codes;
@@ -70,4 +75,24 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
   } finally {
     ckpt.close();
   }
+}
+
+/** One matrix quantized a staging buffer of rows at a time, into its whole codes and scales planes. */
+function quantizeTensor(ckpt: Checkpoint, name: string, format: QuantFormat, staging: Uint8Array): QuantizedRows {
+  const e = ckpt.float(name);
+  const [rows, cols] = e.shape as [number, number];
+  const L = quantLayout(format, cols);
+  const codes = new Uint8Array(rows * L.codeRowBytes);
+  const scales = new Uint16Array(rows * L.scalesPerRow);
+  const rowBytes = cols * bytesPerElement(e.dtype);
+  const rowsPerRead = Math.max(1, Math.floor(staging.byteLength / rowBytes));
+  for (let r = 0; r < rows; r += rowsPerRead) {
+    const n = Math.min(rowsPerRead, rows - r);
+    const raw = ckpt.read(name, staging.byteLength >= n * rowBytes ? staging : undefined, r * rowBytes, n * rowBytes);
+    checkFinite(raw, e.dtype, e.file, name, r * cols);
+    const q = quantizeRows(decodeToF32(raw, e.dtype), n, cols, format, name, r);
+    codes.set(q.codes, r * L.codeRowBytes);
+    scales.set(q.scales, r * L.scalesPerRow);
+  }
+  return { codes, scales };
 }
