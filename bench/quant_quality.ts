@@ -5,14 +5,18 @@
  * max KL divergence KL(HF || quantized) of the next-token distributions, and the max logit
  * error. On random weights nothing averages quantization noise away, so these figures describe
  * the format, not a trained model (issue 15: ideal symmetric 8/4-bit of the seven projections
- * in groups of 32 agrees on 94% / 35% of top-1 tokens here).
+ * in groups of 32 agrees on 94% / 35% of top-1 tokens here). Each row also gives the bytes
+ * the same choice takes for a 7B model (OpenChat 3.5's shape) on the device, from quantLayout.
  *
  *   npx tsx bench/quant_quality.ts
  */
 import { readFileSync } from 'node:fs';
 import { CpuModel } from '../src/model/cpu.ts';
-import type { QuantFormat } from '../src/gpu/buffers.ts';
-import { lmHeadFormat } from '../src/kernels/quant.ref.ts';
+import { matrixRowBytes, type MatrixDType, type QuantFormat } from '../src/gpu/buffers.ts';
+import { vocabFormats } from '../src/kernels/quant.ref.ts';
+import { expectedTensors, parseConfig } from '../src/model/config.ts';
+import { quantizedMatrices } from '../src/model/quantized.ts';
+import { SYNTHETIC_CONFIGS } from './synthetic.ts';
 
 const DIR = new URL('../golden/tiny-mistral/', import.meta.url).pathname;
 const manifest = JSON.parse(readFileSync(DIR + 'golden.json', 'utf8')) as { cases: { id: string; input_ids: number[]; logits: { file: string } }[] };
@@ -69,17 +73,39 @@ export function drift(model: CpuModel): Drift {
   return { top1: agree / positions, positions, klMean: klSum / positions, klMax, maxLogitError };
 }
 
+const SEVEN_B = parseConfig({ ...SYNTHETIC_CONFIGS['7b'] }, 'OpenChat 3.5 shape');
+
+/** Bytes on the device of the 7B shape under `format` with these vocabulary formats (null: bf16 as stored); norms f32. */
+export function sevenBBytes(format: QuantFormat | null, embed: QuantFormat | null, head: QuantFormat | null): number {
+  const quantized = format ? quantizedMatrices(SEVEN_B, { format, embed_tokens: embed, lm_head: head }) : new Map<string, QuantFormat>();
+  let n = 0;
+  for (const [name, shape] of expectedTensors(SEVEN_B)) {
+    if (shape.length === 1) n += shape[0]! * 4;
+    else n += shape[0]! * matrixRowBytes((quantized.get(name) ?? 'bf16') as MatrixDType, shape[1]!);
+  }
+  return n;
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const rows: [string, Drift][] = [['unquantized (f16 checkpoint)', drift(CpuModel.load(DIR))]];
+  const rows: [string, Drift, number][] = [['unquantized (f16 checkpoint; 7B in bf16)', drift(CpuModel.load(DIR)), sevenBBytes(null, null, null)]];
+  const as = (f: QuantFormat | null) => f ?? 'as stored';
   for (const format of ['q8', 'q4'] as QuantFormat[]) {
-    rows.push([`${format}, lm_head kept f16`, drift(CpuModel.load(DIR, { quantize: format, lmHead: null }))]);
-    for (const head of format === 'q4' ? (['q8', 'q4'] as const) : (['q8'] as const)) {
-      rows.push([`${format}, lm_head ${head}${head === lmHeadFormat(format) ? ' (what --quantize does)' : ''}`, drift(CpuModel.load(DIR, { quantize: format, lmHead: head }))]);
+    const chosen = vocabFormats(format);
+    const candidates: [QuantFormat | null, QuantFormat | null][] =
+      format === 'q8'
+        ? [[null, null], [null, 'q8'], ['q8', 'q8']]
+        : [[null, null], [null, 'q8'], ['q4', 'q8'], ['q8', 'q4'], ['q8', 'q8'], ['q4', 'q4']];
+    for (const [embed, head] of candidates) {
+      const what = embed === chosen.embed_tokens && head === chosen.lm_head ? ' (what --quantize does)' : '';
+      rows.push([`${format}: embed_tokens ${as(embed)}, lm_head ${as(head)}${what}`, drift(CpuModel.load(DIR, { quantize: format, embed, lmHead: head })), sevenBBytes(format, embed, head)]);
     }
   }
-  console.log('| weights | top-1 agreement with HF | KL(HF‖ours) mean | KL max | max logit error |');
-  console.log('|---|---:|---:|---:|---:|');
-  for (const [name, d] of rows) {
-    console.log(`| ${name} | ${(100 * d.top1).toFixed(1)}% of ${d.positions} | ${d.klMean.toExponential(2)} | ${d.klMax.toExponential(2)} | ${d.maxLogitError.toFixed(4)} |`);
+  console.log('| weights | top-1 agreement with HF | KL(HF‖ours) mean | KL max | max logit error | 7B on the device |');
+  console.log('|---|---:|---:|---:|---:|---:|');
+  for (const [name, d, bytes] of rows) {
+    console.log(
+      `| ${name} | ${(100 * d.top1).toFixed(1)}% of ${d.positions} | ${d.klMean.toExponential(2)} | ${d.klMax.toExponential(2)} | ${d.maxLogitError.toFixed(4)} | ` +
+        `${(bytes / 1e9).toFixed(3)} GB (${(bytes / 2 ** 30).toFixed(3)} GiB) |`,
+    );
   }
 }

@@ -184,11 +184,20 @@ export function partBytes(qr: QuantizedRows, row0: number, n: number, format: Qu
   return out;
 }
 
+/** What the two vocabulary matrices are stored as beside projections quantized to one format. */
+export interface VocabFormats {
+  embed_tokens: QuantFormat;
+  lm_head: QuantFormat;
+}
+
 /**
- * The format lm_head gets when the projections are quantized to `format`. q4 keeps lm_head at
- * q8: on the golden cases a q4 lm_head cost 6 points of top-1 agreement and a q8 one nothing
- * measurable, for 65 MB more on a 7B model (bench/RESULTS.md, "Quantized weights").
+ * The one place the vocabulary matrices' formats are chosen. Under q4: embed_tokens q4 (a row is
+ * gathered once per token and added to the residual stream, where every layer's noise lands
+ * too) and lm_head q8 (it makes the logits directly: on the golden cases a q4 lm_head cost 6
+ * points of top-1 agreement, a q8 one nothing measurable); this is llama.cpp's Q4_0 choice too,
+ * and brings 7B to 4.14 GB. Measured against the other candidates in bench/RESULTS.md,
+ * "7B q4 under 4.2 GB". Under q8 both are q8.
  */
-export function lmHeadFormat(format: QuantFormat): QuantFormat {
-  return format === 'q4' ? 'q8' : format;
+export function vocabFormats(format: QuantFormat): VocabFormats {
+  return format === 'q4' ? { embed_tokens: 'q4', lm_head: 'q8' } : { embed_tokens: 'q8', lm_head: 'q8' };
 }

@@ -5,12 +5,12 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bytesPerElement, QUANT_GROUP, quantLayout, type QuantFormat } from '../gpu/buffers.ts';
-import { lmHeadFormat, quantizeRows, type QuantizedRows } from '../kernels/quant.ref.ts';
+import { quantizeRows, type QuantizedRows } from '../kernels/quant.ref.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { expectedTensors, loadConfig } from './config.ts';
 import { Checkpoint, CheckpointError, writeSafetensors, type TensorSpec } from './safetensors.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
-import { folderQuantization, QUANT_METHOD, quantizedMatrices, scalesName } from './quantized.ts';
+import { folderQuantization, QUANT_METHOD, quantizationFor, quantizedMatrices, scalesName } from './quantized.ts';
 
 /** Source bytes widened and quantized at a time: the f32 copy of a whole 7B lm_head would be 0.5 GB. */
 const STAGING_BYTES = 32 * 2 ** 20;
@@ -27,7 +27,8 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
   const ckpt = Checkpoint.open(dir);
   try {
     validateCheckpoint(ckpt, config);
-    const quantized = quantizedMatrices(config, format);
+    const quantization = quantizationFor(config, format);
+    const quantized = quantizedMatrices(config, quantization);
     const specs: TensorSpec[] = [];
     const DT = { f32: 'F32', f16: 'F16', bf16: 'BF16' } as const;
     for (const [name, shape] of expectedTensors(config)) {
@@ -68,7 +69,7 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
       { format: 'pt', quantization: format, quantization_group_size: String(QUANT_GROUP) },
     );
     const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
-    cfg.quantization_config = { quant_method: QUANT_METHOD, format, group_size: QUANT_GROUP, lm_head: config.tie_word_embeddings ? null : lmHeadFormat(format) };
+    cfg.quantization_config = { quant_method: QUANT_METHOD, format, group_size: QUANT_GROUP, embed_tokens: quantization.embed_tokens, lm_head: quantization.lm_head };
     writeFileSync(join(out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
     for (const f of TOKENIZER_FILES) if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(out, f));
     return bytes;
