@@ -7,7 +7,8 @@ import { Checkpoint as Checkpoint, writeSafetensors, type TensorSpec } from './s
 import { folderQuantization } from './quantized.ts';
 import { quantizeCheckpoint } from './quantize.ts';
 import { QUANT_FORMATS } from '../gpu/buffers.ts';
-import { vocabFormats } from '../kernels/quant.ref.ts';
+import { quantizeRows, vocabFormats } from '../kernels/quant.ref.ts';
+import { decodeToF32 } from '../util/half.ts';
 
 const TINY = new URL('../../golden/tiny-mistral/', import.meta.url).pathname;
 const made: string[] = [];
@@ -43,24 +44,30 @@ describe('quantized folders (openchat quantize)', () => {
     const old = mkdtempSync(join(tmpdir(), 'quant-old-'));
     made.push(fresh, old);
     quantizeCheckpoint(TINY, fresh, 'q4');
-    // Rewrite it as the earlier writer did: embed_tokens as the source's f16 tensor, no planes.
+    // Rewrite it as the earlier writer did: embed_tokens as the source's f16 tensor, lm_head q8.
     const src = Checkpoint.open(TINY);
     const q = Checkpoint.open(fresh);
+    const [vocab, hidden] = src.get('lm_head.weight').shape as [number, number];
+    const head = quantizeRows(decodeToF32(src.read('lm_head.weight'), 'f16'), vocab, hidden, 'q8');
     const specs: TensorSpec[] = [];
     for (const [name, e] of q.tensors) {
       if (name === 'model.embed_tokens.scales') continue;
-      if (name === 'model.embed_tokens.weight') specs.push({ name, dtype: 'F16', shape: src.get(name).shape });
+      if (name === 'model.embed_tokens.weight') specs.push({ name, dtype: 'F16', shape: [vocab, hidden] });
+      else if (name === 'lm_head.weight') specs.push({ name, dtype: 'U8', shape: [vocab, hidden] });
       else specs.push({ name, dtype: e.dtype === 'u8' ? 'U8' : 'F16', shape: e.shape });
     }
-    writeSafetensors(join(old, 'model.safetensors'), specs, (s) => (s.name === 'model.embed_tokens.weight' ? src.read(s.name) : q.read(s.name)));
+    const bytes = (s: TensorSpec) =>
+      s.name === 'model.embed_tokens.weight' ? src.read(s.name) : s.name === 'lm_head.weight' ? head.codes : s.name === 'lm_head.scales' ? new Uint8Array(head.scales.buffer) : q.read(s.name);
+    writeSafetensors(join(old, 'model.safetensors'), specs, bytes);
     src.close();
     q.close();
     const cfg = JSON.parse(readFileSync(join(fresh, 'config.json'), 'utf8'));
     delete cfg.quantization_config.embed_tokens;
+    cfg.quantization_config.lm_head = 'q8';
     writeFileSync(join(old, 'config.json'), JSON.stringify(cfg));
     expect(folderQuantization(old)).toEqual({ format: 'q4', embed_tokens: null, lm_head: 'q8' });
     const ids = [1, 415, 2936, 9060, 285, 1142];
-    expect(CpuModel.load(old).forward(ids)).toEqual(CpuModel.load(TINY, { quantize: 'q4', embed: null }).forward(ids));
+    expect(CpuModel.load(old).forward(ids)).toEqual(CpuModel.load(TINY, { quantize: 'q4', embed: null, lmHead: 'q8' }).forward(ids));
     // A config that names another format than the tensors hold is refused, saying what to do.
     cfg.quantization_config.embed_tokens = 'q8';
     writeFileSync(join(old, 'config.json'), JSON.stringify(cfg));
