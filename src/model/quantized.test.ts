@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CpuModel } from './cpu.ts';
 import { Checkpoint as Checkpoint, writeSafetensors, type TensorSpec } from './safetensors.ts';
-import { folderQuantization } from './quantized.ts';
+import { folderQuantization, quantizationFor, quantizedMatrices } from './quantized.ts';
+import { loadConfig } from './config.ts';
 import { quantizeCheckpoint } from './quantize.ts';
 import { QUANT_FORMATS } from '../gpu/buffers.ts';
 import { quantizeRows, vocabFormats } from '../kernels/quant.ref.ts';
@@ -75,6 +76,18 @@ describe('quantized folders (openchat quantize)', () => {
     cfg.quantization_config.embed_tokens = 'q3';
     writeFileSync(join(old, 'config.json'), JSON.stringify(cfg));
     expect(() => CpuModel.load(old)).toThrow(/quantization_config\.embed_tokens is "q3".*rewrite the folder with openchat quantize/);
+  });
+
+  it('with tie_word_embeddings the one vocabulary matrix takes the more precise format', () => {
+    const tied = { ...loadConfig(TINY), tie_word_embeddings: true };
+    for (const format of QUANT_FORMATS) {
+      const q = quantizationFor(tied, format);
+      expect(q).toEqual({ format, embed_tokens: 'q8', lm_head: null });
+      const m = quantizedMatrices(tied, q);
+      expect(m.get('model.embed_tokens.weight')).toBe('q8');
+      expect(m.has('lm_head.weight')).toBe(false);
+      expect(m.get('model.layers.1.mlp.down_proj.weight')).toBe(format);
+    }
   });
 
   it('refuses to quantize a folder twice or to another format, with what to do', () => {

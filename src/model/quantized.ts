@@ -34,11 +34,13 @@ export interface Quantization {
 
 /**
  * What quantizing to `format` makes (vocabFormats(), src/kernels/quant.ref.ts). With
- * tie_word_embeddings the one matrix is also the output layer, so it takes lm_head's format.
+ * tie_word_embeddings the one matrix plays both parts, so it takes the more precise of the two
+ * formats (the bytes of one vocabulary matrix are saved already).
  */
 export function quantizationFor(config: ModelConfig, format: QuantFormat): Quantization {
   const v = vocabFormats(format);
-  return config.tie_word_embeddings ? { format, embed_tokens: v.lm_head, lm_head: null } : { format, ...v };
+  if (!config.tie_word_embeddings) return { format, ...v };
+  return { format, embed_tokens: v.embed_tokens === 'q8' || v.lm_head === 'q8' ? 'q8' : 'q4', lm_head: null };
 }
 
 /** The matrices a quantization stores quantized, and each one's format. */
