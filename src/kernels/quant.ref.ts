@@ -77,10 +77,10 @@ export function quantizeRowsPlain(values: Float32Array, rows: number, cols: numb
 
 /**
  * quantizeRowsPlain, byte for byte (quant.fast.test.ts checks it on random rows, all-zero groups
- * and extreme values), written for speed: a 7B model is 7e9 weights, and the plain loop cost
- * 50-170 ns each. One loop per format, no per-weight calls but Math.round, scales widened by
- * table, codes written straight into their plane (bench/RESULTS.md, "7B q4"). `row0`: where
- * these rows sit in the tensor, for the error.
+ * and extreme values), written for speed: a 7B model is 7e9 weights, and the plain loop made
+ * quantizing one take most of an hour. One loop per format, rounding by floors only
+ * (roundHalfAwayFast), scales widened by table, codes written straight into their plane
+ * (bench/RESULTS.md, "7B q4 under 4.2 GB"). `row0`: where these rows sit in the tensor, for the error.
  */
 export function quantizeRows(values: Float32Array, rows: number, cols: number, format: QuantFormat, name = 'tensor', row0 = 0): QuantizedRows {
   const L = quantLayout(format, cols);
@@ -138,12 +138,12 @@ function q4Code(v: number, d: number): number {
 }
 
 /**
- * roundHalfAway (Math.sign(x) * Math.round(|x|)) in floors: on this project's machine
- * Math.round cost ~30 ns and a branch on the sign of random weights mispredicts half the
- * time, together more than the rest of the loop. t = floor(x) and f = floor(2 (x - t)) give
- * round-half-up; x - t is exact except for tiny negative x, where it rounds to 1 and f to 2
- * (hence f - (f >> 1): f at most 1); a negative exact half then moves down to round away
- * (c - x is exact: c is an integer within 0.5 of x).
+ * roundHalfAway (Math.sign(x) * Math.round(|x|)) in floors: Math.round is many times slower
+ * than Math.floor in Node 20's V8, and a branch on the sign of random weights mispredicts half
+ * the time; together they were most of the loop (bench/RESULTS.md). t = floor(x) and
+ * f = floor(2 (x - t)) give round-half-up; x - t is exact except for tiny negative x, where it
+ * rounds to 1 and f to 2 (hence f - (f >> 1): f at most 1); a negative exact half then moves
+ * down to round away (c - x is exact: c is an integer within 0.5 of x).
  */
 function roundHalfAwayFast(x: number): number {
   const t = Math.floor(x);

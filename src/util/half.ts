@@ -80,7 +80,7 @@ export function f16Table(): Float32Array {
  * Widens raw little-endian tensor bytes of `dtype` to f32 (the CPU path, quantizing). Loads
  * stream whole tensors through here, so it reads the bytes as a Uint16Array (copied once if
  * they sit at an odd offset), widens f16 by table and bf16 by a shift into a Uint32Array view:
- * no DataView call and no allocation per element (bench/RESULTS.md, "7B q4").
+ * no DataView call and no allocation per element (bench/RESULTS.md, "7B q4 under 4.2 GB").
  */
 export function decodeToF32(bytes: Uint8Array, dtype: WeightDType): Float32Array {
   if (dtype === 'f32') {
