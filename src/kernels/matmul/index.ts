@@ -255,8 +255,8 @@ function record(
     rowsPerGroup = (t.WG / t.LANES) * t.ROWS_PER_GROUP;
     tokensPerGroup = t.TOKENS;
   } else if (plan.matvec === 'rows' && a.batch === 'decode' && tokens > 1) {
-    // (One token takes matvec_rows below: its fma chains per row, matmul's and SwiGLU's, are
-    // the tokens kernel's bit for bit (batch.test.ts), without the token loop's cost.)
+    // (One token takes matvec_rows below: its sums per row (matmul's fma chain, SwiGLU's two
+    // dots per chunk) are the tokens kernel's bit for bit (batch.test.ts), without the token loop.)
     const t = TILES.rowsTokens[op];
     variant = 'matvec rows tokens';
     src = source('matvec_rows_tokens.wgsl', ['products.wgsl']);
