@@ -20,7 +20,9 @@
  *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows_tokens.wgsl (plan
  *     rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
  * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
- *   - 1 token, plan.matvec rows: qmatvec_rows.wgsl;
+ *   - 1 token, plan.matvec rows: qmatvec_rows.wgsl (+ subgroups.wgsl: x by subgroup broadcast;
+ *     on an adapter without subgroups of 8 or more lanes, qmatvec_lanes.wgsl as under
+ *     matvec=workgroup);
  *   - otherwise qmatvec_lanes.wgsl + the plan's reduction (reduce_workgroup.wgsl under rows),
  *     in blocks of 8 tokens for 2 or more tokens, and for any count in a batched step (decode
  *     and prefill alike, whatever plan.gemm: the gemm kernels read 16-bit or f32 weights;
@@ -69,7 +71,7 @@ export const TILES = {
   splitReduce: { WG: 64 },
   /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
   words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
-  /** qmatvec_rows.wgsl (quantized weights, 1 token, plan rows): WG invocations x ROWS whole rows. */
+  /** qmatvec_rows.wgsl (quantized weights, 1 token, plan rows): WG invocations x ROWS whole rows (4, 8, 12 measured no faster on lavapipe: bench/RESULTS.md). */
   qrows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
   /**
    * qmatvec_lanes.wgsl (quantized weights): WG lanes across the groups of ROWS rows, TOKENS
@@ -328,14 +330,16 @@ function recordQuantized(
   let tokensPerGroup = 1;
   let variant: string;
   let lanes = true;
-  if (single && plan.matvec === 'rows') {
+  const sizes = enc.gpu.profile.subgroupSizes;
+  if (single && plan.matvec === 'rows' && sizes !== null && sizes.min >= 8) {
     const t = TILES.qrows[op];
     variant = 'matvec rows';
-    src = source('qmatvec_rows.wgsl', ['../quant.wgsl']);
+    src = source('qmatvec_rows.wgsl', ['subgroups.wgsl', '../quant.wgsl']);
     constants = { ...q, ...t };
     rowsPerGroup = t.WG * t.ROWS;
     lanes = false;
   } else {
+    // (matvec=rows without subgroups runs the workgroup strategy's kernel, 1 token included.)
     const reduce = plan.matvec === 'subgroup' ? 'subgroup' : 'workgroup';
     const t = single ? TILES.qlanes.decode[op] : plan.matvec === 'rows' ? TILES.qlanes.rowsBlock[op] : TILES.qlanes.block[op];
     variant = `lanes ${reduce}${t.TOKENS > 1 ? ` x${t.TOKENS}` : ''}`;

@@ -8,12 +8,20 @@
 // codes plane then scales plane (quant.wgsl); y f32, this part's outputs at y_offset ..
 //
 // Work split: as matvec_rows.wgsl, by groups of 32 columns instead of chunks of 8. Each
-// invocation owns ROWS whole rows (of each matrix) and walks their groups: per group, 8 x
-// vec4 loads and the group's input sum, shared by every row, then per row one (q4) or two
-// (q8) vec4 loads of codes and one of scales, dequantized in registers. No cross-lane work.
+// invocation owns ROWS whole rows (of each matrix) and walks their groups in blocks of 8 (256
+// columns), in order. Per block it loads one vec4 of scales per row (8 f16 scales). Per group:
+// lane l of each subgroup loads the group's inputs x[8g + l % 8] (one vec4), every lane takes
+// all 8 by subgroupBroadcast, and sums and scales them once (scaled_x, quant.wgsl) for all its
+// rows; then per row one (q4) or two (q8) vec4 loads of codes, decoded in registers
+// (group_dot_scaled). No cross-lane sums. Why: on llvmpipe a load at a per-lane address costs
+// a compare, a branch and a scalar load per lane and word, a broadcast from a fixed lane one
+// shuffle, so x by broadcast and one scale load per 8 groups leave the codes as the only
+// per-row loads, and the decode work per weight as the cost (bench/RESULTS.md, "Quantized
+// decode on lavapipe").
 //
 // Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part.
-// Assumes: cols % 32 == 0; gate and up split at the same rows.
+// Assumes: cols % 32 == 0; gate and up split at the same rows; subgroups of at least 8 lanes
+// (index.ts takes qmatvec_lanes.wgsl where there are none); uniform control flow throughout.
 
 struct Params {
   rows: u32,        // rows in this part
@@ -38,40 +46,51 @@ fn silu(g: f32) -> f32 {
   return g / (1.0 + exp(-g));
 }
 
-// x[8g .. 8g + 8) as vec4s: the group's 32 inputs.
-fn x_group(g: u32) -> array<vec4<f32>, 8> {
-  let i = 8u * g;
-  return array<vec4<f32>, 8>(x[i], x[i + 1u], x[i + 2u], x[i + 3u], x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]);
+// Group g's 32 inputs as vec4s, loaded once per subgroup: lanes 0..7 each load one vec4 (other
+// lanes load copies that are never broadcast).
+fn x_group(g: u32, lane: u32) -> array<vec4<f32>, 8> {
+  let v = x[8u * g + lane % 8u];
+  return array<vec4<f32>, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+                             subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
 
-// Row `row`'s part of group g's product with xs (quant.wgsl's layout), scaled.
-fn w_group(row: u32, g: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
-  let c = codes_at(row, p.cols) + g * group_vec4s();
-  let d = scale_of(w[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
-  return d * group_dot(w[c], w[c + select(0u, 1u, QFORMAT == Q8)], xs, xsum);
+// The first vec4 of codes and of scales of each row of the invocation. Rows past the end
+// re-read the last row, so that the loop has no per-row branches.
+struct RowStarts {
+  codes: array<u32, MAX_ROWS>,
+  scales: array<u32, MAX_ROWS>,
 }
 
-fn up_group(row: u32, g: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
-  let c = codes_at(row, p.cols) + g * group_vec4s();
-  let d = scale_of(up[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
-  return d * group_dot(up[c], up[c + select(0u, 1u, QFORMAT == Q8)], xs, xsum);
+fn row_starts(row0: u32) -> RowStarts {
+  var s: RowStarts;
+  for (var i = 0u; i < ROWS; i++) {
+    let r = min(row0 + i, p.rows - 1u);
+    s.codes[i] = codes_at(r, p.cols);
+    s.scales[i] = scales_at(r, p.rows, p.cols);
+  }
+  return s;
 }
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
   let row0 = gid.x * ROWS;
   let groups = p.cols / 32u;
-  // Rows past the end re-read the last row, so that the loop has no per-row branches.
-  var row: array<u32, MAX_ROWS>;
-  for (var i = 0u; i < ROWS; i++) {
-    row[i] = min(row0 + i, p.rows - 1u);
-  }
+  let at = row_starts(row0);
   var acc: array<f32, MAX_ROWS>;
-  for (var g = 0u; g < groups; g++) {
-    let xs = x_group(g);
-    let xsum = group_sum(xs);
+  for (var b = 0u; 8u * b < groups; b++) {
+    var d: array<vec4<u32>, MAX_ROWS>;
     for (var i = 0u; i < ROWS; i++) {
-      acc[i] += w_group(row[i], g, xs, xsum);
+      d[i] = w[at.scales[i] + b];
+    }
+    for (var k = 0u; k < 8u && 8u * b + k < groups; k++) {
+      let g = 8u * b + k;
+      let xs = x_group(g, lane);
+      let xsum = group_sum(xs);
+      let xp = scaled_x(xs);
+      for (var i = 0u; i < ROWS; i++) {
+        let c = at.codes[i] + g * group_vec4s();
+        acc[i] += scale_of(d[i], k) * group_dot_scaled(w[c], w[c + select(0u, 1u, QFORMAT == Q8)], xp, xsum);
+      }
     }
   }
   for (var i = 0u; i < ROWS; i++) {
@@ -88,21 +107,30 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
 // `matmul` with a second weight stream per row (up beside gate) and the silu product as its
 // epilogue: a deliberate copy of the loop, keep the two in step.
 @compute @workgroup_size(WG)
-fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
   let row0 = gid.x * ROWS;
   let groups = p.cols / 32u;
-  var row: array<u32, MAX_ROWS>;
-  for (var i = 0u; i < ROWS; i++) {
-    row[i] = min(row0 + i, p.rows - 1u);
-  }
+  let at = row_starts(row0);
   var acc_gate: array<f32, MAX_ROWS>;
   var acc_up: array<f32, MAX_ROWS>;
-  for (var g = 0u; g < groups; g++) {
-    let xs = x_group(g);
-    let xsum = group_sum(xs);
+  for (var b = 0u; 8u * b < groups; b++) {
+    var d_gate: array<vec4<u32>, MAX_ROWS>;
+    var d_up: array<vec4<u32>, MAX_ROWS>;
     for (var i = 0u; i < ROWS; i++) {
-      acc_gate[i] += w_group(row[i], g, xs, xsum);
-      acc_up[i] += up_group(row[i], g, xs, xsum);
+      d_gate[i] = w[at.scales[i] + b];
+      d_up[i] = up[at.scales[i] + b];
+    }
+    for (var k = 0u; k < 8u && 8u * b + k < groups; k++) {
+      let g = 8u * b + k;
+      let xs = x_group(g, lane);
+      let xsum = group_sum(xs);
+      let xp = scaled_x(xs);
+      for (var i = 0u; i < ROWS; i++) {
+        let c = at.codes[i] + g * group_vec4s();
+        let c2 = c + select(0u, 1u, QFORMAT == Q8);
+        acc_gate[i] += scale_of(d_gate[i], k) * group_dot_scaled(w[c], w[c2], xp, xsum);
+        acc_up[i] += scale_of(d_up[i], k) * group_dot_scaled(up[c], up[c2], xp, xsum);
+      }
     }
   }
   for (var i = 0u; i < ROWS; i++) {
