@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { getGpu } from '../../gpu/device.ts';
+import { getGpu, type Gpu } from '../../gpu/device.ts';
 import { createStorageBuffer, destroyMatrix, readF32, uploadF32, writeBuffer, QUANT_FORMATS, type QuantFormat } from '../../gpu/buffers.ts';
-import { Encoder } from '../../gpu/encoder.ts';
+import { Encoder, observeDispatches } from '../../gpu/encoder.ts';
 import { Rng } from '../../util/rng.ts';
 import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
 import { runnable, type KernelPlan } from '../plan.ts';
@@ -18,10 +18,11 @@ import { randomQuantMatrix } from './fixtures.ts';
 const TOLERANCE = 2e-5;
 const VARIANTS = runnable((await getGpu()).profile, 'matvec');
 
-type Case = { rows: number; cols: number; tokens: number; format: QuantFormat; matvec: KernelPlan['matvec']; accumulate?: boolean; maxPartBytes?: number };
+/** `gpu`: the device as a wrapper sees it (default: the real one). */
+type Case = { rows: number; cols: number; tokens: number; format: QuantFormat; matvec: KernelPlan['matvec']; accumulate?: boolean; maxPartBytes?: number; gpu?: Gpu };
 
 async function checkMatmul(c: Case) {
-  const gpu = await getGpu();
+  const gpu = c.gpu ?? (await getGpu());
   const seed = freshSeed();
   const rng = new Rng(seed);
   const { matrix, values } = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
@@ -46,7 +47,7 @@ async function checkMatmul(c: Case) {
 }
 
 async function checkSwiGLU(c: Omit<Case, 'accumulate'>) {
-  const gpu = await getGpu();
+  const gpu = c.gpu ?? (await getGpu());
   const seed = freshSeed();
   const rng = new Rng(seed);
   const gate = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
@@ -96,6 +97,24 @@ describe('quantized matmul: real shapes', () => {
     for (const matvec of VARIANTS) await checkMatmul({ rows: 4096, cols: 14336, tokens: 1, format: 'q4', matvec, accumulate: true });
     await checkMatmul({ rows: 4096, cols: 4096, tokens: 9, format: 'q8', matvec: 'rows', accumulate: true });
   }, 600_000); // three 58M-weight products on lavapipe, and their CPU references
+
+  it('matvec=rows on an adapter without subgroups of 8 lanes: one token through qmatvec_lanes', async () => {
+    // qmatvec_rows shares x by subgroup broadcast; index.ts falls back where it cannot.
+    const real = await getGpu();
+    const gpu: Gpu = { ...real, profile: { ...real.profile, subgroupSizes: null } };
+    const labels: string[] = [];
+    observeDispatches(real, { pass: (label) => (labels.push(label), {}), encoded: () => {} });
+    try {
+      for (const format of QUANT_FORMATS) {
+        await checkMatmul({ rows: 77, cols: 288, tokens: 1, format, matvec: 'rows', accumulate: true, gpu });
+        await checkSwiGLU({ rows: 45, cols: 160, tokens: 1, format, matvec: 'rows', gpu });
+      }
+    } finally {
+      observeDispatches(real, null);
+    }
+    expect(labels.length).toBe(4);
+    for (const l of labels) expect(l).toMatch(/^(matmul|swiglu) lanes workgroup q[48] /);
+  });
 
   it('refuses widths that are not whole groups', async () => {
     const gpu = await getGpu();
