@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { formatReport, getGpu } from '../../src/gpu/device.ts';
+import { formatReport, formatSubgroupMatrixProbe, getGpu, probeSubgroupMatrix } from '../../src/gpu/device.ts';
 import { formatProfile } from '../../src/gpu/profile.ts';
 import { formatPlan, resolvePlan } from '../../src/kernels/plan.ts';
 
@@ -8,14 +8,17 @@ export function registerInfo(program: Command): void {
     .command('info')
     .description('print the WebGPU adapter, its features, the limits that matter, and the kernel plan a model would run')
     .option('--json', 'print as JSON')
-    .action(async (opts: { json?: boolean }) => {
+    .option('--subgroup-matrix', "also ask whether the adapter offers subgroup matrices (tensor cores from WGSL) with Dawn's unsafe toggles set")
+    .action(async (opts: { json?: boolean; subgroupMatrix?: boolean }) => {
       const gpu = await getGpu();
+      const probe = opts.subgroupMatrix ? await probeSubgroupMatrix() : null;
       const plan = resolvePlan(gpu.profile);
       const forced = process.env.OPENCHAT_KERNELS ? ` (OPENCHAT_KERNELS=${process.env.OPENCHAT_KERNELS})` : '';
       process.stdout.write(
         (opts.json
-          ? JSON.stringify({ ...gpu.report, profile: gpu.profile, plan }, null, 2)
-          : `${formatReport(gpu.report)}\nprofile:      ${formatProfile(gpu.profile)}\nkernel plan:  ${formatPlan(plan)}${forced}`) + '\n',
+          ? JSON.stringify({ ...gpu.report, profile: gpu.profile, plan, ...(probe ? { subgroupMatrix: probe } : {}) }, null, 2)
+          : `${formatReport(gpu.report)}\nprofile:      ${formatProfile(gpu.profile)}\nkernel plan:  ${formatPlan(plan)}${forced}` +
+            (probe ? `\n${formatSubgroupMatrixProbe(probe)}` : '')) + '\n',
       );
     });
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { getGpu, pinnedGpu } from './device.ts';
+import { formatSubgroupMatrixProbe, getGpu, pinnedGpu, probeSubgroupMatrix, SUBGROUP_MATRIX_FEATURE } from './device.ts';
 import { createStorageBuffer, readF32, uploadF32 } from './buffers.ts';
 import { Encoder, getPipeline, params } from './encoder.ts';
 import { Rng } from '../util/rng.ts';
@@ -67,5 +67,20 @@ describe('WebGPU device', () => {
       expect(y.every((v, i) => Math.abs(v - expected[i]!) <= tol[i]!), `seed ${seed}`).toBe(true);
     }
     expect(pinnedGpu()?.instance).toBeTruthy();
+  });
+
+  it('probes subgroup matrices on the same adapter, with the toggles, leaving the device alone', async () => {
+    const gpu = await getGpu();
+    const probe = await probeSubgroupMatrix();
+    expect(probe.adapter).toBe(gpu.adapter.info.description || probe.adapter);
+    expect(probe.toggles).toContain('allow_unsafe_apis');
+    // The feature and its shapes come together: offered with none, or shapes without the feature, is a misreading.
+    expect(probe.offered).toBe(probe.configs.length > 0);
+    for (const c of probe.configs) expect(c.M * c.N * c.K, JSON.stringify(c)).toBeGreaterThan(0);
+    // The process-wide device was created without the unsafe toggles and must not have gained the feature.
+    expect(gpu.device.features.has(SUBGROUP_MATRIX_FEATURE)).toBe(false);
+    expect(formatSubgroupMatrixProbe(probe)).toContain(probe.offered ? 'offered by' : 'not offered by');
+    const { y, expected, tol } = await runSaxpy(freshSeed(), 333);
+    expect(y.every((v, i) => Math.abs(v - expected[i]!) <= tol[i]!)).toBe(true);
   });
 });

@@ -188,6 +188,68 @@ export async function openGpu(instance: GPU, onError: (message: string) => void)
   return { device, adapter, instance, report, hasF16, hasSubgroups, profile };
 }
 
+/**
+ * Dawn's switches that may expose tensor cores to WGSL: `chromium-experimental-subgroup-matrix`
+ * is an unsafe API, needs Vulkan's cooperative-matrix extension and memory model, and on NVIDIA
+ * f16 shaders, each of which Dawn keeps off by default.
+ */
+export const SUBGROUP_MATRIX_TOGGLES = ['allow_unsafe_apis', 'use_vulkan_memory_model', 'vulkan_enable_f16_on_nvidia'] as const;
+export const SUBGROUP_MATRIX_FEATURE = 'chromium-experimental-subgroup-matrix';
+
+/** One (M, N, K, input type, result type) shape the adapter's subgroup-matrix feature supports. */
+export interface SubgroupMatrixConfig {
+  M: number;
+  N: number;
+  K: number;
+  componentType: string;
+  resultComponentType: string;
+}
+
+export interface SubgroupMatrixProbe {
+  adapter: string;
+  toggles: readonly string[];
+  offered: boolean;
+  configs: SubgroupMatrixConfig[];
+}
+
+// The probe's instances and adapters: never collected while the process runs (see the module note).
+const probed: unknown[] = [];
+
+/**
+ * Whether this machine's adapter offers subgroup matrices (tensor cores from WGSL) once Dawn's
+ * toggles are set, and in which shapes. Uses a second Dawn instance and creates no device, so the
+ * process-wide one (getGpu) keeps its default toggles.
+ */
+export async function probeSubgroupMatrix(): Promise<SubgroupMatrixProbe> {
+  const instance = create([`enable-dawn-features=${SUBGROUP_MATRIX_TOGGLES.join(',')}`]);
+  const adapter = await requestAdapter(instance);
+  probed.push(instance, adapter);
+  // Dawn adds subgroupMatrixConfigs to GPUAdapterInfo; the WebGPU typings lack it.
+  const raw = (adapter.info as unknown as { subgroupMatrixConfigs?: Iterable<Record<string, unknown>> }).subgroupMatrixConfigs;
+  const configs = [...(raw ?? [])].map((c) => ({
+    M: Number(c.M),
+    N: Number(c.N),
+    K: Number(c.K),
+    componentType: String(c.componentType),
+    resultComponentType: String(c.resultComponentType),
+  }));
+  const info = adapter.info;
+  return {
+    adapter: info.description || info.device || `${info.vendor} ${info.architecture}`,
+    toggles: SUBGROUP_MATRIX_TOGGLES,
+    offered: adapter.features.has(SUBGROUP_MATRIX_FEATURE),
+    configs,
+  };
+}
+
+export function formatSubgroupMatrixProbe(p: SubgroupMatrixProbe): string {
+  const shapes = p.configs.map((c) => `${c.M}x${c.N}x${c.K} ${c.componentType}->${c.resultComponentType}`).join(', ');
+  return p.offered
+    ? `subgroup matrix: offered by ${p.adapter} with toggles ${p.toggles.join(',')}; shapes: ${shapes || '(none listed)'}`
+    : `subgroup matrix: not offered by ${p.adapter}, even with toggles ${p.toggles.join(',')} ` +
+        `(Dawn needs VK_KHR_cooperative_matrix, the Vulkan memory model and f16 shaders from the driver)`;
+}
+
 /** The process-wide device, created on first use. */
 export function getGpu(): Promise<Gpu> {
   if (!current) {
