@@ -20,11 +20,14 @@
  *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows_tokens.wgsl (plan
  *     rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
  * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
- *   - 1 token, plan.matvec rows: qmatvec_rows.wgsl;
+ *   - up to MATVEC_MAX_TOKENS tokens and any batched decode step, plan.matvec rows:
+ *     qmatvec_rows.wgsl (+ subgroups.wgsl: x by subgroup broadcast), its token loop compiled
+ *     for 1 token alone and for 8 otherwise (the same chain per token); on an adapter without
+ *     subgroups of 8 or more lanes, qmatvec_lanes.wgsl as under matvec=workgroup;
  *   - otherwise qmatvec_lanes.wgsl + the plan's reduction (reduce_workgroup.wgsl under rows),
  *     in blocks of 8 tokens for 2 or more tokens, and for any count in a batched step (decode
- *     and prefill alike, whatever plan.gemm: the gemm kernels read 16-bit or f32 weights;
- *     quant.wgsl is the snippet to stage q8/q4 through them next).
+ *     under the lanes plans, prefill under all, whatever plan.gemm: the gemm kernels read
+ *     16-bit or f32 weights; quant.wgsl is the snippet to stage q8/q4 through them next).
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
  * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only); except fused_*.wgsl, the decode
  * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
@@ -69,7 +72,7 @@ export const TILES = {
   splitReduce: { WG: 64 },
   /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
   words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
-  /** qmatvec_rows.wgsl (quantized weights, 1 token, plan rows): WG invocations x ROWS whole rows. */
+  /** qmatvec_rows.wgsl (quantized weights, up to 8 tokens, plan rows): WG invocations x ROWS whole rows (4, 8, 12 measured no faster on lavapipe: bench/RESULTS.md). */
   qrows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
   /**
    * qmatvec_lanes.wgsl (quantized weights): WG lanes across the groups of ROWS rows, TOKENS
@@ -317,8 +320,10 @@ function recordQuantized(
   format: QuantFormat,
 ): void {
   const { w, tokens } = a;
-  // A batched step always takes the 8-token blocks, so a token's sums never depend on the count.
+  // A batched step takes one kernel shape whatever its count (qmatvec_rows with its 8-token
+  // loop, or the 8-token blocks), so a token's sums never depend on the count.
   const single = tokens === 1 && a.batch === undefined;
+  const decode = a.batch === 'decode' || (a.batch === undefined && tokens <= MATVEC_MAX_TOKENS);
   if (w.cols % 32 !== 0) throw new Error(`matmul: ${format} weights need cols % 32 == 0, got ${w.cols}`);
   const matrices = a.up ? 2 : 1;
   const q = { QFORMAT: format === 'q8' ? 0 : 1 };
@@ -328,14 +333,18 @@ function recordQuantized(
   let tokensPerGroup = 1;
   let variant: string;
   let lanes = true;
-  if (single && plan.matvec === 'rows') {
+  const sizes = enc.gpu.profile.subgroupSizes;
+  if (decode && plan.matvec === 'rows' && sizes !== null && sizes.min >= 8) {
+    // TOKENS 1 alone: the same per-token chain as TOKENS 8 (qmatvec_rows.wgsl), without the token loop.
     const t = TILES.qrows[op];
-    variant = 'matvec rows';
-    src = source('qmatvec_rows.wgsl', ['../quant.wgsl']);
-    constants = { ...q, ...t };
+    const tokenTile = single ? 1 : MATVEC_MAX_TOKENS;
+    variant = `matvec rows${tokenTile > 1 ? ` x${tokenTile}` : ''}`;
+    src = source('qmatvec_rows.wgsl', ['subgroups.wgsl', '../quant.wgsl']);
+    constants = { ...q, ...t, TOKENS: tokenTile };
     rowsPerGroup = t.WG * t.ROWS;
     lanes = false;
   } else {
+    // (matvec=rows without subgroups runs the workgroup strategy's kernel, 1 token included.)
     const reduce = plan.matvec === 'subgroup' ? 'subgroup' : 'workgroup';
     const t = single ? TILES.qlanes.decode[op] : plan.matvec === 'rows' ? TILES.qlanes.rowsBlock[op] : TILES.qlanes.block[op];
     variant = `lanes ${reduce}${t.TOKENS > 1 ? ` x${t.TOKENS}` : ''}`;
