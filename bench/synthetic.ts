@@ -2,14 +2,14 @@
  * Synthetic checkpoints for benchmarks: a Hugging Face model folder (config.json,
  * safetensors in HF tensor naming, sharded with model.safetensors.index.json the
  * way `save_pretrained` shards) whose shapes are those of real models and whose
- * weights are random f16 values. The engine does exactly the same work on them
- * as on the real weights, so speed and memory measured on them are the real
- * figures; only the text they produce is noise.
+ * weights are random f16 values (or bf16, `--dtype bf16`, as OpenChat 3.5 ships). The
+ * engine does exactly the same work on them as on the real weights, so speed and memory
+ * measured on them are the real figures; only the text they produce is noise.
  *
- *   npx tsx bench/synthetic.ts tiny|1b|7b DIR [--max-shard-gb 5] [--seed N]
+ *   npx tsx bench/synthetic.ts tiny|1b|7b DIR [--max-shard-gb 5] [--seed N] [--dtype f16|bf16]
  *
  * Writing 14.5 GB of weights must take minutes, not hours, so no tensor is drawn
- * element by element: one block of N(0, 1) values is drawn once, rounded to f16
+ * element by element: one block of N(0, 1) values is drawn once, rounded to the dtype
  * once per distinct scale, and every tensor is filled by copying that block
  * round-robin from a random starting offset. Tensors therefore differ from each
  * other (different offsets; the block length is odd, so consecutive rows of a
@@ -101,6 +101,8 @@ export interface WriteOptions {
   /** Shards are filled in state_dict order up to this many bytes each; one shard is written as model.safetensors. */
   maxShardBytes?: number;
   seed?: number;
+  /** The weights' dtype (default f16). */
+  dtype?: 'f16' | 'bf16';
   /** Called after each tensor is written. */
   onProgress?: (p: { tensorsDone: number; tensorsTotal: number; bytesDone: number; bytesTotal: number }) => void;
 }
@@ -120,10 +122,10 @@ const BLOCK_ELEMENTS = (1 << 21) + 1;
 
 /**
  * Every tensor of the config, in the order `model.state_dict()` lists them (HF
- * writes shards in this order; expectedTensors keeps it), stored as f16.
+ * writes shards in this order; expectedTensors keeps it), stored as `dtype`.
  */
-function stateDictOrder(config: ModelConfig): TensorSpec[] {
-  return [...expectedTensors(config)].map(([name, shape]) => ({ name, dtype: 'F16', shape }));
+function stateDictOrder(config: ModelConfig, dtype: 'f16' | 'bf16'): TensorSpec[] {
+  return [...expectedTensors(config)].map(([name, shape]) => ({ name, dtype: dtype === 'f16' ? 'F16' : 'BF16', shape }));
 }
 
 /** Groups tensors into shards greedily, as save_pretrained does: a tensor that does not fit starts a new shard. */
@@ -147,7 +149,7 @@ function elements(s: TensorSpec): number {
 }
 
 /**
- * Fills tensors with f16 values: 2-D weights [out, in] from N(0, 1/sqrt(in)) so
+ * Fills tensors with f16 or bf16 values: 2-D weights [out, in] from N(0, 1/sqrt(in)) so
  * each projection keeps its activations' scale (finite through 32 layers), norm
  * weights with ones (their Hugging Face initialization).
  */
@@ -156,7 +158,11 @@ class WeightFiller {
   private readonly byScale = new Map<number, Uint16Array>();
   private readonly out: Uint16Array;
 
-  constructor(private readonly rng: Rng, largestTensor: number) {
+  constructor(
+    private readonly rng: Rng,
+    largestTensor: number,
+    private readonly dtype: 'f16' | 'bf16',
+  ) {
     this.unit = new Float32Array(BLOCK_ELEMENTS);
     for (let i = 0; i < BLOCK_ELEMENTS; i++) this.unit[i] = rng.normal();
     this.out = new Uint16Array(largestTensor);
@@ -166,7 +172,7 @@ class WeightFiller {
     const n = elements(spec);
     const out = this.out.subarray(0, n);
     if (spec.shape.length === 1) {
-      out.fill(0x3c00); // 1.0 in f16
+      out.fill(this.dtype === 'f16' ? 0x3c00 : 0x3f80); // 1.0
     } else {
       const block = this.block(1 / Math.sqrt(spec.shape[1]!));
       let from = this.rng.int(0, BLOCK_ELEMENTS);
@@ -180,13 +186,13 @@ class WeightFiller {
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   }
 
-  /** The unit block scaled and rounded to f16, once per distinct scale. */
+  /** The unit block scaled and rounded to the dtype, once per distinct scale. */
   private block(scale: number): Uint16Array {
     let b = this.byScale.get(scale);
     if (!b) {
       const scaled = new Float32Array(BLOCK_ELEMENTS);
       for (let i = 0; i < BLOCK_ELEMENTS; i++) scaled[i] = this.unit[i]! * scale;
-      const bytes = encodeFromF32(scaled, 'f16');
+      const bytes = encodeFromF32(scaled, this.dtype);
       b = new Uint16Array(bytes.buffer, bytes.byteOffset, BLOCK_ELEMENTS);
       this.byScale.set(scale, b);
     }
@@ -198,17 +204,19 @@ class WeightFiller {
 export function writeSyntheticCheckpoint(dir: string, name: SyntheticName | Record<string, unknown>, opts: WriteOptions = {}): WrittenCheckpoint {
   const started = performance.now();
   const raw: Record<string, unknown> = typeof name === 'string' ? { ...SYNTHETIC_CONFIGS[name] } : { ...name };
+  if (opts.dtype === 'bf16') raw.torch_dtype = 'bfloat16';
   const config = parseConfig(raw, typeof name === 'string' ? `synthetic ${name}` : 'synthetic config');
-  const specs = stateDictOrder(config);
+  const dtype = opts.dtype ?? 'f16';
+  const specs = stateDictOrder(config, dtype);
   const shards = planShards(specs, opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
   const seed = (opts.seed ?? 1) >>> 0;
-  const filler = new WeightFiller(new Rng(seed), Math.max(...specs.map(elements)));
+  const filler = new WeightFiller(new Rng(seed), Math.max(...specs.map(elements)), dtype);
 
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'config.json'), JSON.stringify(raw, null, 2) + '\n');
 
   const totalBytes = specs.reduce((a, s) => a + elements(s) * 2, 0);
-  const metadata = { format: 'pt', synthetic: `random f16 weights from openchat-webgpu bench/synthetic.ts, seed ${seed}` };
+  const metadata = { format: 'pt', synthetic: `random ${dtype} weights from openchat-webgpu bench/synthetic.ts, seed ${seed}` };
   const files = shards.map((_, i) =>
     shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`,
   );
@@ -239,8 +247,8 @@ export function writeSyntheticCheckpoint(dir: string, name: SyntheticName | Reco
 
 function usage(): never {
   process.stderr.write(
-    `usage: npx tsx bench/synthetic.ts ${Object.keys(SYNTHETIC_CONFIGS).join('|')} DIR [--max-shard-gb G] [--seed N]\n` +
-      '  writes a Hugging Face model folder of that shape with random f16 weights\n',
+    `usage: npx tsx bench/synthetic.ts ${Object.keys(SYNTHETIC_CONFIGS).join('|')} DIR [--max-shard-gb G] [--seed N] [--dtype f16|bf16]\n` +
+      '  writes a Hugging Face model folder of that shape with random f16 (or bf16) weights\n',
   );
   process.exit(2);
 }
@@ -249,10 +257,16 @@ async function main(argv: string[]): Promise<void> {
   const positional: string[] = [];
   let maxShardBytes = DEFAULT_MAX_SHARD_BYTES;
   let seed = 1;
+  let dtype: 'f16' | 'bf16' = 'f16';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--max-shard-gb') maxShardBytes = Number(argv[++i]) * 1e9;
     else if (a === '--seed') seed = Number(argv[++i]);
+    else if (a === '--dtype') {
+      const d = argv[++i];
+      if (d !== 'f16' && d !== 'bf16') usage();
+      dtype = d;
+    }
     else if (a.startsWith('-')) usage();
     else positional.push(a);
   }
@@ -262,6 +276,7 @@ async function main(argv: string[]): Promise<void> {
   const w = writeSyntheticCheckpoint(dir, name, {
     maxShardBytes,
     seed,
+    dtype,
     onProgress: (p) => {
       const now = performance.now();
       if (now - lastPrint > 2000 || p.tensorsDone === p.tensorsTotal) {

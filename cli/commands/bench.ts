@@ -55,7 +55,7 @@ export function registerBench(program: Command): void {
     .option('--plans <list>', "kernel plans to compare, ';'-separated, each in OPENCHAT_KERNELS syntax, e.g. 'matvec=rows;matvec=subgroup' (measured interleaved; default: the device's plan)", planList)
     .option('--profile [tokens]', 'also time every kernel on the GPU (timestamp queries) over this many decode tokens per plan (default 8)', intOption('--profile', 1, 10_000))
     .option('--json <file>', 'also write every figure to FILE as JSON')
-    .option('--quantize <format>', 'quantize the projections to q8 or q4 while loading', quantizeOption)
+    .option('--quantize <format>', 'quantize the weight matrices to q8 or q4 while loading', quantizeOption)
     .action(async (opts: BenchCliOptions) => {
       const modelDir = resolveModelDir(opts.model);
       if (opts.profile) requestFineTimestamps();

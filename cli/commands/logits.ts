@@ -94,7 +94,7 @@ export function registerLogits(program: Command): void {
     .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
     .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder); with --cpu it is merged into the weights')
     .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
-    .option('--quantize <format>', 'quantize the projections to q8 or q4 while loading (with --cpu: the same weights, dequantized plainly)', quantizeOption)
+    .option('--quantize <format>', 'quantize the weight matrices to q8 or q4 while loading (with --cpu: the same weights, dequantized plainly)', quantizeOption)
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
       const dir = resolveModelDir(opts.model);

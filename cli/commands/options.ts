@@ -39,5 +39,5 @@ export function quantizeOption(value: string): QuantFormat {
 
 /** Adds --quantize, the same flag in generate, chat, logits, serve and bench. */
 export function addQuantizeOption(cmd: Command): Command {
-  return cmd.option('--quantize <format>', "quantize the projections to q8 or q4 while loading (a folder written by 'openchat quantize' is already quantized)", quantizeOption);
+  return cmd.option('--quantize <format>', "quantize the weight matrices to q8 or q4 while loading (a folder written by 'openchat quantize' is already quantized)", quantizeOption);
 }

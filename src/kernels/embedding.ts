@@ -1,23 +1,36 @@
 /**
- * Token embedding lookup on the device (embed_tokens): one f32 row per token id.
+ * Token embedding lookup on the device (embed_tokens): one f32 row per token id. Two kernels,
+ * by how the table is stored: embedding.wgsl widens f32/f16/bf16 words, embedding_quant.wgsl
+ * dequantizes q8/q4 groups in registers (quant.wgsl).
  */
 import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../gpu/encoder.ts';
-import { isQuantized, type GpuMatrix } from '../gpu/buffers.ts';
+import { isQuantized, QUANT_GROUP, type GpuMatrix } from '../gpu/buffers.ts';
 import { dtypeCode, weightKernelSource } from './weights.ts';
 
-/** Invocations per workgroup (embedding.wgsl's WG override); each copies two columns of one token. */
+/**
+ * Invocations per workgroup (the kernels' WG override): embedding.wgsl's each copy two
+ * columns of one token, embedding_quant.wgsl's one group of 32.
+ */
 const WG = 64;
+const QUANT_WG = 32;
 const PARAMS = new UniformLayout({ cols: 'u32', row0: 'u32', rows: 'u32', is_last: 'u32' });
 
-/** out[t, :] = table[ids[t], :] widened to f32. ids: u32 [tokens]; out: f32 [tokens, table.cols]. */
+/** out[t, :] = table[ids[t], :] widened (or dequantized) to f32. ids: u32 [tokens]; out: f32 [tokens, table.cols]. */
 export function embedding(enc: Encoder, a: { ids: Binding; table: GpuMatrix; out: Binding; tokens: number }): void {
   const { table, tokens } = a;
   if (tokens === 0) return;
-  if (table.cols % 2 !== 0) throw new Error(`embedding: cols must be even, got ${table.cols}`);
-  // The loader keeps embed_tokens in the checkpoint's format (a row is read once per token).
-  if (isQuantized(table.dtype)) throw new Error(`embedding: the table is ${table.dtype}; embed_tokens is read unquantized (f32, f16 or bf16)`);
-  const pipeline = getPipeline(enc.gpu, kernelSource(weightKernelSource('embedding.wgsl'), PARAMS), 'main', { DTYPE: dtypeCode(table.dtype), WG }, `embedding ${table.dtype}`);
-  const groups = Math.ceil(table.cols / 2 / WG);
+  let pipeline: GPUComputePipeline;
+  let groups: number;
+  if (isQuantized(table.dtype)) {
+    if (table.cols % QUANT_GROUP !== 0) throw new Error(`embedding: a ${table.dtype} table needs cols % ${QUANT_GROUP} == 0, got ${table.cols}`);
+    const source = kernelSource(weightKernelSource('embedding_quant.wgsl', import.meta.url, ['quant.wgsl']), PARAMS);
+    pipeline = getPipeline(enc.gpu, source, 'main', { QFORMAT: table.dtype === 'q8' ? 0 : 1, WG: QUANT_WG }, `embedding ${table.dtype}`);
+    groups = Math.ceil(table.cols / QUANT_GROUP / QUANT_WG);
+  } else {
+    if (table.cols % 2 !== 0) throw new Error(`embedding: cols must be even, got ${table.cols}`);
+    pipeline = getPipeline(enc.gpu, kernelSource(weightKernelSource('embedding.wgsl'), PARAMS), 'main', { DTYPE: dtypeCode(table.dtype), WG }, `embedding ${table.dtype}`);
+    groups = Math.ceil(table.cols / 2 / WG);
+  }
   table.parts.forEach((part, i) => {
     const isLast = i === table.parts.length - 1 ? 1 : 0;
     enc.dispatch(pipeline, PARAMS.pack({ cols: table.cols, row0: part.row0, rows: part.rows, is_last: isLast }), [a.ids, part.buffer, a.out], [groups, tokens]);

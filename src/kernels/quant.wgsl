@@ -11,6 +11,10 @@
 // (scale_of), and adds d * group_dot(codes, x, xsum), where x is the group's 32 inputs as
 // 8 vec4<f32> and xsum their sum (shared by every row: q4's offset of 8 costs one multiply-add
 // per group instead of one subtraction per weight).
+// A kernel that shares each group's inputs among many rows may instead scale them once
+// (scaled_x) and call group_dot_scaled, which decodes a code where it lies in its word: a
+// mask, not a shift and a mask (one operation per weight fewer; llvmpipe's decode is bound by
+// such per-weight work once the loads are shared, bench/RESULTS.md). The same products in f32.
 // QFORMAT is a pipeline-overridable constant set by the wrapper; the compiler folds the branches.
 
 override QFORMAT: u32;
@@ -93,4 +97,39 @@ fn group_weights(a: vec4<u32>, b: vec4<u32>, d: f32) -> array<vec4<f32>, 8> {
 fn dot32(a: array<vec4<f32>, 8>, b: array<vec4<f32>, 8>) -> f32 {
   return ((dot(a[0], b[0]) + dot(a[1], b[1])) + (dot(a[2], b[2]) + dot(a[3], b[3])))
        + ((dot(a[4], b[4]) + dot(a[5], b[5])) + (dot(a[6], b[6]) + dot(a[7], b[7])));
+}
+
+// group_dot_scaled's inputs: x times 2^-8b for a code that lies b bytes up its word. Scaling by
+// a power of two is exact, so c 2^8b * x 2^-8b rounds exactly as c * x does (but for inputs
+// under 2^-102 in magnitude, which become subnormal: an absolute error below 2^-122).
+const Q4_XSCALE = vec4<f32>(1.0, 0.00390625, 1.52587890625e-05, 5.9604644775390625e-08);
+const Q8_XSCALE = vec4<f32>(1.0, 0.00390625, 1.52587890625e-05, 1.0);
+
+fn scaled_x(xs: array<vec4<f32>, 8>) -> array<vec4<f32>, 8> {
+  let f = select(Q4_XSCALE, Q8_XSCALE, QFORMAT == Q8);
+  return array<vec4<f32>, 8>(xs[0] * f, xs[1] * f, xs[2] * f, xs[3] * f, xs[4] * f, xs[5] * f, xs[6] * f, xs[7] * f);
+}
+
+// group_dot over xp = scaled_x(xs) (xsum stays the unscaled sum).
+//   q4: the codes of weights 0..3 of a word lie at bits 0, 8, 16, 24, those of weights 4..7
+//       there too after one shift by 4: masked, c 2^8b converts to f32 exactly (< 2^31).
+//   q8: flipping bit 7 of each byte makes c + 128 in 0..255 (offset binary, as q4's offset of
+//       8): bytes 0..2 masked in place, byte 3 shifted down (255 2^24 would not fit an i32).
+fn group_dot_scaled(a: vec4<u32>, b: vec4<u32>, xp: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+  if (QFORMAT == Q8) {
+    const m8 = vec4<u32>(0xFFu, 0xFF00u, 0xFF0000u, 0xFFu);
+    var s = -128.0 * xsum;
+    for (var i = 0u; i < 4u; i++) {
+      let u = a[i] ^ 0x80808080u;
+      let v = b[i] ^ 0x80808080u;
+      s += dot(vec4<f32>(vec4<u32>(u, u, u, u >> 24u) & m8), xp[i]) + dot(vec4<f32>(vec4<u32>(v, v, v, v >> 24u) & m8), xp[4u + i]);
+    }
+    return s;
+  }
+  const m4 = vec4<u32>(0xFu, 0xF00u, 0xF0000u, 0xF000000u);
+  var s = -8.0 * xsum;
+  for (var i = 0u; i < 4u; i++) {
+    s += dot(vec4<f32>(vec4<u32>(a[i]) & m4), xp[2u * i]) + dot(vec4<f32>(vec4<u32>(a[i] >> 4u) & m4), xp[2u * i + 1u]);
+  }
+  return s;
 }

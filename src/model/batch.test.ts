@@ -46,18 +46,28 @@ async function play(model: MistralModel, seqs: { prompt: number[]; decode: numbe
 
 /**
  * Both cache formats under the device's matvec strategy, then every other matvec strategy this
- * device runs (one of them submitting after every layer): a batched step forces the token-tiled
- * matmul whatever the plan, so exactness must hold under each.
+ * device runs (one of them submitting after every layer), then every other fuse choice under the
+ * device's matvec, and the folded norm under another: a batched step picks its kernels by its
+ * kind and the plan, never by its size (matmul/fused.ts), so exactness must hold under each.
  */
 const profile = (await getGpu()).profile;
 const base = resolvePlan(profile);
+const otherMatvec = runnable(profile, 'matvec').filter((m) => m !== base.matvec);
 const PLANS: Partial<KernelPlan>[] = [
   { kvCache: 'f32' },
   { kvCache: 'f16' },
-  ...runnable(profile, 'matvec')
-    .filter((m) => m !== base.matvec)
-    .map((matvec, i) => ({ matvec, kvCache: 'f32' as const, submitLayers: i === 0 ? 1 : 0 })),
+  ...otherMatvec.map((matvec, i) => ({ matvec, kvCache: 'f32' as const, submitLayers: i === 0 ? 1 : 0 })),
+  ...runnable(profile, 'fuse').filter((fuse) => fuse !== base.fuse).map((fuse) => ({ fuse, kvCache: 'f32' as const })),
+  ...otherMatvec.slice(0, 1).map((matvec) => ({ matvec, fuse: 'norm+qkv' as const, kvCache: 'f32' as const })),
 ];
+
+/**
+ * Whether a one-sequence decode step runs forward()'s one-token kernels under `plan`, so that its
+ * logits are forward()'s bit for bit: matvec=rows, q/k/v unfolded (fuse none or qkv: the folded
+ * norm is one-token only under rows, and batched steps keep it apart) and tiled decode attention
+ * (batched decode steps never split). Under the other plans they agree to f32 rounding.
+ */
+const sameKernelsAsForward = (p: KernelPlan) => p.matvec === 'rows' && p.fuse !== 'norm+qkv' && p.attention === 'tiled';
 
 for (const plan of PLANS) {
   const kvCache = plan.kvCache!;
@@ -105,6 +115,32 @@ for (const plan of PLANS) {
       // f16: the batched path reads the chunk's own keys back rounded, the single path exact.
       const tol = kvCache === 'f32' ? 1e-5 : 1e-2;
       single.forEach((row, i) => expect(maxRelError(mine[i]!, row), `position ${39 + i}, seed ${seed}`).toBeLessThan(tol));
+    });
+
+    it('a one-sequence decode step gives forward()\'s greedy tokens (and, where the kernels are the same, its logits bit for bit)', async () => {
+      // The prompt through forward() in region 0, copied to region 3: both paths decode from the same keys.
+      const prompt = randomIds(21);
+      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
+      const first = (await model.forward(prompt, { kind: 'logits' })).logits!;
+      model.copySequence(0, 3);
+      const resolved = resolvePlan(profile, plan);
+      const exact = sameKernelsAsForward(resolved);
+      const argmaxOf = (l: Float32Array) => l.reduce((best, x, i) => (x > l[best]! ? i : best), 0);
+      let viaForward = argmaxOf(first);
+      let viaStep = viaForward;
+      // 30 tokens: past the window of 16 and the rolling cache's wrap.
+      for (let i = 0; i < 30; i++) {
+        const f = (await model.forward([viaForward], { kind: 'logits' })).logits!;
+        const [st] = await model.step([{ seq: 3, ids: [viaStep], readout: { kind: 'logits' } }], 'decode');
+        const g = st!.logits!;
+        const where = `token ${i}, plan ${formatPlan(resolved)}, seed ${seed}`;
+        if (exact) expect(Array.from(g), where).toEqual(Array.from(f));
+        else expect(maxRelError(g, f), where).toBeLessThan(kvCache === 'f32' ? 1e-5 : 1e-2);
+        viaForward = argmaxOf(f);
+        viaStep = argmaxOf(g);
+        expect(viaStep, where).toBe(viaForward);
+      }
+      expect(model.sequenceLength(3)).toBe(model.position);
     });
 
     it('reads back argmax, top-k with log-sum-exp and logits per sequence in one step', async () => {

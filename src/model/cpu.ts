@@ -5,14 +5,14 @@
  */
 import { layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
-import { folderQuantization, scalesName, validateQuantized } from './quantized.ts';
+import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, validateQuantized } from './quantized.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { embeddingRef } from '../kernels/embedding.ref.ts';
 import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
 import { matmulRef } from '../kernels/matmul/matmul.ref.ts';
 import { swigluRef } from '../kernels/matmul/swiglu.ref.ts';
-import { dequantizeRows, lmHeadFormat, quantizeRows } from '../kernels/quant.ref.ts';
+import { dequantizeRows, quantizeRows } from '../kernels/quant.ref.ts';
 import type { QuantFormat } from '../gpu/buffers.ts';
 import { ropeRef } from '../kernels/rope.ref.ts';
 import { attentionRef } from '../kernels/attention/attention.ref.ts';
@@ -44,20 +44,28 @@ export class CpuModel {
 
   /**
    * `quantize`: the weights the GPU model's `quantize` option runs with (the seven projections
-   * quantized, lm_head to lmHeadFormat()), dequantized plainly; `lmHead` overrides lm_head's
-   * format, null keeping it as stored (to measure what quantizing it costs).
+   * quantized, embed_tokens and lm_head to vocabFormats()), dequantized plainly; `embed` and
+   * `lmHead` override those two formats, null keeping them as stored (to measure what
+   * quantizing them costs).
    * `lora`: an adapter (src/model/lora.ts) merged into the weights, W + scale * B A:
    * the oracle the GPU's unmerged update is tested against.
    */
-  static load(dir: string, opts: { quantize?: QuantFormat; lmHead?: QuantFormat | null; lora?: LoraWeights } = {}): CpuModel {
+  static load(dir: string, opts: { quantize?: QuantFormat; embed?: QuantFormat | null; lmHead?: QuantFormat | null; lora?: LoraWeights } = {}): CpuModel {
     const config = loadConfig(dir);
     const stored = folderQuantization(dir);
-    if (stored && opts.quantize && opts.quantize !== stored) throw new Error(`${dir} is already quantized to ${stored}; load the original checkpoint to quantize it to ${opts.quantize}`);
+    if (stored && opts.quantize && opts.quantize !== stored.format) throw new Error(`${dir} is already quantized to ${stored.format}; load the original checkpoint to quantize it to ${opts.quantize}`);
     const ckpt = Checkpoint.open(dir);
     try {
       const prequantized = stored ? validateQuantized(ckpt, config, stored) : new Map<string, QuantFormat>();
       if (!stored) validateCheckpoint(ckpt, config);
-      const w = (name: string, quantize?: QuantFormat) => {
+      const atLoad = new Map<string, QuantFormat>();
+      if (opts.quantize) {
+        const q = quantizationFor(config, opts.quantize);
+        if (opts.embed !== undefined) q.embed_tokens = opts.embed;
+        if (opts.lmHead !== undefined) q.lm_head = opts.lmHead;
+        for (const [name, f] of quantizedMatrices(config, q)) atLoad.set(name, f);
+      }
+      const w = (name: string) => {
         const f = prequantized.get(name);
         if (f) {
           const [rows, width] = ckpt.get(name).shape as [number, number];
@@ -69,6 +77,7 @@ export class CpuModel {
         const raw = ckpt.read(name);
         checkFinite(raw, e.dtype, e.file, name);
         const values = decodeToF32(raw, e.dtype);
+        const quantize = atLoad.get(name);
         if (!quantize) return values;
         const [rows, cols] = e.shape as [number, number];
         return dequantizeRows(quantizeRows(values, rows, cols, quantize, name), rows, cols, quantize);
@@ -76,13 +85,13 @@ export class CpuModel {
       const layers: CpuLayer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
         // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.
-        layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name, t.kind === 'linear' ? opts.quantize : undefined)])) as CpuLayer);
+        layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name)])) as CpuLayer);
         for (const [key, m] of Object.entries(opts.lora?.layers[i] ?? {}) as [LinearKey, NonNullable<LoraWeights['layers'][number][LinearKey]>][]) {
           layers[i]![key] = mergeLoraRef(layers[i]![key], m.a, m.b, m.scale, m.rank);
         }
       }
       const embed = w('model.embed_tokens.weight');
-      const head = config.tie_word_embeddings ? embed : w('lm_head.weight', opts.lmHead === null ? undefined : (opts.lmHead ?? (opts.quantize && lmHeadFormat(opts.quantize))));
+      const head = config.tie_word_embeddings ? embed : w('lm_head.weight');
       return new CpuModel(config, embed, layers, w('model.norm.weight'), head);
     } finally {
       ckpt.close();

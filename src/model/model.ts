@@ -16,15 +16,15 @@ import { KVCache } from './kv_cache.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
 import type { ModelSource } from '../util/files.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
-import { lmHeadFormat, quantizeRows } from '../kernels/quant.ref.ts';
-import { folderQuantization, scalesName, validateQuantized } from './quantized.ts';
+import { quantizeRows } from '../kernels/quant.ref.ts';
+import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, validateQuantized } from './quantized.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { rmsNorm } from '../kernels/rmsnorm.ts';
 import { matmul, MATVEC_MAX_TOKENS, type BatchShape } from '../kernels/matmul/index.ts';
 import { normQKV, normSwiGLU } from '../kernels/matmul/fused.ts';
 import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
 import { rope, ropeTable } from '../kernels/rope.ts';
-import { attention, batchedAttention, createAttentionPartials, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
+import { attention, batchedAttention, createAttentionPartials, decodeAttentionRows, destroyAttentionPartials, type AttentionPartials, type AttentionStrategy } from '../kernels/attention/index.ts';
 import { kvWrite, kvWriteRows } from '../kernels/kv_write.ts';
 import { BATCH_ROW_BYTES, writeBatchRows, type BatchRow } from '../kernels/batch_rows.ts';
 import type { KvCacheDtype } from '../kernels/kv_cache.ts';
@@ -55,8 +55,8 @@ export interface ModelOptions {
   plan?: Partial<KernelPlan>;
   onProgress?: (p: LoadProgress) => void;
   /**
-   * Quantize the seven projections of every layer to q8 or q4 as they stream in, and lm_head to
-   * lmHeadFormat() (src/kernels/quant.ref.ts); embed_tokens stays as stored (a row is read once per token).
+   * Quantize the seven projections of every layer to q8 or q4 as they stream in, and embed_tokens
+   * and lm_head to vocabFormats() (src/kernels/quant.ref.ts).
    */
   quantize?: QuantFormat;
   /** Split attention: keys per segment instead of the choice for a large GPU (tests, benchmarks). */
@@ -218,23 +218,25 @@ export class MistralModel {
     checkContextFits(gpu, config, contextLength, plan.kvCache, configFile);
     checkPoolFits(gpu, config, contextLength, plan.kvCache, opts.sequences ?? 1);
     const stored = folderQuantization(dir, opts.files);
-    if (stored && opts.quantize && opts.quantize !== stored) {
-      throw new Error(`${dir} is already quantized to ${stored}; quantizing it again to ${opts.quantize} would add the errors of both: load the original checkpoint with --quantize ${opts.quantize}`);
+    if (stored && opts.quantize && opts.quantize !== stored.format) {
+      throw new Error(`${dir} is already quantized to ${stored.format}; quantizing it again to ${opts.quantize} would add the errors of both: load the original checkpoint with --quantize ${opts.quantize}`);
     }
     const ckpt = Checkpoint.open(dir, opts.files);
     try {
       const prequantized = stored ? validateQuantized(ckpt, config, stored) : new Map<string, QuantFormat>();
       if (!stored) validateCheckpoint(ckpt, config);
       const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress, prequantized);
+      // What --quantize makes of each matrix (none: as stored).
+      const atLoad = opts.quantize ? quantizedMatrices(config, quantizationFor(config, opts.quantize)) : new Map<string, QuantFormat>();
       const layers: Layer[] = [];
       for (let i = 0; i < config.num_hidden_layers; i++) {
         const weights: [string, GPUBuffer | GpuMatrix][] = [];
-        for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name, opts.quantize)]);
+        for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name, atLoad.get(t.name))]);
         // Every key of Layer comes from the table layerTensors() walks, each of its kind, so the object is complete.
         layers.push(Object.fromEntries(weights) as Layer);
       }
-      const embed = await loader.matrix('model.embed_tokens.weight');
-      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight', opts.quantize && lmHeadFormat(opts.quantize));
+      const embed = await loader.matrix('model.embed_tokens.weight', atLoad.get('model.embed_tokens.weight'));
+      const head = config.tie_word_embeddings ? embed : await loader.matrix('lm_head.weight', atLoad.get('lm_head.weight'));
       const norm = loader.vector('model.norm.weight');
       await gpu.device.queue.onSubmittedWorkDone();
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
@@ -418,8 +420,12 @@ export class MistralModel {
    * its readout for its last row. A step is of one `kind`: 'decode' (one token for each of up
    * to MATVEC_MAX_TOKENS sequences) or 'prefill' (prompt chunks of at most STEP_PREFILL_TOKENS
    * per sequence, maxChunk rows in all). A row's numbers never depend on what else is in the
-   * step: each kind runs one kernel shape whatever its size (matmul's BatchShape), and batched
-   * attention reads each row's own region, so a sequence decodes the same alone and under load.
+   * step: each kind runs kernels that add a row's sums the same whatever its size (matmul's
+   * BatchShape, fused.ts), and attention reads each row's own region, so a sequence decodes the
+   * same alone and under load. A decode step's rows take forward()'s one-token kernels wherever
+   * those add alike (fused.ts; attention through tiled.wgsl's decode loop), so one sequence
+   * decodes through step() as through forward(): bit for bit under matvec=rows with tiled
+   * attention and q/k/v unfolded, to f32 rounding otherwise (batch.test.ts).
    */
   async step(batch: readonly StepSequence[], kind: BatchShape, adapter?: DeviceLora): Promise<ForwardResult[]> {
     const c = this.config;
@@ -651,8 +657,13 @@ export class MistralModel {
     rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0, rows });
     const kv = { kNew: s.k, vNew: s.v, kCache: this.cache.keys[i]!, vCache: this.cache.values[i]!, kvHeads, headDim, slots: this.cache.slots };
     const shape = { q: s.q, out: s.attn, tokens: T, heads, window: c.sliding_window ?? 0 };
-    if (rows) {
-      // A batched step: each row to its own sequence's region first, then every row reads its keys from there.
+    if (rows && batch === 'decode') {
+      // A batched decode step: each row attends as forward() decodes its sequence alone (past keys
+      // from its region, its own from s.k), then the rows' keys go to their regions.
+      decodeAttentionRows(enc, { ...kv, ...shape, rows, kvCache: this.cache.dtype });
+      kvWriteRows(enc, { ...kv, rows, tokens: T, dtype: this.cache.dtype });
+    } else if (rows) {
+      // A batched prefill step: each row to its own sequence's region first, then every row reads its keys from there.
       kvWriteRows(enc, { ...kv, rows, tokens: T, dtype: this.cache.dtype });
       batchedAttention(enc, { ...kv, ...shape, rows, kvCache: this.cache.dtype });
     } else {
@@ -858,7 +869,7 @@ class WeightLoader {
         const n = Math.min(rowsPerRead, part.rows - r);
         const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * srcRowBytes, n * srcRowBytes);
         checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
-        const q = quantizeRows(decodeToF32(bytes, e.dtype), n, cols, format, name);
+        const q = quantizeRows(decodeToF32(bytes, e.dtype), n, cols, format, name, part.row0 + r);
         writeBuffer(this.gpu, part.buffer, q.codes, r * L.codeRowBytes);
         writeBuffer(this.gpu, part.buffer, q.scales, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
         await this.throttle(bytes.byteLength);

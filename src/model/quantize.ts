@@ -4,13 +4,16 @@
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { QUANT_GROUP, quantLayout, type QuantFormat } from '../gpu/buffers.ts';
-import { lmHeadFormat, quantizeRows } from '../kernels/quant.ref.ts';
+import { bytesPerElement, QUANT_GROUP, quantLayout, type QuantFormat } from '../gpu/buffers.ts';
+import { quantizeRows, type QuantizedRows } from '../kernels/quant.ref.ts';
 import { decodeToF32 } from '../util/half.ts';
 import { expectedTensors, loadConfig } from './config.ts';
 import { Checkpoint, CheckpointError, writeSafetensors, type TensorSpec } from './safetensors.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
-import { folderQuantization, QUANT_METHOD, quantizedMatrices, scalesName } from './quantized.ts';
+import { folderQuantization, QUANT_METHOD, quantizationFor, quantizedMatrices, scalesName } from './quantized.ts';
+
+/** Source bytes widened and quantized at a time: the f32 copy of a whole 7B lm_head would be 0.5 GB. */
+const STAGING_BYTES = 32 * 2 ** 20;
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'tokenizer.model'];
 
@@ -24,7 +27,8 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
   const ckpt = Checkpoint.open(dir);
   try {
     validateCheckpoint(ckpt, config);
-    const quantized = quantizedMatrices(config, format);
+    const quantization = quantizationFor(config, format);
+    const quantized = quantizedMatrices(config, quantization);
     const specs: TensorSpec[] = [];
     const DT = { f32: 'F32', f16: 'F16', bf16: 'BF16' } as const;
     for (const [name, shape] of expectedTensors(config)) {
@@ -37,6 +41,7 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
       }
     }
     mkdirSync(out, { recursive: true });
+    const staging = new Uint8Array(STAGING_BYTES);
     // The scales of the matrix just quantized: written right after its codes.
     let pending: Uint16Array | null = null;
     let done = 0;
@@ -50,12 +55,13 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
           return new Uint8Array(s.buffer, s.byteOffset, s.byteLength);
         }
         const e = ckpt.float(spec.name);
-        const raw = ckpt.read(spec.name);
-        checkFinite(raw, e.dtype, e.file, spec.name);
         const f = quantized.get(spec.name);
-        if (!f) return raw;
-        const [rows, cols] = e.shape as [number, number];
-        const q = quantizeRows(decodeToF32(raw, e.dtype), rows, cols, f, spec.name);
+        if (!f) {
+          const raw = ckpt.read(spec.name);
+          checkFinite(raw, e.dtype, e.file, spec.name);
+          return raw;
+        }
+        const q = quantizeTensor(ckpt, spec.name, f, staging);
         pending = q.scales;
         if (++done % 16 === 0) log(`  ${done} / ${quantized.size} matrices`);
         return q.codes;
@@ -63,11 +69,31 @@ export function quantizeCheckpoint(dir: string, out: string, format: QuantFormat
       { format: 'pt', quantization: format, quantization_group_size: String(QUANT_GROUP) },
     );
     const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
-    cfg.quantization_config = { quant_method: QUANT_METHOD, format, group_size: QUANT_GROUP, lm_head: config.tie_word_embeddings ? null : lmHeadFormat(format) };
+    cfg.quantization_config = { quant_method: QUANT_METHOD, format, group_size: QUANT_GROUP, embed_tokens: quantization.embed_tokens, lm_head: quantization.lm_head };
     writeFileSync(join(out, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
     for (const f of TOKENIZER_FILES) if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(out, f));
     return bytes;
   } finally {
     ckpt.close();
   }
+}
+
+/** One matrix quantized a staging buffer of rows at a time, into its whole codes and scales planes. */
+function quantizeTensor(ckpt: Checkpoint, name: string, format: QuantFormat, staging: Uint8Array): QuantizedRows {
+  const e = ckpt.float(name);
+  const [rows, cols] = e.shape as [number, number];
+  const L = quantLayout(format, cols);
+  const codes = new Uint8Array(rows * L.codeRowBytes);
+  const scales = new Uint16Array(rows * L.scalesPerRow);
+  const rowBytes = cols * bytesPerElement(e.dtype);
+  const rowsPerRead = Math.max(1, Math.floor(staging.byteLength / rowBytes));
+  for (let r = 0; r < rows; r += rowsPerRead) {
+    const n = Math.min(rowsPerRead, rows - r);
+    const raw = ckpt.read(name, staging.byteLength >= n * rowBytes ? staging : undefined, r * rowBytes, n * rowBytes);
+    checkFinite(raw, e.dtype, e.file, name, r * cols);
+    const q = quantizeRows(decodeToF32(raw, e.dtype), n, cols, format, name, r);
+    codes.set(q.codes, r * L.codeRowBytes);
+    scales.set(q.scales, r * L.scalesPerRow);
+  }
+  return { codes, scales };
 }

@@ -198,4 +198,34 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
 }
 
+/**
+ * Attention for a batched decode step (continuous batching): row t of q is one token of its own
+ * sequence at the batch descriptor's rows[t] = (pos, seq) (kernels/batch_rows.ts). tiled.wgsl's
+ * `decode_rows` entry: each row's past keys from its sequence's region of the pool (cache rows
+ * seq * slots ..), its own key from row t of kNew / vNew, walked exactly as `attention` with the
+ * tiled strategy walks one sequence's decode token, so a row gets those bits whatever else is in
+ * the step. Like `attention`, it runs before the step's keys are written (kvWriteRows).
+ * (Under the split strategy too: a step's rows already fill the GPU with their own workgroups.)
+ */
+export function decodeAttentionRows(
+  enc: Encoder,
+  a: Omit<AttentionArgs, 'pos0' | 'strategy' | 'prefill' | 'partials' | 'segmentKeys'> & { rows: Binding },
+): void {
+  if (a.tokens === 0) return;
+  if (a.headDim % 4 !== 0 || a.headDim > 256) {
+    throw new Error(`attention: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
+  }
+  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
+    throw new Error(`attention: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
+  }
+  const headBlocks = Math.ceil(a.heads / a.kvHeads / ATTENTION_TILES.HG);
+  const code = kernelSource(kvKernelSource(a.kvCache, 'tiled.wgsl', import.meta.url), TILED_PARAMS);
+  const pipeline = getPipeline(enc.gpu, code, 'decode_rows', ATTENTION_TILES, `attention_tiled_rows_${a.kvCache}`);
+  // tokens and pos0 are the descriptor's, per row.
+  const uniforms = TILED_PARAMS.pack({
+    tokens: a.tokens, pos0: 0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: 1 / Math.sqrt(a.headDim), headBlocks,
+  });
+  enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out, a.rows], [a.kvHeads * headBlocks, a.tokens]);
+}
+
 export { batchedAttention, type BatchedAttentionArgs } from './batched.ts';

@@ -11,10 +11,15 @@
 // K[j] / V[j] for j < pos0 come from the rolling cache, slot j % slots; for j >= pos0 from
 // the current chunk, row j - pos0 of kNew / vNew (not yet written to the cache, so a chunk
 // longer than the cache can still see all its own keys).
+// Entry `decode_rows` (a batched decode step, continuous batching): row t is one token of its
+// own sequence at rows[t] = (pos, seq); pos0 = pos for that row alone, its past keys from
+// the sequence's region (cache rows seq * slots + j % slots) and its own key from row t of
+// kNew / vNew: the same numbers in the same order as `main` decoding that sequence alone.
 //
 // Layouts (row-major, read in chunks of 4 values): q, out [tokens, heads, headDim] f32;
 //   kNew, vNew [tokens, kvHeads, headDim] f32; kCache, vCache [slots, kvHeads, headDim] in the
 //   cache's format (vec4<f32>, or 4 f16 in a vec2<u32>).
+//   decode_rows: rows [tokens] vec2<u32> (pos, seq); kCache, vCache [sequences * slots, kvHeads, headDim].
 // Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG invocations. A workgroup
 // serves HG = 4 query heads that share one KV head (headBlocks = ceil(groupSize / HG) workgroups
 // per KV head), so every key and value row it reads is used 4 times: K/V traffic, which
@@ -91,12 +96,19 @@ var<workgroup> probs: array<vec4<f32>, TILE>; // per key of the tile: exp(score 
 var<workgroup> accShared: array<vec4<f32>, HG * WG>;
 var<workgroup> sumShared: array<vec4<f32>, WG>;
 
-// Cache slot of the tile's key i, given the slot of its first key. No modulo per key: a
+// Where the query's keys are, set by the entry point before attend(): the cache rows from
+// regionRow on (0; in a batched decode step its sequence's region, seq * slots), and the
+// chunk's keys: position j >= chunkPos0 is row j - chunkPos0 + chunkRow0 of kNew / vNew.
+var<private> regionRow: u32;
+var<private> chunkPos0: u32;
+var<private> chunkRow0: u32;
+
+// Cache row of the tile's key i, given the slot of its first key. No modulo per key: a
 // query never sees more than `slots` cached keys (checked by the wrapper), so neither does
 // a tile, and one wrap is enough.
 fn cacheRow(firstSlot: u32, i: u32) -> u32 {
   let slot = firstSlot + i;
-  return select(slot, slot - p.slots, slot >= p.slots);
+  return regionRow + select(slot, slot - p.slots, slot >= p.slots);
 }
 
 // Scores of one key row (at vec4 offset `base`) against the workgroup's HG query heads.
@@ -132,20 +144,49 @@ fn scoreKey(i: u32, nPast: u32, inTile: u32, firstSlot: u32, first: u32, rowStri
     return scoreCache(cacheRow(firstSlot, i) * rowStride + headOffset, chunks) * p.scale;
   }
   if (i < inTile) {
-    return scoreNew((first + i - p.pos0) * rowStride + headOffset, chunks) * p.scale;
+    return scoreNew((first + i - chunkPos0 + chunkRow0) * rowStride + headOffset, chunks) * p.scale;
   }
   return vec4<f32>(NEG_BIG);
 }
 
+// A chunk of one sequence: token t = wid.y at position pos0 + t, its chunk rows 0 .. tokens - 1.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let groupSize = p.heads / p.kvHeads;
-  let g = wid.x / p.headBlocks; // the KV head
-  let h0 = g * groupSize + (wid.x % p.headBlocks) * HG; // first query head of this workgroup
-  let nh = min(HG, groupSize - (wid.x % p.headBlocks) * HG); // how many of the HG are real
+  regionRow = 0u;
+  chunkPos0 = p.pos0;
+  chunkRow0 = 0u;
+  attend(wid.x, wid.y, p.pos0 + wid.y, tid);
+}
+
+// A batched decode step (continuous batching): row t = wid.y is one token of its own sequence,
+// at rows[t] = (pos, seq) (kernels/batch_rows.ts). Its past keys come from its sequence's
+// region of the pool and its own key from row t of kNew / vNew, exactly as `main` decodes one
+// token of one sequence: the same loop on the same numbers, so a row gets main's bits whatever
+// else is in its step. Needs the step's keys written after it (kvWriteRows), as main.
+@group(0) @binding(7) var<storage, read> rows: array<vec2<u32>>;
+var<workgroup> rowShared: vec2<u32>;
+
+@compute @workgroup_size(WG)
+fn decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = wid.y;
+  if (tid == 0u) {
+    rowShared = rows[t];
+  }
+  // Through workgroupUniformLoad: the position bounds the tile loop, whose barriers need uniform control flow.
+  let r = workgroupUniformLoad(&rowShared);
+  regionRow = r.y * p.slots;
+  chunkPos0 = r.x;
+  chunkRow0 = t;
+  attend(wid.x, t, r.x, tid);
+}
+
+// Query heads of block x for the query in row t of q / out, at absolute position pos.
+fn attend(x: u32, t: u32, pos: u32, tid: u32) {
+  let groupSize = p.heads / p.kvHeads;
+  let g = x / p.headBlocks; // the KV head
+  let h0 = g * groupSize + (x % p.headBlocks) * HG; // first query head of this workgroup
+  let nh = min(HG, groupSize - (x % p.headBlocks) * HG); // how many of the HG are real
   let chunks = p.headDim / 4u;
-  let pos = p.pos0 + t;
   var lo = 0u;
   if (p.window > 0u && pos + 1u > p.window) {
     lo = pos + 1u - p.window;
@@ -186,10 +227,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let first = lo + tile * TILE;
     let inTile = min(TILE, pos + 1u - first);
     // Keys [0, nPast) of the tile come from the cache, from slot firstSlot on (wrapping);
-    // keys [nPast, inTile) from the current chunk, from row first + nPast - pos0 on.
+    // keys [nPast, inTile) from the current chunk, from row first + nPast - chunkPos0 + chunkRow0 on.
     var nPast = 0u;
-    if (first < p.pos0) {
-      nPast = min(inTile, p.pos0 - first);
+    if (first < chunkPos0) {
+      nPast = min(inTile, chunkPos0 - first);
     }
     let firstSlot = first % p.slots;
 
@@ -282,7 +323,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         bcc3 += pw.w * u;
       }
       for (; i < inTile; i += groups) {
-        let row = (first + i - p.pos0) * rowStride + headOffset;
+        let row = (first + i - chunkPos0 + chunkRow0) * rowStride + headOffset;
         let v = vNew[row + c];
         let u = vNew[row + c2];
         let pw = probs[i];

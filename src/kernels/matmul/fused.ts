@@ -8,12 +8,19 @@
  *   fuse=qkv:       rmsnorm, then one dispatch for all three (MLP as none);
  *   fuse=norm+qkv:  one dispatch each, the norm folded in (fused_*.wgsl): no h at all.
  *
- * A batched step (`batch`, continuous batching) runs the separate dispatches in its BatchShape,
- * so a row's math does not depend on its batch. Fusion is a decode matter: prefill (more than MATVEC_MAX_TOKENS tokens), 2..8 tokens under
+ * Fusion is a decode matter: prefill (more than MATVEC_MAX_TOKENS tokens), 2..8 tokens under
  * matvec=rows (the token-tiled kernel), widths not a multiple of 8, matrices split into parts
  * a workgroup reduction past the device's workgroup memory and quantized weights (q8, q4) all
- * run the separate dispatches, the same math. Kernels: fused_lanes.wgsl (matvec=subgroup|workgroup),
- * fused_rows.wgsl (matvec=rows); weights are read through weights.wgsl as in every matvec.
+ * run the separate dispatches, the same math.
+ * A batched step (`batch`, continuous batching) must give a row the same bits whatever else is in
+ * it, so it fuses only where the fused kernel sums a row as every count of the step does:
+ * a batched prefill step never; a batched decode step under matvec=subgroup|workgroup takes
+ * fused_lanes.wgsl's 8-token tile for any count (the norm folded in under norm+qkv), and under
+ * matvec=rows q/k/v in one dispatch for one row (fused_rows.wgsl, the norm its own dispatch:
+ * its fma chains are matvec_rows_tokens.wgsl's, so 2..8 rows there, three dispatches, add alike)
+ * and SwiGLU unfused. A one-sequence decode step thus runs forward()'s kernels under fuse=qkv.
+ * Kernels: fused_lanes.wgsl (matvec=subgroup|workgroup), fused_rows.wgsl (matvec=rows); weights
+ * are read through weights.wgsl as in every matvec.
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type ShaderSource } from '../../gpu/encoder.ts';
 import { isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
@@ -44,20 +51,21 @@ type Op = 'qkv' | 'swiglu';
 type Norm = { weight: Binding; eps: number };
 
 /** The fused kernel for these matrices, or null when the separate dispatches must run. */
-function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], tokens: number, norm: boolean) {
+function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], tokens: number, norm: boolean, batch?: BatchShape) {
   const [w] = ms as [GpuMatrix];
   const sameInput = ms.every((m) => m.cols === w.cols && m.dtype === w.dtype && m.parts.length === 1);
   if (!sameInput || isQuantized(w.dtype) || w.cols % 8 !== 0 || tokens > MATVEC_MAX_TOKENS) return null;
   const dtype = dtypeCode(w.dtype);
   const matrices = op === 'swiglu' ? 2 : 1;
   const tileOf = op === 'swiglu' ? 'swiglu' : 'matmul';
+  if (batch === 'prefill') return null;
   if (plan.matvec === 'rows') {
-    if (tokens > 1) return null;
+    if (tokens > 1 || (batch && norm)) return null;
     const t = TILES.rows[tileOf];
     return { src: source('fused_rows.wgsl'), constants: { DTYPE: dtype, ...t, NORM: norm ? 1 : 0 }, rowsPerGroup: t.WG * t.ROWS, variant: 'rows' };
   }
   const t = TILES.lanes[tileOf];
-  const tokenTile = tokens === 1 ? 1 : MATVEC_MAX_TOKENS;
+  const tokenTile = tokens === 1 && !batch ? 1 : MATVEC_MAX_TOKENS;
   if (plan.matvec === 'workgroup') {
     const need = (matrices * t.ROWS + (norm ? 1 : 0)) * tokenTile * t.WG * 4;
     if (need > enc.gpu.report.limits.maxComputeWorkgroupStorageSize) return null;
@@ -94,8 +102,9 @@ export function normQKV(
   const { tokens, plan } = a;
   if (tokens === 0) return;
   const ms = [a.q_proj, a.k_proj, a.v_proj];
-  const folded = plan.fuse === 'norm+qkv' && !a.writeH;
-  const kernel = plan.fuse === 'none' || a.batch ? null : fusedKernel(enc, 'qkv', plan, ms, tokens, folded);
+  // A batched decode step under matvec=rows keeps the norm apart (see the header).
+  const folded = plan.fuse === 'norm+qkv' && !a.writeH && !(a.batch && plan.matvec === 'rows');
+  const kernel = plan.fuse === 'none' ? null : fusedKernel(enc, 'qkv', plan, ms, tokens, folded, a.batch);
   if (!kernel || !folded) {
     rmsNorm(enc, { x: a.x, weight: a.norm.weight, y: a.h, tokens, dim: a.q_proj.cols, eps: a.norm.eps });
   }
@@ -133,7 +142,7 @@ export function normSwiGLU(
 ): void {
   const { tokens, plan, gate, up } = a;
   if (tokens === 0) return;
-  const kernel = plan.fuse === 'norm+qkv' && gate.rows === up.rows && !a.batch ? fusedKernel(enc, 'swiglu', plan, [gate, up], tokens, true) : null;
+  const kernel = plan.fuse === 'norm+qkv' && gate.rows === up.rows ? fusedKernel(enc, 'swiglu', plan, [gate, up], tokens, true, a.batch) : null;
   if (!kernel) {
     rmsNorm(enc, { x: a.x, weight: a.norm.weight, y: a.h, tokens, dim: gate.cols, eps: a.norm.eps });
     matmulSwiGLU(enc, { x: a.h, gate, up, y: a.y, tokens, plan, batch: a.batch });

@@ -22,10 +22,14 @@
  *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows_tokens.wgsl (plan
  *     rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
  * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
- *   - prefill (as above, batched prefill steps included): the plan's gemm with gemm_read_quant.wgsl;
- *   - 1 token, plan.matvec rows: qmatvec_rows.wgsl;
- *   - otherwise qmatvec_lanes.wgsl + the plan's reduction (reduce_workgroup.wgsl under rows),
- *     in blocks of 8 tokens: 2..8 tokens, and any count in a batched decode step.
+ *   - prefill (more than MATVEC_MAX_TOKENS tokens, and batched prefill steps): the plan's gemm
+ *     above, reading through gemm_read_quant.wgsl;
+ *   - up to MATVEC_MAX_TOKENS tokens and any batched decode step, plan.matvec rows:
+ *     qmatvec_rows.wgsl (+ subgroups.wgsl: x by subgroup broadcast), its token loop compiled
+ *     for 1 token alone and for 8 otherwise (the same chain per token); on an adapter without
+ *     subgroups of 8 or more lanes, qmatvec_lanes.wgsl as under matvec=workgroup;
+ *   - otherwise qmatvec_lanes.wgsl + the plan's reduction, one token, or blocks of 8 tokens
+ *     for 2..8 tokens and for any count in a batched decode step.
  * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
  * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only); except fused_*.wgsl, the decode
  * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
@@ -70,7 +74,7 @@ export const TILES = {
   splitReduce: { WG: 64 },
   /** gemm_words.wgsl: ROWS rows x WG * TOKENS_PER_INVOCATION tokens per workgroup. */
   words: { WG: 64, ROWS: 4, TOKENS_PER_INVOCATION: 1 },
-  /** qmatvec_rows.wgsl (quantized weights, 1 token, plan rows): WG invocations x ROWS whole rows. */
+  /** qmatvec_rows.wgsl (quantized weights, up to 8 tokens, plan rows): WG invocations x ROWS whole rows (4, 8, 12 measured no faster on lavapipe: bench/RESULTS.md). */
   qrows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
   /**
    * qmatvec_lanes.wgsl (quantized weights): WG lanes across the groups of ROWS rows, TOKENS
@@ -277,9 +281,9 @@ function record(
     constants = { ...reader.constants, ...t };
     rowsPerGroup = (t.WG / t.LANES) * t.ROWS_PER_GROUP;
     tokensPerGroup = t.TOKENS;
-  } else if (plan.matvec === 'rows' && a.batch === 'decode' && (tokens > 1 || op !== 'matmul')) {
-    // (One token of a matmul takes matvec_rows below: its fma chain per row is the tokens
-    // kernel's, bit for bit (batch.test.ts), without the token loop's cost. Its SwiGLU sums differ.)
+  } else if (plan.matvec === 'rows' && a.batch === 'decode' && tokens > 1) {
+    // (One token takes matvec_rows below: its sums per row (matmul's fma chain, SwiGLU's two
+    // dots per chunk) are the tokens kernel's bit for bit (batch.test.ts), without the token loop.)
     const t = TILES.rowsTokens[op];
     variant = 'matvec rows tokens';
     src = source('matvec_rows_tokens.wgsl', ['products.wgsl']);
@@ -340,8 +344,10 @@ function recordQuantized(
   format: QuantFormat,
 ): void {
   const { w, tokens } = a;
-  // A batched decode step always takes the 8-token blocks, so a token's sums never depend on the count.
+  // A batched step takes one kernel shape whatever its count (qmatvec_rows with its 8-token
+  // loop, or the 8-token blocks), so a token's sums never depend on the count.
   const single = tokens === 1 && a.batch === undefined;
+  const decode = a.batch === 'decode' || (a.batch === undefined && tokens <= MATVEC_MAX_TOKENS);
   const matrices = a.up ? 2 : 1;
   const q = { QFORMAT: quantCode(format) };
   let src: ShaderSource;
@@ -350,14 +356,18 @@ function recordQuantized(
   let tokensPerGroup = 1;
   let variant: string;
   let lanes = true;
-  if (single && plan.matvec === 'rows') {
+  const sizes = enc.gpu.profile.subgroupSizes;
+  if (decode && plan.matvec === 'rows' && sizes !== null && sizes.min >= 8) {
+    // TOKENS 1 alone: the same per-token chain as TOKENS 8 (qmatvec_rows.wgsl), without the token loop.
     const t = TILES.qrows[op];
-    variant = 'matvec rows';
-    src = source('qmatvec_rows.wgsl', ['../quant.wgsl']);
-    constants = { ...q, ...t };
+    const tokenTile = single ? 1 : MATVEC_MAX_TOKENS;
+    variant = `matvec rows${tokenTile > 1 ? ` x${tokenTile}` : ''}`;
+    src = source('qmatvec_rows.wgsl', ['subgroups.wgsl', '../quant.wgsl']);
+    constants = { ...q, ...t, TOKENS: tokenTile };
     rowsPerGroup = t.WG * t.ROWS;
     lanes = false;
   } else {
+    // (matvec=rows without subgroups runs the workgroup strategy's kernel, 1 token included.)
     const reduce = plan.matvec === 'subgroup' ? 'subgroup' : 'workgroup';
     const t = single ? TILES.qlanes.decode[op] : plan.matvec === 'rows' ? TILES.qlanes.rowsBlock[op] : TILES.qlanes.block[op];
     variant = `lanes ${reduce}${t.TOKENS > 1 ? ` x${t.TOKENS}` : ''}`;

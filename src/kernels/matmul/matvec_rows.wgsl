@@ -56,7 +56,9 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // `matmul` with a second weight stream per row (up beside gate) and the silu product as its
-// epilogue: a deliberate copy of the loop, keep the two in step.
+// epilogue: a deliberate copy of the loop, keep the two in step. Its sums are added as in
+// matvec_rows_tokens.wgsl's `swiglu` (keep those in step too): a one-row decode step takes
+// this kernel and must get that kernel's bits (matmul/batch.test.ts).
 @compute @workgroup_size(WG)
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.x * ROWS;

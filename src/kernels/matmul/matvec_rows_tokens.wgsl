@@ -12,8 +12,9 @@
 // of the p.tokens tokens: a batch of decode rows reads the weights once. Token t's sums are
 // added chunk by chunk in column order, exactly as when it is alone (p.tokens = 1): a token's
 // result does not depend on how many others share the dispatch, which is what lets a sequence
-// decode the same alone and under load. (matvec_rows.wgsl adds in the same order, but it is a
-// different compilation, so batched steps use this kernel even for one token.)
+// decode the same alone and under load. matvec_rows.wgsl adds in the same order (matmul through
+// fma8, swiglu as two dots per chunk), so a one-row decode step runs that kernel instead (no
+// token loop) and gets these bits: matmul/batch.test.ts checks it for both entry points.
 //
 // Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part; p.tokens <= MAX_TOKENS.
 // Assumes: cols % 8 == 0; gate and up split at the same rows.
@@ -86,8 +87,8 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
       let xa = x[2u * (t * chunks + k)];
       let xb = x[2u * (t * chunks + k) + 1u];
       for (var i = 0u; i < ROWS; i++) {
-        accGate[t * MAX_ROWS + i] = fma8(gk[i], xa, xb, accGate[t * MAX_ROWS + i]);
-        accUp[t * MAX_ROWS + i] = fma8(uk[i], xa, xb, accUp[t * MAX_ROWS + i]);
+        accGate[t * MAX_ROWS + i] += dot(gk[i][0], xa) + dot(gk[i][1], xb);
+        accUp[t * MAX_ROWS + i] += dot(uk[i][0], xa) + dot(uk[i][1], xb);
       }
     }
   }

@@ -1,19 +1,34 @@
-// Decode matrix-vector products over quantized weights (q8, q4), one token, plan `matvec=rows`
-// (the lavapipe strategy; matvec_rows.wgsl is its 16-bit twin):
-//   `matmul`: y[r] = sum_c x[c] * w[r, c]   (y[r] += ... when `accumulate` is set: the residual add)
-//   `swiglu`: y[i] = silu(sum_c x[c] gate[i, c]) * (sum_c x[c] up[i, c]),  silu(g) = g / (1 + exp(-g))
+// Decode matrix-vector products over quantized weights (q8, q4), 1 to 8 tokens, plan
+// `matvec=rows` (the lavapipe strategy; matvec_rows.wgsl and matvec_rows_tokens.wgsl are its
+// 16-bit twins):
+//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
+//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]),  silu(g) = g / (1 + exp(-g))
 // where w[r, c] = dequantized weight (quant.wgsl, prepended; the formats: src/kernels/quant.ref.ts).
 //
-// Layouts: x f32 [cols] read as vec4<f32>; w/gate/up one part's buffer read as vec4<u32>:
-// codes plane then scales plane (quant.wgsl); y f32, this part's outputs at y_offset ..
+// Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
+// vec4<u32>: codes plane then scales plane (quant.wgsl); y f32 [tokens, y_stride], this part's
+// outputs at columns y_offset ..
 //
 // Work split: as matvec_rows.wgsl, by groups of 32 columns instead of chunks of 8. Each
-// invocation owns ROWS whole rows (of each matrix) and walks their groups: per group, 8 x
-// vec4 loads and the group's input sum, shared by every row, then per row one (q4) or two
-// (q8) vec4 loads of codes and one of scales, dequantized in registers. No cross-lane work.
+// invocation owns ROWS whole rows (of each matrix) and walks their groups in blocks of 8 (256
+// columns), in order, once per token (tokens one after another: the weights are read again for
+// each). Per block it loads one vec4 of scales per row (8 f16 scales). Per group: lane l of each
+// subgroup loads the token's inputs x[t, 8g + l % 8] (one vec4), every lane takes all 8 by
+// subgroupBroadcast, sums and scales them once (scaled_x, quant.wgsl) for all its rows; then
+// per row one (q4) or two (q8) vec4 loads of codes, decoded in registers (group_dot_scaled).
+// No cross-lane sums. A token's sums are the same chain of f32 operations whatever the token
+// count and whatever TOKENS (1 for one token alone, MATVEC_MAX_TOKENS otherwise), so a batched
+// decode step gives each token its alone result. (Sharing each code load among the tokens, with
+// the token loop inside the group loop, made one token 1.4-2x slower: bench/RESULTS.md.)
+// Why: on llvmpipe a load at a per-lane address costs a compare, a branch and a scalar load per
+// lane and word, a broadcast from a fixed lane one shuffle, so x by broadcast and one scale
+// load per 8 groups leave the codes as the only per-row loads, and the decode work per weight
+// as the cost (bench/RESULTS.md, "Quantized decode on lavapipe").
 //
 // Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part.
-// Assumes: cols % 32 == 0; gate and up split at the same rows.
+// Assumes: cols % 32 == 0; tokens <= TOKENS; gate and up split at the same rows; subgroups of
+// at least 8 lanes (index.ts takes qmatvec_lanes.wgsl where there are none); uniform control
+// flow throughout.
 
 struct Params {
   rows: u32,        // rows in this part
@@ -31,56 +46,73 @@ struct Params {
 @group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
 
 override WG: u32;
-override ROWS: u32;  // rows per invocation, <= MAX_ROWS
-const MAX_ROWS = 6u;
+override ROWS: u32;    // rows per invocation, <= MAX_ROWS
+override TOKENS: u32;  // most tokens per dispatch (1 or MATVEC_MAX_TOKENS)
 
 fn silu(g: f32) -> f32 {
   return g / (1.0 + exp(-g));
 }
 
-// x[8g .. 8g + 8) as vec4s: the group's 32 inputs.
-fn x_group(g: u32) -> array<vec4<f32>, 8> {
-  let i = 8u * g;
-  return array<vec4<f32>, 8>(x[i], x[i + 1u], x[i + 2u], x[i + 3u], x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]);
+const MAX_ROWS = 6u;
+
+// Token t's 32 inputs of group g as vec4s, loaded once per subgroup: lanes 0..7 each load one
+// vec4 (other lanes load copies that are never broadcast).
+fn x_group(t: u32, g: u32, lane: u32) -> array<vec4<f32>, 8> {
+  let v = x[t * (p.cols / 4u) + 8u * g + lane % 8u];
+  return array<vec4<f32>, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+                             subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
 
-// Row `row`'s part of group g's product with xs (quant.wgsl's layout), scaled.
-fn w_group(row: u32, g: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
-  let c = codes_at(row, p.cols) + g * group_vec4s();
-  let d = scale_of(w[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
-  return d * group_dot(w[c], w[c + select(0u, 1u, QFORMAT == Q8)], xs, xsum);
+// The first vec4 of codes and of scales of each row of the invocation. Rows past the end
+// re-read the last row, so that the loop has no per-row branches.
+struct RowStarts {
+  codes: array<u32, MAX_ROWS>,
+  scales: array<u32, MAX_ROWS>,
 }
 
-fn up_group(row: u32, g: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
-  let c = codes_at(row, p.cols) + g * group_vec4s();
-  let d = scale_of(up[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
-  return d * group_dot(up[c], up[c + select(0u, 1u, QFORMAT == Q8)], xs, xsum);
+fn row_starts(row0: u32) -> RowStarts {
+  var s: RowStarts;
+  for (var i = 0u; i < ROWS; i++) {
+    let r = min(row0 + i, p.rows - 1u);
+    s.codes[i] = codes_at(r, p.cols);
+    s.scales[i] = scales_at(r, p.rows, p.cols);
+  }
+  return s;
 }
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
   let row0 = gid.x * ROWS;
   let groups = p.cols / 32u;
-  // Rows past the end re-read the last row, so that the loop has no per-row branches.
-  var row: array<u32, MAX_ROWS>;
-  for (var i = 0u; i < ROWS; i++) {
-    row[i] = min(row0 + i, p.rows - 1u);
-  }
-  var acc: array<f32, MAX_ROWS>;
-  for (var g = 0u; g < groups; g++) {
-    let xs = x_group(g);
-    let xsum = group_sum(xs);
-    for (var i = 0u; i < ROWS; i++) {
-      acc[i] += w_group(row[i], g, xs, xsum);
-    }
-  }
-  for (var i = 0u; i < ROWS; i++) {
-    if (row0 + i < p.rows) {
-      let dst = p.y_offset + row0 + i;
-      if (p.accumulate != 0u) {
-        acc[i] += y[dst];
+  let at = row_starts(row0);
+  for (var t = 0u; t < TOKENS && t < p.tokens; t++) {
+    // Zeroed explicitly: left to the implicit zero of a `var` in a loop body, the sums carried
+    // over from the previous token on lavapipe.
+    var acc = array<f32, MAX_ROWS>();
+    for (var b = 0u; 8u * b < groups; b++) {
+      var d: array<vec4<u32>, MAX_ROWS>;
+      for (var i = 0u; i < ROWS; i++) {
+        d[i] = w[at.scales[i] + b];
       }
-      y[dst] = acc[i];
+      for (var k = 0u; k < 8u && 8u * b + k < groups; k++) {
+        let g = 8u * b + k;
+        let xs = x_group(t, g, lane);
+        let xsum = group_sum(xs);
+        let xp = scaled_x(xs);
+        for (var i = 0u; i < ROWS; i++) {
+          let c = at.codes[i] + g * group_vec4s();
+          acc[i] += scale_of(d[i], k) * group_dot_scaled(w[c], w[c + select(0u, 1u, QFORMAT == Q8)], xp, xsum);
+        }
+      }
+    }
+    for (var i = 0u; i < ROWS; i++) {
+      if (row0 + i < p.rows) {
+        let dst = t * p.y_stride + p.y_offset + row0 + i;
+        if (p.accumulate != 0u) {
+          acc[i] += y[dst];
+        }
+        y[dst] = acc[i];
+      }
     }
   }
 }
@@ -88,26 +120,37 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
 // `matmul` with a second weight stream per row (up beside gate) and the silu product as its
 // epilogue: a deliberate copy of the loop, keep the two in step.
 @compute @workgroup_size(WG)
-fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
   let row0 = gid.x * ROWS;
   let groups = p.cols / 32u;
-  var row: array<u32, MAX_ROWS>;
-  for (var i = 0u; i < ROWS; i++) {
-    row[i] = min(row0 + i, p.rows - 1u);
-  }
-  var acc_gate: array<f32, MAX_ROWS>;
-  var acc_up: array<f32, MAX_ROWS>;
-  for (var g = 0u; g < groups; g++) {
-    let xs = x_group(g);
-    let xsum = group_sum(xs);
-    for (var i = 0u; i < ROWS; i++) {
-      acc_gate[i] += w_group(row[i], g, xs, xsum);
-      acc_up[i] += up_group(row[i], g, xs, xsum);
+  let at = row_starts(row0);
+  for (var t = 0u; t < TOKENS && t < p.tokens; t++) {
+    var acc_gate = array<f32, MAX_ROWS>();
+    var acc_up = array<f32, MAX_ROWS>();
+    for (var b = 0u; 8u * b < groups; b++) {
+      var d_gate: array<vec4<u32>, MAX_ROWS>;
+      var d_up: array<vec4<u32>, MAX_ROWS>;
+      for (var i = 0u; i < ROWS; i++) {
+        d_gate[i] = w[at.scales[i] + b];
+        d_up[i] = up[at.scales[i] + b];
+      }
+      for (var k = 0u; k < 8u && 8u * b + k < groups; k++) {
+        let g = 8u * b + k;
+        let xs = x_group(t, g, lane);
+        let xsum = group_sum(xs);
+        let xp = scaled_x(xs);
+        for (var i = 0u; i < ROWS; i++) {
+          let c = at.codes[i] + g * group_vec4s();
+          let c2 = c + select(0u, 1u, QFORMAT == Q8);
+          acc_gate[i] += scale_of(d_gate[i], k) * group_dot_scaled(w[c], w[c2], xp, xsum);
+          acc_up[i] += scale_of(d_up[i], k) * group_dot_scaled(up[c], up[c2], xp, xsum);
+        }
+      }
     }
-  }
-  for (var i = 0u; i < ROWS; i++) {
-    if (row0 + i < p.rows) {
-      y[p.y_offset + row0 + i] = silu(acc_gate[i]) * acc_up[i];
+    for (var i = 0u; i < ROWS; i++) {
+      if (row0 + i < p.rows) {
+        y[t * p.y_stride + p.y_offset + row0 + i] = silu(acc_gate[i]) * acc_up[i];
+      }
     }
   }
 }
