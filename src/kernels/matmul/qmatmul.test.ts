@@ -82,7 +82,7 @@ describe.each(VARIANTS)('quantized matmul and SwiGLU, matvec=%s', (matvec) => {
       await checkSwiGLU({ rows: 203, cols: 4096, tokens: 1, format, matvec });
     });
 
-    it(`${format}: 2 to 8 tokens and prefill (blocks of 8 tokens), split matrices`, async () => {
+    it(`${format}: 2 to 8 tokens (decode kernels) and prefill (gemm, regtile when the plan names none: qgemm.test.ts loops over every gemm), split matrices`, async () => {
       await checkMatmul({ rows: 203, cols: 160, tokens: 3, format, matvec, accumulate: true });
       await checkMatmul({ rows: 70, cols: 128, tokens: 130, format, matvec });
       await checkMatmul({ rows: 411, cols: 96, tokens: 17, format, matvec, maxPartBytes: 100 * 112 });
