@@ -18,9 +18,10 @@
  */
 import { totalmem, cpus, loadavg } from 'node:os';
 import type { Gpu, AdapterReport } from '../src/gpu/device.ts';
-import { createStorageBuffer, readU32, type QuantFormat } from '../src/gpu/buffers.ts';
+import { bytesPerElement, createStorageBuffer, quantBytes, readU32, type QuantFormat, type WeightDType } from '../src/gpu/buffers.ts';
 import { Encoder, getPipeline, params } from '../src/gpu/encoder.ts';
-import { loadConfig, type ModelConfig } from '../src/model/config.ts';
+import { expectedTensors, loadConfig, type ModelConfig } from '../src/model/config.ts';
+import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, type Quantization } from '../src/model/quantized.ts';
 import { MistralModel } from '../src/model/model.ts';
 import { Checkpoint } from '../src/model/safetensors.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -207,29 +208,41 @@ export class Workload {
   readonly parameters: number;
   readonly dtype: string;
 
-  constructor(readonly config: ModelConfig, tensors: Map<string, { byteLength: number; shape: number[]; dtype: string }>) {
+  /**
+   * `tensors`: the checkpoint's stored tensors (their dtypes); `quant`: how the matrices sit on
+   * the device when quantized (a quantized folder's, or --quantize's), null when as stored.
+   * Parameters come from the config's shapes, bytes from how each matrix is held on the device,
+   * so that a quantized folder's packed codes and scales count as the weights they encode.
+   */
+  constructor(readonly config: ModelConfig, tensors: Map<string, { dtype: string }>, quant: Quantization | null) {
+    const quantized = quant ? quantizedMatrices(config, quant) : new Map<string, QuantFormat>();
+    const deviceBytes = (name: string, shape: number[]): number => {
+      const f = quantized.get(name);
+      if (f) return quantBytes(f, shape[0]!, shape[1]!);
+      return shape.reduce((a, b) => a * b, 1) * bytesPerElement(tensors.get(name)!.dtype as WeightDType);
+    };
     let bytes = 0;
     let paramsN = 0;
     let all = 0;
-    const dtypes = new Set<string>();
-    for (const [name, t] of tensors) {
-      const n = t.shape.reduce((a, b) => a * b, 1);
+    for (const [name, shape] of expectedTensors(config)) {
+      const n = shape.reduce((a, b) => a * b, 1);
       all += n;
-      dtypes.add(t.dtype);
-      if (name.startsWith('model.layers.') && t.shape.length === 2) {
-        bytes += t.byteLength;
+      if (name.startsWith('model.layers.') && shape.length === 2) {
+        bytes += deviceBytes(name, shape);
         paramsN += n;
       }
     }
-    const head = tensors.get(config.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight')!;
-    const embed = tensors.get('model.embed_tokens.weight')!;
+    const vocab = [config.vocab_size, config.hidden_size];
     this.layerMatrixBytes = bytes;
     this.layerMatrixParams = paramsN;
-    this.lmHeadBytes = head.byteLength;
-    this.embedRowBytes = embed.byteLength / config.vocab_size;
+    this.lmHeadBytes = deviceBytes(config.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', vocab);
+    this.embedRowBytes = deviceBytes('model.embed_tokens.weight', vocab) / config.vocab_size;
     this.normBytes = (2 * config.num_hidden_layers + 1) * config.hidden_size * 4;
     this.parameters = all;
-    this.dtype = [...dtypes].sort().join('+');
+    const floats = [...new Set([...tensors].filter(([n, t]) => t.dtype !== 'u8' && !n.endsWith('.scales')).map(([, t]) => t.dtype))].sort().join('+');
+    this.dtype = quant && quantized.size > 0 && tensors.has(scalesName([...quantized.keys()][0]!))
+      ? `${quant.format} (embed_tokens ${quant.embed_tokens ?? floats}, lm_head ${quant.lm_head ?? quant.embed_tokens ?? floats}, the rest ${floats})`
+      : floats;
   }
 
   /** Keys a query at position `pos` attends to, its own included. */
@@ -446,7 +459,8 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   }
 
   const ckpt = Checkpoint.open(dir);
-  const work = new Workload(config, ckpt.tensors);
+  const folderQuant = folderQuantization(dir);
+  const work = new Workload(config, ckpt.tensors, folderQuant ?? (opts.quantize ? quantizationFor(config, opts.quantize) : null));
   ckpt.close();
 
   // The roofline is measured before loading and again at the end; each limit is
