@@ -453,7 +453,8 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   const config = loadConfig(dir);
   // Allocate only the context the run uses (positions 0 .. needed-1): on a
   // software adapter the KV cache is host memory too.
-  const needed = Math.max(...promptLengths.map((n) => n + 1), decodePrompt + opts.decodeTokens); // the warm-up decodes one token after each prompt
+  // The warm-up decodes one token after each prompt; --profile decodes one more, then its tokens.
+  const needed = Math.max(...promptLengths.map((n) => n + 1), decodePrompt + opts.decodeTokens, decodePrompt + 1 + (opts.profileTokens ?? 0));
   if (needed > config.max_position_embeddings) {
     throw new Error(`the run needs ${needed} positions, more than max_position_embeddings ${config.max_position_embeddings}`);
   }
