@@ -1,78 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../../gpu/device.ts';
-import { createStorageBuffer, destroyMatrix, matrixRowBytes, readF32, uploadF32, writeBuffer, QUANT_FORMATS, type QuantFormat } from '../../gpu/buffers.ts';
+import { createStorageBuffer, destroyMatrix, matrixRowBytes, readF32, uploadF32, QUANT_FORMATS, type QuantFormat } from '../../gpu/buffers.ts';
 import { Encoder } from '../../gpu/encoder.ts';
 import { Rng } from '../../util/rng.ts';
-import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
+import { freshSeed, poison, randomNormal } from '../../util/testing.ts';
 import { runnable, type KernelPlan } from '../plan.ts';
-import { matmul, matmulSwiGLU, type BatchShape } from './index.ts';
-import { matmulRef } from './matmul.ref.ts';
-import { swigluRef } from './swiglu.ref.ts';
+import { matmul, matmulSwiGLU } from './index.ts';
 import { randomQuantMatrix } from './fixtures.ts';
+import { checkQuantMatmul, checkQuantSwiGLU } from './qcheck.testing.ts';
 
 /**
  * The prefill (gemm) strategies over q8/q4 weights (gemm_read_quant.wgsl) against the
- * plain-TypeScript product over the same weights dequantized plainly (quant.ref.ts). The
- * kernels compute with exactly those weights (c * d is exact in f32), so only the f32
- * summation order differs: the tolerance is f32's, relative to the largest output.
+ * plain-TypeScript product over the same weights dequantized plainly: qcheck.testing.ts.
  */
-const TOLERANCE = 2e-5;
 const GEMMS = runnable((await getGpu()).profile, 'gemm');
-
-type Case = {
-  rows: number; cols: number; tokens: number; format: QuantFormat; gemm: KernelPlan['gemm'];
-  accumulate?: boolean; maxPartBytes?: number; splits?: number; batch?: BatchShape;
-};
-
-function label(kind: string, c: Case, seed: number, parts: number): string {
-  return `seed ${seed}, ${kind} gemm=${c.gemm}, ${c.rows}x${c.cols} ${c.format}, tokens ${c.tokens}${c.accumulate ? ', accumulate' : ''}${c.splits ? `, splits ${c.splits}` : ''}${c.batch ? `, batch ${c.batch}` : ''}, parts ${parts}`;
-}
-
-async function checkMatmul(c: Case) {
-  const gpu = await getGpu();
-  const seed = freshSeed();
-  const rng = new Rng(seed);
-  const { matrix, values } = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
-  const x = randomNormal(rng, c.tokens * c.cols);
-  const xb = uploadF32(gpu, x);
-  const yb = createStorageBuffer(gpu, c.tokens * c.rows * 4);
-  const y0 = c.accumulate ? randomNormal(rng, c.tokens * c.rows, 10) : null;
-  if (y0) writeBuffer(gpu, yb, y0);
-  else poison(gpu, yb);
-  const enc = new Encoder(gpu);
-  matmul(enc, { x: xb, w: matrix, y: yb, tokens: c.tokens, accumulate: c.accumulate, plan: { matvec: 'rows', gemm: c.gemm }, splits: c.splits, batch: c.batch });
-  enc.submit();
-  const y = await readF32(gpu, yb, c.tokens * c.rows);
-  xb.destroy();
-  yb.destroy();
-  destroyMatrix(matrix);
-  const expected = matmulRef(x, values, c.tokens, c.rows, c.cols);
-  if (y0) for (let i = 0; i < expected.length; i++) expected[i] = expected[i]! + y0[i]!;
-  expect(maxRelError(y, expected), label('matmul', c, seed, matrix.parts.length)).toBeLessThan(TOLERANCE);
-  return matrix.parts.length;
-}
-
-async function checkSwiGLU(c: Omit<Case, 'accumulate'>) {
-  const gpu = await getGpu();
-  const seed = freshSeed();
-  const rng = new Rng(seed);
-  const gate = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
-  const up = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
-  const x = randomNormal(rng, c.tokens * c.cols, 1 / Math.sqrt(c.cols));
-  const xb = uploadF32(gpu, x);
-  const yb = createStorageBuffer(gpu, c.tokens * c.rows * 4);
-  poison(gpu, yb);
-  const enc = new Encoder(gpu);
-  matmulSwiGLU(enc, { x: xb, gate: gate.matrix, up: up.matrix, y: yb, tokens: c.tokens, plan: { matvec: 'rows', gemm: c.gemm }, splits: c.splits, batch: c.batch });
-  enc.submit();
-  const y = await readF32(gpu, yb, c.tokens * c.rows);
-  xb.destroy();
-  yb.destroy();
-  destroyMatrix(gate.matrix);
-  destroyMatrix(up.matrix);
-  const expected = swigluRef(x, gate.values, up.values, c.tokens, c.rows, c.cols);
-  expect(maxRelError(y, expected), label('swiglu', c, seed, gate.matrix.parts.length)).toBeLessThan(TOLERANCE);
-}
+const checkMatmul = checkQuantMatmul;
+const checkSwiGLU = checkQuantSwiGLU;
 
 /**
  * The exactness rule: a token's outputs are the same bits whether it runs among `tokens`

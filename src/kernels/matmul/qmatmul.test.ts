@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../../gpu/device.ts';
-import { createStorageBuffer, destroyMatrix, readF32, uploadF32, writeBuffer, QUANT_FORMATS, type GpuMatrix, type QuantFormat } from '../../gpu/buffers.ts';
+import { createStorageBuffer, destroyMatrix, readF32, uploadF32, QUANT_FORMATS, type GpuMatrix } from '../../gpu/buffers.ts';
 import { Encoder, observeDispatches } from '../../gpu/encoder.ts';
 import { Rng } from '../../util/rng.ts';
 import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
@@ -9,65 +9,12 @@ import { matmul, matmulSwiGLU, MATVEC_MAX_TOKENS, type BatchShape } from './inde
 import { matmulRef } from './matmul.ref.ts';
 import { swigluRef } from './swiglu.ref.ts';
 import { randomQuantMatrix } from './fixtures.ts';
+import { checkQuantMatmul, checkQuantSwiGLU, QUANT_TOLERANCE as TOLERANCE } from './qcheck.testing.ts';
 
-/**
- * The quantized kernels against the plain-TypeScript product over the same weights
- * dequantized (quant.ref.ts): only f32 summation order differs, so the tolerance is
- * f32's (relative to the largest output).
- */
-const TOLERANCE = 2e-5;
+// The check and its tolerance: qcheck.testing.ts.
 const VARIANTS = runnable((await getGpu()).profile, 'matvec');
-
-/** `gpu`: the device as a wrapper sees it (default: the real one). */
-type Case = { rows: number; cols: number; tokens: number; format: QuantFormat; matvec: KernelPlan['matvec']; accumulate?: boolean; maxPartBytes?: number; gpu?: Gpu };
-
-async function checkMatmul(c: Case) {
-  const gpu = c.gpu ?? (await getGpu());
-  const seed = freshSeed();
-  const rng = new Rng(seed);
-  const { matrix, values } = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
-  const x = randomNormal(rng, c.tokens * c.cols);
-  const xb = uploadF32(gpu, x);
-  const yb = createStorageBuffer(gpu, c.tokens * c.rows * 4);
-  const y0 = c.accumulate ? randomNormal(rng, c.tokens * c.rows, 10) : null;
-  if (y0) writeBuffer(gpu, yb, y0);
-  else poison(gpu, yb);
-  const enc = new Encoder(gpu);
-  matmul(enc, { x: xb, w: matrix, y: yb, tokens: c.tokens, accumulate: c.accumulate, plan: { matvec: c.matvec } });
-  enc.submit();
-  const y = await readF32(gpu, yb, c.tokens * c.rows);
-  xb.destroy();
-  yb.destroy();
-  destroyMatrix(matrix);
-  const expected = matmulRef(x, values, c.tokens, c.rows, c.cols);
-  if (y0) for (let i = 0; i < expected.length; i++) expected[i] = expected[i]! + y0[i]!;
-  const label = `seed ${seed}, matvec=${c.matvec}, ${c.rows}x${c.cols} ${c.format}, tokens ${c.tokens}${c.accumulate ? ', accumulate' : ''}, parts ${matrix.parts.length}`;
-  expect(maxRelError(y, expected), label).toBeLessThan(TOLERANCE);
-  return matrix.parts.length;
-}
-
-async function checkSwiGLU(c: Omit<Case, 'accumulate'>) {
-  const gpu = c.gpu ?? (await getGpu());
-  const seed = freshSeed();
-  const rng = new Rng(seed);
-  const gate = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
-  const up = randomQuantMatrix(gpu, rng, c.rows, c.cols, c.format, c.maxPartBytes);
-  const x = randomNormal(rng, c.tokens * c.cols, 1 / Math.sqrt(c.cols));
-  const xb = uploadF32(gpu, x);
-  const yb = createStorageBuffer(gpu, c.tokens * c.rows * 4);
-  poison(gpu, yb);
-  const enc = new Encoder(gpu);
-  matmulSwiGLU(enc, { x: xb, gate: gate.matrix, up: up.matrix, y: yb, tokens: c.tokens, plan: { matvec: c.matvec } });
-  enc.submit();
-  const y = await readF32(gpu, yb, c.tokens * c.rows);
-  xb.destroy();
-  yb.destroy();
-  destroyMatrix(gate.matrix);
-  destroyMatrix(up.matrix);
-  const expected = swigluRef(x, gate.values, up.values, c.tokens, c.rows, c.cols);
-  const label = `seed ${seed}, swiglu matvec=${c.matvec}, ${c.rows}x${c.cols} ${c.format}, tokens ${c.tokens}, parts ${gate.matrix.parts.length}`;
-  expect(maxRelError(y, expected), label).toBeLessThan(TOLERANCE);
-}
+const checkMatmul = checkQuantMatmul;
+const checkSwiGLU = checkQuantSwiGLU;
 
 // Each (variant, format, token tile) is a pipeline compiled for seconds on lavapipe: shapes
 // are spread over the cases rather than crossed.
