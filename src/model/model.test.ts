@@ -16,6 +16,7 @@ import { Checkpoint, writeSafetensors } from './safetensors.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed } from '../util/testing.ts';
 import { decodeToF32, encodeFromF32 } from '../util/half.ts';
+import { resolvePlan } from '../kernels/plan.ts';
 
 const GOLDEN = new URL('../../golden/tiny-mistral/', import.meta.url).pathname;
 const goldenConfig = JSON.parse(readFileSync(join(GOLDEN, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -45,6 +46,9 @@ describe('context length against what the device can hold', () => {
     // A context that fits is fine with the same config.
     const model = await MistralModel.load(gpu, dir, { contextLength: 64 });
     expect(model.contextLength).toBe(64);
+    // The chunk is cut to the context, and the plan (which bench and info print) says so.
+    expect(model.maxChunk).toBe(Math.min(64, resolvePlan(gpu.profile).prefillChunk));
+    expect(model.plan.prefillChunk).toBe(model.maxChunk);
     model.destroy();
   });
 

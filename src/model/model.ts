@@ -242,7 +242,8 @@ export class MistralModel {
       // Bound the logits buffer by the binding limit (a 128k vocabulary would not fit 256 rows).
       const byBinding = Math.floor(gpu.report.limits.maxStorageBufferBindingSize / (config.vocab_size * 4));
       const maxChunk = Math.max(1, Math.min(opts.maxChunk ?? plan.prefillChunk, byBinding, contextLength));
-      return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, plan, opts);
+      // The plan reports the chunk the buffers were made for, which the context or the binding limit may have cut.
+      return new MistralModel(gpu, dir, config, contextLength, embed, layers, norm, head, ckpt.totalBytes, maxChunk, { ...plan, prefillChunk: maxChunk }, opts);
     } finally {
       ckpt.close();
     }
