@@ -37,7 +37,8 @@ const PARAMS = new UniformLayout({
 
 const checked = new WeakSet<ShaderSource>();
 function source(file: string, snippets: string[] = []): ShaderSource {
-  const s = weightKernelSource(file, import.meta.url, snippets);
+  // sums.wgsl: silu and fma8, which every product kernel uses.
+  const s = weightKernelSource(file, import.meta.url, [...snippets, 'sums.wgsl']);
   if (!checked.has(s)) {
     PARAMS.check(s.code);
     checked.add(s);

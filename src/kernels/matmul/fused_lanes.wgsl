@@ -90,10 +90,6 @@ fn qkv8(m: u32, i: u32) -> array<vec4<f32>, 2> {
   return w2_8(i);
 }
 
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
 // The 8 values of chunk k of each token (rows past p.tokens re-read the last token), times
 // norm[c] with NORM, whose squares (of x itself) go to the sums after the products.
 struct Chunk {

@@ -74,24 +74,6 @@ fn qkv8(m: u32, i: u32) -> array<vec4<f32>, 2> {
   return w2_8(i);
 }
 
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
-// acc + dot(w, (xa, xb)) as a chain of fused multiply-adds (as matvec_rows.wgsl).
-fn fma8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32) -> f32 {
-  var s = acc;
-  s = fma(w[0].x, xa.x, s);
-  s = fma(w[0].y, xa.y, s);
-  s = fma(w[0].z, xa.z, s);
-  s = fma(w[0].w, xa.w, s);
-  s = fma(w[1].x, xb.x, s);
-  s = fma(w[1].y, xb.y, s);
-  s = fma(w[1].z, xb.z, s);
-  s = fma(w[1].w, xb.w, s);
-  return s;
-}
-
 // Chunk k of x (times norm with NORM), its squares added to `ss` (x itself, NORM only).
 struct Chunk {
   a: vec4<f32>,

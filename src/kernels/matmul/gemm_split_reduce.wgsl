@@ -21,10 +21,6 @@ struct Params {
 
 override WG: u32;
 
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
 @compute @workgroup_size(WG)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   let n = p.tokens * p.rows;

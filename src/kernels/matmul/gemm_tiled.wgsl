@@ -56,10 +56,6 @@ override SPLIT: bool; // write raw sums to the partials buffer (bound as y)
 override WG: u32 = (TM / RM) * (TN / RN);
 const MAX_R = 8u;
 
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
 var<workgroup> xs: array<f32, TM * KT>;  // [KT][TM]
 var<workgroup> ws: array<f32, TN * KT>;  // [KT][TN]
 var<workgroup> us: array<f32, TN * KT>;  // [KT][TN], swiglu's up

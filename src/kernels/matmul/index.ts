@@ -110,7 +110,8 @@ const LANES_PARAMS = new UniformLayout({ ...PARAMS.fields, groups_x: 'u32' });
 
 const checked = new WeakSet<ShaderSource>();
 function source(file: string, snippets: string[] = []): ShaderSource {
-  const s = weightKernelSource(file, import.meta.url, snippets);
+  // sums.wgsl: silu and fma8, which every product kernel uses.
+  const s = weightKernelSource(file, import.meta.url, [...snippets, 'sums.wgsl']);
   if (!checked.has(s)) {
     const layout = { 'matvec_lanes.wgsl': LANES_PARAMS, 'qmatvec_lanes.wgsl': LANES_PARAMS, 'gemm_tiled.wgsl': TILED_PARAMS, 'gemm_split_reduce.wgsl': REDUCE_PARAMS }[file] ?? PARAMS;
     layout.check(s.code);

@@ -64,10 +64,6 @@ fn up8(i: u32) -> array<vec4<f32>, 2> {
   return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
 }
 
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
 // The first row of this workgroup, or p.rows when the workgroup is past the end.
 fn first_row(wid: vec3<u32>) -> u32 {
   return min((wid.y * p.groups_x + wid.x) * ROWS, p.rows);

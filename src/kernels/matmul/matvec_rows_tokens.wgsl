@@ -19,7 +19,7 @@
 // Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part; p.tokens <= MAX_TOKENS.
 // Assumes: cols % 8 == 0; gate and up split at the same rows.
 
-// Params, the bindings (x, w, y, up) and w8/up8/silu/fma8 come from products.wgsl; DTYPE, F32/F16
+// Params, the bindings (x, w, y, up) and w8/up8 come from products.wgsl, silu/fma8 from sums.wgsl; DTYPE, F32/F16
 // and the widening functions from weights.wgsl; both prepended by the wrapper.
 
 override WG: u32;

@@ -1,8 +1,9 @@
 // The interface and helpers every row-owning matrix-product kernel shares (matvec_rows,
 // matvec_rows_tokens, gemm_regtile, gemm_broadcast), prepended by src/kernels/matmul/index.ts
 // with weights.wgsl. Params is PARAMS in index.ts (checked against this struct at first use).
-// w8/up8/fma8 serve the matvec kernels; the gemm kernels read weights through a weight reader
-// (gemm_read_dense.wgsl, gemm_read_quant.wgsl) instead, which also binds nothing of its own.
+// w8/up8 serve the matvec kernels (silu and fma8 come from sums.wgsl, prepended to every
+// product); the gemm kernels read weights through a weight reader (gemm_read_dense.wgsl,
+// gemm_read_quant.wgsl) instead, which also binds nothing of its own.
 // `up` is bound only by the SwiGLU entry points (gate in `w`, up in `up`).
 
 struct Params {
@@ -28,20 +29,3 @@ fn up8(i: u32) -> array<vec4<f32>, 2> {
   return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
 }
 
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
-// acc + dot(w, (xa, xb)) as a chain of fused multiply-adds (the decode kernels' summation order).
-fn fma8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32) -> f32 {
-  var s = acc;
-  s = fma(w[0].x, xa.x, s);
-  s = fma(w[0].y, xa.y, s);
-  s = fma(w[0].z, xa.z, s);
-  s = fma(w[0].w, xa.w, s);
-  s = fma(w[1].x, xb.x, s);
-  s = fma(w[1].y, xb.y, s);
-  s = fma(w[1].z, xb.z, s);
-  s = fma(w[1].w, xb.w, s);
-  return s;
-}

@@ -48,10 +48,6 @@ const MAX_OUTPUTS = 2u * MAX_ROWS * MAX_TOKENS;
 
 var<private> sums: array<f32, MAX_OUTPUTS>;
 
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
 // Group g of the input row starting at vec4 word `at`.
 fn x_group(at: u32, g: u32) -> array<vec4<f32>, 8> {
   let i = at + 8u * g;

@@ -49,10 +49,6 @@ override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
 override TOKENS: u32;  // most tokens per dispatch (1 or MATVEC_MAX_TOKENS)
 
-fn silu(g: f32) -> f32 {
-  return g / (1.0 + exp(-g));
-}
-
 const MAX_ROWS = 6u;
 
 // Token t's 32 inputs of group g as vec4s, loaded once per subgroup: lanes 0..7 each load one
