@@ -17,7 +17,7 @@
  * a batched prefill step never; a batched decode step under matvec=subgroup|workgroup takes
  * fused_lanes.wgsl's 8-token tile for any count (the norm folded in under norm+qkv), and under
  * matvec=rows q/k/v in one dispatch for one row (fused_rows.wgsl, the norm its own dispatch:
- * its fma chains are matvec_rows_tokens.wgsl's, so 2..8 rows there, three dispatches, add alike)
+ * its fma chains are matvec_rows.wgsl's, so 2..8 rows there, three dispatches, add alike)
  * and SwiGLU unfused. A one-sequence decode step thus runs forward()'s kernels under fuse=qkv.
  * Kernels: fused_lanes.wgsl (matvec=subgroup|workgroup), fused_rows.wgsl (matvec=rows); weights
  * are read through weights.wgsl as in every matvec.

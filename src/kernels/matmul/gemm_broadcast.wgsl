@@ -29,7 +29,7 @@
 // Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups per part.
 // Assumes: cols % 8 == 0 (q8/q4: cols % 32 == 0); subgroups of at least 8 lanes (the plan checks the adapter).
 
-// Params, the bindings (x, w, y, up) come from products.wgsl, silu from sums.wgsl; BLOCK_CHUNKS, WBlock,
+// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from sums.wgsl; BLOCK_CHUNKS, WBlock,
 // row_start, w_block/up_block and chunk_of from the weight reader.
 
 override WG: u32;

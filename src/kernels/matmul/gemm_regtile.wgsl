@@ -32,7 +32,7 @@
 // Assumes: cols % 8 == 0, so every weight row and x row starts on a 16-byte boundary; other
 // widths use gemm_words.wgsl. q8/q4: cols % 32 == 0.
 
-// Params, the bindings (x, w, y, up) come from products.wgsl, silu from sums.wgsl; BLOCK_CHUNKS, WBlock,
+// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from sums.wgsl; BLOCK_CHUNKS, WBlock,
 // row_start, w_block/up_block and chunk_of from the weight reader; all prepended by the wrapper.
 
 override WG: u32;

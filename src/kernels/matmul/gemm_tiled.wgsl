@@ -30,22 +30,10 @@
 // Dispatch: (ceil(rows / TN), ceil(tokens / TM), splits) workgroups per part.
 // Assumes: cols % 8 == 0, KT % 8 == 0; q8/q4: cols % 32 == 0, KT % 32 == 0 (a K range is whole groups).
 
-struct Params {
-  rows: u32,          // rows in this part
-  cols: u32,          // in_features
-  tokens: u32,
-  y_stride: u32,      // out_features of the whole matrix
-  y_offset: u32,      // first output column this part writes (part.row0)
-  accumulate: u32,    // 1: y += x w^T, 0: y = x w^T (matmul only)
-  splits: u32,        // K ranges (workgroups along z)
-  split_chunks: u32,  // 8-column chunks per K range
-}
+// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from sums.wgsl;
+// BLOCK_CHUNKS, WBlock, row_start, w_block/up_block and chunk_of from the weight reader; all
+// prepended by the wrapper.
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
 
 override TM: u32;     // tokens per tile
 override TN: u32;     // rows per tile

@@ -24,21 +24,12 @@
 // Dispatch: (ceil(rows / ROWS), ceil(tokens / (WG * TOKENS_PER_INVOCATION))) workgroups per part.
 // Assumes: cols even.
 
-struct Params {
-  rows: u32,        // rows in this part
-  cols: u32,        // in_features
-  tokens: u32,
-  y_stride: u32,    // out_features of the whole matrix
-  y_offset: u32,    // part.row0
-  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
+// Params (p) from params.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl;
+// both prepended by the wrapper.
 
 override WG: u32;
 override ROWS: u32;                   // <= MAX_ROWS

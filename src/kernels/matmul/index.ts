@@ -15,12 +15,12 @@
  *     each read its weights through the reader of the format (gemmReader): gemm_read_dense.wgsl
  *     (f32/f16/bf16) or gemm_read_quant.wgsl (q8/q4, after ../quant.wgsl), so one loop per strategy;
  *   - up to MATVEC_MAX_TOKENS tokens (decode): plan.matvec
- *       rows:      matvec_rows.wgsl for one token, gemm_regtile.wgsl for 2..8;
+ *       rows:      matvec_rows.wgsl (TOKENS 1) for one token, gemm_regtile.wgsl for 2..8;
  *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
  *       workgroup: matvec_lanes.wgsl + reduce_workgroup.wgsl;
  *   - a batched step (`batch`, continuous batching): one shape whatever the count, 'prefill'
- *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows_tokens.wgsl (plan
- *     rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
+ *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows.wgsl with its token
+ *     loop (TOKENS 8 for 2..8 tokens; plan rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
  * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
  *   - prefill (more than MATVEC_MAX_TOKENS tokens, and batched prefill steps): the plan's gemm
  *     above, reading through gemm_read_quant.wgsl;
@@ -30,8 +30,10 @@
  *     subgroups of 8 or more lanes, qmatvec_lanes.wgsl as under matvec=workgroup;
  *   - otherwise qmatvec_lanes.wgsl + the plan's reduction, one token, or blocks of 8 tokens
  *     for 2..8 tokens and for any count in a batched decode step.
- * Every .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings:
- * 0 Params, 1 x, 2 w (or gate), 3 y, 4 up (swiglu only); except fused_*.wgsl, the decode
+ * Every kernel .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings,
+ * declared once and prepended by source(): 0 Params (params.wgsl), 1 x, 2 w (or gate), 3 y, 4 up
+ * (swiglu only) (products.wgsl; gemm_words.wgsl binds x and w by smaller words);
+ * except gemm_split_reduce.wgsl (its own Params and bindings) and fused_*.wgsl, the decode
  * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
  */
 import { Encoder, getPipeline, UniformLayout, type Binding, type Overrides, type ShaderSource } from '../../gpu/encoder.ts';
@@ -44,10 +46,12 @@ import type { KernelPlan } from '../plan.ts';
  * `override` constants without defaults, so a pipeline cannot be made without them.
  */
 export const TILES = {
-  /** matvec_rows.wgsl: WG invocations x ROWS whole rows each. Measured on lavapipe: bench/RESULTS.md. */
+  /**
+   * matvec_rows.wgsl: WG invocations x ROWS whole rows each, for one token and for batched decode
+   * steps alike. Measured on lavapipe: bench/RESULTS.md (for batched steps 4 and 2 rows measured
+   * no different within the noise of a shared machine).
+   */
   rows: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
-  /** matvec_rows_tokens.wgsl (batched decode, up to MATVEC_MAX_TOKENS tokens): matvec_rows' rows (4 and 2 measured no different within the noise of a shared machine, bench/RESULTS.md). */
-  rowsTokens: { matmul: { WG: 8, ROWS: 6 }, swiglu: { WG: 16, ROWS: 3 } },
   /** matvec_lanes.wgsl: WG lanes across the columns of ROWS rows (of each matrix); TOKENS 1 or 8. */
   lanes: { matmul: { WG: 128, ROWS: 4 }, swiglu: { WG: 128, ROWS: 2 } },
   /** gemm_regtile.wgsl: WG / LANES lane groups of ROWS_PER_GROUP rows x TOKENS tokens. */
@@ -92,10 +96,15 @@ export const TILES = {
 /** The most tokens the decode (matvec) kernels take in one call; more run as prefill. */
 export const MATVEC_MAX_TOKENS = 8;
 
-/** The `Params` struct of every kernel in this folder (checked against the WGSL once per source). */
-const PARAMS = new UniformLayout({ rows: 'u32', cols: 'u32', tokens: 'u32', y_stride: 'u32', y_offset: 'u32', accumulate: 'u32' });
-/** gemm_tiled.wgsl adds its K split. */
-const TILED_PARAMS = new UniformLayout({ ...PARAMS.fields, splits: 'u32', split_chunks: 'u32' });
+/**
+ * The `Params` struct of every product kernel here (params.wgsl; checked against the WGSL once
+ * per source): each kernel reads the fields it needs, every dispatch fills them all.
+ */
+const PARAMS = new UniformLayout({
+  rows: 'u32', cols: 'u32', tokens: 'u32', y_stride: 'u32', y_offset: 'u32', accumulate: 'u32',
+  groups_x: 'u32', splits: 'u32', split_chunks: 'u32',
+});
+/** gemm_split_reduce.wgsl's, a pass over partial sums rather than a product. */
 const REDUCE_PARAMS = new UniformLayout({ rows: 'u32', tokens: 'u32', y_stride: 'u32', y_offset: 'u32', accumulate: 'u32', splits: 'u32' });
 /**
  * Workgroups a tiled product should reach before its K is split: about two per SM of a
@@ -105,16 +114,19 @@ const GEMM_TARGET_WORKGROUPS = 264;
 /** Most K ranges of a split, and fewest KT steps each keeps. */
 const MAX_SPLITS = 16;
 const MIN_SPLIT_STEPS = 4;
-/** matvec_lanes.wgsl adds the width of its (possibly 2-D) grid. */
-const LANES_PARAMS = new UniformLayout({ ...PARAMS.fields, groups_x: 'u32' });
 
 const checked = new WeakSet<ShaderSource>();
+/**
+ * Kernel `file` with `snippets` before it and what the product kernels share: params.wgsl
+ * (Params), products.wgsl (the vec4 bindings and w8/up8; gemm_words.wgsl binds its own, by
+ * smaller words) and sums.wgsl (silu and fma8). gemm_split_reduce.wgsl takes sums.wgsl alone.
+ */
 function source(file: string, snippets: string[] = []): ShaderSource {
-  // sums.wgsl: silu and fma8, which every product kernel uses.
-  const s = weightKernelSource(file, import.meta.url, [...snippets, 'sums.wgsl']);
+  const reduce = file === 'gemm_split_reduce.wgsl';
+  const shared = reduce ? [] : file === 'gemm_words.wgsl' ? ['params.wgsl'] : ['params.wgsl', 'products.wgsl'];
+  const s = weightKernelSource(file, import.meta.url, [...snippets, ...shared, 'sums.wgsl']);
   if (!checked.has(s)) {
-    const layout = { 'matvec_lanes.wgsl': LANES_PARAMS, 'qmatvec_lanes.wgsl': LANES_PARAMS, 'gemm_tiled.wgsl': TILED_PARAMS, 'gemm_split_reduce.wgsl': REDUCE_PARAMS }[file] ?? PARAMS;
-    layout.check(s.code);
+    (reduce ? REDUCE_PARAMS : PARAMS).check(s.code);
     checked.add(s);
   }
   return s;
@@ -137,14 +149,14 @@ function quantCode(format: QuantFormat): number {
 }
 /** What the matrix products read of the plan; without `gemm`, prefill runs gemm_regtile.wgsl. */
 export type MatmulPlan = Pick<KernelPlan, 'matvec'> & Partial<Pick<KernelPlan, 'gemm'>>;
-type Fields = { rows: number; cols: number; tokens: number; y_stride: number; y_offset: number; accumulate: number };
 
 /**
  * The kernel shape of a batched step (continuous batching), whatever its token count, so that a
  * token's sums are added in the same order alone and beside others:
  *  - 'decode' (at most MATVEC_MAX_TOKENS tokens, one per sequence): the plan's matvec with its
- *    token loop inside (matvec_rows_tokens.wgsl, or matvec_lanes.wgsl with the 8-token tile),
- *    so a batch of decode rows reads the weights once;
+ *    token loop inside (matvec_rows.wgsl compiled for 8 tokens, for 1 when one row is alone:
+ *    the same chains; or matvec_lanes.wgsl with the 8-token tile), so a batch of decode rows
+ *    reads the weights once;
  *  - 'prefill' (prompt chunks): the plan's gemm whatever the count (gemm_tiled with its
  *    `many` tile, gemm_broadcast, or gemm_regtile).
  * A token's result depends on neither the count nor its slot in either; without `batch` the
@@ -179,6 +191,29 @@ function partials(enc: Encoder, bytes: number): GPUBuffer {
   return b;
 }
 
+/** The storage bindings of part `i` of a product: x, the part's weights, y, and (SwiGLU) up's part at the same rows. */
+function partBindings(a: ProductArgs, i: number): Binding[] {
+  const part = a.w.parts[i]!;
+  const storage: Binding[] = [a.x, part.buffer, a.y];
+  if (a.up) {
+    const u = a.up.parts[i];
+    if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
+    storage.push(u.buffer);
+  }
+  return storage;
+}
+
+/** The Params of a part (no K split; groups_x for a 1-D grid), and what its dispatch moves. */
+function partParams(a: ProductArgs, part: GpuMatrix['parts'][number]) {
+  const { w, tokens } = a;
+  const fields = {
+    rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0,
+    groups_x: 0, splits: 1, split_chunks: 0,
+  };
+  const bytes = (a.up ? 2 : 1) * part.rows * matrixRowBytes(w.dtype, w.cols) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+  return { fields, cost: { bytes, shape: `${w.rows}x${w.cols}` } };
+}
+
 /** gemm_tiled.wgsl, part by part, with its K split and reduce pass when the split is > 1. */
 function recordTiled(enc: Encoder, op: Op, a: ProductArgs): void {
   const { w, tokens } = a;
@@ -202,33 +237,44 @@ function recordTiled(enc: Encoder, op: Op, a: ProductArgs): void {
     splits = Math.max(1, Math.min(splits, steps, Math.floor(binding / (matrices * tokens * part.rows * 4))));
     const stepsPerSplit = Math.ceil(steps / splits);
     splits = Math.ceil(steps / stepsPerSplit);
-    const storage: Binding[] = [a.x, part.buffer, a.y];
-    if (a.up) {
-      const u = a.up.parts[i];
-      if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
-      storage.push(u.buffer);
-    }
-    const fields = {
-      rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0,
-      splits, split_chunks: stepsPerSplit * (tile.KT / 8),
-    };
-    const shape = `${w.rows}x${w.cols}`;
-    const bytes = matrices * part.rows * matrixRowBytes(w.dtype, w.cols) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
+    const storage = partBindings(a, i);
+    const { fields, cost } = partParams(a, part);
+    const params = PARAMS.pack({ ...fields, splits, split_chunks: stepsPerSplit * (tile.KT / 8) });
     const name = `${op} tiled ${tile.TM}x${tile.TN}${splits > 1 ? ' split' : ''} ${w.dtype}`;
     const pipeline = getPipeline(enc.gpu, src, op, { ...reader.constants, ...tile, SPLIT: splits > 1 ? 1 : 0 }, name);
     if (splits === 1) {
-      enc.dispatch(pipeline, TILED_PARAMS.pack(fields), storage, [rowTiles, tokenTiles], { bytes, shape });
+      enc.dispatch(pipeline, params, storage, [rowTiles, tokenTiles], cost);
       return;
     }
     const scratch = partials(enc, splits * matrices * tokens * part.rows * 4);
     storage[2] = scratch;
-    enc.dispatch(pipeline, TILED_PARAMS.pack(fields), storage, [rowTiles, tokenTiles, splits], { bytes, shape });
+    enc.dispatch(pipeline, params, storage, [rowTiles, tokenTiles, splits], cost);
     const reduce = getPipeline(enc.gpu, source('gemm_split_reduce.wgsl'), op, TILES.splitReduce, `${op} split reduce`);
     const outputs = tokens * part.rows;
     const groups = Math.ceil(outputs / TILES.splitReduce.WG);
     if (groups > maxGroups) throw new Error(`matmul: a K split of ${outputs} outputs needs more than ${maxGroups} workgroups`);
     const reduceFields = { rows: part.rows, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0, splits };
-    enc.dispatch(reduce, REDUCE_PARAMS.pack(reduceFields), [scratch, a.y], [groups], { bytes: (splits * matrices + 1) * outputs * 4, shape });
+    enc.dispatch(reduce, REDUCE_PARAMS.pack(reduceFields), [scratch, a.y], [groups], { bytes: (splits * matrices + 1) * outputs * 4, shape: cost.shape });
+  });
+}
+
+/**
+ * A row-owning kernel as record or recordQuantized chose it: a workgroup takes rowsPerGroup
+ * rows and tokensPerGroup tokens; `lanes` kernels (matvec_lanes, qmatvec_lanes) lay their row
+ * groups out on a 2-D grid of width groups_x, the others along x.
+ */
+type RowKernel = { pipeline: GPUComputePipeline; rowsPerGroup: number; tokensPerGroup: number; lanes: boolean };
+
+/** Dispatches `k` once per part of a.w: workgroups (row groups, token blocks), or (groups_x, rows, token blocks) for `lanes`. */
+function dispatchParts(enc: Encoder, k: RowKernel, a: ProductArgs): void {
+  const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
+  const tokenGroups = Math.ceil(a.tokens / k.tokensPerGroup);
+  a.w.parts.forEach((part, i) => {
+    const groups = Math.ceil(part.rows / k.rowsPerGroup);
+    const gx = k.lanes ? Math.min(groups, maxGroups) : groups;
+    const grid: [number, number, number] = k.lanes ? [gx, Math.ceil(groups / gx), tokenGroups] : [groups, tokenGroups, 1];
+    const { fields, cost } = partParams(a, part);
+    enc.dispatch(k.pipeline, PARAMS.pack({ ...fields, groups_x: gx }), partBindings(a, i), grid, cost);
   });
 }
 
@@ -271,33 +317,27 @@ function record(
   } else if (prefill && plan.gemm === 'broadcast') {
     const t = TILES.broadcast[op];
     variant = `broadcast x${t.TOKENS}`;
-    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl', 'products.wgsl', ...reader.snippets]);
+    src = source('gemm_broadcast.wgsl', ['subgroups.wgsl', ...reader.snippets]);
     constants = { ...reader.constants, ...t };
     rowsPerGroup = t.WG * t.ROWS;
     tokensPerGroup = t.TOKENS;
   } else if (prefill || (a.batch === undefined && plan.matvec === 'rows' && tokens > 1)) {
     const t = TILES.regtile[op];
     variant = `regtile x${t.TOKENS}`;
-    src = source('gemm_regtile.wgsl', ['products.wgsl', ...reader.snippets]);
+    src = source('gemm_regtile.wgsl', reader.snippets);
     constants = { ...reader.constants, ...t };
     rowsPerGroup = (t.WG / t.LANES) * t.ROWS_PER_GROUP;
     tokensPerGroup = t.TOKENS;
-  } else if (plan.matvec === 'rows' && a.batch === 'decode' && tokens > 1) {
-    // (One token takes matvec_rows below: its sums per row (matmul's fma chain, SwiGLU's two
-    // dots per chunk) are the tokens kernel's bit for bit (batch.test.ts), without the token loop.)
-    const t = TILES.rowsTokens[op];
-    variant = 'matvec rows tokens';
-    src = source('matvec_rows_tokens.wgsl', ['products.wgsl']);
-    constants = { ...dtype(), ...t };
-    rowsPerGroup = t.WG * t.ROWS;
-    tokensPerGroup = MATVEC_MAX_TOKENS;
   } else if (plan.matvec === 'rows') {
+    // A batched decode step's token loop, compiled for 1 token alone: a token's sums per row
+    // (matmul's fma chain, SwiGLU's two dots per chunk) are the same chain either way (batch.test.ts).
     const t = TILES.rows[op];
-    variant = 'matvec rows';
-    src = source('matvec_rows.wgsl', ['products.wgsl']);
-    constants = { ...dtype(), ...t };
+    const tokenTile = tokens === 1 ? 1 : MATVEC_MAX_TOKENS;
+    variant = `matvec rows${tokenTile > 1 ? ` x${tokenTile}` : ''}`;
+    src = source('matvec_rows.wgsl');
+    constants = { ...dtype(), ...t, TOKENS: tokenTile };
     rowsPerGroup = t.WG * t.ROWS;
-    tokensPerGroup = 1;
+    tokensPerGroup = tokenTile;
   } else {
     const t = TILES.lanes[op];
     const snippet = plan.matvec === 'subgroup' ? 'reduce_subgroup.wgsl' : 'reduce_workgroup.wgsl';
@@ -315,25 +355,7 @@ function record(
     lanes = true;
   }
   const pipeline = getPipeline(enc.gpu, src, op, constants, `${op} ${variant} ${w.dtype}`);
-  const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
-  w.parts.forEach((part, i) => {
-    const fields: Fields = { rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0 };
-    const groups = Math.ceil(part.rows / rowsPerGroup);
-    const storage: Binding[] = [a.x, part.buffer, a.y];
-    if (a.up) {
-      const u = a.up.parts[i];
-      if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
-      storage.push(u.buffer);
-    }
-    const shape = `${w.rows}x${w.cols}`;
-    const bytes = matrices * part.rows * matrixRowBytes(w.dtype, w.cols) + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
-    if (lanes) {
-      const gx = Math.min(groups, maxGroups);
-      enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, [gx, Math.ceil(groups / gx)], { bytes, shape });
-    } else {
-      enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups, Math.ceil(tokens / tokensPerGroup)], { bytes, shape });
-    }
-  });
+  dispatchParts(enc, { pipeline, rowsPerGroup, tokensPerGroup, lanes }, a);
 }
 
 /** `record` for q8/q4 weights below prefill: the matvec kernels that dequantize groups of 32 in registers (quant.wgsl). */
@@ -341,10 +363,10 @@ function recordQuantized(
   enc: Encoder,
   op: Op,
   plan: Pick<KernelPlan, 'matvec'>,
-  a: { x: Binding; w: GpuMatrix; up?: GpuMatrix; y: Binding; tokens: number; accumulate: boolean; batch?: BatchShape },
+  a: ProductArgs,
   format: QuantFormat,
 ): void {
-  const { w, tokens } = a;
+  const { tokens } = a;
   // A batched step takes one kernel shape whatever its count (qmatvec_rows with its 8-token
   // loop, or the 8-token blocks), so a token's sums never depend on the count.
   const single = tokens === 1 && a.batch === undefined;
@@ -354,7 +376,7 @@ function recordQuantized(
   let src: ShaderSource;
   let constants: Overrides;
   let rowsPerGroup: number;
-  let tokensPerGroup = 1;
+  let tokensPerGroup: number;
   let variant: string;
   let lanes = true;
   const sizes = enc.gpu.profile.subgroupSizes;
@@ -366,6 +388,7 @@ function recordQuantized(
     src = source('qmatvec_rows.wgsl', ['subgroups.wgsl', '../quant.wgsl']);
     constants = { ...q, ...t, TOKENS: tokenTile };
     rowsPerGroup = t.WG * t.ROWS;
+    tokensPerGroup = tokenTile;
     lanes = false;
   } else {
     // (matvec=rows without subgroups runs the workgroup strategy's kernel, 1 token included.)
@@ -383,27 +406,7 @@ function recordQuantized(
     tokensPerGroup = t.TOKENS;
   }
   const pipeline = getPipeline(enc.gpu, src, op, constants, `${op} ${variant} ${format}`);
-  const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
-  const rowBytes = matrixRowBytes(format, w.cols);
-  w.parts.forEach((part, i) => {
-    const fields: Fields = { rows: part.rows, cols: w.cols, tokens, y_stride: w.rows, y_offset: part.row0, accumulate: a.accumulate ? 1 : 0 };
-    const groups = Math.ceil(part.rows / rowsPerGroup);
-    const storage: Binding[] = [a.x, part.buffer, a.y];
-    if (a.up) {
-      const u = a.up.parts[i];
-      if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
-      storage.push(u.buffer);
-    }
-    const shape = `${w.rows}x${w.cols}`;
-    const bytes = matrices * part.rows * rowBytes + tokens * w.cols * 4 + tokens * part.rows * 4 * (a.accumulate ? 2 : 1);
-    if (lanes) {
-      const gx = Math.min(groups, maxGroups);
-      const grid: [number, number, number] = [gx, Math.ceil(groups / gx), Math.ceil(tokens / tokensPerGroup)];
-      enc.dispatch(pipeline, LANES_PARAMS.pack({ ...fields, groups_x: gx }), storage, grid, { bytes, shape });
-    } else {
-      enc.dispatch(pipeline, PARAMS.pack(fields), storage, [groups], { bytes, shape });
-    }
-  });
+  dispatchParts(enc, { pipeline, rowsPerGroup, tokensPerGroup, lanes }, a);
 }
 
 /**

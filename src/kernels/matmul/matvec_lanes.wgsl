@@ -25,24 +25,10 @@
 // Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same
 // rows; tokens <= TOKENS.
 
-struct Params {
-  rows: u32,        // rows in this part
-  cols: u32,        // in_features
-  tokens: u32,
-  y_stride: u32,    // out_features of the whole matrix
-  y_offset: u32,    // first output column this part writes (part.row0)
-  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
-  groups_x: u32,    // workgroups along x of the dispatch grid
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
-
-// DTYPE, F32/F16 and the widening functions come from weights.wgsl; Lane, reduce_sums() and
-// reduced() from reduce_subgroup.wgsl or reduce_workgroup.wgsl; both prepended by the wrapper.
+// Params (p) from params.wgsl, the bindings (x, w, y, up) and w8/up8 from products.wgsl, silu
+// from sums.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl; Lane,
+// reduce_sums() and reduced() from reduce_subgroup.wgsl or reduce_workgroup.wgsl; all
+// prepended by the wrapper.
 
 override WG: u32;        // invocations per workgroup, a power of two
 override ROWS: u32;      // rows per workgroup, <= MAX_ROWS
@@ -55,14 +41,6 @@ override OUTPUTS: u32 = MATRICES * ROWS * TOKENS;
 const MAX_OUTPUTS = 2u * MAX_ROWS * MAX_TOKENS;
 
 var<private> sums: array<f32, MAX_OUTPUTS>;
-
-fn w8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
-}
-
-fn up8(i: u32) -> array<vec4<f32>, 2> {
-  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
-}
 
 // The first row of this workgroup, or p.rows when the workgroup is past the end.
 fn first_row(wid: vec3<u32>) -> u32 {

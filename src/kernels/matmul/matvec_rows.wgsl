@@ -1,13 +1,21 @@
-// Decode matrix-vector products, one token, plan `matvec=rows` (the lavapipe strategy):
-//   `matmul`: y[r] = sum_c x[c] * w[r, c]   (y[r] += ... when `accumulate` is set: the residual add)
-//   `swiglu`: y[i] = silu(sum_c x[c] gate[i, c]) * (sum_c x[c] up[i, c]),  silu(g) = g / (1 + exp(-g))
+// Decode matrix-vector products, 1 to MAX_TOKENS tokens, plan `matvec=rows` (the lavapipe
+// strategy): one token alone, and the batched decode steps of continuous batching:
+//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
+//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]),  silu(g) = g / (1 + exp(-g))
 //
-// Layouts: as gemm_regtile.wgsl (x f32 [cols] read as vec4<f32>; w/gate/up one part's rows
-// [rows, cols] in DTYPE read as vec4<u32>; y f32, this part's outputs at y_offset ..).
+// Layouts: as gemm_regtile.wgsl (x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's
+// rows [rows, cols] in DTYPE read as vec4<u32>; y f32 [tokens, y_stride], this part's outputs
+// at columns y_offset ..).
 //
 // Work split: no cross-lane reduction. Each invocation owns ROWS whole rows (of each matrix)
-// and walks all their columns 8 at a time: one vec4<u32> weight load per row, two vec4<f32>
-// x loads shared by every row. No workgroup memory, no barrier, no partial sums to store.
+// and walks all their columns 8 at a time: per chunk it loads the chunk of x of each of its
+// p.tokens tokens, then one weight chunk per row, used for every token. No workgroup memory, no
+// barrier, no partial sums to store. A batch of decode rows thus reads the weights once, and
+// token t's sums are added chunk by chunk in column order (matmul through fma8, swiglu as two
+// dots per chunk) exactly as when it is alone: a token's result does not depend on how many
+// others share the dispatch, which is what lets a sequence decode the same alone and under
+// load (matmul/batch.test.ts). TOKENS is 1 for one token alone (the token loops fold away) and
+// MAX_TOKENS for a batched step.
 // Why this suits llvmpipe (one SIMD lane per invocation, every loop-indexed load a per-lane
 // scalar load, so the cost is loads and sharing x across rows saves them), and what was
 // measured and tried: bench/RESULTS.md, "Kernel tuning". WG and ROWS are override constants
@@ -17,72 +25,94 @@
 // matvec_lanes.wgsl.
 //
 // Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part.
-// Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
+// Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); p.tokens <= TOKENS; gate and up
+// split at the same rows.
 
-// Params, the bindings (x, w, y, up) and w8/up8 come from products.wgsl, silu/fma8 from sums.wgsl; DTYPE, F32/F16
-// and the widening functions from weights.wgsl; both prepended by the wrapper.
+// Params (p) from params.wgsl, the bindings (x, w, y, up) and w8/up8 from products.wgsl,
+// silu/fma8 from sums.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl; all
+// prepended by the wrapper.
 
 override WG: u32;
-override ROWS: u32;  // rows per invocation, <= MAX_ROWS
+override ROWS: u32;    // rows per invocation, <= MAX_ROWS
+override TOKENS: u32;  // most tokens per dispatch: 1 or MAX_TOKENS
 const MAX_ROWS = 6u;
+const MAX_TOKENS = 8u;
 
 @compute @workgroup_size(WG)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.x * ROWS;
   let chunks = p.cols / 8u;
   let wpc = words_per_chunk();
+  let tokens = min(p.tokens, TOKENS);
   // Rows past the end re-read the last row, so that the loop has no per-row branches.
   var base: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
     base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
   }
-  var acc: array<f32, MAX_ROWS>;
+  var acc: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
   for (var k = 0u; k < chunks; k++) {
-    let xa = x[2u * k];
-    let xb = x[2u * k + 1u];
+    var xa: array<vec4<f32>, MAX_TOKENS>;
+    var xb: array<vec4<f32>, MAX_TOKENS>;
+    for (var t = 0u; t < tokens; t++) {
+      xa[t] = x[2u * (t * chunks + k)];
+      xb[t] = x[2u * (t * chunks + k) + 1u];
+    }
     for (var i = 0u; i < ROWS; i++) {
-      acc[i] = fma8(w8(base[i] + k * wpc), xa, xb, acc[i]);
+      let wv = w8(base[i] + k * wpc);
+      for (var t = 0u; t < tokens; t++) {
+        acc[t * MAX_ROWS + i] = fma8(wv, xa[t], xb[t], acc[t * MAX_ROWS + i]);
+      }
     }
   }
-  for (var i = 0u; i < ROWS; i++) {
-    if (row0 + i < p.rows) {
-      let dst = p.y_offset + row0 + i;
-      if (p.accumulate != 0u) {
-        acc[i] += y[dst];
+  for (var t = 0u; t < tokens; t++) {
+    for (var i = 0u; i < ROWS; i++) {
+      if (row0 + i < p.rows) {
+        let dst = t * p.y_stride + p.y_offset + row0 + i;
+        var v = acc[t * MAX_ROWS + i];
+        if (p.accumulate != 0u) {
+          v += y[dst];
+        }
+        y[dst] = v;
       }
-      y[dst] = acc[i];
     }
   }
 }
 
 // `matmul` with a second weight stream per row (up beside gate) and the silu product as its
-// epilogue: a deliberate copy of the loop, keep the two in step. Its sums are added as in
-// matvec_rows_tokens.wgsl's `swiglu` (keep those in step too): a one-row decode step takes
-// this kernel and must get that kernel's bits (matmul/batch.test.ts).
+// epilogue: a deliberate copy of the loop, keep the two in step.
 @compute @workgroup_size(WG)
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.x * ROWS;
   let chunks = p.cols / 8u;
   let wpc = words_per_chunk();
+  let tokens = min(p.tokens, TOKENS);
   var base: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
     base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
   }
-  var acc_gate: array<f32, MAX_ROWS>;
-  var acc_up: array<f32, MAX_ROWS>;
+  var acc_gate: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
+  var acc_up: array<f32, MAX_ROWS * MAX_TOKENS>;
   for (var k = 0u; k < chunks; k++) {
-    let xa = x[2u * k];
-    let xb = x[2u * k + 1u];
+    var xa: array<vec4<f32>, MAX_TOKENS>;
+    var xb: array<vec4<f32>, MAX_TOKENS>;
+    for (var t = 0u; t < tokens; t++) {
+      xa[t] = x[2u * (t * chunks + k)];
+      xb[t] = x[2u * (t * chunks + k) + 1u];
+    }
     for (var i = 0u; i < ROWS; i++) {
       let g = w8(base[i] + k * wpc);
       let u = up8(base[i] + k * wpc);
-      acc_gate[i] += dot(g[0], xa) + dot(g[1], xb);
-      acc_up[i] += dot(u[0], xa) + dot(u[1], xb);
+      for (var t = 0u; t < tokens; t++) {
+        acc_gate[t * MAX_ROWS + i] += dot(g[0], xa[t]) + dot(g[1], xb[t]);
+        acc_up[t * MAX_ROWS + i] += dot(u[0], xa[t]) + dot(u[1], xb[t]);
+      }
     }
   }
-  for (var i = 0u; i < ROWS; i++) {
-    if (row0 + i < p.rows) {
-      y[p.y_offset + row0 + i] = silu(acc_gate[i]) * acc_up[i];
+  for (var t = 0u; t < tokens; t++) {
+    for (var i = 0u; i < ROWS; i++) {
+      if (row0 + i < p.rows) {
+        y[t * p.y_stride + p.y_offset + row0 + i] = silu(acc_gate[t * MAX_ROWS + i]) * acc_up[t * MAX_ROWS + i];
+      }
     }
   }
 }

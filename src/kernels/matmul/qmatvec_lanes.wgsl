@@ -21,21 +21,10 @@
 // G = ceil(rows / ROWS), once per matrix part.
 // Assumes: cols % 32 == 0; gate and up split at the same rows.
 
-struct Params {
-  rows: u32,        // rows in this part
-  cols: u32,        // in_features
-  tokens: u32,
-  y_stride: u32,    // out_features of the whole matrix
-  y_offset: u32,    // first output column this part writes (part.row0)
-  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
-  groups_x: u32,    // workgroups along x of the dispatch grid
-}
+// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from
+// sums.wgsl; the formats' decoding from quant.wgsl; Lane, reduce_sums() and reduced() from
+// reduce_subgroup.wgsl or reduce_workgroup.wgsl; all prepended by the wrapper.
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
 
 override WG: u32;        // invocations per workgroup, a power of two
 override ROWS: u32;      // rows per workgroup, <= MAX_ROWS

@@ -1,6 +1,5 @@
 // Decode matrix-vector products over quantized weights (q8, q4), 1 to 8 tokens, plan
-// `matvec=rows` (the lavapipe strategy; matvec_rows.wgsl and matvec_rows_tokens.wgsl are its
-// 16-bit twins):
+// `matvec=rows` (the lavapipe strategy; matvec_rows.wgsl is its 16-bit twin):
 //   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
 //   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]),  silu(g) = g / (1 + exp(-g))
 // where w[r, c] = dequantized weight (quant.wgsl, prepended; the formats: src/kernels/quant.ref.ts).
@@ -30,20 +29,9 @@
 // at least 8 lanes (index.ts takes qmatvec_lanes.wgsl where there are none); uniform control
 // flow throughout.
 
-struct Params {
-  rows: u32,        // rows in this part
-  cols: u32,        // in_features
-  tokens: u32,
-  y_stride: u32,    // out_features of the whole matrix
-  y_offset: u32,    // first output column this part writes (part.row0)
-  accumulate: u32,  // 1: y += x w^T, 0: y = x w^T (matmul only)
-}
+// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from
+// sums.wgsl; the formats' decoding from quant.wgsl; all prepended by the wrapper.
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
