@@ -29,7 +29,7 @@ import type { KernelPlan } from '../plan.ts';
 import { rmsNorm } from '../rmsnorm.ts';
 import { matmul, matmulSwiGLU, MATVEC_MAX_TOKENS, TILES, type BatchShape } from './index.ts';
 
-/** The `Params` struct of fused_lanes.wgsl and fused_rows.wgsl. */
+/** The `Params` struct of fused_lanes.wgsl and fused_rows.wgsl (fused_products.wgsl). */
 const PARAMS = new UniformLayout({
   cols: 'u32', tokens: 'u32', groups_x: 'u32', eps: 'f32',
   rows0: 'u32', rows1: 'u32', rows2: 'u32', group1: 'u32', group2: 'u32',
@@ -37,8 +37,9 @@ const PARAMS = new UniformLayout({
 
 const checked = new WeakSet<ShaderSource>();
 function source(file: string, snippets: string[] = []): ShaderSource {
+  // fused_products.wgsl: Params, the bindings and the weight loads of both fused kernels;
   // sums.wgsl: silu and fma8, which every product kernel uses.
-  const s = weightKernelSource(file, import.meta.url, [...snippets, 'sums.wgsl']);
+  const s = weightKernelSource(file, import.meta.url, [...snippets, 'fused_products.wgsl', 'sums.wgsl']);
   if (!checked.has(s)) {
     PARAMS.check(s.code);
     checked.add(s);

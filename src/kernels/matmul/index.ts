@@ -16,8 +16,9 @@
  *     (f32/f16/bf16) or gemm_read_quant.wgsl (q8/q4, after ../quant.wgsl), so one loop per strategy;
  *   - up to MATVEC_MAX_TOKENS tokens (decode): plan.matvec
  *       rows:      matvec_rows.wgsl (TOKENS 1) for one token, gemm_regtile.wgsl for 2..8;
- *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl;
- *       workgroup: matvec_lanes.wgsl + reduce_workgroup.wgsl;
+ *       subgroup:  matvec_lanes.wgsl + reduce_subgroup.wgsl (+ lanes.wgsl, the frame it shares
+ *                  with qmatvec_lanes.wgsl);
+ *       workgroup: matvec_lanes.wgsl + reduce_workgroup.wgsl (+ lanes.wgsl);
  *   - a batched step (`batch`, continuous batching): one shape whatever the count, 'prefill'
  *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows.wgsl with its token
  *     loop (TOKENS 8 for 2..8 tokens; plan rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
@@ -341,7 +342,7 @@ function record(
   } else {
     const t = TILES.lanes[op];
     const snippet = plan.matvec === 'subgroup' ? 'reduce_subgroup.wgsl' : 'reduce_workgroup.wgsl';
-    src = source('matvec_lanes.wgsl', [snippet]);
+    src = source('matvec_lanes.wgsl', [snippet, 'lanes.wgsl']);
     const tokenTile = tokens === 1 && a.batch === undefined ? 1 : MATVEC_MAX_TOKENS;
     variant = `matvec ${plan.matvec}${tokenTile > 1 ? ` x${tokenTile}` : ''}`;
     constants = { ...dtype(), ...t, TOKENS: tokenTile, MATRICES: matrices };
@@ -395,7 +396,7 @@ function recordQuantized(
     const reduce = plan.matvec === 'subgroup' ? 'subgroup' : 'workgroup';
     const t = single ? TILES.qlanes.decode[op] : plan.matvec === 'rows' ? TILES.qlanes.rowsBlock[op] : TILES.qlanes.block[op];
     variant = `lanes ${reduce}${t.TOKENS > 1 ? ` x${t.TOKENS}` : ''}`;
-    src = source('qmatvec_lanes.wgsl', [`reduce_${reduce}.wgsl`, '../quant.wgsl']);
+    src = source('qmatvec_lanes.wgsl', [`reduce_${reduce}.wgsl`, 'lanes.wgsl', '../quant.wgsl']);
     constants = { ...q, ...t, MATRICES: matrices };
     if (reduce === 'workgroup') {
       const need = matrices * t.ROWS * t.TOKENS * t.WG * 4;

@@ -27,25 +27,9 @@
 
 // Params (p) from params.wgsl, the bindings (x, w, y, up) and w8/up8 from products.wgsl, silu
 // from sums.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl; Lane,
-// reduce_sums() and reduced() from reduce_subgroup.wgsl or reduce_workgroup.wgsl; all
-// prepended by the wrapper.
-
-override WG: u32;        // invocations per workgroup, a power of two
-override ROWS: u32;      // rows per workgroup, <= MAX_ROWS
-override TOKENS: u32;    // 1 or MAX_TOKENS
-override MATRICES: u32;  // weight matrices per row: 1 (matmul) or 2 (swiglu)
-const MAX_ROWS = 4u;
-const MAX_TOKENS = 8u;
-// Outputs (partial sums) per workgroup, and the most any pipeline has.
-override OUTPUTS: u32 = MATRICES * ROWS * TOKENS;
-const MAX_OUTPUTS = 2u * MAX_ROWS * MAX_TOKENS;
-
-var<private> sums: array<f32, MAX_OUTPUTS>;
-
-// The first row of this workgroup, or p.rows when the workgroup is past the end.
-fn first_row(wid: vec3<u32>) -> u32 {
-  return min((wid.y * p.groups_x + wid.x) * ROWS, p.rows);
-}
+// reduce_sums() and reduced() from reduce_subgroup.wgsl or reduce_workgroup.wgsl; WG, ROWS,
+// TOKENS (1 or MAX_TOKENS here), MATRICES, `sums`, first_row, x_rows and the stores from
+// lanes.wgsl; all prepended by the wrapper.
 
 @compute @workgroup_size(WG)
 fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -60,10 +44,7 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   for (var r = 0u; r < ROWS; r++) {
     base[r] = min(row0 + r, p.rows - 1u) * chunks * wpc;
   }
-  var xrow: array<u32, MAX_TOKENS>;
-  for (var t = 0u; t < TOKENS; t++) {
-    xrow[t] = min(t, p.tokens - 1u) * chunks * 2u;
-  }
+  var xrow = x_rows(0u);
   for (var k = lane.index; k < chunks; k += WG) {
     var xa: array<vec4<f32>, MAX_TOKENS>;
     var xb: array<vec4<f32>, MAX_TOKENS>;
@@ -79,18 +60,7 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
     }
   }
   reduce_sums(lane);
-  if (lane.index < ROWS * TOKENS) {
-    let row = row0 + lane.index / TOKENS;
-    let t = lane.index % TOKENS;
-    if (row < p.rows && t < p.tokens) {
-      let dst = t * p.y_stride + p.y_offset + row;
-      var v = reduced(lane.index);
-      if (p.accumulate != 0u) {
-        v += y[dst];
-      }
-      y[dst] = v;
-    }
-  }
+  store_matmul(lane, row0, 0u);
 }
 
 // `matmul` with a second weight stream per row (up beside gate; its sums after gate's) and
@@ -107,10 +77,7 @@ fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   for (var r = 0u; r < ROWS; r++) {
     base[r] = min(row0 + r, p.rows - 1u) * chunks * wpc;
   }
-  var xrow: array<u32, MAX_TOKENS>;
-  for (var t = 0u; t < TOKENS; t++) {
-    xrow[t] = min(t, p.tokens - 1u) * chunks * 2u;
-  }
+  var xrow = x_rows(0u);
   let up_at = ROWS * TOKENS;
   for (var k = lane.index; k < chunks; k += WG) {
     var xa: array<vec4<f32>, MAX_TOKENS>;
@@ -129,11 +96,5 @@ fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
     }
   }
   reduce_sums(lane);
-  if (lane.index < ROWS * TOKENS) {
-    let row = row0 + lane.index / TOKENS;
-    let t = lane.index % TOKENS;
-    if (row < p.rows && t < p.tokens) {
-      y[t * p.y_stride + p.y_offset + row] = silu(reduced(lane.index)) * reduced(up_at + lane.index);
-    }
-  }
+  store_swiglu(lane, row0, 0u);
 }

@@ -23,19 +23,8 @@
 
 // Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from
 // sums.wgsl; the formats' decoding from quant.wgsl; Lane, reduce_sums() and reduced() from
-// reduce_subgroup.wgsl or reduce_workgroup.wgsl; all prepended by the wrapper.
-
-
-override WG: u32;        // invocations per workgroup, a power of two
-override ROWS: u32;      // rows per workgroup, <= MAX_ROWS
-override TOKENS: u32;    // tokens per workgroup, <= MAX_TOKENS
-override MATRICES: u32;  // weight matrices per row: 1 (matmul) or 2 (swiglu)
-const MAX_ROWS = 4u;
-const MAX_TOKENS = 8u;
-override OUTPUTS: u32 = MATRICES * ROWS * TOKENS;
-const MAX_OUTPUTS = 2u * MAX_ROWS * MAX_TOKENS;
-
-var<private> sums: array<f32, MAX_OUTPUTS>;
+// reduce_subgroup.wgsl or reduce_workgroup.wgsl; WG, ROWS, TOKENS, MATRICES, `sums`,
+// first_row, x_rows and the stores from lanes.wgsl; all prepended by the wrapper.
 
 // Group g of the input row starting at vec4 word `at`.
 fn x_group(at: u32, g: u32) -> array<vec4<f32>, 8> {
@@ -55,11 +44,6 @@ fn up_group(row: u32, g: u32) -> array<vec4<f32>, 8> {
   return group_weights(up[c], up[c + select(0u, 1u, QFORMAT == Q8)], d);
 }
 
-// The first row of this workgroup, or p.rows when the workgroup is past the end.
-fn first_row(wid: vec3<u32>) -> u32 {
-  return min((wid.y * p.groups_x + wid.x) * ROWS, p.rows);
-}
-
 @compute @workgroup_size(WG)
 fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   let row0 = first_row(wid);
@@ -68,10 +52,7 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   }
   let groups = p.cols / 32u;
   let t0 = wid.z * TOKENS;
-  var xrow: array<u32, MAX_TOKENS>;
-  for (var t = 0u; t < TOKENS; t++) {
-    xrow[t] = min(t0 + t, p.tokens - 1u) * (p.cols / 4u);
-  }
+  var xrow = x_rows(t0);
   for (var g = lane.index; g < groups; g += WG) {
     for (var r = 0u; r < ROWS; r++) {
       let wv = w_group(min(row0 + r, p.rows - 1u), g);
@@ -81,19 +62,7 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
     }
   }
   reduce_sums(lane);
-  // Outputs may outnumber the lanes (a small workgroup of 8 lanes x 32 outputs on lavapipe).
-  for (var o = lane.index; o < ROWS * TOKENS; o += WG) {
-    let row = row0 + o / TOKENS;
-    let t = t0 + o % TOKENS;
-    if (row < p.rows && t < p.tokens) {
-      let dst = t * p.y_stride + p.y_offset + row;
-      var v = reduced(o);
-      if (p.accumulate != 0u) {
-        v += y[dst];
-      }
-      y[dst] = v;
-    }
-  }
+  store_matmul(lane, row0, t0);
 }
 
 // `matmul` with a second weight stream per row (up beside gate; its sums after gate's) and
@@ -106,10 +75,7 @@ fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   }
   let groups = p.cols / 32u;
   let t0 = wid.z * TOKENS;
-  var xrow: array<u32, MAX_TOKENS>;
-  for (var t = 0u; t < TOKENS; t++) {
-    xrow[t] = min(t0 + t, p.tokens - 1u) * (p.cols / 4u);
-  }
+  var xrow = x_rows(t0);
   let up_at = ROWS * TOKENS;
   for (var g = lane.index; g < groups; g += WG) {
     for (var r = 0u; r < ROWS; r++) {
@@ -124,11 +90,5 @@ fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
     }
   }
   reduce_sums(lane);
-  for (var o = lane.index; o < ROWS * TOKENS; o += WG) {
-    let row = row0 + o / TOKENS;
-    let t = t0 + o % TOKENS;
-    if (row < p.rows && t < p.tokens) {
-      y[t * p.y_stride + p.y_offset + row] = silu(reduced(o)) * reduced(up_at + o);
-    }
-  }
+  store_swiglu(lane, row0, t0);
 }
