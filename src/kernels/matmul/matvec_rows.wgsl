@@ -8,14 +8,16 @@
 // at columns y_offset ..).
 //
 // Work split: no cross-lane reduction. Each invocation owns ROWS whole rows (of each matrix)
-// and walks all their columns 8 at a time: per chunk it loads one weight chunk per row (one
-// vec4<u32> each), then for each of its p.tokens tokens two vec4<f32> of x, shared by every row.
-// No workgroup memory, no barrier, no partial sums to store. A batch of decode rows thus reads
-// the weights once, and token t's sums are added chunk by chunk in column order (matmul through
-// fma8, swiglu as two dots per chunk) exactly as when it is alone: a token's result does not
-// depend on how many others share the dispatch, which is what lets a sequence decode the same
-// alone and under load (matmul/batch.test.ts). TOKENS is 1 for one token alone (the token
-// loops fold away) and MAX_TOKENS for a batched step.
+// and walks all their columns 8 at a time: per chunk it loads the chunk of x of each of its
+// p.tokens tokens, then one weight chunk per row, used for every token. No workgroup memory, no
+// barrier, no partial sums to store. A batch of decode rows thus reads the weights once, and
+// token t's sums are added chunk by chunk in column order (matmul through fma8, swiglu as two
+// dots per chunk) exactly as when it is alone: a token's result does not depend on how many
+// others share the dispatch, which is what lets a sequence decode the same alone and under
+// load (matmul/batch.test.ts). TOKENS is 1 for one token alone (the token loops fold away) and
+// MAX_TOKENS for a batched step. The loop order is the one-token path's: staging the rows'
+// weights per chunk instead (x then loaded per token, as the former matvec_rows_tokens.wgsl
+// did) kept 8-token steps in registers better but made one token slower on lavapipe.
 // Why this suits llvmpipe (one SIMD lane per invocation, every loop-indexed load a per-lane
 // scalar load, so the cost is loads and sharing x across rows saves them), and what was
 // measured and tried: bench/RESULTS.md, "Kernel tuning". WG and ROWS are override constants
@@ -50,16 +52,17 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
   }
   var acc: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
-  var wk: array<array<vec4<f32>, 2>, MAX_ROWS>;
   for (var k = 0u; k < chunks; k++) {
-    for (var i = 0u; i < ROWS; i++) {
-      wk[i] = w8(base[i] + k * wpc);
-    }
+    var xa: array<vec4<f32>, MAX_TOKENS>;
+    var xb: array<vec4<f32>, MAX_TOKENS>;
     for (var t = 0u; t < tokens; t++) {
-      let xa = x[2u * (t * chunks + k)];
-      let xb = x[2u * (t * chunks + k) + 1u];
-      for (var i = 0u; i < ROWS; i++) {
-        acc[t * MAX_ROWS + i] = fma8(wk[i], xa, xb, acc[t * MAX_ROWS + i]);
+      xa[t] = x[2u * (t * chunks + k)];
+      xb[t] = x[2u * (t * chunks + k) + 1u];
+    }
+    for (var i = 0u; i < ROWS; i++) {
+      let wv = w8(base[i] + k * wpc);
+      for (var t = 0u; t < tokens; t++) {
+        acc[t * MAX_ROWS + i] = fma8(wv, xa[t], xb[t], acc[t * MAX_ROWS + i]);
       }
     }
   }
@@ -91,19 +94,19 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   var acc_gate: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
   var acc_up: array<f32, MAX_ROWS * MAX_TOKENS>;
-  var gk: array<array<vec4<f32>, 2>, MAX_ROWS>;
-  var uk: array<array<vec4<f32>, 2>, MAX_ROWS>;
   for (var k = 0u; k < chunks; k++) {
-    for (var i = 0u; i < ROWS; i++) {
-      gk[i] = w8(base[i] + k * wpc);
-      uk[i] = up8(base[i] + k * wpc);
-    }
+    var xa: array<vec4<f32>, MAX_TOKENS>;
+    var xb: array<vec4<f32>, MAX_TOKENS>;
     for (var t = 0u; t < tokens; t++) {
-      let xa = x[2u * (t * chunks + k)];
-      let xb = x[2u * (t * chunks + k) + 1u];
-      for (var i = 0u; i < ROWS; i++) {
-        acc_gate[t * MAX_ROWS + i] += dot(gk[i][0], xa) + dot(gk[i][1], xb);
-        acc_up[t * MAX_ROWS + i] += dot(uk[i][0], xa) + dot(uk[i][1], xb);
+      xa[t] = x[2u * (t * chunks + k)];
+      xb[t] = x[2u * (t * chunks + k) + 1u];
+    }
+    for (var i = 0u; i < ROWS; i++) {
+      let g = w8(base[i] + k * wpc);
+      let u = up8(base[i] + k * wpc);
+      for (var t = 0u; t < tokens; t++) {
+        acc_gate[t * MAX_ROWS + i] += dot(g[0], xa[t]) + dot(g[1], xb[t]);
+        acc_up[t * MAX_ROWS + i] += dot(u[0], xa[t]) + dot(u[1], xb[t]);
       }
     }
   }
