@@ -27,7 +27,8 @@
 import type { Gpu } from '../../gpu/device.ts';
 import { createStorageBuffer } from '../../gpu/buffers.ts';
 import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
-import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
+import type { KvCacheDtype } from '../kv_cache.ts';
+import { attentionSource, headBlocks as headBlocksOf } from './kernel.ts';
 
 export type AttentionStrategy = 'tiled' | 'split';
 export const ATTENTION_STRATEGIES: readonly AttentionStrategy[] = ['tiled', 'split'];
@@ -139,24 +140,18 @@ export function splitSegments(keys: number, workgroupsPerSegment: number, segmen
 
 export function attention(enc: Encoder, a: AttentionArgs): void {
   if (a.tokens === 0) return;
-  if (a.headDim % 4 !== 0 || a.headDim > 256) {
-    throw new Error(`attention: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
-  }
-  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
-    throw new Error(`attention: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
-  }
+  // Each workgroup serves up to ATTENTION_TILES.HG query heads of one KV head.
+  const headBlocks = headBlocksOf('attention', a, ATTENTION_TILES.HG);
   // Every past key a query can see must still be in the cache: the oldest one the first
   // query needs is at max(0, pos0 - window + 1), so the cache must reach back that far.
   const pastNeeded = a.window > 0 ? Math.min(a.pos0, a.window - 1) : a.pos0;
   if (a.slots < Math.max(1, pastNeeded)) {
     throw new Error(`attention: a cache of ${a.slots} slots cannot hold the ${pastNeeded} past keys position ${a.pos0} needs`);
   }
-  // Each workgroup serves up to ATTENTION_TILES.HG query heads of one KV head.
-  const headBlocks = Math.ceil(a.heads / a.kvHeads / ATTENTION_TILES.HG);
   const scale = 1 / Math.sqrt(a.headDim);
 
   if (a.prefill === 'flash' && a.tokens > 1 && a.headDim <= FLASH_MAX_HEAD_DIM) {
-    const code = kernelSource(kvKernelSource(a.kvCache, 'flash.wgsl', import.meta.url), FLASH_PARAMS);
+    const code = kernelSource(attentionSource(a.kvCache, 'flash.wgsl'), FLASH_PARAMS);
     const pipeline = getPipeline(enc.gpu, code, 'main', FLASH_TILES, `attention_flash_${a.kvCache}`);
     const blocks = Math.ceil(a.heads / a.kvHeads / FLASH_TILES.HB);
     const uniforms = FLASH_PARAMS.pack({
@@ -178,7 +173,7 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
             `${segments} segments of ${a.heads} x ${a.headDim}`,
         );
       }
-      const code = kernelSource(kvKernelSource(a.kvCache, 'split.wgsl', import.meta.url), SPLIT_PARAMS);
+      const code = kernelSource(attentionSource(a.kvCache, 'split.wgsl'), SPLIT_PARAMS);
       const uniforms = SPLIT_PARAMS.pack({
         pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks, segments, segLen,
       });
@@ -190,7 +185,7 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
     }
   }
 
-  const code = kernelSource(kvKernelSource(a.kvCache, 'tiled.wgsl', import.meta.url), TILED_PARAMS);
+  const code = kernelSource(attentionSource(a.kvCache, 'tiled.wgsl'), TILED_PARAMS);
   const pipeline = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_tiled_${a.kvCache}`);
   const uniforms = TILED_PARAMS.pack({
     tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks,
@@ -212,14 +207,8 @@ export function decodeAttentionRows(
   a: Omit<AttentionArgs, 'pos0' | 'strategy' | 'prefill' | 'partials' | 'segmentKeys'> & { rows: Binding },
 ): void {
   if (a.tokens === 0) return;
-  if (a.headDim % 4 !== 0 || a.headDim > 256) {
-    throw new Error(`attention: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
-  }
-  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
-    throw new Error(`attention: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
-  }
-  const headBlocks = Math.ceil(a.heads / a.kvHeads / ATTENTION_TILES.HG);
-  const code = kernelSource(kvKernelSource(a.kvCache, 'tiled.wgsl', import.meta.url), TILED_PARAMS);
+  const headBlocks = headBlocksOf('attention', a, ATTENTION_TILES.HG);
+  const code = kernelSource(attentionSource(a.kvCache, 'tiled.wgsl'), TILED_PARAMS);
   const pipeline = getPipeline(enc.gpu, code, 'decode_rows', ATTENTION_TILES, `attention_tiled_rows_${a.kvCache}`);
   // tokens and pos0 are the descriptor's, per row.
   const uniforms = TILED_PARAMS.pack({

@@ -1,7 +1,9 @@
 // Causal grouped-query attention with Mistral's sliding window: strategy `tiled`, one workgroup
 // walks all the keys of its query heads (one pass). f32 math; the cache is f32 or f16 (the
-// prepended kv_cache_*.wgsl defines KvChunk and kvLoad). It serves every prefill chunk under
-// both strategies, and decode under `tiled` (and under `split` when the context is short).
+// prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended softmax.wgsl the online
+// softmax's shared pieces: NEG_BIG, firstKey, headDots, tileMaxima, raiseMax, HeadSums). It
+// serves every prefill chunk under both strategies, and decode under `tiled` (and under `split`
+// when the context is short).
 //
 // For query token t (absolute position pos = pos0 + t) and query head h, with KV head
 // g = h / (heads / kvHeads), scale = 1 / sqrt(headDim), and the keys it may see
@@ -84,8 +86,6 @@ override WG: u32; // invocations per workgroup
 // memory serves HG heads. The four scores and weights of a key travel together as a vec4,
 // so HG must be 4.
 override HG: u32;
-// A finite stand-in for -infinity: WGSL lets compilers assume floats are finite.
-const NEG_BIG: f32 = -3.0e38;
 // Keys per invocation per tile, and keys per tile.
 const KPL: u32 = 4u;
 override TILE: u32 = KPL * WG;
@@ -121,8 +121,7 @@ fn scoreCache(base: u32, chunks: u32) -> vec4<f32> {
   var d = vec4<f32>(0.0);
   for (var k = 0u; k < chunks; k++) {
     let key = kvLoad(kCache[base + k]);
-    d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                   dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+    d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k], qShared[3u * chunks + k], key);
   }
   return d;
 }
@@ -131,8 +130,7 @@ fn scoreNew(base: u32, chunks: u32) -> vec4<f32> {
   var d = vec4<f32>(0.0);
   for (var k = 0u; k < chunks; k++) {
     let key = kNew[base + k];
-    d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                   dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+    d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k], qShared[3u * chunks + k], key);
   }
   return d;
 }
@@ -187,10 +185,7 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
   let h0 = g * groupSize + (x % p.headBlocks) * HG; // first query head of this workgroup
   let nh = min(HG, groupSize - (x % p.headBlocks) * HG); // how many of the HG are real
   let chunks = p.headDim / 4u;
-  var lo = 0u;
-  if (p.window > 0u && pos + 1u > p.window) {
-    lo = pos + 1u - p.window;
-  }
+  let lo = firstKey(pos, p.window);
   let count = pos + 1u - lo; // keys lo..pos
 
   // Heads h0 .. h0 + nh - 1 are contiguous in q's row; missing heads score zero (ignored).
@@ -212,15 +207,8 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
   let headOffset = g * chunks;
   var m = vec4<f32>(NEG_BIG); // running maximum score per head, same in every invocation
   var sum = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m)), per head
-  // This invocation's share of sum(exp(s - m) * v[c]), one accumulator per head.
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
-  var bcc0 = vec4<f32>(0.0); // the same for chunk c2
-  var bcc1 = vec4<f32>(0.0);
-  var bcc2 = vec4<f32>(0.0);
-  var bcc3 = vec4<f32>(0.0);
+  var acc = HeadSums(); // this invocation's share of sum(exp(s - m) * v[c]), per head
+  var bcc = HeadSums(); // the same for chunk c2
 
   let tiles = (count + TILE - 1u) / TILE;
   for (var tile = 0u; tile < tiles; tile++) {
@@ -258,10 +246,10 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
         let k1 = kvLoad(kCache[b1 + k]);
         let k2 = kvLoad(kCache[b2 + k]);
         let k3 = kvLoad(kCache[b3 + k]);
-        d0 += vec4<f32>(dot(qa, k0), dot(qb, k0), dot(qc, k0), dot(qd, k0));
-        d1 += vec4<f32>(dot(qa, k1), dot(qb, k1), dot(qc, k1), dot(qd, k1));
-        d2 += vec4<f32>(dot(qa, k2), dot(qb, k2), dot(qc, k2), dot(qd, k2));
-        d3 += vec4<f32>(dot(qa, k3), dot(qb, k3), dot(qc, k3), dot(qd, k3));
+        d0 += headDots(qa, qb, qc, qd, k0);
+        d1 += headDots(qa, qb, qc, qd, k1);
+        d2 += headDots(qa, qb, qc, qd, k2);
+        d3 += headDots(qa, qb, qc, qd, k3);
       }
       s0 = d0 * p.scale;
       s1 = d1 * p.scale;
@@ -277,28 +265,16 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
     workgroupBarrier();
 
     // 2. New running maxima; rescale what was summed so far; publish this invocation's weights.
-    var tileMax = vec4<f32>(NEG_BIG);
-    for (var i = 0u; i < WG; i++) {
-      tileMax = max(tileMax, laneMax[i]);
-    }
-    let mNew = max(m, tileMax);
-    let rescale = exp(m - mNew);
-    m = mNew;
+    let rescale = raiseMax(&m, tileMaxima(&laneMax, WG));
     // A key past the tile's end scored NEG_BIG; its weight must be 0 even when every score
     // is NEG_BIG (exp(0) = 1), hence the selects.
-    let w0 = select(vec4<f32>(0.0), exp(s0 - mNew), tid < inTile);
-    let w1 = select(vec4<f32>(0.0), exp(s1 - mNew), tid + WG < inTile);
-    let w2 = select(vec4<f32>(0.0), exp(s2 - mNew), tid + 2u * WG < inTile);
-    let w3 = select(vec4<f32>(0.0), exp(s3 - mNew), tid + 3u * WG < inTile);
+    let w0 = select(vec4<f32>(0.0), exp(s0 - m), tid < inTile);
+    let w1 = select(vec4<f32>(0.0), exp(s1 - m), tid + WG < inTile);
+    let w2 = select(vec4<f32>(0.0), exp(s2 - m), tid + 2u * WG < inTile);
+    let w3 = select(vec4<f32>(0.0), exp(s3 - m), tid + 3u * WG < inTile);
     sum = sum * rescale + ((w0 + w1) + (w2 + w3));
-    acc0 *= rescale.x;
-    acc1 *= rescale.y;
-    acc2 *= rescale.z;
-    acc3 *= rescale.w;
-    bcc0 *= rescale.x;
-    bcc1 *= rescale.y;
-    bcc2 *= rescale.z;
-    bcc3 *= rescale.w;
+    acc = rescaleSums(acc, rescale);
+    bcc = rescaleSums(bcc, rescale);
     probs[tid] = w0;
     probs[tid + WG] = w1;
     probs[tid + 2u * WG] = w2;
@@ -312,29 +288,15 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
         let row = cacheRow(firstSlot, i) * rowStride + headOffset;
         let v = kvLoad(vCache[row + c]);
         let u = kvLoad(vCache[row + c2]);
-        let pw = probs[i];
-        acc0 += pw.x * v;
-        acc1 += pw.y * v;
-        acc2 += pw.z * v;
-        acc3 += pw.w * v;
-        bcc0 += pw.x * u;
-        bcc1 += pw.y * u;
-        bcc2 += pw.z * u;
-        bcc3 += pw.w * u;
+        acc = addWeighted(acc, probs[i], v);
+        bcc = addWeighted(bcc, probs[i], u);
       }
       for (; i < inTile; i += groups) {
         let row = (first + i - chunkPos0 + chunkRow0) * rowStride + headOffset;
         let v = vNew[row + c];
         let u = vNew[row + c2];
-        let pw = probs[i];
-        acc0 += pw.x * v;
-        acc1 += pw.y * v;
-        acc2 += pw.z * v;
-        acc3 += pw.w * v;
-        bcc0 += pw.x * u;
-        bcc1 += pw.y * u;
-        bcc2 += pw.z * u;
-        bcc3 += pw.w * u;
+        acc = addWeighted(acc, probs[i], v);
+        bcc = addWeighted(bcc, probs[i], u);
       }
     }
   }
@@ -342,10 +304,7 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
   // Combine: the p-sums of all invocations, the accumulators of all key groups; chunks c
   // first, then chunks c2 (workgroup memory holds one set at a time).
   sumShared[tid] = sum;
-  accShared[tid] = acc0;
-  accShared[WG + tid] = acc1;
-  accShared[2u * WG + tid] = acc2;
-  accShared[3u * WG + tid] = acc3;
+  publishSums(acc, tid);
   workgroupBarrier();
   var total = vec4<f32>(0.0);
   if (tid < half) {
@@ -353,26 +312,32 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
       total += sumShared[i];
     }
     for (var hh = 0u; hh < nh; hh++) {
-      var o = vec4<f32>(0.0);
-      for (var k = 0u; k < groups; k++) {
-        o += accShared[hh * WG + k * half + tid];
-      }
-      out[qRow + hh * chunks + tid] = o / total[hh];
+      out[qRow + hh * chunks + tid] = groupsTotal(hh, tid, half, groups) / total[hh];
     }
   }
   workgroupBarrier();
-  accShared[tid] = bcc0;
-  accShared[WG + tid] = bcc1;
-  accShared[2u * WG + tid] = bcc2;
-  accShared[3u * WG + tid] = bcc3;
+  publishSums(bcc, tid);
   workgroupBarrier();
   if (tid + half < chunks) {
     for (var hh = 0u; hh < nh; hh++) {
-      var o = vec4<f32>(0.0);
-      for (var k = 0u; k < groups; k++) {
-        o += accShared[hh * WG + k * half + tid];
-      }
-      out[qRow + hh * chunks + tid + half] = o / total[hh];
+      out[qRow + hh * chunks + tid + half] = groupsTotal(hh, tid, half, groups) / total[hh];
     }
   }
+}
+
+// Puts this invocation's sums of its chunk where groupsTotal reads them: head hh at accShared[hh * WG + tid].
+fn publishSums(a: HeadSums, tid: u32) {
+  accShared[tid] = a.head0;
+  accShared[WG + tid] = a.head1;
+  accShared[2u * WG + tid] = a.head2;
+  accShared[3u * WG + tid] = a.head3;
+}
+
+// Head hh's sum for chunk c = tid (or c2) over the `groups` key groups, in group order.
+fn groupsTotal(hh: u32, tid: u32, half: u32, groups: u32) -> vec4<f32> {
+  var o = vec4<f32>(0.0);
+  for (var k = 0u; k < groups; k++) {
+    o += accShared[hh * WG + k * half + tid];
+  }
+  return o;
 }

@@ -1,0 +1,25 @@
+/**
+ * What every attention wrapper (index.ts, batched.ts) shares: the kernels' sources, each with
+ * the KV-cache format's snippet and softmax.wgsl prepended, and the check of the head shape.
+ */
+import type { ShaderSource } from '../../gpu/encoder.ts';
+import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
+
+/** An attention kernel's source for a cache format: kv_cache_<dtype>.wgsl, softmax.wgsl, then `file`. */
+export function attentionSource(kvCache: KvCacheDtype, file: string): ShaderSource {
+  return kvKernelSource(kvCache, file, import.meta.url, ['softmax.wgsl']);
+}
+
+/**
+ * Throws unless the kernels can take this head shape (`op` names the caller in the message);
+ * returns how many workgroups of `headsPerWorkgroup` query heads each KV head's group needs.
+ */
+export function headBlocks(op: string, a: { heads: number; kvHeads: number; headDim: number }, headsPerWorkgroup: number): number {
+  if (a.headDim % 4 !== 0 || a.headDim > 256) {
+    throw new Error(`${op}: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
+  }
+  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
+    throw new Error(`${op}: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
+  }
+  return Math.ceil(a.heads / a.kvHeads / headsPerWorkgroup);
+}
