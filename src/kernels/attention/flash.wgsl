@@ -47,25 +47,8 @@
 // BK <= MAX_BK; heads % kvHeads == 0; ceil(tokens / BT) <= 65535; the cache must still hold
 // every past key a query can see (checked by the wrapper).
 
-struct Params {
-  tokens: u32,
-  pos0: u32,
-  heads: u32,
-  kvHeads: u32,
-  headDim: u32,
-  slots: u32,
-  window: u32,
-  scale: f32,
-  headBlocks: u32, // ceil(groupSize / HB): workgroups per KV head along x
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kNew: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vNew: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> kCache: array<KvChunk>;
-@group(0) @binding(5) var<storage, read> vCache: array<KvChunk>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+// Params (headBlocks = ceil(groupSize / HB)) and bindings 0-6 (p, q, kNew, vNew, kCache, vCache,
+// out) are declared in the prepended chunk.wgsl.
 
 override BT: u32; // query tokens per workgroup
 override HB: u32; // query heads per workgroup (sharing one KV head)

@@ -26,7 +26,7 @@
  */
 import type { Gpu } from '../../gpu/device.ts';
 import { createStorageBuffer } from '../../gpu/buffers.ts';
-import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding, type ShaderSource } from '../../gpu/encoder.ts';
 import type { KvCacheDtype } from '../kv_cache.ts';
 import { attentionSource, headBlocks as headBlocksOf } from './kernel.ts';
 
@@ -44,9 +44,6 @@ export const PREFILL_ATTENTION_STRATEGIES: readonly PrefillAttentionStrategy[] =
 export const FLASH_TILES = { BT: 16, HB: 4, LANES: 4, BK: 8 } as const;
 /** flash.wgsl holds at most MAX_SLICE = 8 vec4 chunks of a query row per lane. */
 export const FLASH_MAX_HEAD_DIM = 4 * FLASH_TILES.LANES * 8;
-const FLASH_PARAMS = new UniformLayout({
-  tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
-});
 
 /**
  * tiled.wgsl's and split.wgsl's override constants (the split strategy falls back to tiled with
@@ -54,9 +51,14 @@ const FLASH_PARAMS = new UniformLayout({
  * heads of one KV head per workgroup (4: their scores travel as one vec4).
  */
 export const ATTENTION_TILES = { WG: 64, HG: 4 } as const;
-const TILED_PARAMS = new UniformLayout({
+/** tiled.wgsl's and flash.wgsl's Params, declared once for both in chunk.wgsl. */
+const CHUNK_PARAMS = new UniformLayout({
   tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
 });
+/** tiled.wgsl or flash.wgsl with the Params and bindings they share (chunk.wgsl), checked against CHUNK_PARAMS. */
+function chunkKernel(kvCache: KvCacheDtype, file: 'tiled.wgsl' | 'flash.wgsl'): ShaderSource {
+  return kernelSource(attentionSource(kvCache, file, ['chunk.wgsl']), CHUNK_PARAMS);
+}
 const SPLIT_PARAMS = new UniformLayout({
   pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32', segments: 'u32', segLen: 'u32',
 });
@@ -151,10 +153,10 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
   const scale = 1 / Math.sqrt(a.headDim);
 
   if (a.prefill === 'flash' && a.tokens > 1 && a.headDim <= FLASH_MAX_HEAD_DIM) {
-    const code = kernelSource(attentionSource(a.kvCache, 'flash.wgsl'), FLASH_PARAMS);
+    const code = chunkKernel(a.kvCache, 'flash.wgsl');
     const pipeline = getPipeline(enc.gpu, code, 'main', FLASH_TILES, `attention_flash_${a.kvCache}`);
     const blocks = Math.ceil(a.heads / a.kvHeads / FLASH_TILES.HB);
-    const uniforms = FLASH_PARAMS.pack({
+    const uniforms = CHUNK_PARAMS.pack({
       tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks: blocks,
     });
     enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * blocks, Math.ceil(a.tokens / FLASH_TILES.BT)]);
@@ -185,9 +187,9 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
     }
   }
 
-  const code = kernelSource(attentionSource(a.kvCache, 'tiled.wgsl'), TILED_PARAMS);
+  const code = chunkKernel(a.kvCache, 'tiled.wgsl');
   const pipeline = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_tiled_${a.kvCache}`);
-  const uniforms = TILED_PARAMS.pack({
+  const uniforms = CHUNK_PARAMS.pack({
     tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks,
   });
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
@@ -208,10 +210,10 @@ export function decodeAttentionRows(
 ): void {
   if (a.tokens === 0) return;
   const headBlocks = headBlocksOf('attention', a, ATTENTION_TILES.HG);
-  const code = kernelSource(attentionSource(a.kvCache, 'tiled.wgsl'), TILED_PARAMS);
+  const code = chunkKernel(a.kvCache, 'tiled.wgsl');
   const pipeline = getPipeline(enc.gpu, code, 'decode_rows', ATTENTION_TILES, `attention_tiled_rows_${a.kvCache}`);
   // tokens and pos0 are the descriptor's, per row.
-  const uniforms = TILED_PARAMS.pack({
+  const uniforms = CHUNK_PARAMS.pack({
     tokens: a.tokens, pos0: 0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: 1 / Math.sqrt(a.headDim), headBlocks,
   });
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out, a.rows], [a.kvHeads * headBlocks, a.tokens]);

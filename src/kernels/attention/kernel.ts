@@ -5,9 +5,12 @@
 import type { ShaderSource } from '../../gpu/encoder.ts';
 import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
 
-/** An attention kernel's source for a cache format: kv_cache_<dtype>.wgsl, softmax.wgsl, then `file`. */
-export function attentionSource(kvCache: KvCacheDtype, file: string): ShaderSource {
-  return kvKernelSource(kvCache, file, import.meta.url, ['softmax.wgsl']);
+/**
+ * An attention kernel's source for a cache format: kv_cache_<dtype>.wgsl, softmax.wgsl, then
+ * `snippets` (chunk.wgsl for the kernels that declare their bindings there), then `file`.
+ */
+export function attentionSource(kvCache: KvCacheDtype, file: string, snippets: readonly string[] = []): ShaderSource {
+  return kvKernelSource(kvCache, file, import.meta.url, ['softmax.wgsl', ...snippets]);
 }
 
 /**

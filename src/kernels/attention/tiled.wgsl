@@ -60,25 +60,8 @@
 // tokens <= 65535; the cache must still hold every past key a query can see:
 // slots >= min(pos0, window - 1) with a window, slots >= pos0 without (checked by the wrapper).
 
-struct Params {
-  tokens: u32,
-  pos0: u32,
-  heads: u32,
-  kvHeads: u32,
-  headDim: u32,
-  slots: u32,
-  window: u32,
-  scale: f32,
-  headBlocks: u32, // ceil(groupSize / HG): workgroups per KV head
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kNew: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vNew: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> kCache: array<KvChunk>;
-@group(0) @binding(5) var<storage, read> vCache: array<KvChunk>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+// Params (headBlocks = ceil(groupSize / HG)) and bindings 0-6 (p, q, kNew, vNew, kCache, vCache,
+// out) are declared in the prepended chunk.wgsl.
 
 // WG and HG are set by index.ts from ATTENTION_TILES (one source for the wrapper's dispatch).
 override WG: u32; // invocations per workgroup
