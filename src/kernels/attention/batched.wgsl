@@ -1,7 +1,7 @@
 // Batched attention: strategy-independent entry for a step whose rows belong to different
 // sequences (continuous batching). f32 math; the cache is f32 or f16 (the prepended
-// kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended softmax.wgsl the online softmax's
-// shared pieces: NEG_BIG, firstKey, headDots, tileMaxima, raiseMax, HeadSums).
+// kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended softmax.wgsl the pieces of the
+// online softmax that the attention kernels share).
 //
 // Row t of the step is at absolute position pos_t of sequence seq_t (the batch descriptor,
 // rows[t] = (pos_t, seq_t)). For query head h, KV head g = h / (heads / kvHeads),
@@ -100,7 +100,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var d = vec4<f32>(0.0);
       for (var k = 0u; k < chunks; k++) {
         let key = kvLoad(kCache[base + k]);
-        d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k], qShared[3u * chunks + k], key);
+        d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                      qShared[3u * chunks + k], key);
       }
       s = d * p.scale;
     }
@@ -109,7 +110,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     // 2. Running maxima, rescaling, this key's weights.
     let rescale = raiseMax(&m, tileMaxima(&tile, inTile));
-    let w = select(vec4<f32>(0.0), exp(s - m), tid < inTile);
+    let w = keyWeights(s, m, tid < inTile);
     sum = sum * rescale + w;
     acc = rescaleSums(acc, rescale);
     workgroupBarrier(); // every invocation has read the scores

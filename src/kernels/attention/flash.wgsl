@@ -4,7 +4,8 @@
 // in workgroup memory: every key and value row is read from memory once per workgroup and used
 // by all BT * HB query rows (tiled.wgsl reads them once per query token). f32 math; the cache
 // is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended
-// softmax.wgsl NEG_BIG and firstKey).
+// softmax.wgsl the pieces of the online softmax that the attention kernels share: here NEG_BIG
+// and firstKey).
 //
 // Math, for query token t (absolute position pos = pos0 + t) and query head h, with KV head
 // g = h / (heads / kvHeads), scale = 1 / sqrt(headDim), and the keys it may see

@@ -45,6 +45,12 @@ fn raiseMax(m: ptr<function, vec4<f32>>, tileMax: vec4<f32>) -> vec4<f32> {
   return rescale;
 }
 
+// A key's weights exp(s - m) for the 4 heads; 0 for a key past the tile's end (real false),
+// which scored NEG_BIG: exp(NEG_BIG - m) is 1, not 0, while every score so far is NEG_BIG.
+fn keyWeights(s: vec4<f32>, m: vec4<f32>, real: bool) -> vec4<f32> {
+  return select(vec4<f32>(0.0), exp(s - m), real);
+}
+
 // One value chunk's running sum of exp(s - m) * v for each of the 4 heads (head0 is the
 // weights' .x). HeadSums() is all zeros.
 struct HeadSums {

@@ -1,8 +1,7 @@
 // Decode attention with the keys split across workgroups: strategy `split` ("flash-decoding").
 // One query token (decode); prefill chunks run tiled.wgsl under both strategies. f32 math; the
 // cache is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended
-// softmax.wgsl the online softmax's shared pieces: NEG_BIG, firstKey, headDots, tileMaxima,
-// raiseMax, HeadSums).
+// softmax.wgsl the pieces of the online softmax that the attention kernels share).
 //
 // Math: for query head h at position pos = pos0, KV head g = h / (heads / kvHeads),
 // scale = 1 / sqrt(headDim), the visible keys lo..pos (lo = 0 without a window, else
@@ -141,13 +140,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let base = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
         for (var k = lane; k < chunks; k += LPK) {
           let key = kvLoad(kCache[base + k]);
-          d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k], qShared[3u * chunks + k], key);
+          d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                        qShared[3u * chunks + k], key);
         }
       } else if (kt < inTile) {
         // The same loop over the other buffer (WGSL cannot pass a storage buffer to a function).
         for (var k = lane; k < chunks; k += LPK) {
           let key = kNew[headOffset + k];
-          d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k], qShared[3u * chunks + k], key);
+          d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                        qShared[3u * chunks + k], key);
         }
       }
       exch[lane * PART_STRIDE + kt] = d;
@@ -164,8 +165,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     // 2. New running maxima; rescale what was summed so far; publish this key's weights.
     let rescale = raiseMax(&m, tileMaxima(&scores, WG));
-    // Past the tile's end the weight must be 0 (exp(NEG_BIG - NEG_BIG) would be 1).
-    let w = select(vec4<f32>(0.0), exp(d - m), tid < inTile);
+    let w = keyWeights(d, m, tid < inTile);
     sum = sum * rescale + w;
     acc = rescaleSums(acc, rescale);
     bcc = rescaleSums(bcc, rescale);
@@ -180,14 +180,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let row = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
         let v = kvLoad(vCache[row + c]);
         let u = kvLoad(vCache[row + c2]);
-        acc = addWeighted(acc, probs[i], v);
-        bcc = addWeighted(bcc, probs[i], u);
+        let pw = probs[i];
+        acc = addWeighted(acc, pw, v);
+        bcc = addWeighted(bcc, pw, u);
       }
       if (i < inTile) { // the query's own key (at most one per segment)
         let v = vNew[headOffset + c];
         let u = vNew[headOffset + c2];
-        acc = addWeighted(acc, probs[i], v);
-        bcc = addWeighted(bcc, probs[i], u);
+        let pw = probs[i];
+        acc = addWeighted(acc, pw, v);
+        bcc = addWeighted(bcc, pw, u);
       }
     }
   }

@@ -1,9 +1,8 @@
 // Causal grouped-query attention with Mistral's sliding window: strategy `tiled`, one workgroup
 // walks all the keys of its query heads (one pass). f32 math; the cache is f32 or f16 (the
-// prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended softmax.wgsl the online
-// softmax's shared pieces: NEG_BIG, firstKey, headDots, tileMaxima, raiseMax, HeadSums). It
-// serves every prefill chunk under both strategies, and decode under `tiled` (and under `split`
-// when the context is short).
+// prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended softmax.wgsl the pieces
+// of the online softmax that the attention kernels share). It serves every prefill chunk under
+// both strategies, and decode under `tiled` (and under `split` when the context is short).
 //
 // For query token t (absolute position pos = pos0 + t) and query head h, with KV head
 // g = h / (heads / kvHeads), scale = 1 / sqrt(headDim), and the keys it may see
@@ -104,7 +103,8 @@ fn scoreCache(base: u32, chunks: u32) -> vec4<f32> {
   var d = vec4<f32>(0.0);
   for (var k = 0u; k < chunks; k++) {
     let key = kvLoad(kCache[base + k]);
-    d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k], qShared[3u * chunks + k], key);
+    d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                  qShared[3u * chunks + k], key);
   }
   return d;
 }
@@ -113,7 +113,8 @@ fn scoreNew(base: u32, chunks: u32) -> vec4<f32> {
   var d = vec4<f32>(0.0);
   for (var k = 0u; k < chunks; k++) {
     let key = kNew[base + k];
-    d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k], qShared[3u * chunks + k], key);
+    d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                  qShared[3u * chunks + k], key);
   }
   return d;
 }
@@ -249,12 +250,10 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
 
     // 2. New running maxima; rescale what was summed so far; publish this invocation's weights.
     let rescale = raiseMax(&m, tileMaxima(&laneMax, WG));
-    // A key past the tile's end scored NEG_BIG; its weight must be 0 even when every score
-    // is NEG_BIG (exp(0) = 1), hence the selects.
-    let w0 = select(vec4<f32>(0.0), exp(s0 - m), tid < inTile);
-    let w1 = select(vec4<f32>(0.0), exp(s1 - m), tid + WG < inTile);
-    let w2 = select(vec4<f32>(0.0), exp(s2 - m), tid + 2u * WG < inTile);
-    let w3 = select(vec4<f32>(0.0), exp(s3 - m), tid + 3u * WG < inTile);
+    let w0 = keyWeights(s0, m, tid < inTile);
+    let w1 = keyWeights(s1, m, tid + WG < inTile);
+    let w2 = keyWeights(s2, m, tid + 2u * WG < inTile);
+    let w3 = keyWeights(s3, m, tid + 3u * WG < inTile);
     sum = sum * rescale + ((w0 + w1) + (w2 + w3));
     acc = rescaleSums(acc, rescale);
     bcc = rescaleSums(bcc, rescale);
@@ -271,15 +270,17 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
         let row = cacheRow(firstSlot, i) * rowStride + headOffset;
         let v = kvLoad(vCache[row + c]);
         let u = kvLoad(vCache[row + c2]);
-        acc = addWeighted(acc, probs[i], v);
-        bcc = addWeighted(bcc, probs[i], u);
+        let pw = probs[i];
+        acc = addWeighted(acc, pw, v);
+        bcc = addWeighted(bcc, pw, u);
       }
       for (; i < inTile; i += groups) {
         let row = (first + i - chunkPos0 + chunkRow0) * rowStride + headOffset;
         let v = vNew[row + c];
         let u = vNew[row + c2];
-        acc = addWeighted(acc, probs[i], v);
-        bcc = addWeighted(bcc, probs[i], u);
+        let pw = probs[i];
+        acc = addWeighted(acc, pw, v);
+        bcc = addWeighted(bcc, pw, u);
       }
     }
   }
