@@ -1,7 +1,7 @@
 // The uniform Params and the bindings of the kernels that attend the tokens of one sequence's
 // chunk, tiled.wgsl and flash.wgsl: index.ts dispatches both with the same Params (CHUNK_PARAMS)
-// and the same buffers, so they are declared once, here, and prepended to both (after
-// softmax.wgsl); not a kernel itself. The layouts are in each kernel's header.
+// and the same buffers, so they are declared once, here, and prepended to both (kernel.ts);
+// not a kernel itself. The layouts are in each kernel's header.
 
 struct Params {
   tokens: u32,

@@ -55,9 +55,9 @@ export const ATTENTION_TILES = { WG: 64, HG: 4 } as const;
 const CHUNK_PARAMS = new UniformLayout({
   tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
 });
-/** tiled.wgsl or flash.wgsl with the Params and bindings they share (chunk.wgsl), checked against CHUNK_PARAMS. */
+/** tiled.wgsl or flash.wgsl, whose Params (chunk.wgsl) are checked against CHUNK_PARAMS. */
 function chunkKernel(kvCache: KvCacheDtype, file: 'tiled.wgsl' | 'flash.wgsl'): ShaderSource {
-  return kernelSource(attentionSource(kvCache, file, ['chunk.wgsl']), CHUNK_PARAMS);
+  return kernelSource(attentionSource(kvCache, file), CHUNK_PARAMS);
 }
 const SPLIT_PARAMS = new UniformLayout({
   pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32', segments: 'u32', segLen: 'u32',

@@ -1,16 +1,26 @@
 /**
  * What every attention wrapper (index.ts, batched.ts) shares: the kernels' sources, each with
- * the KV-cache format's snippet and softmax.wgsl prepended, and the check of the head shape.
+ * the KV-cache format's snippet and the attention snippets it uses prepended, and the check of
+ * the head shape.
  */
 import type { ShaderSource } from '../../gpu/encoder.ts';
 import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
 
 /**
- * An attention kernel's source for a cache format: kv_cache_<dtype>.wgsl, softmax.wgsl, then
- * `snippets` (chunk.wgsl for the kernels that declare their bindings there), then `file`.
+ * The snippets each attention kernel is built from, after the cache format's and before its own
+ * file: softmax.wgsl for every one; chunk.wgsl, the Params and bindings tiled and flash share;
+ * group_sums.wgsl, the key groups' last step that tiled and split share.
  */
-export function attentionSource(kvCache: KvCacheDtype, file: string, snippets: readonly string[] = []): ShaderSource {
-  return kvKernelSource(kvCache, file, import.meta.url, ['softmax.wgsl', ...snippets]);
+const SNIPPETS = {
+  'tiled.wgsl': ['softmax.wgsl', 'chunk.wgsl', 'group_sums.wgsl'],
+  'flash.wgsl': ['softmax.wgsl', 'chunk.wgsl'],
+  'split.wgsl': ['softmax.wgsl', 'group_sums.wgsl'],
+  'batched.wgsl': ['softmax.wgsl'],
+} as const;
+
+/** An attention kernel's source for a cache format: kv_cache_<dtype>.wgsl, its SNIPPETS, then `file`. */
+export function attentionSource(kvCache: KvCacheDtype, file: keyof typeof SNIPPETS): ShaderSource {
+  return kvKernelSource(kvCache, file, import.meta.url, SNIPPETS[file]);
 }
 
 /**

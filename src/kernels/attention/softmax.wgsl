@@ -1,8 +1,8 @@
-// The pieces of the online softmax that every attention kernel shares: prepended by the wrappers
-// (index.ts, batched.ts, through kernel.ts) to tiled.wgsl, split.wgsl, flash.wgsl and
-// batched.wgsl, after the KV-cache format's snippet; not a kernel itself. Each function is the
-// arithmetic the kernels wrote inline before, in the same order, so a kernel computes the same
-// bits with it (the batched decode rows are compared bit for bit with single-sequence decode).
+// The pieces of the online softmax that the attention kernels share: prepended to tiled.wgsl,
+// split.wgsl, flash.wgsl and batched.wgsl, after the KV-cache format's snippet (kernel.ts builds
+// every attention kernel's source); not a kernel itself. The order of the floating-point
+// operations in each function is part of every kernel's result: the batched decode rows are
+// compared bit for bit with single-sequence decode, so change one only with all its callers.
 //
 // The 4-head helpers serve the kernels whose workgroup takes 4 query heads of one KV head
 // (tiled, split, batched): a vec4 carries the 4 heads' scores, maxima and weights side by side,

@@ -108,12 +108,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   workgroupBarrier();
 
-  // V-phase role (see header). With an odd number of chunks the last lanes' c2 repeats c.
-  let half = (chunks + 1u) / 2u;
-  let c = tid % half;
-  let c2 = select(c, c + half, c + half < chunks);
-  let groups = WG / half;
-  let grp = tid / half;
+  // V-phase role of this invocation (see header): chunks kg.c and kg.c2, key group kg.grp.
+  let kg = keyGroups(chunks, tid);
 
   let rowStride = p.kvHeads * chunks; // chunks from one position to the next
   let headOffset = g * chunks;
@@ -173,20 +169,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 
     // 3. Weighted sum of this tile's values, for chunks c and c2, keys grp, grp + groups, ...
-    if (grp < groups) {
-      var i = grp;
-      for (; i < nPast; i += groups) {
+    if (kg.grp < kg.groups) {
+      var i = kg.grp;
+      for (; i < nPast; i += kg.groups) {
         let slot = firstSlot + i;
         let row = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
-        let v = kvLoad(vCache[row + c]);
-        let u = kvLoad(vCache[row + c2]);
+        let v = kvLoad(vCache[row + kg.c]);
+        let u = kvLoad(vCache[row + kg.c2]);
         let pw = probs[i];
         acc = addWeighted(acc, pw, v);
         bcc = addWeighted(bcc, pw, u);
       }
       if (i < inTile) { // the query's own key (at most one per segment)
-        let v = vNew[headOffset + c];
-        let u = vNew[headOffset + c2];
+        let v = vNew[headOffset + kg.c];
+        let u = vNew[headOffset + kg.c2];
         let pw = probs[i];
         acc = addWeighted(acc, pw, v);
         bcc = addWeighted(bcc, pw, u);
@@ -207,36 +203,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     partML[part + tid] = vec2<f32>(m[tid], total[tid]);
   }
-  if (tid < half) {
+  if (tid < kg.half) {
     for (var hh = 0u; hh < nh; hh++) {
-      partO[(part + hh) * chunks + tid] = groupsTotal(hh, tid, half, groups);
+      partO[(part + hh) * chunks + tid] = groupsTotal(kg, hh, tid);
     }
   }
   workgroupBarrier();
   publishSums(bcc, tid);
   workgroupBarrier();
-  if (tid + half < chunks) {
+  if (tid + kg.half < chunks) {
     for (var hh = 0u; hh < nh; hh++) {
-      partO[(part + hh) * chunks + tid + half] = groupsTotal(hh, tid, half, groups);
+      partO[(part + hh) * chunks + tid + kg.half] = groupsTotal(kg, hh, tid);
     }
   }
-}
-
-// Puts this invocation's sums of its chunk where groupsTotal reads them: head hh at exch[hh * WG + tid].
-fn publishSums(a: HeadSums, tid: u32) {
-  exch[tid] = a.head0;
-  exch[WG + tid] = a.head1;
-  exch[2u * WG + tid] = a.head2;
-  exch[3u * WG + tid] = a.head3;
-}
-
-// Head hh's sum for chunk c = tid (or c2) over the `groups` key groups, in group order.
-fn groupsTotal(hh: u32, tid: u32, half: u32, groups: u32) -> vec4<f32> {
-  var o = vec4<f32>(0.0);
-  for (var k = 0u; k < groups; k++) {
-    o += exch[hh * WG + k * half + tid];
-  }
-  return o;
 }
 
 @compute @workgroup_size(WG)

@@ -75,7 +75,7 @@ override TILE: u32 = KPL * WG;
 var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG query heads, headDim / 4 chunks each
 var<workgroup> laneMax: array<vec4<f32>, WG>; // per invocation: the maximum of its keys' scores
 var<workgroup> probs: array<vec4<f32>, TILE>; // per key of the tile: exp(score - max) for each head
-var<workgroup> accShared: array<vec4<f32>, HG * WG>;
+var<workgroup> exch: array<vec4<f32>, HG * WG>; // the key groups' sums at the end (group_sums.wgsl)
 var<workgroup> sumShared: array<vec4<f32>, WG>;
 
 // Where the query's keys are, set by the entry point before attend(): the cache rows from
@@ -179,13 +179,8 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
   }
   workgroupBarrier();
 
-  // V-phase role of this invocation (see header): chunks c and c2 = c + half, key group grp
-  // of `groups`. With an odd number of chunks the last lanes' c2 repeats c (result unused).
-  let half = (chunks + 1u) / 2u;
-  let c = tid % half;
-  let c2 = select(c, c + half, c + half < chunks);
-  let groups = WG / half;
-  let grp = tid / half;
+  // V-phase role of this invocation (see header): chunks kg.c and kg.c2, key group kg.grp.
+  let kg = keyGroups(chunks, tid);
 
   let rowStride = p.kvHeads * chunks; // vec4 chunks from one position to the next
   let headOffset = g * chunks;
@@ -263,21 +258,21 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
     probs[tid + 3u * WG] = w3;
     workgroupBarrier();
 
-    // 3. Weighted sum of this tile's values, for chunk c, keys grp, grp + groups, ...
-    if (grp < groups) {
-      var i = grp;
-      for (; i < nPast; i += groups) {
+    // 3. Weighted sum of this tile's values, for chunks c and c2, keys grp, grp + groups, ...
+    if (kg.grp < kg.groups) {
+      var i = kg.grp;
+      for (; i < nPast; i += kg.groups) {
         let row = cacheRow(firstSlot, i) * rowStride + headOffset;
-        let v = kvLoad(vCache[row + c]);
-        let u = kvLoad(vCache[row + c2]);
+        let v = kvLoad(vCache[row + kg.c]);
+        let u = kvLoad(vCache[row + kg.c2]);
         let pw = probs[i];
         acc = addWeighted(acc, pw, v);
         bcc = addWeighted(bcc, pw, u);
       }
-      for (; i < inTile; i += groups) {
+      for (; i < inTile; i += kg.groups) {
         let row = (first + i - chunkPos0 + chunkRow0) * rowStride + headOffset;
-        let v = vNew[row + c];
-        let u = vNew[row + c2];
+        let v = vNew[row + kg.c];
+        let u = vNew[row + kg.c2];
         let pw = probs[i];
         acc = addWeighted(acc, pw, v);
         bcc = addWeighted(bcc, pw, u);
@@ -291,37 +286,20 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
   publishSums(acc, tid);
   workgroupBarrier();
   var total = vec4<f32>(0.0);
-  if (tid < half) {
+  if (tid < kg.half) {
     for (var i = 0u; i < WG; i++) {
       total += sumShared[i];
     }
     for (var hh = 0u; hh < nh; hh++) {
-      out[qRow + hh * chunks + tid] = groupsTotal(hh, tid, half, groups) / total[hh];
+      out[qRow + hh * chunks + tid] = groupsTotal(kg, hh, tid) / total[hh];
     }
   }
   workgroupBarrier();
   publishSums(bcc, tid);
   workgroupBarrier();
-  if (tid + half < chunks) {
+  if (tid + kg.half < chunks) {
     for (var hh = 0u; hh < nh; hh++) {
-      out[qRow + hh * chunks + tid + half] = groupsTotal(hh, tid, half, groups) / total[hh];
+      out[qRow + hh * chunks + tid + kg.half] = groupsTotal(kg, hh, tid) / total[hh];
     }
   }
-}
-
-// Puts this invocation's sums of its chunk where groupsTotal reads them: head hh at accShared[hh * WG + tid].
-fn publishSums(a: HeadSums, tid: u32) {
-  accShared[tid] = a.head0;
-  accShared[WG + tid] = a.head1;
-  accShared[2u * WG + tid] = a.head2;
-  accShared[3u * WG + tid] = a.head3;
-}
-
-// Head hh's sum for chunk c = tid (or c2) over the `groups` key groups, in group order.
-fn groupsTotal(hh: u32, tid: u32, half: u32, groups: u32) -> vec4<f32> {
-  var o = vec4<f32>(0.0);
-  for (var k = 0u; k < groups; k++) {
-    o += accShared[hh * WG + k * half + tid];
-  }
-  return o;
 }
