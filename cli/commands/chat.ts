@@ -22,12 +22,10 @@ import type { ChatMessage } from '../../src/tokenizer/index.ts';
 import {
   addModelOptions,
   addSamplingOptions,
-  formatTimings,
+  finishLine,
   generateOptions,
-  lengthNote,
-  loadGenerator,
+  loadCommandGenerator,
   samplingParamsFromFlags,
-  warnIfBundledModel,
   type ModelFlags,
   type SamplingFlags,
 } from './sampling-options.ts';
@@ -45,8 +43,7 @@ export function registerChat(program: Command): void {
   cmd.action(async (flags: ChatFlags) => {
     const params = samplingParamsFromFlags(flags);
     // One conversation: one KV-cache region, kept between turns.
-    const generator = await loadGenerator(flags, undefined, undefined, { maxBatch: 1 });
-    warnIfBundledModel(generator);
+    const generator = await loadCommandGenerator(flags, 1);
     await new ChatSession(generator, params, flags).run();
   });
 }
@@ -159,11 +156,7 @@ class ChatSession {
         } else {
           process.stdout.write('\n');
           cancelled = event.finishReason === 'cancelled';
-          const note =
-            event.finishReason === 'cancelled'
-              ? '(stopped)'
-              : lengthNote(event.finishReason, event.timings, event.usage.completion_tokens, this.params, this.generator.contextLength);
-          this.note(`${formatTimings(event.timings, event.finishReason, event.seed)}${note ? ' ' + note : ''}`);
+          this.note(finishLine(event, this.params, this.generator.contextLength, '(stopped)'));
         }
       }
     } finally {

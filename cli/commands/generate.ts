@@ -14,12 +14,10 @@ import {
   addModelOptions,
   addSamplingOptions,
   contextFromFlags,
-  formatTimings,
+  finishLine,
   generateOptions,
-  lengthNote,
-  loadGenerator,
+  loadCommandGenerator,
   samplingParamsFromFlags,
-  warnIfBundledModel,
   type ModelFlags,
   type SamplingFlags,
 } from './sampling-options.ts';
@@ -61,8 +59,7 @@ export function registerGenerate(program: Command): void {
     if (flags.verbose) process.stderr.write(`prompt ids: ${JSON.stringify(promptIds)}\n`);
 
     // One KV-cache region per sample: the n samples decode together, and no memory is kept for more.
-    const generator = await loadGenerator(flags, undefined, undefined, { maxBatch: params.n });
-    warnIfBundledModel(generator);
+    const generator = await loadCommandGenerator(flags, params.n);
 
     // Ctrl-C stops the answer being written (the remaining samples too) and still
     // reports what was done; a second Ctrl-C leaves at once.
@@ -85,8 +82,7 @@ export function registerGenerate(program: Command): void {
         } else {
           // Every sample's text ends with exactly one newline, so the shell prompt starts on its own line.
           process.stdout.write('\n');
-          const note = lengthNote(event.finishReason, event.timings, event.usage.completion_tokens, params, generator.contextLength);
-          process.stderr.write(`${formatTimings(event.timings, event.finishReason, event.seed)}${note ? ' ' + note : ''}\n`);
+          process.stderr.write(`${finishLine(event, params, generator.contextLength)}\n`);
         }
       }
     } finally {
