@@ -19,18 +19,7 @@ import type { Command } from 'commander';
 import { ContextLengthError, type Generator } from '../../src/generator.ts';
 import { sampleSeed, type SamplingParams } from '../../src/sampling/params.ts';
 import type { ChatMessage } from '../../src/tokenizer/index.ts';
-import {
-  addModelOptions,
-  addSamplingOptions,
-  finishLine,
-  generateOptions,
-  loadCommandGenerator,
-  samplingParamsFromFlags,
-  type ModelFlags,
-  type SamplingFlags,
-} from './sampling-options.ts';
-
-type ChatFlags = ModelFlags & SamplingFlags;
+import { addGenerationOptions, finishLine, generateOptions, loadCommandGenerator, samplingParamsFromFlags, type GenerationFlags } from './sampling-options.ts';
 
 const HELP = '/reset starts a new conversation, /exit (or Ctrl-D) leaves; Ctrl-C stops an answer';
 
@@ -38,9 +27,8 @@ export function registerChat(program: Command): void {
   const cmd = program
     .command('chat')
     .description('an interactive multi-turn chat (reads user turns line by line from stdin when it is not a terminal)');
-  addModelOptions(cmd);
-  addSamplingOptions(cmd, { withN: false });
-  cmd.action(async (flags: ChatFlags) => {
+  addGenerationOptions(cmd, { withN: false });
+  cmd.action(async (flags: GenerationFlags) => {
     const params = samplingParamsFromFlags(flags);
     // One conversation: one KV-cache region, kept between turns.
     const generator = await loadCommandGenerator(flags, 1);
@@ -63,7 +51,7 @@ class ChatSession {
   constructor(
     private readonly generator: Generator,
     private readonly params: SamplingParams,
-    private readonly flags: ChatFlags,
+    private readonly flags: GenerationFlags,
   ) {
     this.rl = createInterface({
       input: process.stdin,

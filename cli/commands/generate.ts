@@ -11,18 +11,16 @@ import type { Command } from 'commander';
 import type { ChatMessage } from '../../src/tokenizer/index.ts';
 import { Prompts, resolveModelDir, type PromptSpec } from '../../src/generator.ts';
 import {
-  addModelOptions,
-  addSamplingOptions,
+  addGenerationOptions,
   contextFromFlags,
   finishLine,
   generateOptions,
   loadCommandGenerator,
   samplingParamsFromFlags,
-  type ModelFlags,
-  type SamplingFlags,
+  type GenerationFlags,
 } from './sampling-options.ts';
 
-interface GenerateFlags extends ModelFlags, SamplingFlags {
+interface GenerateFlags extends GenerationFlags {
   prompt: string;
   raw?: boolean;
   verbose?: boolean;
@@ -35,8 +33,7 @@ export function registerGenerate(program: Command): void {
     .requiredOption('--prompt <text>', 'the prompt (a user message, unless --raw)')
     .option('--raw', 'no chat template: BOS + the prompt text as is')
     .option('--verbose', "also print the prompt's token ids on stderr");
-  addModelOptions(cmd);
-  addSamplingOptions(cmd, { withN: true });
+  addGenerationOptions(cmd, { withN: true });
   cmd.action(async (flags: GenerateFlags) => {
     // Everything that can be wrong with the flags fails here, before the GPU starts.
     const params = samplingParamsFromFlags(flags);

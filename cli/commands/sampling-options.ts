@@ -87,8 +87,16 @@ export function addContextOption(cmd: Command): Command {
     .addOption(new Option('--context-length <tokens>', 'the old name of --context').hideHelp());
 }
 
+/** What generate and chat read from their flags: the model's and the sampling's. */
+export type GenerationFlags = ModelFlags & SamplingFlags;
+
+/** Adds the model flags, then every sampling flag; `withN` adds --n (generate only: a chat turn has one answer). */
+export function addGenerationOptions(cmd: Command, opts: { withN: boolean }): Command {
+  return addSamplingOptions(addModelOptions(cmd), opts);
+}
+
 /** Adds --model, --context, --system, --condition. */
-export function addModelOptions(cmd: Command): Command {
+function addModelOptions(cmd: Command): Command {
   cmd.option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)');
   return addContextOption(cmd)
     .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder: adapter_config.json, adapter_model.safetensors)')
@@ -96,8 +104,8 @@ export function addModelOptions(cmd: Command): Command {
     .option('--condition <name>', "OpenChat's condition: 'GPT4 Correct' (default) or 'code' (coding mode)", conditionOption);
 }
 
-/** Adds every sampling flag; `withN` adds --n (generate only: a chat turn has one answer). */
-export function addSamplingOptions(cmd: Command, opts: { withN: boolean }): Command {
+/** Adds every sampling flag, and --n with `withN`. */
+function addSamplingOptions(cmd: Command, opts: { withN: boolean }): Command {
   for (const [flag, , , help] of NUMERIC_FLAGS) cmd.option(`${flag} <value>`, help);
   cmd.option(
     '--stop <text>',
