@@ -8,6 +8,7 @@
  */
 import { OpenChatTokenizer } from '../src/tokenizer/index.ts';
 import { JsonGrammar, TokenVocabulary } from '../src/sampling/json/grammar.ts';
+import { PERSON_SCHEMA } from '../src/sampling/json/schema.testing.ts';
 import { DEFAULT_SAMPLING } from '../src/sampling/params.ts';
 import { Sampler } from '../src/sampling/sampler.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -22,21 +23,7 @@ t0 = performance.now();
 const vocab = new TokenVocabulary(bytes);
 console.log(`trie: ${ms(t0)} ms`);
 
-const SCHEMA = {
-  type: 'object',
-  properties: {
-    name: { type: 'string' },
-    age: { type: 'integer' },
-    role: { enum: ['admin', 'user', 'guest'] },
-    tags: { type: 'array', items: { type: 'string' } },
-    address: { anyOf: [{ type: 'null' }, { $ref: '#/$defs/address' }] },
-  },
-  required: ['name', 'age', 'role', 'tags', 'address'],
-  additionalProperties: false,
-  $defs: { address: { type: 'object', properties: { city: { type: 'string' }, zip: { type: 'integer' } }, required: ['city', 'zip'], additionalProperties: false } },
-};
-
-for (const [name, schema] of [['person schema', SCHEMA], ['json_object', null]] as const) {
+for (const [name, schema] of [['person schema', PERSON_SCHEMA], ['json_object', null]] as const) {
   t0 = performance.now();
   const grammar = JsonGrammar.compile(schema, vocab, tokenizer.stopIds);
   console.log(`${name}: compile ${ms(t0)} ms`);

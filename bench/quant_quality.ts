@@ -19,19 +19,11 @@ import { matrixRowBytes, type MatrixDType, type QuantFormat } from '../src/gpu/b
 import { vocabFormats } from '../src/kernels/quant.ref.ts';
 import { expectedTensors, parseConfig } from '../src/model/config.ts';
 import { quantizedMatrices } from '../src/model/quantized.ts';
+import { logSoftmax } from '../src/sampling/logprobs.testing.ts';
 import { SYNTHETIC_CONFIGS, writeSyntheticCheckpoint } from './synthetic.ts';
 
 const DIR = new URL('../golden/tiny-mistral/', import.meta.url).pathname;
 const manifest = JSON.parse(readFileSync(DIR + 'golden.json', 'utf8')) as { cases: { id: string; input_ids: number[]; logits: { file: string } }[] };
-
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
 
 export interface Drift {
   top1: number;

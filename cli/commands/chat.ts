@@ -19,20 +19,7 @@ import type { Command } from 'commander';
 import { ContextLengthError, type Generator } from '../../src/generator.ts';
 import { sampleSeed, type SamplingParams } from '../../src/sampling/params.ts';
 import type { ChatMessage } from '../../src/tokenizer/index.ts';
-import {
-  addModelOptions,
-  addSamplingOptions,
-  formatTimings,
-  generateOptions,
-  lengthNote,
-  loadGenerator,
-  samplingParamsFromFlags,
-  warnIfBundledModel,
-  type ModelFlags,
-  type SamplingFlags,
-} from './sampling-options.ts';
-
-type ChatFlags = ModelFlags & SamplingFlags;
+import { addGenerationOptions, finishLine, generateOptions, loadCommandGenerator, samplingParamsFromFlags, type GenerationFlags } from './sampling-options.ts';
 
 const HELP = '/reset starts a new conversation, /exit (or Ctrl-D) leaves; Ctrl-C stops an answer';
 
@@ -40,13 +27,11 @@ export function registerChat(program: Command): void {
   const cmd = program
     .command('chat')
     .description('an interactive multi-turn chat (reads user turns line by line from stdin when it is not a terminal)');
-  addModelOptions(cmd);
-  addSamplingOptions(cmd, { withN: false });
-  cmd.action(async (flags: ChatFlags) => {
+  addGenerationOptions(cmd, { withN: false });
+  cmd.action(async (flags: GenerationFlags) => {
     const params = samplingParamsFromFlags(flags);
     // One conversation: one KV-cache region, kept between turns.
-    const generator = await loadGenerator(flags, undefined, undefined, { maxBatch: 1 });
-    warnIfBundledModel(generator);
+    const generator = await loadCommandGenerator(flags, 1);
     await new ChatSession(generator, params, flags).run();
   });
 }
@@ -66,7 +51,7 @@ class ChatSession {
   constructor(
     private readonly generator: Generator,
     private readonly params: SamplingParams,
-    private readonly flags: ChatFlags,
+    private readonly flags: GenerationFlags,
   ) {
     this.rl = createInterface({
       input: process.stdin,
@@ -159,11 +144,7 @@ class ChatSession {
         } else {
           process.stdout.write('\n');
           cancelled = event.finishReason === 'cancelled';
-          const note =
-            event.finishReason === 'cancelled'
-              ? '(stopped)'
-              : lengthNote(event.finishReason, event.timings, event.usage.completion_tokens, this.params, this.generator.contextLength);
-          this.note(`${formatTimings(event.timings, event.finishReason, event.seed)}${note ? ' ' + note : ''}`);
+          this.note(finishLine(event, this.params, this.generator.contextLength, '(stopped)'));
         }
       }
     } finally {

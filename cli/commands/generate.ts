@@ -11,20 +11,16 @@ import type { Command } from 'commander';
 import type { ChatMessage } from '../../src/tokenizer/index.ts';
 import { Prompts, resolveModelDir, type PromptSpec } from '../../src/generator.ts';
 import {
-  addModelOptions,
-  addSamplingOptions,
+  addGenerationOptions,
   contextFromFlags,
-  formatTimings,
+  finishLine,
   generateOptions,
-  lengthNote,
-  loadGenerator,
+  loadCommandGenerator,
   samplingParamsFromFlags,
-  warnIfBundledModel,
-  type ModelFlags,
-  type SamplingFlags,
+  type GenerationFlags,
 } from './sampling-options.ts';
 
-interface GenerateFlags extends ModelFlags, SamplingFlags {
+interface GenerateFlags extends GenerationFlags {
   prompt: string;
   raw?: boolean;
   verbose?: boolean;
@@ -37,8 +33,7 @@ export function registerGenerate(program: Command): void {
     .requiredOption('--prompt <text>', 'the prompt (a user message, unless --raw)')
     .option('--raw', 'no chat template: BOS + the prompt text as is')
     .option('--verbose', "also print the prompt's token ids on stderr");
-  addModelOptions(cmd);
-  addSamplingOptions(cmd, { withN: true });
+  addGenerationOptions(cmd, { withN: true });
   cmd.action(async (flags: GenerateFlags) => {
     // Everything that can be wrong with the flags fails here, before the GPU starts.
     const params = samplingParamsFromFlags(flags);
@@ -61,8 +56,7 @@ export function registerGenerate(program: Command): void {
     if (flags.verbose) process.stderr.write(`prompt ids: ${JSON.stringify(promptIds)}\n`);
 
     // One KV-cache region per sample: the n samples decode together, and no memory is kept for more.
-    const generator = await loadGenerator(flags, undefined, undefined, { maxBatch: params.n });
-    warnIfBundledModel(generator);
+    const generator = await loadCommandGenerator(flags, params.n);
 
     // Ctrl-C stops the answer being written (the remaining samples too) and still
     // reports what was done; a second Ctrl-C leaves at once.
@@ -85,8 +79,7 @@ export function registerGenerate(program: Command): void {
         } else {
           // Every sample's text ends with exactly one newline, so the shell prompt starts on its own line.
           process.stdout.write('\n');
-          const note = lengthNote(event.finishReason, event.timings, event.usage.completion_tokens, params, generator.contextLength);
-          process.stderr.write(`${formatTimings(event.timings, event.finishReason, event.seed)}${note ? ' ' + note : ''}\n`);
+          process.stderr.write(`${finishLine(event, params, generator.contextLength)}\n`);
         }
       }
     } finally {

@@ -1,7 +1,7 @@
 /**
  * What `openchat generate` and `openchat chat` share: the model and sampling
  * flags, turning them into validated SamplingParams, loading the Generator,
- * and the one-line timing report.
+ * and the line on stderr after each answer.
  *
  * Flags are read as plain strings and checked here, inside the command's action,
  * rather than by Commander's per-option parsers: an error thrown from the action
@@ -14,7 +14,7 @@ import { addQuantizeOption, conditionOption } from './options.ts';
 import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { basename, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { BUNDLED_MODEL_DIR, Generator, resolveModelDir, type FinishReason, type GenerateOptions, type Timings } from '../../src/generator.ts';
+import { BUNDLED_MODEL_DIR, Generator, resolveModelDir, type FinishReason, type GenerateOptions, type GenerationEvent, type Timings } from '../../src/generator.ts';
 import {
   DEFAULT_SAMPLING,
   MAX_STOP_STRINGS,
@@ -87,8 +87,16 @@ export function addContextOption(cmd: Command): Command {
     .addOption(new Option('--context-length <tokens>', 'the old name of --context').hideHelp());
 }
 
+/** What generate and chat read from their flags: the model's and the sampling's. */
+export type GenerationFlags = ModelFlags & SamplingFlags;
+
+/** Adds the model flags, then every sampling flag; `withN` adds --n (generate only: a chat turn has one answer). */
+export function addGenerationOptions(cmd: Command, opts: { withN: boolean }): Command {
+  return addSamplingOptions(addModelOptions(cmd), opts);
+}
+
 /** Adds --model, --context, --system, --condition. */
-export function addModelOptions(cmd: Command): Command {
+function addModelOptions(cmd: Command): Command {
   cmd.option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)');
   return addContextOption(cmd)
     .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder: adapter_config.json, adapter_model.safetensors)')
@@ -96,8 +104,8 @@ export function addModelOptions(cmd: Command): Command {
     .option('--condition <name>', "OpenChat's condition: 'GPT4 Correct' (default) or 'code' (coding mode)", conditionOption);
 }
 
-/** Adds every sampling flag; `withN` adds --n (generate only: a chat turn has one answer). */
-export function addSamplingOptions(cmd: Command, opts: { withN: boolean }): Command {
+/** Adds every sampling flag, and --n with `withN`. */
+function addSamplingOptions(cmd: Command, opts: { withN: boolean }): Command {
   for (const [flag, , , help] of NUMERIC_FLAGS) cmd.option(`${flag} <value>`, help);
   cmd.option(
     '--stop <text>',
@@ -188,8 +196,18 @@ export function generateOptions(flags: ModelFlags): GenerateOptions {
   return flags.lora === undefined ? {} : { adapter: cliAdapterName(flags.lora) };
 }
 
+/**
+ * The Generator of a one-user command (generate, chat): loadGenerator with `maxBatch` KV-cache
+ * regions (generate's --n samples decode together; a chat has one), then the bundled model's notice.
+ */
+export async function loadCommandGenerator(flags: ModelFlags, maxBatch: number): Promise<Generator> {
+  const generator = await loadGenerator(flags, undefined, undefined, { maxBatch });
+  warnIfBundledModel(generator);
+  return generator;
+}
+
 /** One line on stderr when the bundled model runs: its weights are random, so its text is noise. */
-export function warnIfBundledModel(generator: Generator): void {
+function warnIfBundledModel(generator: Generator): void {
   if (generator.isBundledModel) {
     process.stderr.write(
       'openchat: using the bundled tiny model, whose weights are random, so its text is noise ' +
@@ -198,12 +216,27 @@ export function warnIfBundledModel(generator: Generator): void {
   }
 }
 
+/** A generation's last event, as finishLine reads it. */
+type Done = Pick<Extract<GenerationEvent, { type: 'done' }>, 'finishReason' | 'timings' | 'usage' | 'seed'>;
+
+/**
+ * The line on stderr after an answer: its numbers (formatTimings), then why it ended when it ended
+ * by length, or `cancelledNote` when it was cancelled (chat says "(stopped)"; generate, nothing).
+ */
+export function finishLine(done: Done, params: SamplingParams, contextLength: number, cancelledNote?: string): string {
+  const note =
+    done.finishReason === 'cancelled' && cancelledNote !== undefined
+      ? cancelledNote
+      : lengthNote(done.finishReason, done.timings, done.usage.completion_tokens, params, contextLength);
+  return `${formatTimings(done.timings, done.finishReason, done.seed)}${note ? ' ' + note : ''}`;
+}
+
 /**
  * One line of numbers after an answer, e.g.
  *   [prompt 31 tokens (0 reused), first token 0.21 s, prefill 148 tok/s, decode 63 tokens at 41.7 tok/s, finish stop, seed 7]
  * Prefill speed counts only the prompt tokens that were actually run (not those reused from the KV cache).
  */
-export function formatTimings(t: Timings, finishReason: FinishReason, seed: number): string {
+function formatTimings(t: Timings, finishReason: FinishReason, seed: number): string {
   return (
     `[prompt ${t.promptTokens} tokens (${t.reusedTokens} reused), ` +
     `first token ${t.timeToFirstToken.toFixed(2)} s, ` +
@@ -214,7 +247,7 @@ export function formatTimings(t: Timings, finishReason: FinishReason, seed: numb
 }
 
 /** Why a generation that ended by length ended, in words, or undefined. */
-export function lengthNote(finishReason: FinishReason, t: Timings, completionTokens: number, params: SamplingParams, contextLength: number): string | undefined {
+function lengthNote(finishReason: FinishReason, t: Timings, completionTokens: number, params: SamplingParams, contextLength: number): string | undefined {
   if (finishReason !== 'length') return undefined;
   if (params.max_tokens !== null && completionTokens >= params.max_tokens) return `(stopped at --max-tokens ${params.max_tokens})`;
   return `(stopped: prompt ${t.promptTokens} + output ${completionTokens} tokens filled the context of ${contextLength})`;

@@ -2,30 +2,18 @@
 // dequantized weight (the formats: src/kernels/quant.ref.ts; the decoding: quant.wgsl,
 // prepended). embedding.wgsl is its twin for tables stored as f32, f16 or bf16.
 //
-// Layouts
-//   ids: u32 [tokens] token ids.
+// Layouts (ids and Params: embedding_part.wgsl)
 //   table: one GpuMatrix part of embed_tokens [vocab, cols], rows row0 .. row0 + rows, read as
 //      vec4<u32>: the part's codes plane, then its scales plane (quant.wgsl's codes_at, scales_at).
 //   out: f32 [tokens, cols] row-major, written as vec4<f32>.
 //
-// Each dispatch covers one part; an invocation dequantizes one group of 32 columns of one
-// token's row in registers (its one or two vec4 of codes and its scale) and writes 8 vec4, if
-// that token's id falls in this part, and does nothing otherwise, so the dispatches of all parts
-// together fill every row. Ids >= vocab (which the tokenizer never produces) get zeros from the
-// last part, so the output is always defined.
+// An invocation dequantizes one group of 32 columns of one token's row in registers (its one or
+// two vec4 of codes and its scale) and writes 8 vec4, if that token's id falls in this dispatch's
+// part (the parts, and ids past the vocabulary: embedding_part.wgsl, prepended by embedding.ts).
 //
 // Dispatch: (ceil(cols / 32 / WG), tokens) workgroups, once per part (WG: override, set by embedding.ts).
 // Assumes: cols % 32 == 0.
 
-struct Params {
-  cols: u32,
-  row0: u32,      // first vocabulary row held by this part
-  rows: u32,      // rows in this part
-  is_last: u32,   // 1 for the last part: it also zero-fills out-of-range ids
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read> table: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 
@@ -39,13 +27,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (g >= groups) {
     return;
   }
-  let id = ids[t];
-  if (id < p.row0) {
+  let r = part_row(t);
+  if (r == NOT_HERE) {
     return;
   }
-  let r = id - p.row0;
   var w: array<vec4<f32>, 8>;  // zeros: an id past the vocabulary
-  if (r < p.rows) {
+  if (r != PAST_VOCAB) {
     let at = codes_at(r, p.cols) + g * group_vec4s();
     let a = table[at];
     var b = vec4<u32>(0u);
@@ -54,8 +41,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let d = scale_of(table[scales_at(r, p.rows, p.cols) + g / 8u], g % 8u);
     w = group_weights(a, b, d);
-  } else if (p.is_last == 0u) {
-    return;  // a later part holds this row
   }
   let o = t * groups * 8u + g * 8u;
   for (var i = 0u; i < 8u; i++) {

@@ -18,14 +18,16 @@ const sources = new Map<string, ShaderSource>();
 
 /**
  * A kernel's source preceded by the storage format's snippet (kv_cache_f32.wgsl or
- * kv_cache_f16.wgsl), made once per (dtype, file): a dispatch's pipeline lookup then
- * neither concatenates nor hashes the source.
+ * kv_cache_f16.wgsl) and then by `snippets` (files beside `base`, in order), made once per
+ * (dtype, snippets, file): a dispatch's pipeline lookup then neither concatenates nor hashes
+ * the source.
  */
-export function kvKernelSource(dtype: KvCacheDtype, file: string, base: string): ShaderSource {
-  const key = `${dtype}|${base}|${file}`;
+export function kvKernelSource(dtype: KvCacheDtype, file: string, base: string, snippets: readonly string[] = []): ShaderSource {
+  const key = `${dtype}|${base}|${snippets.join(',')}|${file}`;
   let s = sources.get(key);
   if (!s) {
-    s = shaderSource(wgsl(`kv_cache_${dtype}.wgsl`, import.meta.url) + '\n' + wgsl(file, base));
+    const parts = [wgsl(`kv_cache_${dtype}.wgsl`, import.meta.url), ...snippets.map((f) => wgsl(f, base)), wgsl(file, base)];
+    s = shaderSource(parts.join('\n'));
     sources.set(key, s);
   }
   return s;

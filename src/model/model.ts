@@ -843,17 +843,7 @@ class WeightLoader {
     const [rows, cols] = e.shape as [number, number];
     const m = allocateMatrix(this.gpu, rows, cols, e.dtype, name);
     const rowBytes = cols * bytesPerElement(e.dtype);
-    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / rowBytes));
-    for (const part of m.parts) {
-      for (let r = 0; r < part.rows; r += rowsPerRead) {
-        const n = Math.min(rowsPerRead, part.rows - r);
-        const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * rowBytes, n * rowBytes);
-        checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
-        writeBuffer(this.gpu, part.buffer, bytes, r * rowBytes);
-        await this.throttle(bytes.byteLength);
-      }
-    }
-    this.tick(e.byteLength);
+    await this.streamRows(name, m, (part, r, bytes) => writeBuffer(this.gpu, part.buffer, bytes, r * rowBytes));
     return m;
   }
 
@@ -863,21 +853,38 @@ class WeightLoader {
     const [rows, cols] = e.shape as [number, number];
     const L = quantLayout(format, cols);
     const m = allocateMatrix(this.gpu, rows, cols, format, name);
-    const srcRowBytes = cols * bytesPerElement(e.dtype);
-    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / srcRowBytes));
+    await this.streamRows(name, m, (part, r, bytes, n) => {
+      const q = quantizeRows(decodeToF32(bytes, e.dtype), n, cols, format, name, part.row0 + r);
+      writeBuffer(this.gpu, part.buffer, q.codes, r * L.codeRowBytes);
+      writeBuffer(this.gpu, part.buffer, q.scales, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
+    });
+    return m;
+  }
+
+  /**
+   * Reads float matrix `name` into the staging buffer a run of rows at a time, each checked finite,
+   * and hands each run's bytes to `write` with the part of `m` it belongs to (r: its first row
+   * within the part, n: its rows), which puts them on the device in the matrix's own format.
+   */
+  private async streamRows(
+    name: string,
+    m: GpuMatrix,
+    write: (part: GpuMatrix['parts'][number], r: number, bytes: Uint8Array, n: number) => void,
+  ): Promise<void> {
+    const e = this.ckpt.float(name);
+    const cols = e.shape[1]!;
+    const rowBytes = cols * bytesPerElement(e.dtype);
+    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / rowBytes));
     for (const part of m.parts) {
       for (let r = 0; r < part.rows; r += rowsPerRead) {
         const n = Math.min(rowsPerRead, part.rows - r);
-        const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * srcRowBytes, n * srcRowBytes);
+        const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * rowBytes, n * rowBytes);
         checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
-        const q = quantizeRows(decodeToF32(bytes, e.dtype), n, cols, format, name, part.row0 + r);
-        writeBuffer(this.gpu, part.buffer, q.codes, r * L.codeRowBytes);
-        writeBuffer(this.gpu, part.buffer, q.scales, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
+        write(part, r, bytes, n);
         await this.throttle(bytes.byteLength);
       }
     }
     this.tick(e.byteLength);
-    return m;
   }
 
   /** A matrix a quantized folder stores as its two planes: each part's rows copied as they are. */

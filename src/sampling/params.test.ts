@@ -21,21 +21,10 @@ function rejection(input: Record<string, unknown>): SamplingParamError {
 }
 
 describe('validateSamplingParams', () => {
-  it('fills in the OpenAI defaults', () => {
-    expect(validateSamplingParams({})).toEqual({
-      temperature: 1,
-      top_p: 1,
-      top_k: 0,
-      min_p: 0,
-      repetition_penalty: 1,
-      presence_penalty: 0,
-      frequency_penalty: 0,
-      seed: null,
-      max_tokens: null,
-      stop: [],
-      n: 1,
-    });
-    expect(DEFAULT_SAMPLING).toEqual(validateSamplingParams({}));
+  it('fills in the defaults (DEFAULT_SAMPLING, the one table of them), every field', () => {
+    const p = validateSamplingParams({});
+    expect(p).toEqual(DEFAULT_SAMPLING);
+    for (const [field, value] of Object.entries(p)) expect(value, field).not.toBeUndefined();
   });
 
   it('treats null and undefined as "default", and takes caller defaults', () => {

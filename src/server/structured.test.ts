@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BUNDLED_MODEL_DIR, Generator } from '../generator.ts';
 import { validateSamplingParams } from '../sampling/params.ts';
 import { validateJson } from '../sampling/json/validate.ts';
+import { PERSON_SCHEMA } from '../sampling/json/schema.testing.ts';
+import { logSoftmax } from '../sampling/logprobs.testing.ts';
 import { freshSeed } from '../util/testing.ts';
 import { Rng } from '../util/rng.ts';
 import { startServer, type RunningServer } from './server.ts';
@@ -58,32 +60,6 @@ function events(raw: string): any[] {
 const MODEL = 'openchat-3.5-0106';
 const WORKERS = '/ai/run/@cf/openchat/openchat-3.5-0106';
 
-const PERSON = {
-  type: 'object',
-  properties: {
-    name: { type: 'string' },
-    age: { type: 'integer' },
-    role: { enum: ['admin', 'user', 'guest'] },
-    tags: { type: 'array', items: { type: 'string' } },
-    address: {
-      anyOf: [
-        { type: 'null' },
-        { $ref: '#/$defs/address' },
-      ],
-    },
-  },
-  required: ['name', 'age', 'role', 'tags', 'address'],
-  additionalProperties: false,
-  $defs: {
-    address: {
-      type: 'object',
-      properties: { city: { type: 'string' }, zip: { type: ['integer', 'null'] } },
-      required: ['city', 'zip'],
-      additionalProperties: false,
-    },
-  },
-};
-
 const WEATHER_TOOL = {
   type: 'function' as const,
   function: {
@@ -115,11 +91,11 @@ describe('response_format: JSON mode', () => {
         max_tokens: 40 + rng.int(0, 80),
         temperature: 1,
         seed: s,
-        response_format: { type: 'json_schema' as const, json_schema: { name: 'person', schema: PERSON, strict: true } },
+        response_format: { type: 'json_schema' as const, json_schema: { name: 'person', schema: PERSON_SCHEMA, strict: true } },
       };
       const res = await client.chat.completions.create(request);
       const text = res.choices[0]!.message.content!;
-      expect(validateJson(JSON.parse(text), PERSON), `${tag} seed ${s}: ${text}`).toBeNull();
+      expect(validateJson(JSON.parse(text), PERSON_SCHEMA), `${tag} seed ${s}: ${text}`).toBeNull();
       expect(res.choices[0]!.finish_reason, `${tag} ${text}`).toBe('stop');
 
       const stream = await client.chat.completions.create({ ...request, stream: true });
@@ -136,10 +112,10 @@ describe('response_format: JSON mode', () => {
       max_tokens: 60,
       n: 2,
       seed: randomSeed(),
-      response_format: { type: 'json_schema', json_schema: { name: 'person', schema: PERSON } },
+      response_format: { type: 'json_schema', json_schema: { name: 'person', schema: PERSON_SCHEMA } },
     });
     expect(res.choices.length).toBe(2);
-    for (const c of res.choices) expect(validateJson(JSON.parse(c.message.content!), PERSON), tag).toBeNull();
+    for (const c of res.choices) expect(validateJson(JSON.parse(c.message.content!), PERSON_SCHEMA), tag).toBeNull();
   });
 
   it('json_object: any JSON object', async () => {
@@ -156,20 +132,20 @@ describe('response_format: JSON mode', () => {
 
   it('completions take response_format too; type "text" changes nothing', async () => {
     const s = randomSeed();
-    const res = await client.completions.create({ model: MODEL, prompt: 'x =', max_tokens: 30, seed: s, response_format: { type: 'json_schema', json_schema: { name: 'p', schema: PERSON } } } as never);
-    expect(validateJson(JSON.parse(res.choices[0]!.text), PERSON), tag).toBeNull();
+    const res = await client.completions.create({ model: MODEL, prompt: 'x =', max_tokens: 30, seed: s, response_format: { type: 'json_schema', json_schema: { name: 'p', schema: PERSON_SCHEMA } } } as never);
+    expect(validateJson(JSON.parse(res.choices[0]!.text), PERSON_SCHEMA), tag).toBeNull();
     const plain = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, seed: s, response_format: { type: 'text' } });
     const without = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, seed: s });
     expect(plain.choices[0]!.message.content, tag).toBe(without.choices[0]!.message.content);
   });
 
   it('Workers AI: response_format with the schema itself or OpenAI\'s wrapper, streaming and not', async () => {
-    for (const json_schema of [PERSON, { name: 'person', schema: PERSON }]) {
+    for (const json_schema of [PERSON_SCHEMA, { name: 'person', schema: PERSON_SCHEMA }]) {
       const s = rng.int(1, 1e9);
       const body = { messages: [{ role: 'user', content: 'a person' }], max_tokens: 80, seed: s, response_format: { type: 'json_schema', json_schema } };
       const r = await jsonOf(await post(WORKERS, body));
       expect(r.success, JSON.stringify(r)).toBe(true);
-      expect(validateJson(JSON.parse(r.result.response), PERSON), `${tag} ${r.result.response}`).toBeNull();
+      expect(validateJson(JSON.parse(r.result.response), PERSON_SCHEMA), `${tag} ${r.result.response}`).toBeNull();
       const streamed = events(await (await post(WORKERS, { ...body, stream: true })).text())
         .map((e) => e.response)
         .join('');
@@ -184,7 +160,7 @@ describe('response_format: JSON mode', () => {
       model: MODEL,
       messages: [{ role: 'user', content: 'x' }],
       max_tokens: 3,
-      response_format: { type: 'json_schema', json_schema: { name: 'p', schema: PERSON } },
+      response_format: { type: 'json_schema', json_schema: { name: 'p', schema: PERSON_SCHEMA } },
     });
     expect(res.choices[0]!.finish_reason).toBe('length');
   });
@@ -371,15 +347,6 @@ describe('logprobs', () => {
   };
   /** The golden tolerance (golden/golden.test.ts): 1e-5 of the logit range, about 1.5e-4 absolute. */
   const TOL = 2e-4;
-
-  function logSoftmax(row: Float32Array): Float64Array {
-    let max = -Infinity;
-    for (const v of row) max = Math.max(max, v);
-    let sum = 0;
-    for (const v of row) sum += Math.exp(v - max);
-    const lse = max + Math.log(sum);
-    return Float64Array.from(row, (v) => v - lse);
-  }
 
   it('chat: the model\'s own log-softmax, matching Hugging Face\'s logits and the logits pass (openchat logits) at every position', async () => {
     const caseA = golden.cases.find((c) => c.id === 'a')!;

@@ -5,7 +5,8 @@
  * batched.wgsl for the math and why a row's result never depends on the rest of its batch.
  */
 import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
-import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
+import type { KvCacheDtype } from '../kv_cache.ts';
+import { attentionSource, headBlocks as headBlocksOf } from './kernel.ts';
 
 /**
  * batched.wgsl's override constants: WG invocations per workgroup (and keys per tile), HG query
@@ -34,14 +35,8 @@ export interface BatchedAttentionArgs {
 
 export function batchedAttention(enc: Encoder, a: BatchedAttentionArgs): void {
   if (a.tokens === 0) return;
-  if (a.headDim % 4 !== 0 || a.headDim > 256) {
-    throw new Error(`batchedAttention: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
-  }
-  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
-    throw new Error(`batchedAttention: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
-  }
-  const headBlocks = Math.ceil(a.heads / a.kvHeads / BATCHED_TILES.HG);
-  const pipeline = getPipeline(enc.gpu, kernelSource(kvKernelSource(a.kvCache, 'batched.wgsl', import.meta.url), PARAMS), 'main', BATCHED_TILES, `attention_batched_${a.kvCache}`);
+  const headBlocks = headBlocksOf('batchedAttention', a, BATCHED_TILES.HG);
+  const pipeline = getPipeline(enc.gpu, kernelSource(attentionSource(a.kvCache, 'batched.wgsl'), PARAMS), 'main', BATCHED_TILES, `attention_batched_${a.kvCache}`);
   const uniforms = PARAMS.pack({ heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: 1 / Math.sqrt(a.headDim), headBlocks });
   enc.dispatch(pipeline, uniforms, [a.q, a.kCache, a.vCache, a.rows, a.out], [a.kvHeads * headBlocks, a.tokens]);
 }

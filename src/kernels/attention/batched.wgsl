@@ -1,6 +1,7 @@
 // Batched attention: strategy-independent entry for a step whose rows belong to different
 // sequences (continuous batching). f32 math; the cache is f32 or f16 (the prepended
-// kv_cache_*.wgsl defines KvChunk and kvLoad).
+// kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended softmax.wgsl the pieces of the
+// online softmax that the attention kernels share).
 //
 // Row t of the step is at absolute position pos_t of sequence seq_t (the batch descriptor,
 // rows[t] = (pos_t, seq_t)). For query head h, KV head g = h / (heads / kvHeads),
@@ -58,7 +59,6 @@ struct Params {
 // WG and HG are set by batched.ts from BATCHED_TILES (one source for the wrapper's dispatch).
 override WG: u32; // invocations per workgroup, and keys per tile
 override HG: u32; // query heads per workgroup; their scores and weights travel as a vec4, so 4
-const NEG_BIG: f32 = -3.0e38; // a finite stand-in for -infinity (WGSL may assume floats finite)
 
 var<workgroup> row: vec2<u32>;
 var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG heads x headDim / 4 chunks
@@ -84,18 +84,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   workgroupBarrier();
 
-  var lo = 0u;
-  if (p.window > 0u && pos + 1u > p.window) {
-    lo = pos + 1u - p.window;
-  }
+  let lo = firstKey(pos, p.window);
   let rowStride = p.kvHeads * chunks;
   let headOffset = g * chunks;
   var m = vec4<f32>(NEG_BIG);
   var sum = vec4<f32>(0.0); // this invocation's keys' share of sum(exp(s - m))
-  var acc0 = vec4<f32>(0.0); // chunk tid of sum(exp(s - m) * v), heads h0 .. h0 + 3
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
+  var acc = HeadSums(); // chunk tid of sum(exp(s - m) * v), heads h0 .. h0 + 3
 
   for (var first = lo; first <= pos; first += WG) {
     let inTile = min(WG, pos + 1u - first);
@@ -106,8 +100,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var d = vec4<f32>(0.0);
       for (var k = 0u; k < chunks; k++) {
         let key = kvLoad(kCache[base + k]);
-        d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                       dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+        d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                      qShared[3u * chunks + k], key);
       }
       s = d * p.scale;
     }
@@ -115,19 +109,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 
     // 2. Running maxima, rescaling, this key's weights.
-    var tileMax = vec4<f32>(NEG_BIG);
-    for (var i = 0u; i < inTile; i++) {
-      tileMax = max(tileMax, tile[i]);
-    }
-    let mNew = max(m, tileMax);
-    let rescale = exp(m - mNew);
-    m = mNew;
-    let w = select(vec4<f32>(0.0), exp(s - mNew), tid < inTile);
+    let rescale = raiseMax(&m, tileMaxima(&tile, inTile));
+    let w = keyWeights(s, m, tid < inTile);
     sum = sum * rescale + w;
-    acc0 *= rescale.x;
-    acc1 *= rescale.y;
-    acc2 *= rescale.z;
-    acc3 *= rescale.w;
+    acc = rescaleSums(acc, rescale);
     workgroupBarrier(); // every invocation has read the scores
     tile[tid] = w;
     workgroupBarrier();
@@ -136,11 +121,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (tid < chunks) {
       for (var i = 0u; i < inTile; i++) {
         let v = kvLoad(vCache[(seqBase + (first + i) % p.slots) * rowStride + headOffset + tid]);
-        let pw = tile[i];
-        acc0 += pw.x * v;
-        acc1 += pw.y * v;
-        acc2 += pw.z * v;
-        acc3 += pw.w * v;
+        acc = addWeighted(acc, tile[i], v);
       }
     }
     workgroupBarrier(); // before the next tile overwrites the weights
@@ -154,9 +135,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   if (tid < chunks) {
     let o = (t * p.heads + h0) * chunks + tid;
-    if (nh > 0u) { out[o] = acc0 / total.x; }
-    if (nh > 1u) { out[o + chunks] = acc1 / total.y; }
-    if (nh > 2u) { out[o + 2u * chunks] = acc2 / total.z; }
-    if (nh > 3u) { out[o + 3u * chunks] = acc3 / total.w; }
+    if (nh > 0u) { out[o] = acc.head0 / total.x; }
+    if (nh > 1u) { out[o + chunks] = acc.head1 / total.y; }
+    if (nh > 2u) { out[o + 2u * chunks] = acc.head2 / total.z; }
+    if (nh > 3u) { out[o + 3u * chunks] = acc.head3 / total.w; }
   }
 }

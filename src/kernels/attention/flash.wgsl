@@ -3,7 +3,9 @@
 // HB query heads that share one KV head, and walks the block's keys in tiles of BK keys staged
 // in workgroup memory: every key and value row is read from memory once per workgroup and used
 // by all BT * HB query rows (tiled.wgsl reads them once per query token). f32 math; the cache
-// is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad).
+// is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended
+// softmax.wgsl the pieces of the online softmax that the attention kernels share: here NEG_BIG
+// and firstKey).
 //
 // Math, for query token t (absolute position pos = pos0 + t) and query head h, with KV head
 // g = h / (heads / kvHeads), scale = 1 / sqrt(headDim), and the keys it may see
@@ -46,25 +48,8 @@
 // BK <= MAX_BK; heads % kvHeads == 0; ceil(tokens / BT) <= 65535; the cache must still hold
 // every past key a query can see (checked by the wrapper).
 
-struct Params {
-  tokens: u32,
-  pos0: u32,
-  heads: u32,
-  kvHeads: u32,
-  headDim: u32,
-  slots: u32,
-  window: u32,
-  scale: f32,
-  headBlocks: u32, // ceil(groupSize / HB): workgroups per KV head along x
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kNew: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vNew: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> kCache: array<KvChunk>;
-@group(0) @binding(5) var<storage, read> vCache: array<KvChunk>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+// Params (headBlocks = ceil(groupSize / HB)) and bindings 0-6 (p, q, kNew, vNew, kCache, vCache,
+// out) are declared in the prepended chunk.wgsl.
 
 override BT: u32; // query tokens per workgroup
 override HB: u32; // query heads per workgroup (sharing one KV head)
@@ -76,25 +61,34 @@ override WG: u32 = BT * HB * LANES;
 // row at most MAX_BK weights of a tile.
 const MAX_SLICE: u32 = 8u;
 const MAX_BK: u32 = 32u;
-// A finite stand-in for -infinity: WGSL lets compilers assume floats are finite.
-const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> kvTile: array<vec4<f32>, BK * LANES * MAX_SLICE>; // [BK keys][chunks], K then V
 var<workgroup> partial: array<f32, BT * HB * BK * LANES>; // [row][key][lane]
 
-// Chunk c of the key (value) at position j of KV head g, from the cache or the chunk.
-fn loadK(j: u32, g: u32, c: u32, chunks: u32) -> vec4<f32> {
+// Chunk c of the key (values: of the value) at position j of KV head g, from the cache or the
+// chunk. `values` is a constant at each call, so the compiler drops the other buffer's branch.
+fn loadKV(values: bool, j: u32, g: u32, c: u32, chunks: u32) -> vec4<f32> {
   if (j < p.pos0) {
-    return kvLoad(kCache[((j % p.slots) * p.kvHeads + g) * chunks + c]);
+    let e = ((j % p.slots) * p.kvHeads + g) * chunks + c;
+    if (values) {
+      return kvLoad(vCache[e]);
+    }
+    return kvLoad(kCache[e]);
   }
-  return kNew[((j - p.pos0) * p.kvHeads + g) * chunks + c];
+  let e = ((j - p.pos0) * p.kvHeads + g) * chunks + c;
+  if (values) {
+    return vNew[e];
+  }
+  return kNew[e];
 }
 
-fn loadV(j: u32, g: u32, c: u32, chunks: u32) -> vec4<f32> {
-  if (j < p.pos0) {
-    return kvLoad(vCache[((j % p.slots) * p.kvHeads + g) * chunks + c]);
+// All invocations copy the n keys (values: values) from position `first` on into kvTile.
+fn stageTile(values: bool, first: u32, n: u32, g: u32, chunks: u32, tid: u32) {
+  for (var e = tid; e < n * chunks; e += WG) {
+    let i = e / chunks;
+    let c = e - i * chunks;
+    kvTile[i * chunks + c] = loadKV(values, first + i, g, c, chunks);
   }
-  return vNew[((j - p.pos0) * p.kvHeads + g) * chunks + c];
 }
 
 @compute @workgroup_size(WG)
@@ -114,17 +108,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let hi = r % HB;
   let real = ti < nt && hi < nh;
   let pos = p.pos0 + t0 + ti;
-  var lo = 0u; // first key this row sees
-  if (p.window > 0u && pos + 1u > p.window) {
-    lo = pos + 1u - p.window;
-  }
+  let lo = firstKey(pos, p.window); // first key this row sees
 
   // The block's keys: from what its first token sees to its last token.
-  let first0 = p.pos0 + t0;
-  var blockLo = 0u;
-  if (p.window > 0u && first0 + 1u > p.window) {
-    blockLo = first0 + 1u - p.window;
-  }
+  let blockLo = firstKey(p.pos0 + t0, p.window);
   let blockHi = p.pos0 + t0 + nt - 1u;
 
   let qRow = (t0 + ti) * p.heads + h0 + hi; // row of q / out (valid when real)
@@ -143,11 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n = min(BK, blockHi + 1u - first);
 
     // 1. Stage the tile's keys.
-    for (var e = tid; e < n * chunks; e += WG) {
-      let i = e / chunks;
-      let c = e - i * chunks;
-      kvTile[i * chunks + c] = loadK(first + i, g, c, chunks);
-    }
+    stageTile(false, first, n, g, chunks, tid);
     workgroupBarrier();
 
     // 2. This lane's share of each key's score.
@@ -192,11 +175,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var s = 0u; s < MAX_SLICE; s++) {
       acc[s] *= rescale;
     }
-    for (var e = tid; e < n * chunks; e += WG) {
-      let i = e / chunks;
-      let c = e - i * chunks;
-      kvTile[i * chunks + c] = loadV(first + i, g, c, chunks);
-    }
+    stageTile(true, first, n, g, chunks, tid);
     workgroupBarrier();
 
     // 4. Weighted sum of the tile's values, for this lane's chunks.

@@ -26,8 +26,9 @@
  */
 import type { Gpu } from '../../gpu/device.ts';
 import { createStorageBuffer } from '../../gpu/buffers.ts';
-import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
-import { kvKernelSource, type KvCacheDtype } from '../kv_cache.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding, type ShaderSource } from '../../gpu/encoder.ts';
+import type { KvCacheDtype } from '../kv_cache.ts';
+import { attentionSource, headBlocks as headBlocksOf } from './kernel.ts';
 
 export type AttentionStrategy = 'tiled' | 'split';
 export const ATTENTION_STRATEGIES: readonly AttentionStrategy[] = ['tiled', 'split'];
@@ -43,9 +44,6 @@ export const PREFILL_ATTENTION_STRATEGIES: readonly PrefillAttentionStrategy[] =
 export const FLASH_TILES = { BT: 16, HB: 4, LANES: 4, BK: 8 } as const;
 /** flash.wgsl holds at most MAX_SLICE = 8 vec4 chunks of a query row per lane. */
 export const FLASH_MAX_HEAD_DIM = 4 * FLASH_TILES.LANES * 8;
-const FLASH_PARAMS = new UniformLayout({
-  tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
-});
 
 /**
  * tiled.wgsl's and split.wgsl's override constants (the split strategy falls back to tiled with
@@ -53,9 +51,14 @@ const FLASH_PARAMS = new UniformLayout({
  * heads of one KV head per workgroup (4: their scores travel as one vec4).
  */
 export const ATTENTION_TILES = { WG: 64, HG: 4 } as const;
-const TILED_PARAMS = new UniformLayout({
+/** tiled.wgsl's and flash.wgsl's Params, declared once for both in chunk.wgsl. */
+const CHUNK_PARAMS = new UniformLayout({
   tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
 });
+/** tiled.wgsl or flash.wgsl, whose Params (chunk.wgsl) are checked against CHUNK_PARAMS. */
+function chunkKernel(kvCache: KvCacheDtype, file: 'tiled.wgsl' | 'flash.wgsl'): ShaderSource {
+  return kernelSource(attentionSource(kvCache, file), CHUNK_PARAMS);
+}
 const SPLIT_PARAMS = new UniformLayout({
   pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32', segments: 'u32', segLen: 'u32',
 });
@@ -139,27 +142,21 @@ export function splitSegments(keys: number, workgroupsPerSegment: number, segmen
 
 export function attention(enc: Encoder, a: AttentionArgs): void {
   if (a.tokens === 0) return;
-  if (a.headDim % 4 !== 0 || a.headDim > 256) {
-    throw new Error(`attention: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
-  }
-  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
-    throw new Error(`attention: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
-  }
+  // Each workgroup serves up to ATTENTION_TILES.HG query heads of one KV head.
+  const headBlocks = headBlocksOf('attention', a, ATTENTION_TILES.HG);
   // Every past key a query can see must still be in the cache: the oldest one the first
   // query needs is at max(0, pos0 - window + 1), so the cache must reach back that far.
   const pastNeeded = a.window > 0 ? Math.min(a.pos0, a.window - 1) : a.pos0;
   if (a.slots < Math.max(1, pastNeeded)) {
     throw new Error(`attention: a cache of ${a.slots} slots cannot hold the ${pastNeeded} past keys position ${a.pos0} needs`);
   }
-  // Each workgroup serves up to ATTENTION_TILES.HG query heads of one KV head.
-  const headBlocks = Math.ceil(a.heads / a.kvHeads / ATTENTION_TILES.HG);
   const scale = 1 / Math.sqrt(a.headDim);
 
   if (a.prefill === 'flash' && a.tokens > 1 && a.headDim <= FLASH_MAX_HEAD_DIM) {
-    const code = kernelSource(kvKernelSource(a.kvCache, 'flash.wgsl', import.meta.url), FLASH_PARAMS);
+    const code = chunkKernel(a.kvCache, 'flash.wgsl');
     const pipeline = getPipeline(enc.gpu, code, 'main', FLASH_TILES, `attention_flash_${a.kvCache}`);
     const blocks = Math.ceil(a.heads / a.kvHeads / FLASH_TILES.HB);
-    const uniforms = FLASH_PARAMS.pack({
+    const uniforms = CHUNK_PARAMS.pack({
       tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks: blocks,
     });
     enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * blocks, Math.ceil(a.tokens / FLASH_TILES.BT)]);
@@ -178,7 +175,7 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
             `${segments} segments of ${a.heads} x ${a.headDim}`,
         );
       }
-      const code = kernelSource(kvKernelSource(a.kvCache, 'split.wgsl', import.meta.url), SPLIT_PARAMS);
+      const code = kernelSource(attentionSource(a.kvCache, 'split.wgsl'), SPLIT_PARAMS);
       const uniforms = SPLIT_PARAMS.pack({
         pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks, segments, segLen,
       });
@@ -190,9 +187,9 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
     }
   }
 
-  const code = kernelSource(kvKernelSource(a.kvCache, 'tiled.wgsl', import.meta.url), TILED_PARAMS);
+  const code = chunkKernel(a.kvCache, 'tiled.wgsl');
   const pipeline = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_tiled_${a.kvCache}`);
-  const uniforms = TILED_PARAMS.pack({
+  const uniforms = CHUNK_PARAMS.pack({
     tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks,
   });
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
@@ -212,17 +209,11 @@ export function decodeAttentionRows(
   a: Omit<AttentionArgs, 'pos0' | 'strategy' | 'prefill' | 'partials' | 'segmentKeys'> & { rows: Binding },
 ): void {
   if (a.tokens === 0) return;
-  if (a.headDim % 4 !== 0 || a.headDim > 256) {
-    throw new Error(`attention: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
-  }
-  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
-    throw new Error(`attention: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
-  }
-  const headBlocks = Math.ceil(a.heads / a.kvHeads / ATTENTION_TILES.HG);
-  const code = kernelSource(kvKernelSource(a.kvCache, 'tiled.wgsl', import.meta.url), TILED_PARAMS);
+  const headBlocks = headBlocksOf('attention', a, ATTENTION_TILES.HG);
+  const code = chunkKernel(a.kvCache, 'tiled.wgsl');
   const pipeline = getPipeline(enc.gpu, code, 'decode_rows', ATTENTION_TILES, `attention_tiled_rows_${a.kvCache}`);
   // tokens and pos0 are the descriptor's, per row.
-  const uniforms = TILED_PARAMS.pack({
+  const uniforms = CHUNK_PARAMS.pack({
     tokens: a.tokens, pos0: 0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: 1 / Math.sqrt(a.headDim), headBlocks,
   });
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out, a.rows], [a.kvHeads * headBlocks, a.tokens]);

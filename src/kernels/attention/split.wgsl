@@ -1,6 +1,7 @@
 // Decode attention with the keys split across workgroups: strategy `split` ("flash-decoding").
 // One query token (decode); prefill chunks run tiled.wgsl under both strategies. f32 math; the
-// cache is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad).
+// cache is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended
+// softmax.wgsl the pieces of the online softmax that the attention kernels share).
 //
 // Math: for query head h at position pos = pos0, KV head g = h / (heads / kvHeads),
 // scale = 1 / sqrt(headDim), the visible keys lo..pos (lo = 0 without a window, else
@@ -78,7 +79,6 @@ struct Params {
 // WG and HG are set by index.ts from ATTENTION_TILES (one source for the wrapper's dispatch).
 override WG: u32; // invocations per workgroup, and keys per tile
 override HG: u32; // query heads per workgroup (sharing one KV head); their scores travel as a vec4, so 4
-const NEG_BIG: f32 = -3.0e38; // a finite stand-in for -infinity (WGSL may assume floats finite)
 
 const LPK: u32 = 8u; // invocations per key row in the scoring phase
 override PART_STRIDE: u32 = WG + 1u; // parts of one lane position, padded against bank conflicts
@@ -100,11 +100,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let seg = wid.y;
   let chunks = p.headDim / 4u;
   let pos = p.pos0;
-  var lo = 0u;
-  if (p.window > 0u && pos + 1u > p.window) {
-    lo = pos + 1u - p.window;
-  }
-  let segFirst = lo + seg * p.segLen;
+  let segFirst = firstKey(pos, p.window) + seg * p.segLen;
   let segEnd = min(segFirst + p.segLen, pos + 1u); // exclusive; > segFirst (wrapper's choice)
 
   for (var i = tid; i < HG * chunks; i += WG) {
@@ -112,26 +108,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   workgroupBarrier();
 
-  // V-phase role (see header). With an odd number of chunks the last lanes' c2 repeats c.
-  let half = (chunks + 1u) / 2u;
-  let c = tid % half;
-  let c2 = select(c, c + half, c + half < chunks);
-  let groups = WG / half;
-  let grp = tid / half;
+  // V-phase role of this invocation (see header): chunks kg.c and kg.c2, key group kg.grp.
+  let kg = keyGroups(chunks, tid);
 
   let rowStride = p.kvHeads * chunks; // chunks from one position to the next
   let headOffset = g * chunks;
   let lane = tid % LPK; // scoring role: first chunk of the key row this invocation reads
   var m = vec4<f32>(NEG_BIG); // running maximum per head, the same in every invocation
   var sum = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m)), per head
-  var acc0 = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m) * v[c]), per head
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
-  var bcc0 = vec4<f32>(0.0); // the same for chunk c2
-  var bcc1 = vec4<f32>(0.0);
-  var bcc2 = vec4<f32>(0.0);
-  var bcc3 = vec4<f32>(0.0);
+  var acc = HeadSums(); // this invocation's share of sum(exp(s - m) * v[c]), per head
+  var bcc = HeadSums(); // the same for chunk c2
 
   for (var first = segFirst; first < segEnd; first += WG) {
     let inTile = min(WG, segEnd - first);
@@ -150,15 +136,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let base = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
         for (var k = lane; k < chunks; k += LPK) {
           let key = kvLoad(kCache[base + k]);
-          d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                         dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+          d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                        qShared[3u * chunks + k], key);
         }
       } else if (kt < inTile) {
         // The same loop over the other buffer (WGSL cannot pass a storage buffer to a function).
         for (var k = lane; k < chunks; k += LPK) {
           let key = kNew[headOffset + k];
-          d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                         dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+          d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                        qShared[3u * chunks + k], key);
         }
       }
       exch[lane * PART_STRIDE + kt] = d;
@@ -174,57 +160,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 
     // 2. New running maxima; rescale what was summed so far; publish this key's weights.
-    var tileMax = vec4<f32>(NEG_BIG);
-    for (var i = 0u; i < WG; i++) {
-      tileMax = max(tileMax, scores[i]);
-    }
-    let mNew = max(m, tileMax);
-    let rescale = exp(m - mNew);
-    m = mNew;
-    // Past the tile's end the weight must be 0 (exp(NEG_BIG - NEG_BIG) would be 1).
-    let w = select(vec4<f32>(0.0), exp(d - mNew), tid < inTile);
+    let rescale = raiseMax(&m, tileMaxima(&scores, WG));
+    let w = keyWeights(d, m, tid < inTile);
     sum = sum * rescale + w;
-    acc0 *= rescale.x;
-    acc1 *= rescale.y;
-    acc2 *= rescale.z;
-    acc3 *= rescale.w;
-    bcc0 *= rescale.x;
-    bcc1 *= rescale.y;
-    bcc2 *= rescale.z;
-    bcc3 *= rescale.w;
+    acc = rescaleSums(acc, rescale);
+    bcc = rescaleSums(bcc, rescale);
     probs[tid] = w;
     workgroupBarrier();
 
     // 3. Weighted sum of this tile's values, for chunks c and c2, keys grp, grp + groups, ...
-    if (grp < groups) {
-      var i = grp;
-      for (; i < nPast; i += groups) {
+    if (kg.grp < kg.groups) {
+      var i = kg.grp;
+      for (; i < nPast; i += kg.groups) {
         let slot = firstSlot + i;
         let row = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
-        let v = kvLoad(vCache[row + c]);
-        let u = kvLoad(vCache[row + c2]);
+        let v = kvLoad(vCache[row + kg.c]);
+        let u = kvLoad(vCache[row + kg.c2]);
         let pw = probs[i];
-        acc0 += pw.x * v;
-        acc1 += pw.y * v;
-        acc2 += pw.z * v;
-        acc3 += pw.w * v;
-        bcc0 += pw.x * u;
-        bcc1 += pw.y * u;
-        bcc2 += pw.z * u;
-        bcc3 += pw.w * u;
+        acc = addWeighted(acc, pw, v);
+        bcc = addWeighted(bcc, pw, u);
       }
       if (i < inTile) { // the query's own key (at most one per segment)
-        let v = vNew[headOffset + c];
-        let u = vNew[headOffset + c2];
+        let v = vNew[headOffset + kg.c];
+        let u = vNew[headOffset + kg.c2];
         let pw = probs[i];
-        acc0 += pw.x * v;
-        acc1 += pw.y * v;
-        acc2 += pw.z * v;
-        acc3 += pw.w * v;
-        bcc0 += pw.x * u;
-        bcc1 += pw.y * u;
-        bcc2 += pw.z * u;
-        bcc3 += pw.w * u;
+        acc = addWeighted(acc, pw, v);
+        bcc = addWeighted(bcc, pw, u);
       }
     }
   }
@@ -233,10 +194,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let part = seg * p.heads + h0; // partials row of head h0 in this segment
   // (exch held the last tile's parts, all read before that tile's second barrier.)
   exch[SUMS + tid] = sum;
-  exch[tid] = acc0;
-  exch[WG + tid] = acc1;
-  exch[2u * WG + tid] = acc2;
-  exch[3u * WG + tid] = acc3;
+  publishSums(acc, tid);
   workgroupBarrier();
   if (tid < nh) {
     var total = vec4<f32>(0.0);
@@ -245,28 +203,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     partML[part + tid] = vec2<f32>(m[tid], total[tid]);
   }
-  if (tid < half) {
+  if (tid < kg.half) {
     for (var hh = 0u; hh < nh; hh++) {
-      var o = vec4<f32>(0.0);
-      for (var k = 0u; k < groups; k++) {
-        o += exch[hh * WG + k * half + tid];
-      }
-      partO[(part + hh) * chunks + tid] = o;
+      partO[(part + hh) * chunks + tid] = groupsTotal(kg, hh, tid);
     }
   }
   workgroupBarrier();
-  exch[tid] = bcc0;
-  exch[WG + tid] = bcc1;
-  exch[2u * WG + tid] = bcc2;
-  exch[3u * WG + tid] = bcc3;
+  publishSums(bcc, tid);
   workgroupBarrier();
-  if (tid + half < chunks) {
+  if (tid + kg.half < chunks) {
     for (var hh = 0u; hh < nh; hh++) {
-      var o = vec4<f32>(0.0);
-      for (var k = 0u; k < groups; k++) {
-        o += exch[hh * WG + k * half + tid];
-      }
-      partO[(part + hh) * chunks + tid + half] = o;
+      partO[(part + hh) * chunks + tid + kg.half] = groupsTotal(kg, hh, tid);
     }
   }
 }

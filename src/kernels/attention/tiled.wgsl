@@ -1,6 +1,7 @@
 // Causal grouped-query attention with Mistral's sliding window: strategy `tiled`, one workgroup
 // walks all the keys of its query heads (one pass). f32 math; the cache is f32 or f16 (the
-// prepended kv_cache_*.wgsl defines KvChunk and kvLoad). It serves every prefill chunk under
+// prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended softmax.wgsl the pieces
+// of the online softmax that the attention kernels share). It serves every prefill chunk under
 // both strategies, and decode under `tiled` (and under `split` when the context is short).
 //
 // For query token t (absolute position pos = pos0 + t) and query head h, with KV head
@@ -58,25 +59,8 @@
 // tokens <= 65535; the cache must still hold every past key a query can see:
 // slots >= min(pos0, window - 1) with a window, slots >= pos0 without (checked by the wrapper).
 
-struct Params {
-  tokens: u32,
-  pos0: u32,
-  heads: u32,
-  kvHeads: u32,
-  headDim: u32,
-  slots: u32,
-  window: u32,
-  scale: f32,
-  headBlocks: u32, // ceil(groupSize / HG): workgroups per KV head
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kNew: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vNew: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> kCache: array<KvChunk>;
-@group(0) @binding(5) var<storage, read> vCache: array<KvChunk>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+// Params (headBlocks = ceil(groupSize / HG)) and bindings 0-6 (p, q, kNew, vNew, kCache, vCache,
+// out) are declared in the prepended chunk.wgsl.
 
 // WG and HG are set by index.ts from ATTENTION_TILES (one source for the wrapper's dispatch).
 override WG: u32; // invocations per workgroup
@@ -84,8 +68,6 @@ override WG: u32; // invocations per workgroup
 // memory serves HG heads. The four scores and weights of a key travel together as a vec4,
 // so HG must be 4.
 override HG: u32;
-// A finite stand-in for -infinity: WGSL lets compilers assume floats are finite.
-const NEG_BIG: f32 = -3.0e38;
 // Keys per invocation per tile, and keys per tile.
 const KPL: u32 = 4u;
 override TILE: u32 = KPL * WG;
@@ -93,7 +75,7 @@ override TILE: u32 = KPL * WG;
 var<workgroup> qShared: array<vec4<f32>, HG * WG>; // HG query heads, headDim / 4 chunks each
 var<workgroup> laneMax: array<vec4<f32>, WG>; // per invocation: the maximum of its keys' scores
 var<workgroup> probs: array<vec4<f32>, TILE>; // per key of the tile: exp(score - max) for each head
-var<workgroup> accShared: array<vec4<f32>, HG * WG>;
+var<workgroup> exch: array<vec4<f32>, HG * WG>; // the key groups' sums at the end (group_sums.wgsl)
 var<workgroup> sumShared: array<vec4<f32>, WG>;
 
 // Where the query's keys are, set by the entry point before attend(): the cache rows from
@@ -121,8 +103,8 @@ fn scoreCache(base: u32, chunks: u32) -> vec4<f32> {
   var d = vec4<f32>(0.0);
   for (var k = 0u; k < chunks; k++) {
     let key = kvLoad(kCache[base + k]);
-    d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                   dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+    d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                  qShared[3u * chunks + k], key);
   }
   return d;
 }
@@ -131,8 +113,8 @@ fn scoreNew(base: u32, chunks: u32) -> vec4<f32> {
   var d = vec4<f32>(0.0);
   for (var k = 0u; k < chunks; k++) {
     let key = kNew[base + k];
-    d += vec4<f32>(dot(qShared[k], key), dot(qShared[chunks + k], key),
-                   dot(qShared[2u * chunks + k], key), dot(qShared[3u * chunks + k], key));
+    d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
+                  qShared[3u * chunks + k], key);
   }
   return d;
 }
@@ -187,10 +169,7 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
   let h0 = g * groupSize + (x % p.headBlocks) * HG; // first query head of this workgroup
   let nh = min(HG, groupSize - (x % p.headBlocks) * HG); // how many of the HG are real
   let chunks = p.headDim / 4u;
-  var lo = 0u;
-  if (p.window > 0u && pos + 1u > p.window) {
-    lo = pos + 1u - p.window;
-  }
+  let lo = firstKey(pos, p.window);
   let count = pos + 1u - lo; // keys lo..pos
 
   // Heads h0 .. h0 + nh - 1 are contiguous in q's row; missing heads score zero (ignored).
@@ -200,27 +179,15 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
   }
   workgroupBarrier();
 
-  // V-phase role of this invocation (see header): chunks c and c2 = c + half, key group grp
-  // of `groups`. With an odd number of chunks the last lanes' c2 repeats c (result unused).
-  let half = (chunks + 1u) / 2u;
-  let c = tid % half;
-  let c2 = select(c, c + half, c + half < chunks);
-  let groups = WG / half;
-  let grp = tid / half;
+  // V-phase role of this invocation (see header): chunks kg.c and kg.c2, key group kg.grp.
+  let kg = keyGroups(chunks, tid);
 
   let rowStride = p.kvHeads * chunks; // vec4 chunks from one position to the next
   let headOffset = g * chunks;
   var m = vec4<f32>(NEG_BIG); // running maximum score per head, same in every invocation
   var sum = vec4<f32>(0.0); // this invocation's share of sum(exp(s - m)), per head
-  // This invocation's share of sum(exp(s - m) * v[c]), one accumulator per head.
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
-  var bcc0 = vec4<f32>(0.0); // the same for chunk c2
-  var bcc1 = vec4<f32>(0.0);
-  var bcc2 = vec4<f32>(0.0);
-  var bcc3 = vec4<f32>(0.0);
+  var acc = HeadSums(); // this invocation's share of sum(exp(s - m) * v[c]), per head
+  var bcc = HeadSums(); // the same for chunk c2
 
   let tiles = (count + TILE - 1u) / TILE;
   for (var tile = 0u; tile < tiles; tile++) {
@@ -258,10 +225,10 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
         let k1 = kvLoad(kCache[b1 + k]);
         let k2 = kvLoad(kCache[b2 + k]);
         let k3 = kvLoad(kCache[b3 + k]);
-        d0 += vec4<f32>(dot(qa, k0), dot(qb, k0), dot(qc, k0), dot(qd, k0));
-        d1 += vec4<f32>(dot(qa, k1), dot(qb, k1), dot(qc, k1), dot(qd, k1));
-        d2 += vec4<f32>(dot(qa, k2), dot(qb, k2), dot(qc, k2), dot(qd, k2));
-        d3 += vec4<f32>(dot(qa, k3), dot(qb, k3), dot(qc, k3), dot(qd, k3));
+        d0 += headDots(qa, qb, qc, qd, k0);
+        d1 += headDots(qa, qb, qc, qd, k1);
+        d2 += headDots(qa, qb, qc, qd, k2);
+        d3 += headDots(qa, qb, qc, qd, k3);
       }
       s0 = d0 * p.scale;
       s1 = d1 * p.scale;
@@ -277,64 +244,38 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
     workgroupBarrier();
 
     // 2. New running maxima; rescale what was summed so far; publish this invocation's weights.
-    var tileMax = vec4<f32>(NEG_BIG);
-    for (var i = 0u; i < WG; i++) {
-      tileMax = max(tileMax, laneMax[i]);
-    }
-    let mNew = max(m, tileMax);
-    let rescale = exp(m - mNew);
-    m = mNew;
-    // A key past the tile's end scored NEG_BIG; its weight must be 0 even when every score
-    // is NEG_BIG (exp(0) = 1), hence the selects.
-    let w0 = select(vec4<f32>(0.0), exp(s0 - mNew), tid < inTile);
-    let w1 = select(vec4<f32>(0.0), exp(s1 - mNew), tid + WG < inTile);
-    let w2 = select(vec4<f32>(0.0), exp(s2 - mNew), tid + 2u * WG < inTile);
-    let w3 = select(vec4<f32>(0.0), exp(s3 - mNew), tid + 3u * WG < inTile);
+    let rescale = raiseMax(&m, tileMaxima(&laneMax, WG));
+    let w0 = keyWeights(s0, m, tid < inTile);
+    let w1 = keyWeights(s1, m, tid + WG < inTile);
+    let w2 = keyWeights(s2, m, tid + 2u * WG < inTile);
+    let w3 = keyWeights(s3, m, tid + 3u * WG < inTile);
     sum = sum * rescale + ((w0 + w1) + (w2 + w3));
-    acc0 *= rescale.x;
-    acc1 *= rescale.y;
-    acc2 *= rescale.z;
-    acc3 *= rescale.w;
-    bcc0 *= rescale.x;
-    bcc1 *= rescale.y;
-    bcc2 *= rescale.z;
-    bcc3 *= rescale.w;
+    acc = rescaleSums(acc, rescale);
+    bcc = rescaleSums(bcc, rescale);
     probs[tid] = w0;
     probs[tid + WG] = w1;
     probs[tid + 2u * WG] = w2;
     probs[tid + 3u * WG] = w3;
     workgroupBarrier();
 
-    // 3. Weighted sum of this tile's values, for chunk c, keys grp, grp + groups, ...
-    if (grp < groups) {
-      var i = grp;
-      for (; i < nPast; i += groups) {
+    // 3. Weighted sum of this tile's values, for chunks c and c2, keys grp, grp + groups, ...
+    if (kg.grp < kg.groups) {
+      var i = kg.grp;
+      for (; i < nPast; i += kg.groups) {
         let row = cacheRow(firstSlot, i) * rowStride + headOffset;
-        let v = kvLoad(vCache[row + c]);
-        let u = kvLoad(vCache[row + c2]);
+        let v = kvLoad(vCache[row + kg.c]);
+        let u = kvLoad(vCache[row + kg.c2]);
         let pw = probs[i];
-        acc0 += pw.x * v;
-        acc1 += pw.y * v;
-        acc2 += pw.z * v;
-        acc3 += pw.w * v;
-        bcc0 += pw.x * u;
-        bcc1 += pw.y * u;
-        bcc2 += pw.z * u;
-        bcc3 += pw.w * u;
+        acc = addWeighted(acc, pw, v);
+        bcc = addWeighted(bcc, pw, u);
       }
-      for (; i < inTile; i += groups) {
+      for (; i < inTile; i += kg.groups) {
         let row = (first + i - chunkPos0 + chunkRow0) * rowStride + headOffset;
-        let v = vNew[row + c];
-        let u = vNew[row + c2];
+        let v = vNew[row + kg.c];
+        let u = vNew[row + kg.c2];
         let pw = probs[i];
-        acc0 += pw.x * v;
-        acc1 += pw.y * v;
-        acc2 += pw.z * v;
-        acc3 += pw.w * v;
-        bcc0 += pw.x * u;
-        bcc1 += pw.y * u;
-        bcc2 += pw.z * u;
-        bcc3 += pw.w * u;
+        acc = addWeighted(acc, pw, v);
+        bcc = addWeighted(bcc, pw, u);
       }
     }
   }
@@ -342,37 +283,23 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
   // Combine: the p-sums of all invocations, the accumulators of all key groups; chunks c
   // first, then chunks c2 (workgroup memory holds one set at a time).
   sumShared[tid] = sum;
-  accShared[tid] = acc0;
-  accShared[WG + tid] = acc1;
-  accShared[2u * WG + tid] = acc2;
-  accShared[3u * WG + tid] = acc3;
+  publishSums(acc, tid);
   workgroupBarrier();
   var total = vec4<f32>(0.0);
-  if (tid < half) {
+  if (tid < kg.half) {
     for (var i = 0u; i < WG; i++) {
       total += sumShared[i];
     }
     for (var hh = 0u; hh < nh; hh++) {
-      var o = vec4<f32>(0.0);
-      for (var k = 0u; k < groups; k++) {
-        o += accShared[hh * WG + k * half + tid];
-      }
-      out[qRow + hh * chunks + tid] = o / total[hh];
+      out[qRow + hh * chunks + tid] = groupsTotal(kg, hh, tid) / total[hh];
     }
   }
   workgroupBarrier();
-  accShared[tid] = bcc0;
-  accShared[WG + tid] = bcc1;
-  accShared[2u * WG + tid] = bcc2;
-  accShared[3u * WG + tid] = bcc3;
+  publishSums(bcc, tid);
   workgroupBarrier();
-  if (tid + half < chunks) {
+  if (tid + kg.half < chunks) {
     for (var hh = 0u; hh < nh; hh++) {
-      var o = vec4<f32>(0.0);
-      for (var k = 0u; k < groups; k++) {
-        o += accShared[hh * WG + k * half + tid];
-      }
-      out[qRow + hh * chunks + tid + half] = o / total[hh];
+      out[qRow + hh * chunks + tid + kg.half] = groupsTotal(kg, hh, tid) / total[hh];
     }
   }
 }
