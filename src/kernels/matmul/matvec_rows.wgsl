@@ -14,10 +14,11 @@
 // token t's sums are added chunk by chunk in column order (matmul through fma8, swiglu as two
 // dots per chunk) exactly as when it is alone: a token's result does not depend on how many
 // others share the dispatch, which is what lets a sequence decode the same alone and under
-// load (matmul/batch.test.ts). TOKENS is 1 for one token alone (the token loops fold away) and
-// MAX_TOKENS for a batched step. The loop order is the one-token path's: staging the rows'
-// weights per chunk instead (x then loaded per token, as the former matvec_rows_tokens.wgsl
-// did) kept 8-token steps in registers better but made one token slower on lavapipe.
+// load (matmul/batch.test.ts). TOKENS is 1 for one token alone and MAX_TOKENS for a batched
+// step, and picks the order of the two inner loops (a constant: the other branch compiles
+// away): one token loads its x chunk and walks the rows; a batched step stages the rows'
+// weight chunks, then walks the tokens. Either order alone cost the other case 4-18% on
+// lavapipe (bench/RESULTS.md, "Kernel clean-up"); the chain of operations per token is the same.
 // Why this suits llvmpipe (one SIMD lane per invocation, every loop-indexed load a per-lane
 // scalar load, so the cost is loads and sharing x across rows saves them), and what was
 // measured and tried: bench/RESULTS.md, "Kernel tuning". WG and ROWS are override constants
@@ -53,16 +54,23 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   var acc: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
   for (var k = 0u; k < chunks; k++) {
-    var xa: array<vec4<f32>, MAX_TOKENS>;
-    var xb: array<vec4<f32>, MAX_TOKENS>;
-    for (var t = 0u; t < tokens; t++) {
-      xa[t] = x[2u * (t * chunks + k)];
-      xb[t] = x[2u * (t * chunks + k) + 1u];
-    }
-    for (var i = 0u; i < ROWS; i++) {
-      let wv = w8(base[i] + k * wpc);
+    if (TOKENS == 1u) {
+      let xa = x[2u * k];
+      let xb = x[2u * k + 1u];
+      for (var i = 0u; i < ROWS; i++) {
+        acc[i] = fma8(w8(base[i] + k * wpc), xa, xb, acc[i]);
+      }
+    } else {
+      var wk: array<array<vec4<f32>, 2>, MAX_ROWS>;
+      for (var i = 0u; i < ROWS; i++) {
+        wk[i] = w8(base[i] + k * wpc);
+      }
       for (var t = 0u; t < tokens; t++) {
-        acc[t * MAX_ROWS + i] = fma8(wv, xa[t], xb[t], acc[t * MAX_ROWS + i]);
+        let xa = x[2u * (t * chunks + k)];
+        let xb = x[2u * (t * chunks + k) + 1u];
+        for (var i = 0u; i < ROWS; i++) {
+          acc[t * MAX_ROWS + i] = fma8(wk[i], xa, xb, acc[t * MAX_ROWS + i]);
+        }
       }
     }
   }
@@ -95,18 +103,29 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
   var acc_gate: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
   var acc_up: array<f32, MAX_ROWS * MAX_TOKENS>;
   for (var k = 0u; k < chunks; k++) {
-    var xa: array<vec4<f32>, MAX_TOKENS>;
-    var xb: array<vec4<f32>, MAX_TOKENS>;
-    for (var t = 0u; t < tokens; t++) {
-      xa[t] = x[2u * (t * chunks + k)];
-      xb[t] = x[2u * (t * chunks + k) + 1u];
-    }
-    for (var i = 0u; i < ROWS; i++) {
-      let g = w8(base[i] + k * wpc);
-      let u = up8(base[i] + k * wpc);
+    if (TOKENS == 1u) {
+      let xa = x[2u * k];
+      let xb = x[2u * k + 1u];
+      for (var i = 0u; i < ROWS; i++) {
+        let g = w8(base[i] + k * wpc);
+        let u = up8(base[i] + k * wpc);
+        acc_gate[i] += dot(g[0], xa) + dot(g[1], xb);
+        acc_up[i] += dot(u[0], xa) + dot(u[1], xb);
+      }
+    } else {
+      var gk: array<array<vec4<f32>, 2>, MAX_ROWS>;
+      var uk: array<array<vec4<f32>, 2>, MAX_ROWS>;
+      for (var i = 0u; i < ROWS; i++) {
+        gk[i] = w8(base[i] + k * wpc);
+        uk[i] = up8(base[i] + k * wpc);
+      }
       for (var t = 0u; t < tokens; t++) {
-        acc_gate[t * MAX_ROWS + i] += dot(g[0], xa[t]) + dot(g[1], xb[t]);
-        acc_up[t * MAX_ROWS + i] += dot(u[0], xa[t]) + dot(u[1], xb[t]);
+        let xa = x[2u * (t * chunks + k)];
+        let xb = x[2u * (t * chunks + k) + 1u];
+        for (var i = 0u; i < ROWS; i++) {
+          acc_gate[t * MAX_ROWS + i] += dot(gk[i][0], xa) + dot(gk[i][1], xb);
+          acc_up[t * MAX_ROWS + i] += dot(uk[i][0], xa) + dot(uk[i][1], xb);
+        }
       }
     }
   }
