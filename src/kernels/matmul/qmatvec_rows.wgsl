@@ -41,10 +41,24 @@ const MAX_ROWS = 6u;
 
 // Token t's 32 inputs of group g as vec4s, loaded once per subgroup: lanes 0..7 each load one
 // vec4 (other lanes load copies that are never broadcast).
-fn x_group(t: u32, g: u32, lane: u32) -> array<vec4<f32>, 8> {
+// Returned as group_dot_scaled takes them: scaled (scaled_x) and their plain sum, shared by
+// every row of the invocation.
+struct XGroup {
+  xp: array<vec4<f32>, 8>,
+  sum: f32,
+}
+
+fn x_group(t: u32, g: u32, lane: u32) -> XGroup {
   let v = x[t * (p.cols / 4u) + 8u * g + lane % 8u];
-  return array<vec4<f32>, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-                             subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+  let xs = array<vec4<f32>, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+                               subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+  return XGroup(scaled_x(xs), group_sum(xs));
+}
+
+// Row i's group g against the group's inputs: scale times the codes' dot (a second code word per group under q8).
+fn row_group(m: ptr<storage, array<vec4<u32>>, read>, at: u32, g: u32, scale: f32, xg: XGroup) -> f32 {
+  let c = at + g * group_vec4s();
+  return scale * group_dot_scaled((*m)[c], (*m)[c + group_vec4s() - 1u], xg.xp, xg.sum);
 }
 
 // The first vec4 of codes and of scales of each row of the invocation. Rows past the end
@@ -80,12 +94,9 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invoc
       }
       for (var k = 0u; k < 8u && 8u * b + k < groups; k++) {
         let g = 8u * b + k;
-        let xs = x_group(t, g, lane);
-        let xsum = group_sum(xs);
-        let xp = scaled_x(xs);
+        let xg = x_group(t, g, lane);
         for (var i = 0u; i < ROWS; i++) {
-          let c = at.codes[i] + g * group_vec4s();
-          acc[i] += scale_of(d[i], k) * group_dot_scaled(w[c], w[c + select(0u, 1u, QFORMAT == Q8)], xp, xsum);
+          acc[i] += row_group(&w, at.codes[i], g, scale_of(d[i], k), xg);
         }
       }
     }
@@ -120,14 +131,10 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invoc
       }
       for (var k = 0u; k < 8u && 8u * b + k < groups; k++) {
         let g = 8u * b + k;
-        let xs = x_group(t, g, lane);
-        let xsum = group_sum(xs);
-        let xp = scaled_x(xs);
+        let xg = x_group(t, g, lane);
         for (var i = 0u; i < ROWS; i++) {
-          let c = at.codes[i] + g * group_vec4s();
-          let c2 = c + select(0u, 1u, QFORMAT == Q8);
-          acc_gate[i] += scale_of(d_gate[i], k) * group_dot_scaled(w[c], w[c2], xp, xsum);
-          acc_up[i] += scale_of(d_up[i], k) * group_dot_scaled(up[c], up[c2], xp, xsum);
+          acc_gate[i] += row_group(&w, at.codes[i], g, scale_of(d_gate[i], k), xg);
+          acc_up[i] += row_group(&up, at.codes[i], g, scale_of(d_up[i], k), xg);
         }
       }
     }
