@@ -17,7 +17,7 @@
 // load (matmul/batch.test.ts). TOKENS is 1 for one token alone and MAX_TOKENS for a batched
 // step, and picks the order of the two inner loops (a constant: the other branch compiles
 // away): one token loads its x chunk and walks the rows; a batched step stages the rows'
-// weight chunks, then walks the tokens. Either order alone cost the other case 4-18% on
+// weight chunks, then walks the tokens. Either order alone cost the other case up to 15-20% on
 // lavapipe (bench/RESULTS.md, "Kernel clean-up"); the chain of operations per token is the same.
 // Why this suits llvmpipe (one SIMD lane per invocation, every loop-indexed load a per-lane
 // scalar load, so the cost is loads and sharing x across rows saves them), and what was
