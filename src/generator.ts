@@ -8,8 +8,8 @@ import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getGpu, type Gpu } from './gpu/device.ts';
 import type { QuantFormat } from './gpu/buffers.ts';
-import { MistralModel, STEP_PREFILL_TOKENS, type ForwardResult, type LoadProgress, type StepReadout, type StepSequence } from './model/model.ts';
-import { MATVEC_MAX_TOKENS, type BatchShape } from './kernels/matmul/index.ts';
+import { MistralModel, poolCapacity, type ForwardResult, type LoadProgress, type StepReadout, type StepSequence } from './model/model.ts';
+import type { BatchShape } from './kernels/matmul/index.ts';
 import { KVCache } from './model/kv_cache.ts';
 import { contextLengthFor, loadConfig, type ModelConfig } from './model/config.ts';
 import type { KvCacheDtype } from './kernels/kv_cache.ts';
@@ -75,21 +75,32 @@ export class UnknownAdapterError extends Error {
   }
 }
 
-/** Sequences decoded together unless told otherwise: 8 streams keep a 1b model on 2 CPU cores at 2x one stream's throughput (bench/RESULTS.md). */
-export const DEFAULT_MAX_BATCH = 8;
-/** KV-cache memory unless told otherwise, GiB: 3 sequences of a 7B model's 4k window (f32), all 8 of a 1b model's. */
+/**
+ * Sequences decoded together unless told otherwise (fewer when the KV-cache budget or one storage
+ * binding per layer holds fewer): a decode step takes every decoding sequence, so up to this
+ * many rows share one read of the weights (bench/RESULTS.md, "One pass").
+ */
+export const DEFAULT_MAX_BATCH = 32;
+/** KV-cache memory unless told otherwise, GiB: 3 sequences of a 7B model's 4k window (f32), 32 of a 1b model's 2k context. */
 export const DEFAULT_KV_CACHE_GB = 4;
 
 /**
  * How many sequences the KV-cache pool holds: `maxBatch`, fewer if `kvCacheGb` cannot hold
- * them, and at least one (a budget too small even for one is an error that says what one needs).
+ * them or a layer's keys would not fit one storage binding (`bindingMost`, poolCapacity), and at
+ * least one (a budget too small even for one is an error that says what one needs). `chunk`:
+ * the most rows a step adds to one sequence (the plan's prefillChunk), which each region holds
+ * beyond the window.
  */
-export function batchSize(config: ModelConfig, contextLength: number, opts: { maxBatch?: number; kvCacheGb?: number; kvCache?: KvCacheDtype }): number {
+export function batchSize(
+  config: ModelConfig,
+  contextLength: number,
+  opts: { maxBatch?: number; kvCacheGb?: number; kvCache?: KvCacheDtype; chunk: number; bindingMost?: number },
+): number {
   const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
   if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RangeError(`max batch must be a positive integer, got ${maxBatch}`);
   const gb = opts.kvCacheGb ?? DEFAULT_KV_CACHE_GB;
   if (!(gb > 0)) throw new RangeError(`the KV-cache budget must be a positive number of GiB, got ${gb}`);
-  const region = KVCache.regionBytes(config, contextLength, STEP_PREFILL_TOKENS, opts.kvCache ?? 'f32');
+  const region = KVCache.regionBytes(config, contextLength, opts.chunk, opts.kvCache ?? 'f32');
   const fit = Math.floor((gb * 2 ** 30) / region);
   if (fit < 1) {
     throw new RangeError(
@@ -97,7 +108,7 @@ export function batchSize(config: ModelConfig, contextLength: number, opts: { ma
         '(raise the budget, or lower the context length)',
     );
   }
-  return Math.min(maxBatch, fit);
+  return Math.max(1, Math.min(maxBatch, fit, opts.bindingMost ?? Infinity));
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -477,9 +488,9 @@ interface Group {
 
 /**
  * The one API the CLI and the server share. Generations run through a scheduler (continuous
- * batching): each step of the model runs one token of every decoding sequence plus a chunk of
- * at most STEP_PREFILL_TOKENS prompt tokens of those still prefilling, so a long prompt never
- * freezes the streams already running. Sequences join and leave between steps; each holds a
+ * batching): decode steps run one token of every decoding sequence, and prefill steps, taking
+ * turns with them, chunks of the prompts still prefilling (the plan's prefillChunk rows in all),
+ * so a long prompt never freezes the streams already running. Sequences join and leave between steps; each holds a
  * region of the KV-cache pool while it runs (MistralModel.sequences of them); requests beyond
  * that wait in FIFO order. A sequence's tokens do not depend on what else runs beside it
  * (MistralModel.step), so the same request and seed give the same text alone and under load.
@@ -496,7 +507,7 @@ export class Generator {
   private looping = false;
   /** The kind of the last step, so that decode and prefill steps alternate while both have work. */
   private lastKind: BatchShape = 'prefill';
-  /** Where the next decode step starts among the decoding sequences (round robin past MATVEC_MAX_TOKENS). */
+  /** Where the next decode step starts among the decoding sequences (round robin past maxChunk of them). */
   private decodeCursor = 0;
   /** Which adapter's sequences the next step serves (round robin over the adapters in use). */
   private adapterTurn = 0;
@@ -522,9 +533,11 @@ export class Generator {
       if (all.findIndex((a) => a.name === name) !== i) throw new Error(`two LoRA adapters are named ${JSON.stringify(name)}`);
       return loadLora(dir, config, name);
     });
-    const sequences = batchSize(config, prompts.contextLength, opts);
-    const plan = opts.kvCache ? { kvCache: opts.kvCache } : undefined;
-    const model = await MistralModel.load(gpu, modelDir, { ...opts, sequences, plan });
+    const forced = opts.kvCache ? { kvCache: opts.kvCache } : undefined;
+    const plan = MistralModel.planFor(gpu, config, prompts.contextLength, { plan: forced, maxChunk: opts.maxChunk });
+    const bindingMost = poolCapacity(gpu, config, prompts.contextLength, plan);
+    const sequences = batchSize(config, prompts.contextLength, { ...opts, kvCache: plan.kvCache, chunk: plan.prefillChunk, bindingMost });
+    const model = await MistralModel.load(gpu, modelDir, { ...opts, sequences, plan: forced });
     const generator = new Generator(gpu, model, prompts, modelDir);
     for (const w of lora) generator.adapters.set(w.name, model.addAdapter(w));
     return generator;
@@ -707,9 +720,10 @@ export class Generator {
   private wake(): void {
     if (this.looping) return;
     this.looping = true;
-    this.loop()
-      .catch((err: unknown) => this.failAll(err))
-      .finally(() => (this.looping = false));
+    this.loop().catch((err: unknown) => {
+      this.looping = false;
+      this.failAll(err);
+    });
   }
 
   /** Steps the model while anything runs or waits: admit, build a step, run it, hand out the readouts. */
@@ -721,7 +735,11 @@ export class Generator {
       this.admit();
       const { kind, adapter, batch } = this.buildStep();
       if (batch.length === 0) {
-        if (this.active.length === 0 && this.waiting.length === 0) return;
+        if (this.active.length === 0 && this.waiting.length === 0) {
+          // Cleared here, in the same task as the check: a request submitted after it starts a new loop.
+          this.looping = false;
+          return;
+        }
         throw new Error('scheduler: sequences run but none has a row to step'); // retire() leaves no follower without a leader
       }
       let results: ForwardResult[];
@@ -826,9 +844,9 @@ export class Generator {
 
   /**
    * The next step, decode or prefill (alternating while both have work, so a long prompt and
-   * the running streams take turns): a decode step runs one token of up to MATVEC_MAX_TOKENS
-   * decoding sequences (round robin beyond that); a prefill step runs prompt chunks of those
-   * still prefilling, in admission order, up to STEP_PREFILL_TOKENS rows in all. A step runs
+   * the running streams take turns): a decode step runs one token of every decoding sequence (of
+   * up to maxChunk, round robin beyond that); a prefill step runs prompt chunks of those still
+   * prefilling, in admission order, up to maxChunk rows in all. A step runs
    * under one LoRA adapter (or none): with sequences under several, steps take turns among them.
    */
   private buildStep(): { kind: BatchShape; adapter: DeviceLora | undefined; batch: { seq: Sequence; step: StepSequence }[] } {
@@ -842,7 +860,7 @@ export class Generator {
     this.lastKind = kind;
     const batch: { seq: Sequence; step: StepSequence }[] = [];
     if (kind === 'decode') {
-      const n = Math.min(decoding.length, MATVEC_MAX_TOKENS);
+      const n = Math.min(decoding.length, this.model.maxChunk);
       const first = this.decodeCursor % decoding.length;
       for (let i = 0; i < n; i++) {
         const seq = decoding[(first + i) % decoding.length]!;
@@ -851,7 +869,7 @@ export class Generator {
       this.decodeCursor = first + n;
       return { kind, adapter, batch };
     }
-    let budget = Math.min(STEP_PREFILL_TOKENS, this.model.maxChunk);
+    let budget = this.model.maxChunk;
     for (const seq of prefilling) {
       if (budget <= 0) break;
       const n = Math.min(seq.pending.length, budget);

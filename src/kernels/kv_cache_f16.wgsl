@@ -19,3 +19,12 @@ fn kvLoad(c: KvChunk) -> vec4<f32> {
 fn kvStore(v: vec4<f32>) -> KvChunk {
   return vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
 }
+
+// A key or value of the step's own rows as the cache will hold it: attention reads those from
+// kNew / vNew (they are written after it), rounded alike, so a token's result does not depend
+// on whether its keys arrived in its own chunk or an earlier one (a prompt's chunking).
+// (Not kvLoad(kvStore(v)): Mesa 25.0's llvmpipe folds that pair and leaves every second value
+// unrounded.)
+fn kvRound(v: vec4<f32>) -> vec4<f32> {
+  return quantizeToF16(v);
+}

@@ -14,3 +14,10 @@ fn kvLoad(c: KvChunk) -> vec4<f32> {
 fn kvStore(v: vec4<f32>) -> KvChunk {
   return v;
 }
+
+// A key or value of the step's own rows as the cache will hold it: attention reads those from
+// kNew / vNew (they are written after it), rounded alike, so a token's result does not depend
+// on whether its keys arrived in its own chunk or an earlier one (a prompt's chunking).
+fn kvRound(v: vec4<f32>) -> vec4<f32> {
+  return v;
+}

@@ -1,14 +1,15 @@
 /**
- * Batched steps (continuous batching) on the tiny golden model: a sequence's logits are the
- * same bit for bit alone and beside other sequences (joining, prefilling in chunks, decoding),
- * and agree with the single-sequence forward pass (itself pinned to Hugging Face's logits).
+ * Steps (the one pass: continuous batching, and forward() as a step of one sequence) on the tiny
+ * golden model: a sequence's logits are the same bit for bit alone and beside 0, 7 or 31 other
+ * sequences (joining, prefilling in chunks, decoding: decode steps of 1 to 32 rows), under every
+ * plan, the GPU strategies (split decode attention, flash prefill) included.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
-import { MistralModel, STEP_PREFILL_TOKENS, type StepSequence } from './model.ts';
+import { MistralModel, type StepSequence } from './model.ts';
 import { formatPlan, resolvePlan, runnable, type KernelPlan } from '../kernels/plan.ts';
 import { Rng } from '../util/rng.ts';
-import { freshSeed, maxRelError } from '../util/testing.ts';
+import { freshSeed } from '../util/testing.ts';
 
 const GOLDEN = new URL('../../golden/tiny-mistral/', import.meta.url).pathname;
 const seed = freshSeed();
@@ -47,104 +48,96 @@ async function play(model: MistralModel, seqs: { prompt: number[]; decode: numbe
 /**
  * Both cache formats under the device's matvec strategy, then every other matvec strategy this
  * device runs (one of them submitting after every layer), then every other fuse choice under the
- * device's matvec, and the folded norm under another: a batched step picks its kernels by its
- * kind and the plan, never by its size (matmul/fused.ts), so exactness must hold under each.
+ * device's matvec, and the folded norm under another; split decode attention (5-key segments, so
+ * the tiny window splits) and flash prefill attention; and the GPU plan whole (split, flash,
+ * the lanes matvec, the tiled gemm, the folded norm): a step picks its kernels by its kind and
+ * the plan, never by its size, so exactness must hold under each.
  */
 const profile = (await getGpu()).profile;
 const base = resolvePlan(profile);
 const otherMatvec = runnable(profile, 'matvec').filter((m) => m !== base.matvec);
-const PLANS: Partial<KernelPlan>[] = [
-  { kvCache: 'f32' },
-  { kvCache: 'f16' },
-  ...otherMatvec.map((matvec, i) => ({ matvec, kvCache: 'f32' as const, submitLayers: i === 0 ? 1 : 0 })),
-  ...runnable(profile, 'fuse').filter((fuse) => fuse !== base.fuse).map((fuse) => ({ fuse, kvCache: 'f32' as const })),
-  ...otherMatvec.slice(0, 1).map((matvec) => ({ matvec, fuse: 'norm+qkv' as const, kvCache: 'f32' as const })),
+type Case = { plan: Partial<KernelPlan>; attentionSegmentKeys?: number };
+const PLANS: Case[] = [
+  { plan: { kvCache: 'f32' } },
+  { plan: { kvCache: 'f16' } },
+  ...otherMatvec.map((matvec, i) => ({ plan: { matvec, kvCache: 'f32' as const, submitLayers: i === 0 ? 1 : 0 } })),
+  ...runnable(profile, 'fuse').filter((fuse) => fuse !== base.fuse).map((fuse) => ({ plan: { fuse, kvCache: 'f32' as const } })),
+  ...otherMatvec.slice(0, 1).map((matvec) => ({ plan: { matvec, fuse: 'norm+qkv' as const, kvCache: 'f32' as const } })),
+  { plan: { attention: 'split', kvCache: 'f32' }, attentionSegmentKeys: 5 },
+  { plan: { attention: 'split', kvCache: 'f16' }, attentionSegmentKeys: 5 },
+  ...runnable(profile, 'prefillAttention').filter((a) => a !== base.prefillAttention).map((prefillAttention) => ({ plan: { prefillAttention, kvCache: 'f32' as const } })),
+  {
+    plan: {
+      matvec: runnable(profile, 'matvec').includes('subgroup') ? 'subgroup' : 'workgroup', gemm: 'tiled', fuse: 'norm+qkv',
+      attention: 'split', prefillAttention: 'flash', kvCache: 'f32', submitLayers: 1,
+    },
+    attentionSegmentKeys: 5,
+  },
 ];
 
-/**
- * Whether a one-sequence decode step runs forward()'s one-token kernels under `plan`, so that its
- * logits are forward()'s bit for bit: matvec=rows, q/k/v unfolded (fuse none or qkv: the folded
- * norm is one-token only under rows, and batched steps keep it apart) and tiled decode attention
- * (batched decode steps never split). Under the other plans they agree to f32 rounding.
- */
-const sameKernelsAsForward = (p: KernelPlan) => p.matvec === 'rows' && p.fuse !== 'norm+qkv' && p.attention === 'tiled';
+/** `n` other sequences of random shapes joining at random rounds, in regions 1.. (region 0 is left to the target). */
+function randomOthers(n: number) {
+  return Array.from({ length: n }, (_, i) => ({
+    prompt: randomIds(1 + Math.floor(rng.next() * 40)),
+    decode: randomIds(5 + Math.floor(rng.next() * 30)),
+    join: Math.floor(rng.next() * 10),
+    chunk: 1 + Math.floor(rng.next() * 20),
+    region: i + 1,
+  }));
+}
 
-for (const plan of PLANS) {
-  const kvCache = plan.kvCache!;
-  describe(`batched steps, plan ${formatPlan(resolvePlan(profile, plan))} (tiny model, window 16)`, () => {
+for (const { plan, attentionSegmentKeys } of PLANS) {
+  describe(`steps, plan ${formatPlan(resolvePlan(profile, plan))} (tiny model, window 16)`, () => {
     let model: MistralModel;
+    const REGIONS = 33;
+    const rewindAll = () => {
+      for (let r = 0; r < REGIONS; r++) model.rewindSequence(r, 0);
+    };
     beforeAll(async () => {
-      model = await MistralModel.load(await getGpu(), GOLDEN, { sequences: 5, plan });
+      model = await MistralModel.load(await getGpu(), GOLDEN, { sequences: REGIONS, plan, attentionSegmentKeys });
     });
     afterAll(() => model?.destroy());
 
-    it('a sequence gets the same logits bit for bit alone and among 4 others (joins, chunked prefills, decode past the window)', async () => {
-      const target = { prompt: randomIds(45), decode: randomIds(30), join: 0, chunk: STEP_PREFILL_TOKENS, region: 0 };
-      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
+    it('a sequence gets the same logits bit for bit alone and among 4, 7 and 31 others (joins, chunked prefills, decode steps of up to 32 rows)', async () => {
+      const target = { prompt: randomIds(45), decode: randomIds(30), join: 0, chunk: model.maxChunk, region: 0 };
+      rewindAll();
       const [alone] = await play(model, [target]);
-      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
-      const others = [
-        { prompt: randomIds(70), decode: randomIds(10), join: 0, chunk: 7, region: 1 },
-        { prompt: randomIds(3), decode: randomIds(40), join: 2, chunk: 3, region: 4 },
-        { prompt: randomIds(33), decode: randomIds(5), join: 5, chunk: 11, region: 2 },
-        { prompt: randomIds(1), decode: randomIds(20), join: 9, chunk: 1, region: 0 },
+      const a = alone!.slice(Math.ceil(45 / model.maxChunk) - 1);
+      const crowds = [
+        [
+          { prompt: randomIds(70), decode: randomIds(10), join: 0, chunk: 7, region: 1 },
+          { prompt: randomIds(3), decode: randomIds(40), join: 2, chunk: 3, region: 4 },
+          { prompt: randomIds(33), decode: randomIds(5), join: 5, chunk: 11, region: 2 },
+          { prompt: randomIds(1), decode: randomIds(20), join: 9, chunk: 1, region: 0 },
+        ],
+        randomOthers(7),
+        randomOthers(31),
       ];
-      // The same sequence in region 3 instead of 0, prefilled in chunks of 5 instead of STEP_PREFILL_TOKENS.
-      const [loaded] = await play(model, [{ ...target, region: 3, chunk: 5 }, ...others]);
-      const lastOfPrompt = (l: Float32Array[], chunk: number) => l.slice(Math.ceil(45 / chunk) - 1);
-      const a = lastOfPrompt(alone!, STEP_PREFILL_TOKENS);
-      const b = lastOfPrompt(loaded!, 5);
-      expect(b.length, `seed ${seed}`).toBe(a.length);
-      a.forEach((row, i) => expect(Array.from(b[i]!), `step ${i} after the prompt, seed ${seed}`).toEqual(Array.from(row)));
+      for (const others of crowds) {
+        rewindAll();
+        // The same sequence in the last region instead of 0, prefilled in chunks of 5 instead of maxChunk.
+        const [loaded] = await play(model, [{ ...target, region: REGIONS - 1, chunk: 5 }, ...others]);
+        const b = loaded!.slice(Math.ceil(45 / 5) - 1);
+        expect(b.length, `seed ${seed}`).toBe(a.length);
+        a.forEach((row, i) => expect(Array.from(b[i]!), `step ${i} after the prompt, among ${others.length} others, seed ${seed}`).toEqual(Array.from(row)));
+      }
     });
 
-    it('agrees with the single-sequence forward pass (chunked prefill, decode through the rolling cache)', async () => {
+    it('forward() is a step of one sequence: its logits bit for bit, prefill and decode through the rolling cache', async () => {
       const prompt = randomIds(40);
       const decode = randomIds(25);
-      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
-      const [batched] = await play(model, [
-        { prompt, decode, join: 0, chunk: 13, region: 2 },
-        { prompt: randomIds(9), decode: randomIds(30), join: 1, chunk: 4, region: 3 },
-      ]);
+      rewindAll();
+      const [stepped] = await play(model, [{ prompt, decode, join: 0, chunk: model.maxChunk, region: 2 }]);
       model.reset();
       const single = [(await model.forward(prompt, { kind: 'logits' })).logits!];
       for (const id of decode) single.push((await model.forward([id], { kind: 'logits' })).logits!);
-      const mine = batched!.slice(Math.ceil(40 / 13) - 1);
-      expect(mine.length).toBe(single.length);
-      // f32: the two paths add in different orders (1e-5 of the logit range, as golden.test.ts);
-      // f16: the batched path reads the chunk's own keys back rounded, the single path exact.
-      const tol = kvCache === 'f32' ? 1e-5 : 1e-2;
-      single.forEach((row, i) => expect(maxRelError(mine[i]!, row), `position ${39 + i}, seed ${seed}`).toBeLessThan(tol));
-    });
-
-    it('a one-sequence decode step gives forward()\'s greedy tokens (and, where the kernels are the same, its logits bit for bit)', async () => {
-      // The prompt through forward() in region 0, copied to region 3: both paths decode from the same keys.
-      const prompt = randomIds(21);
-      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
-      const first = (await model.forward(prompt, { kind: 'logits' })).logits!;
-      model.copySequence(0, 3);
-      const resolved = resolvePlan(profile, plan);
-      const exact = sameKernelsAsForward(resolved);
-      const argmaxOf = (l: Float32Array) => l.reduce((best, x, i) => (x > l[best]! ? i : best), 0);
-      let viaForward = argmaxOf(first);
-      let viaStep = viaForward;
-      // 30 tokens: past the window of 16 and the rolling cache's wrap.
-      for (let i = 0; i < 30; i++) {
-        const f = (await model.forward([viaForward], { kind: 'logits' })).logits!;
-        const [st] = await model.step([{ seq: 3, ids: [viaStep], readout: { kind: 'logits' } }], 'decode');
-        const g = st!.logits!;
-        const where = `token ${i}, plan ${formatPlan(resolved)}, seed ${seed}`;
-        if (exact) expect(Array.from(g), where).toEqual(Array.from(f));
-        else expect(maxRelError(g, f), where).toBeLessThan(kvCache === 'f32' ? 1e-5 : 1e-2);
-        viaForward = argmaxOf(f);
-        viaStep = argmaxOf(g);
-        expect(viaStep, where).toBe(viaForward);
-      }
-      expect(model.sequenceLength(3)).toBe(model.position);
+      expect(stepped!.length).toBe(single.length);
+      single.forEach((row, i) => expect(Array.from(stepped![i]!), `position ${39 + i}, seed ${seed}`).toEqual(Array.from(row)));
+      expect(model.sequenceLength(2)).toBe(model.position);
     });
 
     it('reads back argmax, top-k with log-sum-exp and logits per sequence in one step', async () => {
-      for (const r of [0, 1, 2]) model.rewindSequence(r, 0);
+      rewindAll();
       const ids = [randomIds(6), randomIds(9), randomIds(2)];
       const [full] = await model.step([{ seq: 0, ids: ids[0]!, readout: { kind: 'logits' } }], 'prefill');
       for (const r of [0]) model.rewindSequence(r, 0);
@@ -165,7 +158,7 @@ for (const plan of PLANS) {
     });
 
     it('copies a region: a copied prompt continues exactly as the original', async () => {
-      for (const r of [0, 1, 2, 3, 4]) model.rewindSequence(r, 0);
+      rewindAll();
       const prompt = randomIds(20);
       const next = randomIds(3);
       await model.step([{ seq: 1, ids: prompt, readout: { kind: 'none' } }], 'prefill');
@@ -180,9 +173,10 @@ for (const plan of PLANS) {
 
     it('refuses a sequence twice in a step, too many tokens per sequence, and a region out of range', async () => {
       await expect(model.step([{ seq: 0, ids: [1], readout: { kind: 'none' } }, { seq: 0, ids: [2], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/twice/);
-      await expect(model.step([{ seq: 0, ids: randomIds(STEP_PREFILL_TOKENS + 1), readout: { kind: 'none' } }], 'prefill')).rejects.toThrow(new RegExp(`1 to ${STEP_PREFILL_TOKENS} tokens`));
+      await expect(model.step([{ seq: 0, ids: randomIds(model.maxChunk + 1), readout: { kind: 'none' } }], 'prefill')).rejects.toThrow(new RegExp(`1 to ${model.maxChunk} tokens`));
       await expect(model.step([{ seq: 0, ids: [1, 2], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/1 to 1 tokens per decode step/);
-      await expect(model.step([{ seq: 5, ids: [1], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(/sequence 5/);
+      await expect(model.step([{ seq: REGIONS, ids: [1], readout: { kind: 'none' } }], 'decode')).rejects.toThrow(new RegExp(`sequence ${REGIONS}`));
+      await expect(model.step([{ seq: 0, ids: [1, 2], readout: { kind: 'all-logits' } }, { seq: 1, ids: [3], readout: { kind: 'none' } }], 'prefill')).rejects.toThrow(/one sequence/);
     });
   });
 }

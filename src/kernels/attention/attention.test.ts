@@ -4,7 +4,7 @@ import { createStorageBuffer, readBuffer, readF32, uploadF32 } from '../../gpu/b
 import { Encoder } from '../../gpu/encoder.ts';
 import { Rng } from '../../util/rng.ts';
 import { freshSeed, maxRelError, poison, randomNormal } from '../../util/testing.ts';
-import { decodeKvCache, KV_CACHE_DTYPES, kvBytesPerElement, type KvCacheDtype } from '../kv_cache.ts';
+import { decodeKvCache, KV_CACHE_DTYPES, kvBytesPerElement, roundLikeKvCache, type KvCacheDtype } from '../kv_cache.ts';
 import { poisonKvCache } from '../kv_cache.testing.ts';
 import { kvWrite } from '../kv_write.ts';
 import {
@@ -83,14 +83,16 @@ async function play(c: Case, v: Variant) {
     const out = createStorageBuffer(gpu, tokens * qRow * 4);
     poison(gpu, out);
     // The past as the cache holds it: position j < pos0 in slot j % slots (f16-rounded in an
-    // f16 cache); the chunk's own keys are exact (read from kNew / vNew).
-    let kSeen = k;
-    let vSeen = vals;
+    // f16 cache); the chunk's own keys as the cache will hold them (read from kNew / vNew, rounded alike).
+    const kSeen = k.slice(0, (pos0 + tokens) * kvRow);
+    const vSeen = vals.slice(0, (pos0 + tokens) * kvRow);
+    for (let e = pos0 * kvRow; e < (pos0 + tokens) * kvRow; e++) {
+      kSeen[e] = roundLikeKvCache(kSeen[e]!, v.kvCache);
+      vSeen[e] = roundLikeKvCache(vSeen[e]!, v.kvCache);
+    }
     if (check && pos0 > 0) {
       const kc = decodeKvCache(await readBuffer(gpu, kCache, 0, cacheBytes), v.kvCache);
       const vc = decodeKvCache(await readBuffer(gpu, vCache, 0, cacheBytes), v.kvCache);
-      kSeen = k.slice(0, (pos0 + tokens) * kvRow);
-      vSeen = vals.slice(0, (pos0 + tokens) * kvRow);
       for (let j = Math.max(0, pos0 - c.slots); j < pos0; j++) {
         kSeen.set(kc.subarray((j % c.slots) * kvRow, (j % c.slots + 1) * kvRow), j * kvRow);
         vSeen.set(vc.subarray((j % c.slots) * kvRow, (j % c.slots + 1) * kvRow), j * kvRow);

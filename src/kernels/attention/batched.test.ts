@@ -9,7 +9,7 @@ import { poisonKvCache } from '../kv_cache.testing.ts';
 import { kvWriteRows } from '../kv_write.ts';
 import { kvWriteRowsRef } from '../kv_write.ref.ts';
 import { BATCH_ROW_BYTES, writeBatchRows, type BatchRow } from '../batch_rows.ts';
-import { attention, batchedAttention, decodeAttentionRows } from './index.ts';
+import { attention, createAttentionPartials, decodeAttentionRows, destroyAttentionPartials } from './index.ts';
 import { attentionRef } from './attention.ref.ts';
 
 interface Shape {
@@ -23,18 +23,27 @@ interface Shape {
 }
 
 /**
- * Against a reference that reads keys and values as the cache holds them (every key, the row's
- * own included, comes from the pool), f32 rounding only.
+ * Against a reference that reads past keys and values as the cache holds them and the step's
+ * own as the cache will (kvRound), f32 rounding only: the kernels' summation orders against the
+ * reference's, up to 1.7e-5 of the largest output measured (spread scores, 75-key rows).
  */
-const TOL = 1e-5;
+const TOL = 3e-5;
+
+/** How a step's sequences attend: the plan's strategies (one `attention()` per sequence's chunk). */
+const STRATEGIES = [
+  { name: 'tiled', strategy: 'tiled', prefill: 'tiled' },
+  { name: 'flash prefill', strategy: 'tiled', prefill: 'flash' },
+  { name: 'split decode (5-key segments)', strategy: 'split', prefill: 'tiled', segmentKeys: 5 },
+] as const;
 
 /**
- * Plays steps of a batched decode: each step is a list of (sequence, rows) and runs
- * kvWriteRows then batchedAttention, as a batched model step does. After each step the pool
- * must equal the reference write, and each row's output the reference attention over its own
- * sequence's history (as the cache rounds it).
+ * Plays steps over a pool of regions, as a model step runs them: each step is a list of
+ * (sequence, rows) laid out one after another in the step's rows; each sequence's chunk runs
+ * `attention()` at its row0 against its region (strategy `s`), then kvWriteRows stores every
+ * row's keys. After each step the pool must equal the reference write, and each row's output
+ * the reference attention over its own sequence's history.
  */
-async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, dtype: KvCacheDtype, qScale = 1) {
+async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, dtype: KvCacheDtype, s: (typeof STRATEGIES)[number], qScale = 1) {
   const gpu = await getGpu();
   const seed = freshSeed();
   const rng = new Rng(seed);
@@ -51,12 +60,17 @@ async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, 
   // Each sequence's history by absolute position, as its cache holds it.
   const kHist: number[][] = Array.from({ length: c.sequences }, () => []);
   const vHist: number[][] = Array.from({ length: c.sequences }, () => []);
-  const maxRows = Math.max(...steps.map((s) => s.reduce((n, [, r]) => n + r, 0)));
+  const maxRows = Math.max(...steps.map((st) => st.reduce((n, [, r]) => n + r, 0)));
   const rowsBuffer = createStorageBuffer(gpu, maxRows * BATCH_ROW_BYTES);
+  const partials = createAttentionPartials(gpu, c.heads, c.headDim);
 
   for (const [i, step] of steps.entries()) {
     const rows: BatchRow[] = [];
-    for (const [seq, n] of step) for (let r = 0; r < n; r++) rows.push({ seq, pos: kHist[seq]!.length / kvRow + r });
+    const chunks = step.map(([seq, n]) => {
+      const chunk = { seq, row0: rows.length, tokens: n, pos0: kHist[seq]!.length / kvRow };
+      for (let r = 0; r < n; r++) rows.push({ seq, pos: chunk.pos0 + r });
+      return chunk;
+    });
     const T = rows.length;
     const q = randomNormal(rng, T * qRow, qScale);
     const k = randomNormal(rng, T * kvRow);
@@ -68,11 +82,28 @@ async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, 
     const out = createStorageBuffer(gpu, T * qRow * 4);
     poison(gpu, out);
     const enc = new Encoder(gpu);
-    const shape = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots };
+    const shape = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots, window: c.window };
+    for (const chunk of chunks) {
+      attention(enc, {
+        ...shape, ...chunk, q: qb, kNew: kb, vNew: vb, kCache, vCache, out, kvCache: dtype,
+        strategy: s.strategy, prefill: s.prefill, partials, segmentKeys: 'segmentKeys' in s ? s.segmentKeys : undefined,
+      });
+    }
     kvWriteRows(enc, { kNew: kb, vNew: vb, kCache, vCache, rows: rowsBuffer, tokens: T, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots, dtype });
-    batchedAttention(enc, { ...shape, q: qb, kCache, vCache, rows: rowsBuffer, out, tokens: T, window: c.window, kvCache: dtype });
     enc.submit();
 
+    const got = await readF32(gpu, out, T * qRow);
+    const where = `${s.name}, ${dtype}, seed ${seed}, step ${i} (${JSON.stringify(step)}) of ${JSON.stringify(c)}`;
+    for (const chunk of chunks) {
+      // The chunk's own keys as the cache will hold them (attention reads them before the write), the past as cached.
+      const own = (x: Float32Array) => Array.from(x.subarray(chunk.row0 * kvRow, (chunk.row0 + chunk.tokens) * kvRow), (e) => roundLikeKvCache(e, dtype));
+      const keys = new Float32Array([...kHist[chunk.seq]!, ...own(k)]);
+      const values = new Float32Array([...vHist[chunk.seq]!, ...own(v)]);
+      const qs = q.subarray(chunk.row0 * qRow, (chunk.row0 + chunk.tokens) * qRow);
+      const expected = attentionRef(qs, keys, values, { tokens: chunk.tokens, pos0: chunk.pos0, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, window: c.window });
+      const mine = got.subarray(chunk.row0 * qRow, (chunk.row0 + chunk.tokens) * qRow);
+      expect(maxRelError(mine, expected), `sequence ${chunk.seq}, rows ${chunk.row0}.., positions ${chunk.pos0}..: ${where}`).toBeLessThan(TOL);
+    }
     kvWriteRowsRef(kPool, k, rows, kvRow, c.slots, dtype);
     kvWriteRowsRef(vPool, v, rows, kvRow, c.slots, dtype);
     rows.forEach(({ seq }, t) => {
@@ -81,25 +112,18 @@ async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, 
         vHist[seq]!.push(roundLikeKvCache(v[t * kvRow + x]!, dtype));
       }
     });
-    const where = `${dtype}, seed ${seed}, step ${i} (${JSON.stringify(step)}) of ${JSON.stringify(c)}`;
     const kGot = decodeKvCache(await readBuffer(gpu, kCache, 0, bytes), dtype);
     expect(kGot, `pool after kvWriteRows: ${where}`).toEqual(kPool);
-    const got = await readF32(gpu, out, T * qRow);
-    rows.forEach(({ seq, pos }, t) => {
-      const expected = attentionRef(q.subarray(t * qRow, (t + 1) * qRow), new Float32Array(kHist[seq]!), new Float32Array(vHist[seq]!), {
-        tokens: 1, pos0: pos, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, window: c.window,
-      });
-      expect(maxRelError(got.subarray(t * qRow, (t + 1) * qRow), expected), `row ${t} (sequence ${seq}, position ${pos}): ${where}`).toBeLessThan(TOL);
-    });
     for (const b of [qb, kb, vb, out]) b.destroy();
   }
+  destroyAttentionPartials(partials);
   for (const b of [kCache, vCache, rowsBuffer]) b.destroy();
 }
 
 const tiny = { heads: 4, kvHeads: 2, headDim: 16, window: 16 };
 
-for (const dtype of KV_CACHE_DTYPES) {
-  describe(`batched attention + kvWriteRows, ${dtype} cache`, () => {
+for (const [dtype, s] of KV_CACHE_DTYPES.flatMap((d) => STRATEGIES.map((st) => [d, st] as const))) {
+  describe(`a step's sequences through attention() at their rows and regions (${s.name}) + kvWriteRows, ${dtype} cache`, () => {
     it('3 sequences join at different times, prefill chunks beside decode rows, caches wrap (window 16, 19 slots)', () =>
       play({ ...tiny, slots: 19, sequences: 3 }, [
         [[0, 4]],
@@ -108,26 +132,26 @@ for (const dtype of KV_CACHE_DTYPES) {
         [[2, 2], [0, 1], [1, 1]],
         ...Array.from({ length: 5 }, () => [[0, 4], [2, 3], [1, 1]] as Array<[number, number]>),
         [[1, 1], [0, 1], [2, 1]],
-      ], dtype));
+      ], dtype, s));
 
     it('awkward heads (6 on 1 KV head, head_dim 20), window 7 with exactly window + chunk - 1 slots', () =>
       play({ heads: 6, kvHeads: 1, headDim: 20, window: 7, slots: 9, sequences: 2 }, [
         [[1, 3], [0, 1]],
         ...Array.from({ length: 6 }, (_, i) => [[0, 3], [1, 1 + (i % 3)]] as Array<[number, number]>),
-      ], dtype));
+      ], dtype, s));
 
     it('no window: every earlier key, several 64-key tiles, widely spread scores', () =>
       play({ heads: 3, kvHeads: 3, headDim: 8, window: 0, slots: 150, sequences: 2 }, [
         [[1, 70], [0, 5]],
         [[0, 61], [1, 1]],
         [[0, 1], [1, 1]],
-      ], dtype, 6));
+      ], dtype, s, 6));
 
     it('real head shape (32 heads / 8 KV heads, head_dim 128) at mixed positions, window 20 over 23 wrapped slots', () =>
       play({ heads: 32, kvHeads: 8, headDim: 128, window: 20, slots: 23, sequences: 3 }, [
         [[2, 4], [0, 4], [1, 1]],
         ...Array.from({ length: 9 }, () => [[0, 4], [1, 1], [2, 3]] as Array<[number, number]>),
-      ], dtype));
+      ], dtype, s));
   });
 }
 
@@ -223,8 +247,10 @@ async function decodeRowsAsAlone(c: Shape, histories: number[], steps: number, d
     for (const [t, { seq, pos }] of rows.entries()) {
       const mine = got.subarray(t * qRow, (t + 1) * qRow);
       expect(Array.from(mine), `row ${t} (sequence ${seq}, position ${pos}) against attention() alone: ${where}`).toEqual(Array.from(await readF32(gpu, alone[t]!.out, qRow)));
-      const kSeen = new Float32Array([...kHist[seq]!, ...k.subarray(t * kvRow, (t + 1) * kvRow)]);
-      const vSeen = new Float32Array([...vHist[seq]!, ...v.subarray(t * kvRow, (t + 1) * kvRow)]);
+      // The row's own key and value as the cache will hold them (attention reads them from kNew / vNew, rounded alike).
+      const own = (x: Float32Array) => Array.from(x.subarray(t * kvRow, (t + 1) * kvRow), (e) => roundLikeKvCache(e, dtype));
+      const kSeen = new Float32Array([...kHist[seq]!, ...own(k)]);
+      const vSeen = new Float32Array([...vHist[seq]!, ...own(v)]);
       const expected = attentionRef(q.subarray(t * qRow, (t + 1) * qRow), kSeen, vSeen, { tokens: 1, pos0: pos, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, window: c.window });
       expect(maxRelError(mine, expected), `row ${t} (sequence ${seq}, position ${pos}) against the reference: ${where}`).toBeLessThan(TOL);
     }

@@ -13,6 +13,8 @@ struct Params {
   window: u32,
   scale: f32,
   headBlocks: u32, // workgroups per KV head along x: ceil(groupSize / query heads per workgroup)
+  row0: u32,       // the chunk's first row in q, kNew, vNew and out (a step's rows hold several sequences)
+  region: u32,     // the sequence's first row of the KV-cache pool (seq * slots)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

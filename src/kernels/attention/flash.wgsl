@@ -12,13 +12,15 @@
 //   lo(pos) = (window == 0) ? 0 : max(0, pos - window + 1),   hi(pos) = pos   (both inclusive):
 //   s_j = scale * q[t, h, :] . K[j, g, :]                         for lo(pos) <= j <= pos
 //   out[t, h, :] = sum_j softmax(s)_j * V[j, g, :]
-// K[j] / V[j] for j < pos0 come from the rolling cache, slot j % slots; for j >= pos0 from the
-// current chunk, row j - pos0 of kNew / vNew (not yet written to the cache, so a chunk longer
-// than the cache or the window still sees all its own keys).
+// K[j] / V[j] for j < pos0 come from the rolling cache, slot j % slots of the sequence's
+// region (pool rows region ..); for j >= pos0 from the current chunk, row row0 + j - pos0 of
+// kNew / vNew (not yet written to the cache, so a chunk longer than the cache or the window
+// still sees all its own keys).
 //
-// Layouts (row-major, read in chunks of 4 values): q, out [tokens, heads, headDim] f32;
-//   kNew, vNew [tokens, kvHeads, headDim] f32; kCache, vCache [slots, kvHeads, headDim] in the
-//   cache's format (vec4<f32>, or 4 f16 in a vec2<u32>).
+// Layouts (row-major, read in chunks of 4 values): q, out [step rows, heads, headDim] f32, token
+//   t in row row0 + t (a step's rows hold several sequences); kNew, vNew [step rows, kvHeads,
+//   headDim] f32; kCache, vCache [sequences * slots, kvHeads, headDim] in the cache's format
+//   (vec4<f32>, or 4 f16 in a vec2<u32>).
 //
 // Dispatch: workgroups (kvHeads * headBlocks, ceil(tokens / BT), 1) of WG = BT * HB * LANES
 // invocations; headBlocks = ceil(groupSize / HB). BT, HB, LANES, BK are override constants set
@@ -69,25 +71,31 @@ var<workgroup> partial: array<f32, BT * HB * BK * LANES>; // [row][key][lane]
 // chunk. `values` is a constant at each call, so the compiler drops the other buffer's branch.
 fn loadKV(values: bool, j: u32, g: u32, c: u32, chunks: u32) -> vec4<f32> {
   if (j < p.pos0) {
-    let e = ((j % p.slots) * p.kvHeads + g) * chunks + c;
+    let e = ((p.region + j % p.slots) * p.kvHeads + g) * chunks + c;
     if (values) {
       return kvLoad(vCache[e]);
     }
     return kvLoad(kCache[e]);
   }
-  let e = ((j - p.pos0) * p.kvHeads + g) * chunks + c;
+  let e = ((p.row0 + j - p.pos0) * p.kvHeads + g) * chunks + c;
   if (values) {
-    return vNew[e];
+    return kvRound(vNew[e]);
   }
-  return kNew[e];
+  return kvRound(kNew[e]);
 }
 
-// All invocations copy the n keys (values: values) from position `first` on into kvTile.
-fn stageTile(values: bool, first: u32, n: u32, g: u32, chunks: u32, tid: u32) {
+// All invocations copy the n keys (values: values) from position `first` on into kvTile; those
+// before `lo` (the block's first key: a tile starts at a multiple of BK) as zeros, never read
+// from a slot that may hold another position.
+fn stageTile(values: bool, first: u32, n: u32, lo: u32, g: u32, chunks: u32, tid: u32) {
   for (var e = tid; e < n * chunks; e += WG) {
     let i = e / chunks;
     let c = e - i * chunks;
-    kvTile[i * chunks + c] = loadKV(values, first + i, g, c, chunks);
+    var kv = vec4<f32>(0.0);
+    if (first + i >= lo) {
+      kv = loadKV(values, first + i, g, c, chunks);
+    }
+    kvTile[i * chunks + c] = kv;
   }
 }
 
@@ -114,7 +122,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let blockLo = firstKey(p.pos0 + t0, p.window);
   let blockHi = p.pos0 + t0 + nt - 1u;
 
-  let qRow = (t0 + ti) * p.heads + h0 + hi; // row of q / out (valid when real)
+  let qRow = (p.row0 + t0 + ti) * p.heads + h0 + hi; // row of q / out (valid when real)
   var qv: array<vec4<f32>, MAX_SLICE>;
   var acc: array<vec4<f32>, MAX_SLICE>;
   for (var s = 0u; s < MAX_SLICE; s++) {
@@ -126,11 +134,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var l = 0.0; // running sum of exp(s - m)
   var pr: array<f32, MAX_BK>; // this tile's weights of the row
 
-  for (var first = blockLo; first <= blockHi; first += BK) {
+  // Tiles start at multiples of BK, so a row meets its keys in the same tiles whichever block
+  // (whichever chunking of the prompt) it is in; the keys of a tile it does not see weigh 0
+  // exactly, so its result does not depend on the chunking.
+  for (var first = blockLo - blockLo % BK; first <= blockHi; first += BK) {
     let n = min(BK, blockHi + 1u - first);
 
     // 1. Stage the tile's keys.
-    stageTile(false, first, n, g, chunks, tid);
+    stageTile(false, first, n, blockLo, g, chunks, tid);
     workgroupBarrier();
 
     // 2. This lane's share of each key's score.
@@ -175,7 +186,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var s = 0u; s < MAX_SLICE; s++) {
       acc[s] *= rescale;
     }
-    stageTile(true, first, n, g, chunks, tid);
+    stageTile(true, first, n, blockLo, g, chunks, tid);
     workgroupBarrier();
 
     // 4. Weighted sum of the tile's values, for this lane's chunks.

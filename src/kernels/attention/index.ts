@@ -10,8 +10,9 @@
  *  - `split` (split.wgsl, "flash-decoding"): for decode, the keys are cut into segments walked
  *    by separate workgroups, and a small reduce dispatch merges their partial softmaxes, so a
  *    long context fills a large GPU. Contexts too short to be worth splitting run the tiled
- *    kernel, and prefill chunks the prefill strategy below.
- * Prefill chunks (tokens > 1) have their own choice (`prefill`, plan.prefillAttention):
+ *    kernel (splitsDecode decides from the token's own position), and prefill chunks the
+ *    prefill strategy below.
+ * A prefill step's chunks (any length) have their own choice (`prefill`, plan.prefillAttention):
  *  - `tiled`: the kernel above, one workgroup per query token, so every key and value is read
  *    once per token of the chunk.
  *  - `flash` (flash.wgsl): a workgroup takes FLASH_TILES.BT tokens x FLASH_TILES.HB query heads
@@ -20,9 +21,11 @@
  *    FLASH_MAX_HEAD_DIM run the tiled kernel.
  * The KV cache may be f32 or f16 (`kvCache`); every strategy reads both.
  *
- * Keys and values of the chunk itself are read from kNew/vNew, so the caller runs
- * `attention` first and `kvWrite` after: a chunk longer than the rolling cache
- * would otherwise overwrite keys its own early tokens still need.
+ * Keys and values of the chunk itself are read from kNew/vNew (rounded as the cache stores
+ * them, kvRound), so the caller runs `attention` first and `kvWrite` after: a chunk longer than
+ * the rolling cache would otherwise overwrite keys its own early tokens still need. A step's
+ * rows may hold several sequences: `row0` is where the chunk's rows start in q, kNew, vNew and
+ * out, `seq` the sequence's region of the KV-cache pool.
  */
 import type { Gpu } from '../../gpu/device.ts';
 import { createStorageBuffer } from '../../gpu/buffers.ts';
@@ -54,6 +57,7 @@ export const ATTENTION_TILES = { WG: 64, HG: 4 } as const;
 /** tiled.wgsl's and flash.wgsl's Params, declared once for both in chunk.wgsl. */
 const CHUNK_PARAMS = new UniformLayout({
   tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
+  row0: 'u32', region: 'u32',
 });
 /** tiled.wgsl or flash.wgsl, whose Params (chunk.wgsl) are checked against CHUNK_PARAMS. */
 function chunkKernel(kvCache: KvCacheDtype, file: 'tiled.wgsl' | 'flash.wgsl'): ShaderSource {
@@ -61,6 +65,7 @@ function chunkKernel(kvCache: KvCacheDtype, file: 'tiled.wgsl' | 'flash.wgsl'): 
 }
 const SPLIT_PARAMS = new UniformLayout({
   pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32', segments: 'u32', segLen: 'u32',
+  row0: 'u32', region: 'u32',
 });
 /**
  * Workgroups the split strategy aims for: about two per SM of a 132-SM H100/H200, so that
@@ -85,12 +90,20 @@ export interface AttentionArgs {
   heads: number;
   kvHeads: number;
   headDim: number;
-  /** Rows of the rolling cache; position j lives in slot j % slots. */
+  /** Rows of the rolling cache per sequence; position j lives in slot j % slots. */
   slots: number;
+  /** The chunk's first row in q, kNew, vNew and out (default 0): a step's rows hold several sequences. */
+  row0?: number;
+  /** The sequence's region of the KV-cache pool (default 0): its keys are in pool rows seq * slots ... */
+  seq?: number;
   /** Mistral's sliding_window: each query sees this many keys including its own; 0 = unlimited. */
   window: number;
   strategy: AttentionStrategy;
-  /** Strategy for chunks of more than one token (default `tiled`). */
+  /**
+   * A prefill step's chunk (of any length, one token included) runs this strategy, so a prompt
+   * token's result does not depend on how the prompt was chunked. Without it the chunk is a
+   * decode step's: one token under `strategy`, or (tests) several through tiled.wgsl.
+   */
   prefill?: PrefillAttentionStrategy;
   /** Storage format of kCache / vCache. */
   kvCache: KvCacheDtype;
@@ -151,48 +164,58 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
     throw new Error(`attention: a cache of ${a.slots} slots cannot hold the ${pastNeeded} past keys position ${a.pos0} needs`);
   }
   const scale = 1 / Math.sqrt(a.headDim);
+  const rows = { row0: a.row0 ?? 0, region: (a.seq ?? 0) * a.slots };
 
-  if (a.prefill === 'flash' && a.tokens > 1 && a.headDim <= FLASH_MAX_HEAD_DIM) {
+  if (a.prefill === 'flash' && a.headDim <= FLASH_MAX_HEAD_DIM) {
     const code = chunkKernel(a.kvCache, 'flash.wgsl');
     const pipeline = getPipeline(enc.gpu, code, 'main', FLASH_TILES, `attention_flash_${a.kvCache}`);
     const blocks = Math.ceil(a.heads / a.kvHeads / FLASH_TILES.HB);
     const uniforms = CHUNK_PARAMS.pack({
-      tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks: blocks,
+      tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks: blocks, ...rows,
     });
     enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * blocks, Math.ceil(a.tokens / FLASH_TILES.BT)]);
     return;
   }
 
-  if (a.strategy === 'split' && a.tokens === 1) {
+  if (a.prefill === undefined && a.tokens === 1 && splitsDecode(a)) {
     const keys = a.window > 0 ? Math.min(a.pos0 + 1, a.window) : a.pos0 + 1;
     const { segments, segLen } = splitSegments(keys, a.kvHeads * headBlocks, a.segmentKeys);
-    if (segments > 1 || a.segmentKeys !== undefined) {
-      const part = a.partials;
-      if (!part) throw new Error('attention: the split strategy needs a partials buffer (createAttentionPartials)');
-      if (part.heads !== a.heads || part.headDim !== a.headDim || segments > part.maxSegments) {
-        throw new Error(
-          `attention: partials made for ${part.maxSegments} segments of ${part.heads} heads x ${part.headDim} cannot hold ` +
-            `${segments} segments of ${a.heads} x ${a.headDim}`,
-        );
-      }
-      const code = kernelSource(attentionSource(a.kvCache, 'split.wgsl'), SPLIT_PARAMS);
-      const uniforms = SPLIT_PARAMS.pack({
-        pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks, segments, segLen,
-      });
-      const main = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_split_${a.kvCache}`);
-      enc.dispatch(main, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, part.o, part.ml], [a.kvHeads * headBlocks, segments]);
-      const reduce = getPipeline(enc.gpu, code, 'reduce', ATTENTION_TILES, `attention_split_reduce_${a.kvCache}`);
-      enc.dispatch(reduce, uniforms, [part.o, part.ml, a.out], [a.heads]);
-      return;
+    const part = a.partials;
+    if (!part) throw new Error('attention: the split strategy needs a partials buffer (createAttentionPartials)');
+    if (part.heads !== a.heads || part.headDim !== a.headDim || segments > part.maxSegments) {
+      throw new Error(
+        `attention: partials made for ${part.maxSegments} segments of ${part.heads} heads x ${part.headDim} cannot hold ` +
+          `${segments} segments of ${a.heads} x ${a.headDim}`,
+      );
     }
+    const code = kernelSource(attentionSource(a.kvCache, 'split.wgsl'), SPLIT_PARAMS);
+    const uniforms = SPLIT_PARAMS.pack({
+      pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks, segments, segLen, ...rows,
+    });
+    const main = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_split_${a.kvCache}`);
+    enc.dispatch(main, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, part.o, part.ml], [a.kvHeads * headBlocks, segments]);
+    const reduce = getPipeline(enc.gpu, code, 'reduce', ATTENTION_TILES, `attention_split_reduce_${a.kvCache}`);
+    enc.dispatch(reduce, uniforms, [part.o, part.ml, a.out], [a.heads]);
+    return;
   }
 
   const code = chunkKernel(a.kvCache, 'tiled.wgsl');
   const pipeline = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_tiled_${a.kvCache}`);
   const uniforms = CHUNK_PARAMS.pack({
-    tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks,
+    tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks, ...rows,
   });
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
+}
+
+/**
+ * Whether `attention` splits the keys of a decode token at `pos0` (strategy split, a context long
+ * enough): a function of the token's own position, never of what else runs beside it.
+ */
+export function splitsDecode(a: Pick<AttentionArgs, 'pos0' | 'window' | 'heads' | 'kvHeads' | 'headDim' | 'strategy' | 'segmentKeys'>): boolean {
+  if (a.strategy !== 'split') return false;
+  if (a.segmentKeys !== undefined) return true;
+  const keys = a.window > 0 ? Math.min(a.pos0 + 1, a.window) : a.pos0 + 1;
+  return splitSegments(keys, a.kvHeads * headBlocksOf('attention', a, ATTENTION_TILES.HG)).segments > 1;
 }
 
 /**
@@ -202,11 +225,12 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
  * seq * slots ..), its own key from row t of kNew / vNew, walked exactly as `attention` with the
  * tiled strategy walks one sequence's decode token, so a row gets those bits whatever else is in
  * the step. Like `attention`, it runs before the step's keys are written (kvWriteRows).
- * (Under the split strategy too: a step's rows already fill the GPU with their own workgroups.)
+ * `row0`: the first of the `tokens` consecutive rows it attends (the model lays a decode step's
+ * rows whose keys split, splitsDecode, after these: those run `attention` one by one).
  */
 export function decodeAttentionRows(
   enc: Encoder,
-  a: Omit<AttentionArgs, 'pos0' | 'strategy' | 'prefill' | 'partials' | 'segmentKeys'> & { rows: Binding },
+  a: Omit<AttentionArgs, 'pos0' | 'seq' | 'strategy' | 'prefill' | 'partials' | 'segmentKeys'> & { rows: Binding },
 ): void {
   if (a.tokens === 0) return;
   const headBlocks = headBlocksOf('attention', a, ATTENTION_TILES.HG);
@@ -215,8 +239,8 @@ export function decodeAttentionRows(
   // tokens and pos0 are the descriptor's, per row.
   const uniforms = CHUNK_PARAMS.pack({
     tokens: a.tokens, pos0: 0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: 1 / Math.sqrt(a.headDim), headBlocks,
+    row0: a.row0 ?? 0, region: 0,
   });
   enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out, a.rows], [a.kvHeads * headBlocks, a.tokens]);
 }
 
-export { batchedAttention, type BatchedAttentionArgs } from './batched.ts';

@@ -1,5 +1,5 @@
 /**
- * What every attention wrapper (index.ts, batched.ts) shares: the kernels' sources, each with
+ * What the attention wrappers (index.ts) share: the kernels' sources, each with
  * the KV-cache format's snippet and the attention snippets it uses prepended, and the check of
  * the head shape.
  */
@@ -15,7 +15,6 @@ const SNIPPETS = {
   'tiled.wgsl': ['softmax.wgsl', 'chunk.wgsl', 'group_sums.wgsl'],
   'flash.wgsl': ['softmax.wgsl', 'chunk.wgsl'],
   'split.wgsl': ['softmax.wgsl', 'group_sums.wgsl'],
-  'batched.wgsl': ['softmax.wgsl'],
 } as const;
 
 /** An attention kernel's source for a cache format: kv_cache_<dtype>.wgsl, its SNIPPETS, then `file`. */

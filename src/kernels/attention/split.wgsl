@@ -11,12 +11,13 @@
 //   o_s = sum_{j in J_s} exp(s_j - m_s) V[j, g, :]          (s_j = scale * q[h, :] . K[j, g, :])
 // and the reduce entry point merges them exactly as one softmax over all keys:
 //   M = max_s m_s,   out[h, :] = sum_s exp(m_s - M) o_s / sum_s exp(m_s - M) l_s.
-// Key j < pos0 comes from the rolling cache, slot j % slots; key pos0 (the query's own) from
-// row 0 of kNew / vNew, which the caller writes to the cache only after attention.
+// Key j < pos0 comes from the rolling cache, slot j % slots of the sequence's region (pool rows
+// region ..); key pos0 (the query's own) from row row0 of kNew / vNew, which the caller writes
+// to the cache only after attention.
 //
-// Layouts (row-major, read in chunks of 4 values): q, out [heads, headDim] f32;
-//   kNew, vNew [1, kvHeads, headDim] f32; kCache, vCache [slots, kvHeads, headDim] in the
-//   cache's format; partO [segments, heads, headDim] f32 (o_s, unnormalised);
+// Layouts (row-major, read in chunks of 4 values): q, out [step rows, heads, headDim] f32, the
+//   query in row row0; kNew, vNew [step rows, kvHeads, headDim] f32; kCache, vCache
+//   [sequences * slots, kvHeads, headDim] in the cache's format; partO [segments, heads, headDim] f32 (o_s, unnormalised);
 //   partML [segments, heads] vec2<f32> (m_s, l_s).
 // Dispatch: `main`: workgroups (kvHeads * headBlocks, segments, 1) of WG invocations; a
 //   workgroup serves the HG = 4 query heads h0 .. h0 + 3 of one KV head (headBlocks =
@@ -59,6 +60,8 @@ struct Params {
   headBlocks: u32, // ceil(groupSize / HG): workgroups per KV head
   segments: u32,
   segLen: u32, // keys per segment
+  row0: u32,   // the query's row in q, kNew, vNew and out (a step's rows hold several sequences)
+  region: u32, // the sequence's first row of the KV-cache pool (seq * slots)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -104,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let segEnd = min(segFirst + p.segLen, pos + 1u); // exclusive; > segFirst (wrapper's choice)
 
   for (var i = tid; i < HG * chunks; i += WG) {
-    qShared[i] = select(vec4<f32>(0.0), q[h0 * chunks + i], i < nh * chunks);
+    qShared[i] = select(vec4<f32>(0.0), q[(p.row0 * p.heads + h0) * chunks + i], i < nh * chunks);
   }
   workgroupBarrier();
 
@@ -133,7 +136,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var d = vec4<f32>(0.0);
       if (kt < nPast) {
         let slot = firstSlot + kt;
-        let base = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
+        let base = (p.region + select(slot, slot - p.slots, slot >= p.slots)) * rowStride + headOffset;
         for (var k = lane; k < chunks; k += LPK) {
           let key = kvLoad(kCache[base + k]);
           d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
@@ -142,7 +145,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       } else if (kt < inTile) {
         // The same loop over the other buffer (WGSL cannot pass a storage buffer to a function).
         for (var k = lane; k < chunks; k += LPK) {
-          let key = kNew[headOffset + k];
+          let key = kvRound(kNew[p.row0 * rowStride + headOffset + k]);
           d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
                         qShared[3u * chunks + k], key);
         }
@@ -173,7 +176,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var i = kg.grp;
       for (; i < nPast; i += kg.groups) {
         let slot = firstSlot + i;
-        let row = select(slot, slot - p.slots, slot >= p.slots) * rowStride + headOffset;
+        let row = (p.region + select(slot, slot - p.slots, slot >= p.slots)) * rowStride + headOffset;
         let v = kvLoad(vCache[row + kg.c]);
         let u = kvLoad(vCache[row + kg.c2]);
         let pw = probs[i];
@@ -181,8 +184,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         bcc = addWeighted(bcc, pw, u);
       }
       if (i < inTile) { // the query's own key (at most one per segment)
-        let v = vNew[headOffset + kg.c];
-        let u = vNew[headOffset + kg.c2];
+        let v = kvRound(vNew[p.row0 * rowStride + headOffset + kg.c]);
+        let u = kvRound(vNew[p.row0 * rowStride + headOffset + kg.c2]);
         let pw = probs[i];
         acc = addWeighted(acc, pw, v);
         bcc = addWeighted(bcc, pw, u);
@@ -236,6 +239,6 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     o += e * redO[(s * p.heads + h) * chunks + c];
   }
   if (tid < chunks) {
-    out[h * chunks + tid] = o / total;
+    out[(p.row0 * p.heads + h) * chunks + tid] = o / total;
   }
 }

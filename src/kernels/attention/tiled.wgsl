@@ -9,18 +9,21 @@
 //   lo = (window == 0) ? 0 : max(0, pos - window + 1),   hi = pos   (both inclusive):
 //   s_j = scale * q[t, h, :] . K[j, g, :]                         for lo <= j <= hi
 //   out[t, h, :] = sum_j softmax(s)_j * V[j, g, :]
-// K[j] / V[j] for j < pos0 come from the rolling cache, slot j % slots; for j >= pos0 from
-// the current chunk, row j - pos0 of kNew / vNew (not yet written to the cache, so a chunk
-// longer than the cache can still see all its own keys).
-// Entry `decode_rows` (a batched decode step, continuous batching): row t is one token of its
-// own sequence at rows[t] = (pos, seq); pos0 = pos for that row alone, its past keys from
-// the sequence's region (cache rows seq * slots + j % slots) and its own key from row t of
-// kNew / vNew: the same numbers in the same order as `main` decoding that sequence alone.
+// K[j] / V[j] for j < pos0 come from the rolling cache, slot j % slots of the sequence's
+// region (pool rows region ..); for j >= pos0 from the current chunk, row row0 + j - pos0 of
+// kNew / vNew (not yet written to the cache, so a chunk longer than the cache can still see
+// all its own keys).
+// Entry `decode_rows` (a decode step, continuous batching): row t = row0 .. row0 + tokens - 1
+// is one token of its own sequence at rows[t] = (pos, seq); pos0 = pos for that row alone, its
+// past keys from the sequence's region (cache rows seq * slots + j % slots) and its own key
+// from row t of kNew / vNew: the same numbers in the same order as `main` decoding that
+// sequence alone.
 //
-// Layouts (row-major, read in chunks of 4 values): q, out [tokens, heads, headDim] f32;
-//   kNew, vNew [tokens, kvHeads, headDim] f32; kCache, vCache [slots, kvHeads, headDim] in the
-//   cache's format (vec4<f32>, or 4 f16 in a vec2<u32>).
-//   decode_rows: rows [tokens] vec2<u32> (pos, seq); kCache, vCache [sequences * slots, kvHeads, headDim].
+// Layouts (row-major, read in chunks of 4 values): q, out [step rows, heads, headDim] f32, the
+//   chunk's token t in row row0 + t (a step's rows hold several sequences); kNew, vNew
+//   [step rows, kvHeads, headDim] f32; kCache, vCache [sequences * slots, kvHeads, headDim] in
+//   the cache's format (vec4<f32>, or 4 f16 in a vec2<u32>); decode_rows: rows [step rows]
+//   vec2<u32> (pos, seq).
 // Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG invocations. A workgroup
 // serves HG = 4 query heads that share one KV head (headBlocks = ceil(groupSize / HG) workgroups
 // per KV head), so every key and value row it reads is used 4 times: K/V traffic, which
@@ -112,7 +115,7 @@ fn scoreCache(base: u32, chunks: u32) -> vec4<f32> {
 fn scoreNew(base: u32, chunks: u32) -> vec4<f32> {
   var d = vec4<f32>(0.0);
   for (var k = 0u; k < chunks; k++) {
-    let key = kNew[base + k];
+    let key = kvRound(kNew[base + k]);
     d += headDots(qShared[k], qShared[chunks + k], qShared[2u * chunks + k],
                   qShared[3u * chunks + k], key);
   }
@@ -131,16 +134,17 @@ fn scoreKey(i: u32, nPast: u32, inTile: u32, firstSlot: u32, first: u32, rowStri
   return vec4<f32>(NEG_BIG);
 }
 
-// A chunk of one sequence: token t = wid.y at position pos0 + t, its chunk rows 0 .. tokens - 1.
+// A chunk of one sequence: token t = wid.y at position pos0 + t, in row row0 + t of the step's
+// q / kNew / vNew / out, its past keys in the pool from row `region` on.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  regionRow = 0u;
+  regionRow = p.region;
   chunkPos0 = p.pos0;
-  chunkRow0 = 0u;
-  attend(wid.x, wid.y, p.pos0 + wid.y, tid);
+  chunkRow0 = p.row0;
+  attend(wid.x, p.row0 + wid.y, p.pos0 + wid.y, tid);
 }
 
-// A batched decode step (continuous batching): row t = wid.y is one token of its own sequence,
+// A batched decode step (continuous batching): row t = row0 + wid.y is one token of its own sequence,
 // at rows[t] = (pos, seq) (kernels/batch_rows.ts). Its past keys come from its sequence's
 // region of the pool and its own key from row t of kNew / vNew, exactly as `main` decodes one
 // token of one sequence: the same loop on the same numbers, so a row gets main's bits whatever
@@ -150,7 +154,7 @@ var<workgroup> rowShared: vec2<u32>;
 
 @compute @workgroup_size(WG)
 fn decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let t = wid.y;
+  let t = p.row0 + wid.y;
   if (tid == 0u) {
     rowShared = rows[t];
   }
@@ -271,8 +275,8 @@ fn attend(x: u32, t: u32, pos: u32, tid: u32) {
       }
       for (; i < inTile; i += kg.groups) {
         let row = (first + i - chunkPos0 + chunkRow0) * rowStride + headOffset;
-        let v = vNew[row + kg.c];
-        let u = vNew[row + kg.c2];
+        let v = kvRound(vNew[row + kg.c]);
+        let u = kvRound(vNew[row + kg.c2]);
         let pw = probs[i];
         acc = addWeighted(acc, pw, v);
         bcc = addWeighted(bcc, pw, u);

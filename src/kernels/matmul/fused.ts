@@ -56,7 +56,7 @@ type Norm = { weight: Binding; eps: number };
 function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], tokens: number, norm: boolean, batch?: BatchShape) {
   const [w] = ms as [GpuMatrix];
   const sameInput = ms.every((m) => m.cols === w.cols && m.dtype === w.dtype && m.parts.length === 1);
-  if (!sameInput || isQuantized(w.dtype) || w.cols % 8 !== 0 || tokens > MATVEC_MAX_TOKENS) return null;
+  if (!sameInput || isQuantized(w.dtype) || w.cols % 8 !== 0 || (tokens > MATVEC_MAX_TOKENS && batch !== 'decode')) return null;
   const dtype = dtypeCode(w.dtype);
   const matrices = op === 'swiglu' ? 2 : 1;
   const tileOf = op === 'swiglu' ? 'swiglu' : 'matmul';
@@ -64,7 +64,7 @@ function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], toke
   if (plan.matvec === 'rows') {
     if (tokens > 1 || (batch && norm)) return null;
     const t = TILES.rows[tileOf];
-    return { src: source('fused_rows.wgsl'), constants: { DTYPE: dtype, ...t, NORM: norm ? 1 : 0 }, rowsPerGroup: t.WG * t.ROWS, variant: 'rows' };
+    return { src: source('fused_rows.wgsl'), constants: { DTYPE: dtype, ...t, NORM: norm ? 1 : 0 }, rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: 1, variant: 'rows' };
   }
   const t = TILES.lanes[tileOf];
   const tokenTile = tokens === 1 && !batch ? 1 : MATVEC_MAX_TOKENS;
@@ -77,14 +77,18 @@ function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], toke
     src: source('fused_lanes.wgsl', [snippet]),
     constants: { DTYPE: dtype, ...t, TOKENS: tokenTile, MATRICES: matrices, NORM: norm ? 1 : 0 },
     rowsPerGroup: t.ROWS,
+    tokensPerGroup: tokenTile,
     variant: `${plan.matvec}${tokenTile > 1 ? ` x${tokenTile}` : ''}`,
   };
 }
 
-/** Splits G workgroups into a grid no dimension of which exceeds the device's limit. */
-function grid(enc: Encoder, groups: number): [number, number] {
+/**
+ * Splits G workgroups into a grid no dimension of which exceeds the device's limit, with one
+ * layer along z per block of `tokensPerGroup` tokens (a decode step wider than the kernel's tile).
+ */
+function grid(enc: Encoder, groups: number, tokens: number, tokensPerGroup: number): [number, number, number] {
   const gx = Math.min(groups, enc.gpu.report.limits.maxComputeWorkgroupsPerDimension);
-  return [gx, Math.ceil(groups / gx)];
+  return [gx, Math.ceil(groups / gx), Math.ceil(tokens / tokensPerGroup)];
 }
 
 /**
@@ -120,7 +124,7 @@ export function normQKV(
   const groups = ms.map((m) => Math.ceil(m.rows / kernel.rowsPerGroup)) as [number, number, number];
   const label = `qkv${folded ? ' norm' : ''} ${kernel.variant} ${q.dtype}`;
   const pipeline = getPipeline(enc.gpu, kernel.src, 'qkv', kernel.constants, label);
-  const [gx, gy] = grid(enc, groups[0] + groups[1] + groups[2]);
+  const [gx, gy, gz] = grid(enc, groups[0] + groups[1] + groups[2], tokens, kernel.tokensPerGroup);
   const params = PARAMS.pack({
     cols: q.cols, tokens, groups_x: gx, eps: a.norm.eps,
     rows0: q.rows, rows1: k.rows, rows2: v.rows, group1: groups[0], group2: groups[0] + groups[1],
@@ -128,7 +132,7 @@ export function normQKV(
   const rows = q.rows + k.rows + v.rows;
   const bytes = rows * matrixRowBytes(q.dtype, q.cols) + tokens * q.cols * 4 + (folded ? q.cols * 4 : 0) + tokens * rows * 4;
   const x = folded ? a.x : a.h;
-  enc.dispatch(pipeline, params, [x, a.norm.weight, q.parts[0]!.buffer, a.q, k.parts[0]!.buffer, a.k, v.parts[0]!.buffer, a.v], [gx, gy], {
+  enc.dispatch(pipeline, params, [x, a.norm.weight, q.parts[0]!.buffer, a.q, k.parts[0]!.buffer, a.k, v.parts[0]!.buffer, a.v], [gx, gy, gz], {
     bytes,
     shape: `${q.rows}+${k.rows}+${v.rows}x${q.cols}`,
   });
@@ -151,10 +155,10 @@ export function normSwiGLU(
     return;
   }
   const pipeline = getPipeline(enc.gpu, kernel.src, 'swiglu', kernel.constants, `swiglu norm ${kernel.variant} ${gate.dtype}`);
-  const [gx, gy] = grid(enc, Math.ceil(gate.rows / kernel.rowsPerGroup));
+  const [gx, gy, gz] = grid(enc, Math.ceil(gate.rows / kernel.rowsPerGroup), tokens, kernel.tokensPerGroup);
   const params = PARAMS.pack({ cols: gate.cols, tokens, groups_x: gx, eps: a.norm.eps, rows0: gate.rows, rows1: 0, rows2: 0, group1: 0, group2: 0 });
   const bytes = 2 * gate.rows * matrixRowBytes(gate.dtype, gate.cols) + (tokens + 1) * gate.cols * 4 + tokens * gate.rows * 4;
-  enc.dispatch(pipeline, params, [a.x, a.norm.weight, gate.parts[0]!.buffer, a.y, up.parts[0]!.buffer], [gx, gy], {
+  enc.dispatch(pipeline, params, [a.x, a.norm.weight, gate.parts[0]!.buffer, a.y, up.parts[0]!.buffer], [gx, gy, gz], {
     bytes,
     shape: `2x${gate.rows}x${gate.cols}`,
   });

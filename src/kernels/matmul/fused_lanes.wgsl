@@ -1,4 +1,4 @@
-// Fused decode matvecs for GPUs, 1 to 8 tokens, plans `matvec=subgroup|workgroup` with
+// Fused decode matvecs for GPUs, a decode step's tokens in blocks of TOKENS (1 or 8), plans `matvec=subgroup|workgroup` with
 // `fuse=qkv` or `fuse=norm+qkv` (the lanes split of matvec_lanes.wgsl, several products per dispatch):
 //   `qkv`:    q = h q_proj^T,  k = h k_proj^T,  v = h v_proj^T            in one dispatch
 //   `swiglu`: y = silu(h gate_proj^T) * (h up_proj^T)                    (always with NORM)
@@ -23,10 +23,11 @@
 // workgroup's index picks the matrix: groups [0, group1) q_proj, [group1, group2) k_proj, then
 // v_proj; the choice is uniform over the workgroup.
 //
-// Dispatch: (min(G, groups_x), ceil(G / groups_x)) workgroups, G = sum_m ceil(rows_m / ROWS)
-// (qkv) or ceil(rows0 / ROWS) (swiglu).
-// Assumes: cols % 8 == 0; tokens <= TOKENS; matrices in one part each (the wrapper falls back
-// to separate dispatches otherwise).
+// Dispatch: (min(G, groups_x), ceil(G / groups_x), ceil(tokens / TOKENS)) workgroups,
+// G = sum_m ceil(rows_m / ROWS) (qkv) or ceil(rows0 / ROWS) (swiglu); workgroup z takes tokens
+// TOKENS * z .. (a decode step of more than MAX_TOKENS sequences).
+// Assumes: cols % 8 == 0; matrices in one part each (the wrapper falls back to separate
+// dispatches otherwise).
 
 // Params (p), the bindings and w0_8/w1_8/w2_8/qkv8 from fused_products.wgsl, silu from
 // sums.wgsl; DTYPE, F32 and widen8() from weights.wgsl; Lane, reduce_sums() and reduced() from
@@ -53,7 +54,7 @@ struct Chunk {
   b: array<vec4<f32>, MAX_TOKENS>,
 }
 
-fn load_x(k: u32, chunks: u32) -> Chunk {
+fn load_x(k: u32, chunks: u32, t0: u32) -> Chunk {
   var c: Chunk;
   var na = vec4<f32>(1.0);
   var nb = vec4<f32>(1.0);
@@ -62,7 +63,7 @@ fn load_x(k: u32, chunks: u32) -> Chunk {
     nb = norm[2u * k + 1u];
   }
   for (var t = 0u; t < TOKENS; t++) {
-    let at = min(t, p.tokens - 1u) * chunks * 2u + 2u * k;
+    let at = min(t0 + t, p.tokens - 1u) * chunks * 2u + 2u * k;
     let xa = x[at];
     let xb = x[at + 1u];
     if (NORM) {
@@ -94,12 +95,13 @@ fn qkv(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   }
   let chunks = p.cols / 8u;
   let wpc = words_per_chunk();
+  let t0 = wid.z * TOKENS;
   var base: array<u32, MAX_ROWS>;
   for (var r = 0u; r < ROWS; r++) {
     base[r] = min(row0 + r, rows - 1u) * chunks * wpc;
   }
   for (var k = lane.index; k < chunks; k += WG) {
-    let c = load_x(k, chunks);
+    let c = load_x(k, chunks, t0);
     for (var r = 0u; r < ROWS; r++) {
       let wv = qkv8(m, base[r] + k * wpc);
       for (var t = 0u; t < TOKENS; t++) {
@@ -110,9 +112,9 @@ fn qkv(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   reduce_sums(lane);
   if (lane.index < ROWS * TOKENS) {
     let row = row0 + lane.index / TOKENS;
-    let t = lane.index % TOKENS;
+    let t = t0 + lane.index % TOKENS;
     if (row < rows && t < p.tokens) {
-      let v = reduced(lane.index) * inv_rms(t);
+      let v = reduced(lane.index) * inv_rms(lane.index % TOKENS);
       let dst = t * rows + row;
       if (m == 0u) {
         y0[dst] = v;
@@ -134,13 +136,14 @@ fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   }
   let chunks = p.cols / 8u;
   let wpc = words_per_chunk();
+  let t0 = wid.z * TOKENS;
   var base: array<u32, MAX_ROWS>;
   for (var r = 0u; r < ROWS; r++) {
     base[r] = min(row0 + r, p.rows0 - 1u) * chunks * wpc;
   }
   let up_at = ROWS * TOKENS;
   for (var k = lane.index; k < chunks; k += WG) {
-    let c = load_x(k, chunks);
+    let c = load_x(k, chunks, t0);
     for (var r = 0u; r < ROWS; r++) {
       let gv = w0_8(base[r] + k * wpc);
       let uv = w1_8(base[r] + k * wpc);
@@ -153,9 +156,9 @@ fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   reduce_sums(lane);
   if (lane.index < ROWS * TOKENS) {
     let row = row0 + lane.index / TOKENS;
-    let t = lane.index % TOKENS;
+    let t = t0 + lane.index % TOKENS;
     if (row < p.rows0 && t < p.tokens) {
-      let s = inv_rms(t);
+      let s = inv_rms(lane.index % TOKENS);
       y0[t * p.rows0 + row] = silu(reduced(lane.index) * s) * (reduced(up_at + lane.index) * s);
     }
   }

@@ -29,7 +29,7 @@
 // Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups per part.
 // Assumes: cols % 8 == 0 (q8/q4: cols % 32 == 0); subgroups of at least 8 lanes (the plan checks the adapter).
 
-// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from sums.wgsl; BLOCK_CHUNKS, WBlock,
+// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu and fma8 from sums.wgsl; BLOCK_CHUNKS, WBlock,
 // row_start, w_block/up_block and chunk_of from the weight reader.
 
 override WG: u32;
@@ -43,24 +43,32 @@ const MAX_LOADS = 4u;  // MAX_TOKENS / 8
 alias Sums = array<array<f32, MAX_TOKENS>, MAX_ROWS>;
 alias Rows8 = array<array<vec4<f32>, 2>, MAX_ROWS>;
 
-// acc[i][j] += w_i . x_j over one chunk of 8 columns, for every row i of the invocation.
-fn add_token(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, j: u32, xa: vec4<f32>, xb: vec4<f32>) {
+// acc[i][j] += w_i . x_j over one chunk of 8 columns, for every row i of the invocation:
+// `matmul` as matvec_rows.wgsl's matmul adds a chunk (fma8, a chain in column order), `swiglu`
+// as its swiglu (two dots), so a row's sums are matvec_rows' bit for bit and a decode step of
+// more than 8 sequences can take this kernel (index.ts, gemmSumsAsMatvec).
+fn add_token(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, j: u32, xa: vec4<f32>, xb: vec4<f32>, chain: bool) {
   for (var i = 0u; i < ROWS; i++) {
-    (*acc)[i][j] += dot((*wv)[i][0], xa) + dot((*wv)[i][1], xb);
+    if (chain) {
+      (*acc)[i][j] = fma8((*wv)[i], xa, xb, (*acc)[i][j]);
+    } else {
+      (*acc)[i][j] += dot((*wv)[i][0], xa) + dot((*wv)[i][1], xb);
+    }
   }
 }
 
-// Tokens 8m .. 8m + 7 of the tile, from lanes 0..7 (held in xa, xb), into every lane's sums.
-fn add_eight(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, m: u32, xa: vec4<f32>, xb: vec4<f32>) {
+// Tokens 8m .. 8m + 7 of the tile, from lanes 0..7 (held in xa, xb), into every lane's sums
+// (`chain`: a literal at each call, so the compiler keeps one branch of add_token).
+fn add_eight(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, m: u32, xa: vec4<f32>, xb: vec4<f32>, chain: bool) {
   let j = 8u * m;
-  add_token(acc, wv, j, subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u));
-  add_token(acc, wv, j + 1u, subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u));
-  add_token(acc, wv, j + 2u, subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u));
-  add_token(acc, wv, j + 3u, subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u));
-  add_token(acc, wv, j + 4u, subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u));
-  add_token(acc, wv, j + 5u, subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u));
-  add_token(acc, wv, j + 6u, subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u));
-  add_token(acc, wv, j + 7u, subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
+  add_token(acc, wv, j, subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u), chain);
+  add_token(acc, wv, j + 1u, subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u), chain);
+  add_token(acc, wv, j + 2u, subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u), chain);
+  add_token(acc, wv, j + 3u, subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u), chain);
+  add_token(acc, wv, j + 4u, subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u), chain);
+  add_token(acc, wv, j + 5u, subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u), chain);
+  add_token(acc, wv, j + 6u, subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u), chain);
+  add_token(acc, wv, j + 7u, subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u), chain);
 }
 
 // The rows of the invocation, and the x row (vec4 index) of each token this lane loads.
@@ -99,7 +107,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         wv[i] = chunk_of(blk[i], c);
       }
       for (var m = 0u; m < TOKENS / 8u; m++) {
-        add_eight(&acc, &wv, m, x[xrow[m] + 2u * k], x[xrow[m] + 2u * k + 1u]);
+        add_eight(&acc, &wv, m, x[xrow[m] + 2u * k], x[xrow[m] + 2u * k + 1u], true);
       }
     }
   }
@@ -153,8 +161,8 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       for (var m = 0u; m < TOKENS / 8u; m++) {
         let xa = x[xrow[m] + 2u * k];
         let xb = x[xrow[m] + 2u * k + 1u];
-        add_eight(&acc_gate, &gv, m, xa, xb);
-        add_eight(&acc_up, &uv, m, xa, xb);
+        add_eight(&acc_gate, &gv, m, xa, xb, false);
+        add_eight(&acc_up, &uv, m, xa, xb, false);
       }
     }
   }

@@ -279,6 +279,18 @@ function dispatchParts(enc: Encoder, k: RowKernel, a: ProductArgs): void {
   });
 }
 
+/**
+ * Whether the plan's gemm sums each row in the very chain its matvec does, so that a decode step
+ * may take the gemm past MATVEC_MAX_TOKENS rows (weights read once per 16 tokens instead of per
+ * 8) and every row still gets its one-token bits: gemm_broadcast.wgsl against matvec_rows.wgsl
+ * over 16-bit weights (fma8 for matmul, two dots per chunk for SwiGLU; matmul/batch.test.ts).
+ * Elsewhere (the lanes' cross-lane reductions against gemm_tiled's tiles, q8/q4's group sums) a
+ * wide decode step runs the matvec kernel over blocks of MATVEC_MAX_TOKENS tokens.
+ */
+export function gemmSumsAsMatvec(plan: MatmulPlan, w: GpuMatrix): boolean {
+  return plan.matvec === 'rows' && plan.gemm === 'broadcast' && !isQuantized(w.dtype) && w.cols % 8 === 0;
+}
+
 /** Records the dispatches of one product, part by part (gate and up are split at the same rows). */
 function record(
   enc: Encoder,
@@ -287,10 +299,11 @@ function record(
   a: ProductArgs,
 ): void {
   const { w, tokens } = a;
-  if (a.batch === 'decode' && tokens > MATVEC_MAX_TOKENS) throw new Error(`${op}: a decode batch holds at most ${MATVEC_MAX_TOKENS} tokens, got ${tokens}`);
   if (isQuantized(w.dtype) && w.cols % 32 !== 0) throw new Error(`matmul: ${w.dtype} weights need cols % 32 == 0, got ${w.cols}`);
-  // The prefill kernels: above MATVEC_MAX_TOKENS tokens, or any count in a batched prefill step.
-  const prefill = a.batch === 'prefill' || (a.batch === undefined && tokens > MATVEC_MAX_TOKENS);
+  // The prefill kernels: above MATVEC_MAX_TOKENS tokens, any count in a batched prefill step, and
+  // a decode step wider than MATVEC_MAX_TOKENS where the gemm adds a row as the matvec does.
+  const wideDecode = a.batch === 'decode' && tokens > MATVEC_MAX_TOKENS && gemmSumsAsMatvec(plan, w);
+  const prefill = a.batch === 'prefill' || (a.batch === undefined && tokens > MATVEC_MAX_TOKENS) || wideDecode;
   if (isQuantized(w.dtype) && !prefill) {
     recordQuantized(enc, op, plan, a, w.dtype);
     return;

@@ -20,10 +20,10 @@
 //   TOKENS is 1 (decode) or 8; 2..7 tokens run with TOKENS = 8, the missing ones re-reading
 //   the last token and never stored.
 //
-// Dispatch: (min(G, groups_x), ceil(G / groups_x)) workgroups with G = ceil(rows / ROWS),
+// Dispatch: (min(G, groups_x), ceil(G / groups_x), ceil(tokens / TOKENS)) workgroups with G = ceil(rows / ROWS),
 // once per matrix part (two dimensions when G exceeds the per-dimension limit).
-// Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same
-// rows; tokens <= TOKENS.
+// Workgroup z takes tokens TOKENS * z .. (a decode step of more than MAX_TOKENS sequences).
+// Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
 
 // Params (p) from params.wgsl, the bindings (x, w, y, up) and w8/up8 from products.wgsl, silu
 // from sums.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl; Lane,
@@ -44,7 +44,8 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   for (var r = 0u; r < ROWS; r++) {
     base[r] = min(row0 + r, p.rows - 1u) * chunks * wpc;
   }
-  var xrow = x_rows(0u);
+  let t0 = wid.z * TOKENS;
+  var xrow = x_rows(t0);
   for (var k = lane.index; k < chunks; k += WG) {
     var xa: array<vec4<f32>, MAX_TOKENS>;
     var xb: array<vec4<f32>, MAX_TOKENS>;
@@ -60,7 +61,7 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
     }
   }
   reduce_sums(lane);
-  store_matmul(lane, row0, 0u);
+  store_matmul(lane, row0, t0);
 }
 
 // `matmul` with a second weight stream per row (up beside gate; its sums after gate's) and
@@ -77,7 +78,8 @@ fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   for (var r = 0u; r < ROWS; r++) {
     base[r] = min(row0 + r, p.rows - 1u) * chunks * wpc;
   }
-  var xrow = x_rows(0u);
+  let t0 = wid.z * TOKENS;
+  var xrow = x_rows(t0);
   let up_at = ROWS * TOKENS;
   for (var k = lane.index; k < chunks; k += WG) {
     var xa: array<vec4<f32>, MAX_TOKENS>;
@@ -96,5 +98,5 @@ fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
     }
   }
   reduce_sums(lane);
-  store_swiglu(lane, row0, 0u);
+  store_swiglu(lane, row0, t0);
 }

@@ -27,9 +27,10 @@
 // On a GPU this split is wrong (neighbouring lanes read different rows: no coalescing): see
 // matvec_lanes.wgsl.
 //
-// Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part.
-// Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); p.tokens <= TOKENS; gate and up
-// split at the same rows.
+// Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups, once per matrix part:
+// workgroup row y takes tokens TOKENS * y .. (a decode step of more than MAX_TOKENS sequences
+// reads the weights once per block of them; each token's chain stays the same).
+// Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
 
 // Params (p) from params.wgsl, the bindings (x, w, y, up) and w8/up8 from products.wgsl,
 // silu/fma8 from sums.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl; all
@@ -46,7 +47,9 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.x * ROWS;
   let chunks = p.cols / 8u;
   let wpc = words_per_chunk();
-  let tokens = min(p.tokens, TOKENS);
+  let t0 = gid.y * TOKENS;
+  let tokens = min(p.tokens - t0, TOKENS);
+  let x0 = 2u * t0 * chunks; // token t0's first vec4 of x
   // Rows past the end re-read the last row, so that the loop has no per-row branches.
   var base: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
@@ -55,8 +58,8 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   var acc: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
   for (var k = 0u; k < chunks; k++) {
     if (TOKENS == 1u) {
-      let xa = x[2u * k];
-      let xb = x[2u * k + 1u];
+      let xa = x[x0 + 2u * k];
+      let xb = x[x0 + 2u * k + 1u];
       for (var i = 0u; i < ROWS; i++) {
         acc[i] = fma8(w8(base[i] + k * wpc), xa, xb, acc[i]);
       }
@@ -66,8 +69,8 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
         wk[i] = w8(base[i] + k * wpc);
       }
       for (var t = 0u; t < tokens; t++) {
-        let xa = x[2u * (t * chunks + k)];
-        let xb = x[2u * (t * chunks + k) + 1u];
+        let xa = x[x0 + 2u * (t * chunks + k)];
+        let xb = x[x0 + 2u * (t * chunks + k) + 1u];
         for (var i = 0u; i < ROWS; i++) {
           acc[t * MAX_ROWS + i] = fma8(wk[i], xa, xb, acc[t * MAX_ROWS + i]);
         }
@@ -77,7 +80,7 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var t = 0u; t < tokens; t++) {
     for (var i = 0u; i < ROWS; i++) {
       if (row0 + i < p.rows) {
-        let dst = t * p.y_stride + p.y_offset + row0 + i;
+        let dst = (t0 + t) * p.y_stride + p.y_offset + row0 + i;
         var v = acc[t * MAX_ROWS + i];
         if (p.accumulate != 0u) {
           v += y[dst];
@@ -95,7 +98,9 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.x * ROWS;
   let chunks = p.cols / 8u;
   let wpc = words_per_chunk();
-  let tokens = min(p.tokens, TOKENS);
+  let t0 = gid.y * TOKENS;
+  let tokens = min(p.tokens - t0, TOKENS);
+  let x0 = 2u * t0 * chunks; // token t0's first vec4 of x
   var base: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
     base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
@@ -104,8 +109,8 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
   var acc_up: array<f32, MAX_ROWS * MAX_TOKENS>;
   for (var k = 0u; k < chunks; k++) {
     if (TOKENS == 1u) {
-      let xa = x[2u * k];
-      let xb = x[2u * k + 1u];
+      let xa = x[x0 + 2u * k];
+      let xb = x[x0 + 2u * k + 1u];
       for (var i = 0u; i < ROWS; i++) {
         let g = w8(base[i] + k * wpc);
         let u = up8(base[i] + k * wpc);
@@ -120,8 +125,8 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
         uk[i] = up8(base[i] + k * wpc);
       }
       for (var t = 0u; t < tokens; t++) {
-        let xa = x[2u * (t * chunks + k)];
-        let xb = x[2u * (t * chunks + k) + 1u];
+        let xa = x[x0 + 2u * (t * chunks + k)];
+        let xb = x[x0 + 2u * (t * chunks + k) + 1u];
         for (var i = 0u; i < ROWS; i++) {
           acc_gate[t * MAX_ROWS + i] += dot(gk[i][0], xa) + dot(gk[i][1], xb);
           acc_up[t * MAX_ROWS + i] += dot(uk[i][0], xa) + dot(uk[i][1], xb);
@@ -132,7 +137,7 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var t = 0u; t < tokens; t++) {
     for (var i = 0u; i < ROWS; i++) {
       if (row0 + i < p.rows) {
-        y[t * p.y_stride + p.y_offset + row0 + i] = silu(acc_gate[t * MAX_ROWS + i]) * acc_up[t * MAX_ROWS + i];
+        y[(t0 + t) * p.y_stride + p.y_offset + row0 + i] = silu(acc_gate[t * MAX_ROWS + i]) * acc_up[t * MAX_ROWS + i];
       }
     }
   }

@@ -24,8 +24,10 @@
 // load per 8 groups leave the codes as the only per-row loads, and the decode work per weight
 // as the cost (bench/RESULTS.md, "Quantized decode on lavapipe").
 //
-// Dispatch: (ceil(rows / (WG * ROWS))) workgroups, once per matrix part.
-// Assumes: cols % 32 == 0; tokens <= TOKENS; gate and up split at the same rows; subgroups of
+// Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups, once per matrix part:
+// workgroup row y takes tokens TOKENS * y .. (a decode step of more than MATVEC_MAX_TOKENS
+// sequences).
+// Assumes: cols % 32 == 0; gate and up split at the same rows; subgroups of
 // at least 8 lanes (index.ts takes qmatvec_lanes.wgsl where there are none); uniform control
 // flow throughout.
 
@@ -79,11 +81,13 @@ fn row_starts(row0: u32) -> RowStarts {
 }
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
   let row0 = gid.x * ROWS;
   let groups = p.cols / 32u;
   let at = row_starts(row0);
-  for (var t = 0u; t < TOKENS && t < p.tokens; t++) {
+  // From the workgroup id, not gid: the token loop holds subgroupBroadcast, so its bounds must be uniform.
+  let t0 = wid.y * TOKENS;
+  for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
     // Zeroed explicitly: left to the implicit zero of a `var` in a loop body, the sums carried
     // over from the previous token on lavapipe.
     var acc = array<f32, MAX_ROWS>();
@@ -115,11 +119,13 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invoc
 // `matmul` with a second weight stream per row (up beside gate) and the silu product as its
 // epilogue: a deliberate copy of the loop, keep the two in step.
 @compute @workgroup_size(WG)
-fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
   let row0 = gid.x * ROWS;
   let groups = p.cols / 32u;
   let at = row_starts(row0);
-  for (var t = 0u; t < TOKENS && t < p.tokens; t++) {
+  // From the workgroup id, not gid: the token loop holds subgroupBroadcast, so its bounds must be uniform.
+  let t0 = wid.y * TOKENS;
+  for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
     var acc_gate = array<f32, MAX_ROWS>();
     var acc_up = array<f32, MAX_ROWS>();
     for (var b = 0u; 8u * b < groups; b++) {
