@@ -1,15 +1,19 @@
 /**
  * `openchat serve`: an OpenAI-compatible HTTP server (plus Cloudflare Workers
  * AI's text-generation schema) over one loaded Generator, on node:http alone.
+ * This file is the server itself (listening, closing, and the pipeline every
+ * request goes through); the endpoints' handlers are in routes/.
  *
- * The life of a request:
- *   CORS preflight (allowed origins only) -> auth (before the body is read) ->
- *   route -> Content-Type (415 unless JSON) -> body (size-limited, within the
- *   request timeout) -> JSON -> parse + validate into a GenerationJob
- *   (requests.ts; no GPU work yet) -> the prompt: refused from its length alone
- *   if it cannot fit, else tokenized in a worker thread while other requests run ->
- *   context check -> admission to the bounded queue (503 when full) ->
- *   Generator.generateChoices, which serializes generations FIFO -> JSON or SSE reply.
+ * The life of a request, and where each step is:
+ *   here: CORS preflight (allowed origins only) -> auth (before the body is
+ *     read) -> route to the endpoint's handler -> Content-Type (415 unless JSON);
+ *   the handler (routes/): body (size-limited, within the request timeout) ->
+ *     JSON -> parse + validate into a GenerationJob (requests.ts; no GPU work yet);
+ *   generation.ts: the prompt: refused from its length alone if it cannot fit,
+ *     else tokenized in a worker thread while other requests run -> context
+ *     check -> admission to the bounded queue (503 when full) ->
+ *     Generator.generateChoices, which serializes generations FIFO -> JSON or
+ *     SSE reply, in the handler's format.
  * The client leaving (the response's 'close' before it finished) aborts the
  * request's signal: a queued generation never starts, a running one stops after
  * the current token, and its queue slot is freed at once.
@@ -21,28 +25,19 @@
  * The log has one line per request (method, path, status, tokens, latency),
  * never prompt text or API keys.
  */
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { ContextLengthError, Generator, type FinishReason, type TokenLogprobs, type Usage } from '../generator.ts';
-import { chatLogprobs, legacyLogprobs, type TokenTexts } from './logprobs.ts';
-import { parseToolCall, type ToolCall } from './structured.ts';
-import {
-  ApiError,
-  badRequest,
-  cloudflareErrorBody,
-  internalError,
-  openAiErrorBody,
-} from './errors.ts';
+import { Generator } from '../generator.ts';
+import { ApiError, cloudflareErrorBody, internalError, openAiErrorBody } from './errors.ts';
+import { Cancelled, type Exchange, type RequestRecord, type ServerParts } from './exchange.ts';
+import { Generations } from './generation.ts';
 import { parseJsonObject, readBody, requireJson, sendJson, SseWriter } from './http.ts';
 import { ModelNames } from './models.ts';
+import { health } from './routes/health.ts';
+import { chatCompletions, completions, getModel, listModels } from './routes/openai.ts';
+import { workersAiRun } from './routes/workers-ai.ts';
 import { isWebPath, serveWeb } from './web.ts';
-import {
-  parseChatRequest,
-  parseCompletionRequest,
-  parseWorkersAiRequest,
-  type GenerationJob,
-} from './requests.ts';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 18888;
@@ -50,8 +45,6 @@ export const DEFAULT_PORT = 18888;
 export const DEFAULT_MAX_BODY_BYTES = 1 << 20;
 /** Requests that may wait beyond those the generator decodes together (its maxBatch) before the server answers 503. */
 export const DEFAULT_MAX_QUEUE = 32;
-/** Seconds a client is told to wait (Retry-After) when the queue is full. */
-export const RETRY_AFTER_SECONDS = 1;
 /**
  * Milliseconds a client has to send a whole request, headers and body (408 after): ample for
  * 1 MiB on a slow link, and far below Node's 300 s, so a stalled upload does not hold a socket.
@@ -135,122 +128,25 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
 }
 
-/** What one request did, for its log line. */
-interface RequestRecord {
-  promptTokens: number;
-  completionTokens: number;
-  finishReasons: FinishReason[];
-  errorCode: string | null;
-}
-
-interface ChoiceResult {
-  text: string;
-  finishReason: FinishReason;
-  usage: Usage;
-  seed: number;
-  /** With logprobs: every token's (all of them; `tailLogprobs` those no text event carried). */
-  logprobs: TokenLogprobs[];
-  tailLogprobs: TokenLogprobs[];
-}
-
-/** Callbacks a streaming reply hooks into, per choice. */
-interface ChoiceHooks {
-  onStart?(index: number): void;
-  onText?(index: number, text: string, logprobs: TokenLogprobs[]): void;
-  onDone?(index: number, result: ChoiceResult): void;
-}
-
-/** What a stream has sent of a choice's tokens so far (the completions layout's text offsets). */
-interface LogprobsSent {
-  chars: number;
-  tokens: number;
-}
-
-/**
- * What differs between the two OpenAI endpoints' answers; `openAiReply` writes both, streamed
- * or not, from this. `logprobs` is the shape's layout of some tokens' log-probabilities (null
- * when not asked for); `call` a tool call the answer made (chat only: completions have no tools).
- */
-interface OpenAiShape {
-  idPrefix: string;
-  object: string;
-  chunkObject: string;
-  /** A finished choice in a non-streamed answer, without its index. */
-  choice(r: ChoiceResult, logprobs: object | null, call: ToolCall | null): object;
-  /** A chunk's choice for the start of a choice (chat: the role), or null for none. */
-  startChoice(index: number): object | null;
-  textChoice(index: number, text: string, logprobs: object | null): object;
-  /** A complete tool call, streamed as one delta (chat). */
-  toolCallChoice(index: number, call: ToolCall, logprobs: object | null): object;
-  finishChoice(index: number, finishReason: FinishReason | 'tool_calls', logprobs: object | null): object;
-  /** These tokens' log-probabilities in the shape's layout; `sent` is updated for the next chunk. */
-  logprobs(texts: TokenTexts, tokens: TokenLogprobs[], sent: LogprobsSent): object;
-}
-
-const CHAT_COMPLETION: OpenAiShape = {
-  idPrefix: 'chatcmpl-',
-  object: 'chat.completion',
-  chunkObject: 'chat.completion.chunk',
-  choice: (r, logprobs, call) => ({
-    message: call ? { role: 'assistant', content: null, tool_calls: [openAiToolCall(call)] } : { role: 'assistant', content: r.text },
-    logprobs,
-    finish_reason: call ? 'tool_calls' : r.finishReason,
-    seed: r.seed,
-  }),
-  startChoice: (index) => ({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),
-  textChoice: (index, content, logprobs) => ({ index, delta: { content }, logprobs, finish_reason: null }),
-  toolCallChoice: (index, call, logprobs) => ({ index, delta: { tool_calls: [{ index: 0, ...openAiToolCall(call) }] }, logprobs, finish_reason: null }),
-  finishChoice: (index, finishReason, logprobs) => ({ index, delta: {}, logprobs, finish_reason: finishReason }),
-  logprobs: (texts, tokens) => ({ content: chatLogprobs(texts, tokens) }),
-};
-
-const TEXT_COMPLETION: OpenAiShape = {
-  idPrefix: 'cmpl-',
-  object: 'text_completion',
-  chunkObject: 'text_completion',
-  choice: (r, logprobs) => ({ text: r.text, logprobs, finish_reason: r.finishReason, seed: r.seed }),
-  startChoice: () => null,
-  textChoice: (index, text, logprobs) => ({ index, text, logprobs, finish_reason: null }),
-  toolCallChoice: () => {
-    throw new Error('a text completion has no tool calls'); // requests.ts refuses tools there
-  },
-  finishChoice: (index, finishReason, logprobs) => ({ index, text: '', logprobs, finish_reason: finishReason }),
-  logprobs: (texts, tokens, sent) => {
-    const out = legacyLogprobs(texts, tokens, sent.chars, sent.tokens === 0);
-    sent.chars += out.tokens.join('').length;
-    sent.tokens += tokens.length;
-    return out;
-  },
-};
-
-/** The request was cancelled (the client left); nothing more is sent. */
-class Cancelled extends Error {}
-
-export class OpenChatServer {
+export class OpenChatServer implements ServerParts {
   readonly names: ModelNames;
+  readonly generations: Generations;
+  readonly created = Math.floor(Date.now() / 1000);
   private readonly http: Server;
   private readonly maxBodyBytes: number;
-  private readonly maxQueue: number;
   private readonly keyDigests: Buffer[];
   private readonly logSink: (line: string) => void;
   private readonly logRequests: boolean;
   private readonly corsOrigins: ReadonlySet<string>;
   private readonly lastPaths = new WeakMap<Socket, string>();
-  /** Requests admitted for generation: those running (up to the generator's maxBatch) plus those waiting. */
-  private admitted = 0;
-  /** Requests whose prompts are being tokenized (bounded like the queue: a flood waits in neither). */
-  private tokenizing = 0;
-  /** Generations in progress (running or queued), so close() can wait for the model to be free. */
-  private readonly inFlight = new Set<Promise<unknown>>();
-  private readonly created = Math.floor(Date.now() / 1000);
 
   constructor(
     readonly generator: Generator,
     options: ServerOptions = {},
   ) {
     this.names = new ModelNames(generator.modelName, options.modelAliases, generator.adapterNames);
+    this.generations = new Generations(generator, options.maxQueue ?? DEFAULT_MAX_QUEUE);
     this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-    this.maxQueue = options.maxQueue ?? DEFAULT_MAX_QUEUE;
     this.keyDigests = (options.apiKeys ?? []).map(digest);
     this.logSink = options.log ?? ((line) => process.stderr.write(line + '\n'));
     this.logRequests = options.logRequests ?? true;
@@ -349,7 +245,7 @@ export class OpenChatServer {
 
   /** Requests admitted (running + queued). */
   get active(): number {
-    return this.admitted;
+    return this.generations.active;
   }
 
   async close(): Promise<void> {
@@ -357,7 +253,7 @@ export class OpenChatServer {
     // Dropping the connections fires every response's 'close', which aborts its generation.
     this.http.closeAllConnections();
     await closed;
-    await Promise.allSettled([...this.inFlight]);
+    await this.generations.settled();
   }
 
   // -------------------------------------------------------------------------
@@ -369,6 +265,15 @@ export class OpenChatServer {
     const path = pathOf(req.url);
     const record: RequestRecord = { promptTokens: 0, completionTokens: 0, finishReasons: [], errorCode: null };
     const abort = new AbortController();
+    const ex: Exchange = {
+      method,
+      path,
+      req,
+      res,
+      record,
+      signal: abort.signal,
+      readJson: async () => parseJsonObject(await readBody(req, this.maxBodyBytes)),
+    };
 
     // The log line waits for both the response to close and the handler to return, so that a
     // cancelled request is logged with the tokens it generated before it noticed.
@@ -389,14 +294,7 @@ export class OpenChatServer {
     try {
       if (this.cors(req, res)) return;
       if (method === 'GET' && path === '/health') {
-        sendJson(res, 200, {
-          status: 'ok',
-          model: this.names.served,
-          active: this.admitted,
-          queued: this.generator.queued,
-          running: this.generator.running,
-          max_batch: this.generator.maxBatch,
-        });
+        health(this, ex);
         return;
       }
       // The pages (web.ts) need no key: they hold no secrets, and ask for the key their API calls send.
@@ -405,7 +303,7 @@ export class OpenChatServer {
         return;
       }
       this.authorize(req);
-      await this.route(method, path, req, res, record, abort.signal);
+      await this.route(ex);
     } catch (err) {
       if (err instanceof Cancelled || abort.signal.aborted) return;
       let apiError: ApiError;
@@ -482,319 +380,37 @@ export class OpenChatServer {
     }
   }
 
-  private async route(
-    method: string,
-    path: string,
-    req: IncomingMessage,
-    res: ServerResponse,
-    record: RequestRecord,
-    signal: AbortSignal,
-  ): Promise<void> {
+  /** The endpoint for the method and path; the handlers are in routes/. */
+  private async route(ex: Exchange): Promise<void> {
+    const { method, path, req } = ex;
+    const onlyGet = () => {
+      if (method !== 'GET') throw methodNotAllowed(method, path, 'GET');
+    };
     const onlyPost = () => {
       if (method !== 'POST') throw methodNotAllowed(method, path, 'POST');
       requireJson(req);
     };
     if (path === '/v1/models') {
-      if (method !== 'GET') throw methodNotAllowed(method, path, 'GET');
-      sendJson(res, 200, { object: 'list', data: [...this.names.all, ...this.names.adapters].map((id) => this.modelObject(id)) });
-      return;
+      onlyGet();
+      return listModels(this, ex);
     }
     if (path.startsWith('/v1/models/')) {
-      if (method !== 'GET') throw methodNotAllowed(method, path, 'GET');
-      const id = safeDecode(path.slice('/v1/models/'.length));
-      if (!this.names.accepts(id)) {
-        throw new ApiError(404, `The model '${id.slice(0, 80)}' does not exist`, 'invalid_request_error', 'model', 'model_not_found');
-      }
-      sendJson(res, 200, this.modelObject(id));
-      return;
+      onlyGet();
+      return getModel(this, ex, safeDecode(path.slice('/v1/models/'.length)));
     }
     if (path === '/v1/chat/completions') {
       onlyPost();
-      const job = parseChatRequest(await this.readJson(req), this.names, this.generator);
-      await this.openAiReply(CHAT_COMPLETION, job, res, record, signal);
-      return;
+      return chatCompletions(this, ex);
     }
     if (path === '/v1/completions') {
       onlyPost();
-      const job = parseCompletionRequest(await this.readJson(req), this.names, this.generator);
-      await this.openAiReply(TEXT_COMPLETION, job, res, record, signal);
-      return;
+      return completions(this, ex);
     }
     if (path.startsWith('/ai/run/')) {
       onlyPost();
-      const model = safeDecode(path.slice('/ai/run/'.length));
-      if (!this.names.accepts(model)) {
-        throw new ApiError(404, `No such model ${model.slice(0, 80)}; this server runs ${this.names.served}`, 'not_found_error', null, 'model_not_found');
-      }
-      if (this.names.adapterFor(model) !== undefined) {
-        // Workers AI names the base model in the path and the adapter in `lora`; one way only.
-        throw badRequest(`${model.slice(0, 80)} is a LoRA adapter: on /ai/run the path names the base model (${this.names.served}) and the lora field the adapter`, 'lora');
-      }
-      const job = parseWorkersAiRequest(await this.readJson(req), this.generator, this.names);
-      await this.workersAi(job, res, record, signal);
-      return;
+      return workersAiRun(this, ex, safeDecode(path.slice('/ai/run/'.length)));
     }
     throw new ApiError(404, `Unknown request URL: ${method} ${path.slice(0, 200)}.`, 'invalid_request_error', null, 'unknown_url');
-  }
-
-  private async readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-    return parseJsonObject(await readBody(req, this.maxBodyBytes));
-  }
-
-  private modelObject(id: string): object {
-    const base = { id, object: 'model', created: this.created, owned_by: 'openchat-webgpu', max_model_len: this.generator.contextLength };
-    // An adapter is listed as vLLM lists one, with its base model as `parent`; `root` is its
-    // name where vLLM gives its path (a server does not show its file system).
-    const adapter = this.names.adapterFor(id);
-    return adapter === undefined ? { ...base, root: this.names.served } : { ...base, id: adapter, root: adapter, parent: this.names.served };
-  }
-
-  // -------------------------------------------------------------------------
-  // Generation shared by the endpoints
-
-  /**
-   * The job's prompt ids, if it fits the context: a prompt whose length alone shows it cannot
-   * fit is refused before tokenizing; otherwise it is tokenized in the tokenizer's worker
-   * thread, slice by slice, while the event loop serves other requests (/health included).
-   * 400 context_length_exceeded otherwise.
-   */
-  private async promptIds(job: GenerationJob, record: RequestRecord, signal: AbortSignal): Promise<number[]> {
-    if (this.tokenizing >= 1 + this.maxQueue) throw this.busy(`${this.tokenizing} requests are already being tokenized (the limit is ${1 + this.maxQueue})`);
-    this.tokenizing++;
-    try {
-      const ids = await this.generator.prompts.fitAsync(job.prompt, job.params.max_tokens, signal);
-      record.promptTokens = ids.length;
-      return ids;
-    } catch (err) {
-      if (err instanceof ContextLengthError) {
-        // OpenAI's wording: some clients look for "maximum context length" to trim and retry.
-        const n = `${err.atLeast ? 'at least ' : ''}${err.promptTokens}`;
-        const asked =
-          err.maxTokens === null
-            ? `However, your messages resulted in ${n} tokens. Please reduce the length of the messages.`
-            : `However, you requested ${err.atLeast ? 'at least ' : ''}${err.promptTokens + err.maxTokens} tokens (${n} in the messages, ` +
-              `${err.maxTokens} in the completion). Please reduce the length of the messages or completion.`;
-        throw new ApiError(400, `This model's maximum context length is ${err.contextLength} tokens. ${asked}`,
-          'invalid_request_error', err.maxTokens === null ? 'messages' : 'max_tokens', 'context_length_exceeded');
-      }
-      throw err;
-    } finally {
-      this.tokenizing--;
-    }
-  }
-
-  /** 503 server_busy with Retry-After, saying why. */
-  private busy(why: string): ApiError {
-    return new ApiError(
-      503,
-      `The server is busy: ${why}. Retry shortly.`,
-      'server_error',
-      null,
-      'server_busy',
-      { 'Retry-After': String(RETRY_AFTER_SECONDS) },
-    );
-  }
-
-  /**
-   * Takes a queue slot; returns the slot's release (idempotent). Throws 503 when maxBatch
-   * requests run and maxQueue more wait, before any GPU work.
-   */
-  private admit(res: ServerResponse): () => void {
-    const batch = this.generator.maxBatch;
-    if (this.admitted >= batch + this.maxQueue) {
-      throw this.busy(`${batch} requests are running and ${this.admitted - batch} are already waiting (the limit is ${this.maxQueue})`);
-    }
-    this.admitted++;
-    let held = true;
-    const release = () => {
-      if (held) {
-        held = false;
-        this.admitted--;
-      }
-    };
-    // A client that leaves frees its slot now, not when the generator gets round to noticing.
-    res.once('close', release);
-    return release;
-  }
-
-  /** Runs the job's n choices (Generator.generateChoices); throws Cancelled if the client left. */
-  private async runChoices(
-    job: GenerationJob,
-    promptIds: number[],
-    record: RequestRecord,
-    signal: AbortSignal,
-    hooks: ChoiceHooks = {},
-  ): Promise<ChoiceResult[]> {
-    const work = (async () => {
-      const results: ChoiceResult[] = [];
-      let text = '';
-      let logprobs: TokenLogprobs[] = [];
-      try {
-        for await (const ev of this.generator.generateChoices(promptIds, job.params, signal, job.options)) {
-          if (ev.type === 'start') {
-            text = '';
-            logprobs = [];
-            hooks.onStart?.(ev.index);
-            continue;
-          }
-          if (ev.logprobs) logprobs.push(...ev.logprobs);
-          if (ev.type === 'text') {
-            text += ev.text;
-            hooks.onText?.(ev.index, ev.text, ev.logprobs ?? []);
-          } else {
-            record.completionTokens += ev.usage.completion_tokens;
-            if (ev.finishReason === 'cancelled') break;
-            const result: ChoiceResult = {
-              text,
-              finishReason: ev.finishReason,
-              usage: ev.usage,
-              seed: ev.seed,
-              logprobs,
-              tailLogprobs: ev.logprobs ?? [],
-            };
-            record.finishReasons.push(result.finishReason);
-            results.push(result);
-            hooks.onDone?.(ev.index, result);
-          }
-        }
-      } catch (err) {
-        // Aborted while waiting in the generator's queue.
-        if (signal.aborted) throw new Cancelled('cancelled');
-        throw err;
-      }
-      if (results.length < job.params.n || signal.aborted) throw new Cancelled('cancelled');
-      return results;
-    })();
-    this.inFlight.add(work);
-    try {
-      return await work;
-    } finally {
-      this.inFlight.delete(work);
-    }
-  }
-
-  private usage(promptIds: number[], results: ChoiceResult[]): Usage {
-    // As OpenAI counts n > 1: the prompt once, every choice's completion.
-    const completion = results.reduce((sum, r) => sum + r.usage.completion_tokens, 0);
-    return { prompt_tokens: promptIds.length, completion_tokens: completion, total_tokens: promptIds.length + completion };
-  }
-
-  // -------------------------------------------------------------------------
-  // POST /v1/chat/completions and POST /v1/completions: one writer, two shapes
-
-  private async openAiReply(shape: OpenAiShape, job: GenerationJob, res: ServerResponse, record: RequestRecord, signal: AbortSignal): Promise<void> {
-    const promptIds = await this.promptIds(job, record, signal);
-    const release = this.admit(res);
-    const id = `${shape.idPrefix}${randomUUID().replaceAll('-', '')}`;
-    const created = Math.floor(Date.now() / 1000);
-    const model = job.model ?? this.names.served;
-    try {
-      if (!job.stream) {
-        const results = await this.runChoices(job, promptIds, record, signal);
-        sendJson(res, 200, {
-          id,
-          object: shape.object,
-          created,
-          model,
-          choices: results.map((r, index) => {
-            const call = job.tools ? parseToolCall(r.text, job.tools) : null;
-            const logprobs = job.options.logprobs ? shape.logprobs(this.generator, r.logprobs, { chars: 0, tokens: 0 }) : null;
-            return { index, ...shape.choice(r, logprobs, call) };
-          }),
-          usage: this.usage(promptIds, results),
-        });
-        return;
-      }
-
-      const sse = new SseWriter(res);
-      sse.open();
-      const chunk = (choices: object[], extra: object = {}) => ({
-        id,
-        object: shape.chunkObject,
-        created,
-        model,
-        choices,
-        ...(job.includeUsage ? { usage: null } : {}),
-        ...extra,
-      });
-      let sent: LogprobsSent = { chars: 0, tokens: 0 };
-      const lp = (tokens: TokenLogprobs[]) => (job.options.logprobs && tokens.length ? shape.logprobs(this.generator, tokens, sent) : null);
-      const sendText = (index: number, text: string, tokens: TokenLogprobs[]) => sse.send(chunk([shape.textChoice(index, text, lp(tokens))]));
-      // With tools the answer may be a call: hold the text until its first visible character
-      // says which (a call is sent whole, as one tool-call delta, once complete).
-      let held = { text: '', tokens: [] as TokenLogprobs[], mode: 'text' as 'text' | 'call' | 'undecided' };
-      const results = await this.runChoices(job, promptIds, record, signal, {
-        onStart: (index) => {
-          sent = { chars: 0, tokens: 0 };
-          held = { text: '', tokens: [], mode: job.tools ? 'undecided' : 'text' };
-          const start = shape.startChoice(index);
-          if (start !== null) sse.send(chunk([start]));
-        },
-        onText: (index, text, tokens) => {
-          if (held.mode === 'text') return sendText(index, text, tokens);
-          held.text += text;
-          held.tokens.push(...tokens);
-          if (held.mode === 'undecided' && held.text.trim()) {
-            held.mode = held.text.trimStart().startsWith('{') ? 'call' : 'text';
-            if (held.mode === 'text') sendText(index, held.text, held.tokens);
-          }
-        },
-        onDone: (index, r) => {
-          const call = held.mode !== 'text' && job.tools ? parseToolCall(r.text, job.tools) : null;
-          if (call) sse.send(chunk([shape.toolCallChoice(index, call, lp([...held.tokens, ...r.tailLogprobs]))]));
-          else if (held.mode !== 'text' && held.text) sendText(index, held.text, held.tokens);
-          sse.send(chunk([shape.finishChoice(index, call ? 'tool_calls' : r.finishReason, call ? null : lp(r.tailLogprobs))]));
-        },
-      });
-      if (job.includeUsage) sse.send(chunk([], { usage: this.usage(promptIds, results) }));
-      sse.end();
-    } finally {
-      release();
-    }
-  }
-
-  // -------------------------------------------------------------------------
-  // POST /ai/run/<model> (Cloudflare Workers AI)
-
-  private async workersAi(job: GenerationJob, res: ServerResponse, record: RequestRecord, signal: AbortSignal): Promise<void> {
-    const promptIds = await this.promptIds(job, record, signal);
-    const release = this.admit(res);
-    try {
-      if (!job.stream) {
-        const [r] = await this.runChoices(job, promptIds, record, signal);
-        const call = job.tools ? parseToolCall(r!.text, job.tools) : null;
-        const result = call
-          ? { response: '', tool_calls: [workersAiToolCall(call)], usage: this.usage(promptIds, [r!]) }
-          : { response: r!.text, usage: this.usage(promptIds, [r!]) };
-        sendJson(res, 200, { result, success: true, errors: [], messages: [] });
-        return;
-      }
-      const sse = new SseWriter(res);
-      sse.open();
-      // With tools, text is held until its first visible character says whether it is a call.
-      let held = '';
-      let mode: 'text' | 'call' | 'undecided' = job.tools ? 'undecided' : 'text';
-      const results = await this.runChoices(job, promptIds, record, signal, {
-        onText: (_index, response) => {
-          if (mode === 'text') return sse.send({ response });
-          held += response;
-          if (mode === 'undecided' && held.trim()) {
-            mode = held.trimStart().startsWith('{') ? 'call' : 'text';
-            if (mode === 'text') sse.send({ response: held });
-          }
-        },
-        onDone: (_index, r) => {
-          const call = mode !== 'text' && job.tools ? parseToolCall(r.text, job.tools) : null;
-          if (call) sse.send({ response: '', tool_calls: [workersAiToolCall(call)] });
-          else if (mode !== 'text' && held) sse.send({ response: held });
-        },
-      });
-      // The last event carries the usage, as Workers AI's streams do; then [DONE].
-      sse.send({ response: '', usage: this.usage(promptIds, results) });
-      sse.end();
-    } finally {
-      release();
-    }
   }
 }
 
@@ -854,14 +470,4 @@ function formatLogLine(method: string, path: string, status: number, r: RequestR
   if (cancelled) parts.push('cancelled');
   parts.push(`${ms.toFixed(1)}ms`);
   return parts.join(' ');
-}
-
-/** OpenAI's tool call object. */
-function openAiToolCall(call: ToolCall): object {
-  return { id: call.id, type: 'function', function: { name: call.name, arguments: call.arguments } };
-}
-
-/** Workers AI's tool call: the arguments as an object. */
-function workersAiToolCall(call: ToolCall): object {
-  return { name: call.name, arguments: JSON.parse(call.arguments) as unknown };
 }

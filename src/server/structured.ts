@@ -4,7 +4,7 @@
  * Both become a constraint on the sampler (src/sampling/json): the answer is decoded under the
  * grammar of a JSON schema, so it always parses and validates, whatever the weights.
  *
- * OpenChat 3.5 has no native tool format, so this module defines one (documented in README.md):
+ * OpenChat 3.5 has no native tool format, so this module defines one (documented in docs/server.md):
  *   - the functions are described in the system segment, one JSON line each
  *     ({"name", "description", "parameters"}), followed by the calling convention: a call is an
  *     answer that is nothing but {"name": "<function>", "arguments": {...}};
