@@ -14,6 +14,14 @@
  * measured before loading and again at the end, and the better of the two is
  * the limit: other processes slowing one measurement must not flatter the ratios.
  *
+ * The engine is measured as it serves: the folder is loaded into a Generator (src/generator.ts),
+ * the scheduler the HTTP server runs, and every figure is of requests sent through
+ * generator.generate() (token ids in), timed by when their events reach the consumer: prefill as
+ * one request's time to first token, decode as one request's tokens, and S concurrent requests
+ * for each stream count (aggregate decode, time to first token and inter-token latency
+ * percentiles, as vLLM's serving benchmark reports them). --profile times every kernel the
+ * scheduler's steps ran.
+ *
  * Benchmarks print numbers; they never fail on speed.
  */
 import { totalmem, cpus, loadavg } from 'node:os';
@@ -22,11 +30,14 @@ import { bytesPerElement, createStorageBuffer, quantBytes, readU32, type QuantFo
 import { Encoder, getPipeline, params } from '../src/gpu/encoder.ts';
 import { expectedTensors, loadConfig, type ModelConfig } from '../src/model/config.ts';
 import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, type Quantization } from '../src/model/quantized.ts';
-import { MistralModel } from '../src/model/model.ts';
+import { STEP_PREFILL_TOKENS, type MistralModel } from '../src/model/model.ts';
 import { Checkpoint } from '../src/model/safetensors.ts';
 import { Rng } from '../src/util/rng.ts';
 import { formatPlan, type KernelPlan } from '../src/kernels/plan.ts';
 import { GpuProfiler, type KernelTiming, type StepTiming } from '../src/gpu/profiler.ts';
+import { DEFAULT_KV_CACHE_GB, Generator, type GenerationEvent, type GeneratorOptions } from '../src/generator.ts';
+import { validateSamplingParams } from '../src/sampling/params.ts';
+import type { OpenChatTokenizer } from '../src/tokenizer/index.ts';
 
 // ---------------------------------------------------------------------------
 // Device limits
@@ -309,31 +320,38 @@ function bound(memorySeconds: number, computeSeconds: number): { seconds: number
 // The benchmark
 // ---------------------------------------------------------------------------
 
+/** Stream counts measured unless told otherwise (`openchat bench --streams`). */
+export const DEFAULT_STREAMS: readonly number[] = Object.freeze([1, 8, 32]);
+
 export interface BenchOptions {
   /** Prompt lengths to prefill, each with fresh random token ids. */
   promptLengths: number[];
-  /** Tokens to decode greedily (argmax fed back), after a prompt of `decodePrompt` tokens. */
+  /** Tokens to decode greedily after each request's first token, after a prompt of `decodePrompt` tokens. */
   decodeTokens: number;
-  /** Prompt before decoding; default: the shortest of promptLengths. */
+  /** Prompt before decoding (and of every stream); default: the shortest of promptLengths. */
   decodePrompt?: number;
   /** Measurements per figure; the median is reported. */
   repeats?: number;
   seed: number;
   /** Bytes per copy in the bandwidth measurement (at most one storage binding). */
   copyBytes?: number;
-  /** Tokens per prefill dispatch (the model's default when absent). */
+  /** Most rows of the activation buffers (GeneratorOptions.maxChunk; the model's default when absent). */
   maxChunk?: number;
   /**
    * Kernel plans to compare, each forced over the device's plan ({} = the device's own);
    * their measurements are interleaved round by round, so they share the machine's noise.
    */
   plans?: Partial<KernelPlan>[];
-  /** After the measurements, this many decode steps per plan with GPU timestamps per kernel (0: none). */
+  /** After the measurements, one request per plan profiled with GPU timestamps: its prefill steps and this many decode steps (0: none). */
   profileTokens?: number;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
   /** Quantize the weights while loading (ModelOptions.quantize). */
   quantize?: QuantFormat;
+  /** Concurrent request counts to measure (default DEFAULT_STREAMS); the Generator's max batch is the largest. */
+  streams?: number[];
+  /** KV-cache budget in GiB (GeneratorOptions.kvCacheGb): it may hold fewer sequences than the largest stream count. */
+  kvCacheGb?: number;
 }
 
 export interface Figure {
@@ -346,7 +364,7 @@ export interface Figure {
 
 export interface PrefillResult {
   promptTokens: number;
-  /** Seconds from handing over the ids to holding the first generated token id (median). */
+  /** Seconds from sending the request (max_tokens 1) to its first event (median). */
   timeToFirstToken: Figure;
   tokensPerSecond: Figure;
   /** Seconds of each repeat. */
@@ -360,17 +378,67 @@ export interface DecodeResult {
   secondsPerToken: number;
   /** Bytes a decode step reads at the mean position (weights + KV cache). */
   bytesPerToken: number;
-  /** Seconds of each decode step of the last repeat. */
+  /** Seconds between successive tokens of the last repeat, as the consumer received them. */
   samples: number[];
+}
+
+export interface Percentiles {
+  p50: number;
+  p99: number;
+}
+
+/** One round of S streams: the aggregate decode rate and the interval it was taken over. */
+export interface StreamsRound {
+  tokensPerSecond: number;
+  /** Decode tokens (after each request's first) that arrived in the interval. */
+  decodeTokens: number;
+  seconds: number;
+  /**
+   * 'all decoding': from the last stream's first token to the first stream's last, when every
+   * stream decodes; 'whole run': from the first first token to the last token, when the streams
+   * never all decode together (more requests than the KV-cache pool holds, or too few tokens).
+   */
+  window: 'all decoding' | 'whole run';
+}
+
+export interface StreamsResult {
+  streams: number;
+  /** Median over the rounds of the decode tokens of all streams per second (StreamsRound). */
+  aggregateDecodeTokensPerSecond: number;
+  /** From sending the S requests together to each one's first token, over every request of every round. */
+  ttftMs: Percentiles;
+  /** Between successive tokens of one stream as its consumer received them, over all streams and rounds. */
+  itlMs: Percentiles;
+  /** Requests that ran at once: the KV-cache pool's regions, or S when it holds them all (the rest queue). */
+  concurrent: number;
+  /** Prompt tokens per request, and the max_tokens each asked for. */
+  promptTokens: number;
+  maxTokens: number;
+  /** Over all rounds: requests sent, tokens they generated, requests that ended before max_tokens (end of turn). */
+  requests: number;
+  completionTokens: number;
+  stoppedEarly: number;
+  /** Samples behind the percentiles: one per request, and one per token after each request's first. */
+  ttftSamples: number;
+  itlSamples: number;
+  rounds: StreamsRound[];
+  /**
+   * Time to first token of one more request (a fresh prompt of promptTokens, max_tokens 1) sent
+   * while S - 1 streams decode, median over the rounds: null for S = 1, or when S exceeds the pool.
+   */
+  ttftBesideMs: number | null;
 }
 
 export interface ProfileResult {
   plan: string;
+  /** Which steps of the profiled request: its prompt's prefill steps, or its decode steps. */
+  kind: 'prefill' | 'decode';
+  /** Prompt tokens (prefill) or decoded tokens (decode): what the per-token figures divide by. */
   tokens: number;
-  /** Summed over the profiled tokens. */
+  /** Summed over the profiled steps. */
   kernels: KernelTiming[];
   steps: StepTiming[];
-  /** Wall time of each profiled step (forward call to token in hand). */
+  /** Wall time of each profiled step (step() called to its readback in hand). */
   wallSeconds: number[];
 }
 
@@ -392,16 +460,33 @@ export interface BenchResult {
     /** The weights on the device: less than weightBytes when quantized at load. */
     weightDeviceBytes: number;
     quantize?: QuantFormat;
+    /** The whole KV-cache pool (`sequences` regions). */
     kvCacheBytes: number;
+    /** Positions per sequence. */
     contextLength: number;
+    /** Rows of the activation buffers. */
     maxChunk: number;
+    /** Prompt tokens per prefill step of the scheduler: min(STEP_PREFILL_TOKENS, maxChunk). */
+    stepChunk: number;
+    /** Sequences the KV-cache pool holds (the Generator's max batch). */
+    sequences: number;
+    /** The max batch asked for: the largest stream count. */
+    maxBatch: number;
   };
-  options: { promptLengths: number[]; decodeTokens: number; decodePrompt: number; repeats: number; seed: number };
-  /** The kernel plan of `prefill` and `decode` (src/kernels/plan.ts syntax). */
+  options: {
+    promptLengths: number[];
+    decodeTokens: number;
+    decodePrompt: number;
+    repeats: number;
+    seed: number;
+    streams: number[];
+    kvCacheGb?: number;
+  };
+  /** The kernel plan of `prefill`, `decode` and `streams` (src/kernels/plan.ts syntax). */
   plan: string;
-  /** Every plan measured, the first being `plan` (the same figures as prefill and decode). */
-  plans: { plan: string; prefill: PrefillResult[]; decode: DecodeResult }[];
-  /** Per plan, with --profile: GPU time per kernel over the profiled decode steps. */
+  /** Every plan measured, the first being `plan` (the same figures as prefill, decode and streams). */
+  plans: { plan: string; prefill: PrefillResult[]; decode: DecodeResult; streams: StreamsResult[] }[];
+  /** Per plan, with --profile: GPU time per kernel over the profiled request's prefill steps and decode steps. */
   profile?: ProfileResult[];
   /** The better of the two measurements, field by field. */
   roofline: Roofline;
@@ -411,6 +496,7 @@ export interface BenchResult {
   warmup: { seconds: number; compileSeconds: number };
   prefill: PrefillResult[];
   decode: DecodeResult;
+  streams: StreamsResult[];
   memory: {
     peakRss: Figure;
     rssAfterLoadBytes: number;
@@ -426,6 +512,18 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/** The q-th quantile (0..1), interpolated between the two nearest ranks (numpy's default, as vLLM's benchmark uses). */
+export function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const at = q * (s.length - 1);
+  const lo = Math.floor(at);
+  const hi = Math.min(lo + 1, s.length - 1);
+  return s[lo]! + (s[hi]! - s[lo]!) * (at - lo);
+}
+
+const percentiles = (xs: readonly number[]): Percentiles => ({ p50: quantile(xs, 0.5), p99: quantile(xs, 0.99) });
+
 function timeFigure(measured: number, limit: { seconds: number; bound: string }): Figure {
   return { measured, limit: limit.seconds, ratio: limit.seconds / measured, boundBy: limit.bound };
 }
@@ -436,9 +534,151 @@ function rateFigure(measured: number, limit: number, boundBy: string): Figure {
 
 const maxRssBytes = () => process.resourceUsage().maxRSS * 1024; // maxRSS is in KiB
 
+// ---------------------------------------------------------------------------
+// Requests as a client sees them
+// ---------------------------------------------------------------------------
+
+type DoneEvent = Extract<GenerationEvent, { type: 'done' }>;
+
+/** One request as its consumer saw it: when it was sent, and when each event arrived (performance.now(), ms). */
+export interface Observed {
+  sentAt: number;
+  texts: { text: string; at: number }[];
+  done: DoneEvent;
+  doneAt: number;
+}
+
+/** Drains a request's events, stamping each on arrival; `onFirst` runs when the first one comes. */
+async function observe(events: AsyncIterable<GenerationEvent>, sentAt: number, onFirst?: () => void): Promise<Observed> {
+  const texts: { text: string; at: number }[] = [];
+  for await (const ev of events) {
+    const at = performance.now();
+    if (texts.length === 0) onFirst?.();
+    if (ev.type === 'text') texts.push({ text: ev.text, at });
+    else return { sentAt, texts, done: ev, doneAt: at };
+  }
+  throw new Error('bench: a generation ended without its done event');
+}
+
 /**
- * Loads `dir`, measures the device's roofline, then prefill and decode speed.
- * The model is destroyed afterwards; the device stays.
+ * When each generated token reached the consumer (ms). A text event carries the text of all the
+ * tokens since the previous one: usually one, but several when a character spans byte tokens
+ * (held back until whole), and a token may add no text at all. So the done event's token ids
+ * are run through the same stream decoder the Generator uses, which says which tokens each text
+ * event completed; the replay must reproduce the events' texts exactly, or this throws (the
+ * Generator's text pipeline changed, and this would count wrong). A stop token, and tokens whose
+ * text never came out, arrive with the done event. The request must have had no stop strings.
+ */
+export function tokenArrivals(tokenizer: OpenChatTokenizer, o: Observed): number[] {
+  const tokens = o.done.tokens;
+  // A request without stop strings stops only at a stop token, which is never decoded.
+  const decoded = o.done.finishReason === 'stop' ? tokens.length - 1 : tokens.length;
+  const decoder = tokenizer.createStreamDecoder({ skipSpecial: true });
+  const replay: { text: string; ends: number }[] = [];
+  for (let j = 0; j < decoded; j++) {
+    const text = decoder.push(tokens[j]!);
+    if (text) replay.push({ text, ends: j + 1 });
+  }
+  const tail = decoder.flush();
+  if (tail) replay.push({ text: tail, ends: decoded });
+  const same = replay.length === o.texts.length && replay.every((r, i) => r.text === o.texts[i]!.text);
+  if (!same) {
+    throw new Error(
+      `bench: the ${o.texts.length} text events of a request are not what its ${tokens.length} tokens decode to ` +
+        `(${replay.length} pieces); the token timestamps would be wrong`,
+    );
+  }
+  const at: number[] = [];
+  let k = 0;
+  for (let j = 0; j < tokens.length; j++) {
+    while (k < replay.length && replay[k]!.ends <= j) k++;
+    at.push(k < replay.length ? o.texts[k]!.at : o.doneAt);
+  }
+  return at;
+}
+
+/** The figures of one round of S streams from their token arrivals (ms). */
+export function streamsRound(arrivals: readonly (readonly number[])[]): StreamsRound {
+  const firsts = arrivals.map((a) => a[0]!);
+  const lasts = arrivals.map((a) => a[a.length - 1]!);
+  const together = { from: Math.max(...firsts), to: Math.min(...lasts) };
+  const window = together.to > together.from ? 'all decoding' : 'whole run';
+  const { from, to } = window === 'all decoding' ? together : { from: Math.min(...firsts), to: Math.max(...lasts) };
+  let decodeTokens = 0;
+  for (const a of arrivals) for (let j = 1; j < a.length; j++) if (a[j]! > from && a[j]! <= to) decodeTokens++;
+  const seconds = (to - from) / 1000;
+  return { tokensPerSecond: seconds > 0 ? decodeTokens / seconds : 0, decodeTokens, seconds, window };
+}
+
+/**
+ * Calls `after` each time the model's step() has returned (readback in hand), until the returned
+ * function is called. The Generator's scheduler is what calls step(), so this is how the profiler
+ * ends a step exactly where the served path's steps end, without the scheduler knowing of it.
+ */
+function afterEachStep(
+  model: MistralModel,
+  after: (kind: Parameters<MistralModel['step']>[1], seconds: number) => Promise<void>,
+): () => void {
+  const step = model.step;
+  let calls = 0;
+  model.step = async (batch, kind, adapter) => {
+    const t = performance.now();
+    const out = await step.call(model, batch, kind, adapter);
+    calls++;
+    await after(kind, (performance.now() - t) / 1000);
+    return out;
+  };
+  return () => {
+    model.step = step;
+    // The scheduler moved to another entry point: the profile would be empty, not wrong, so say so.
+    if (calls === 0) throw new Error("bench --profile: the Generator ran no MistralModel.step() call; profiling hooks into step()");
+  };
+}
+
+type KernelSnapshot = Map<string, KernelTiming>;
+const snapshot = (ks: KernelTiming[]): KernelSnapshot => new Map(ks.map((k) => [k.label, { ...k }]));
+
+/** Adds the kernels timed between two snapshots of one profiler to `into`. */
+function addDifference(into: KernelSnapshot, before: KernelSnapshot, after: KernelSnapshot): void {
+  for (const [label, k] of after) {
+    const b = before.get(label);
+    const calls = k.calls - (b?.calls ?? 0);
+    if (calls === 0) continue;
+    const sum = into.get(label) ?? { label, calls: 0, seconds: 0, bytes: 0 };
+    sum.calls += calls;
+    sum.seconds += k.seconds - (b?.seconds ?? 0);
+    sum.bytes += k.bytes - (b?.bytes ?? 0);
+    into.set(label, sum);
+  }
+}
+
+/** A Generator for `dir`; a tokenizer that does not fit the model (an older synthetic folder) gets the command that fixes it. */
+async function loadGenerator(dir: string, opts: GeneratorOptions): Promise<Generator> {
+  try {
+    return await Generator.load({ ...opts, modelDir: dir });
+  } catch (err) {
+    if (err instanceof Error && /belong to different models/.test(err.message)) {
+      throw new Error(
+        `${err.message}. The benchmark runs through the Generator, which needs the model's tokenizer; ` +
+          `for a folder from bench/synthetic.ts, write a matching one with: npx tsx bench/synthetic.ts tokenizer ${dir}`,
+      );
+    }
+    throw err;
+  }
+}
+
+/**
+ * Lets the scheduler's loop wind down after a request before the next is sent: the loop marks
+ * itself idle a few microtasks after its last step, so a request sent in between would rely on
+ * microtask order to be picked up.
+ */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Loads `dir` into a Generator (the scheduler the server uses), measures the device's roofline,
+ * then sends requests through generator.generate(): prefill speed per prompt length (one request,
+ * max_tokens 1), single-stream decode, and S concurrent streams for each stream count.
+ * The Generator is closed afterwards; the device stays.
  */
 export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): Promise<BenchResult> {
   const started = performance.now();
@@ -449,15 +689,19 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   if (promptLengths.length === 0 || promptLengths.some((n) => !Number.isInteger(n) || n < 1)) {
     throw new Error(`prompt lengths must be positive integers; got [${promptLengths}]`);
   }
+  const streamCounts = [...new Set(opts.streams ?? DEFAULT_STREAMS)];
+  if (streamCounts.some((s) => !Number.isInteger(s) || s < 1)) throw new Error(`stream counts must be positive integers; got [${streamCounts}]`);
+  if (!Number.isInteger(opts.decodeTokens) || opts.decodeTokens < 1) throw new Error(`decode tokens must be a positive integer; got ${opts.decodeTokens}`);
   const decodePrompt = opts.decodePrompt ?? Math.min(...promptLengths);
+  const profileTokens = opts.profileTokens ?? 0;
   const config = loadConfig(dir);
-  // Allocate only the context the run uses (positions 0 .. needed-1): on a
-  // software adapter the KV cache is host memory too.
-  // The warm-up decodes one token after each prompt; --profile decodes one more, then its tokens.
-  const needed = Math.max(...promptLengths.map((n) => n + 1), decodePrompt + opts.decodeTokens, decodePrompt + 1 + (opts.profileTokens ?? 0));
+  // Every sequence gets only the context the run uses (prompt + max_tokens at most): on a
+  // software adapter the KV cache is host memory too. The warm-up asks for 2 tokens per prompt.
+  const needed = Math.max(...promptLengths.map((n) => n + 2), decodePrompt + opts.decodeTokens + 1, decodePrompt + profileTokens + 1);
   if (needed > config.max_position_embeddings) {
     throw new Error(`the run needs ${needed} positions, more than max_position_embeddings ${config.max_position_embeddings}`);
   }
+  const maxBatch = Math.max(1, ...streamCounts);
 
   const ckpt = Checkpoint.open(dir);
   const folderQuant = folderQuantization(dir);
@@ -478,13 +722,16 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   };
   const rooflineFirst = await rooflineRun('before loading');
 
-  log(`loading ${dir} (${(ckpt.totalBytes / 1e9).toFixed(2)} GB)...`);
+  log(`loading ${dir} (${(ckpt.totalBytes / 1e9).toFixed(2)} GB) into a Generator (max batch ${maxBatch})...`);
   const t0 = performance.now();
   let lastLog = t0;
-  const model = await MistralModel.load(gpu, dir, {
+  const gen = await loadGenerator(dir, {
+    gpu,
     contextLength: needed,
     maxChunk: opts.maxChunk,
     quantize: opts.quantize,
+    maxBatch,
+    kvCacheGb: opts.kvCacheGb,
     onProgress: (p) => {
       const now = performance.now();
       if (now - lastLog > 5000) {
@@ -493,58 +740,78 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       }
     },
   });
+  const model = gen.model;
   const loadSeconds = (performance.now() - t0) / 1000;
   const rssAfterLoadBytes = maxRssBytes();
   log(`  loaded in ${loadSeconds.toFixed(2)} s; peak RSS so far ${(rssAfterLoadBytes / 1e9).toFixed(2)} GB`);
+  const pool = gen.maxBatch;
+  for (const s of streamCounts.filter((s) => s > pool)) {
+    log(
+      `streams ${s}: the KV-cache pool holds ${pool} sequences of ${needed} positions (--kv-cache-gb ${opts.kvCacheGb ?? DEFAULT_KV_CACHE_GB}), ` +
+        `so ${s - pool} of the ${s} requests queue until others end`,
+    );
+  }
 
   try {
     const rng = new Rng(opts.seed);
     const randomIds = (n: number) => Array.from({ length: n }, () => rng.int(0, config.vocab_size));
-    const chunk = model.maxChunk;
+    // Greedy (the argmax readout), no stop strings: the tokens do not depend on the seed, and only
+    // an end-of-turn token can end a request before max_tokens.
+    const greedy = (maxTokens: number, seed: number) => validateSamplingParams({ temperature: 0, max_tokens: maxTokens, seed });
+    const stepChunk = Math.min(STEP_PREFILL_TOKENS, model.maxChunk);
+    let requestSeed = opts.seed;
+    const send = (ids: number[], maxTokens: number, signal?: AbortSignal, onFirst?: () => void): Promise<Observed> => {
+      const sentAt = performance.now();
+      return observe(gen.generate(ids, greedy(maxTokens, requestSeed++), signal), sentAt, onFirst);
+    };
+    /** One request alone, its whole prompt prefilled: one whose first id happens to match a region's would be partly reused, so it is drawn again. */
+    const alone = async (n: number, maxTokens: number): Promise<Observed> => {
+      await settle();
+      for (;;) {
+        const o = await send(randomIds(n), maxTokens);
+        if (o.done.timings.reusedTokens === 0) return o;
+        await settle(); // the first id matched a region's by chance: draw again
+      }
+    };
+    const together = async (s: number, maxTokens: number): Promise<Observed[]> => {
+      await settle();
+      return Promise.all(Array.from({ length: s }, () => send(randomIds(decodePrompt), maxTokens)));
+    };
 
-    // Warm-up: every chunk shape the measured prompts will use, then a decode step,
-    // so that pipeline compilation (seconds each on lavapipe) is not timed below.
-    // Running the same shapes again warm tells compilation apart from the work itself.
-    const shapes = new Set<number>();
-    for (const n of [...promptLengths, decodePrompt]) {
-      shapes.add(Math.min(n, chunk));
-      if (n > chunk && n % chunk) shapes.add(n % chunk);
-    }
     const plans = opts.plans && opts.plans.length > 0 ? opts.plans : [{}];
     const planNames = plans.map((p) => {
       model.replan(p);
       return formatPlan(model.plan);
     });
+    // Warm-up: every prompt length and a decode step, then the most streams at once (batched
+    // prefill and decode steps), so that pipeline compilation (seconds each on lavapipe) is not
+    // timed below. Running the same again warm tells compilation apart from the work itself.
+    const warmLengths = [...new Set([...promptLengths, decodePrompt])];
     const warmRound = async () => {
       const t = performance.now();
       for (const p of plans) {
         model.replan(p);
-        for (const n of shapes) {
-          model.reset();
-          const r = await model.forward(randomIds(n), { kind: 'argmax' });
-          await model.forward([r.argmax!], { kind: 'argmax' });
-        }
+        for (const n of warmLengths) await alone(n, 2);
+        await together(maxBatch, 2);
       }
       return (performance.now() - t) / 1000;
     };
     log(`kernel plan${plans.length > 1 ? 's (interleaved)' : ''}: ${planNames.join('  |  ')}`);
-    log(`warm-up (chunk shapes ${[...shapes].join(', ')} and a decode step${plans.length > 1 ? ', each plan' : ''})...`);
+    log(`warm-up (prompts of ${warmLengths.join(', ')} tokens, then ${maxBatch} streams${plans.length > 1 ? ', each plan' : ''})...`);
     const warmFirst = await warmRound();
     const warmAgain = await warmRound();
     log(`  ${warmFirst.toFixed(2)} s (the same again, compiled: ${warmAgain.toFixed(2)} s)`);
 
+    // Prefill: one request with max_tokens 1; its first event is the first token.
     const prefillSamples = plans.map(() => promptLengths.map((n) => ({ n, samples: [] as number[] })));
     for (let li = 0; li < promptLengths.length; li++) {
       const n = promptLengths[li]!;
       for (let r = 0; r < repeats; r++) {
         for (let pi = 0; pi < plans.length; pi++) {
           model.replan(plans[pi]!);
-          model.reset();
-          const ids = randomIds(n); // fresh ids: nothing cached or memoized helps
-          const t = performance.now();
-          const out = await model.forward(ids, { kind: 'argmax' });
-          prefillSamples[pi]![li]!.samples.push((performance.now() - t) / 1000);
-          if (out.argmax === undefined || out.argmax < 0 || out.argmax >= config.vocab_size) throw new Error(`prefill returned token ${out.argmax}`);
+          const o = await alone(n, 1);
+          const first = tokenArrivals(gen.tokenizer, o)[0]!;
+          prefillSamples[pi]![li]!.samples.push((first - o.sentAt) / 1000);
         }
       }
       plans.forEach((_, pi) => {
@@ -553,47 +820,119 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       });
     }
 
-    // Decode: greedy, each step's argmax fed back, one token per forward pass.
-    const decodeSamples = plans.map(() => [] as number[]);
-    const perRound = plans.map(() => [] as number[]);
+    /**
+     * One more request while `busy` streams decode: they start together, and once every one has
+     * its first token (all decode), a fresh prompt with max_tokens 1 is sent. Null when a
+     * stream ended before that request's first token (it did not run beside all of them).
+     */
+    const ttftBeside = async (busy: number): Promise<number | null> => {
+      await settle();
+      // One controller per request, as separate clients would have (a signal shared by dozens of
+      // requests would also trip Node's listener-leak warning).
+      const stops = Array.from({ length: busy }, () => new AbortController());
+      const stopAll = () => stops.forEach((c) => c.abort());
+      let started = 0;
+      let allDecoding!: () => void;
+      const decoding = new Promise<void>((resolve) => (allDecoding = resolve));
+      // As many tokens as the context allows: they are cancelled once the probe has its token.
+      const background = stops.map((stop) =>
+        send(randomIds(decodePrompt), needed - decodePrompt, stop.signal, () => {
+          if (++started === busy) allDecoding();
+        }),
+      );
+      try {
+        // A background request that fails before its first token fails this, rather than hanging it.
+        await Promise.race([decoding, Promise.all(background)]);
+        const probe = await send(randomIds(decodePrompt), 1);
+        const first = tokenArrivals(gen.tokenizer, probe)[0]!;
+        stopAll();
+        const others = await Promise.all(background);
+        return others.every((o) => o.doneAt > first) ? first - probe.sentAt : null;
+      } finally {
+        stopAll();
+        await Promise.allSettled(background);
+      }
+    };
+
+    // Streams: S requests sent together, each a fresh prompt, first token plus decodeTokens each.
+    // S = 1 is also the single-stream decode figure.
+    const maxTokens = opts.decodeTokens + 1;
+    const counts = [1, ...streamCounts.filter((s) => s !== 1)];
+    type Collected = { rounds: StreamsRound[]; ttft: number[]; itl: number[]; requests: number; completion: number; early: number; beside: number[] };
+    const collected = plans.map(() =>
+      new Map(counts.map((s): [number, Collected] => [s, { rounds: [], ttft: [], itl: [], requests: 0, completion: 0, early: 0, beside: [] }])),
+    );
+    const decodeRuns = plans.map(() => [] as { tokens: number; seconds: number; gaps: number[] }[]);
     for (let r = 0; r < repeats; r++) {
-      for (let pi = 0; pi < plans.length; pi++) {
-        model.replan(plans[pi]!);
-        model.reset();
-        let token = (await model.forward(randomIds(decodePrompt), { kind: 'argmax' })).argmax!;
-        const steps: number[] = [];
-        for (let i = 0; i < opts.decodeTokens; i++) {
-          const t = performance.now();
-          token = (await model.forward([token], { kind: 'argmax' })).argmax!;
-          steps.push((performance.now() - t) / 1000);
+      for (const s of counts) {
+        for (let pi = 0; pi < plans.length; pi++) {
+          model.replan(plans[pi]!);
+          const runs = await together(s, maxTokens);
+          const arrivals = runs.map((o) => tokenArrivals(gen.tokenizer, o));
+          const c = collected[pi]!.get(s)!;
+          const round = streamsRound(arrivals);
+          c.rounds.push(round);
+          c.requests += s;
+          runs.forEach((o, i) => {
+            const a = arrivals[i]!;
+            c.ttft.push(a[0]! - o.sentAt);
+            for (let j = 1; j < a.length; j++) c.itl.push(a[j]! - a[j - 1]!);
+            c.completion += o.done.usage.completion_tokens;
+            if (o.done.finishReason !== 'length') c.early++;
+          });
+          if (s === 1) {
+            const a = arrivals[0]!;
+            decodeRuns[pi]!.push({ tokens: a.length - 1, seconds: (a[a.length - 1]! - a[0]!) / 1000, gaps: a.slice(1).map((t, j) => (t - a[j]!) / 1000) });
+          }
+          if (s > 1 && s <= pool) {
+            const ms = await ttftBeside(s - 1);
+            if (ms === null) log(`  (a stream ended before the request sent beside ${s - 1} streams had its first token: no figure this round)`);
+            else c.beside.push(ms);
+          }
+          const tag = plans.length > 1 ? ` [${planNames[pi]}]` : '';
+          log(
+            `  ${s} stream${s > 1 ? 's' : ''}${tag}: ${round.tokensPerSecond.toFixed(1)} decode tokens/s (${round.decodeTokens} tokens over ${round.seconds.toFixed(2)} s, ${round.window})` +
+              (runs.some((o) => o.done.finishReason !== 'length') ? `; ${runs.filter((o) => o.done.finishReason !== 'length').length} ended at an end-of-turn token before max_tokens` : ''),
+          );
         }
-        perRound[pi] = steps;
-        decodeSamples[pi]!.push(steps.reduce((a, b) => a + b, 0));
-        log(`  decode${plans.length > 1 ? ` [${planNames[pi]}]` : ''}: ${opts.decodeTokens} tokens in ${decodeSamples[pi]![r]!.toFixed(2)} s`);
       }
     }
 
-    // GPU time per kernel: a few more decode steps per plan with timestamps on every dispatch.
+    // GPU time per kernel: one request per plan (a fresh prompt, then profileTokens decode steps)
+    // with timestamps on every dispatch, the steps split by kind as the scheduler ran them.
     const profile: ProfileResult[] = [];
-    for (let pi = 0; pi < plans.length && (opts.profileTokens ?? 0) > 0; pi++) {
+    for (let pi = 0; pi < plans.length && profileTokens > 0; pi++) {
       model.replan(plans[pi]!);
-      model.reset();
-      let token = (await model.forward(randomIds(decodePrompt), { kind: 'argmax' })).argmax!;
-      await model.forward([token], { kind: 'argmax' }); // compile the one-pass-per-dispatch path's first step
+      await settle();
       const prof = GpuProfiler.attach(gpu);
-      const wall: number[] = [];
+      const byKind = {
+        prefill: { kernels: new Map() as KernelSnapshot, steps: [] as StepTiming[], wall: [] as number[] },
+        decode: { kernels: new Map() as KernelSnapshot, steps: [] as StepTiming[], wall: [] as number[] },
+      };
+      let before = snapshot(prof.kernels());
+      const restore = afterEachStep(model, async (kind, seconds) => {
+        const step = await prof.endStep();
+        const now = snapshot(prof.kernels());
+        const into = byKind[kind];
+        addDifference(into.kernels, before, now);
+        into.steps.push(step);
+        into.wall.push(seconds);
+        before = now;
+      });
+      let decoded = 0;
       try {
-        for (let i = 0; i < opts.profileTokens!; i++) {
-          const t = performance.now();
-          token = (await model.forward([token], { kind: 'argmax' })).argmax!;
-          wall.push((performance.now() - t) / 1000);
-          await prof.endStep();
-        }
+        const o = await send(randomIds(decodePrompt), profileTokens + 1);
+        decoded = o.done.tokens.length - 1;
       } finally {
         prof.detach();
+        restore();
       }
-      profile.push({ plan: planNames[pi]!, tokens: opts.profileTokens!, kernels: prof.kernels(), steps: prof.steps(), wallSeconds: wall });
-      log(`  profiled ${opts.profileTokens} decode steps [${planNames[pi]}]`);
+      for (const kind of ['prefill', 'decode'] as const) {
+        const k = byKind[kind];
+        const kernels = [...k.kernels.values()].sort((a, b) => b.seconds - a.seconds);
+        profile.push({ plan: planNames[pi]!, kind, tokens: kind === 'prefill' ? decodePrompt : decoded, kernels, steps: k.steps, wallSeconds: k.wall });
+      }
+      log(`  profiled a ${decodePrompt}-token prompt and ${decoded} decode steps [${planNames[pi]}]`);
     }
     // Before the second roofline run, whose copy buffers would add to the peak on a software adapter.
     const peak = maxRssBytes();
@@ -614,7 +953,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     const byPlan = plans.map((_, pi) => {
       const prefill: PrefillResult[] = prefillSamples[pi]!.map(({ n, samples }) => {
         const ttft = median(samples);
-        const limit = work.prefillLimit(n, chunk, roofline);
+        const limit = work.prefillLimit(n, stepChunk, roofline);
         return {
           promptTokens: n,
           timeToFirstToken: timeFigure(ttft, limit),
@@ -622,16 +961,36 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
           samples,
         };
       });
-      const decodeSeconds = median(decodeSamples[pi]!);
+      const runs = decodeRuns[pi]!;
+      const rate = median(runs.map((d) => (d.seconds > 0 ? d.tokens / d.seconds : 0)));
       const decode: DecodeResult = {
         tokens: opts.decodeTokens,
         startPosition: decodePrompt,
-        tokensPerSecond: rateFigure(opts.decodeTokens / decodeSeconds, opts.decodeTokens / decodeLimit.seconds, decodeLimit.bound),
-        secondsPerToken: decodeSeconds / opts.decodeTokens,
+        tokensPerSecond: rateFigure(rate, opts.decodeTokens / decodeLimit.seconds, decodeLimit.bound),
+        secondsPerToken: 1 / rate,
         bytesPerToken: work.decodeBytes(meanPos),
-        samples: perRound[pi]!,
+        samples: runs[runs.length - 1]!.gaps,
       };
-      return { plan: planNames[pi]!, prefill, decode };
+      const streams: StreamsResult[] = streamCounts.map((s) => {
+        const c = collected[pi]!.get(s)!;
+        return {
+          streams: s,
+          aggregateDecodeTokensPerSecond: median(c.rounds.map((x) => x.tokensPerSecond)),
+          ttftMs: percentiles(c.ttft),
+          itlMs: percentiles(c.itl),
+          concurrent: Math.min(s, pool),
+          promptTokens: decodePrompt,
+          maxTokens,
+          requests: c.requests,
+          completionTokens: c.completion,
+          stoppedEarly: c.early,
+          ttftSamples: c.ttft.length,
+          itlSamples: c.itl.length,
+          rounds: c.rounds,
+          ttftBesideMs: c.beside.length > 0 ? median(c.beside) : null,
+        };
+      });
+      return { plan: planNames[pi]!, prefill, decode, streams };
     });
     model.replan(plans[0]!);
 
@@ -659,9 +1018,12 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
         quantize: opts.quantize,
         kvCacheBytes: model.kvCacheBytes,
         contextLength: model.contextLength,
-        maxChunk: chunk,
+        maxChunk: model.maxChunk,
+        stepChunk,
+        sequences: pool,
+        maxBatch,
       },
-      options: { promptLengths, decodeTokens: opts.decodeTokens, decodePrompt, repeats, seed: opts.seed },
+      options: { promptLengths, decodeTokens: opts.decodeTokens, decodePrompt, repeats, seed: opts.seed, streams: streamCounts, kvCacheGb: opts.kvCacheGb },
       plan: planNames[0]!,
       plans: byPlan,
       profile: profile.length ? profile : undefined,
@@ -674,6 +1036,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
       warmup: { seconds: warmFirst, compileSeconds: Math.max(0, warmFirst - warmAgain) },
       prefill: byPlan[0]!.prefill,
       decode: byPlan[0]!.decode,
+      streams: byPlan[0]!.streams,
       memory: {
         peakRss: rateFigure(peak, host, 'host memory'),
         rssAfterLoadBytes,
@@ -684,7 +1047,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     result.totalSeconds = (performance.now() - started) / 1000;
     return result;
   } finally {
-    model.destroy();
+    gen.close();
   }
 }
 
@@ -710,7 +1073,8 @@ export function formatResult(r: BenchResult): string {
   const lines: string[] = [];
   lines.push(
     `model:    ${m.dir}: ${m.architecture}, ${(m.parameters / 1e9).toFixed(3)} B parameters, ${m.dtype}${m.quantize ? ` quantized to ${m.quantize} at load` : ''}, weights ${gb(m.weightBytes)}${m.quantize ? ` (${gb(m.weightDeviceBytes)} on the device)` : ''}, ` +
-      `KV cache ${gb(m.kvCacheBytes)} (${m.contextLength} positions), prefill chunk ${m.maxChunk}`,
+      `KV cache ${gb(m.kvCacheBytes)} (${m.sequences} sequence${m.sequences > 1 ? 's' : ''} of ${m.contextLength} positions), ` +
+      `prefill steps of ${m.stepChunk} tokens (activation rows ${m.maxChunk})`,
   );
   lines.push(
     `device:   ${r.device.description || r.device.device || '(unnamed)'}${r.device.isSoftware ? ' [software]' : ''}, ` +
@@ -723,6 +1087,10 @@ export function formatResult(r: BenchResult): string {
       `submit + read-back round trip ${(rf.roundTripSeconds * 1000).toFixed(2)} ms (best of a run before loading and one at the end)`,
   );
   lines.push(`plan:     ${r.plans.map((p) => p.plan).join('  |  ')}${r.plans.length > 1 ? ' (measured interleaved, round by round)' : ''}`);
+  lines.push(
+    `served:   every figure below is of requests sent through the Generator's scheduler (generator.generate(), greedy, fresh random prompt ids), ` +
+      `timed by when their events reached the consumer; prefill: one request with max_tokens 1, its time to first token; decode: one request`,
+  );
   lines.push(
     `warm-up:  ${r.warmup.seconds.toFixed(2)} s, of which pipeline compilation ~${r.warmup.compileSeconds.toFixed(2)} s (not counted below); ` +
       `seed ${r.options.seed}, ${r.options.repeats} repeat(s), median shown`,
@@ -746,24 +1114,58 @@ export function formatResult(r: BenchResult): string {
     row(`decode seconds/token${tag(plan)}`, `${num(d.secondsPerToken)} s`, `${num(1 / d.tokensPerSecond.limit)} s`, d.tokensPerSecond.ratio, dBy);
   }
   row('peak resident memory (maxRSS)', gb(r.memory.peakRss.measured), gb(r.memory.peakRss.limit), r.memory.peakRss.ratio, `host memory; weights + KV cache are ${gb(r.memory.deviceBytes)}`);
+  if (r.streams.length > 0) lines.push('', formatStreams(r));
   for (const p of r.profile ?? []) lines.push('', formatProfile(p, rf));
   lines.push('');
   lines.push(`total ${r.totalSeconds.toFixed(1)} s`);
   return lines.join('\n');
 }
 
+/** The streams table: aggregate decode, TTFT and inter-token latency percentiles per stream count, each plan. */
+export function formatStreams(r: BenchResult): string {
+  const first = r.streams[0]!;
+  const lines = [
+    `Streams (S requests sent together, each a fresh random ${first.promptTokens}-token prompt, greedy, max_tokens ${first.maxTokens}; ` +
+      `aggregate decode = decode tokens of all streams over the time all S decode together; TTFT from sending to a request's first token; ` +
+      `ITL between successive tokens of a stream as received, tokens of one text event after the first counting 0; ` +
+      `"beside": time to first token of one more ${first.promptTokens}-token request sent while S - 1 streams decode):`,
+    '',
+    '| streams | at once | aggregate decode tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | TTFT beside S - 1 |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  const ms = (x: number) => `${num(x)} ms`;
+  const notes = new Set<string>();
+  for (const { plan, streams } of r.plans) {
+    for (const s of streams) {
+      const whole = s.rounds.some((x) => x.window === 'whole run');
+      if (s.concurrent < s.streams) notes.add(`${s.streams} streams: the KV-cache pool holds ${s.concurrent}, so ${s.streams - s.concurrent} requests queued until others ended`);
+      if (whole) notes.add(`(a) ${s.streams} streams: never all decoding at once; aggregate over the whole run (first first token to last token)`);
+      if (s.stoppedEarly > 0) notes.add(`${s.streams} streams: ${s.stoppedEarly} of ${s.requests} requests ended at an end-of-turn token before max_tokens`);
+      const tag = r.plans.length > 1 ? ` [${plan}]` : '';
+      lines.push(
+        `| ${s.streams}${tag} | ${s.concurrent} | ${num(s.aggregateDecodeTokensPerSecond)}${whole ? ' (a)' : ''} | ${ms(s.ttftMs.p50)} | ${ms(s.ttftMs.p99)} | ` +
+          `${ms(s.itlMs.p50)} | ${ms(s.itlMs.p99)} | ${s.ttftBesideMs === null ? '-' : ms(s.ttftBesideMs)} |`,
+      );
+    }
+  }
+  if (notes.size > 0) lines.push('', ...notes);
+  return lines.join('\n');
+}
+
 /**
- * A profiled plan: GPU time per kernel per token, each kernel's bytes/time against the copy
- * roofline, CPU encode time per token and GPU idle time per token.
+ * One profiled request's steps of one kind: GPU time per kernel per token, each kernel's
+ * bytes/time against the copy roofline, CPU encode time and GPU idle time per token.
  */
 export function formatProfile(p: ProfileResult, rf: Roofline): string {
-  const per = (x: number) => x / p.tokens;
+  const per = (x: number) => x / Math.max(1, p.tokens);
   const sum = (f: (s: StepTiming) => number) => p.steps.reduce((a, s) => a + f(s), 0);
   const gpu = sum((s) => s.gpuSeconds);
   const wall = p.wallSeconds.reduce((a, b) => a + b, 0);
   const us = (s: number) => `${(s * 1e6).toFixed(0)} µs`;
+  const what = p.kind === 'decode' ? `${p.tokens} decode tokens` : `the prefill of a ${p.tokens}-token prompt (${p.steps.length} step${p.steps.length === 1 ? '' : 's'})`;
   const lines = [
-    `GPU time per kernel, ${p.tokens} decode tokens [${p.plan}] (timestamps, one pass per dispatch; bytes/time against the WGSL copy roofline ${(rf.kernelCopyBytesPerSecond / 1e9).toFixed(2)} GB/s):`,
+    `GPU time per kernel, ${what} [${p.plan}] (one request through the scheduler; timestamps, one pass per dispatch; ` +
+      `bytes/time against the WGSL copy roofline ${(rf.kernelCopyBytesPerSecond / 1e9).toFixed(2)} GB/s):`,
     '',
     '| kernel | calls/token | GPU time/token | share | GB/s | of copy roofline |',
     '|---|---:|---:|---:|---:|---:|',

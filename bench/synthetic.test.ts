@@ -1,7 +1,8 @@
 /**
  * The `tiny` synthetic checkpoint, written sharded in two files, loads through
  * the index and runs: finite logits, greedy tokens inside the vocabulary. And
- * the benchmark harness runs end to end on it with short settings.
+ * the benchmark harness runs end to end on it with short settings. The tokenizer
+ * written beside a synthetic checkpoint fits its vocabulary (the 1b shape's 32000).
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +15,8 @@ import { expectedTensors } from '../src/model/config.ts';
 import { decodeToF32 } from '../src/util/half.ts';
 import { Rng } from '../src/util/rng.ts';
 import { freshSeed } from '../src/util/testing.ts';
-import { writeSyntheticCheckpoint, type WrittenCheckpoint } from './synthetic.ts';
+import { Prompts } from '../src/generator.ts';
+import { SYNTHETIC_CONFIGS, writeSyntheticCheckpoint, writeSyntheticTokenizer, type WrittenCheckpoint } from './synthetic.ts';
 import { runBenchmark, formatResult } from './e2e.ts';
 
 const seed = freshSeed();
@@ -97,7 +99,7 @@ describe(`synthetic tiny checkpoint (seed ${seed})`, () => {
 
   it('runs the end-to-end benchmark with short settings and reports consistent figures', async () => {
     const gpu = await getGpu();
-    const r = await runBenchmark(gpu, dir, { promptLengths: [5, 20], decodeTokens: 3, seed, copyBytes: 4 * 2 ** 20, maxChunk: 16 });
+    const r = await runBenchmark(gpu, dir, { promptLengths: [5, 20], decodeTokens: 3, seed, copyBytes: 4 * 2 ** 20, maxChunk: 16, streams: [2] });
     expect(r.model.weightBytes).toBe(written.totalBytes);
     expect(r.model.maxChunk).toBe(16);
     expect(r.prefill.map((p) => p.promptTokens)).toEqual([5, 20]);
@@ -117,5 +119,27 @@ describe(`synthetic tiny checkpoint (seed ${seed})`, () => {
     const table = formatResult(r);
     expect(table).toContain('| decode tokens/s, 3 tokens after 5 |');
     expect(table).toContain('time to first token, 20-token prompt');
+    expect(r.streams.map((x) => [x.streams, x.requests, x.ttftSamples])).toEqual([[2, 2, 2]]);
+  });
+
+  it("writes a tokenizer of the config's vocabulary: the Generator's check refuses a 32000-token model without one, and takes it with one", async () => {
+    const small = mkdtempSync(join(tmpdir(), 'synthetic-v32000-'));
+    try {
+      // The 1b shape's vocabulary and EOS on the tiny shape: OpenChat's pieces without its two added tokens.
+      writeSyntheticCheckpoint(small, { ...SYNTHETIC_CONFIGS.tiny, vocab_size: 32000, eos_token_id: 2 }, { seed });
+      await expect(Prompts.load(small)).rejects.toThrow(/the tokenizer has 32002 tokens but the model's vocab_size is 32000/);
+      expect(await writeSyntheticTokenizer(small, 32000)).toEqual(['tokenizer.json', 'tokenizer_config.json']);
+      const prompts = await Prompts.load(small);
+      try {
+        expect(prompts.tokenizer.vocabSize).toBe(32000);
+        expect(prompts.tokenizer.eotId).toBeNull();
+        expect(prompts.tokenizer.stopIds).toEqual([2]);
+        expect(prompts.encodeRaw('the sea').every((id) => id < 32000)).toBe(true);
+      } finally {
+        prompts.tokenizer.close();
+      }
+    } finally {
+      rmSync(small, { recursive: true, force: true });
+    }
   });
 });

@@ -7,6 +7,13 @@
  * measured on them are the real figures; only the text they produce is noise.
  *
  *   npx tsx bench/synthetic.ts tiny|1b|7b DIR [--max-shard-gb 5] [--seed N] [--dtype f16|bf16]
+ *   npx tsx bench/synthetic.ts tokenizer DIR     (only the tokenizer files, for a folder written before)
+ *
+ * Beside the weights it writes OpenChat 3.5's tokenizer (tokenizer.json, tokenizer_config.json)
+ * cut to the config's vocabulary: the Generator, which the server and `openchat bench` run, needs
+ * a tokenizer no larger than the model's vocab_size, and the 1b shape's 32000 tokens lack
+ * OpenChat's two added ones (<|end_of_turn|> and <|pad_0|>, ids 32000 and 32001). Its text is
+ * noise like the weights; the folder is self-contained (a browser tab can load it too).
  *
  * Writing 14.5 GB of weights must take minutes, not hours, so no tensor is drawn
  * element by element: one block of N(0, 1) values is drawn once, rounded to the dtype
@@ -16,13 +23,14 @@
  * matrix are different windows of it), their values have the intended
  * distribution, and filling costs one memcpy per tensor.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { expectedTensors, parseConfig, type ModelConfig } from '../src/model/config.ts';
 import { writeSafetensors, type TensorSpec } from '../src/model/safetensors.ts';
 import { encodeFromF32 } from '../src/util/half.ts';
 import { Rng } from '../src/util/rng.ts';
+import { loadOpenChat35Files } from '../src/tokenizer/openchat35.ts';
 
 /** The shapes the benchmarks run, as the `config.json` a Hugging Face export would carry. */
 export const SYNTHETIC_CONFIGS = {
@@ -200,7 +208,10 @@ class WeightFiller {
   }
 }
 
-/** Writes a synthetic checkpoint of `name`'s shape (or of any raw HF config) into `dir`. */
+/**
+ * Writes a synthetic checkpoint of `name`'s shape (or of any raw HF config) into `dir`: config.json
+ * and the weights. The tokenizer files are writeSyntheticTokenizer's (the command line writes both).
+ */
 export function writeSyntheticCheckpoint(dir: string, name: SyntheticName | Record<string, unknown>, opts: WriteOptions = {}): WrittenCheckpoint {
   const started = performance.now();
   const raw: Record<string, unknown> = typeof name === 'string' ? { ...SYNTHETIC_CONFIGS[name] } : { ...name };
@@ -245,10 +256,32 @@ export function writeSyntheticCheckpoint(dir: string, name: SyntheticName | Reco
   return { dir, config, files, tensors: specs.length, totalBytes, seconds: (performance.now() - started) / 1000 };
 }
 
+/** Tokens of OpenChat 3.5's vocabulary without its added tokens: Mistral's SentencePiece pieces. */
+const BASE_VOCAB = 32000;
+
+/**
+ * Writes OpenChat 3.5's tokenizer.json and tokenizer_config.json into `dir`, keeping only the added
+ * tokens whose ids are below `vocabSize` (so the tokenizer never produces an id the model has no
+ * row for). Returns the files written.
+ */
+export async function writeSyntheticTokenizer(dir: string, vocabSize: number): Promise<string[]> {
+  if (!Number.isInteger(vocabSize) || vocabSize < BASE_VOCAB) {
+    throw new RangeError(`a synthetic tokenizer needs a vocab_size of at least ${BASE_VOCAB} (OpenChat's pieces); got ${vocabSize}`);
+  }
+  const { tokenizerJson, tokenizerConfig } = await loadOpenChat35Files();
+  const json = { ...tokenizerJson, added_tokens: (tokenizerJson.added_tokens ?? []).filter((t) => t.id < vocabSize) };
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig, null, 2) + '\n');
+  return ['tokenizer.json', 'tokenizer_config.json'];
+}
+
 function usage(): never {
   process.stderr.write(
     `usage: npx tsx bench/synthetic.ts ${Object.keys(SYNTHETIC_CONFIGS).join('|')} DIR [--max-shard-gb G] [--seed N] [--dtype f16|bf16]\n` +
-      '  writes a Hugging Face model folder of that shape with random f16 (or bf16) weights\n',
+      '  writes a Hugging Face model folder of that shape with random f16 (or bf16) weights, and a tokenizer of its vocabulary\n' +
+      '       npx tsx bench/synthetic.ts tokenizer DIR\n' +
+      "  writes only the tokenizer files, of DIR/config.json's vocab_size (for a folder written without them)\n",
   );
   process.exit(2);
 }
@@ -271,6 +304,13 @@ async function main(argv: string[]): Promise<void> {
     else positional.push(a);
   }
   const [name, dir] = positional;
+  if (name === 'tokenizer' && dir && positional.length === 2) {
+    const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const config = parseConfig(raw, join(dir, 'config.json'));
+    const files = await writeSyntheticTokenizer(dir, config.vocab_size);
+    process.stdout.write(`wrote ${files.join(' and ')} (${config.vocab_size} tokens) to ${dir}\n`);
+    return;
+  }
   if (!name || !dir || positional.length !== 2 || !isSyntheticName(name) || !(maxShardBytes > 0) || !Number.isInteger(seed)) usage();
   let lastPrint = 0;
   const w = writeSyntheticCheckpoint(dir, name, {
@@ -285,8 +325,9 @@ async function main(argv: string[]): Promise<void> {
       }
     },
   });
+  await writeSyntheticTokenizer(dir, w.config.vocab_size);
   process.stdout.write(
-    `wrote ${name} (${w.config.architecture}, ${w.tensors} tensors, ${(w.totalBytes / 1e9).toFixed(2)} GB in ${w.files.length} file(s)) ` +
+    `wrote ${name} (${w.config.architecture}, ${w.tensors} tensors, ${(w.totalBytes / 1e9).toFixed(2)} GB in ${w.files.length} file(s), and its tokenizer) ` +
       `to ${w.dir} in ${w.seconds.toFixed(1)} s (${(w.totalBytes / 1e9 / w.seconds).toFixed(2)} GB/s)\n`,
   );
 }

@@ -70,6 +70,21 @@ describe('openchat chat (piped stdin)', () => {
     expect(afterReset!.promptTokens).toBe(tokenizer.encodeChat([{ role: 'user', content: 'A new start.' }]).length);
   });
 
+  it('ends an answer at 256 new tokens without --max-tokens, saying so', async () => {
+    const run = await openchat(['chat', '--seed', String(seed), '--temperature', '1'], 'Write a long story.\n');
+    expect(run.code, run.stderr).toBe(0);
+    const line = run.stderr.split('\n').find((l) => TIMING.test(l));
+    expect(line, run.stderr).toBeDefined();
+    const [, decode, finish] = /decode (\d+) tokens .*finish (\w+)/.exec(line!)!;
+    // An end-of-turn token could end it earlier (random weights: rarely).
+    if (finish === 'length') {
+      expect(Number(decode) + 1).toBe(256);
+      expect(line).toMatch(/\(stopped at the default limit of 256 new tokens; --max-tokens changes it\)$/);
+    } else {
+      expect(finish).toBe('stop');
+    }
+  });
+
   it('reports a turn that does not fit the context in one line, goes on, and leaves at /exit', () => {
     const errors = limits.stderr.split('\n').filter((l) => l.startsWith('openchat: the prompt'));
     expect(errors, limits.stderr).toHaveLength(1);

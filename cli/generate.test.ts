@@ -170,7 +170,7 @@ describe('openchat generate', () => {
     expect(text(raw)).not.toBe(text(greedy));
   });
 
-  it('stops with finish reason length when prompt + output fills the context', async () => {
+  it('stops with finish reason length when prompt + output fills the context (the default 256 shrinks to fit)', async () => {
     const run = await openchat(['generate', '--prompt', 'Hi', '--context', '40', '--temperature', '1', '--seed', String(sampleSeed)]);
     expectOk(run);
     const [t] = timings(run.stderr);
@@ -179,6 +179,20 @@ describe('openchat generate', () => {
     if (t!.finish === 'length') {
       expect(t!.promptTokens + t!.decodeTokens + 1).toBe(40);
       expect(t!.note).toMatch(/filled the context of 40/);
+    } else {
+      expect(t!.finish).toBe('stop');
+    }
+  });
+
+  it('stops at 256 new tokens without --max-tokens, and says that --max-tokens changes it', async () => {
+    const run = await openchat(['generate', '--prompt', 'Hi', '--temperature', '1', '--seed', String(sampleSeed)]);
+    expectOk(run);
+    const [t] = timings(run.stderr);
+    expect(t, run.stderr).toBeDefined();
+    // The default is far below the tiny model's 1024-token context; an end-of-turn token could end it earlier.
+    if (t!.finish === 'length') {
+      expect(t!.decodeTokens + 1).toBe(256);
+      expect(t!.note).toBe('(stopped at the default limit of 256 new tokens; --max-tokens changes it)');
     } else {
       expect(t!.finish).toBe('stop');
     }

@@ -19,7 +19,15 @@ import type { Command } from 'commander';
 import { ContextLengthError, type Generator } from '../../src/generator.ts';
 import { sampleSeed, type SamplingParams } from '../../src/sampling/params.ts';
 import type { ChatMessage } from '../../src/tokenizer/index.ts';
-import { addGenerationOptions, finishLine, generateOptions, loadCommandGenerator, samplingParamsFromFlags, type GenerationFlags } from './sampling-options.ts';
+import {
+  addGenerationOptions,
+  finishLine,
+  generateOptions,
+  loadCommandGenerator,
+  samplingParamsFromFlags,
+  withDefaultMaxTokens,
+  type GenerationFlags,
+} from './sampling-options.ts';
 
 const HELP = '/reset starts a new conversation, /exit (or Ctrl-D) leaves; Ctrl-C stops an answer';
 
@@ -132,12 +140,13 @@ class ChatSession {
     }
 
     const seed = this.params.seed === null ? null : sampleSeed(this.params.seed, this.turns);
+    const params = withDefaultMaxTokens({ ...this.params, seed }, promptIds.length, this.generator.contextLength);
     this.turns++;
     this.answering = new AbortController();
     let text = '';
     let cancelled = false;
     try {
-      for await (const event of this.generator.generate(promptIds, { ...this.params, seed }, this.answering.signal, generateOptions(this.flags))) {
+      for await (const event of this.generator.generate(promptIds, params, this.answering.signal, generateOptions(this.flags))) {
         if (event.type === 'text') {
           text += event.text;
           process.stdout.write(event.text);

@@ -17,6 +17,7 @@ import {
   generateOptions,
   loadCommandGenerator,
   samplingParamsFromFlags,
+  withDefaultMaxTokens,
   type GenerationFlags,
 } from './sampling-options.ts';
 
@@ -54,6 +55,7 @@ export function registerGenerate(program: Command): void {
     }
     const promptIds = prompts.fit(spec, params.max_tokens);
     if (flags.verbose) process.stderr.write(`prompt ids: ${JSON.stringify(promptIds)}\n`);
+    const run = withDefaultMaxTokens(params, promptIds.length, prompts.contextLength);
 
     // One KV-cache region per sample: the n samples decode together, and no memory is kept for more.
     const generator = await loadCommandGenerator(flags, params.n);
@@ -70,7 +72,7 @@ export function registerGenerate(program: Command): void {
     try {
       // Sample i runs with seed + i (Generator.generateChoices): different samples, each
       // reproducible on its own (`--seed S+i --n 1` prints sample i again).
-      for await (const event of generator.generateChoices(promptIds, params, abort.signal, generateOptions(flags))) {
+      for await (const event of generator.generateChoices(promptIds, run, abort.signal, generateOptions(flags))) {
         if (event.type === 'start') {
           const i = event.index;
           if (params.n > 1) process.stdout.write(`${i > 0 ? '\n' : ''}--- sample ${i + 1} of ${params.n} (seed ${event.seed}) ---\n`);

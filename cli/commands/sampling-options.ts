@@ -28,14 +28,33 @@ import { intOption } from './options.ts';
  * The CLI's defaults. OpenChat's own server (ochat's OpenAI-style API) samples at
  * temperature 0.7 with top_p 1, so a chat in the terminal reads like one there;
  * every other filter and penalty is off (DEFAULT_SAMPLING). `--temperature 0`
- * is greedy decoding. max_tokens is unset: an answer runs until the model ends its
- * turn, a stop string appears, or the context is full.
+ * is greedy decoding. max_tokens stays unset here: without --max-tokens an answer is capped at
+ * DEFAULT_CLI_MAX_TOKENS when it is generated (withDefaultMaxTokens), not when the flags are read,
+ * because that cap must shrink to what the context leaves after the prompt.
  */
 export const CLI_SAMPLING_DEFAULTS: SamplingParams = Object.freeze({
   ...DEFAULT_SAMPLING,
   temperature: 0.7,
   top_p: 1,
 });
+
+/**
+ * New tokens per answer without --max-tokens: Workers AI's default max_tokens. A random-weight
+ * model (the bundled one) rarely ends its turn, and a real one that loops would otherwise write
+ * until the context is full.
+ */
+export const DEFAULT_CLI_MAX_TOKENS = 256;
+
+/**
+ * The parameters an answer runs with: `params` as the flags gave them, with max_tokens
+ * DEFAULT_CLI_MAX_TOKENS when --max-tokens was not given, or what the context leaves after the
+ * prompt when that is less. A default must never make a prompt that fits fail (an explicit
+ * --max-tokens that does not fit is refused, as before).
+ */
+export function withDefaultMaxTokens(params: SamplingParams, promptTokens: number, contextLength: number): SamplingParams {
+  if (params.max_tokens !== null) return params;
+  return { ...params, max_tokens: Math.max(1, Math.min(DEFAULT_CLI_MAX_TOKENS, contextLength - promptTokens)) };
+}
 
 /** Commander's view of the flags: every value is still the string the user typed. */
 export interface SamplingFlags {
@@ -77,7 +96,7 @@ const NUMERIC_FLAGS: ReadonlyArray<[flag: string, key: keyof SamplingFlags, fiel
   ['--presence-penalty', 'presencePenalty', 'presence_penalty', 'additive penalty on generated tokens, in [-2, 2]; 0 is off'],
   ['--frequency-penalty', 'frequencyPenalty', 'frequency_penalty', 'additive penalty per occurrence, in [-2, 2]; 0 is off'],
   ['--seed', 'seed', 'seed', 'seed for the sampler (default: a fresh one, reported on stderr)'],
-  ['--max-tokens', 'maxTokens', 'max_tokens', 'most tokens to generate (default: until the end of the turn or of the context)'],
+  ['--max-tokens', 'maxTokens', 'max_tokens', `most new tokens per answer (default ${DEFAULT_CLI_MAX_TOKENS}, fewer when the context has less room)`],
 ];
 
 /** Adds --context (and the hidden alias --context-length) and --quantize: the same flags in every command. */
@@ -222,6 +241,8 @@ type Done = Pick<Extract<GenerationEvent, { type: 'done' }>, 'finishReason' | 't
 /**
  * The line on stderr after an answer: its numbers (formatTimings), then why it ended when it ended
  * by length, or `cancelledNote` when it was cancelled (chat says "(stopped)"; generate, nothing).
+ * `params` are the flags' (max_tokens null without --max-tokens), so the note can tell the
+ * user's limit from the default one.
  */
 export function finishLine(done: Done, params: SamplingParams, contextLength: number, cancelledNote?: string): string {
   const note =
@@ -250,5 +271,8 @@ function formatTimings(t: Timings, finishReason: FinishReason, seed: number): st
 function lengthNote(finishReason: FinishReason, t: Timings, completionTokens: number, params: SamplingParams, contextLength: number): string | undefined {
   if (finishReason !== 'length') return undefined;
   if (params.max_tokens !== null && completionTokens >= params.max_tokens) return `(stopped at --max-tokens ${params.max_tokens})`;
+  if (params.max_tokens === null && completionTokens >= DEFAULT_CLI_MAX_TOKENS) {
+    return `(stopped at the default limit of ${DEFAULT_CLI_MAX_TOKENS} new tokens; --max-tokens changes it)`;
+  }
   return `(stopped: prompt ${t.promptTokens} + output ${completionTokens} tokens filled the context of ${contextLength})`;
 }
