@@ -30,7 +30,7 @@ import { bytesPerElement, createStorageBuffer, quantBytes, readU32, type QuantFo
 import { Encoder, getPipeline, params } from '../src/gpu/encoder.ts';
 import { expectedTensors, loadConfig, type ModelConfig } from '../src/model/config.ts';
 import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, type Quantization } from '../src/model/quantized.ts';
-import { STEP_PREFILL_TOKENS, type MistralModel } from '../src/model/model.ts';
+import type { MistralModel } from '../src/model/model.ts';
 import { Checkpoint } from '../src/model/safetensors.ts';
 import { Rng } from '../src/util/rng.ts';
 import { formatPlan, type KernelPlan } from '../src/kernels/plan.ts';
@@ -466,7 +466,7 @@ export interface BenchResult {
     contextLength: number;
     /** Rows of the activation buffers. */
     maxChunk: number;
-    /** Prompt tokens per prefill step of the scheduler: min(STEP_PREFILL_TOKENS, maxChunk). */
+    /** Prompt tokens per prefill step of the scheduler: the plan's prefillChunk (maxChunk). */
     stepChunk: number;
     /** Sequences the KV-cache pool holds (the Generator's max batch). */
     sequences: number;
@@ -758,7 +758,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     // Greedy (the argmax readout), no stop strings: the tokens do not depend on the seed, and only
     // an end-of-turn token can end a request before max_tokens.
     const greedy = (maxTokens: number, seed: number) => validateSamplingParams({ temperature: 0, max_tokens: maxTokens, seed });
-    const stepChunk = Math.min(STEP_PREFILL_TOKENS, model.maxChunk);
+    const stepChunk = model.maxChunk;
     let requestSeed = opts.seed;
     const send = (ids: number[], maxTokens: number, signal?: AbortSignal, onFirst?: () => void): Promise<Observed> => {
       const sentAt = performance.now();

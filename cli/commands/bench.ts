@@ -6,7 +6,6 @@ import { DEFAULT_STREAMS, formatResult, runBenchmark } from '../../bench/e2e.ts'
 import { intOption, numberOption, quantizeOption } from './options.ts';
 import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { DEFAULT_KV_CACHE_GB, resolveModelDir } from '../../src/generator.ts';
-import { STEP_PREFILL_TOKENS } from '../../src/model/model.ts';
 
 interface BenchCliOptions {
   model?: string;
@@ -72,7 +71,7 @@ export function registerBench(program: Command): void {
     .option('--copy-mib <n>', 'size of the buffer copied to measure bandwidth', intOption('--copy-mib', 1, 4096), 128)
     .option(
       '--max-chunk <n>',
-      `most rows of the model's activation buffers; a prefill step runs at most ${STEP_PREFILL_TOKENS} prompt tokens of them (default: the model default)`,
+      "most rows of one step: prompt tokens per prefill step, and the activation buffers (default: the plan's prefillChunk)",
       intOption('--max-chunk', 1, 4096),
     )
     .option('--plans <list>', "kernel plans to compare, ';'-separated, each in OPENCHAT_KERNELS syntax, e.g. 'matvec=rows;matvec=subgroup' (measured interleaved; default: the device's plan)", planList)
