@@ -61,10 +61,14 @@ async function check(op: 'matmul' | 'swiglu', batch: BatchShape, plan: Plan, row
   destroyMatrix(up.matrix);
 }
 
-describe.each(VARIANTS)('batched decode shape, matvec=%s', (matvec) => {
-  it(`1 to ${MATVEC_MAX_TOKENS} tokens, every token as alone (matmul f16, SwiGLU bf16, rows not multiples of the tiles)`, async () => {
-    await check('matmul', 'decode', { matvec, gemm: 'regtile' }, 203, 136, 'f16', [1, 3, MATVEC_MAX_TOKENS]);
-    await check('swiglu', 'decode', { matvec, gemm: 'regtile' }, 75, 64, 'bf16', [2, 5, MATVEC_MAX_TOKENS]);
+// A decode step past MATVEC_MAX_TOKENS rows runs the matvec over blocks of them, or the gemm where
+// it adds a row as the matvec does (gemmSumsAsMatvec: rows with broadcast): every pairing here.
+const DECODE_PLANS: Plan[] = VARIANTS.flatMap((matvec) => GEMMS.map((gemm) => ({ matvec, gemm })));
+describe.each(DECODE_PLANS.map((p) => [`matvec=${p.matvec} gemm=${p.gemm}`, p] as const))('batched decode shape, %s', (_, plan) => {
+  it(`1 to 32 tokens (past ${MATVEC_MAX_TOKENS}: wide decode steps), every token as alone (matmul f16 and f32, SwiGLU bf16, rows not multiples of the tiles)`, async () => {
+    await check('matmul', 'decode', plan, 203, 136, 'f16', [1, 3, MATVEC_MAX_TOKENS, MATVEC_MAX_TOKENS + 1, 17, 32]);
+    await check('matmul', 'decode', plan, 45, 40, 'f32', [2, 13, 32]);
+    await check('swiglu', 'decode', plan, 75, 64, 'bf16', [2, 5, MATVEC_MAX_TOKENS, 19, 32]);
   });
 });
 

@@ -7,6 +7,7 @@ import { freshSeed, maxRelError, poison, randomNormal, randomUniform } from '../
 import { PLAN_CHOICES, runnable, type KernelPlan } from '../plan.ts';
 import { rmsNormRef } from '../rmsnorm.ref.ts';
 import { normQKV, normSwiGLU } from './fused.ts';
+import type { BatchShape } from './index.ts';
 import { matmulRef } from './matmul.ref.ts';
 import { swigluRef } from './swiglu.ref.ts';
 import { randomMatrix } from './fixtures.ts';
@@ -21,14 +22,18 @@ const EPS = 1e-5;
 const MATVEC = runnable((await getGpu()).profile, 'matvec');
 const FUSE = PLAN_CHOICES.fuse;
 
-type Case = { hidden: number; tokens: number; dtype: WeightDType; maxPartBytes?: number; plan: Pick<KernelPlan, 'matvec' | 'fuse'> };
+type Case = { hidden: number; tokens: number; dtype: WeightDType; maxPartBytes?: number; plan: Pick<KernelPlan, 'matvec' | 'fuse'>; batch?: BatchShape };
 
 /** Dispatches the front of a block records: fused (1, or norm + 1), or norm + one per matrix part. */
 function expectedDispatches(op: 'qkv' | 'swiglu', c: Case, parts: number[]): number {
   const { matvec, fuse } = c.plan;
-  const decode = c.tokens <= 8 && (matvec !== 'rows' || c.tokens === 1) && parts.every((n) => n === 1) && c.hidden % 8 === 0;
-  if (op === 'qkv' && decode && fuse !== 'none') return fuse === 'norm+qkv' ? 1 : 2;
-  if (op === 'swiglu' && decode && fuse === 'norm+qkv') return 1;
+  // A decode step of any width fuses under the lanes strategies (blocks of 8 tokens); under rows
+  // one token only, its norm kept apart in a step.
+  const fits = c.batch === 'decode' || c.tokens <= 8;
+  const decode = fits && (matvec !== 'rows' || c.tokens === 1) && parts.every((n) => n === 1) && c.hidden % 8 === 0;
+  const folded = fuse === 'norm+qkv' && !(c.batch && matvec === 'rows');
+  if (op === 'qkv' && decode && fuse !== 'none') return folded ? 1 : 2;
+  if (op === 'swiglu' && decode && folded) return 1;
   return 1 + (op === 'qkv' ? parts.reduce((a, b) => a + b) : parts[0]!);
 }
 
@@ -60,7 +65,7 @@ async function checkQKV(c: Case & { rows: [number, number, number] }) {
   const enc = new Encoder(gpu);
   normQKV(enc, {
     x: io.xb, norm: { weight: io.wb, eps: EPS }, h: io.h, q_proj: ms[0]!.matrix, k_proj: ms[1]!.matrix, v_proj: ms[2]!.matrix,
-    q: ys[0], k: ys[1], v: ys[2], tokens, plan: c.plan,
+    q: ys[0], k: ys[1], v: ys[2], tokens, plan: c.plan, batch: c.batch,
   });
   const dispatches = enc.dispatches;
   enc.submit();
@@ -87,7 +92,7 @@ async function checkSwiGLU(c: Case & { intermediate: number }) {
   const yb = createStorageBuffer(gpu, tokens * intermediate * 4);
   poison(gpu, yb);
   const enc = new Encoder(gpu);
-  normSwiGLU(enc, { x: io.xb, norm: { weight: io.wb, eps: EPS }, h: io.h, gate: gate.matrix, up: up.matrix, y: yb, tokens, plan: c.plan });
+  normSwiGLU(enc, { x: io.xb, norm: { weight: io.wb, eps: EPS }, h: io.h, gate: gate.matrix, up: up.matrix, y: yb, tokens, plan: c.plan, batch: c.batch });
   const dispatches = enc.dispatches;
   enc.submit();
   const label = `seed ${seed}, matvec=${c.plan.matvec}, fuse=${c.plan.fuse}, gate/up ${intermediate}x${hidden} ${dtype}, tokens ${tokens}`;
@@ -114,6 +119,11 @@ describe.each(MATVEC.flatMap((matvec) => FUSE.filter((f) => f !== 'none').map((f
     it("q/k/v at hidden_size 4096 (the norm's real length), 8 tokens; a split q_proj runs separately", async () => {
       await checkQKV({ rows: [300, 75, 75], hidden: 4096, tokens: 8, dtype: 'bf16', plan });
       await checkQKV({ rows: [4099, 37, 37], hidden: 64, tokens: 1, dtype: 'f16', maxPartBytes: 1000 * 128, plan });
+    });
+
+    it('a decode step of 20 rows (past 8: the fused kernels over blocks of 8 tokens, or the separate dispatches under rows)', async () => {
+      await checkQKV({ rows: [101, 19, 19], hidden: 72, tokens: 20, dtype: 'bf16', plan, batch: 'decode' });
+      await checkSwiGLU({ intermediate: 37, hidden: 72, tokens: 20, dtype: 'f16', plan, batch: 'decode' });
     });
 
     // fuse=qkv leaves the MLP's norm as its own dispatch: the unfused case below covers it.

@@ -59,7 +59,7 @@ async function runQuant(op: 'matmul' | 'swiglu', w: GpuMatrix, up: GpuMatrix, x:
 // any other count; under matvec=rows also the bits of the token alone, outside any batch (the
 // same qmatvec_rows chain, compiled for 1 token), so one stream decodes alike through forward()
 // and through the scheduler.
-describe.each(VARIANTS)('quantized batched decode, matvec=%s: each token as alone, bit for bit', (matvec) => {
+describe.each(VARIANTS)('quantized batched decode (1 to 32 tokens), matvec=%s: each token as alone, bit for bit', (matvec) => {
   it.each(QUANT_FORMATS)('%s', async (format) => {
     const gpu = await getGpu();
     const seed = freshSeed();
@@ -68,15 +68,16 @@ describe.each(VARIANTS)('quantized batched decode, matvec=%s: each token as alon
     const cols = 288;
     const w = randomQuantMatrix(gpu, rng, rows, cols, format);
     const up = randomQuantMatrix(gpu, rng, rows, cols, format);
-    const x = randomNormal(rng, MATVEC_MAX_TOKENS * cols);
+    const most = 4 * MATVEC_MAX_TOKENS; // a wide decode step: the kernel over blocks of MATVEC_MAX_TOKENS
+    const x = randomNormal(rng, most * cols);
     for (const op of ['matmul', 'swiglu'] as const) {
       const token = (t: number) => x.subarray(t * cols, (t + 1) * cols);
       const alone: Float32Array[] = [];
-      for (let t = 0; t < MATVEC_MAX_TOKENS; t++) alone.push(await runQuant(op, w.matrix, up.matrix, token(t), 1, matvec, 'decode'));
+      for (let t = 0; t < most; t++) alone.push(await runQuant(op, w.matrix, up.matrix, token(t), 1, matvec, 'decode'));
       if (matvec === 'rows') {
         for (let t = 0; t < 2; t++) expect(Array.from(await runQuant(op, w.matrix, up.matrix, token(t), 1, matvec)), `seed ${seed}, ${op} ${format}: token ${t} unbatched`).toEqual(Array.from(alone[t]!));
       }
-      for (const tokens of [3, MATVEC_MAX_TOKENS]) {
+      for (const tokens of [3, MATVEC_MAX_TOKENS, MATVEC_MAX_TOKENS + 5, most]) {
         const label = `seed ${seed}, ${op} ${format} matvec=${matvec}, ${rows}x${cols}, ${tokens} tokens`;
         const y = await runQuant(op, w.matrix, up.matrix, x.subarray(0, tokens * cols), tokens, matvec, 'decode');
         const expected = op === 'matmul' ? matmulRef(x.subarray(0, tokens * cols), w.values, tokens, rows, cols) : swigluRef(x.subarray(0, tokens * cols), w.values, up.values, tokens, rows, cols);
