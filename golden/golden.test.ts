@@ -148,8 +148,9 @@ afterAll(() => console.log('max abs error vs HF:', JSON.stringify(worst)));
  * then each other fusion of the decode dispatches (plan.fuse: norm+qkv under every matvec
  * strategy); then each other prefill (gemm) strategy, under the device's matvec: case d runs as
  * 64 + 36 and in uneven chunks of 17, 5, 33, 1 tokens, the other cases in one chunk each; then
- * each other prefill attention strategy (lavapipe: flash), with the same chunkings.
- * These extra plans skip the greedy continuations, which read only the on-device
+ * each other prefill attention strategy (lavapipe: flash), with the same chunkings; then the
+ * GPU plan whole, greedy continuations included. Every case runs through the one pass
+ * (MistralModel.step: forward() is a step of one sequence). These extra plans skip the greedy continuations, which read only the on-device
  * argmax the logits checks already cover, to keep lavapipe's seconds down.
  */
 const profile = (await getGpu()).profile;
@@ -173,6 +174,15 @@ const PLANS: Array<{ plan: Partial<KernelPlan>; attentionSegmentKeys?: number; g
   ...runnable(profile, 'prefillAttention')
     .filter((s) => s !== base.prefillAttention)
     .map((prefillAttention) => ({ plan: { prefillAttention, attention: 'tiled' as const, kvCache: 'f32' as const }, greedy: false })),
+  // The GPU plan whole: split decode attention, flash prefill, the lanes matvec, the tiled gemm, the folded norm.
+  {
+    plan: {
+      matvec: runnable(profile, 'matvec').includes('subgroup') ? 'subgroup' : 'workgroup', gemm: 'tiled', fuse: 'norm+qkv',
+      attention: 'split', prefillAttention: 'flash', kvCache: 'f32', submitLayers: 1,
+    },
+    attentionSegmentKeys: 5,
+    greedy: true,
+  },
 ];
 
 describe.each(PLANS.map((p) => [formatPlan(resolvePlan(profile, p.plan)), p] as const))('golden logits: WebGPU forward pass vs Hugging Face, plan %s', (planName, { plan, attentionSegmentKeys, greedy }) => {
