@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
+import { observeDispatches } from '../gpu/encoder.ts';
 import { MistralModel, type StepSequence } from './model.ts';
 import { formatPlan, resolvePlan, runnable, type KernelPlan } from '../kernels/plan.ts';
 import { Rng } from '../util/rng.ts';
@@ -121,6 +122,29 @@ for (const { plan, attentionSegmentKeys } of PLANS) {
         expect(b.length, `seed ${seed}`).toBe(a.length);
         a.forEach((row, i) => expect(Array.from(b[i]!), `step ${i} after the prompt, among ${others.length} others, seed ${seed}`).toEqual(Array.from(row)));
       }
+    });
+
+    it("runs the plan's attention kernels: the prefill strategy in a prefill step, split-K for a decode step's rows under attention=split", async () => {
+      rewindAll();
+      const gpu = await getGpu();
+      const labels: string[] = [];
+      const record = async (batch: StepSequence[], kind: 'prefill' | 'decode') => {
+        observeDispatches(gpu, { pass: (label) => (labels.push(label), { label }), encoded: () => {} });
+        try {
+          await model.step(batch, kind);
+        } finally {
+          observeDispatches(gpu, null);
+        }
+        return labels.splice(0);
+      };
+      const prefill = await record([{ seq: 0, ids: randomIds(20), readout: { kind: 'none' } }, { seq: 1, ids: randomIds(1), readout: { kind: 'argmax' } }], 'prefill');
+      const decode = await record([{ seq: 0, ids: randomIds(1), readout: { kind: 'argmax' } }, { seq: 1, ids: randomIds(1), readout: { kind: 'argmax' } }], 'decode');
+      const { prefillAttention, attention, kvCache } = model.plan;
+      const kernels = (ls: string[]) => [...new Set(ls.filter((l) => l.startsWith('attention_')))].sort();
+      expect(kernels(prefill), 'prefill step').toEqual([`attention_${prefillAttention}_${kvCache}`]);
+      // attentionSegmentKeys makes every decode row split; without it the tiny window never does.
+      const splits = attention === 'split' && attentionSegmentKeys !== undefined;
+      expect(kernels(decode), 'decode step').toEqual(splits ? [`attention_split_${kvCache}`, `attention_split_reduce_${kvCache}`] : [`attention_tiled_rows_${kvCache}`]);
     });
 
     it('forward() is a step of one sequence: its logits bit for bit, prefill and decode through the rolling cache', async () => {

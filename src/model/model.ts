@@ -607,7 +607,9 @@ export class MistralModel {
     // then the step's keys go to their regions.
     const kv = { kNew: s.k, vNew: s.v, kCache: this.cache.keys[i]!, vCache: this.cache.values[i]!, slots: this.cache.slots, q: s.q, out: s.attn, ...this.attentionShape };
     if (step.decodeRows > 0) decodeAttentionRows(enc, { ...kv, rows, tokens: step.decodeRows, kvCache: this.cache.dtype });
-    for (const chunk of step.chunks) attention(enc, { ...kv, ...chunk, ...this.attentionPlan, prefill: this.plan.prefillAttention });
+    // A prefill step's chunks take the prefill strategy at any length; a decode step's rows here are those whose keys split.
+    const prefill = batch === 'prefill' ? this.plan.prefillAttention : undefined;
+    for (const chunk of step.chunks) attention(enc, { ...kv, ...chunk, ...this.attentionPlan, prefill });
     kvWriteRows(enc, { ...kv, rows, tokens: T, dtype: this.cache.dtype });
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, ...mm, accumulate: true });
     lora(s.attn, 'o_proj', s.x);
