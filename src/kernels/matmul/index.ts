@@ -96,6 +96,12 @@ export const TILES = {
 
 /** The most tokens the decode (matvec) kernels take in one call; more run as prefill. */
 export const MATVEC_MAX_TOKENS = 8;
+/**
+ * From this many rows a decode step takes the gemm where it adds a row as the matvec does
+ * (gemmSumsAsMatvec): below, matvec_rows' token loop is cheaper; from here the gemm's shared x
+ * tiles are (bench/RESULTS.md, "One pass").
+ */
+export const DECODE_GEMM_MIN_TOKENS = 5;
 
 /**
  * The `Params` struct of every product kernel here (params.wgsl; checked against the WGSL once
@@ -281,8 +287,8 @@ function dispatchParts(enc: Encoder, k: RowKernel, a: ProductArgs): void {
 
 /**
  * Whether the plan's gemm sums each row in the very chain its matvec does, so that a decode step
- * may take the gemm past MATVEC_MAX_TOKENS rows (weights read once per 16 tokens instead of per
- * 8) and every row still gets its one-token bits: gemm_broadcast.wgsl against matvec_rows.wgsl
+ * of DECODE_GEMM_MIN_TOKENS rows or more may take the gemm (x shared by subgroup broadcast, 16
+ * tokens a tile) and every row still gets its one-token bits: gemm_broadcast.wgsl against matvec_rows.wgsl
  * over 16-bit weights (fma8 for matmul, two dots per chunk for SwiGLU; matmul/batch.test.ts).
  * Elsewhere (the lanes' cross-lane reductions against gemm_tiled's tiles, q8/q4's group sums) a
  * wide decode step runs the matvec kernel over blocks of MATVEC_MAX_TOKENS tokens.
@@ -301,8 +307,8 @@ function record(
   const { w, tokens } = a;
   if (isQuantized(w.dtype) && w.cols % 32 !== 0) throw new Error(`matmul: ${w.dtype} weights need cols % 32 == 0, got ${w.cols}`);
   // The prefill kernels: above MATVEC_MAX_TOKENS tokens, any count in a batched prefill step, and
-  // a decode step wider than MATVEC_MAX_TOKENS where the gemm adds a row as the matvec does.
-  const wideDecode = a.batch === 'decode' && tokens > MATVEC_MAX_TOKENS && gemmSumsAsMatvec(plan, w);
+  // a decode step of DECODE_GEMM_MIN_TOKENS rows or more where the gemm adds a row as the matvec does.
+  const wideDecode = a.batch === 'decode' && tokens >= DECODE_GEMM_MIN_TOKENS && gemmSumsAsMatvec(plan, w);
   const prefill = a.batch === 'prefill' || (a.batch === undefined && tokens > MATVEC_MAX_TOKENS) || wideDecode;
   if (isQuantized(w.dtype) && !prefill) {
     recordQuantized(enc, op, plan, a, w.dtype);
