@@ -369,10 +369,11 @@ export class MistralModel {
     this.checkIds(ids, pos0);
     const all = readout.kind === 'all-logits' ? new Float32Array(ids.length * this.config.vocab_size) : undefined;
     let result: ForwardResult = {};
+    // One token is a decode step; a prompt's chunks are prefill steps, its last one too whatever its length (as the scheduler runs them).
+    const kind: BatchShape = ids.length === 1 ? 'decode' : 'prefill';
     for (let start = 0; start < ids.length; start += this.scratch.chunk) {
       const chunk = ids.slice(start, start + this.scratch.chunk);
       const isLast = start + chunk.length === ids.length;
-      const kind: BatchShape = chunk.length === 1 ? 'decode' : 'prefill';
       const [r] = await this.step([{ seq: 0, ids: chunk, readout: isLast || all ? readout : { kind: 'none' } }], kind, adapter);
       if (all && r!.logits) all.set(r!.logits, start * this.config.vocab_size);
       if (isLast) result = r!;
