@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from './device.ts';
 import { createStorageBuffer, readF32, uploadF32 } from './buffers.ts';
-import { Encoder, getPipeline, shaderSource, UniformLayout } from './encoder.ts';
+import { checkShader, Encoder, getPipeline, provideWgsl, shaderSource, UniformLayout, wgsl, wgslFiles } from './encoder.ts';
 import { GpuProfiler } from './profiler.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed, poison, randomNormal } from '../util/testing.ts';
@@ -79,5 +79,54 @@ describe('uniform layouts', () => {
     await readF32(gpu, yb, 1);
     xb.destroy();
     yb.destroy();
+  });
+});
+
+describe('WGSL includes', () => {
+  // Files given as text under made-up URLs, as a browser bundle gives them (provideWgsl).
+  const at = (name: string) => `file:///includes-test/${name}`;
+  provideWgsl({
+    [at('kernel.wgsl')]: [
+      '// A kernel: its header, then what it includes.',
+      'enable subgroups;',
+      '// #include "lib/params.wgsl"   Params',
+      '// #include <reader>            the weight reader',
+      '// #include "lib/sums.wgsl"',
+      '',
+      '@compute @workgroup_size(8)',
+      'fn main(@builtin(subgroup_invocation_id) lane: u32) { y[lane] = subgroupAdd(read(lane) * f32(p.n)) + twice(1.0); }',
+    ].join('\n'),
+    [at('lib/params.wgsl')]: 'struct Params { n: u32 }\n@group(0) @binding(0) var<uniform> p: Params;',
+    [at('lib/sums.wgsl')]: '// #include "params.wgsl"\nfn twice(v: f32) -> f32 { return 2.0 * v; }',
+    [at('lib/read_a.wgsl')]: '// #include "../lib/sums.wgsl"\n@group(0) @binding(1) var<storage, read_write> y: array<f32>;\nfn read(i: u32) -> f32 { return twice(y[i]); }',
+    [at('lib/read_b.wgsl')]: 'enable subgroups;\n@group(0) @binding(1) var<storage, read_write> y: array<f32>;\nfn read(i: u32) -> f32 { return y[i]; }',
+    [at('late.wgsl')]: 'const A = 1u;\n// #include "lib/sums.wgsl"',
+    [at('bad.wgsl')]: '// #include lib/sums.wgsl',
+  });
+  const base = at('');
+
+  it('resolves each file once, depth-first in directive order, the named slot as the caller binds it, enable first', () => {
+    expect(wgslFiles('kernel.wgsl', base, { reader: 'lib/read_a.wgsl' })).toEqual([at('lib/params.wgsl'), at('lib/sums.wgsl'), at('lib/read_a.wgsl'), at('kernel.wgsl')]);
+    expect(wgslFiles('kernel.wgsl', base, { reader: 'lib/read_b.wgsl' })).toEqual([at('lib/params.wgsl'), at('lib/read_b.wgsl'), at('lib/sums.wgsl'), at('kernel.wgsl')]);
+    const code = wgsl('kernel.wgsl', base, { reader: 'lib/read_b.wgsl' });
+    expect(code.split('\n')[0]).toBe('enable subgroups;');
+    expect(code.match(/enable subgroups;/g)).toHaveLength(1);
+    expect(code.match(/struct Params/g)).toHaveLength(1);
+    expect(code.indexOf('fn read(')).toBeLessThan(code.indexOf('fn twice('));
+    // The same text for the same (file, slots), whatever the slots' order or spelling.
+    expect(wgsl('kernel.wgsl', base, { reader: at('lib/read_b.wgsl') })).toBe(code);
+  });
+
+  it('refuses an unbound or unused slot, an include after code and a malformed directive, naming the file', () => {
+    expect(() => wgsl('kernel.wgsl', base)).toThrow(/kernel\.wgsl:4: #include <reader> is not bound/);
+    expect(() => wgsl('kernel.wgsl', base, { reader: 'lib/read_a.wgsl', reduce: 'lib/sums.wgsl' })).toThrow(/binds <reduce>, which no file of the module includes/);
+    expect(() => wgsl('late.wgsl', base)).toThrow(/late\.wgsl:2: #include after the first line of code/);
+    expect(() => wgsl('bad.wgsl', base)).toThrow(/bad\.wgsl:1: expected #include "file.wgsl" or #include <name>/);
+  });
+
+  it('gives a module the compiler takes (the enable directive hoisted above the included declarations)', async () => {
+    const gpu = await getGpu();
+    if (!gpu.profile.features.subgroups) return;
+    await checkShader(gpu, wgsl('kernel.wgsl', base, { reader: 'lib/read_b.wgsl' }), 'includes');
   });
 });

@@ -14,25 +14,129 @@ import { readFileSync } from 'node:fs';
 import type { Gpu } from './device.ts';
 
 const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
-const sources = new Map<string, string>();
+/** Each .wgsl file's text, by its URL: read once, or provided (provideWgsl). */
+const files = new Map<string, string>();
 
 /**
  * WGSL sources given ahead of time, by the URL `wgsl()` resolves each to: a browser bundle has no
  * files beside its modules, so it carries them as text (src/server/web.ts, src/web/engine.ts).
+ * Included files are looked up here too, so a bundle carries every .wgsl file it may include.
  */
 export function provideWgsl(byUrl: Record<string, string>): void {
-  for (const [url, code] of Object.entries(byUrl)) sources.set(url, code);
+  for (const [url, code] of Object.entries(byUrl)) files.set(url, code);
 }
 
-/** Reads a `.wgsl` file that sits beside the calling module (pass `import.meta.url`), unless provided. */
-export function wgsl(file: string, base: string): string {
-  const url = new URL(file, base);
-  let src = sources.get(url.href);
-  if (src === undefined) {
-    src = readFileSync(url, 'utf8');
-    sources.set(url.href, src);
+function fileText(url: URL): string {
+  let text = files.get(url.href);
+  if (text === undefined) {
+    text = readFileSync(url, 'utf8');
+    files.set(url.href, text);
   }
-  return src;
+  return text;
+}
+
+/**
+ * What the `// #include <name>` lines of a module stand for: name -> file, relative to the
+ * `base` the module is loaded from (a wrapper's variant choice: the weight reader, the
+ * reduction, the KV-cache format).
+ */
+export type WgslSlots = Readonly<Record<string, string>>;
+
+/** `// #include "path.wgsl"` or `// #include <name>`; the rest of the line is free text. */
+const INCLUDE = /^\s*\/\/\s*#include\b(.*)$/;
+const INCLUDE_TARGET = /^\s+(?:"([^"]+)"|<([A-Za-z_][A-Za-z0-9_]*)>)(?:\s|$)/;
+/** WGSL's global directives, which must open a module. */
+const GLOBAL_DIRECTIVE = /^\s*(?:enable|requires|diagnostic)\b[^;]*;\s*(?:\/\/.*)?$/;
+
+interface WgslModule {
+  code: string;
+  /** The URL of each file in the module, in module order (the file itself last). */
+  files: string[];
+}
+
+const modules = new Map<string, WgslModule>();
+
+/**
+ * The WGSL module of `file` (relative to `base`, a module's import.meta.url): the file with what
+ * it includes. A file states its includes at its top, one directive a line, in a comment so
+ * that the file stays WGSL:
+ *
+ *   // #include "params.wgsl"      a file, relative to the including file
+ *   // #include <weight_reader>    the file the caller binds the name to in `slots`
+ *
+ * The rest of a directive's line is free text (what the file takes from the included one).
+ * Resolution is depth-first: a file's includes come before its own text, in the order of its
+ * directives, and each file enters a module once (the first directive that names it). Global
+ * directives (`enable`, `requires`, `diagnostic`) move to the top of the module, once each.
+ * A directive after the file's first line of code, an unbound name and a bound name that no file
+ * of the module includes are errors.
+ */
+function resolveModule(file: string, base: string, slots: WgslSlots): WgslModule {
+  const root = new URL(file, base);
+  let key = root.href;
+  for (const name of Object.keys(slots).sort()) key += `|${name}=${new URL(slots[name]!, base).href}`;
+  const made = modules.get(key);
+  if (made) return made;
+  const seen = new Set<string>();
+  const used = new Set<string>();
+  const directives: string[] = [];
+  const parts: string[] = [];
+  const order: string[] = [];
+  const visit = (url: URL): void => {
+    if (seen.has(url.href)) return;
+    seen.add(url.href);
+    const body: string[] = [];
+    let inCode = false;
+    fileText(url)
+      .split('\n')
+      .forEach((line, i) => {
+        const where = `${url.pathname}:${i + 1}`;
+        const directive = INCLUDE.exec(line);
+        if (directive) {
+          if (inCode) throw new Error(`${where}: #include after the first line of code; a file states its includes at its top`);
+          const target = INCLUDE_TARGET.exec(directive[1]!);
+          if (!target) throw new Error(`${where}: expected #include "file.wgsl" or #include <name>, got '${line.trim()}'`);
+          const [, path, name] = target;
+          if (path !== undefined) {
+            visit(new URL(path, url));
+          } else {
+            const bound = slots[name!];
+            if (bound === undefined) throw new Error(`${where}: #include <${name}> is not bound by the wrapper (it binds: ${Object.keys(slots).join(', ') || 'nothing'})`);
+            used.add(name!);
+            visit(new URL(bound, base));
+          }
+        } else if (GLOBAL_DIRECTIVE.test(line)) {
+          const d = line.replace(/\/\/.*$/, '').trim();
+          if (!directives.includes(d)) directives.push(d);
+          return;
+        } else if (!inCode && line.trim() !== '' && !line.trim().startsWith('//')) {
+          inCode = true;
+        }
+        body.push(line);
+      });
+    parts.push(body.join('\n'));
+    order.push(url.href);
+  };
+  visit(root);
+  const unused = Object.keys(slots).filter((name) => !used.has(name));
+  if (unused.length) throw new Error(`${root.pathname}: the wrapper binds <${unused.join('>, <')}>, which no file of the module includes`);
+  const module = { code: [...directives, ...parts].join('\n'), files: order };
+  modules.set(key, module);
+  return module;
+}
+
+/**
+ * The WGSL module of `file` beside `base` (pass `import.meta.url`), its includes resolved
+ * (resolveModule above: `// #include "file.wgsl"`, `// #include <name>` bound in `slots`).
+ * Made once per (file, slots).
+ */
+export function wgsl(file: string, base: string, slots: WgslSlots = {}): string {
+  return resolveModule(file, base, slots).code;
+}
+
+/** The URLs of the files that make up wgsl(file, base, slots), in module order (the file itself last). */
+export function wgslFiles(file: string, base: string, slots: WgslSlots = {}): readonly string[] {
+  return resolveModule(file, base, slots).files;
 }
 
 /**

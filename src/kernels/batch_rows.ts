@@ -7,6 +7,7 @@
  */
 import type { Gpu } from '../gpu/device.ts';
 import { writeBuffer } from '../gpu/buffers.ts';
+import type { Binding } from '../gpu/encoder.ts';
 
 export interface BatchRow {
   /** Absolute position of the row's token in its sequence. */
@@ -15,8 +16,15 @@ export interface BatchRow {
   seq: number;
 }
 
-/** Bytes of the device buffer for `rows` rows: vec2<u32> per row. */
+/** Bytes of the device buffer per row: vec2<u32>. */
 export const BATCH_ROW_BYTES = 8;
+
+/**
+ * The batch descriptor as a kernel wrapper's argument (rope, decodeAttentionRows, kvWriteRows):
+ * `batchRows`, the buffer writeBatchRows filled (a matrix's rows and the matvec strategy `rows`
+ * are other things).
+ */
+export type BatchRowsArg = { batchRows: Binding };
 
 /**
  * Checks a step's rows against the pool (sequences x slots per sequence) and writes them to
@@ -24,11 +32,11 @@ export const BATCH_ROW_BYTES = 8;
  * land in its region before any of them reads it, so the region must hold the window of the
  * first row plus every later row: slots >= window + rowsOfThatSequence - 1.
  */
-export function writeBatchRows(gpu: Gpu, buffer: GPUBuffer, rows: readonly BatchRow[], pool: { sequences: number; slots: number; window: number }): void {
-  if (rows.length * BATCH_ROW_BYTES > buffer.size) throw new Error(`batch of ${rows.length} rows exceeds its buffer (${buffer.size / BATCH_ROW_BYTES} rows)`);
+export function writeBatchRows(gpu: Gpu, buffer: GPUBuffer, batchRows: readonly BatchRow[], pool: { sequences: number; slots: number; window: number }): void {
+  if (batchRows.length * BATCH_ROW_BYTES > buffer.size) throw new Error(`batch of ${batchRows.length} rows exceeds its buffer (${buffer.size / BATCH_ROW_BYTES} rows)`);
   const perSeq = new Map<number, { first: number; last: number }>();
-  const data = new Uint32Array(rows.length * 2);
-  rows.forEach((r, t) => {
+  const data = new Uint32Array(batchRows.length * 2);
+  batchRows.forEach((r, t) => {
     if (!Number.isInteger(r.seq) || r.seq < 0 || r.seq >= pool.sequences) throw new RangeError(`batch row ${t}: sequence ${r.seq} is not in [0, ${pool.sequences})`);
     if (!Number.isInteger(r.pos) || r.pos < 0) throw new RangeError(`batch row ${t}: position ${r.pos} is not a non-negative integer`);
     const seen = perSeq.get(r.seq);

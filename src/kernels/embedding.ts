@@ -4,9 +4,9 @@
  * dequantizes q8/q4 groups in registers (quant.wgsl). Both are preceded by embedding_part.wgsl:
  * their parameters, and which row of a table part each token reads.
  */
-import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, wgsl, type Binding } from '../gpu/encoder.ts';
 import { isQuantized, QUANT_GROUP, type GpuMatrix } from '../gpu/buffers.ts';
-import { dtypeCode, weightKernelSource } from './weights.ts';
+import { formatConstant } from './weights.ts';
 
 /**
  * Invocations per workgroup (the kernels' WG override): embedding.wgsl's each copy two
@@ -24,12 +24,12 @@ export function embedding(enc: Encoder, a: { ids: Binding; table: GpuMatrix; out
   let groups: number;
   if (isQuantized(table.dtype)) {
     if (table.cols % QUANT_GROUP !== 0) throw new Error(`embedding: a ${table.dtype} table needs cols % ${QUANT_GROUP} == 0, got ${table.cols}`);
-    const source = kernelSource(weightKernelSource('embedding_quant.wgsl', import.meta.url, ['quant.wgsl', 'embedding_part.wgsl']), PARAMS);
-    pipeline = getPipeline(enc.gpu, source, 'main', { QFORMAT: table.dtype === 'q8' ? 0 : 1, WG: QUANT_WG }, `embedding ${table.dtype}`);
+    const source = kernelSource(wgsl('embedding_quant.wgsl', import.meta.url), PARAMS);
+    pipeline = getPipeline(enc.gpu, source, 'main', { ...formatConstant(table.dtype), WG: QUANT_WG }, `embedding ${table.dtype}`);
     groups = Math.ceil(table.cols / QUANT_GROUP / QUANT_WG);
   } else {
     if (table.cols % 2 !== 0) throw new Error(`embedding: cols must be even, got ${table.cols}`);
-    pipeline = getPipeline(enc.gpu, kernelSource(weightKernelSource('embedding.wgsl', import.meta.url, ['embedding_part.wgsl']), PARAMS), 'main', { DTYPE: dtypeCode(table.dtype), WG }, `embedding ${table.dtype}`);
+    pipeline = getPipeline(enc.gpu, kernelSource(wgsl('embedding.wgsl', import.meta.url), PARAMS), 'main', { ...formatConstant(table.dtype), WG }, `embedding ${table.dtype}`);
     groups = Math.ceil(table.cols / 2 / WG);
   }
   table.parts.forEach((part, i) => {

@@ -6,16 +6,16 @@
 //   out: f32 [tokens, cols] row-major, read/written as vec2<f32> pairs (cols is even).
 //
 // An invocation copies one pair of columns of one token, if that token's id falls in this
-// dispatch's part (the parts,
-// and ids past the vocabulary: embedding_part.wgsl, prepended by embedding.ts).
+// dispatch's part (the parts, and ids past the vocabulary: embedding_part.wgsl).
 //
 // Dispatch: (ceil(cols / 2 / WG), tokens) workgroups, once per part (WG: override, set by embedding.ts).
 // Assumes: cols even.
 
+// #include "embedding_part.wgsl"  Params (p), the ids, part_row
+// #include "weights.wgsl"         DTYPE, F32, widen2
+
 @group(0) @binding(2) var<storage, read> table: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec2<f32>>;
-
-// DTYPE, F32/F16 and the widening functions come from weights.wgsl, prepended by the wrapper.
 
 override WG: u32;
 

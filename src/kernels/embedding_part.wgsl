@@ -1,6 +1,6 @@
-// What the two embedding gathers share (embedding.wgsl, embedding_quant.wgsl), prepended to
-// each by embedding.ts: not a kernel itself. It holds their parameters, the ids, and which row
-// of the dispatch's table part a token reads.
+// What the two embedding gathers share (embedding.wgsl, embedding_quant.wgsl), included by
+// both: not a kernel itself. It holds their parameters, the ids, and which row of the
+// dispatch's table part a token reads.
 //
 // embed_tokens may be split into several GpuMatrix parts; each dispatch covers one part, and an
 // invocation writes its token's columns only if that token's id falls in this part, so the

@@ -1,6 +1,6 @@
 // Embedding gather over a quantized table (q8, q4): out[t, c] = w[ids[t], c], where w is the
-// dequantized weight (the formats: src/kernels/quant.ref.ts; the decoding: quant.wgsl,
-// prepended). embedding.wgsl is its twin for tables stored as f32, f16 or bf16.
+// dequantized weight (the formats: src/kernels/quant.ref.ts; the decoding: quant.wgsl).
+// embedding.wgsl is its twin for tables stored as f32, f16 or bf16.
 //
 // Layouts (ids and Params: embedding_part.wgsl)
 //   table: one GpuMatrix part of embed_tokens [vocab, cols], rows row0 .. row0 + rows, read as
@@ -9,10 +9,13 @@
 //
 // An invocation dequantizes one group of 32 columns of one token's row in registers (its one or
 // two vec4 of codes and its scale) and writes 8 vec4, if that token's id falls in this dispatch's
-// part (the parts, and ids past the vocabulary: embedding_part.wgsl, prepended by embedding.ts).
+// part (the parts, and ids past the vocabulary: embedding_part.wgsl).
 //
 // Dispatch: (ceil(cols / 32 / WG), tokens) workgroups, once per part (WG: override, set by embedding.ts).
 // Assumes: cols % 32 == 0.
+
+// #include "embedding_part.wgsl"  Params (p), the ids, part_row
+// #include "quant.wgsl"           QFORMAT and the formats' decoding
 
 @group(0) @binding(2) var<storage, read> table: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;

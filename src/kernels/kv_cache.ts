@@ -3,7 +3,7 @@
  * it (attention) and write it (kv_write): f32, or f16 halves two per u32 word
  * (f32 math either way). Chosen once at model load.
  */
-import { shaderSource, wgsl, type ShaderSource } from '../gpu/encoder.ts';
+import type { WgslSlots } from '../gpu/encoder.ts';
 import { decodeToF32, f16ToF32, f32ToF16 } from '../util/half.ts';
 
 export type KvCacheDtype = 'f32' | 'f16';
@@ -14,23 +14,13 @@ export function kvBytesPerElement(dtype: KvCacheDtype): number {
   return dtype === 'f32' ? 4 : 2;
 }
 
-const sources = new Map<string, ShaderSource>();
-
 /**
- * A kernel's source preceded by the storage format's snippet (kv_cache_f32.wgsl or
- * kv_cache_f16.wgsl) and then by `snippets` (files beside `base`, in order), made once per
- * (dtype, snippets, file): a dispatch's pipeline lookup then neither concatenates nor hashes
- * the source.
+ * The `<kv_cache>` slot of the kernels that read or write the cache (kv_write.wgsl, the attention
+ * kernels): the storage format's file, kv_cache_f32.wgsl or kv_cache_f16.wgsl, as a URL (so that
+ * it holds from any wrapper's folder).
  */
-export function kvKernelSource(dtype: KvCacheDtype, file: string, base: string, snippets: readonly string[] = []): ShaderSource {
-  const key = `${dtype}|${base}|${snippets.join(',')}|${file}`;
-  let s = sources.get(key);
-  if (!s) {
-    const parts = [wgsl(`kv_cache_${dtype}.wgsl`, import.meta.url), ...snippets.map((f) => wgsl(f, base)), wgsl(file, base)];
-    s = shaderSource(parts.join('\n'));
-    sources.set(key, s);
-  }
-  return s;
+export function kvCacheSlots(dtype: KvCacheDtype): WgslSlots {
+  return { kv_cache: new URL(`kv_cache_${dtype}.wgsl`, import.meta.url).href };
 }
 
 /** Cache contents read back from the device (raw bytes) as f32 values, for tests and checks. */

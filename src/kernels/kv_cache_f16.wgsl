@@ -1,6 +1,6 @@
 // KV-cache storage format f16, shared by the kernels that read or write the cache (attention,
-// kv_write): not a kernel itself. The wrapper prepends this file or kv_cache_f32.wgsl (WGSL has
-// no #include), so every kernel body is written once for both formats.
+// kv_write): not a kernel itself. They include `<kv_cache>`, which the wrapper binds to this file
+// or kv_cache_f32.wgsl (kv_cache.ts), so every kernel body is written once for both formats.
 //
 // The cache [slots, kvHeads, headDim] is addressed in chunks of 4 consecutive values:
 // one KvChunk = two u32 words, each holding two IEEE halves, low half first (little-endian),

@@ -7,18 +7,20 @@
 // nearest f16 on the way in (kvStore, kv_cache_f16.wgsl).
 //
 // Layouts: kNew, vNew [tokens, rowLen] f32, read as vec4; kCache, vCache [slots, rowLen] in
-// the cache's format (the prepended kv_cache_*.wgsl), as KvChunk of 4 values;
+// the cache's format (<kv_cache>: kv_cache_f32.wgsl or kv_cache_f16.wgsl), as KvChunk of 4 values;
 // rowLen = kvHeads * headDim, a multiple of 4; rowChunks = rowLen / 4.
 // Dispatch: workgroups (ceil(rowChunks / WG), rowsWritten, 1) of WG invocations (override, set
 // from TILES in kv_write.ts) with rowsWritten = min(tokens, slots);
 // workgroup y copies chunk row firstRow + y, one invocation per 4 values.
 // Limits: rowsWritten <= 65535.
 //
-// Entry point `rows` (batched steps, continuous batching): row t of the step goes to its own
+// Entry point `batch_rows` (batched steps, continuous batching): row t of the step goes to its own
 // sequence's region of the pool, kCache[seq_t * slots + pos_t % slots, :] = kNew[t, :], with
 // (pos_t, seq_t) = batchRows[t] (kernels/batch_rows.ts; no two rows share a cache row, which
 // writeBatchRows guarantees). Dispatch: (ceil(rowChunks / WG), tokens, 1); firstRow and pos0
 // are unused.
+
+// #include <kv_cache>    KvChunk, kvStore
 
 struct Params {
   rowChunks: u32,
@@ -32,7 +34,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> vNew: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> kCache: array<KvChunk>;
 @group(0) @binding(4) var<storage, read_write> vCache: array<KvChunk>;
-@group(0) @binding(5) var<storage, read> batchRows: array<vec2<u32>>; // `rows` only
+@group(0) @binding(5) var<storage, read> batchRows: array<vec2<u32>>; // `batch_rows` only
 
 override WG: u32;
 
@@ -49,7 +51,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 @compute @workgroup_size(WG)
-fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn batch_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x;
   if (i >= p.rowChunks) {
     return;

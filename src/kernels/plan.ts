@@ -9,8 +9,15 @@
  * forced on any device, so lavapipe checks the GPU variants' correctness too.
  */
 import type { DeviceProfile } from '../gpu/profile.ts';
-import { ATTENTION_STRATEGIES, PREFILL_ATTENTION_STRATEGIES } from './attention/index.ts';
 import { KV_CACHE_DTYPES } from './kv_cache.ts';
+
+/** Decode attention: one tiled pass per query block, or split-K over the keys with a reduce pass (src/kernels/attention/). */
+export type AttentionStrategy = 'tiled' | 'split';
+export const ATTENTION_STRATEGIES: readonly AttentionStrategy[] = ['tiled', 'split'];
+
+/** Attention of prefill chunks (src/kernels/attention/). */
+export type PrefillAttentionStrategy = 'tiled' | 'flash';
+export const PREFILL_ATTENTION_STRATEGIES: readonly PrefillAttentionStrategy[] = ['tiled', 'flash'];
 
 /** The strategies of each operation. */
 export const PLAN_CHOICES = {

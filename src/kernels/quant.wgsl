@@ -1,5 +1,6 @@
 // Shared by the kernels that read quantized weight matrices (matmul/qmatvec_rows.wgsl,
-// matmul/qmatvec_lanes.wgsl, and any kernel that prepends it): not a kernel itself.
+// matmul/qmatvec_lanes.wgsl, matmul/gemm_read_quant.wgsl, embedding_quant.wgsl), which include
+// it: not a kernel itself.
 // The formats, their math and their layout are written once, in src/kernels/quant.ref.ts:
 //   groups of 32 consecutive weights of a row, one f16 scale d per group;
 //   q8 (QFORMAT 0): int8 codes, w = c * d; a group is 32 bytes = 2 vec4<u32>;

@@ -52,7 +52,7 @@ async function checkRows(positions: number[], heads: number, kvHeads: number, he
   const rows = uploadF32(gpu, new Float32Array(tokens * 2));
   writeBuffer(gpu, rows, new Uint32Array(positions.flatMap((pos, t) => [pos, t % 3])));
   const enc = new Encoder(gpu);
-  rope(enc, { q: qb, k: kb, table: await table(maxPositions, headDim), tokens, heads, kvHeads, headDim, pos0: Math.max(...positions), rows });
+  rope(enc, { q: qb, k: kb, table: await table(maxPositions, headDim), tokens, heads, kvHeads, headDim, pos0: Math.max(...positions), batchRows: rows });
   enc.submit();
   const gotQ = await readF32(gpu, qb, q.length);
   const gotK = await readF32(gpu, kb, k.length);

@@ -6,6 +6,7 @@
 import type { Gpu } from '../gpu/device.ts';
 import { uploadF32 } from '../gpu/buffers.ts';
 import { Encoder, getPipeline, kernelSource, UniformLayout, wgsl, type Binding } from '../gpu/encoder.ts';
+import type { BatchRowsArg } from './batch_rows.ts';
 import { ropeInvFreq } from './rope.ref.ts';
 
 /** rope.wgsl's override constants: WG invocations per workgroup, one (q or k) pair each. */
@@ -38,25 +39,26 @@ export function ropeTable(gpu: Gpu, maxPositions: number, headDim: number, theta
 
 /**
  * Rotates q [tokens, heads, headDim] and k [tokens, kvHeads, headDim] in place, in one
- * dispatch; token t is at absolute position pos0 + t, or, given the batch descriptor `rows`
- * (kernels/batch_rows.ts, a batched step), at rows[t].pos, and then pos0 is the largest
+ * dispatch; token t is at absolute position pos0 + t, or, given the batch descriptor `batchRows`
+ * (kernels/batch_rows.ts, a batched step), at batchRows[t].pos, and then pos0 is the largest
  * position of the step (for the table's bound).
  */
 export function rope(
   enc: Encoder,
-  a: { q: Binding; k: Binding; table: GPUBuffer; tokens: number; heads: number; kvHeads: number; headDim: number; pos0: number; rows?: Binding },
+  a: { q: Binding; k: Binding; table: GPUBuffer; tokens: number; heads: number; kvHeads: number; headDim: number; pos0: number } & Partial<BatchRowsArg>,
 ): void {
   if (a.tokens === 0) return;
   const shape = tableShapes.get(a.table);
   if (!shape) throw new Error('rope: table was not made by ropeTable()');
   if (shape.headDim !== a.headDim) throw new Error(`rope: table is for headDim ${shape.headDim}, not ${a.headDim}`);
-  const last = a.rows ? a.pos0 : a.pos0 + a.tokens - 1;
+  const batchRows = a.batchRows;
+  const last = batchRows ? a.pos0 : a.pos0 + a.tokens - 1;
   if (last >= shape.maxPositions) {
     throw new Error(`rope: positions up to ${last} exceed the table's ${shape.maxPositions}`);
   }
-  const entry = a.rows ? 'rows' : 'main';
+  const entry = batchRows ? 'batch_rows' : 'main';
   const pipeline = getPipeline(enc.gpu, kernelSource(wgsl('rope.wgsl', import.meta.url), PARAMS), entry, TILES, `rope ${entry}`);
   const pairs = (a.heads + a.kvHeads) * (a.headDim / 2);
-  const storage = a.rows ? [a.q, a.k, a.table, a.rows] : [a.q, a.k, a.table];
+  const storage = batchRows ? [a.q, a.k, a.table, batchRows] : [a.q, a.k, a.table];
   enc.dispatch(pipeline, PARAMS.pack({ heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, pos0: a.pos0 }), storage, [Math.ceil(pairs / TILES.WG), a.tokens]);
 }

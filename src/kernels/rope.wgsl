@@ -20,7 +20,7 @@
 // Limits: headDim even; tokens <= 65535; pos0 + tokens <= maxPositions of the table (checked
 // by the wrapper).
 //
-// Entry point `rows` (batched steps, continuous batching): token t is at position
+// Entry point `batch_rows` (batched steps, continuous batching): token t is at position
 // batchRows[t].x instead of pos0 + t (kernels/batch_rows.ts); the same rotation, same dispatch.
 //
 // Not fused with the KV-cache write: attention must read this chunk's rotated keys from k
@@ -38,7 +38,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;
 @group(0) @binding(2) var<storage, read_write> k: array<f32>;
 @group(0) @binding(3) var<storage, read> table: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read> batchRows: array<vec2<u32>>; // `rows` only
+@group(0) @binding(4) var<storage, read> batchRows: array<vec2<u32>>; // `batch_rows` only
 
 override WG: u32;
 
@@ -48,7 +48,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 @compute @workgroup_size(WG)
-fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn batch_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
   rotate(gid.x, gid.y, batchRows[gid.y].x);
 }
 

@@ -1,30 +1,16 @@
 /**
- * What the weight-reading kernels share: the DTYPE override code of each
- * storage format, and their WGSL source with weights.wgsl (the widening
- * functions) prepended, since WGSL has no #include.
+ * What the weight-reading kernels share: the override constant of each storage format,
+ * DTYPE for the formats weights.wgsl widens, QFORMAT for those quant.wgsl decodes.
  */
-import { shaderSource, wgsl, type ShaderSource } from '../gpu/encoder.ts';
-import type { WeightDType } from '../gpu/buffers.ts';
+import type { Overrides } from '../gpu/encoder.ts';
+import { isQuantized, type MatrixDType, type WeightDType } from '../gpu/buffers.ts';
 
 /** The DTYPE override constant of weights.wgsl for a storage format. */
-export function dtypeCode(dtype: WeightDType): number {
+function dtypeCode(dtype: WeightDType): number {
   return dtype === 'f32' ? 0 : dtype === 'f16' ? 1 : 2;
 }
 
-const made = new Map<string, ShaderSource>();
-
-/**
- * The source of kernel `file` (beside `base`, a module's import.meta.url), preceded by
- * `snippets` (files beside `base` too, in order) and weights.wgsl. Made once per combination.
- */
-export function weightKernelSource(file: string, base: string = import.meta.url, snippets: string[] = []): ShaderSource {
-  const key = `${base}|${snippets.join(',')}|${file}`;
-  let s = made.get(key);
-  if (!s) {
-    // `enable` directives must open the module, so snippets (which may hold one) come first.
-    const parts = [...snippets.map((f) => wgsl(f, base)), wgsl('weights.wgsl', import.meta.url), wgsl(file, base)];
-    s = shaderSource(parts.join('\n'));
-    made.set(key, s);
-  }
-  return s;
+/** The override constant a kernel reading weights of `dtype` takes: DTYPE (weights.wgsl) or QFORMAT (quant.wgsl). */
+export function formatConstant(dtype: MatrixDType): Overrides {
+  return isQuantized(dtype) ? { QFORMAT: dtype === 'q8' ? 0 : 1 } : { DTYPE: dtypeCode(dtype) };
 }

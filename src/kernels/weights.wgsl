@@ -1,6 +1,5 @@
-// Shared by the kernels that read weight matrices (matmul, matmul_words, swiglu, embedding):
-// not a kernel itself. The wrapper prepends this file to the kernel's source (WGSL has no
-// #include), so every weight reader decodes the three storage formats the same way.
+// Shared by the kernels that read weight matrices (the matrix products, embedding), which include
+// it: not a kernel itself, so every weight reader decodes the three storage formats the same way.
 //
 // Weights keep the checkpoint's format on the device and are widened to f32 as they are read:
 //   f32  (DTYPE 0): one value per 32-bit word.

@@ -70,13 +70,13 @@ export interface StepSequence {
 
 /**
  * The shape of one step, passed down to every layer: its rows carry their own positions and
- * regions in the batch descriptor `rows`; `chunks` are the sequences that attend by
+ * regions in the batch descriptor `batchRows`; `chunks` are the sequences that attend by
  * `attention()` (every chunk of a prefill step; a decode step's rows whose keys split), the
  * `decodeRows` rows before them attend in one decodeAttentionRows dispatch.
  */
 interface StepShape {
   tokens: number;
-  rows: GPUBuffer;
+  batchRows: GPUBuffer;
   /** The step's last position (rope's bound on its table). */
   lastPos: number;
   /** The step's kind: its products' kernel shape, the same whatever its size. */
@@ -133,7 +133,7 @@ interface Scratch {
   logits: GPUBuffer; // [chunk, vocab_size]
   last: GPUBuffer; // each reading sequence's last hidden state [sequences, hidden_size]
   lastNormed: GPUBuffer;
-  rows: GPUBuffer; // the step's descriptor: vec2<u32> (pos, seq) [chunk]
+  batchRows: GPUBuffer; // the step's descriptor: vec2<u32> (pos, seq) [chunk]
   stepArgmax: GPUBuffer; // u32 [sequences]: a step's readouts, one row per sequence
   stepLogSumExp: GPUBuffer; // f32 [sequences]
   stepTopRow: GPUBuffer; // f32 [vocab_size]: the row a top-k readout sorts
@@ -444,7 +444,7 @@ export class MistralModel {
     }
     const T = ids.length;
     if (T > s.chunk) throw new RangeError(`step: ${T} rows exceed the ${s.chunk} a step holds`);
-    writeBatchRows(this.gpu, s.rows, rows, { sequences: this.cache.sequences, slots: this.cache.slots, window: c.sliding_window ?? 0 });
+    writeBatchRows(this.gpu, s.batchRows, rows, { sequences: this.cache.sequences, slots: this.cache.slots, window: c.sliding_window ?? 0 });
     writeBuffer(this.gpu, s.ids, new Uint32Array(ids));
 
     const enc = new Encoder(this.gpu);
@@ -456,7 +456,7 @@ export class MistralModel {
     traceRow(s.x, (T - 1) * rowBytes, 0);
     const shape: StepShape = {
       tokens: T,
-      rows: s.rows,
+      batchRows: s.batchRows,
       lastPos: Math.max(...rows.map((r) => r.pos)),
       batch: kind,
       adapter,
@@ -581,7 +581,7 @@ export class MistralModel {
    * block, over a step's rows (StepShape) under the LoRA adapter they run under, if any.
    */
   private layer(enc: Encoder, i: number, step: StepShape): void {
-    const { tokens: T, rows, batch } = step;
+    const { tokens: T, batchRows, batch } = step;
     const A = step.adapter?.layers[i];
     const c = this.config;
     const s = this.scratch;
@@ -603,15 +603,15 @@ export class MistralModel {
     lora(s.h, 'k_proj', s.k);
     lora(s.h, 'v_proj', s.v);
     const { heads, kvHeads, headDim } = this.attentionShape;
-    rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0: step.lastPos, rows });
+    rope(enc, { q: s.q, k: s.k, table: this.ropeTable, tokens: T, heads, kvHeads, headDim, pos0: step.lastPos, batchRows });
     // Each sequence attends its own region (past keys from the cache, the step's own from s.k / s.v),
     // then the step's keys go to their regions.
     const kv = { kNew: s.k, vNew: s.v, kCache: this.cache.keys[i]!, vCache: this.cache.values[i]!, slots: this.cache.slots, q: s.q, out: s.attn, ...this.attentionShape };
-    if (step.decodeRows > 0) decodeAttentionRows(enc, { ...kv, rows, tokens: step.decodeRows, kvCache: this.cache.dtype });
+    if (step.decodeRows > 0) decodeAttentionRows(enc, { ...kv, batchRows, tokens: step.decodeRows, kvCache: this.cache.dtype });
     // A prefill step's chunks take the prefill strategy at any length; a decode step's rows here are those whose keys split.
     const prefill = batch === 'prefill' ? this.plan.prefillAttention : undefined;
     for (const chunk of step.chunks) attention(enc, { ...kv, ...chunk, ...this.attentionPlan, prefill });
-    kvWriteRows(enc, { ...kv, rows, tokens: T, dtype: this.cache.dtype });
+    kvWriteRows(enc, { ...kv, batchRows, tokens: T, dtype: this.cache.dtype });
     matmul(enc, { x: s.attn, w: L.o_proj, y: s.x, ...mm, accumulate: true });
     lora(s.attn, 'o_proj', s.x);
 
@@ -656,7 +656,7 @@ export class MistralModel {
       logits: f32(chunk * c.vocab_size, 'logits'),
       last: f32(sequences * c.hidden_size, 'last'), // one row per reading sequence
       lastNormed: f32(sequences * c.hidden_size, 'last_normed'),
-      rows: createStorageBuffer(this.gpu, chunk * BATCH_ROW_BYTES, 'batch_rows'),
+      batchRows: createStorageBuffer(this.gpu, chunk * BATCH_ROW_BYTES, 'batch_rows'),
       stepArgmax: f32(sequences, 'step_argmax'),
       stepLogSumExp: f32(sequences, 'step_log_sum_exp'),
       stepTopRow: f32(c.vocab_size, 'step_top_row'),

@@ -89,7 +89,7 @@ async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, 
         strategy: s.strategy, prefill: s.prefill, partials, segmentKeys: 'segmentKeys' in s ? s.segmentKeys : undefined,
       });
     }
-    kvWriteRows(enc, { kNew: kb, vNew: vb, kCache, vCache, rows: rowsBuffer, tokens: T, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots, dtype });
+    kvWriteRows(enc, { kNew: kb, vNew: vb, kCache, vCache, batchRows: rowsBuffer, tokens: T, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots, dtype });
     enc.submit();
 
     const got = await readF32(gpu, out, T * qRow);
@@ -184,7 +184,7 @@ async function decodeRowsAsAlone(c: Shape, histories: number[], steps: number, d
   const append = (enc: Encoder, seqs: number[], k: Float32Array, v: Float32Array, kb: GPUBuffer, vb: GPUBuffer) => {
     const rows: BatchRow[] = seqs.map((seq, t) => ({ seq, pos: kHist[seq]!.length / kvRow + seqs.slice(0, t).filter((s) => s === seq).length }));
     writeBatchRows(gpu, rowsBuffer, rows, pool);
-    kvWriteRows(enc, { kNew: kb, vNew: vb, kCache, vCache, rows: rowsBuffer, tokens: rows.length, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots, dtype });
+    kvWriteRows(enc, { kNew: kb, vNew: vb, kCache, vCache, batchRows: rowsBuffer, tokens: rows.length, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots, dtype });
     return rows;
   };
   const record = (seqs: number[], k: Float32Array, v: Float32Array) =>
@@ -239,8 +239,8 @@ async function decodeRowsAsAlone(c: Shape, histories: number[], steps: number, d
       return b;
     });
     const enc = new Encoder(gpu);
-    decodeAttentionRows(enc, { ...shape, q: qb, kNew: kb, vNew: vb, kCache, vCache, rows: rowsBuffer, out, tokens: T });
-    kvWriteRows(enc, { kNew: kb, vNew: vb, kCache, vCache, rows: rowsBuffer, tokens: T, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots, dtype });
+    decodeAttentionRows(enc, { ...shape, q: qb, kNew: kb, vNew: vb, kCache, vCache, batchRows: rowsBuffer, out, tokens: T });
+    kvWriteRows(enc, { kNew: kb, vNew: vb, kCache, vCache, batchRows: rowsBuffer, tokens: T, kvHeads: c.kvHeads, headDim: c.headDim, slots: c.slots, dtype });
     enc.submit();
     const got = await readF32(gpu, out, T * qRow);
     const where = `${dtype}, seed ${seed}, step ${step} (sequences ${seqs.join(',')}) of ${JSON.stringify(c)}`;

@@ -1,7 +1,9 @@
 // The uniform Params and the bindings of the kernels that attend the tokens of one sequence's
 // chunk, tiled.wgsl and flash.wgsl: index.ts dispatches both with the same Params (CHUNK_PARAMS)
-// and the same buffers, so they are declared once, here, and prepended to both (kernel.ts);
-// not a kernel itself. The layouts are in each kernel's header.
+// and the same buffers, so they are declared once, here, and included by both; not a kernel
+// itself. The layouts are in each kernel's header.
+
+// #include <kv_cache>    KvChunk: kv_cache_f32.wgsl or kv_cache_f16.wgsl
 
 struct Params {
   tokens: u32,

@@ -3,9 +3,8 @@
 // HB query heads that share one KV head, and walks the block's keys in tiles of BK keys staged
 // in workgroup memory: every key and value row is read from memory once per workgroup and used
 // by all BT * HB query rows (tiled.wgsl reads them once per query token). f32 math; the cache
-// is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended
-// softmax.wgsl the pieces of the online softmax that the attention kernels share: here NEG_BIG
-// and firstKey).
+// is f32 or f16 (the included <kv_cache> defines KvChunk and kvLoad; softmax.wgsl the pieces of
+// the online softmax that the attention kernels share: here NEG_BIG and firstKey).
 //
 // Math, for query token t (absolute position pos = pos0 + t) and query head h, with KV head
 // g = h / (heads / kvHeads), scale = 1 / sqrt(headDim), and the keys it may see
@@ -50,8 +49,9 @@
 // BK <= MAX_BK; heads % kvHeads == 0; ceil(tokens / BT) <= 65535; the cache must still hold
 // every past key a query can see (checked by the wrapper).
 
-// Params (headBlocks = ceil(groupSize / HB)) and bindings 0-6 (p, q, kNew, vNew, kCache, vCache,
-// out) are declared in the prepended chunk.wgsl.
+// #include "chunk.wgsl"       Params (headBlocks = ceil(groupSize / HB)), bindings 0-6: p, q, kNew, vNew, kCache, vCache, out
+// #include <kv_cache>         kvLoad, kvRound: kv_cache_f32.wgsl or kv_cache_f16.wgsl
+// #include "softmax.wgsl"     NEG_BIG, firstKey
 
 override BT: u32; // query tokens per workgroup
 override HB: u32; // query heads per workgroup (sharing one KV head)

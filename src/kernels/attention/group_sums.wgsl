@@ -1,10 +1,11 @@
 // The key groups of the 4-head kernels whose invocations sum a tile's values in groups of keys
 // (tiled.wgsl, split.wgsl): each invocation's part (keyGroups), and the last step, where each
 // holds its group's sums of a value chunk for the 4 heads (a HeadSums, softmax.wgsl) and a
-// chunk's groups are added up through workgroup memory, in group order. Prepended to both, after
-// softmax.wgsl (kernel.ts); not a kernel itself. A kernel that prepends it declares `override WG`
-// and `var<workgroup> exch`, an array of at least 4 * WG vec4<f32> that holds nothing else while
-// the sums pass through it.
+// chunk's groups are added up through workgroup memory, in group order. Included by both; not a
+// kernel itself. A kernel that includes it declares `override WG` and `var<workgroup> exch`, an
+// array of at least 4 * WG vec4<f32> that holds nothing else while the sums pass through it.
+
+// #include "softmax.wgsl"    HeadSums
 
 // An invocation's part in the weighted sum of a tile's values: value chunks c and c2 = c + half
 // (half = ceil(chunks / 2); with an odd number of chunks the last lanes' c2 repeats c, and their

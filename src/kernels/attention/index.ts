@@ -29,40 +29,21 @@
  */
 import type { Gpu } from '../../gpu/device.ts';
 import { createStorageBuffer } from '../../gpu/buffers.ts';
-import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding, type ShaderSource } from '../../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
 import type { KvCacheDtype } from '../kv_cache.ts';
-import { attentionSource, headBlocks as headBlocksOf } from './kernel.ts';
+import type { BatchRowsArg } from '../batch_rows.ts';
+import type { AttentionStrategy, PrefillAttentionStrategy } from '../plan.ts';
+import { ATTENTION_TILES, attentionKernel, FLASH_MAX_HEAD_DIM, FLASH_TILES, kernelModule, type AttentionShape, type Kernel } from '../table.ts';
 
-export type AttentionStrategy = 'tiled' | 'split';
-export const ATTENTION_STRATEGIES: readonly AttentionStrategy[] = ['tiled', 'split'];
+// The plan's and the table's, for this module's callers.
+export { ATTENTION_STRATEGIES, PREFILL_ATTENTION_STRATEGIES, type AttentionStrategy, type PrefillAttentionStrategy } from '../plan.ts';
+export { ATTENTION_TILES, FLASH_MAX_HEAD_DIM, FLASH_TILES } from '../table.ts';
 
-export type PrefillAttentionStrategy = 'tiled' | 'flash';
-export const PREFILL_ATTENTION_STRATEGIES: readonly PrefillAttentionStrategy[] = ['tiled', 'flash'];
-
-/**
- * flash.wgsl's tile sizes (its override constants): BT query tokens x HB query heads per
- * workgroup, LANES invocations per query row, BK (<= 32, MAX_BK) keys per tile. Workgroup memory
- * BK * LANES * 8 * 16 + BT * HB * BK * LANES * 4 bytes = 12 KiB.
- */
-export const FLASH_TILES = { BT: 16, HB: 4, LANES: 4, BK: 8 } as const;
-/** flash.wgsl holds at most MAX_SLICE = 8 vec4 chunks of a query row per lane. */
-export const FLASH_MAX_HEAD_DIM = 4 * FLASH_TILES.LANES * 8;
-
-/**
- * tiled.wgsl's and split.wgsl's override constants (the split strategy falls back to tiled with
- * the same headBlocks): WG invocations per workgroup (split.wgsl: also keys per tile), HG query
- * heads of one KV head per workgroup (4: their scores travel as one vec4).
- */
-export const ATTENTION_TILES = { WG: 64, HG: 4 } as const;
 /** tiled.wgsl's and flash.wgsl's Params, declared once for both in chunk.wgsl. */
 const CHUNK_PARAMS = new UniformLayout({
   tokens: 'u32', pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32',
   row0: 'u32', region: 'u32',
 });
-/** tiled.wgsl or flash.wgsl, whose Params (chunk.wgsl) are checked against CHUNK_PARAMS. */
-function chunkKernel(kvCache: KvCacheDtype, file: 'tiled.wgsl' | 'flash.wgsl'): ShaderSource {
-  return kernelSource(attentionSource(kvCache, file), CHUNK_PARAMS);
-}
 const SPLIT_PARAMS = new UniformLayout({
   pos0: 'u32', heads: 'u32', kvHeads: 'u32', headDim: 'u32', slots: 'u32', window: 'u32', scale: 'f32', headBlocks: 'u32', segments: 'u32', segLen: 'u32',
   row0: 'u32', region: 'u32',
@@ -153,6 +134,26 @@ export function splitSegments(keys: number, workgroupsPerSegment: number, segmen
   return { segments: Math.ceil(keys / segLen), segLen };
 }
 
+/**
+ * Throws unless the kernels can take this head shape (`op` names the caller in the message);
+ * returns how many workgroups of `headsPerWorkgroup` query heads each KV head's group needs.
+ */
+function headBlocksOf(op: string, a: { heads: number; kvHeads: number; headDim: number }, headsPerWorkgroup: number): number {
+  if (a.headDim % 4 !== 0 || a.headDim > 256) {
+    throw new Error(`${op}: headDim must be a multiple of 4 and at most 256, got ${a.headDim}`);
+  }
+  if (a.kvHeads < 1 || a.heads % a.kvHeads !== 0) {
+    throw new Error(`${op}: heads (${a.heads}) must be a multiple of kvHeads (${a.kvHeads})`);
+  }
+  return Math.ceil(a.heads / a.kvHeads / headsPerWorkgroup);
+}
+
+/** The pipeline of the table's kernel `k` at `entry` (its first by default), labelled attention_<variant>[_<entry>]_<format>. */
+function pipelineOf(enc: Encoder, k: Kernel, layout: { check(code: string): void }, kvCache: KvCacheDtype, entry = k.entries[0]!): GPUComputePipeline {
+  const label = `attention_${k.variant}${entry === k.entries[0] ? '' : `_${entry}`}_${kvCache}`;
+  return getPipeline(enc.gpu, kernelSource(kernelModule(k), layout), entry, k.constants, label);
+}
+
 export function attention(enc: Encoder, a: AttentionArgs): void {
   if (a.tokens === 0) return;
   // Each workgroup serves up to ATTENTION_TILES.HG query heads of one KV head.
@@ -165,19 +166,21 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
   }
   const scale = 1 / Math.sqrt(a.headDim);
   const rows = { row0: a.row0 ?? 0, region: (a.seq ?? 0) * a.slots };
+  const shape: AttentionShape = a.prefill !== undefined ? 'prefill' : a.tokens === 1 ? 'decode' : 'chunk';
+  const k = attentionKernel(shape, { attention: a.strategy, prefillAttention: a.prefill, kvCache: a.kvCache }, (c) =>
+    c === 'shortContext' ? !splitsDecode(a) : c === 'wideHeads' && a.headDim > FLASH_MAX_HEAD_DIM,
+  );
 
-  if (a.prefill === 'flash' && a.headDim <= FLASH_MAX_HEAD_DIM) {
-    const code = chunkKernel(a.kvCache, 'flash.wgsl');
-    const pipeline = getPipeline(enc.gpu, code, 'main', FLASH_TILES, `attention_flash_${a.kvCache}`);
+  if (k.variant === 'flash') {
     const blocks = Math.ceil(a.heads / a.kvHeads / FLASH_TILES.HB);
     const uniforms = CHUNK_PARAMS.pack({
       tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks: blocks, ...rows,
     });
-    enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * blocks, Math.ceil(a.tokens / FLASH_TILES.BT)]);
+    enc.dispatch(pipelineOf(enc, k, CHUNK_PARAMS, a.kvCache), uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * blocks, Math.ceil(a.tokens / FLASH_TILES.BT)]);
     return;
   }
 
-  if (a.prefill === undefined && a.tokens === 1 && splitsDecode(a)) {
+  if (k.variant === 'split') {
     const keys = a.window > 0 ? Math.min(a.pos0 + 1, a.window) : a.pos0 + 1;
     const { segments, segLen } = splitSegments(keys, a.kvHeads * headBlocks, a.segmentKeys);
     const part = a.partials;
@@ -188,23 +191,18 @@ export function attention(enc: Encoder, a: AttentionArgs): void {
           `${segments} segments of ${a.heads} x ${a.headDim}`,
       );
     }
-    const code = kernelSource(attentionSource(a.kvCache, 'split.wgsl'), SPLIT_PARAMS);
     const uniforms = SPLIT_PARAMS.pack({
       pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks, segments, segLen, ...rows,
     });
-    const main = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_split_${a.kvCache}`);
-    enc.dispatch(main, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, part.o, part.ml], [a.kvHeads * headBlocks, segments]);
-    const reduce = getPipeline(enc.gpu, code, 'reduce', ATTENTION_TILES, `attention_split_reduce_${a.kvCache}`);
-    enc.dispatch(reduce, uniforms, [part.o, part.ml, a.out], [a.heads]);
+    enc.dispatch(pipelineOf(enc, k, SPLIT_PARAMS, a.kvCache), uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, part.o, part.ml], [a.kvHeads * headBlocks, segments]);
+    enc.dispatch(pipelineOf(enc, k, SPLIT_PARAMS, a.kvCache, 'reduce'), uniforms, [part.o, part.ml, a.out], [a.heads]);
     return;
   }
 
-  const code = chunkKernel(a.kvCache, 'tiled.wgsl');
-  const pipeline = getPipeline(enc.gpu, code, 'main', ATTENTION_TILES, `attention_tiled_${a.kvCache}`);
   const uniforms = CHUNK_PARAMS.pack({
     tokens: a.tokens, pos0: a.pos0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale, headBlocks, ...rows,
   });
-  enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
+  enc.dispatch(pipelineOf(enc, k, CHUNK_PARAMS, a.kvCache), uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out], [a.kvHeads * headBlocks, a.tokens]);
 }
 
 /**
@@ -220,27 +218,26 @@ export function splitsDecode(a: Pick<AttentionArgs, 'pos0' | 'window' | 'heads' 
 
 /**
  * Attention for a batched decode step (continuous batching): row t of q is one token of its own
- * sequence at the batch descriptor's rows[t] = (pos, seq) (kernels/batch_rows.ts). tiled.wgsl's
- * `decode_rows` entry: each row's past keys from its sequence's region of the pool (cache rows
- * seq * slots ..), its own key from row t of kNew / vNew, walked exactly as `attention` with the
- * tiled strategy walks one sequence's decode token, so a row gets those bits whatever else is in
- * the step. Like `attention`, it runs before the step's keys are written (kvWriteRows).
+ * sequence at the batch descriptor's batchRows[t] = (pos, seq) (kernels/batch_rows.ts).
+ * tiled.wgsl's `decode_rows` entry: each row's past keys from its sequence's region of the pool
+ * (cache rows seq * slots ..), its own key from row t of kNew / vNew, walked exactly as
+ * `attention` with the tiled strategy walks one sequence's decode token, so a row gets those
+ * bits whatever else is in the step. Like `attention`, it runs before the step's keys are
+ * written (kvWriteRows).
  * `row0`: the first of the `tokens` consecutive rows it attends (the model lays a decode step's
  * rows whose keys split, splitsDecode, after these: those run `attention` one by one).
  */
 export function decodeAttentionRows(
   enc: Encoder,
-  a: Omit<AttentionArgs, 'pos0' | 'seq' | 'strategy' | 'prefill' | 'partials' | 'segmentKeys'> & { rows: Binding },
+  a: Omit<AttentionArgs, 'pos0' | 'seq' | 'strategy' | 'prefill' | 'partials' | 'segmentKeys'> & BatchRowsArg,
 ): void {
   if (a.tokens === 0) return;
   const headBlocks = headBlocksOf('attention', a, ATTENTION_TILES.HG);
-  const code = chunkKernel(a.kvCache, 'tiled.wgsl');
-  const pipeline = getPipeline(enc.gpu, code, 'decode_rows', ATTENTION_TILES, `attention_tiled_rows_${a.kvCache}`);
+  const k = attentionKernel('decodeRows', { kvCache: a.kvCache }, () => false);
   // tokens and pos0 are the descriptor's, per row.
   const uniforms = CHUNK_PARAMS.pack({
     tokens: a.tokens, pos0: 0, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim, slots: a.slots, window: a.window, scale: 1 / Math.sqrt(a.headDim), headBlocks,
     row0: a.row0 ?? 0, region: 0,
   });
-  enc.dispatch(pipeline, uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out, a.rows], [a.kvHeads * headBlocks, a.tokens]);
+  enc.dispatch(pipelineOf(enc, k, CHUNK_PARAMS, a.kvCache), uniforms, [a.q, a.kNew, a.vNew, a.kCache, a.vCache, a.out, a.batchRows], [a.kvHeads * headBlocks, a.tokens]);
 }
-

@@ -1,6 +1,5 @@
-// The pieces of the online softmax that the attention kernels share: prepended to tiled.wgsl,
-// split.wgsl, flash.wgsl and batched.wgsl, after the KV-cache format's snippet (kernel.ts builds
-// every attention kernel's source); not a kernel itself. The order of the floating-point
+// The pieces of the online softmax that the attention kernels share, included by tiled.wgsl,
+// split.wgsl and flash.wgsl; not a kernel itself. The order of the floating-point
 // operations in each function is part of every kernel's result: the batched decode rows are
 // compared bit for bit with single-sequence decode, so change one only with all its callers.
 //
@@ -27,7 +26,7 @@ fn headDots(qa: vec4<f32>, qb: vec4<f32>, qc: vec4<f32>, qd: vec4<f32>, key: vec
 }
 
 // The per-head maxima of the first n score vectors a tile published in workgroup memory (every
-// kernel that prepends this file declares `override WG`).
+// kernel that includes this file declares `override WG`).
 fn tileMaxima(scores: ptr<workgroup, array<vec4<f32>, WG>>, n: u32) -> vec4<f32> {
   var tileMax = vec4<f32>(NEG_BIG);
   for (var i = 0u; i < n; i++) {

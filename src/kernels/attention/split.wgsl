@@ -1,7 +1,7 @@
 // Decode attention with the keys split across workgroups: strategy `split` ("flash-decoding").
 // One query token (decode); prefill chunks run tiled.wgsl under both strategies. f32 math; the
-// cache is f32 or f16 (the prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended
-// softmax.wgsl the pieces of the online softmax that the attention kernels share).
+// cache is f32 or f16 (the included <kv_cache> defines KvChunk and kvLoad; softmax.wgsl the
+// pieces of the online softmax that the attention kernels share).
 //
 // Math: for query head h at position pos = pos0, KV head g = h / (heads / kvHeads),
 // scale = 1 / sqrt(headDim), the visible keys lo..pos (lo = 0 without a window, else
@@ -48,6 +48,10 @@
 // Limits: headDim % 4 == 0 and headDim <= 4 * WG = 256;
 // heads % kvHeads == 0; segments <= 65535; the cache holds every past key the query sees
 // (checked by the wrapper).
+
+// #include <kv_cache>         KvChunk, kvLoad, kvRound: kv_cache_f32.wgsl or kv_cache_f16.wgsl
+// #include "softmax.wgsl"     the online softmax
+// #include "group_sums.wgsl"  keyGroups, publishSums, groupsTotal
 
 struct Params {
   pos0: u32,

@@ -1,7 +1,7 @@
 // Causal grouped-query attention with Mistral's sliding window: strategy `tiled`, one workgroup
 // walks all the keys of its query heads (one pass). f32 math; the cache is f32 or f16 (the
-// prepended kv_cache_*.wgsl defines KvChunk and kvLoad; the prepended softmax.wgsl the pieces
-// of the online softmax that the attention kernels share). It serves every prefill chunk under
+// included <kv_cache> defines KvChunk and kvLoad; softmax.wgsl the pieces of the online softmax
+// that the attention kernels share). It serves every prefill chunk under
 // both strategies, and decode under `tiled` (and under `split` when the context is short).
 //
 // For query token t (absolute position pos = pos0 + t) and query head h, with KV head
@@ -14,7 +14,7 @@
 // kNew / vNew (not yet written to the cache, so a chunk longer than the cache can still see
 // all its own keys).
 // Entry `decode_rows` (a decode step, continuous batching): row t = row0 .. row0 + tokens - 1
-// is one token of its own sequence at rows[t] = (pos, seq); pos0 = pos for that row alone, its
+// is one token of its own sequence at batchRows[t] = (pos, seq); pos0 = pos for that row alone, its
 // past keys from the sequence's region (cache rows seq * slots + j % slots) and its own key
 // from row t of kNew / vNew: the same numbers in the same order as `main` decoding that
 // sequence alone.
@@ -22,7 +22,7 @@
 // Layouts (row-major, read in chunks of 4 values): q, out [step rows, heads, headDim] f32, the
 //   chunk's token t in row row0 + t (a step's rows hold several sequences); kNew, vNew
 //   [step rows, kvHeads, headDim] f32; kCache, vCache [sequences * slots, kvHeads, headDim] in
-//   the cache's format (vec4<f32>, or 4 f16 in a vec2<u32>); decode_rows: rows [step rows]
+//   the cache's format (vec4<f32>, or 4 f16 in a vec2<u32>); decode_rows: batchRows [step rows]
 //   vec2<u32> (pos, seq).
 // Dispatch: workgroups (kvHeads * headBlocks, tokens, 1) of WG invocations. A workgroup
 // serves HG = 4 query heads that share one KV head (headBlocks = ceil(groupSize / HG) workgroups
@@ -62,8 +62,10 @@
 // tokens <= 65535; the cache must still hold every past key a query can see:
 // slots >= min(pos0, window - 1) with a window, slots >= pos0 without (checked by the wrapper).
 
-// Params (headBlocks = ceil(groupSize / HG)) and bindings 0-6 (p, q, kNew, vNew, kCache, vCache,
-// out) are declared in the prepended chunk.wgsl.
+// #include "chunk.wgsl"       Params (headBlocks = ceil(groupSize / HG)), bindings 0-6: p, q, kNew, vNew, kCache, vCache, out
+// #include <kv_cache>         kvLoad, kvRound: kv_cache_f32.wgsl or kv_cache_f16.wgsl
+// #include "softmax.wgsl"     the online softmax
+// #include "group_sums.wgsl"  keyGroups, publishSums, groupsTotal
 
 // WG and HG are set by index.ts from ATTENTION_TILES (one source for the wrapper's dispatch).
 override WG: u32; // invocations per workgroup
@@ -145,18 +147,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 // A batched decode step (continuous batching): row t = row0 + wid.y is one token of its own sequence,
-// at rows[t] = (pos, seq) (kernels/batch_rows.ts). Its past keys come from its sequence's
+// at batchRows[t] = (pos, seq) (kernels/batch_rows.ts). Its past keys come from its sequence's
 // region of the pool and its own key from row t of kNew / vNew, exactly as `main` decodes one
 // token of one sequence: the same loop on the same numbers, so a row gets main's bits whatever
 // else is in its step. Needs the step's keys written after it (kvWriteRows), as main.
-@group(0) @binding(7) var<storage, read> rows: array<vec2<u32>>;
+@group(0) @binding(7) var<storage, read> batchRows: array<vec2<u32>>;
 var<workgroup> rowShared: vec2<u32>;
 
 @compute @workgroup_size(WG)
 fn decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = p.row0 + wid.y;
   if (tid == 0u) {
-    rowShared = rows[t];
+    rowShared = batchRows[t];
   }
   // Through workgroupUniformLoad: the position bounds the tile loop, whose barriers need uniform control flow.
   let r = workgroupUniformLoad(&rowShared);

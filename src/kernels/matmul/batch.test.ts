@@ -62,7 +62,7 @@ async function check(op: 'matmul' | 'swiglu', batch: BatchShape, plan: Plan, row
 }
 
 // A decode step past MATVEC_MAX_TOKENS rows runs the matvec over blocks of them, or the gemm where
-// it adds a row as the matvec does (gemmSumsAsMatvec: rows with broadcast): every pairing here.
+// it adds a row as the matvec does (the table's wideDecode cell: rows with broadcast): every pairing here.
 const DECODE_PLANS: Plan[] = VARIANTS.flatMap((matvec) => GEMMS.map((gemm) => ({ matvec, gemm })));
 describe.each(DECODE_PLANS.map((p) => [`matvec=${p.matvec} gemm=${p.gemm}`, p] as const))('batched decode shape, %s', (_, plan) => {
   it(`1 to 32 tokens (past ${MATVEC_MAX_TOKENS}: wide decode steps), every token as alone (matmul f16 and f32, SwiGLU bf16, rows not multiples of the tiles)`, async () => {

@@ -19,15 +19,16 @@
  * matvec=rows q/k/v in one dispatch for one row (fused_rows.wgsl, the norm its own dispatch:
  * its fma chains are matvec_rows.wgsl's, so 2..8 rows there, three dispatches, add alike)
  * and SwiGLU unfused. A one-sequence decode step thus runs forward()'s kernels under fuse=qkv.
- * Kernels: fused_lanes.wgsl (matvec=subgroup|workgroup), fused_rows.wgsl (matvec=rows); weights
- * are read through weights.wgsl as in every matvec.
+ * Kernels: fused_lanes.wgsl (matvec=subgroup|workgroup), fused_rows.wgsl (matvec=rows); which runs
+ * for each shape class is the kernel table's (../table.ts, frontKernel); weights are read through
+ * weights.wgsl as in every matvec.
  */
-import { Encoder, getPipeline, UniformLayout, type Binding, type ShaderSource } from '../../gpu/encoder.ts';
+import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
 import { isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
-import { dtypeCode, weightKernelSource } from '../weights.ts';
-import type { KernelPlan } from '../plan.ts';
+import { formatConstant } from '../weights.ts';
 import { rmsNorm } from '../rmsnorm.ts';
-import { matmul, matmulSwiGLU, MATVEC_MAX_TOKENS, TILES, type BatchShape } from './index.ts';
+import { frontKernel, kernelModule, productShape, type BatchShape, type FrontKernel, type FusePlan } from '../table.ts';
+import { matmul, matmulSwiGLU } from './index.ts';
 
 /** The `Params` struct of fused_lanes.wgsl and fused_rows.wgsl (fused_products.wgsl). */
 const PARAMS = new UniformLayout({
@@ -35,51 +36,26 @@ const PARAMS = new UniformLayout({
   rows0: 'u32', rows1: 'u32', rows2: 'u32', group1: 'u32', group2: 'u32',
 });
 
-const checked = new WeakSet<ShaderSource>();
-function source(file: string, snippets: string[] = []): ShaderSource {
-  // fused_products.wgsl: Params, the bindings and the weight loads of both fused kernels;
-  // sums.wgsl: silu and fma8, which every product kernel uses.
-  const s = weightKernelSource(file, import.meta.url, [...snippets, 'fused_products.wgsl', 'sums.wgsl']);
-  if (!checked.has(s)) {
-    PARAMS.check(s.code);
-    checked.add(s);
-  }
-  return s;
-}
-
-type FusePlan = Pick<KernelPlan, 'matvec' | 'fuse'>;
 type Op = 'qkv' | 'swiglu';
 /** The rms_norm of a block: its weight (f32 [hidden_size]) and rms_norm_eps. */
 type Norm = { weight: Binding; eps: number };
 
-/** The fused kernel for these matrices, or null when the separate dispatches must run. */
-function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], tokens: number, norm: boolean, batch?: BatchShape) {
+/**
+ * The table's fused kernel for these matrices, or null when the separate dispatches must run:
+ * the fused kernels read f32/f16/bf16 weights of one width (a multiple of 8), each matrix in one part.
+ */
+function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], tokens: number, batch?: BatchShape, writeH?: boolean): { kernel: FrontKernel; norm: boolean } | null {
   const [w] = ms as [GpuMatrix];
   const sameInput = ms.every((m) => m.cols === w.cols && m.dtype === w.dtype && m.parts.length === 1);
-  if (!sameInput || isQuantized(w.dtype) || w.cols % 8 !== 0 || (tokens > MATVEC_MAX_TOKENS && batch !== 'decode')) return null;
-  const dtype = dtypeCode(w.dtype);
-  const matrices = op === 'swiglu' ? 2 : 1;
-  const tileOf = op === 'swiglu' ? 'swiglu' : 'matmul';
-  if (batch === 'prefill') return null;
-  if (plan.matvec === 'rows') {
-    if (tokens > 1 || (batch && norm)) return null;
-    const t = TILES.rows[tileOf];
-    return { src: source('fused_rows.wgsl'), constants: { DTYPE: dtype, ...t, NORM: norm ? 1 : 0 }, rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: 1, variant: 'rows' };
-  }
-  const t = TILES.lanes[tileOf];
-  const tokenTile = tokens === 1 && !batch ? 1 : MATVEC_MAX_TOKENS;
-  if (plan.matvec === 'workgroup') {
-    const need = (matrices * t.ROWS + (norm ? 1 : 0)) * tokenTile * t.WG * 4;
-    if (need > enc.gpu.report.limits.maxComputeWorkgroupStorageSize) return null;
-  }
-  const snippet = plan.matvec === 'subgroup' ? 'reduce_subgroup.wgsl' : 'reduce_workgroup.wgsl';
-  return {
-    src: source('fused_lanes.wgsl', [snippet]),
-    constants: { DTYPE: dtype, ...t, TOKENS: tokenTile, MATRICES: matrices, NORM: norm ? 1 : 0 },
-    rowsPerGroup: t.ROWS,
-    tokensPerGroup: tokenTile,
-    variant: `${plan.matvec}${tokenTile > 1 ? ` x${tokenTile}` : ''}`,
-  };
+  if (!sameInput || isQuantized(w.dtype) || w.cols % 8 !== 0) return null;
+  return frontKernel(op, plan, productShape(tokens, batch), enc.gpu.profile, writeH);
+}
+
+/** The pipeline of a fused kernel for weights of `dtype`, labelled as the profiler shows it. */
+function pipelineOf(enc: Encoder, op: Op, f: { kernel: FrontKernel; norm: boolean }, dtype: GpuMatrix['dtype']): GPUComputePipeline {
+  const label = `${op}${f.norm ? ' norm' : ''} ${f.kernel.variant} ${dtype}`;
+  const src = kernelSource(kernelModule(f.kernel), PARAMS);
+  return getPipeline(enc.gpu, src, op, { ...formatConstant(dtype), ...f.kernel.constants }, label);
 }
 
 /**
@@ -108,23 +84,21 @@ export function normQKV(
   const { tokens, plan } = a;
   if (tokens === 0) return;
   const ms = [a.q_proj, a.k_proj, a.v_proj];
-  // A batched decode step under matvec=rows keeps the norm apart (see the header).
-  const folded = plan.fuse === 'norm+qkv' && !a.writeH && !(a.batch && plan.matvec === 'rows');
-  const kernel = plan.fuse === 'none' ? null : fusedKernel(enc, 'qkv', plan, ms, tokens, folded, a.batch);
-  if (!kernel || !folded) {
+  const fused = fusedKernel(enc, 'qkv', plan, ms, tokens, a.batch, a.writeH);
+  if (!fused || !fused.norm) {
     rmsNorm(enc, { x: a.x, weight: a.norm.weight, y: a.h, tokens, dim: a.q_proj.cols, eps: a.norm.eps });
   }
-  if (!kernel) {
+  if (!fused) {
     matmul(enc, { x: a.h, w: a.q_proj, y: a.q, tokens, plan, batch: a.batch });
     matmul(enc, { x: a.h, w: a.k_proj, y: a.k, tokens, plan, batch: a.batch });
     matmul(enc, { x: a.h, w: a.v_proj, y: a.v, tokens, plan, batch: a.batch });
     return;
   }
+  const folded = fused.norm;
   const [q, k, v] = ms as [GpuMatrix, GpuMatrix, GpuMatrix];
-  const groups = ms.map((m) => Math.ceil(m.rows / kernel.rowsPerGroup)) as [number, number, number];
-  const label = `qkv${folded ? ' norm' : ''} ${kernel.variant} ${q.dtype}`;
-  const pipeline = getPipeline(enc.gpu, kernel.src, 'qkv', kernel.constants, label);
-  const [gx, gy, gz] = grid(enc, groups[0] + groups[1] + groups[2], tokens, kernel.tokensPerGroup);
+  const groups = ms.map((m) => Math.ceil(m.rows / fused.kernel.rowsPerGroup)) as [number, number, number];
+  const pipeline = pipelineOf(enc, 'qkv', fused, q.dtype);
+  const [gx, gy, gz] = grid(enc, groups[0] + groups[1] + groups[2], tokens, fused.kernel.tokensPerGroup);
   const params = PARAMS.pack({
     cols: q.cols, tokens, groups_x: gx, eps: a.norm.eps,
     rows0: q.rows, rows1: k.rows, rows2: v.rows, group1: groups[0], group2: groups[0] + groups[1],
@@ -148,14 +122,14 @@ export function normSwiGLU(
 ): void {
   const { tokens, plan, gate, up } = a;
   if (tokens === 0) return;
-  const kernel = plan.fuse === 'norm+qkv' && gate.rows === up.rows ? fusedKernel(enc, 'swiglu', plan, [gate, up], tokens, true, a.batch) : null;
-  if (!kernel) {
+  const fused = gate.rows === up.rows ? fusedKernel(enc, 'swiglu', plan, [gate, up], tokens, a.batch) : null;
+  if (!fused) {
     rmsNorm(enc, { x: a.x, weight: a.norm.weight, y: a.h, tokens, dim: gate.cols, eps: a.norm.eps });
     matmulSwiGLU(enc, { x: a.h, gate, up, y: a.y, tokens, plan, batch: a.batch });
     return;
   }
-  const pipeline = getPipeline(enc.gpu, kernel.src, 'swiglu', kernel.constants, `swiglu norm ${kernel.variant} ${gate.dtype}`);
-  const [gx, gy, gz] = grid(enc, Math.ceil(gate.rows / kernel.rowsPerGroup), tokens, kernel.tokensPerGroup);
+  const pipeline = pipelineOf(enc, 'swiglu', fused, gate.dtype);
+  const [gx, gy, gz] = grid(enc, Math.ceil(gate.rows / fused.kernel.rowsPerGroup), tokens, fused.kernel.tokensPerGroup);
   const params = PARAMS.pack({ cols: gate.cols, tokens, groups_x: gx, eps: a.norm.eps, rows0: gate.rows, rows1: 0, rows2: 0, group1: 0, group2: 0 });
   const bytes = 2 * gate.rows * matrixRowBytes(gate.dtype, gate.cols) + (tokens + 1) * gate.cols * 4 + tokens * gate.rows * 4;
   enc.dispatch(pipeline, params, [a.x, a.norm.weight, gate.parts[0]!.buffer, a.y, up.parts[0]!.buffer], [gx, gy, gz], {

@@ -19,7 +19,7 @@
 // as matvec_lanes.wgsl: a workgroup of WG lanes owns ROWS rows (of MATRICES matrices: 1 for qkv,
 // 2 for swiglu) and TOKENS tokens; lane l takes the 8-column chunks l, l + WG, ... (coalesced),
 // keeps MATRICES x ROWS x TOKENS sums (+ TOKENS sums of squares with NORM), and reduce_sums()
-// (reduce_subgroup.wgsl or reduce_workgroup.wgsl, prepended) totals them. In `qkv` the
+// (<reduce>: reduce_subgroup.wgsl or reduce_workgroup.wgsl) totals them. In `qkv` the
 // workgroup's index picks the matrix: groups [0, group1) q_proj, [group1, group2) k_proj, then
 // v_proj; the choice is uniform over the workgroup.
 //
@@ -29,9 +29,10 @@
 // Assumes: cols % 8 == 0; matrices in one part each (the wrapper falls back to separate
 // dispatches otherwise).
 
-// Params (p), the bindings and w0_8/w1_8/w2_8/qkv8 from fused_products.wgsl, silu from
-// sums.wgsl; DTYPE, F32 and widen8() from weights.wgsl; Lane, reduce_sums() and reduced() from
-// reduce_subgroup.wgsl or reduce_workgroup.wgsl; all prepended by the wrapper.
+// #include "fused_products.wgsl"  Params (p), the bindings, w0_8/w1_8/w2_8/qkv8
+// #include "sums.wgsl"            silu
+// #include "../weights.wgsl"      words_per_chunk
+// #include <reduce>               Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
 
 override WG: u32;        // invocations per workgroup, a power of two
 override ROWS: u32;      // rows per workgroup (of each matrix), <= MAX_ROWS

@@ -1,8 +1,9 @@
-// The interface both fused kernels (fused_lanes.wgsl, fused_rows.wgsl) share, prepended by
-// src/kernels/matmul/fused.ts after weights.wgsl: not a kernel itself. Params is PARAMS in
-// fused.ts (checked against this struct at first use). Bindings: 0 Params, 1 x, 2 norm, 3 w0
-// (q_proj | gate_proj), 4 y0 (q | y), 5 w1 (k_proj | up_proj), 6 y1 (k), 7 w2 (v_proj), 8 y2 (v);
-// `swiglu` uses 0..5.
+// The interface both fused kernels (fused_lanes.wgsl, fused_rows.wgsl) share, included by
+// both: not a kernel itself. Params is PARAMS in fused.ts (checked against this struct at first
+// use). Bindings: 0 Params, 1 x, 2 norm, 3 w0 (q_proj | gate_proj), 4 y0 (q | y), 5 w1
+// (k_proj | up_proj), 6 y1 (k), 7 w2 (v_proj), 8 y2 (v); `swiglu` uses 0..5.
+
+// #include "../weights.wgsl"  DTYPE, F32, widen8
 
 struct Params {
   cols: u32,      // hidden_size: in_features of every matrix, length of the norm

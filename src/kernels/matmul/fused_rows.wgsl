@@ -22,8 +22,9 @@
 // Assumes: cols % 8 == 0; one token; matrices in one part each (the wrapper falls back to
 // separate dispatches otherwise).
 
-// Params (p), the bindings and w0_8/w1_8/w2_8/qkv8 from fused_products.wgsl, silu/fma8 from
-// sums.wgsl; DTYPE, F32 and widen8() from weights.wgsl; all prepended by the wrapper.
+// #include "fused_products.wgsl"  Params (p), the bindings, w0_8/w1_8/w2_8/qkv8
+// #include "sums.wgsl"            silu, fma8
+// #include "../weights.wgsl"      words_per_chunk
 
 override WG: u32;
 override ROWS: u32;  // rows per invocation, <= MAX_ROWS

@@ -5,7 +5,7 @@
 //
 // Layouts: as gemm_regtile.wgsl (x f32 [tokens, cols] read as vec4<f32>; w, up weight rows of
 // one GpuMatrix part, f32/f16/bf16 or q8/q4, read as vec4<u32> through the weight reader the
-// wrapper prepends: gemm_read_dense.wgsl or gemm_read_quant.wgsl; y f32 [tokens, y_stride],
+// wrapper binds to <weight_reader>: gemm_read_dense.wgsl or gemm_read_quant.wgsl; y f32 [tokens, y_stride],
 // this part's columns y_offset .. y_offset + rows).
 //
 // Work split (WG, ROWS, TOKENS: override constants set from TILES in index.ts)
@@ -29,8 +29,11 @@
 // Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups per part.
 // Assumes: cols % 8 == 0 (q8/q4: cols % 32 == 0); subgroups of at least 8 lanes (the plan checks the adapter).
 
-// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu and fma8 from sums.wgsl; BLOCK_CHUNKS, WBlock,
-// row_start, w_block/up_block and chunk_of from the weight reader.
+enable subgroups;
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings x, w, y, up
+// #include "sums.wgsl"        silu, fma8
+// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
@@ -46,7 +49,7 @@ alias Rows8 = array<array<vec4<f32>, 2>, MAX_ROWS>;
 // acc[i][j] += w_i . x_j over one chunk of 8 columns, for every row i of the invocation:
 // `matmul` as matvec_rows.wgsl's matmul adds a chunk (fma8, a chain in column order), `swiglu`
 // as its swiglu (two dots), so a row's sums are matvec_rows' bit for bit and a decode step of
-// more than 8 sequences can take this kernel (index.ts, gemmSumsAsMatvec).
+// more than 8 sequences can take this kernel (the kernel table's wideDecode cell, ../table.ts).
 fn add_token(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, j: u32, xa: vec4<f32>, xb: vec4<f32>, chain: bool) {
   for (var i = 0u; i < ROWS; i++) {
     if (chain) {

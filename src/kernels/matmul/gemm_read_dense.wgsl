@@ -1,6 +1,7 @@
 // The weight reader of the prefill kernels (gemm_regtile, gemm_broadcast, gemm_tiled) for
-// f32/f16/bf16 weights (DTYPE, weights.wgsl): not a kernel itself. The wrapper prepends it, or
-// gemm_read_quant.wgsl for q8/q4 weights, so each kernel's loop is one source for every format.
+// f32/f16/bf16 weights (DTYPE, weights.wgsl): not a kernel itself. The kernels include their
+// reader as `<weight_reader>`, which the wrapper binds to this file or to gemm_read_quant.wgsl
+// (q8/q4 weights), so each kernel's loop is one source for every format.
 //
 // The interface both readers give (the kernel binds `p`, `w` and `up`; p.rows, p.cols are the part's):
 //   BLOCK_CHUNKS       8-column chunks per block: the unit a row is loaded in (here 1 chunk);
@@ -11,6 +12,10 @@
 //   chunk_of(blk, c)   chunk c (< BLOCK_CHUNKS) of a block: 8 weights as f32, in column order.
 // A weight as chunk_of returns it is exact (a widened f16/bf16/f32), so a kernel's summation
 // order alone decides its rounding.
+
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings w, up
+// #include "../weights.wgsl"  DTYPE, F32, words_per_chunk, widen8
 
 const BLOCK_CHUNKS = 1u;
 alias WBlock = array<vec4<f32>, 2>;

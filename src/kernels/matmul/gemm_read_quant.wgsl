@@ -1,6 +1,6 @@
 // The weight reader of the prefill kernels (gemm_regtile, gemm_broadcast, gemm_tiled) for q8/q4
-// weights (QFORMAT, ../quant.wgsl, prepended before this file): not a kernel itself. It gives
-// the interface of gemm_read_dense.wgsl (see there), so the kernels' loops are unchanged:
+// weights (QFORMAT, ../quant.wgsl), bound to their `<weight_reader>`: not a kernel itself. It
+// gives the interface of gemm_read_dense.wgsl (see there), so the kernels' loops are unchanged:
 //   BLOCK_CHUNKS = 4: a block is one group of 32 weights (its codes and its f16 scale), loaded
 //   once and dequantized chunk by chunk, 8 weights at a time, as the kernel's loop reaches them.
 // chunk_of returns c * d (q8) or (c - 8) * d (q4) in f32: exact (a code of at most 8 bits times
@@ -12,6 +12,10 @@
 // weights; gemm_regtile LANES serial sums, lane l over groups l, l + LANES, ..., added in lane
 // order (16-bit weights: over chunks of 8 instead of groups).
 // Assumes cols % 32 == 0 (the wrapper checks), so blocks never straddle a K range or a row.
+
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings w, up
+// #include "../quant.wgsl"    QFORMAT and the formats' layout
 
 const BLOCK_CHUNKS = 4u;
 

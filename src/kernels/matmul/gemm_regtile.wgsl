@@ -9,7 +9,7 @@
 //   w (gate), up: weight rows [rows, cols] of one GpuMatrix part, HF layout [out_features,
 //      in_features], stored as f32, f16 or bf16 (DTYPE, weights.wgsl) or q8/q4 (QFORMAT,
 //      quant.wgsl), read as vec4<u32> a block at a time through the weight reader the wrapper
-//      prepends (gemm_read_dense.wgsl: 8 weights; gemm_read_quant.wgsl: a group of 32 and its
+//      binds to <weight_reader> (gemm_read_dense.wgsl: 8 weights; gemm_read_quant.wgsl: a group of 32 and its
 //      scale). gate and up are split at the same rows.
 //   y: f32 [tokens, y_stride] row-major; this part writes columns y_offset .. y_offset + rows
 //      (y_stride = rows of the whole matrix, y_offset = part.row0), so the parts of a split
@@ -32,8 +32,10 @@
 // Assumes: cols % 8 == 0, so every weight row and x row starts on a 16-byte boundary; other
 // widths use gemm_words.wgsl. q8/q4: cols % 32 == 0.
 
-// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from sums.wgsl; BLOCK_CHUNKS, WBlock,
-// row_start, w_block/up_block and chunk_of from the weight reader; all prepended by the wrapper.
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings x, w, y, up
+// #include "sums.wgsl"        silu
+// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
 override WG: u32;
 override LANES: u32;           // invocations sharing one row

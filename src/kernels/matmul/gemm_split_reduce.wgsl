@@ -6,6 +6,8 @@
 // [tokens, y_stride], this part's columns y_offset .. y_offset + rows.
 // Dispatch: ceil(tokens * rows / WG) workgroups (at most 65535 * WG outputs per part).
 
+// #include "sums.wgsl"        silu
+
 struct Params {
   rows: u32,
   tokens: u32,

@@ -5,7 +5,7 @@
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w (gate), up: weight rows of one GpuMatrix
 // part, f32/f16/bf16 or q8/q4, read a block at a time through the weight reader the wrapper
-// prepends (gemm_read_dense.wgsl: 8 weights widened; gemm_read_quant.wgsl: a group of 32
+// binds to <weight_reader> (gemm_read_dense.wgsl: 8 weights widened; gemm_read_quant.wgsl: a group of 32
 // dequantized; a new weight format is a new reader, not a change here); y f32 [tokens,
 // y_stride], this part's columns y_offset .. y_offset + rows.
 //
@@ -30,9 +30,10 @@
 // Dispatch: (ceil(rows / TN), ceil(tokens / TM), splits) workgroups per part.
 // Assumes: cols % 8 == 0, KT % 8 == 0; q8/q4: cols % 32 == 0, KT % 32 == 0 (a K range is whole groups).
 
-// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from sums.wgsl;
-// BLOCK_CHUNKS, WBlock, row_start, w_block/up_block and chunk_of from the weight reader; all
-// prepended by the wrapper.
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings x, w, y, up
+// #include "sums.wgsl"        silu
+// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
 
 override TM: u32;     // tokens per tile

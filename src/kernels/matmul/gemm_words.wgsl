@@ -24,12 +24,13 @@
 // Dispatch: (ceil(rows / ROWS), ceil(tokens / (WG * TOKENS_PER_INVOCATION))) workgroups per part.
 // Assumes: cols even.
 
+// #include "params.wgsl"      Params (p)
+// #include "../weights.wgsl"  DTYPE, F32, widen2
+
+// Its own bindings of x and w, by smaller words than products.wgsl's.
 @group(0) @binding(1) var<storage, read> x: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-// Params (p) from params.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl;
-// both prepended by the wrapper.
 
 override WG: u32;
 override ROWS: u32;                   // <= MAX_ROWS

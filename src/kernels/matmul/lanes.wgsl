@@ -1,10 +1,15 @@
-// The frame matvec_lanes.wgsl and qmatvec_lanes.wgsl share, prepended by
-// src/kernels/matmul/index.ts after the reduction (reduce_subgroup.wgsl or
-// reduce_workgroup.wgsl, which read `sums` and OUTPUTS): not a kernel itself.
+// The frame matvec_lanes.wgsl and qmatvec_lanes.wgsl share, included by both: not a kernel
+// itself. The reduction (<reduce>: reduce_subgroup.wgsl or reduce_workgroup.wgsl, the
+// wrapper's choice) reads `sums` and OUTPUTS from here.
 // A workgroup of WG lanes owns ROWS rows (of each of MATRICES weight matrices: 1 for matmul, 2
 // for swiglu) and TOKENS tokens from t0. Each lane keeps MATRICES x ROWS x TOKENS running sums
 // in `sums`, [matrix][row][token] (up's after gate's); reduce_sums() totals them over the lanes
 // into reduced(o), and store_matmul or store_swiglu writes the totals to y.
+
+// #include <reduce>          Lane, reduce_sums(), reduced()
+// #include "params.wgsl"     Params (p)
+// #include "products.wgsl"   the binding y
+// #include "sums.wgsl"       silu
 
 override WG: u32;        // invocations per workgroup, a power of two
 override ROWS: u32;      // rows per workgroup, <= MAX_ROWS

@@ -13,7 +13,7 @@
 //   matmul, 2 for swiglu) and TOKENS tokens. All WG lanes walk the same rows: lane l takes the
 //   8-column chunks l, l + WG, l + 2 WG, ..., so neighbouring lanes load neighbouring 16-byte
 //   words of a row (coalesced), and each x load serves every row. Each lane keeps
-//   MATRICES x ROWS x TOKENS running sums in `sums`; reduce_sums() (prepended: reduce_subgroup.wgsl
+//   MATRICES x ROWS x TOKENS running sums in `sums`; reduce_sums() (<reduce>: reduce_subgroup.wgsl
 //   adds within each subgroup with subgroupAdd, then across subgroups in workgroup memory;
 //   reduce_workgroup.wgsl is a tree in workgroup memory) leaves each output's total in reduced(o).
 //   Nothing here assumes a subgroup size (lavapipe's is 8, NVIDIA's 32).
@@ -25,11 +25,11 @@
 // Workgroup z takes tokens TOKENS * z .. (a decode step of more than MAX_TOKENS sequences).
 // Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
 
-// Params (p) from params.wgsl, the bindings (x, w, y, up) and w8/up8 from products.wgsl, silu
-// from sums.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl; Lane,
-// reduce_sums() and reduced() from reduce_subgroup.wgsl or reduce_workgroup.wgsl; WG, ROWS,
-// TOKENS (1 or MAX_TOKENS here), MATRICES, `sums`, first_row, x_rows and the stores from
-// lanes.wgsl; all prepended by the wrapper.
+// #include "lanes.wgsl"       WG, ROWS, TOKENS (1 or MAX_TOKENS here), MATRICES, `sums`, first_row, x_rows, the stores
+// #include <reduce>           Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings x, w, y, up; w8/up8
+// #include "../weights.wgsl"  DTYPE, F32, words_per_chunk
 
 @compute @workgroup_size(WG)
 fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {

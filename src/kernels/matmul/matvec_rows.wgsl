@@ -32,9 +32,10 @@
 // reads the weights once per block of them; each token's chain stays the same).
 // Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
 
-// Params (p) from params.wgsl, the bindings (x, w, y, up) and w8/up8 from products.wgsl,
-// silu/fma8 from sums.wgsl; DTYPE, F32/F16 and the widening functions from weights.wgsl; all
-// prepended by the wrapper.
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings x, w, y, up; w8/up8
+// #include "sums.wgsl"        silu, fma8
+// #include "../weights.wgsl"  DTYPE, F32, words_per_chunk
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS

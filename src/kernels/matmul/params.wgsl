@@ -1,5 +1,5 @@
-// The uniform of every matrix-product kernel in this folder but gemm_split_reduce.wgsl,
-// prepended by src/kernels/matmul/index.ts: not a kernel itself. Params is PARAMS in index.ts
+// The uniform of every matrix-product kernel in this folder but gemm_split_reduce.wgsl, which
+// each includes: not a kernel itself. Params is PARAMS in index.ts
 // (checked against this struct at first use); a kernel reads the fields it needs, the wrapper
 // fills them all.
 

@@ -1,11 +1,12 @@
 // The bindings every matrix-product kernel in this folder shares but gemm_words.wgsl (x and w
-// by 16-byte words) and gemm_split_reduce.wgsl, and the matvec kernels' weight loads, prepended
-// by src/kernels/matmul/index.ts after params.wgsl (binding 0, Params) and weights.wgsl.
-// w8/up8 serve the 16-bit matvec kernels (silu and fma8 come from sums.wgsl, prepended to every
-// product); the gemm kernels read weights through a weight reader (gemm_read_dense.wgsl,
-// gemm_read_quant.wgsl) and the quantized ones through quant.wgsl instead, which bind nothing
-// of their own.
+// by 16-byte words) and gemm_split_reduce.wgsl, and the matvec kernels' weight loads: not a
+// kernel itself. Binding 0 is Params (params.wgsl, which the kernels include beside this file).
+// w8/up8 serve the 16-bit matvec kernels (silu and fma8 come from sums.wgsl); the gemm kernels
+// read weights through a weight reader (gemm_read_dense.wgsl, gemm_read_quant.wgsl) and the
+// quantized ones through quant.wgsl instead, which bind nothing of their own.
 // `up` is bound only by the SwiGLU entry points (gate in `w`, up in `up`).
+
+// #include "../weights.wgsl"  DTYPE, F32, widen8
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;

@@ -3,7 +3,7 @@
 // 2..8 under `matvec=rows`) in blocks of TOKENS tokens:
 //   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set)
 //   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
-// where w[r, c] = dequantized weight (quant.wgsl, prepended; the formats: src/kernels/quant.ref.ts).
+// where w[r, c] = dequantized weight (quant.wgsl; the formats: src/kernels/quant.ref.ts).
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
 // vec4<u32>: codes plane then scales plane (quant.wgsl); y f32 [tokens, y_stride], this part's
@@ -14,17 +14,18 @@
 //   each of MATRICES matrices) and TOKENS tokens (the block wid.z); lane l takes groups l,
 //   l + WG, ..., so neighbouring lanes load neighbouring 16-byte words of codes (q4: one word
 //   is one group). A lane dequantizes a group of a row into registers once and uses it for
-//   every token. reduce_sums() (reduce_subgroup.wgsl or reduce_workgroup.wgsl, prepended) adds
+//   every token. reduce_sums() (<reduce>: reduce_subgroup.wgsl or reduce_workgroup.wgsl) adds
 //   the lanes' sums. Tokens past the end re-read the last token and are never stored.
 //
 // Dispatch: (min(G, groups_x), ceil(G / groups_x), ceil(tokens / TOKENS)) workgroups with
 // G = ceil(rows / ROWS), once per matrix part.
 // Assumes: cols % 32 == 0; gate and up split at the same rows.
 
-// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from
-// sums.wgsl; the formats' decoding from quant.wgsl; Lane, reduce_sums() and reduced() from
-// reduce_subgroup.wgsl or reduce_workgroup.wgsl; WG, ROWS, TOKENS, MATRICES, `sums`,
-// first_row, x_rows and the stores from lanes.wgsl; all prepended by the wrapper.
+// #include "lanes.wgsl"       WG, ROWS, TOKENS, MATRICES, `sums`, first_row, x_rows, the stores
+// #include <reduce>           Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings x, w, y, up
+// #include "../quant.wgsl"    QFORMAT and the formats' decoding
 
 // Group g of the input row starting at vec4 word `at`.
 fn x_group(at: u32, g: u32) -> array<vec4<f32>, 8> {

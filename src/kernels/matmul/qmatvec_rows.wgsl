@@ -2,7 +2,7 @@
 // `matvec=rows` (the lavapipe strategy; matvec_rows.wgsl is its 16-bit twin):
 //   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
 //   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]),  silu(g) = g / (1 + exp(-g))
-// where w[r, c] = dequantized weight (quant.wgsl, prepended; the formats: src/kernels/quant.ref.ts).
+// where w[r, c] = dequantized weight (quant.wgsl; the formats: src/kernels/quant.ref.ts).
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
 // vec4<u32>: codes plane then scales plane (quant.wgsl); y f32 [tokens, y_stride], this part's
@@ -31,8 +31,11 @@
 // at least 8 lanes (index.ts takes qmatvec_lanes.wgsl where there are none); uniform control
 // flow throughout.
 
-// Params (p) from params.wgsl, the bindings (x, w, y, up) from products.wgsl, silu from
-// sums.wgsl; the formats' decoding from quant.wgsl; all prepended by the wrapper.
+enable subgroups;
+// #include "params.wgsl"      Params (p)
+// #include "products.wgsl"    the bindings x, w, y, up
+// #include "sums.wgsl"        silu
+// #include "../quant.wgsl"    QFORMAT and the formats' decoding
 
 
 override WG: u32;

@@ -1,4 +1,6 @@
-// Cross-lane sum for matvec_lanes.wgsl, plan `matvec=subgroup` (prepended; not a kernel).
+// Cross-lane sum of the lanes kernels (matvec_lanes.wgsl, qmatvec_lanes.wgsl, fused_lanes.wgsl),
+// plan `matvec=subgroup`: not a kernel itself; a wrapper binds it to their `<reduce>`. The kernel
+// declares OUTPUTS, WG and `sums` (lanes.wgsl, or fused_lanes.wgsl itself).
 // reduce_sums(lane) adds each of the OUTPUTS values of `sums` over the workgroup's WG lanes:
 // subgroupAdd within each subgroup, then the subgroups' totals meet in workgroup memory, in
 // subgroup order (deterministic). reduced(o) is output o's total, in every lane, afterwards.

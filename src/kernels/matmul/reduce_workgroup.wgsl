@@ -1,5 +1,6 @@
-// Cross-lane sum for matvec_lanes.wgsl, plan `matvec=workgroup` (prepended; not a kernel):
-// the fallback without the `subgroups` feature. reduce_sums(lane) adds each of the OUTPUTS
+// Cross-lane sum of the lanes kernels, plan `matvec=workgroup`: not a kernel itself; a wrapper
+// binds it to their `<reduce>` (see reduce_subgroup.wgsl): the fallback without the `subgroups`
+// feature. reduce_sums(lane) adds each of the OUTPUTS
 // values of `sums` over the workgroup's WG lanes by a tree in workgroup memory (log2(WG)
 // barriers); reduced(o) is output o's total, in every lane, afterwards.
 // Workgroup memory: OUTPUTS * WG * 4 bytes (16 KiB at WG 128 with 32 outputs; index.ts checks

@@ -1,5 +1,5 @@
-// The scalar helpers every matrix-product kernel shares, prepended to each of them by the
-// wrappers (index.ts, fused.ts): not a kernel itself.
+// The scalar helpers the matrix-product kernels share, included by each that uses them: not a
+// kernel itself.
 
 // SiLU, the SwiGLU gate's activation: silu(g) = g / (1 + exp(-g)).
 fn silu(g: f32) -> f32 {
