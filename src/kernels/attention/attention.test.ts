@@ -37,12 +37,13 @@ interface Variant {
 
 /**
  * Tolerances, relative to the largest |output| of the reference. Against a reference that
- * reads past keys and values exactly as the cache holds them (f32, or rounded to f16 by
- * kv_write), both strategies and both formats agree to f32 rounding: 1e-5. Against the
+ * reads keys and values exactly as the kernels see them (the past as the cache holds it, the
+ * chunk's own rounded alike: f32, or f16), both strategies and both formats agree to f32
+ * rounding: up to 1.01e-5 measured (f16 inputs, the real head shape), so 2e-5. Against the
  * exact f32 keys and values, an f16 cache drifts by its rounding (2^-11 relative per value);
  * the drift measured is printed at the end.
  */
-const TOL = 1e-5;
+const TOL = 2e-5;
 const F16_DRIFT_TOL = 1e-2;
 const drift: Record<string, number> = {};
 
