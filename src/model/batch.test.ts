@@ -20,8 +20,8 @@ const randomIds = (n: number) => Array.from({ length: n }, () => 1 + Math.floor(
 /**
  * Runs each sequence's tokens through steps, as the scheduler does: from round `join` on, its
  * prompt in chunks of `chunk` (or fewer) in a prefill step, then one token per decode step;
- * each round runs a prefill step for those prefilling, then a decode step for the others.
- * Returns the logits of every step's last row, per sequence.
+ * each round runs a prefill step for those prefilling (maxChunk rows at most), then a decode
+ * step for the others. Returns the logits of every step's last row, per sequence.
  */
 async function play(model: MistralModel, seqs: { prompt: number[]; decode: number[]; join: number; chunk: number; region: number }[]) {
   const logits: Float32Array[][] = seqs.map(() => []);
@@ -30,10 +30,13 @@ async function play(model: MistralModel, seqs: { prompt: number[]; decode: numbe
     for (const kind of ['prefill', 'decode'] as const) {
       const batch: StepSequence[] = [];
       const who: number[] = [];
+      // A step holds maxChunk rows: sequences past that wait for the next round, as the scheduler's budget makes them.
+      let budget = model.maxChunk;
       seqs.forEach((s, i) => {
         const all = [...s.prompt, ...s.decode];
-        if (round < s.join || cursor[i]! >= all.length || (cursor[i]! < s.prompt.length) !== (kind === 'prefill')) return;
-        const n = kind === 'prefill' ? Math.min(s.chunk, s.prompt.length - cursor[i]!) : 1;
+        if (round < s.join || cursor[i]! >= all.length || (cursor[i]! < s.prompt.length) !== (kind === 'prefill') || budget === 0) return;
+        const n = kind === 'prefill' ? Math.min(s.chunk, s.prompt.length - cursor[i]!, budget) : 1;
+        budget -= n;
         batch.push({ seq: s.region, ids: all.slice(cursor[i], cursor[i]! + n), readout: { kind: 'logits' } });
         who.push(i);
         cursor[i]! += n;
