@@ -1,10 +1,12 @@
 /**
- * The Mistral forward pass on WebGPU: a Hugging Face checkpoint streamed onto
- * the device, a KV cache, and one decoder layer per screen below (`layer()`).
- * Every step is one WGSL kernel from src/kernels; a whole chunk of tokens is
- * recorded into one command buffer and submitted once (or every plan.submitLayers
- * layers). Which variant of each kernel runs is the kernel plan (src/kernels/plan.ts),
- * resolved once at load; layer() reads the same whatever the plan.
+ * The Mistral forward pass on WebGPU: a Hugging Face checkpoint streamed onto the device
+ * (load.ts), a pool of KV-cache regions, and the one pass, `step()`: a batch of sequences, each
+ * with its chunk of tokens, through one decoder layer per screen below (`layer()`). Everything
+ * runs through it (the scheduler, and forward(), a step of one sequence). Every operation is a
+ * WGSL kernel from src/kernels; a whole step is recorded into one command buffer and submitted
+ * once (or every plan.submitLayers layers). Which variant of each kernel runs is the kernel plan
+ * (src/kernels/plan.ts) through the kernel table (src/kernels/table.ts), resolved once at load;
+ * layer() reads the same whatever the plan.
  */
 import { join } from 'node:path';
 import type { Gpu } from '../gpu/device.ts';
