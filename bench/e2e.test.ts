@@ -68,7 +68,7 @@ describe(`openchat bench through the Generator (seed ${seed})`, () => {
     expect(profile.map((p) => p.kind)).toEqual(['prefill', 'decode']);
     const [prefill, decode] = profile;
     expect(prefill!.tokens).toBe(10);
-    expect(prefill!.steps).toHaveLength(Math.ceil(10 / r.model.stepChunk));
+    expect(prefill!.steps).toHaveLength(Math.ceil(10 / r.model.maxChunk));
     expect(decode!.steps).toHaveLength(decode!.tokens);
     if (r.streams[0]!.stoppedEarly === 0) expect(decode!.tokens).toBe(2);
     for (const p of profile) {

@@ -464,10 +464,8 @@ export interface BenchResult {
     kvCacheBytes: number;
     /** Positions per sequence. */
     contextLength: number;
-    /** Rows of the activation buffers. */
+    /** Rows of one step: the activation buffers, and the prompt tokens of a prefill step (the plan's prefillChunk). */
     maxChunk: number;
-    /** Prompt tokens per prefill step of the scheduler: the plan's prefillChunk (maxChunk). */
-    stepChunk: number;
     /** Sequences the KV-cache pool holds (the Generator's max batch). */
     sequences: number;
     /** The max batch asked for: the largest stream count. */
@@ -758,7 +756,6 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     // Greedy (the argmax readout), no stop strings: the tokens do not depend on the seed, and only
     // an end-of-turn token can end a request before max_tokens.
     const greedy = (maxTokens: number, seed: number) => validateSamplingParams({ temperature: 0, max_tokens: maxTokens, seed });
-    const stepChunk = model.maxChunk;
     let requestSeed = opts.seed;
     const send = (ids: number[], maxTokens: number, signal?: AbortSignal, onFirst?: () => void): Promise<Observed> => {
       const sentAt = performance.now();
@@ -953,7 +950,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     const byPlan = plans.map((_, pi) => {
       const prefill: PrefillResult[] = prefillSamples[pi]!.map(({ n, samples }) => {
         const ttft = median(samples);
-        const limit = work.prefillLimit(n, stepChunk, roofline);
+        const limit = work.prefillLimit(n, model.maxChunk, roofline);
         return {
           promptTokens: n,
           timeToFirstToken: timeFigure(ttft, limit),
@@ -1019,7 +1016,6 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
         kvCacheBytes: model.kvCacheBytes,
         contextLength: model.contextLength,
         maxChunk: model.maxChunk,
-        stepChunk,
         sequences: pool,
         maxBatch,
       },
@@ -1074,7 +1070,7 @@ export function formatResult(r: BenchResult): string {
   lines.push(
     `model:    ${m.dir}: ${m.architecture}, ${(m.parameters / 1e9).toFixed(3)} B parameters, ${m.dtype}${m.quantize ? ` quantized to ${m.quantize} at load` : ''}, weights ${gb(m.weightBytes)}${m.quantize ? ` (${gb(m.weightDeviceBytes)} on the device)` : ''}, ` +
       `KV cache ${gb(m.kvCacheBytes)} (${m.sequences} sequence${m.sequences > 1 ? 's' : ''} of ${m.contextLength} positions), ` +
-      `prefill steps of ${m.stepChunk} tokens (activation rows ${m.maxChunk})`,
+      `prefill steps of ${m.maxChunk} tokens`,
   );
   lines.push(
     `device:   ${r.device.description || r.device.device || '(unnamed)'}${r.device.isSoftware ? ' [software]' : ''}, ` +
