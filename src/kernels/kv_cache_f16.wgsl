@@ -24,7 +24,11 @@ fn kvStore(v: vec4<f32>) -> KvChunk {
 // kNew / vNew (they are written after it), rounded alike, so a token's result does not depend
 // on whether its keys arrived in its own chunk or an earlier one (a prompt's chunking).
 // (Not kvLoad(kvStore(v)): Mesa 25.0's llvmpipe folds that pair and leaves every second value
-// unrounded.)
+// unrounded.) quantizeToF16 may flush f16 subnormals to zero (WGSL allows it, llvmpipe does)
+// while pack2x16float keeps them, so below f16's smallest normal, 2^-14, the value is rounded
+// to the subnormals' fixed step 2^-24 here: scaling by 2^24 is exact and round() ties to even,
+// as the store does.
 fn kvRound(v: vec4<f32>) -> vec4<f32> {
-  return quantizeToF16(v);
+  let subnormal = round(v * 16777216.0) * (1.0 / 16777216.0);
+  return select(quantizeToF16(v), subnormal, abs(v) < vec4<f32>(1.0 / 16384.0));
 }

@@ -43,7 +43,7 @@ const STRATEGIES = [
  * row's keys. After each step the pool must equal the reference write, and each row's output
  * the reference attention over its own sequence's history.
  */
-async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, dtype: KvCacheDtype, s: (typeof STRATEGIES)[number], qScale = 1) {
+async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, dtype: KvCacheDtype, s: (typeof STRATEGIES)[number], qScale = 1, kvScale = 1) {
   const gpu = await getGpu();
   const seed = freshSeed();
   const rng = new Rng(seed);
@@ -73,8 +73,8 @@ async function play(c: Shape, steps: Array<Array<[seq: number, rows: number]>>, 
     });
     const T = rows.length;
     const q = randomNormal(rng, T * qRow, qScale);
-    const k = randomNormal(rng, T * kvRow);
-    const v = randomNormal(rng, T * kvRow);
+    const k = randomNormal(rng, T * kvRow, kvScale);
+    const v = randomNormal(rng, T * kvRow, kvScale);
     writeBatchRows(gpu, rowsBuffer, rows, { sequences: c.sequences, slots: c.slots, window: c.window });
     const qb = uploadF32(gpu, q);
     const kb = uploadF32(gpu, k);
@@ -146,6 +146,16 @@ for (const [dtype, s] of KV_CACHE_DTYPES.flatMap((d) => STRATEGIES.map((st) => [
         [[0, 61], [1, 1]],
         [[0, 1], [1, 1]],
       ], dtype, s, 6));
+
+    // Most keys and values below 2^-14, f16's smallest normal: a chunk's own keys must round to
+    // the subnormals the store keeps (WGSL's quantizeToF16 may flush them to zero), else the
+    // scores, scaled up by q, move with where a key arrived from.
+    it('keys and values in f16\'s subnormal range, read from the step\'s own rows and from the cache alike', () =>
+      play({ heads: 4, kvHeads: 2, headDim: 12, window: 0, slots: 40, sequences: 2 }, [
+        [[0, 9], [1, 3]],
+        [[1, 14], [0, 1]],
+        [[0, 5], [1, 1]],
+      ], dtype, s, 2e4, 4e-5));
 
     it('real head shape (32 heads / 8 KV heads, head_dim 128) at mixed positions, window 20 over 23 wrapped slots', () =>
       play({ heads: 32, kvHeads: 8, headDim: 128, window: 20, slots: 23, sequences: 3 }, [
