@@ -245,6 +245,14 @@ export class OpenChatTokenizer {
   }
 
   /**
+   * A tokenizer from tokenizer.json and tokenizer_config.json objects made elsewhere (a GGUF
+   * file's vocabulary, src/tokenizer/gguf.ts); `source` names where they came from in messages.
+   */
+  static fromFiles(tokenizerFiles: TokenizerFiles, source: string, extraStopIds: readonly number[] = []): OpenChatTokenizer {
+    return new OpenChatTokenizer(tokenizerFiles, source, undefined, [...extraStopIds]);
+  }
+
+  /**
    * The folder's tokenizer (tokenizer.json + tokenizer_config.json) when `modelDir` has a
    * tokenizer.json; otherwise the built-in OpenChat 3.5 tokenizer (built once, then cached).
    * A `modelDir` that does not exist is an error (a typo should not silently change tokenizers),
@@ -253,14 +261,6 @@ export class OpenChatTokenizer {
    * The files are read from `files` (the disk unless given); the built-in tokenizer is cached on
    * disk, so a folder read from elsewhere (a browser tab) must have its own tokenizer.json.
    */
-  /**
-   * A tokenizer from tokenizer.json and tokenizer_config.json objects made elsewhere (a GGUF
-   * file's vocabulary, src/tokenizer/gguf.ts); `source` names where they came from in messages.
-   */
-  static fromFiles(tokenizerFiles: TokenizerFiles, source: string, extraStopIds: readonly number[] = []): OpenChatTokenizer {
-    return new OpenChatTokenizer(tokenizerFiles, source, undefined, [...extraStopIds]);
-  }
-
   static async load(modelDir?: string, files: ModelSource = diskFiles): Promise<OpenChatTokenizer> {
     if (modelDir === undefined) return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', undefined, []);
     const dir = resolve(modelDir);
