@@ -14,8 +14,10 @@
  * Exact f32 here: JS computes in f64, and one f64 operation on f32 operands rounded once more to
  * f32 gives the correctly rounded f32 result for + - * (f64 has more than 2 * 24 + 2 bits), so
  * `fround(a * b)` is C's `a * b` in float. In fact every product below is exact in f32: an f16
- * scale has 11 significant bits, a sub-block scale at most 7 (Q6_K's int8; 6 elsewhere) and a code
- * at most 7 (Q8_0), 5 elsewhere, so d * sc * q needs at most 23 bits whichever way it associates.
+ * scale has at most 11 significant bits, a sub-block scale at most 7 (Q6_K's int8; 6 or fewer
+ * elsewhere) and a code at most 7 (Q8_0, which has no sub-block scale; 5 or fewer elsewhere), so
+ * d * sc * q needs at most 23 bits whichever way it associates, and no f16 scale is small enough
+ * to make an f32 subnormal.
  * The one rounding that matters is the final add of the min (Q4_1, Q5_1 and the K-quants' minus
  * dmin * mn), and an fma there (a GPU compiler may fuse `d1 * q - m1`) rounds the same, as its
  * product is exact. The frounds stay: they say where C's float arithmetic rounds.
@@ -347,6 +349,7 @@ export interface BlockScales {
   bias: Float32Array | null;
 }
 
+/** Block `block` of `bytes` (a block format): its sub-block scales and biases, as BlockScales says. */
 export function blockScales(type: GgmlType, bytes: Uint8Array, block: number): BlockScales {
   const { blockBytes } = quantInfo(type, bytes, block);
   const at = block * blockBytes;

@@ -139,7 +139,8 @@ describe('blockScales and blockCodes', () => {
     const seed = freshSeed();
     const rng = new Rng(seed);
     for (const type of BLOCK_TYPES) {
-      const blocks = 64;
+      // 8192 codes: Q8_0 misses one of its 256 values with probability e^-32.
+      const blocks = 8192 / GGML_TYPES[type].blockValues;
       const bytes = randomBlocks(type, blocks, rng);
       let lo = Infinity;
       let hi = -Infinity;
@@ -206,16 +207,15 @@ describe('randomBlocks', () => {
     expect(() => randomBlocks('Q6_K', 1, new Rng(seed), 0)).toThrow(/not a positive number/);
   });
 
-  it('a 4096 x 4096 matrix of each of Q8_0, Q4_K, Q6_K and F16 takes well under a second', () => {
+  it('a 4096 x 4096 matrix: Q8_0, Q4_K and Q6_K well under a second, F16 about half a second', () => {
     const rng = new Rng(freshSeed());
     for (const type of ['Q8_0', 'Q4_K', 'Q6_K', 'F16'] as GgmlType[]) {
       const t0 = performance.now();
       const bytes = randomBlocks(type, (4096 * 4096) / GGML_TYPES[type].blockValues, rng);
       const ms = performance.now() - t0;
-      console.log(`randomBlocks ${type} 4096x4096: ${ms.toFixed(0)} ms`);
       expect(bytes.length).toBe((4096 * 4096 / GGML_TYPES[type].blockValues) * GGML_TYPES[type].blockBytes);
-      // A second on two shared cores; it takes about a tenth of that alone.
-      expect(ms, type).toBeLessThan(1000);
+      // Alone: Q8_0 ~120 ms, Q4_K ~50, Q6_K ~70 (random bytes), F16 ~600 (16M normals); bounds for shared cores.
+      expect(ms, type).toBeLessThan(type === 'F16' ? 2000 : 600);
     }
   });
 });
