@@ -43,8 +43,49 @@ export function quantBytes(format: QuantFormat, rows: number, cols: number): num
   return rows * quantLayout(format, cols).rowBytes;
 }
 
-/** How a weight matrix is stored on the device: as the checkpoint had it, or quantized. */
-export type MatrixDType = WeightDType | QuantFormat;
+/**
+ * llama.cpp's block formats as the device stores them (GGUF files; the device layouts:
+ * src/kernels/ggml/pack.ts), named after ggml's types in lower case.
+ */
+export type GgmlBlockDType = 'q4_k' | 'q6_k' | 'q5_k' | 'q5_0' | 'q4_1' | 'q5_1' | 'q2_k' | 'q3_k';
+export const GGML_BLOCK_DTYPES: readonly GgmlBlockDType[] = ['q4_k', 'q6_k', 'q5_k', 'q5_0', 'q4_1', 'q5_1', 'q2_k', 'q3_k'];
+
+/**
+ * A block format's device layout (one source: src/kernels/ggml/pack.ts explains it, the WGSL
+ * decode files read it): a row is ceil(cols / unitValues) units of unitBytes, padded to a
+ * multiple of 16 bytes; a unit is one file block (padded to a 4-byte multiple) or, for q5_0,
+ * two.
+ */
+export const GGML_UNITS: Readonly<Record<GgmlBlockDType, { unitValues: number; unitBytes: number }>> = {
+  q4_k: { unitValues: 256, unitBytes: 144 },
+  q6_k: { unitValues: 256, unitBytes: 212 },
+  q5_k: { unitValues: 256, unitBytes: 176 },
+  q5_0: { unitValues: 64, unitBytes: 44 },
+  q4_1: { unitValues: 32, unitBytes: 20 },
+  q5_1: { unitValues: 32, unitBytes: 24 },
+  q2_k: { unitValues: 256, unitBytes: 84 },
+  q3_k: { unitValues: 256, unitBytes: 112 },
+};
+
+export function isGgmlBlocks(dtype: MatrixDType): dtype is GgmlBlockDType {
+  return dtype in GGML_UNITS;
+}
+
+/** Weights per file block of a block format: cols must be a multiple (256 for the K-quants, 32 else). */
+export function ggmlBlockValues(dtype: GgmlBlockDType): number {
+  return dtype.endsWith('_k') ? 256 : 32;
+}
+
+/** Bytes of one device row of a block-format matrix of `cols` columns. */
+export function ggmlRowBytes(dtype: GgmlBlockDType, cols: number): number {
+  const block = ggmlBlockValues(dtype);
+  if (cols % block !== 0) throw new RangeError(`${dtype} stores rows in blocks of ${block} weights; a row of ${cols} is not a multiple of ${block}`);
+  const u = GGML_UNITS[dtype];
+  return Math.ceil((Math.ceil(cols / u.unitValues) * u.unitBytes) / 16) * 16;
+}
+
+/** How a weight matrix is stored on the device: as the checkpoint had it, quantized, or in a GGUF block format. */
+export type MatrixDType = WeightDType | QuantFormat | GgmlBlockDType;
 
 export function isQuantized(dtype: MatrixDType): dtype is QuantFormat {
   return dtype === 'q8' || dtype === 'q4';
@@ -52,6 +93,7 @@ export function isQuantized(dtype: MatrixDType): dtype is QuantFormat {
 
 /** Bytes of one row of a matrix of `cols` columns on the device (quantized: both planes). */
 export function matrixRowBytes(dtype: MatrixDType, cols: number): number {
+  if (isGgmlBlocks(dtype)) return ggmlRowBytes(dtype, cols);
   return isQuantized(dtype) ? quantLayout(dtype, cols).rowBytes : cols * bytesPerElement(dtype);
 }
 
@@ -64,7 +106,7 @@ export interface GpuMatrix {
   rows: number;
   cols: number;
   dtype: MatrixDType;
-  /** One buffer per part; a quantized part holds its rows' codes, then their scales (quantLayout). */
+  /** One buffer per part; a quantized part holds its rows' codes, then their scales (quantLayout); a block-format part its rows one after another (ggmlRowBytes). */
   parts: { buffer: GPUBuffer; row0: number; rows: number }[];
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../gpu/device.ts';
-import { createStorageBuffer, destroyMatrix, isQuantized, matrixRowBytes, readF32, uploadU32, type MatrixDType } from '../gpu/buffers.ts';
+import { createStorageBuffer, destroyMatrix, isQuantized, matrixRowBytes, readF32, uploadU32 } from '../gpu/buffers.ts';
 import { Encoder } from '../gpu/encoder.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed, poison } from '../util/testing.ts';
@@ -11,7 +11,7 @@ import { randomMatrix, randomQuantMatrix } from './matmul/fixtures.ts';
 /** Every table format the gather reads: widened (embedding.wgsl) or dequantized (embedding_quant.wgsl). */
 const DTYPES = ['f32', 'f16', 'bf16', 'q8', 'q4'] as const;
 
-async function check(opts: { vocab: number; hidden: number; tokens: number; dtype: MatrixDType; maxPartBytes?: number }) {
+async function check(opts: { vocab: number; hidden: number; tokens: number; dtype: (typeof DTYPES)[number]; maxPartBytes?: number }) {
   const gpu = await getGpu();
   const seed = freshSeed();
   const rng = new Rng(seed);

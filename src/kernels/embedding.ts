@@ -1,11 +1,13 @@
 /**
- * Token embedding lookup on the device (embed_tokens): one f32 row per token id. Two kernels,
+ * Token embedding lookup on the device (embed_tokens): one f32 row per token id. Three kernels,
  * by how the table is stored: embedding.wgsl widens f32/f16/bf16 words, embedding_quant.wgsl
- * dequantizes q8/q4 groups in registers (quant.wgsl). Both are preceded by embedding_part.wgsl:
- * their parameters, and which row of a table part each token reads.
+ * dequantizes q8/q4 groups in registers (quant.wgsl), ggml/embedding_ggml.wgsl groups of
+ * llama.cpp's block formats (a GGUF token_embd: its format's decode file bound to
+ * <ggml_format>). All are preceded by embedding_part.wgsl: their parameters, and which row of
+ * a table part each token reads.
  */
 import { Encoder, getPipeline, kernelSource, UniformLayout, wgsl, type Binding } from '../gpu/encoder.ts';
-import { isQuantized, QUANT_GROUP, type GpuMatrix } from '../gpu/buffers.ts';
+import { ggmlBlockValues, isGgmlBlocks, isQuantized, QUANT_GROUP, type GpuMatrix } from '../gpu/buffers.ts';
 import { formatConstant } from './weights.ts';
 
 /**
@@ -22,7 +24,13 @@ export function embedding(enc: Encoder, a: { ids: Binding; table: GpuMatrix; out
   if (tokens === 0) return;
   let pipeline: GPUComputePipeline;
   let groups: number;
-  if (isQuantized(table.dtype)) {
+  if (isGgmlBlocks(table.dtype)) {
+    const block = ggmlBlockValues(table.dtype);
+    if (table.cols % block !== 0) throw new Error(`embedding: a ${table.dtype} table needs cols % ${block} == 0, got ${table.cols}`);
+    const source = kernelSource(wgsl('ggml/embedding_ggml.wgsl', import.meta.url, { ggml_format: `ggml/${table.dtype}.wgsl` }), PARAMS);
+    pipeline = getPipeline(enc.gpu, source, 'main', { WG: QUANT_WG }, `embedding ${table.dtype}`);
+    groups = Math.ceil(table.cols / QUANT_GROUP / QUANT_WG);
+  } else if (isQuantized(table.dtype)) {
     if (table.cols % QUANT_GROUP !== 0) throw new Error(`embedding: a ${table.dtype} table needs cols % ${QUANT_GROUP} == 0, got ${table.cols}`);
     const source = kernelSource(wgsl('embedding_quant.wgsl', import.meta.url), PARAMS);
     pipeline = getPipeline(enc.gpu, source, 'main', { ...formatConstant(table.dtype), WG: QUANT_WG }, `embedding ${table.dtype}`);

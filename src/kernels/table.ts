@@ -20,7 +20,7 @@
  */
 import { shaderSource, wgsl, wgslFiles, type Overrides, type ShaderSource, type WgslSlots } from '../gpu/encoder.ts';
 import type { DeviceProfile } from '../gpu/profile.ts';
-import { isQuantized, type MatrixDType } from '../gpu/buffers.ts';
+import { GGML_BLOCK_DTYPES, isGgmlBlocks, isQuantized, type GgmlBlockDType, type MatrixDType } from '../gpu/buffers.ts';
 import { kvCacheSlots, type KvCacheDtype } from './kv_cache.ts';
 import type { KernelPlan } from './plan.ts';
 
@@ -146,13 +146,18 @@ export function productShape(tokens: number, batch?: BatchShape): ProductShape {
 
 /**
  * The weights a product reads: `dense` f32/f16/bf16 (widened as read, weights.wgsl), `quant`
- * q8/q4 (quant.wgsl), or `narrow`: dense with cols not a multiple of 8 (tests only), which only
- * gemm_words.wgsl reads.
+ * q8/q4 (quant.wgsl), `narrow`: dense with cols not a multiple of 8 (tests only), which only
+ * gemm_words.wgsl reads, or one of llama.cpp's block formats by its dtype (q4_k, ...: GGUF
+ * files; ggml/ggml.wgsl and the format's decode file, bound to the kernels' <ggml_format>).
  */
-export type ProductWeights = 'dense' | 'quant' | 'narrow';
-export const PRODUCT_WEIGHTS: Record<ProductWeights, string> = { dense: 'f32/f16/bf16 weights', quant: 'q8/q4 weights', narrow: 'cols not a multiple of 8 (tests)' };
+export type ProductWeights = 'dense' | 'quant' | 'narrow' | GgmlBlockDType;
+export const PRODUCT_WEIGHTS: Record<ProductWeights, string> = {
+  dense: 'f32/f16/bf16 weights', quant: 'q8/q4 weights', narrow: 'cols not a multiple of 8 (tests)',
+  ...(Object.fromEntries(GGML_BLOCK_DTYPES.map((d) => [d, `${d} weights (GGUF blocks)`])) as Record<GgmlBlockDType, string>),
+};
 
 export function productWeights(w: { dtype: MatrixDType; cols: number }): ProductWeights {
+  if (isGgmlBlocks(w.dtype)) return w.dtype;
   return isQuantized(w.dtype) ? 'quant' : w.cols % 8 === 0 ? 'dense' : 'narrow';
 }
 
@@ -244,7 +249,12 @@ const x = (tokens: number) => (tokens > 1 ? ` x${tokens}` : '');
 
 type ProductOp = 'matmul' | 'swiglu';
 type Reduction = 'subgroup' | 'workgroup';
-const READER = { dense: 'matmul/gemm_read_dense.wgsl', quant: 'matmul/gemm_read_quant.wgsl' } as const;
+const READER = { dense: 'matmul/gemm_read_dense.wgsl', quant: 'matmul/gemm_read_quant.wgsl', ggml: 'ggml/gemm_read_ggml.wgsl' } as const;
+/** The gemm kernels' <weight_reader> (and, for a block format, the reader's <ggml_format>). */
+type Reader = 'dense' | 'quant' | GgmlBlockDType;
+function readerSlots(w: Reader): WgslSlots {
+  return w === 'dense' || w === 'quant' ? { weight_reader: READER[w] } : { weight_reader: READER.ggml, ggml_format: `ggml/${w}.wgsl` };
+}
 
 function productTable(op: ProductOp): Record<ProductWeights, Record<ProductShape, Cell<ProductKernel>>> {
   const matrices = op === 'swiglu' ? 2 : 1;
@@ -261,41 +271,44 @@ function productTable(op: ProductOp): Record<ProductWeights, Record<ProductShape
       workgroupBytes: reduce === 'workgroup' ? matrices * t.ROWS * tokens * t.WG * 4 : undefined,
     };
   };
-  const regtile = (w: 'dense' | 'quant'): ProductKernel => {
+  const regtile = (w: Reader): ProductKernel => {
     const t = TILES.regtile[op];
-    return { file: 'matmul/gemm_regtile.wgsl', entries, slots: { weight_reader: READER[w] }, constants: t, variant: `regtile x${t.TOKENS}`, grid: 'rows', rowsPerGroup: (t.WG / t.LANES) * t.ROWS_PER_GROUP, tokensPerGroup: t.TOKENS };
+    return { file: 'matmul/gemm_regtile.wgsl', entries, slots: readerSlots(w), constants: t, variant: `regtile x${t.TOKENS}`, grid: 'rows', rowsPerGroup: (t.WG / t.LANES) * t.ROWS_PER_GROUP, tokensPerGroup: t.TOKENS };
   };
-  const broadcast = (w: 'dense' | 'quant'): ProductKernel => {
+  const broadcast = (w: Reader): ProductKernel => {
     const t = TILES.broadcast[op];
-    return { file: 'matmul/gemm_broadcast.wgsl', entries, slots: { weight_reader: READER[w] }, constants: t, variant: `broadcast x${t.TOKENS}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: t.TOKENS };
+    return { file: 'matmul/gemm_broadcast.wgsl', entries, slots: readerSlots(w), constants: t, variant: `broadcast x${t.TOKENS}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: t.TOKENS };
   };
   const splitReduce: Kernel = { file: 'matmul/gemm_split_reduce.wgsl', entries, slots: {}, constants: TILES.splitReduce, variant: 'split reduce' };
-  const tiled = (w: 'dense' | 'quant', size: 'few' | 'many'): ProductKernel => {
+  const tiled = (w: Reader, size: 'few' | 'many'): ProductKernel => {
     const t = TILES.tiled[op][size];
-    return { file: 'matmul/gemm_tiled.wgsl', entries, slots: { weight_reader: READER[w] }, constants: t, variant: `tiled ${t.TM}x${t.TN}`, grid: 'tiles', rowsPerGroup: t.TN, tokensPerGroup: t.TM, splitReduce };
+    return { file: 'matmul/gemm_tiled.wgsl', entries, slots: readerSlots(w), constants: t, variant: `tiled ${t.TM}x${t.TN}`, grid: 'tiles', rowsPerGroup: t.TN, tokensPerGroup: t.TM, splitReduce };
   };
-  const qlanes = (reduce: Reduction, tile: keyof typeof TILES.qlanes): ProductKernel => {
+  // A block format's decode kernels are ggml/'s twins of qmatvec_lanes and qmatvec_rows, with its tiles.
+  const qlanes = (reduce: Reduction, tile: keyof typeof TILES.qlanes, ggml?: GgmlBlockDType): ProductKernel => {
     const t = TILES.qlanes[tile][op];
     return {
-      file: 'matmul/qmatvec_lanes.wgsl', entries, slots: { reduce: `matmul/reduce_${reduce}.wgsl` }, constants: { ...t, MATRICES: matrices },
+      file: ggml ? 'ggml/matvec_lanes.wgsl' : 'matmul/qmatvec_lanes.wgsl', entries,
+      slots: { reduce: `matmul/reduce_${reduce}.wgsl`, ...(ggml ? { ggml_format: `ggml/${ggml}.wgsl` } : {}) }, constants: { ...t, MATRICES: matrices },
       variant: `lanes ${reduce}${x(t.TOKENS)}`, grid: 'lanes', rowsPerGroup: t.ROWS, tokensPerGroup: t.TOKENS,
       workgroupBytes: reduce === 'workgroup' ? matrices * t.ROWS * t.TOKENS * t.WG * 4 : undefined,
     };
   };
   // qmatvec_rows shares x among 8 lanes by subgroupBroadcast; without such subgroups, matvec=rows
   // runs the workgroup strategy's kernel (with a small workgroup for blocks of tokens).
-  const qrows = (tokens: number): ProductKernel => {
+  const qrows = (tokens: number, ggml?: GgmlBlockDType): ProductKernel => {
     const t = TILES.qrows[op];
     return {
-      file: 'matmul/qmatvec_rows.wgsl', entries, slots: {}, constants: { ...t, TOKENS: tokens }, variant: `matvec rows${x(tokens)}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: tokens,
-      fallback: { when: 'narrowSubgroups', kernel: qlanes('workgroup', tokens === 1 ? 'decode' : 'rowsBlock') },
+      file: ggml ? 'ggml/matvec_rows.wgsl' : 'matmul/qmatvec_rows.wgsl', entries, slots: ggml ? { ggml_format: `ggml/${ggml}.wgsl` } : {},
+      constants: { ...t, TOKENS: tokens }, variant: `matvec rows${x(tokens)}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: tokens,
+      fallback: { when: 'narrowSubgroups', kernel: qlanes('workgroup', tokens === 1 ? 'decode' : 'rowsBlock', ggml) },
     };
   };
 
   const [rows1, rows8] = [rows(1), rows(MATVEC_MAX_TOKENS)];
   const lanes1 = { subgroup: lanes('subgroup', 1), workgroup: lanes('workgroup', 1) };
   const lanes8 = { subgroup: lanes('subgroup', MATVEC_MAX_TOKENS), workgroup: lanes('workgroup', MATVEC_MAX_TOKENS) };
-  const gemm = (w: 'dense' | 'quant') => {
+  const gemm = (w: Reader) => {
     const [rt, bc, few, many] = [regtile(w), broadcast(w), tiled(w, 'few'), tiled(w, 'many')];
     return {
       few: { by: 'gemm', regtile: rt, broadcast: bc, tiled: few },
@@ -306,8 +319,21 @@ function productTable(op: ProductOp): Record<ProductWeights, Record<ProductShape
     } as const;
   };
   const dense = gemm('dense');
-  const quant = gemm('quant');
-  const qblock = { by: 'matvec', rows: qrows(MATVEC_MAX_TOKENS), subgroup: qlanes('subgroup', 'block'), workgroup: qlanes('workgroup', 'block') } as const;
+  // q8/q4 and each block format: the same cells, their own kernels.
+  const blocks = (ggml?: GgmlBlockDType): Record<ProductShape, Cell<ProductKernel>> => {
+    const g = gemm(ggml ?? 'quant');
+    const block = { by: 'matvec', rows: qrows(MATVEC_MAX_TOKENS, ggml), subgroup: qlanes('subgroup', 'block', ggml), workgroup: qlanes('workgroup', 'block', ggml) } as const;
+    return {
+      decodeOne: block,
+      decode: block,
+      wideDecode: block,
+      prefill: g.many,
+      token: { by: 'matvec', rows: qrows(1, ggml), subgroup: qlanes('subgroup', 'decode', ggml), workgroup: qlanes('workgroup', 'decode', ggml) },
+      block,
+      chunk: g.few,
+      longChunk: g.many,
+    };
+  };
   const words: ProductKernel = {
     file: 'matmul/gemm_words.wgsl', entries, slots: {}, constants: TILES.words, variant: 'words', grid: 'rows',
     rowsPerGroup: TILES.words.ROWS, tokensPerGroup: TILES.words.WG * TILES.words.TOKENS_PER_INVOCATION,
@@ -331,17 +357,9 @@ function productTable(op: ProductOp): Record<ProductWeights, Record<ProductShape
       chunk: dense.few,
       longChunk: dense.many,
     },
-    quant: {
-      decodeOne: qblock,
-      decode: qblock,
-      wideDecode: qblock,
-      prefill: quant.many,
-      token: { by: 'matvec', rows: qrows(1), subgroup: qlanes('subgroup', 'decode'), workgroup: qlanes('workgroup', 'decode') },
-      block: qblock,
-      chunk: quant.few,
-      longChunk: quant.many,
-    },
+    quant: blocks(),
     narrow: { decodeOne: narrow, decode: narrow, wideDecode: narrow, prefill: narrow, token: narrow, block: narrow, chunk: narrow, longChunk: narrow },
+    ...(Object.fromEntries(GGML_BLOCK_DTYPES.map((d) => [d, blocks(d)])) as Record<GgmlBlockDType, Record<ProductShape, Cell<ProductKernel>>>),
   };
 }
 
@@ -369,8 +387,8 @@ export function productKernel(op: ProductOp, w: { dtype: MatrixDType; cols: numb
 
 // ---------------------------------------------------------------------------------------------
 // Fused fronts of a block (matmul/fused.ts): q/k/v in one dispatch, the MLP's gate/up pair with
-// its rms_norm folded in. Only f32/f16/bf16 weights in one part each (the wrapper checks): q8/q4
-// and narrow widths run the separate dispatches.
+// its rms_norm folded in. Only f32/f16/bf16 weights in one part each (the wrapper checks): q8/q4,
+// the block formats and narrow widths run the separate dispatches.
 
 type FrontOp = 'qkv' | 'swiglu';
 
@@ -545,8 +563,10 @@ export function describeKernels(plan: KernelPlan, device: DeviceProfile): string
       );
     }
   };
-  products('matmul', 'matmul (q/k/v/o/down_proj, lm_head)', ['dense', 'quant', 'narrow']);
-  products('swiglu', 'swiglu (gate/up_proj)', ['dense', 'quant']);
+  // The block formats share their kernels, each with its own <ggml_format>: q4_k stands for them.
+  products('matmul', 'matmul (q/k/v/o/down_proj, lm_head)', ['dense', 'quant', 'narrow', 'q4_k']);
+  products('swiglu', 'swiglu (gate/up_proj)', ['dense', 'quant', 'q4_k']);
+  out.push('', `(${GGML_BLOCK_DTYPES.filter((d) => d !== 'q4_k').join(', ')} weights: as q4_k, with their own ggml/<format>.wgsl)`);
   const fronts = (op: FrontOp, title: string, apart: string) => {
     out.push(
       ...section(`${title}, fuse=${plan.fuse}, f32/f16/bf16 weights in one part each (else as q8/q4)`, PRODUCT_SHAPES, (shape) => {

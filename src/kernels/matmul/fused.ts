@@ -24,7 +24,7 @@
  * weights.wgsl as in every matvec.
  */
 import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
-import { isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
+import { isGgmlBlocks, isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
 import { formatConstant } from '../weights.ts';
 import { rmsNorm } from '../rmsnorm.ts';
 import { frontKernel, kernelModule, productShape, type BatchShape, type FrontKernel, type FusePlan } from '../table.ts';
@@ -47,7 +47,7 @@ type Norm = { weight: Binding; eps: number };
 function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], tokens: number, batch?: BatchShape, writeH?: boolean): { kernel: FrontKernel; norm: boolean } | null {
   const [w] = ms as [GpuMatrix];
   const sameInput = ms.every((m) => m.cols === w.cols && m.dtype === w.dtype && m.parts.length === 1);
-  if (!sameInput || isQuantized(w.dtype) || w.cols % 8 !== 0) return null;
+  if (!sameInput || isQuantized(w.dtype) || isGgmlBlocks(w.dtype) || w.cols % 8 !== 0) return null;
   return frontKernel(op, plan, productShape(tokens, batch), enc.gpu.profile, writeH);
 }
 

@@ -24,6 +24,10 @@
  *   - a batched step (`batch`, continuous batching): one shape whatever the count, 'prefill'
  *     the plan's gemm (tiled with its `many` tile), 'decode' matvec_rows.wgsl with its token
  *     loop (TOKENS 8 for 2..8 tokens; plan rows) or matvec_lanes.wgsl's 8-token tile (see BatchShape).
+ * llama.cpp's block formats (q4_k, q6_k, ...: GGUF files, src/kernels/ggml/pack.ts; cols whole
+ * blocks) run the same cells as q8/q4 below with ggml/'s twins of their kernels
+ * (ggml/matvec_rows.wgsl, ggml/matvec_lanes.wgsl, and gemm_read_ggml.wgsl as the gemm's reader),
+ * the format's decode file bound to <ggml_format>.
  * Quantized weights (q8, q4: src/kernels/quant.ref.ts; cols % 32 == 0), decoded by quant.wgsl:
  *   - prefill (more than MATVEC_MAX_TOKENS tokens, and batched prefill steps): the plan's gemm
  *     above, reading through gemm_read_quant.wgsl;
@@ -40,7 +44,7 @@
  * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
  */
 import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
-import { createStorageBuffer, isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
+import { createStorageBuffer, ggmlBlockValues, isGgmlBlocks, isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
 import { formatConstant } from '../weights.ts';
 import { kernelModule, productKernel, productShape, type BatchShape, type MatmulPlan, type ProductKernel } from '../table.ts';
 
@@ -122,7 +126,7 @@ function recordTiled(enc: Encoder, op: Op, k: ProductKernel, a: ProductArgs): vo
   const { w, tokens } = a;
   const tile = { TM: k.tokensPerGroup, TN: k.rowsPerGroup, KT: k.constants.KT! };
   // A quantized block (a group of 32) must not straddle a KT step, so neither can it a K range.
-  if (isQuantized(w.dtype) && tile.KT % 32 !== 0) throw new Error(`matmul: gemm_tiled's KT (${tile.KT}) must be a multiple of 32 for ${w.dtype} weights`);
+  if ((isQuantized(w.dtype) || isGgmlBlocks(w.dtype)) && tile.KT % 32 !== 0) throw new Error(`matmul: gemm_tiled's KT (${tile.KT}) must be a multiple of 32 for ${w.dtype} weights`);
   const src = kernelSource(kernelModule(k), PARAMS);
   const constants = { ...formatConstant(w.dtype), ...k.constants };
   const matrices = a.up ? 2 : 1;
@@ -183,6 +187,7 @@ function dispatchParts(enc: Encoder, op: Op, k: ProductKernel, a: ProductArgs): 
 function record(enc: Encoder, op: Op, plan: MatmulPlan, a: ProductArgs): void {
   const { w } = a;
   if (isQuantized(w.dtype) && w.cols % 32 !== 0) throw new Error(`matmul: ${w.dtype} weights need cols % 32 == 0, got ${w.cols}`);
+  if (isGgmlBlocks(w.dtype) && w.cols % ggmlBlockValues(w.dtype) !== 0) throw new Error(`matmul: ${w.dtype} weights need cols % ${ggmlBlockValues(w.dtype)} == 0, got ${w.cols}`);
   const k = productKernel(op, w, productShape(a.tokens, a.batch), plan, enc.gpu.profile);
   if (k.grid === 'tiles') recordTiled(enc, op, k, a);
   else dispatchParts(enc, op, k, a);

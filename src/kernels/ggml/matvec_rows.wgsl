@@ -1,0 +1,132 @@
+// Decode matrix-vector products over llama.cpp's block formats, 1 to 8 tokens, plan
+// `matvec=rows` (the lavapipe strategy; ../matmul/qmatvec_rows.wgsl is its q8/q4 twin):
+//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
+//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
+// where w[r, c] = the dequantized weight (ggml.wgsl and the format's decode file, <ggml_format>).
+//
+// Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
+// vec4<u32>, its rows one after another (ggml.wgsl, pack.ts); y f32 [tokens, y_stride], this
+// part's outputs at columns y_offset ..
+//
+// Work split: as qmatvec_rows.wgsl, by spans of SPAN groups of 32 columns (the groups whose
+// code words the format shares: a Q4_K chunk, a Q6_K half block; one group elsewhere). Each
+// invocation owns ROWS whole rows (of each matrix) and walks their spans in order, once per
+// token (tokens one after another). Per span lane l of each subgroup loads the token's inputs
+// x[t, 8g + l % 8] of each group g (one vec4), every lane takes all 8 by subgroupBroadcast and
+// sums the halves once for all its rows; then per row the span's code words are loaded once
+// and decoded in registers, and each group adds a (q . x) + b sum(x) per half (codes_dot). No
+// cross-lane sums. A token's sums are the same chain of f32 operations whatever the token
+// count and whatever TOKENS (1 for one token alone, MATVEC_MAX_TOKENS otherwise), so a batched
+// decode step gives each token its alone result.
+// Why: on llvmpipe a load at a per-lane address costs per lane and word, a broadcast from a
+// fixed lane one shuffle, so x by broadcast leaves the code words as the per-row loads, each
+// loaded once (bench/RESULTS.md, "Quantized decode on lavapipe").
+//
+// Dispatch: (ceil(rows / (WG * ROWS)), ceil(tokens / TOKENS)) workgroups, once per matrix
+// part: workgroup row y takes tokens TOKENS * y ...
+// Assumes: cols % (32 SPAN) == 0 (whole blocks); gate and up split at the same rows;
+// subgroups of at least 8 lanes (table.ts takes matvec_lanes.wgsl where there are none);
+// uniform control flow throughout.
+
+enable subgroups;
+// #include "../matmul/params.wgsl"    Params (p)
+// #include "../matmul/products.wgsl"  the bindings x, w, y, up
+// #include "../matmul/sums.wgsl"      silu
+// #include "ggml.wgsl"                GroupCodes, row_words, codes_dot, half_sums
+// #include <ggml_format>              UNIT_WORDS, SPAN, span_codes: ggml/q4_k.wgsl, ...
+
+override WG: u32;
+override ROWS: u32;    // rows per invocation, <= MAX_ROWS
+override TOKENS: u32;  // most tokens per dispatch (1 or MATVEC_MAX_TOKENS)
+
+const MAX_ROWS = 6u;
+
+// Token t's inputs of span `sp` (SPAN groups of 32), loaded once per subgroup, and their half sums.
+struct XSpan {
+  xs: array<array<vec4<f32>, 8>, SPAN>,
+  sums: array<vec2<f32>, SPAN>,
+}
+
+fn x_span(t: u32, sp: u32, lane: u32) -> XSpan {
+  var s: XSpan;
+  for (var k = 0u; k < SPAN; k++) {
+    let v = x[t * (p.cols / 4u) + 8u * (SPAN * sp + k) + lane % 8u];
+    s.xs[k] = array<vec4<f32>, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+                                  subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+    s.sums[k] = half_sums(s.xs[k]);
+  }
+  return s;
+}
+
+fn span_dot(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, xs: XSpan) -> f32 {
+  let c = span_codes(m, row, sp);
+  var s = 0.0;
+  for (var k = 0u; k < SPAN; k++) {
+    s += codes_dot(c[k], xs.xs[k], xs.sums[k]);
+  }
+  return s;
+}
+
+// The first word of each row of the invocation. Rows past the end re-read the last row, so
+// that the loop has no per-row branches.
+fn row_starts(row0: u32) -> array<u32, MAX_ROWS> {
+  var s: array<u32, MAX_ROWS>;
+  for (var i = 0u; i < ROWS; i++) {
+    s[i] = min(row0 + i, p.rows - 1u) * row_words(p.cols);
+  }
+  return s;
+}
+
+@compute @workgroup_size(WG)
+fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+  let row0 = gid.x * ROWS;
+  let spans = p.cols / (32u * SPAN);
+  let at = row_starts(row0);
+  // From the workgroup id, not gid: the token loop holds subgroupBroadcast, so its bounds must be uniform.
+  let t0 = wid.y * TOKENS;
+  for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
+    // Zeroed explicitly (a loop-body `var`'s implicit zero carried sums over on lavapipe).
+    var acc = array<f32, MAX_ROWS>();
+    for (var sp = 0u; sp < spans; sp++) {
+      let xs = x_span(t, sp, lane);
+      for (var i = 0u; i < ROWS; i++) {
+        acc[i] += span_dot(&w, at[i], sp, xs);
+      }
+    }
+    for (var i = 0u; i < ROWS; i++) {
+      if (row0 + i < p.rows) {
+        let dst = t * p.y_stride + p.y_offset + row0 + i;
+        if (p.accumulate != 0u) {
+          acc[i] += y[dst];
+        }
+        y[dst] = acc[i];
+      }
+    }
+  }
+}
+
+// `matmul` with a second weight stream per row (up beside gate) and the silu product as its
+// epilogue: a deliberate copy of the loop, keep the two in step.
+@compute @workgroup_size(WG)
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+  let row0 = gid.x * ROWS;
+  let spans = p.cols / (32u * SPAN);
+  let at = row_starts(row0);
+  let t0 = wid.y * TOKENS;
+  for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
+    var acc_gate = array<f32, MAX_ROWS>();
+    var acc_up = array<f32, MAX_ROWS>();
+    for (var sp = 0u; sp < spans; sp++) {
+      let xs = x_span(t, sp, lane);
+      for (var i = 0u; i < ROWS; i++) {
+        acc_gate[i] += span_dot(&w, at[i], sp, xs);
+        acc_up[i] += span_dot(&up, at[i], sp, xs);
+      }
+    }
+    for (var i = 0u; i < ROWS; i++) {
+      if (row0 + i < p.rows) {
+        y[t * p.y_stride + p.y_offset + row0 + i] = silu(acc_gate[i]) * acc_up[i];
+      }
+    }
+  }
+}

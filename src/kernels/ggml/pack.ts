@@ -1,0 +1,120 @@
+/**
+ * GGUF tensors on the device: which MatrixDType each ggml type becomes, and the writes that put
+ * a run of a tensor's rows, as the file stores them, into a matrix part (allocateMatrix's).
+ * The kernels that read the block formats: ./ggml.wgsl and the per-format decode files beside it.
+ *
+ * Device layouts, and why:
+ *   F32, F16, BF16 -> f32, f16, bf16: the rows as stored (row-major, little-endian).
+ *   Q8_0 -> q8, Q4_0 -> q4: the same math as the project's own formats (w = c d, w = (c - 8) d,
+ *     groups of 32, an f16 scale), so the blocks are re-packed losslessly into quant.ref.ts's
+ *     two planes and every q8/q4 kernel reads them unchanged. Q4_0's nibbles move: the file
+ *     keeps weight j in byte j's low nibble and weight j + 16 in its high one, q4 weights 8w + b
+ *     and 8w + b + 4 in byte b of word w.
+ *   The other block formats (q4_k, q6_k, q5_k, q4_1, q5_1, q2_k, q3_k): each block as the file
+ *     stores it, padded to a 4-byte multiple (q6_k 210 -> 212 bytes, q3_k 110 -> 112; the
+ *     others are already), the blocks of a row one after another and each row padded to 16
+ *     bytes (GGML_UNITS, ggmlRowBytes in src/gpu/buffers.ts). Every field of these blocks then
+ *     starts on a 32-bit word (f16 pairs and byte runs of multiples of 4), so a kernel reads
+ *     words, never straddling ones, and the decode is the file's own bit layout: one source of
+ *     truth with llama.cpp, nothing to re-derive. Re-packing into planes (codes apart from
+ *     scales, as q4 does) would save lavapipe no loads: its loads cost per 32-bit word, and a
+ *     row's scales are read once per 256 weights anyway. Sizes: q6_k +0.95%, q3_k +1.8%, plus
+ *     < 16 bytes per row.
+ *   Q5_0 (22-byte blocks, d f16 + qh u32 + 16 bytes of codes): padding each block to 24 bytes
+ *     would add 9%, so blocks go in pairs as one 44-byte unit: [d0, d1] [qh0] [qh1] [qs0] [qs1]
+ *     (11 words; a row of an odd number of blocks ends in a half-empty unit).
+ *   Q4_K stays 144 bytes = 9 vec4 words per block (its rows always 16-byte multiples), the
+ *   layout the decode kernels read fastest.
+ */
+import { GGML_UNITS, ggmlRowBytes, isGgmlBlocks, matrixRowBytes, quantLayout, type MatrixDType } from '../../gpu/buffers.ts';
+import { GGML_TYPES, type GgmlType } from './types.ts';
+
+const DTYPES: Readonly<Record<GgmlType, MatrixDType>> = {
+  F32: 'f32', F16: 'f16', BF16: 'bf16', Q8_0: 'q8', Q4_0: 'q4',
+  Q4_K: 'q4_k', Q6_K: 'q6_k', Q5_K: 'q5_k', Q5_0: 'q5_0', Q4_1: 'q4_1', Q5_1: 'q5_1', Q2_K: 'q2_k', Q3_K: 'q3_k',
+};
+
+/** The device dtype a tensor of ggml type `type` is stored as. */
+export function ggmlDeviceDType(type: GgmlType): MatrixDType {
+  return DTYPES[type];
+}
+
+/** One write into a part's buffer: bytes at a byte offset. */
+export interface PartWrite {
+  offset: number;
+  data: Uint8Array;
+}
+
+/**
+ * The writes that put `n` consecutive rows of a [*, cols] tensor of type `type`, as the GGUF file
+ * stores them (`fileRows`: n * cols / blockValues * blockBytes bytes), at rows r .. r + n - 1 of a
+ * matrix part of `partRows` rows in the device layout of ggmlDeviceDType(type). The caller writes
+ * each (writeBuffer); writes of one call never overlap, calls for disjoint rows neither.
+ */
+export function packGgmlRows(type: GgmlType, fileRows: Uint8Array, n: number, cols: number, r: number, partRows: number): PartWrite[] {
+  const t = GGML_TYPES[type];
+  if (cols % t.blockValues !== 0) throw new RangeError(`${type}: a row of ${cols} weights is not whole blocks of ${t.blockValues}`);
+  const fileRowBytes = (cols / t.blockValues) * t.blockBytes;
+  if (fileRows.byteLength !== n * fileRowBytes) throw new RangeError(`${type}: ${n} rows of ${cols} need ${n * fileRowBytes} bytes, got ${fileRows.byteLength}`);
+  if (!Number.isInteger(r) || r < 0 || r + n > partRows) throw new RangeError(`${type}: rows ${r}..${r + n} do not fit a part of ${partRows} rows`);
+  if (n === 0) return [];
+  const dtype = ggmlDeviceDType(type);
+  if (dtype === 'q8' || dtype === 'q4') return packQuant(dtype, fileRows, n, cols, r, partRows);
+  if (!isGgmlBlocks(dtype)) return [{ offset: r * matrixRowBytes(dtype, cols), data: fileRows }];
+  const rowBytes = ggmlRowBytes(dtype, cols);
+  const unit = GGML_UNITS[dtype];
+  const blocks = cols / t.blockValues;
+  // Blocks stored whole and rows already 16-byte multiples: the file's bytes are the device's.
+  if (unit.unitBytes === t.blockBytes && rowBytes === fileRowBytes) return [{ offset: r * rowBytes, data: fileRows }];
+  const out = new Uint8Array(n * rowBytes);
+  for (let i = 0; i < n; i++) {
+    const src = i * fileRowBytes;
+    const dst = i * rowBytes;
+    if (dtype === 'q5_0') {
+      for (let b = 0; b < blocks; b++) {
+        const at = src + b * t.blockBytes;
+        const u = dst + (b >> 1) * unit.unitBytes;
+        const odd = b & 1;
+        out[u + 2 * odd] = fileRows[at]!;
+        out[u + 2 * odd + 1] = fileRows[at + 1]!;
+        out.set(fileRows.subarray(at + 2, at + 6), u + 4 + 4 * odd);
+        out.set(fileRows.subarray(at + 6, at + 22), u + 12 + 16 * odd);
+      }
+    } else if (unit.unitBytes === t.blockBytes) {
+      out.set(fileRows.subarray(src, src + fileRowBytes), dst);
+    } else {
+      for (let b = 0; b < blocks; b++) out.set(fileRows.subarray(src + b * t.blockBytes, src + (b + 1) * t.blockBytes), dst + b * unit.unitBytes);
+    }
+  }
+  return [{ offset: r * rowBytes, data: out }];
+}
+
+/** Q8_0 / Q4_0 rows into q8 / q4's planes: the codes at row r of the codes plane, the scales at row r of the scales plane. */
+function packQuant(format: 'q8' | 'q4', fileRows: Uint8Array, n: number, cols: number, r: number, partRows: number): PartWrite[] {
+  const L = quantLayout(format, cols);
+  const blockBytes = format === 'q8' ? 34 : 18;
+  const groups = cols / 32;
+  const codes = new Uint8Array(n * L.codeRowBytes);
+  const scales = new Uint8Array(n * L.scaleRowBytes);
+  for (let i = 0; i < n; i++) {
+    for (let g = 0; g < groups; g++) {
+      const at = (i * groups + g) * blockBytes;
+      scales[i * L.scaleRowBytes + 2 * g] = fileRows[at]!;
+      scales[i * L.scaleRowBytes + 2 * g + 1] = fileRows[at + 1]!;
+      if (format === 'q8') {
+        codes.set(fileRows.subarray(at + 2, at + 34), i * L.codeRowBytes + 32 * g);
+        continue;
+      }
+      // File: weight j (j < 16) in byte j's low nibble, weight j + 16 in its high one.
+      const q = (j: number) => (j < 16 ? fileRows[at + 2 + j]! & 15 : fileRows[at + 2 + j - 16]! >> 4);
+      const base = i * L.codeRowBytes + 16 * g;
+      for (let w = 0; w < 4; w++) {
+        for (let b = 0; b < 4; b++) codes[base + 4 * w + b] = q(8 * w + b) | (q(8 * w + b + 4) << 4);
+      }
+    }
+  }
+  return [
+    { offset: r * L.codeRowBytes, data: codes },
+    { offset: partRows * L.codeRowBytes + r * L.scaleRowBytes, data: scales },
+  ];
+}
