@@ -25,6 +25,7 @@
  * Benchmarks print numbers; they never fail on speed.
  */
 import { totalmem, cpus, loadavg } from 'node:os';
+import { statSync } from 'node:fs';
 import type { Gpu, AdapterReport } from '../src/gpu/device.ts';
 import { bytesPerElement, createStorageBuffer, quantBytes, readU32, type QuantFormat, type WeightDType } from '../src/gpu/buffers.ts';
 import { Encoder, getPipeline, params } from '../src/gpu/encoder.ts';
@@ -32,6 +33,7 @@ import { expectedTensors, loadConfig, type ModelConfig } from '../src/model/conf
 import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, type Quantization } from '../src/model/quantized.ts';
 import type { MistralModel } from '../src/model/model.ts';
 import { Checkpoint } from '../src/model/safetensors.ts';
+import { ggufRowBytes, ggufWeights, isGgufPath, openGguf } from '../src/model/gguf_model.ts';
 import { Rng } from '../src/util/rng.ts';
 import { formatPlan, type KernelPlan } from '../src/kernels/plan.ts';
 import { GpuProfiler, type KernelTiming, type StepTiming } from '../src/gpu/profiler.ts';
@@ -220,18 +222,11 @@ export class Workload {
   readonly dtype: string;
 
   /**
-   * `tensors`: the checkpoint's stored tensors (their dtypes); `quant`: how the matrices sit on
-   * the device when quantized (a quantized folder's, or --quantize's), null when as stored.
-   * Parameters come from the config's shapes, bytes from how each matrix is held on the device,
-   * so that a quantized folder's packed codes and scales count as the weights they encode.
+   * `deviceBytes`: how many bytes each matrix takes on the device (by its Hugging Face name and
+   * shape); `dtype`: the weights' formats, in words. Parameters come from the config's shapes.
+   * `Workload.ofFolder` and `Workload.ofGguf` make both from a checkpoint.
    */
-  constructor(readonly config: ModelConfig, tensors: Map<string, { dtype: string }>, quant: Quantization | null) {
-    const quantized = quant ? quantizedMatrices(config, quant) : new Map<string, QuantFormat>();
-    const deviceBytes = (name: string, shape: number[]): number => {
-      const f = quantized.get(name);
-      if (f) return quantBytes(f, shape[0]!, shape[1]!);
-      return shape.reduce((a, b) => a * b, 1) * bytesPerElement(tensors.get(name)!.dtype as WeightDType);
-    };
+  constructor(readonly config: ModelConfig, deviceBytes: (name: string, shape: number[]) => number, dtype: string) {
     let bytes = 0;
     let paramsN = 0;
     let all = 0;
@@ -250,10 +245,43 @@ export class Workload {
     this.embedRowBytes = deviceBytes('model.embed_tokens.weight', vocab) / config.vocab_size;
     this.normBytes = (2 * config.num_hidden_layers + 1) * config.hidden_size * 4;
     this.parameters = all;
+    this.dtype = dtype;
+  }
+
+  /**
+   * A folder's: `tensors` its stored tensors (their dtypes); `quant` how the matrices sit on the
+   * device when quantized (a quantized folder's, or --quantize's), null when as stored, so that a
+   * quantized folder's packed codes and scales count as the weights they encode.
+   */
+  static ofFolder(config: ModelConfig, tensors: Map<string, { dtype: string }>, quant: Quantization | null): Workload {
+    const quantized = quant ? quantizedMatrices(config, quant) : new Map<string, QuantFormat>();
+    const deviceBytes = (name: string, shape: number[]): number => {
+      const f = quantized.get(name);
+      if (f) return quantBytes(f, shape[0]!, shape[1]!);
+      return shape.reduce((a, b) => a * b, 1) * bytesPerElement(tensors.get(name)!.dtype as WeightDType);
+    };
     const floats = [...new Set([...tensors].filter(([n, t]) => t.dtype !== 'u8' && !n.endsWith('.scales')).map(([, t]) => t.dtype))].sort().join('+');
-    this.dtype = quant && quantized.size > 0 && tensors.has(scalesName([...quantized.keys()][0]!))
+    const dtype = quant && quantized.size > 0 && tensors.has(scalesName([...quantized.keys()][0]!))
       ? `${quant.format} (embed_tokens ${quant.embed_tokens ?? floats}, lm_head ${quant.lm_head ?? quant.embed_tokens ?? floats}, the rest ${floats})`
       : floats;
+    return new Workload(config, deviceBytes, dtype);
+  }
+
+  /** A GGUF file's: each matrix the bytes of its type as the file stores it (the device layouts stay within a few percent). */
+  static ofGguf(config: ModelConfig, path: string, quant: Quantization | null): Workload {
+    const file = openGguf(path);
+    try {
+      const weights = ggufWeights(file, config);
+      const quantized = quant ? quantizedMatrices(config, quant) : new Map<string, QuantFormat>();
+      const deviceBytes = (name: string, shape: number[]): number => {
+        const f = quantized.get(name);
+        return f ? quantBytes(f, shape[0]!, shape[1]!) : ggufRowBytes(weights.get(name)!) * shape[0]!;
+      };
+      const types = [...new Set([...weights.values()].map((w) => w.type))].sort().join('+');
+      return new Workload(config, deviceBytes, quant ? `${quant.format} at load from ${types}` : `GGUF ${types}`);
+    } finally {
+      file.close();
+    }
   }
 
   /** Keys a query at position `pos` attends to, its own included. */
@@ -324,6 +352,8 @@ function bound(memorySeconds: number, computeSeconds: number): { seconds: number
 export const DEFAULT_STREAMS: readonly number[] = Object.freeze([1, 8, 32]);
 
 export interface BenchOptions {
+  /** Over the model's sliding_window (ModelOptions.slidingWindow). */
+  slidingWindow?: number;
   /** Prompt lengths to prefill, each with fresh random token ids. */
   promptLengths: number[];
   /** Tokens to decode greedily after each request's first token, after a prompt of `decodePrompt` tokens. */
@@ -692,7 +722,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   if (!Number.isInteger(opts.decodeTokens) || opts.decodeTokens < 1) throw new Error(`decode tokens must be a positive integer; got ${opts.decodeTokens}`);
   const decodePrompt = opts.decodePrompt ?? Math.min(...promptLengths);
   const profileTokens = opts.profileTokens ?? 0;
-  const config = loadConfig(dir);
+  const config = loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow });
   // Every sequence gets only the context the run uses (prompt + max_tokens at most): on a
   // software adapter the KV cache is host memory too. The warm-up asks for 2 tokens per prompt.
   const needed = Math.max(...promptLengths.map((n) => n + 2), decodePrompt + opts.decodeTokens + 1, decodePrompt + profileTokens + 1);
@@ -701,10 +731,18 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   }
   const maxBatch = Math.max(1, ...streamCounts);
 
-  const ckpt = Checkpoint.open(dir);
-  const folderQuant = folderQuantization(dir);
-  const work = new Workload(config, ckpt.tensors, folderQuant ?? (opts.quantize ? quantizationFor(config, opts.quantize) : null));
-  ckpt.close();
+  const atLoad = opts.quantize ? quantizationFor(config, opts.quantize) : null;
+  let work: Workload;
+  let storedBytes: number;
+  if (isGgufPath(dir)) {
+    work = Workload.ofGguf(config, dir, atLoad);
+    storedBytes = statSync(dir).size;
+  } else {
+    const ckpt = Checkpoint.open(dir);
+    work = Workload.ofFolder(config, ckpt.tensors, folderQuantization(dir) ?? atLoad);
+    storedBytes = ckpt.totalBytes;
+    ckpt.close();
+  }
 
   // The roofline is measured before loading and again at the end; each limit is
   // the better of the two, so one measurement disturbed by other processes on
@@ -720,7 +758,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   };
   const rooflineFirst = await rooflineRun('before loading');
 
-  log(`loading ${dir} (${(ckpt.totalBytes / 1e9).toFixed(2)} GB) into a Generator (max batch ${maxBatch})...`);
+  log(`loading ${dir} (${(storedBytes / 1e9).toFixed(2)} GB) into a Generator (max batch ${maxBatch})...`);
   const t0 = performance.now();
   let lastLog = t0;
   const gen = await loadGenerator(dir, {
@@ -730,6 +768,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
     quantize: opts.quantize,
     maxBatch,
     kvCacheGb: opts.kvCacheGb,
+    slidingWindow: opts.slidingWindow,
     onProgress: (p) => {
       const now = performance.now();
       if (now - lastLog > 5000) {

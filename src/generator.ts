@@ -12,6 +12,7 @@ import type { QuantFormat } from './gpu/buffers.ts';
 import { MistralModel, poolCapacity, type LoadProgress } from './model/model.ts';
 import { KVCache } from './model/kv_cache.ts';
 import { loadConfig, type ModelConfig } from './model/config.ts';
+import { isGgufPath } from './model/gguf_model.ts';
 import type { KvCacheDtype } from './kernels/kv_cache.ts';
 import { loadLora, type DeviceLora } from './model/lora.ts';
 import type { ModelSource } from './util/files.ts';
@@ -40,14 +41,26 @@ export function resolveModelDir(given: string | undefined, source = '--model'): 
   if (path === undefined || path === '') return BUNDLED_MODEL_DIR;
   const dir = resolve(path);
   const from = fromFlag ? source : 'OPENCHAT_MODEL';
+  if (isGgufPath(dir)) {
+    if (!existsSync(dir)) throw new Error(`GGUF file not found: ${dir} (from ${from})`);
+    if (!statSync(dir).isFile()) throw new Error(`${from}: ${dir} is named like a GGUF file but is not a file`);
+    return dir;
+  }
   if (!existsSync(dir)) throw new Error(`model folder not found: ${dir} (from ${from})`);
-  if (!statSync(dir).isDirectory()) throw new Error(`${from} must name a folder; ${dir} is a file`);
+  if (!statSync(dir).isDirectory()) throw new Error(`${from} must name a Hugging Face model folder or a .gguf file; ${dir} is neither`);
   return dir;
 }
 
+/** The name a model path is served under: a folder's name, a GGUF file's without its extension. */
+export function modelNameOf(path: string): string {
+  return basename(path).replace(/\.gguf$/i, '');
+}
+
 export interface GeneratorOptions {
-  /** A Hugging Face model folder; defaults to $OPENCHAT_MODEL, then the bundled tiny model. */
+  /** A Hugging Face model folder or a GGUF file; defaults to $OPENCHAT_MODEL, then the bundled tiny model. */
   modelDir?: string;
+  /** Over the model's sliding_window (ModelOptions.slidingWindow). */
+  slidingWindow?: number | null;
   contextLength?: number;
   maxChunk?: number;
   /** Quantize the weights while loading (ModelOptions.quantize). */
@@ -144,7 +157,7 @@ export class Generator {
     const gpu = opts.gpu ?? (await getGpu());
     const prompts = await Prompts.load(modelDir, opts.contextLength, opts.files);
     // Adapters are checked against config.json before the (possibly long) weight load.
-    const config = loadConfig(modelDir, opts.files);
+    const config = loadConfig(modelDir, opts.files, { slidingWindow: opts.slidingWindow });
     const lora = (opts.lora ?? []).map(({ name, dir }, i, all) => {
       if (!/^\S+$/.test(name)) throw new Error(`a LoRA adapter's name must be non-empty, without spaces; got ${JSON.stringify(name)}`);
       if (all.findIndex((a) => a.name === name) !== i) throw new Error(`two LoRA adapters are named ${JSON.stringify(name)}`);
@@ -178,9 +191,9 @@ export class Generator {
     return resolve(this.modelDir) === resolve(BUNDLED_MODEL_DIR);
   }
 
-  /** The name clients see (OpenAI `model` field): the folder's name. */
+  /** The name clients see (OpenAI `model` field): the folder's name, or the GGUF file's without `.gguf`. */
   get modelName(): string {
-    return basename(this.modelDir);
+    return modelNameOf(this.modelDir);
   }
 
   get contextLength(): number {

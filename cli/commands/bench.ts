@@ -3,7 +3,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { getGpu, requestFineTimestamps } from '../../src/gpu/device.ts';
 import { KernelPlanError, parsePlan, type KernelPlan } from '../../src/kernels/plan.ts';
 import { DEFAULT_STREAMS, formatResult, runBenchmark } from '../../bench/e2e.ts';
-import { intOption, numberOption, quantizeOption } from './options.ts';
+import { addSlidingWindowOption, intOption, MODEL_HELP, numberOption, quantizeOption } from './options.ts';
 import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { DEFAULT_KV_CACHE_GB, resolveModelDir } from '../../src/generator.ts';
 
@@ -20,6 +20,7 @@ interface BenchCliOptions {
   profile?: number | true;
   json?: string;
   quantize?: QuantFormat;
+  slidingWindow?: number;
   streams: number[];
   kvCacheGb?: number;
 }
@@ -45,13 +46,13 @@ function positiveList(flag: string, example: string): (value: string) => number[
 }
 
 export function registerBench(program: Command): void {
-  program
+  const cmd = program
     .command('bench')
     .description(
       'measure load time, time to first token, prefill and decode speed, concurrent streams and peak memory, through the scheduler the server runs, ' +
         'each single-stream figure against the device limit measured in the same run',
     )
-    .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny model; bench/synthetic.ts writes random ones of real shapes)')
+    .option('--model <path>', `${MODEL_HELP}; bench/synthetic.ts writes random ones of real shapes`)
     .option('--prompt-lengths <list>', 'prompt lengths to prefill, comma-separated', positiveList('--prompt-lengths', '128,512'), [128, 512])
     .option('--decode-tokens <n>', 'tokens each request decodes greedily after its first (max_tokens n + 1)', intOption('--decode-tokens', 1, 1_000_000), 128)
     .option('--decode-prompt <n>', 'prompt length of the decoding requests and of every stream (default: the shortest prompt length)', intOption('--decode-prompt', 1, 1_000_000))
@@ -81,7 +82,8 @@ export function registerBench(program: Command): void {
       intOption('--profile', 1, 10_000),
     )
     .option('--json <file>', 'also write every figure to FILE as JSON')
-    .option('--quantize <format>', 'quantize the weight matrices to q8 or q4 while loading', quantizeOption)
+    .option('--quantize <format>', 'quantize the weight matrices to q8 or q4 while loading', quantizeOption);
+  addSlidingWindowOption(cmd)
     .action(async (opts: BenchCliOptions) => {
       const modelDir = resolveModelDir(opts.model);
       if (opts.profile) requestFineTimestamps();
@@ -101,6 +103,7 @@ export function registerBench(program: Command): void {
         quantize: opts.quantize,
         streams: opts.streams,
         kvCacheGb: opts.kvCacheGb,
+        slidingWindow: opts.slidingWindow,
       });
       process.stdout.write(formatResult(result) + '\n');
       if (opts.json) writeFileSync(opts.json, JSON.stringify(result, null, 2) + '\n');

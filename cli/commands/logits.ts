@@ -7,7 +7,7 @@ import { OpenChatTokenizer } from '../../src/tokenizer/index.ts';
 import { resolveModelDir } from '../../src/generator.ts';
 import { loadConfig } from '../../src/model/config.ts';
 import { loadLora, type LoraWeights } from '../../src/model/lora.ts';
-import { intOption, quantizeOption } from './options.ts';
+import { addSlidingWindowOption, intOption, MODEL_HELP, quantizeOption } from './options.ts';
 import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { loadProgress } from './progress.ts';
 
@@ -21,6 +21,7 @@ interface LogitsOptions {
   cpu?: boolean;
   lora?: string;
   quantize?: QuantFormat;
+  slidingWindow?: number;
 }
 
 function parseIds(text: string): number[] {
@@ -55,9 +56,9 @@ interface Runner {
   close(): void;
 }
 
-async function gpuRunner(dir: string, lora?: LoraWeights, quantize?: QuantFormat): Promise<Runner> {
+async function gpuRunner(dir: string, lora: LoraWeights | undefined, opts: LogitsOptions): Promise<Runner> {
   const progress = loadProgress(dir);
-  const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress, quantize });
+  const model = await MistralModel.load(await getGpu(), dir, { onProgress: progress.onProgress, quantize: opts.quantize, slidingWindow: opts.slidingWindow });
   progress.done();
   // The adapter stays unmerged on the device, as the server runs it.
   const adapter = lora && model.addAdapter(lora);
@@ -70,9 +71,9 @@ async function gpuRunner(dir: string, lora?: LoraWeights, quantize?: QuantFormat
   };
 }
 
-function cpuRunner(dir: string, lora?: LoraWeights, quantize?: QuantFormat): Runner {
+function cpuRunner(dir: string, lora: LoraWeights | undefined, opts: LogitsOptions): Runner {
   // The reference merges the adapter into the (quantized, then dequantized) weights: W + scale * B A.
-  const model = CpuModel.load(dir, { lora, quantize });
+  const model = CpuModel.load(dir, { lora, quantize: opts.quantize, slidingWindow: opts.slidingWindow });
   return {
     vocab: model.config.vocab_size,
     contextLength: model.config.max_position_embeddings,
@@ -83,10 +84,10 @@ function cpuRunner(dir: string, lora?: LoraWeights, quantize?: QuantFormat): Run
 }
 
 export function registerLogits(program: Command): void {
-  program
+  const cmd = program
     .command('logits')
     .description('for researchers: float32 logits of every position, top-k per position, greedy continuation')
-    .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL or the bundled tiny model)')
+    .option('--model <path>', MODEL_HELP)
     .option('--ids <list>', 'comma-separated token ids to run (no BOS added)')
     .option('--prompt <text>', 'text to tokenize (BOS added, no chat template)')
     .option('--out <file>', 'write logits as float32 little-endian, row-major [positions, vocab_size]')
@@ -94,15 +95,16 @@ export function registerLogits(program: Command): void {
     .option('--greedy <n>', 'continue n tokens by argmax through the KV-cache decode path; print their ids as JSON', intOption('--greedy', 0, 100000))
     .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder); with --cpu it is merged into the weights')
     .option('--cpu', 'run the plain-TypeScript reference forward pass instead of WebGPU (slow; for cross-checking)')
-    .option('--quantize <format>', 'quantize the weight matrices to q8 or q4 while loading (with --cpu: the same weights, dequantized plainly)', quantizeOption)
+    .option('--quantize <format>', 'quantize the weight matrices to q8 or q4 while loading (with --cpu: the same weights, dequantized plainly)', quantizeOption);
+  addSlidingWindowOption(cmd)
     .action(async (opts: LogitsOptions) => {
       if ((opts.ids === undefined) === (opts.prompt === undefined)) throw new Error('give exactly one of --ids or --prompt');
       const dir = resolveModelDir(opts.model);
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
       // The adapter is checked against config.json before any weights load.
-      const lora = opts.lora === undefined ? undefined : loadLora(opts.lora, loadConfig(dir));
-      const runner = opts.cpu ? cpuRunner(dir, lora, opts.quantize) : await gpuRunner(dir, lora, opts.quantize);
+      const lora = opts.lora === undefined ? undefined : loadLora(opts.lora, loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow }));
+      const runner = opts.cpu ? cpuRunner(dir, lora, opts) : await gpuRunner(dir, lora, opts);
       const vocab = runner.vocab;
       const greedy = opts.greedy ?? 0;
       if (ids.length + greedy > runner.contextLength) {

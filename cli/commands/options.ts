@@ -41,3 +41,11 @@ export function quantizeOption(value: string): QuantFormat {
 export function addQuantizeOption(cmd: Command): Command {
   return cmd.option('--quantize <format>', "quantize the weight matrices to q8 or q4 while loading (a folder written by 'openchat quantize' is already quantized)", quantizeOption);
 }
+
+/** The --model help of every command that loads a model. */
+export const MODEL_HELP = 'a Hugging Face model folder or a GGUF file (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)';
+
+/** Adds --sliding-window: over the model's own (a GGUF file has none; llama.cpp runs it with full attention). */
+export function addSlidingWindowOption(cmd: Command): Command {
+  return cmd.option('--sliding-window <keys>', "keys each query attends to, over the model's own (GGUF files of Mistral have none: full attention, as llama.cpp runs them; Mistral 7B was trained with 4096); 0 for full attention", intOption('--sliding-window', 0, 2 ** 24));
+}

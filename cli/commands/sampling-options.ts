@@ -10,7 +10,7 @@
  * one place only, validateSamplingParams, so the CLI and the HTTP server agree.
  */
 import { loadProgress } from './progress.ts';
-import { addQuantizeOption, conditionOption } from './options.ts';
+import { addQuantizeOption, addSlidingWindowOption, conditionOption, MODEL_HELP } from './options.ts';
 import type { QuantFormat } from '../../src/gpu/buffers.ts';
 import { basename, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
@@ -76,6 +76,7 @@ export interface ContextFlags {
   context?: string;
   contextLength?: string;
   quantize?: QuantFormat;
+  slidingWindow?: number;
 }
 
 export interface ModelFlags extends ContextFlags {
@@ -99,9 +100,9 @@ const NUMERIC_FLAGS: ReadonlyArray<[flag: string, key: keyof SamplingFlags, fiel
   ['--max-tokens', 'maxTokens', 'max_tokens', `most new tokens per answer (default ${DEFAULT_CLI_MAX_TOKENS}, fewer when the context has less room)`],
 ];
 
-/** Adds --context (and the hidden alias --context-length) and --quantize: the same flags in every command. */
+/** Adds --context (and the hidden alias --context-length), --quantize and --sliding-window: the same flags in every command. */
 export function addContextOption(cmd: Command): Command {
-  return addQuantizeOption(cmd)
+  return addSlidingWindowOption(addQuantizeOption(cmd))
     .option('--context <tokens>', "KV cache size in tokens: prompt + output must fit (default and maximum: the model's max_position_embeddings)")
     .addOption(new Option('--context-length <tokens>', 'the old name of --context').hideHelp());
 }
@@ -116,7 +117,7 @@ export function addGenerationOptions(cmd: Command, opts: { withN: boolean }): Co
 
 /** Adds --model, --context, --system, --condition. */
 function addModelOptions(cmd: Command): Command {
-  cmd.option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, else the bundled tiny random-weight model)');
+  cmd.option('--model <path>', MODEL_HELP);
   return addContextOption(cmd)
     .option('--lora <dir>', 'run under this LoRA adapter (a Hugging Face PEFT folder: adapter_config.json, adapter_model.safetensors)')
     .option('--system <text>', 'a system message before the conversation')
@@ -200,7 +201,7 @@ export async function loadGenerator(
 ): Promise<Generator> {
   const modelDir = resolveModelDir(flags.model);
   const progress = loadProgress(modelDir, process.stderr.isTTY === true && modelDir !== BUNDLED_MODEL_DIR);
-  const generator = await Generator.load({ modelDir, contextLength, lora, quantize: flags.quantize, onProgress: progress.onProgress, ...batch });
+  const generator = await Generator.load({ modelDir, contextLength, lora, quantize: flags.quantize, slidingWindow: flags.slidingWindow, onProgress: progress.onProgress, ...batch });
   progress.done();
   return generator;
 }

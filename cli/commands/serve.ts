@@ -3,7 +3,6 @@
  * Everything that can be wrong with the options (a log file that cannot be opened, a bad number,
  * a missing model folder) fails here in one line, before the model loads.
  */
-import { basename } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import {
   DEFAULT_HOST,
@@ -15,8 +14,8 @@ import {
 } from '../../src/server/server.ts';
 import { openLogFile } from '../../src/server/log.ts';
 import { ModelNames } from '../../src/server/models.ts';
-import { resolveModelDir } from '../../src/generator.ts';
-import { intOption } from './options.ts';
+import { modelNameOf, resolveModelDir } from '../../src/generator.ts';
+import { intOption, MODEL_HELP } from './options.ts';
 import { DEFAULT_KV_CACHE_GB, DEFAULT_MAX_BATCH } from '../../src/generator.ts';
 import { addContextOption, contextFromFlags, loadGenerator, type ContextFlags } from './sampling-options.ts';
 
@@ -58,7 +57,7 @@ export function registerServe(program: Command): void {
   const cmd = program
     .command('serve')
     .description('serve the model over HTTP: OpenAI-compatible /v1 endpoints and the Workers AI schema')
-    .option('--model <dir>', 'Hugging Face model folder (default: $OPENCHAT_MODEL, then the bundled tiny model)')
+    .option('--model <path>', MODEL_HELP)
     .option('--host <host>', 'address to listen on', DEFAULT_HOST)
     .option('--port <port>', 'port to listen on', intOption('--port', 0, 65535), DEFAULT_PORT)
     .option('--api-keys <keys...>', "accept only requests with 'Authorization: Bearer <one of these keys>'")
@@ -81,10 +80,10 @@ export function registerServe(program: Command): void {
       const contextLength = contextFromFlags(opts);
       const lora = (opts.lora ?? []).map(parseLoraSpec);
       // Adapter names that clash with the model's own names fail now, not after the weights load.
-      new ModelNames(basename(resolveModelDir(opts.model)), [], lora.map((l) => l.name));
+      new ModelNames(modelNameOf(resolveModelDir(opts.model)), [], lora.map((l) => l.name));
       const logFile = opts.logFile !== undefined ? openLogFile(opts.logFile) : null;
       try {
-        const loaded = await loadGenerator({ model: opts.model, quantize: opts.quantize }, contextLength, lora, { maxBatch: opts.maxBatch, kvCacheGb: opts.kvCacheGb });
+        const loaded = await loadGenerator({ model: opts.model, quantize: opts.quantize, slidingWindow: opts.slidingWindow }, contextLength, lora, { maxBatch: opts.maxBatch, kvCacheGb: opts.kvCacheGb });
         const running = await startServer({
           generator: loaded,
           host: opts.host,

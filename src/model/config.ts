@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path';
 import { diskFiles, type ModelSource } from '../util/files.ts';
+import { ggufConfig, isGgufPath, openGguf, type GgufOverrides } from './gguf_model.ts';
 
 export type Architecture = 'MistralForCausalLM' | 'LlamaForCausalLM';
 
@@ -137,8 +138,19 @@ export function parseConfig(raw: Json, source = 'config.json'): ModelConfig {
   return config;
 }
 
-/** Reads and validates `DIR/config.json` (from `files`: the disk unless given). */
-export function loadConfig(dir: string, files: ModelSource = diskFiles): ModelConfig {
+/**
+ * Reads and validates `DIR/config.json` (from `files`: the disk unless given), or a GGUF file's
+ * metadata when `dir` names one (gguf_model.ts); `overrides` over either.
+ */
+export function loadConfig(dir: string, files: ModelSource = diskFiles, overrides: GgufOverrides = {}): ModelConfig {
+  if (isGgufPath(dir)) {
+    const gguf = openGguf(dir, files);
+    try {
+      return ggufConfig(gguf, overrides);
+    } finally {
+      gguf.close();
+    }
+  }
   const file = join(dir, 'config.json');
   if (!files.exists(file)) {
     throw new ConfigError(file, 'not found. A model folder needs the Hugging Face config.json next to its *.safetensors files');
@@ -156,7 +168,14 @@ export function loadConfig(dir: string, files: ModelSource = diskFiles): ModelCo
     throw new ConfigError(file, `is not valid JSON (${(e as Error).message})`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(file, 'must contain a JSON object');
-  return parseConfig(raw as Json, file);
+  const config = parseConfig(raw as Json, file);
+  return overrides.slidingWindow === undefined ? config : withSlidingWindow(config, overrides.slidingWindow);
+}
+
+/** `config` with the window a user asked for (0 or null: full attention), as parseConfig would have read it. */
+export function withSlidingWindow(config: ModelConfig, window: number | null): ModelConfig {
+  const w = window && window < config.max_position_embeddings ? window : null;
+  return { ...config, sliding_window: w, architecture: w === null ? config.architecture : 'MistralForCausalLM' };
 }
 
 /**
@@ -166,17 +185,18 @@ export function loadConfig(dir: string, files: ModelSource = diskFiles): ModelCo
  * Hugging Face's module tree; `shape` is PyTorch's: [out_features, in_features]
  * for a linear layer, [dim] for a norm. Listed in the order MistralDecoderLayer
  * registers its modules, which is the order of `state_dict()` and of HF's shards.
+ * `gguf` is the tensor's name in a GGUF file, `blk.{i}.{gguf}.weight` (llama.cpp's converter).
  */
 export const LAYER_TENSORS = [
-  { key: 'q_proj', path: 'self_attn.q_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_attention_heads * c.head_dim, c.hidden_size] },
-  { key: 'k_proj', path: 'self_attn.k_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_key_value_heads * c.head_dim, c.hidden_size] },
-  { key: 'v_proj', path: 'self_attn.v_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_key_value_heads * c.head_dim, c.hidden_size] },
-  { key: 'o_proj', path: 'self_attn.o_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.hidden_size, c.num_attention_heads * c.head_dim] },
-  { key: 'gate_proj', path: 'mlp.gate_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.intermediate_size, c.hidden_size] },
-  { key: 'up_proj', path: 'mlp.up_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.intermediate_size, c.hidden_size] },
-  { key: 'down_proj', path: 'mlp.down_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.hidden_size, c.intermediate_size] },
-  { key: 'input_layernorm', path: 'input_layernorm.weight', kind: 'norm', shape: (c: ModelConfig) => [c.hidden_size] },
-  { key: 'post_attention_layernorm', path: 'post_attention_layernorm.weight', kind: 'norm', shape: (c: ModelConfig) => [c.hidden_size] },
+  { key: 'q_proj', gguf: 'attn_q', path: 'self_attn.q_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_attention_heads * c.head_dim, c.hidden_size] },
+  { key: 'k_proj', gguf: 'attn_k', path: 'self_attn.k_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_key_value_heads * c.head_dim, c.hidden_size] },
+  { key: 'v_proj', gguf: 'attn_v', path: 'self_attn.v_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.num_key_value_heads * c.head_dim, c.hidden_size] },
+  { key: 'o_proj', gguf: 'attn_output', path: 'self_attn.o_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.hidden_size, c.num_attention_heads * c.head_dim] },
+  { key: 'gate_proj', gguf: 'ffn_gate', path: 'mlp.gate_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.intermediate_size, c.hidden_size] },
+  { key: 'up_proj', gguf: 'ffn_up', path: 'mlp.up_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.intermediate_size, c.hidden_size] },
+  { key: 'down_proj', gguf: 'ffn_down', path: 'mlp.down_proj.weight', kind: 'linear', shape: (c: ModelConfig) => [c.hidden_size, c.intermediate_size] },
+  { key: 'input_layernorm', gguf: 'attn_norm', path: 'input_layernorm.weight', kind: 'norm', shape: (c: ModelConfig) => [c.hidden_size] },
+  { key: 'post_attention_layernorm', gguf: 'ffn_norm', path: 'post_attention_layernorm.weight', kind: 'norm', shape: (c: ModelConfig) => [c.hidden_size] },
 ] as const;
 
 type LayerTensor = (typeof LAYER_TENSORS)[number];
@@ -185,9 +205,16 @@ type LayerTensor = (typeof LAYER_TENSORS)[number];
 export type LayerWeights<Norm, Linear> = { [T in LayerTensor as T['key']]: T['kind'] extends 'norm' ? Norm : Linear };
 
 /** Layer `i`'s tensors: the key in LayerWeights, the checkpoint's name, the kind and the shape. */
-export function layerTensors(c: ModelConfig, i: number): { key: LayerTensor['key']; kind: LayerTensor['kind']; name: string; shape: number[] }[] {
-  return LAYER_TENSORS.map((t) => ({ key: t.key, name: `model.layers.${i}.${t.path}`, kind: t.kind, shape: t.shape(c) }));
+export function layerTensors(c: ModelConfig, i: number): { key: LayerTensor['key']; kind: LayerTensor['kind']; name: string; gguf: string; shape: number[] }[] {
+  return LAYER_TENSORS.map((t) => ({ key: t.key, name: `model.layers.${i}.${t.path}`, gguf: `blk.${i}.${t.gguf}.weight`, kind: t.kind, shape: t.shape(c) }));
 }
+
+/** The model's tensors outside the layers: the Hugging Face name and the GGUF one. */
+export const GLOBAL_TENSORS = [
+  { name: 'model.embed_tokens.weight', gguf: 'token_embd.weight' },
+  { name: 'model.norm.weight', gguf: 'output_norm.weight' },
+  { name: 'lm_head.weight', gguf: 'output.weight' },
+] as const;
 
 /** The tensor names and shapes a checkpoint of this config must hold, in HF state_dict naming and order. */
 export function expectedTensors(c: ModelConfig): Map<string, number[]> {

@@ -5,6 +5,7 @@
  */
 import { layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
+import { dequantizeGgufWeight, ggufWeights, isGgufPath, openGguf } from './gguf_model.ts';
 import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, validateQuantized } from './quantized.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { decodeToF32 } from '../util/half.ts';
@@ -26,6 +27,23 @@ function addInPlace(x: Float32Array, y: Float32Array): void {
   for (let i = 0; i < x.length; i++) x[i]! += y[i]!;
 }
 
+/**
+ * `quantize`: the weights the GPU model's `quantize` option runs with (the seven projections
+ * quantized, embed_tokens and lm_head to vocabFormats()), dequantized plainly; `embed` and
+ * `lmHead` override those two formats, null keeping them as stored (to measure what
+ * quantizing them costs).
+ * `lora`: an adapter (src/model/lora.ts) merged into the weights, W + scale * B A:
+ * the oracle the GPU's unmerged update is tested against.
+ * `slidingWindow`: over the checkpoint's (ModelOptions.slidingWindow).
+ */
+export interface CpuLoadOptions {
+  quantize?: QuantFormat;
+  embed?: QuantFormat | null;
+  lmHead?: QuantFormat | null;
+  lora?: LoraWeights;
+  slidingWindow?: number | null;
+}
+
 export class CpuModel {
   /** Keys and values of every position so far, per layer: [positions, num_key_value_heads, head_dim]. */
   private keys: Float32Array[] = [];
@@ -42,16 +60,10 @@ export class CpuModel {
     this.reset();
   }
 
-  /**
-   * `quantize`: the weights the GPU model's `quantize` option runs with (the seven projections
-   * quantized, embed_tokens and lm_head to vocabFormats()), dequantized plainly; `embed` and
-   * `lmHead` override those two formats, null keeping them as stored (to measure what
-   * quantizing them costs).
-   * `lora`: an adapter (src/model/lora.ts) merged into the weights, W + scale * B A:
-   * the oracle the GPU's unmerged update is tested against.
-   */
-  static load(dir: string, opts: { quantize?: QuantFormat; embed?: QuantFormat | null; lmHead?: QuantFormat | null; lora?: LoraWeights } = {}): CpuModel {
-    const config = loadConfig(dir);
+  /** A folder's or a GGUF file's model, its weights widened to f32 (CpuLoadOptions). */
+  static load(dir: string, opts: CpuLoadOptions = {}): CpuModel {
+    if (isGgufPath(dir)) return CpuModel.loadGguf(dir, opts);
+    const config = loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow });
     const stored = folderQuantization(dir);
     if (stored && opts.quantize && opts.quantize !== stored.format) throw new Error(`${dir} is already quantized to ${stored.format}; load the original checkpoint to quantize it to ${opts.quantize}`);
     const ckpt = Checkpoint.open(dir);
@@ -82,20 +94,47 @@ export class CpuModel {
         const [rows, cols] = e.shape as [number, number];
         return dequantizeRows(quantizeRows(values, rows, cols, quantize, name), rows, cols, quantize);
       };
-      const layers: CpuLayer[] = [];
-      for (let i = 0; i < config.num_hidden_layers; i++) {
-        // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.
-        layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name)])) as CpuLayer);
-        for (const [key, m] of Object.entries(opts.lora?.layers[i] ?? {}) as [LinearKey, NonNullable<LoraWeights['layers'][number][LinearKey]>][]) {
-          layers[i]![key] = mergeLoraRef(layers[i]![key], m.a, m.b, m.scale, m.rank);
-        }
-      }
-      const embed = w('model.embed_tokens.weight');
-      const head = config.tie_word_embeddings ? embed : w('lm_head.weight');
-      return new CpuModel(config, embed, layers, w('model.norm.weight'), head);
+      return CpuModel.build(config, w, opts.lora);
     } finally {
       ckpt.close();
     }
+  }
+
+  /**
+   * A GGUF file's model (gguf_model.ts): every weight dequantized plainly (dequant.ref.ts) in
+   * Hugging Face's row order; `quantize` as for a folder, for F16/F32/BF16 files.
+   */
+  private static loadGguf(path: string, opts: CpuLoadOptions): CpuModel {
+    const config = loadConfig(path, undefined, { slidingWindow: opts.slidingWindow });
+    const file = openGguf(path);
+    try {
+      const weights = ggufWeights(file, config);
+      const atLoad = opts.quantize ? quantizedMatrices(config, quantizationFor(config, opts.quantize)) : new Map<string, QuantFormat>();
+      const w = (name: string) => {
+        const info = weights.get(name)!;
+        const values = dequantizeGgufWeight(file, info);
+        const quantize = atLoad.get(name);
+        return quantize ? dequantizeRows(quantizeRows(values, info.rows, info.cols, quantize, name), info.rows, info.cols, quantize) : values;
+      };
+      return CpuModel.build(config, w, opts.lora);
+    } finally {
+      file.close();
+    }
+  }
+
+  /** The model from `w`, each weight by its Hugging Face name, with `lora` merged. */
+  private static build(config: ModelConfig, w: (name: string) => Float32Array, lora?: LoraWeights): CpuModel {
+    const layers: CpuLayer[] = [];
+    for (let i = 0; i < config.num_hidden_layers; i++) {
+      // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.
+      layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name)])) as CpuLayer);
+      for (const [key, m] of Object.entries(lora?.layers[i] ?? {}) as [LinearKey, NonNullable<LoraWeights['layers'][number][LinearKey]>][]) {
+        layers[i]![key] = mergeLoraRef(layers[i]![key], m.a, m.b, m.scale, m.rank);
+      }
+    }
+    const embed = w('model.embed_tokens.weight');
+    const head = config.tie_word_embeddings ? embed : w('lm_head.weight');
+    return new CpuModel(config, embed, layers, w('model.norm.weight'), head);
   }
 
   /** Forgets the conversation: the next forward starts at position 0. */

@@ -10,6 +10,8 @@ import { decodeToF32 } from '../util/half.ts';
 import { expectedTensors, layerTensors, type LayerWeights, type ModelConfig } from './config.ts';
 import { Checkpoint, CheckpointError } from './safetensors.ts';
 import type { ModelSource } from '../util/files.ts';
+import { isGgufPath } from './gguf_model.ts';
+import { loadGgufWeights } from './gguf_load.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { quantizeRows } from '../kernels/quant.ref.ts';
 import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, validateQuantized } from './quantized.ts';
@@ -36,10 +38,10 @@ export interface DeviceWeights {
   checkpointBytes: number;
 }
 
-const STAGING_BYTES = 32 * 2 ** 20; // host memory used while streaming weights in
+export const STAGING_BYTES = 32 * 2 ** 20; // host memory used while streaming weights in
 
 /**
- * Streams the checkpoint in `dir` onto the device. `quantize`: the seven projections of every
+ * Streams the checkpoint in `dir` (a folder, or a GGUF file: gguf_load.ts) onto the device. `quantize`: the seven projections of every
  * layer to q8 or q4 as they stream in, and embed_tokens and lm_head to vocabFormats().
  */
 export async function loadWeights(
@@ -48,6 +50,7 @@ export async function loadWeights(
   config: ModelConfig,
   opts: { quantize?: QuantFormat; files?: ModelSource; onProgress?: (p: LoadProgress) => void },
 ): Promise<DeviceWeights> {
+  if (isGgufPath(dir)) return loadGgufWeights(gpu, dir, config, opts);
   const stored = folderQuantization(dir, opts.files);
   if (stored && opts.quantize && opts.quantize !== stored.format) {
     throw new Error(`${dir} is already quantized to ${stored.format}; quantizing it again to ${opts.quantize} would add the errors of both: load the original checkpoint with --quantize ${opts.quantize}`);
@@ -83,23 +86,25 @@ export async function loadWeights(
  */
 export class WeightLoader {
   private staging = new Uint8Array(STAGING_BYTES);
-  private started = performance.now();
-  private done = 0;
-  private bytes = 0;
-  private sinceSync = 0;
-  private readonly total: number;
-  private readonly totalBytes: number;
+  private readonly meter: LoadMeter;
 
   constructor(
     private gpu: Gpu,
     private ckpt: Checkpoint,
     names: string[],
-    private onProgress?: (p: LoadProgress) => void,
+    onProgress?: (p: LoadProgress) => void,
     /** Matrices the folder stores quantized (src/model/quantized.ts), and their formats. */
     private prequantized = new Map<string, QuantFormat>(),
   ) {
-    this.total = names.length;
-    this.totalBytes = names.reduce((sum, n) => sum + ckpt.get(n).byteLength, 0);
+    this.meter = new LoadMeter(gpu, names.length, names.reduce((sum, n) => sum + ckpt.get(n).byteLength, 0), onProgress);
+  }
+
+  private throttle(bytes: number): Promise<void> {
+    return this.meter.throttle(bytes);
+  }
+
+  private tick(bytes: number): void {
+    this.meter.tick(bytes);
   }
 
   /**
@@ -194,8 +199,24 @@ export class WeightLoader {
     return buffer;
   }
 
+}
+
+/** A load's progress reports, and the pauses that keep its host memory bounded: shared by the loaders of every format. */
+export class LoadMeter {
+  private started = performance.now();
+  private done = 0;
+  private bytes = 0;
+  private sinceSync = 0;
+
+  constructor(
+    private gpu: Gpu,
+    private readonly total: number,
+    private readonly totalBytes: number,
+    private onProgress?: (p: LoadProgress) => void,
+  ) {}
+
   /** Lets Dawn recycle its upload memory now and then, so host memory stays bounded. */
-  private async throttle(bytes: number): Promise<void> {
+  async throttle(bytes: number): Promise<void> {
     this.sinceSync += bytes;
     if (this.sinceSync >= 256 * 2 ** 20) {
       this.sinceSync = 0;
@@ -203,7 +224,8 @@ export class WeightLoader {
     }
   }
 
-  private tick(bytes: number): void {
+  /** One tensor of `bytes` (as stored) is on the device. */
+  tick(bytes: number): void {
     this.done++;
     this.bytes += bytes;
     this.onProgress?.({

@@ -14,6 +14,7 @@ import { createStorageBuffer, destroyMatrix, readF32, readU32, writeBuffer, type
 import { Encoder } from '../gpu/encoder.ts';
 import { contextLengthFor, loadConfig, type ModelConfig } from './config.ts';
 import { KVCache } from './kv_cache.ts';
+import { isGgufPath } from './gguf_model.ts';
 import { loadWeights, type DeviceWeights, type Layer, type LoadProgress } from './load.ts';
 import type { ModelSource } from '../util/files.ts';
 import { embedding } from '../kernels/embedding.ts';
@@ -57,6 +58,8 @@ export interface ModelOptions {
   files?: ModelSource;
   /** Sequences the KV-cache pool holds at once (continuous batching, `step`); default 1. */
   sequences?: number;
+  /** Over the checkpoint's sliding_window (GGUF files have none): keys a query sees; 0 or null for full attention. */
+  slidingWindow?: number | null;
 }
 
 /** What one sequence of a step reads back (of its last row, but 'all-logits'). */
@@ -207,10 +210,10 @@ export class MistralModel {
   }
 
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
-    const config = loadConfig(dir, opts.files);
+    const config = loadConfig(dir, opts.files, { slidingWindow: opts.slidingWindow });
     const contextLength = contextLengthFor(config, opts.contextLength);
     const plan = MistralModel.planFor(gpu, config, contextLength, opts);
-    const configFile = opts.contextLength === undefined ? join(dir, 'config.json') : undefined;
+    const configFile = opts.contextLength === undefined ? (isGgufPath(dir) ? dir : join(dir, 'config.json')) : undefined;
     checkContextFits(gpu, config, contextLength, plan.kvCache, configFile);
     const most = poolCapacity(gpu, config, contextLength, plan);
     const sequences = opts.sequences ?? 1;

@@ -23,9 +23,9 @@
  * does; bytes (6) stay pieces for byte fallback; unused ones (5) stay pieces but no merge makes
  * them.
  */
-import type { GgufFile } from '../model/gguf.ts';
-import type { GgufValue } from '../model/gguf.ts';
-import { gv, writeGguf } from '../model/gguf_writer.ts';
+import type { GgufFile } from '../util/gguf.ts';
+import type { GgufValue } from '../util/gguf.ts';
+import { gv, writeGguf } from '../util/gguf_writer.ts';
 import { OPENCHAT_35_CHAT_TEMPLATE, END_OF_TURN, type AddedTokenJson, type TokenizerFiles, type TokenizerJson } from './openchat35.ts';
 import { OpenChatTokenizer } from './tokenizer.ts';
 

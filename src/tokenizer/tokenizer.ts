@@ -31,6 +31,8 @@ import { WindowedStreamDecoder, type StreamDecoder } from './stream.ts';
 import { runSteps, runStepsAsync, type EncodeRequest, type Steps } from './steps.ts';
 import { EncoderWorker } from './worker.ts';
 import { diskFiles, type ModelSource } from '../util/files.ts';
+import { GgufFile, isGgufPath } from '../util/gguf.ts';
+import { tokenizerFromGguf } from './gguf.ts';
 
 export type { StreamDecoder } from './stream.ts';
 
@@ -263,6 +265,15 @@ export class OpenChatTokenizer {
    */
   static async load(modelDir?: string, files: ModelSource = diskFiles): Promise<OpenChatTokenizer> {
     if (modelDir === undefined) return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', undefined, []);
+    if (isGgufPath(modelDir)) {
+      // A GGUF file carries its vocabulary, special tokens and chat template (tokenizer/gguf.ts).
+      const gguf = GgufFile.open(resolve(modelDir), files);
+      try {
+        return tokenizerFromGguf(gguf);
+      } finally {
+        gguf.close();
+      }
+    }
     const dir = resolve(modelDir);
     if (!files.exists(dir)) throw new Error(`model folder not found: ${dir}`);
     const object = (path: string): Record<string, unknown> => {

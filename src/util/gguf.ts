@@ -19,7 +19,7 @@
  * item needs (the 32000 strings of a vocabulary are a few MB; the weights are never read here).
  */
 import { ggmlTypeName, ggmlTypeOf, GGML_TYPES, type GgmlType } from '../kernels/ggml/types.ts';
-import { diskFiles, type ModelFile, type ModelSource } from '../util/files.ts';
+import { diskFiles, type ModelFile, type ModelSource } from './files.ts';
 
 /** Scalar value types whose values are JavaScript numbers. */
 export type GgufNumberType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'f64';
@@ -537,4 +537,9 @@ export class GgufFile {
   getNumbers(key: string): ArrayLike<number> {
     return this.optionalNumbers(key) ?? this.missing(key, 'an array of numbers');
   }
+}
+
+/** Whether `path` names a GGUF file (by its name: a model folder is a Hugging Face checkpoint). */
+export function isGgufPath(path: string): boolean {
+  return /\.gguf$/i.test(path);
 }

@@ -6,8 +6,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { GgufError, GgufFile, type GgufArray, type GgufValue } from './gguf.ts';
 import { ggufTensorBytes, gv, writeGguf, type GgufTensorToWrite } from './gguf_writer.ts';
 import { GGML_TYPES, type GgmlType } from '../kernels/ggml/types.ts';
-import { Rng } from '../util/rng.ts';
-import { freshSeed } from '../util/testing.ts';
+import { Rng } from './rng.ts';
+import { freshSeed } from './testing.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'gguf-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
