@@ -101,7 +101,7 @@ function logSoftmax(l: ArrayLike<number>): Float64Array {
 }
 
 /** KL(p || q) of two logit vectors, in nats. */
-export function klLogits(p: ArrayLike<number>, q: ArrayLike<number>): number {
+function klLogits(p: ArrayLike<number>, q: ArrayLike<number>): number {
   const lp = logSoftmax(p);
   const lq = logSoftmax(q);
   let kl = 0;
