@@ -8,6 +8,7 @@
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ggufFromFolder } from '../model/gguf.testing.ts';
 import { loadOpenChat35Files } from '../tokenizer/openchat35.ts';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -143,6 +144,24 @@ describe.skipIf(skip !== null)('the engine in a Chromium tab', () => {
       rmSync(dir, { recursive: true, force: true });
     }
     const c = CASES.find((x) => x.id === 'e')!;
+    const inTab = await page.evaluate((ids) => (globalThis as unknown as EngineWindow).openchat.logits(ids), c.input_ids);
+    const hf = expectedLogits(c);
+    expect(relError(inTab, hf, hf)).toBeLessThan(REL_TOL);
+    expect(await page.isHidden('#error'), await page.textContent('#error') ?? '').toBe(true);
+  });
+
+  it('loads a GGUF file the user picks (the bundled folder as llama.cpp lays out an F16 GGUF), with the same logits', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'openchat-picked-gguf-'));
+    try {
+      const file = join(dir, 'tiny-mistral.F16.gguf');
+      await ggufFromFolder(BUNDLED_MODEL_DIR, file, { type: 'F16' });
+      await page.setInputFiles('#pick-gguf', file);
+      await expect.poll(() => page.textContent('#status'), { timeout: 60_000 }).toMatch(/^tiny-mistral\.F16\.gguf: .* loaded in/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // The file has no sliding window (llama.cpp's full attention): a case shorter than the window, where both agree.
+    const c = CASES.filter((x) => x.input_ids.length <= 16)[0]!;
     const inTab = await page.evaluate((ids) => (globalThis as unknown as EngineWindow).openchat.logits(ids), c.input_ids);
     const hf = expectedLogits(c);
     expect(relError(inTab, hf, hf)).toBeLessThan(REL_TOL);

@@ -38,6 +38,7 @@ const ui = {
   gpu: byId<HTMLSpanElement>('gpu'),
   loadBundled: byId<HTMLButtonElement>('load-bundled'),
   pick: byId<HTMLInputElement>('pick'),
+  pickGguf: byId<HTMLInputElement>('pick-gguf'),
   status: byId<HTMLParagraphElement>('status'),
   maxTokens: byId<HTMLInputElement>('max_tokens'),
   temperature: byId<HTMLInputElement>('temperature'),
@@ -73,7 +74,8 @@ function device(): Promise<Gpu> {
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
-async function load(what: string, read: (progress: (p: FetchProgress) => void) => Promise<MemorySource>): Promise<void> {
+/** Loads the model read by `read`: its folder, or the file `file` in it (a GGUF file). */
+async function load(what: string, read: (progress: (p: FetchProgress) => void) => Promise<MemorySource>, file?: string): Promise<void> {
   showError(null);
   ui.generate.disabled = true;
   ui.loadBundled.disabled = true;
@@ -85,7 +87,7 @@ async function load(what: string, read: (progress: (p: FetchProgress) => void) =
     const files = await read((p) => (ui.status.textContent = `read ${p.file} (${mib(p.bytes)})`));
     const started = performance.now();
     generator = await Generator.load({
-      modelDir: files.dir,
+      modelDir: file === undefined ? files.dir : `${files.dir}/${file}`,
       files,
       gpu: await device(),
       // A tab's memory is the limit, not the model's context: 1024 positions are plenty here.
@@ -152,6 +154,10 @@ ui.loadBundled.addEventListener('click', () => void load('the bundled tiny model
 ui.pick.addEventListener('change', () => {
   const files = [...(ui.pick.files ?? [])];
   if (files.length) void load(`${files.length} picked files`, (p) => pickedFolder(files, '/picked', p));
+});
+ui.pickGguf.addEventListener('change', () => {
+  const file = ui.pickGguf.files?.[0];
+  if (file) void load(file.name, (p) => pickedFolder([file], '/picked', p), file.name);
 });
 ui.generate.addEventListener('click', () => void generate());
 ui.stop.addEventListener('click', () => running?.abort());
