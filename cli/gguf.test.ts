@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, runCli, spawnCli, type Run } from './run-cli.ts';
+import { ROOT, runCli, startServe, type Run } from './run-cli.ts';
 import { ggufFromFolder } from '../src/model/gguf.testing.ts';
 import { GgufFile } from '../src/util/gguf.ts';
 
@@ -57,21 +57,8 @@ describe('--model FILE.gguf', () => {
   });
 
   it('serve answers under the file name without .gguf; a missing file or a folder/file mix-up is one line', async () => {
-    const child = spawnCli(['serve', '--port', '0', '--model', file, '--context', '64']);
-    let stderr = '';
+    const { child, url } = await startServe(['--port', '0', '--model', file, '--context', '64']);
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`serve did not start within 60 s:\n${stderr}`)), 60_000);
-        child.stderr.setEncoding('utf8').on('data', (s: string) => {
-          stderr += s;
-          const m = / on (http:\/\/\S+)/.exec(stderr);
-          if (m) {
-            clearTimeout(timer);
-            resolve(m[1]!);
-          }
-        });
-        child.on('close', () => reject(new Error(`serve exited:\n${stderr}`)));
-      });
       const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
       expect(models.data.map((m) => m.id)).toContain('tiny-mistral.F16');
       const body = JSON.stringify({ model: 'tiny-mistral.F16', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 });

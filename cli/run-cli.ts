@@ -49,3 +49,31 @@ export function runCli(args: string[], stdin = ''): Promise<Run> {
     child.stdin.end(stdin);
   });
 }
+
+/** A running `openchat serve`: its URL once it listens, its stderr so far, and how it exited. */
+export interface Served {
+  child: ChildProcessWithoutNullStreams;
+  url: string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Starts `openchat serve ...args` and resolves when it prints the URL it listens on (60 s at most). */
+export async function startServe(args: string[]): Promise<Served> {
+  const child = spawnCli(['serve', ...args]);
+  let stderr = '';
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not start within 60 s:\n${stderr}`)), 60_000);
+    child.stderr.setEncoding('utf8').on('data', (s: string) => {
+      stderr += s;
+      const m = / on (http:\/\/\S+)/.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.on('close', () => reject(new Error(`serve exited:\n${stderr}`)));
+  });
+  return { child, url, stderr: () => stderr, exited };
+}

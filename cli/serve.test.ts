@@ -2,7 +2,7 @@
  * `openchat serve` as a child process: its start-up checks and a log file that cannot be written.
  */
 import { describe, expect, it } from 'vitest';
-import { runCli, spawnCli } from './run-cli.ts';
+import { runCli, startServe } from './run-cli.ts';
 
 describe('openchat serve', () => {
   it('refuses a --log-file that cannot be opened with one line, before loading the model', async () => {
@@ -12,35 +12,22 @@ describe('openchat serve', () => {
   });
 
   it('keeps serving when the log cannot be written (/dev/full): reported once, lines go to stderr; --context-length still works', async () => {
-    const child = spawnCli(['serve', '--port', '0', '--log-file', '/dev/full', '--context-length', '64']);
-    let stderr = '';
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const served = await startServe(['--port', '0', '--log-file', '/dev/full', '--context-length', '64']);
+    const { child, url, exited } = served;
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`serve did not start within 60 s:\n${stderr}`)), 60_000);
-        child.stderr.setEncoding('utf8').on('data', (s: string) => {
-          stderr += s;
-          const m = / on (http:\/\/\S+)/.exec(stderr);
-          if (m) {
-            clearTimeout(timer);
-            resolve(m[1]!);
-          }
-        });
-        child.on('close', () => reject(new Error(`serve exited:\n${stderr}`)));
-      });
       // The hidden old flag sets the context like --context.
-      expect(stderr).toMatch(/\(context 64 tokens\)/);
+      expect(served.stderr()).toMatch(/\(context 64 tokens\)/);
       const body = JSON.stringify({ model: 'openchat_3.5', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
       for (let i = 0; i < 3; i++) {
         const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
         expect(res.status).toBe(200);
         expect((await fetch(`${url}/health`)).status).toBe(200);
       }
-      const reports = stderr.split('\n').filter((l) => l.includes('cannot write the log file /dev/full'));
-      expect(reports, stderr).toHaveLength(1);
+      const reports = served.stderr().split('\n').filter((l) => l.includes('cannot write the log file /dev/full'));
+      expect(reports, served.stderr()).toHaveLength(1);
       expect(reports[0]).toMatch(/ENOSPC/);
       // The request lines went on to stderr.
-      expect(stderr).toMatch(/ POST \/v1\/chat\/completions 200 prompt_tokens=\d+/);
+      expect(served.stderr()).toMatch(/ POST \/v1\/chat\/completions 200 prompt_tokens=\d+/);
     } finally {
       child.kill('SIGTERM');
     }
