@@ -2,7 +2,8 @@
  * Kernel micro-benchmarks at the Mistral-7B shapes: `npx tsx bench/kernels.ts`
  * (or `npm run bench:kernels`). Options: --quick (fewer repetitions), --only <substring>,
  * --matvec rows,subgroup (the matvec strategies to compare; default: every one this device runs).
- * `--only fused` compares the fusions of the decode dispatches (plan.fuse) under each strategy.
+ * `--only fused` compares the fusions of the decode dispatches (plan.fuse) under each strategy;
+ * `--only ggml` the decode matvec over GGUF block formats (q4_k, q6_k) against the project's q4.
  * The matrix kernels run once per strategy, interleaved round by round in one process, so a
  * comparison shares whatever else the machine was doing.
  *
@@ -17,7 +18,7 @@
  * (other processes on a shared CPU only ever make a run slower).
  */
 import { getGpu, releaseGpu, type Gpu } from '../src/gpu/device.ts';
-import { createStorageBuffer, destroyMatrix, uploadMatrix, writeBuffer, type GpuMatrix, type WeightDType } from '../src/gpu/buffers.ts';
+import { allocateMatrix, createStorageBuffer, destroyMatrix, matrixRowBytes, uploadMatrix, writeBuffer, type GpuMatrix, type WeightDType } from '../src/gpu/buffers.ts';
 import { Encoder, getPipeline } from '../src/gpu/encoder.ts';
 import { Rng } from '../src/util/rng.ts';
 import { f32ToF16 } from '../src/util/half.ts';
@@ -33,6 +34,10 @@ import {
 import { KV_CACHE_DTYPES, kvBytesPerElement, type KvCacheDtype } from '../src/kernels/kv_cache.ts';
 import { kvWrite } from '../src/kernels/kv_write.ts';
 import { argmax } from '../src/kernels/argmax.ts';
+import { randomQuantMatrix } from '../src/kernels/matmul/fixtures.ts';
+import { randomBlocks } from '../src/kernels/ggml/blocks.testing.ts';
+import { ggmlDeviceDType, packGgmlRows } from '../src/kernels/ggml/pack.ts';
+import { GGML_TYPES, type GgmlType } from '../src/kernels/ggml/types.ts';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -438,6 +443,45 @@ async function fusionComparison(gpu: Gpu, rng: Rng, copyKernel: number, strategi
   for (const b of [x, norm, h, q, k, v, y]) b.destroy();
 }
 
+/** A random matrix of GGUF type `type` packed as the loader packs it (pack.ts). */
+function randomGgmlMatrix(gpu: Gpu, rng: Rng, type: GgmlType, rows: number, cols: number, label: string): GpuMatrix {
+  const file = randomBlocks(type, (rows * cols) / GGML_TYPES[type].blockValues, rng);
+  const m = allocateMatrix(gpu, rows, cols, ggmlDeviceDType(type), label);
+  const fileRowBytes = (cols / GGML_TYPES[type].blockValues) * GGML_TYPES[type].blockBytes;
+  for (const part of m.parts) {
+    const rowsBytes = file.subarray(part.row0 * fileRowBytes, (part.row0 + part.rows) * fileRowBytes);
+    for (const w of packGgmlRows(type, rowsBytes, part.rows, cols, 0, part.rows)) writeBuffer(gpu, part.buffer, w.data, w.offset);
+  }
+  return m;
+}
+
+/**
+ * Decode (1 token) matvec at each 7B shape over the two formats of a Q4_K_M file (q4_k for most
+ * matrices, q6_k for lm_head and some down_proj / v_proj) against the project's q4, under the
+ * first matvec strategy: variants interleaved round by round. Bytes: the weights as stored.
+ */
+async function ggmlDecodeComparison(gpu: Gpu, rng: Rng, copyKernel: number, matvec: KernelPlan['matvec']): Promise<void> {
+  const shapes: Array<[string, number, number]> = [['q/o_proj', HIDDEN, HIDDEN], ['gate/up_proj', INTERMEDIATE, HIDDEN], ['down_proj', HIDDEN, INTERMEDIATE], ['lm_head', VOCAB, HIDDEN]];
+  for (const [label, rows, cols] of shapes) {
+    const x = randomF32Buffer(gpu, rng, cols);
+    const y = createStorageBuffer(gpu, rows * 4);
+    const variants: Case[] = (['q4', 'Q4_K', 'Q6_K'] as const).map((f) => {
+      const w = f === 'q4' ? randomQuantMatrix(gpu, rng, rows, cols, 'q4').matrix : randomGgmlMatrix(gpu, rng, f, rows, cols, label);
+      return {
+        name: `matmul ${label} ${rows}x${cols} ${w.dtype}, decode, matvec=${matvec}`,
+        bytes: rows * matrixRowBytes(w.dtype, cols),
+        flops: 2 * rows * cols,
+        calls: 4,
+        record: (enc: Encoder) => matmul(enc, { x, w, y, tokens: 1, plan: { matvec } }),
+        cleanup: () => destroyMatrix(w),
+      };
+    });
+    await interleaved(gpu, `GGUF block formats vs q4, ${label}`, variants, copyKernel);
+    x.destroy();
+    y.destroy();
+  }
+}
+
 const gpu = await getGpu();
 const rng = new Rng(1234);
 console.log(`device: ${gpu.report.description || gpu.report.device}${gpu.report.isSoftware ? ' [software]' : ''}`);
@@ -466,4 +510,5 @@ for (const make of [...matrixCases(gpu, rng), ...otherCases(gpu, rng)]) {
 if (!only || 'attention decode'.includes(only)) await attentionDecodeComparison(gpu, rng, copy.copyKernel);
 if (!only || 'attention prefill'.includes(only)) await attentionPrefillComparison(gpu, rng, copy.copyKernel);
 if (!only || 'fused'.includes(only)) await fusionComparison(gpu, rng, copy.copyKernel, strategies);
+if (!only || 'ggml'.includes(only)) await ggmlDecodeComparison(gpu, rng, copy.copyKernel, strategies[0]!);
 await releaseGpu();

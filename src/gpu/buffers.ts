@@ -52,19 +52,19 @@ export const GGML_BLOCK_DTYPES: readonly GgmlBlockDType[] = ['q4_k', 'q6_k', 'q5
 
 /**
  * A block format's device layout (one source: src/kernels/ggml/pack.ts explains it, the WGSL
- * decode files read it): a row is ceil(cols / unitValues) units of unitBytes, padded to a
- * multiple of 16 bytes; a unit is one file block (padded to a 4-byte multiple) or, for q5_0,
- * two.
+ * decode files read it): a row is ceil(cols / unitValues) units of unitBytes, then (q6_k) each
+ * unit's tailBytes, the row padded to a multiple of 16 bytes. A unit is one file block (padded
+ * to a 4-byte multiple; q6_k's without its d, which goes to the tail) or, for q5_0, two.
  */
-export const GGML_UNITS: Readonly<Record<GgmlBlockDType, { unitValues: number; unitBytes: number }>> = {
-  q4_k: { unitValues: 256, unitBytes: 144 },
-  q6_k: { unitValues: 256, unitBytes: 212 },
-  q5_k: { unitValues: 256, unitBytes: 176 },
-  q5_0: { unitValues: 64, unitBytes: 44 },
-  q4_1: { unitValues: 32, unitBytes: 20 },
-  q5_1: { unitValues: 32, unitBytes: 24 },
-  q2_k: { unitValues: 256, unitBytes: 84 },
-  q3_k: { unitValues: 256, unitBytes: 112 },
+export const GGML_UNITS: Readonly<Record<GgmlBlockDType, { unitValues: number; unitBytes: number; tailBytes: number }>> = {
+  q4_k: { unitValues: 256, unitBytes: 144, tailBytes: 0 },
+  q6_k: { unitValues: 256, unitBytes: 208, tailBytes: 2 },
+  q5_k: { unitValues: 256, unitBytes: 176, tailBytes: 0 },
+  q5_0: { unitValues: 64, unitBytes: 44, tailBytes: 0 },
+  q4_1: { unitValues: 32, unitBytes: 20, tailBytes: 0 },
+  q5_1: { unitValues: 32, unitBytes: 24, tailBytes: 0 },
+  q2_k: { unitValues: 256, unitBytes: 84, tailBytes: 0 },
+  q3_k: { unitValues: 256, unitBytes: 112, tailBytes: 0 },
 };
 
 export function isGgmlBlocks(dtype: MatrixDType): dtype is GgmlBlockDType {
@@ -81,7 +81,7 @@ export function ggmlRowBytes(dtype: GgmlBlockDType, cols: number): number {
   const block = ggmlBlockValues(dtype);
   if (cols % block !== 0) throw new RangeError(`${dtype} stores rows in blocks of ${block} weights; a row of ${cols} is not a multiple of ${block}`);
   const u = GGML_UNITS[dtype];
-  return Math.ceil((Math.ceil(cols / u.unitValues) * u.unitBytes) / 16) * 16;
+  return Math.ceil((Math.ceil(cols / u.unitValues) * (u.unitBytes + u.tailBytes)) / 16) * 16;
 }
 
 /** How a weight matrix is stored on the device: as the checkpoint had it, quantized, or in a GGUF block format. */

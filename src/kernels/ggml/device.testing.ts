@@ -41,7 +41,7 @@ export function decodeDeviceRow(dtype: GgmlBlockDType, bytes: Uint8Array, at: nu
         break;
       }
       case 'q6_k': {
-        const d = h(B + 208);
+        const d = h(at + (cols / 256) * 208 + 2 * blk);
         for (let i = 0; i < 256; i++) {
           const half = i >> 7;
           const k = i & 127;

@@ -3,15 +3,17 @@
 // beside their format's decode file (the wrapper binds `<ggml_format>` to ggml/q4_k.wgsl, ...):
 // not a kernel itself.
 // The device layout (pack.ts): a row of a matrix part is its blocks as the GGUF file stores
-// them (each padded to a 4-byte multiple; q5_0 two blocks per unit), one after another, the
-// row padded to a multiple of 16 bytes; a part is its rows one after another, read as vec4<u32>.
+// them (each padded to a 4-byte multiple; q5_0 two blocks per unit; q6_k's d moved after the
+// row's blocks), one after another, the row padded to a multiple of 16 bytes; a part is its
+// rows one after another, read as vec4<u32>.
 // Every format is decoded group by group, a group being 32 consecutive weights of a row, as
 // GroupCodes: integer codes q (exact in f32) and per half of 16 weights a scale a and an offset
 // b, w = a q + b. a q is exact in every format (an f16 scale times sub-block scale times code:
 // at most 24 significant bits), so w rounds once, as dequant.ref.ts's own `d * q - dm` does:
 // group_weights gives the reference's f32 weights bit for bit.
 // A format's decode file defines UNIT_WORDS, UNIT_COLS (u32 words and columns of one unit),
-// HAS_OFFSET (whether b is ever nonzero),
+// UNIT_TAIL_HALVES (f16 per unit after the row's units: q6_k's d), HAS_OFFSET (whether b is
+// ever nonzero),
 // group_codes (one group), and SPAN with span_codes (SPAN consecutive groups at once, for the
 // lavapipe decode: a format whose groups share code words loads them once per span).
 
@@ -21,9 +23,10 @@ struct GroupCodes {
   b: vec2<f32>,            // offset of weights 0..15, 16..31 (zero where the format has none)
 }
 
-// u32 words of one row of `cols` weights (16-byte padded).
+// u32 words of one row of `cols` weights: its units, their tail of f16 (q6_k's d), 16-byte padded.
 fn row_words(cols: u32) -> u32 {
-  return ((cols + UNIT_COLS - 1u) / UNIT_COLS * UNIT_WORDS + 3u) / 4u * 4u;
+  let units = (cols + UNIT_COLS - 1u) / UNIT_COLS;
+  return (units * UNIT_WORDS + (units * UNIT_TAIL_HALVES + 1u) / 2u + 3u) / 4u * 4u;
 }
 
 // Word i (a u32 index) of a part's buffer.
@@ -95,6 +98,37 @@ fn codes_dot(c: GroupCodes, xs: array<vec4<f32>, 8>, sums: vec2<f32>) -> f32 {
   let lo = (dot(c.q[0], xs[0]) + dot(c.q[1], xs[1])) + (dot(c.q[2], xs[2]) + dot(c.q[3], xs[3]));
   let hi = (dot(c.q[4], xs[4]) + dot(c.q[5], xs[5])) + (dot(c.q[6], xs[6]) + dot(c.q[7], xs[7]));
   return (c.a.x * lo + c.b.x * sums.x) + (c.a.y * hi + c.b.y * sums.y);
+}
+
+// A span's inputs as matvec_rows.wgsl shares them among the rows of an invocation: SPAN groups
+// of 32 (placed by PLACE where the format's span_dot reads codes where they lie in their bytes,
+// PLACED_X), and each group's two half sums (of the inputs as given).
+struct XSpan {
+  xs: array<array<vec4<f32>, 8>, SPAN>,
+  sums: array<vec2<f32>, SPAN>,
+}
+
+// x times 2^-8b for a code that lies b bytes up its word, masked there instead of shifted down:
+// one operation per weight fewer. Scaling by a power of two is exact, so c 2^8b * x 2^-8b
+// rounds as c * x does (but for inputs under 2^-102 in magnitude, which become subnormal: an
+// absolute error below 2^-122; quant.wgsl's group_dot_scaled does the same).
+const PLACE = vec4<f32>(1.0, 0.00390625, 1.52587890625e-05, 5.9604644775390625e-08);
+const BYTE_MASKS = vec4<u32>(0xffu, 0xff00u, 0xff0000u, 0xff000000u);
+
+// The four bytes of a word where they lie (byte b times 2^8b), as f32: exact, a code of at most
+// 8 bits times a power of two.
+fn placed4(word: u32) -> vec4<f32> {
+  return vec4<f32>(vec4<u32>(word) & BYTE_MASKS);
+}
+
+// span_dot through the format's span_codes (formats without a span_dot of their own).
+fn span_dot_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, x: XSpan) -> f32 {
+  let c = span_codes(m, row, sp);
+  var s = 0.0;
+  for (var k = 0u; k < SPAN; k++) {
+    s += codes_dot(c[k], x.xs[k], x.sums[k]);
+  }
+  return s;
 }
 
 // The half sums of a group's 32 inputs.

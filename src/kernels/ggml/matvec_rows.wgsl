@@ -8,13 +8,16 @@
 // vec4<u32>, its rows one after another (ggml.wgsl, pack.ts); y f32 [tokens, y_stride], this
 // part's outputs at columns y_offset ..
 //
-// Work split: as qmatvec_rows.wgsl, by spans of SPAN groups of 32 columns (the groups whose
-// code words the format shares: a Q4_K chunk, a Q6_K half block; one group elsewhere). Each
-// invocation owns ROWS whole rows (of each matrix) and walks their spans in order, once per
-// token (tokens one after another). Per span lane l of each subgroup loads the token's inputs
+// Work split: as qmatvec_rows.wgsl, by units (a block, or q5_0's pair) and within them spans of
+// SPAN groups of 32 columns (the groups whose code words the format shares: a Q4_K chunk, a
+// Q6_K half block; one group elsewhere). Each invocation owns ROWS whole rows (of each matrix)
+// and walks their spans in order, once per token (tokens one after another); per unit it loads
+// each row's block header once (unit_head: Q4_K's d, dmin and packed scales, one vec4; Q6_K's d
+// and int8 scales), which the unit's spans decode from registers. Per span lane l of each subgroup loads the token's inputs
 // x[t, 8g + l % 8] of each group g (one vec4), every lane takes all 8 by subgroupBroadcast and
-// sums the halves once for all its rows; then per row the span's code words are loaded once
-// and decoded in registers, and each group adds a (q . x) + b sum(x) per half (codes_dot). No
+// sums the halves once for all its rows (and places them, PLACE, where the format reads its
+// codes in place); then per row the format's span_dot loads the span's code words once,
+// decodes them in registers and adds a (q . x) + b sum(x) per half group. No
 // cross-lane sums. A token's sums are the same chain of f32 operations whatever the token
 // count and whatever TOKENS (1 for one token alone, MATVEC_MAX_TOKENS otherwise), so a batched
 // decode step gives each token its alone result.
@@ -32,8 +35,8 @@ enable subgroups;
 // #include "../matmul/params.wgsl"    Params (p)
 // #include "../matmul/products.wgsl"  the bindings x, w, y, up
 // #include "../matmul/sums.wgsl"      silu
-// #include "ggml.wgsl"                GroupCodes, row_words, codes_dot, half_sums
-// #include <ggml_format>              UNIT_WORDS, SPAN, span_codes: ggml/q4_k.wgsl, ...
+// #include "ggml.wgsl"                XSpan, row_words, half_sums, PLACE
+// #include <ggml_format>              SPAN, UNIT_SPANS, PLACED_X, Head, unit_head, span_dot: ggml/q4_k.wgsl, ...
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
@@ -41,12 +44,8 @@ override TOKENS: u32;  // most tokens per dispatch (1 or MATVEC_MAX_TOKENS)
 
 const MAX_ROWS = 6u;
 
-// Token t's inputs of span `sp` (SPAN groups of 32), loaded once per subgroup, and their half sums.
-struct XSpan {
-  xs: array<array<vec4<f32>, 8>, SPAN>,
-  sums: array<vec2<f32>, SPAN>,
-}
-
+// Token t's inputs of span `sp`, loaded once per subgroup (lanes 0..7 each load one vec4 of a
+// group, every lane takes all 8 by broadcast), with their half sums.
 fn x_span(t: u32, sp: u32, lane: u32) -> XSpan {
   var s: XSpan;
   for (var k = 0u; k < SPAN; k++) {
@@ -54,15 +53,11 @@ fn x_span(t: u32, sp: u32, lane: u32) -> XSpan {
     s.xs[k] = array<vec4<f32>, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
                                   subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
     s.sums[k] = half_sums(s.xs[k]);
-  }
-  return s;
-}
-
-fn span_dot(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, xs: XSpan) -> f32 {
-  let c = span_codes(m, row, sp);
-  var s = 0.0;
-  for (var k = 0u; k < SPAN; k++) {
-    s += codes_dot(c[k], xs.xs[k], xs.sums[k]);
+    if (PLACED_X) {
+      for (var i = 0u; i < 8u; i++) {
+        s.xs[k][i] *= PLACE;
+      }
+    }
   }
   return s;
 }
@@ -81,16 +76,26 @@ fn row_starts(row0: u32) -> array<u32, MAX_ROWS> {
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
   let row0 = gid.x * ROWS;
   let spans = p.cols / (32u * SPAN);
+  let units = (spans + UNIT_SPANS - 1u) / UNIT_SPANS;
   let at = row_starts(row0);
   // From the workgroup id, not gid: the token loop holds subgroupBroadcast, so its bounds must be uniform.
   let t0 = wid.y * TOKENS;
   for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
     // Zeroed explicitly (a loop-body `var`'s implicit zero carried sums over on lavapipe).
     var acc = array<f32, MAX_ROWS>();
-    for (var sp = 0u; sp < spans; sp++) {
-      let xs = x_span(t, sp, lane);
+    for (var u = 0u; u < units; u++) {
+      var heads: array<Head, MAX_ROWS>;
       for (var i = 0u; i < ROWS; i++) {
-        acc[i] += span_dot(&w, at[i], sp, xs);
+        heads[i] = unit_head(&w, at[i], u);
+      }
+      for (var s = 0u; s < UNIT_SPANS; s++) {
+        let sp = u * UNIT_SPANS + s;
+        if (sp < spans) {
+          let xs = x_span(t, sp, lane);
+          for (var i = 0u; i < ROWS; i++) {
+            acc[i] += span_dot(&w, at[i], sp, heads[i], xs);
+          }
+        }
       }
     }
     for (var i = 0u; i < ROWS; i++) {
@@ -111,16 +116,28 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
   let row0 = gid.x * ROWS;
   let spans = p.cols / (32u * SPAN);
+  let units = (spans + UNIT_SPANS - 1u) / UNIT_SPANS;
   let at = row_starts(row0);
   let t0 = wid.y * TOKENS;
   for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
     var acc_gate = array<f32, MAX_ROWS>();
     var acc_up = array<f32, MAX_ROWS>();
-    for (var sp = 0u; sp < spans; sp++) {
-      let xs = x_span(t, sp, lane);
+    for (var u = 0u; u < units; u++) {
+      var heads_gate: array<Head, MAX_ROWS>;
+      var heads_up: array<Head, MAX_ROWS>;
       for (var i = 0u; i < ROWS; i++) {
-        acc_gate[i] += span_dot(&w, at[i], sp, xs);
-        acc_up[i] += span_dot(&up, at[i], sp, xs);
+        heads_gate[i] = unit_head(&w, at[i], u);
+        heads_up[i] = unit_head(&up, at[i], u);
+      }
+      for (var s = 0u; s < UNIT_SPANS; s++) {
+        let sp = u * UNIT_SPANS + s;
+        if (sp < spans) {
+          let xs = x_span(t, sp, lane);
+          for (var i = 0u; i < ROWS; i++) {
+            acc_gate[i] += span_dot(&w, at[i], sp, heads_gate[i], xs);
+            acc_up[i] += span_dot(&up, at[i], sp, heads_up[i], xs);
+          }
+        }
       }
     }
     for (var i = 0u; i < ROWS; i++) {

@@ -10,21 +10,23 @@
  *     two planes and every q8/q4 kernel reads them unchanged. Q4_0's nibbles move: the file
  *     keeps weight j in byte j's low nibble and weight j + 16 in its high one, q4 weights 8w + b
  *     and 8w + b + 4 in byte b of word w.
- *   The other block formats (q4_k, q6_k, q5_k, q4_1, q5_1, q2_k, q3_k): each block as the file
- *     stores it, padded to a 4-byte multiple (q6_k 210 -> 212 bytes, q3_k 110 -> 112; the
- *     others are already), the blocks of a row one after another and each row padded to 16
- *     bytes (GGML_UNITS, ggmlRowBytes in src/gpu/buffers.ts). Every field of these blocks then
- *     starts on a 32-bit word (f16 pairs and byte runs of multiples of 4), so a kernel reads
- *     words, never straddling ones, and the decode is the file's own bit layout: one source of
- *     truth with llama.cpp, nothing to re-derive. Re-packing into planes (codes apart from
- *     scales, as q4 does) would save lavapipe no loads: its loads cost per 32-bit word, and a
- *     row's scales are read once per 256 weights anyway. Sizes: q6_k +0.95%, q3_k +1.8%, plus
- *     < 16 bytes per row.
+ *   The other block formats (q4_k, q5_k, q4_1, q5_1, q2_k, q3_k): each block as the file
+ *     stores it, padded to a 4-byte multiple (q3_k 110 -> 112 bytes; the others are already),
+ *     the blocks of a row one after another and each row padded to 16 bytes (GGML_UNITS,
+ *     ggmlRowBytes in src/gpu/buffers.ts). Every field of these blocks then starts on a 32-bit
+ *     word (f16 pairs and byte runs of multiples of 4), so a kernel reads words, never
+ *     straddling ones, and the decode is the file's own bit layout: one source of truth with
+ *     llama.cpp, nothing to re-derive. q4_k (144 bytes), q5_k (176) and q3_k (112) blocks are
+ *     whole vec4 words, so the decode kernels load them 16 bytes at a time: on lavapipe a load
+ *     costs per instruction and lane, so a vec4 load is a quarter of four word loads (q6_k as
+ *     stored, 212-byte blocks read word by word, decoded 1.3x slower than in the layout below).
+ *   Q6_K (210 bytes: ql 128, qh 64, scales 16, then d f16): the first 208 bytes of each block
+ *     stay as they are, 13 vec4 words, and the blocks' d go after the row's blocks as a tail of
+ *     f16 (so the row is the file's bytes, reordered, plus its 16-byte padding).
  *   Q5_0 (22-byte blocks, d f16 + qh u32 + 16 bytes of codes): padding each block to 24 bytes
  *     would add 9%, so blocks go in pairs as one 44-byte unit: [d0, d1] [qh0] [qh1] [qs0] [qs1]
  *     (11 words; a row of an odd number of blocks ends in a half-empty unit).
- *   Q4_K stays 144 bytes = 9 vec4 words per block (its rows always 16-byte multiples), the
- *   layout the decode kernels read fastest.
+ *   Sizes: q3_k +1.8%, the others as the file, plus < 16 bytes per row.
  */
 import { GGML_UNITS, ggmlRowBytes, isGgmlBlocks, matrixRowBytes, quantLayout, type MatrixDType } from '../../gpu/buffers.ts';
 import { GGML_TYPES, type GgmlType } from './types.ts';
@@ -65,12 +67,19 @@ export function packGgmlRows(type: GgmlType, fileRows: Uint8Array, n: number, co
   const unit = GGML_UNITS[dtype];
   const blocks = cols / t.blockValues;
   // Blocks stored whole and rows already 16-byte multiples: the file's bytes are the device's.
-  if (unit.unitBytes === t.blockBytes && rowBytes === fileRowBytes) return [{ offset: r * rowBytes, data: fileRows }];
+  if (unit.unitBytes === t.blockBytes && unit.tailBytes === 0 && rowBytes === fileRowBytes) return [{ offset: r * rowBytes, data: fileRows }];
   const out = new Uint8Array(n * rowBytes);
   for (let i = 0; i < n; i++) {
     const src = i * fileRowBytes;
     const dst = i * rowBytes;
-    if (dtype === 'q5_0') {
+    if (dtype === 'q6_k') {
+      for (let b = 0; b < blocks; b++) {
+        const at = src + b * t.blockBytes;
+        out.set(fileRows.subarray(at, at + 208), dst + b * 208);
+        out[dst + blocks * 208 + 2 * b] = fileRows[at + 208]!;
+        out[dst + blocks * 208 + 2 * b + 1] = fileRows[at + 209]!;
+      }
+    } else if (dtype === 'q5_0') {
       for (let b = 0; b < blocks; b++) {
         const at = src + b * t.blockBytes;
         const u = dst + (b >> 1) * unit.unitBytes;

@@ -8,9 +8,13 @@
 
 const UNIT_WORDS = 44u;
 const UNIT_COLS = 256u;
+const UNIT_TAIL_HALVES = 0u;
 const HAS_OFFSET = true;
 // A span is a chunk of 64 weights: its two groups share their 8 code words (and qh's 8).
 const SPAN = 2u;
+// span_dot reads the codes where they lie in their bytes.
+const PLACED_X = true;
+const UNIT_SPANS = 4u;
 
 fn q5k_codes(d: f32, dmin: f32, sm: vec2<f32>, ql: array<u32, 8>, qh: array<u32, 8>, k: u32) -> GroupCodes {
   var c: GroupCodes;
@@ -49,4 +53,45 @@ fn span_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32) -> arr
   let ql = words8(m, at + 12u + 4u * k);
   let qh = words8(m, at + 4u);
   return array<GroupCodes, SPAN>(q5k_codes(d, dmin, k_scale_min(head.yzw, k), ql, qh, k), q5k_codes(d, dmin, k_scale_min(head.yzw, k + 1u), ql, qh, k + 1u));
+}
+
+// The decode products keep a block's first 16 bytes (d, dmin, the scales and mins) per row for
+// its 4 spans, d and dmin decoded: one vec4 load per block, as qmatvec_rows.wgsl loads a vec4
+// of scales per 8 groups.
+struct Head {
+  words: vec4<u32>,
+  d: f32,
+  dmin: f32,
+}
+
+fn unit_head(m: ptr<storage, array<vec4<u32>>, read>, row: u32, u: u32) -> Head {
+  let v = (*m)[(row + u * UNIT_WORDS) / 4u];
+  return Head(v, half_lo(v.x), half_hi(v.x));
+}
+
+// Chunk c's two (d sc, dmin m) pairs, without branches: all four 6-bit fields of a byte lane at
+// once, the chunk's two bytes picked by shifts (k_scale_min, one field at a time, for the rest).
+fn chunk_scales(head: Head, c: u32) -> vec4<f32> {
+  let hd = head.words;
+  let hi = c >= 2u;
+  let sc = select(hd.y & 0x3f3f3f3fu, (hd.w & 0x0f0f0f0fu) | ((hd.y >> 2u) & 0x30303030u), hi) >> (16u * (c % 2u));
+  let mn = select(hd.z & 0x3f3f3f3fu, ((hd.w >> 4u) & 0x0f0f0f0fu) | ((hd.z >> 2u) & 0x30303030u), hi) >> (16u * (c % 2u));
+  return vec4<f32>(head.d * f32(sc & 255u), head.d * f32((sc >> 8u) & 255u), head.dmin * f32(mn & 255u), head.dmin * f32((mn >> 8u) & 255u));
+}
+
+// The decode products' span: a chunk's two groups against x placed (PLACE), as
+// (d sc_k) (q . x) - (dmin m_k) sum(x) per group (chunk_scales), the 5-bit codes masked where they lie.
+fn span_dot(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, hd: Head, x: XSpan) -> f32 {
+  let at = row + (sp / 4u) * UNIT_WORDS;
+  let k = 2u * (sp % 4u);
+  let ql = words8(m, at + 12u + 4u * k);
+  let qh = words8(m, at + 4u);
+  var lo = 0.0;
+  var hi = 0.0;
+  for (var i = 0u; i < 8u; i++) {
+    lo += dot(placed4((ql[i] & 0x0f0f0f0fu) | (((qh[i] >> k) & 0x01010101u) << 4u)), x.xs[0][i]);
+    hi += dot(placed4(((ql[i] >> 4u) & 0x0f0f0f0fu) | (((qh[i] >> (k + 1u)) & 0x01010101u) << 4u)), x.xs[1][i]);
+  }
+  let f = chunk_scales(hd, k / 2u);
+  return (f.x * lo + f.y * hi) - (f.z * (x.sums[0].x + x.sums[0].y) + f.w * (x.sums[1].x + x.sums[1].y));
 }
