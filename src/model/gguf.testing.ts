@@ -103,6 +103,8 @@ export async function ggufFromFolder(dir: string, out: string, opts: { type?: Gg
 
 /** The shape of a synthetic GGUF model; every size a multiple of 256 where K-quants must fit. */
 export interface SyntheticGgufShape {
+  /** Default 32002, OpenChat 3.5's (the file's vocabulary has that many pieces whatever this is). */
+  vocab_size?: number;
   hidden_size: number;
   intermediate_size: number;
   num_hidden_layers: number;
@@ -125,8 +127,8 @@ export async function syntheticGguf(
   const rng = new Rng(seed);
   const config: ModelConfig = {
     architecture: 'LlamaForCausalLM',
-    vocab_size: 32002,
     ...shape,
+    vocab_size: shape.vocab_size ?? 32002,
     head_dim: shape.hidden_size / shape.num_attention_heads,
     rms_norm_eps: 1e-5,
     rope_theta: 10000,

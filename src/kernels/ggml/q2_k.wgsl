@@ -4,14 +4,12 @@
 //   words 4..19: 64 bytes of 2-bit codes in two halves of 32: byte l of half h holds weights
 //   128h + 32j + l at bits 2j, 2j + 1 (j = 0..3);  word 20: d (low half), dmin (high half).
 // w = (d sc) q - dmin m per 16 weights.
+// #include "group_spans.wgsl"  SPAN = 1: span_codes, Head, unit_head, span_dot
 
 const UNIT_WORDS = 21u;
 const UNIT_COLS = 256u;
 const UNIT_TAIL_HALVES = 0u;
 const HAS_OFFSET = true;
-const SPAN = 1u;
-const PLACED_X = false;
-const UNIT_SPANS = UNIT_COLS / 32u;
 
 fn group_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> GroupCodes {
   let at = row + (g / 8u) * UNIT_WORDS;
@@ -30,21 +28,4 @@ fn group_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> Gro
   c.a = vec2<f32>(d * f32(s & 15u), d * f32((s >> 8u) & 15u));
   c.b = vec2<f32>(-(dmin * f32((s >> 4u) & 15u)), -(dmin * f32((s >> 12u) & 15u)));
   return c;
-}
-
-fn span_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32) -> array<GroupCodes, SPAN> {
-  return array<GroupCodes, SPAN>(group_codes(m, row, sp));
-}
-
-// No scales worth decoding once per unit for the decode products: each span decodes its own.
-struct Head {
-  unused: u32,
-}
-
-fn unit_head(m: ptr<storage, array<vec4<u32>>, read>, row: u32, u: u32) -> Head {
-  return Head(0u);
-}
-
-fn span_dot(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, head: Head, x: XSpan) -> f32 {
-  return span_dot_codes(m, row, sp, x);
 }

@@ -7,14 +7,12 @@
 //   bits: bits 2 (j / 4) of byte 8 + j % 4) << 4, less 32;  word 27: d (low half, f16).
 // w = (d s_(i/16)) (q - 4), q = low | third << 2 (3 bits; llama.cpp subtracts 4 where the
 // mask bit is clear, the same number).
+// #include "group_spans.wgsl"  SPAN = 1: span_codes, Head, unit_head, span_dot
 
 const UNIT_WORDS = 28u;
 const UNIT_COLS = 256u;
 const UNIT_TAIL_HALVES = 0u;
 const HAS_OFFSET = false;
-const SPAN = 1u;
-const PLACED_X = false;
-const UNIT_SPANS = UNIT_COLS / 32u;
 
 fn q3k_scale(m: ptr<storage, array<vec4<u32>>, read>, at: u32, j: u32) -> f32 {
   let lo = (byte_at(m, at + 24u, j % 8u) >> (4u * (j / 8u))) & 15u;
@@ -37,21 +35,4 @@ fn group_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> Gro
   c.a = vec2<f32>(d * q3k_scale(m, at, 2u * k), d * q3k_scale(m, at, 2u * k + 1u));
   c.b = vec2<f32>(0.0);
   return c;
-}
-
-fn span_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32) -> array<GroupCodes, SPAN> {
-  return array<GroupCodes, SPAN>(group_codes(m, row, sp));
-}
-
-// No scales worth decoding once per unit for the decode products: each span decodes its own.
-struct Head {
-  unused: u32,
-}
-
-fn unit_head(m: ptr<storage, array<vec4<u32>>, read>, row: u32, u: u32) -> Head {
-  return Head(0u);
-}
-
-fn span_dot(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, head: Head, x: XSpan) -> f32 {
-  return span_dot_codes(m, row, sp, x);
 }

@@ -3,14 +3,12 @@
 //   word 0: d (low half), m (high half), f16;  words 1..4: 16 bytes of 4-bit codes, byte l
 //   holding weight l (low nibble) and weight 16 + l (high nibble).
 // w = d q + m; one block is one group.
+// #include "group_spans.wgsl"  SPAN = 1: span_codes, Head, unit_head, span_dot
 
 const UNIT_WORDS = 5u;
 const UNIT_COLS = 32u;
 const UNIT_TAIL_HALVES = 0u;
 const HAS_OFFSET = true;
-const SPAN = 1u;
-const PLACED_X = false;
-const UNIT_SPANS = UNIT_COLS / 32u;
 
 fn group_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> GroupCodes {
   let at = row + g * UNIT_WORDS;
@@ -24,21 +22,4 @@ fn group_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> Gro
   c.a = vec2<f32>(half_lo(dm));
   c.b = vec2<f32>(half_hi(dm));
   return c;
-}
-
-fn span_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32) -> array<GroupCodes, SPAN> {
-  return array<GroupCodes, SPAN>(group_codes(m, row, sp));
-}
-
-// No scales worth decoding once per unit for the decode products: each span decodes its own.
-struct Head {
-  unused: u32,
-}
-
-fn unit_head(m: ptr<storage, array<vec4<u32>>, read>, row: u32, u: u32) -> Head {
-  return Head(0u);
-}
-
-fn span_dot(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, head: Head, x: XSpan) -> f32 {
-  return span_dot_codes(m, row, sp, x);
 }

@@ -5,14 +5,12 @@
 //   words 3..6, 7..10: each block's low 4 bits, byte l holding weight l (low nibble) and
 //   16 + l (high nibble).
 // w = d (q - 16); one block is one group.
+// #include "group_spans.wgsl"  SPAN = 1: span_codes, Head, unit_head, span_dot
 
 const UNIT_WORDS = 11u;
 const UNIT_COLS = 64u;
 const UNIT_TAIL_HALVES = 0u;
 const HAS_OFFSET = false;
-const SPAN = 1u;
-const PLACED_X = false;
-const UNIT_SPANS = UNIT_COLS / 32u;
 
 // The fifth bits of weights 4i .. 4i + 3, moved to bit 4 of bytes 0..3.
 fn high_bits4(qh: u32, i: u32) -> u32 {
@@ -34,21 +32,4 @@ fn group_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> Gro
   c.a = vec2<f32>(select(half_lo(dd), half_hi(dd), odd == 1u));
   c.b = vec2<f32>(0.0);
   return c;
-}
-
-fn span_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32) -> array<GroupCodes, SPAN> {
-  return array<GroupCodes, SPAN>(group_codes(m, row, sp));
-}
-
-// No scales worth decoding once per unit for the decode products: each span decodes its own.
-struct Head {
-  unused: u32,
-}
-
-fn unit_head(m: ptr<storage, array<vec4<u32>>, read>, row: u32, u: u32) -> Head {
-  return Head(0u);
-}
-
-fn span_dot(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, head: Head, x: XSpan) -> f32 {
-  return span_dot_codes(m, row, sp, x);
 }

@@ -3,14 +3,12 @@
 //   word 0: d (low half), m (high half), f16;  word 1: qh, bit j the fifth bit of weight j;
 //   words 2..5: the low 4 bits, byte l holding weight l (low nibble) and 16 + l (high nibble).
 // w = d q + m; one block is one group.
+// #include "group_spans.wgsl"  SPAN = 1: span_codes, Head, unit_head, span_dot
 
 const UNIT_WORDS = 6u;
 const UNIT_COLS = 32u;
 const UNIT_TAIL_HALVES = 0u;
 const HAS_OFFSET = true;
-const SPAN = 1u;
-const PLACED_X = false;
-const UNIT_SPANS = UNIT_COLS / 32u;
 
 // The fifth bits of weights 4i .. 4i + 3, moved to bit 4 of bytes 0..3.
 fn high_bits4(qh: u32, i: u32) -> u32 {
@@ -31,21 +29,4 @@ fn group_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> Gro
   c.a = vec2<f32>(half_lo(dm));
   c.b = vec2<f32>(half_hi(dm));
   return c;
-}
-
-fn span_codes(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32) -> array<GroupCodes, SPAN> {
-  return array<GroupCodes, SPAN>(group_codes(m, row, sp));
-}
-
-// No scales worth decoding once per unit for the decode products: each span decodes its own.
-struct Head {
-  unused: u32,
-}
-
-fn unit_head(m: ptr<storage, array<vec4<u32>>, read>, row: u32, u: u32) -> Head {
-  return Head(0u);
-}
-
-fn span_dot(m: ptr<storage, array<vec4<u32>>, read>, row: u32, sp: u32, head: Head, x: XSpan) -> f32 {
-  return span_dot_codes(m, row, sp, x);
 }
