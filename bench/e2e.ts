@@ -33,7 +33,8 @@ import { expectedTensors, loadConfig, type ModelConfig } from '../src/model/conf
 import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, type Quantization } from '../src/model/quantized.ts';
 import type { MistralModel } from '../src/model/model.ts';
 import { Checkpoint } from '../src/model/safetensors.ts';
-import { ggufRowBytes, ggufWeights, isGgufPath, openGguf } from '../src/model/gguf_model.ts';
+import { ggufRowBytes, ggufWeights, isGgufPath } from '../src/model/gguf_model.ts';
+import { GgufFile } from '../src/util/gguf.ts';
 import { Rng } from '../src/util/rng.ts';
 import { formatPlan, type KernelPlan } from '../src/kernels/plan.ts';
 import { GpuProfiler, type KernelTiming, type StepTiming } from '../src/gpu/profiler.ts';
@@ -269,7 +270,7 @@ export class Workload {
 
   /** A GGUF file's: each matrix the bytes of its type as the file stores it (the device layouts stay within a few percent). */
   static ofGguf(config: ModelConfig, path: string, quant: Quantization | null): Workload {
-    const file = openGguf(path);
+    const file = GgufFile.open(path);
     try {
       const weights = ggufWeights(file, config);
       const quantized = quant ? quantizedMatrices(config, quant) : new Map<string, QuantFormat>();

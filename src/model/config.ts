@@ -5,7 +5,8 @@
  */
 import { join } from 'node:path';
 import { diskFiles, type ModelSource } from '../util/files.ts';
-import { ggufConfig, isGgufPath, openGguf, type GgufOverrides } from './gguf_model.ts';
+import { ggufConfig, isGgufPath, type GgufOverrides } from './gguf_model.ts';
+import { GgufFile } from '../util/gguf.ts';
 
 export type Architecture = 'MistralForCausalLM' | 'LlamaForCausalLM';
 
@@ -144,7 +145,7 @@ export function parseConfig(raw: Json, source = 'config.json'): ModelConfig {
  */
 export function loadConfig(dir: string, files: ModelSource = diskFiles, overrides: GgufOverrides = {}): ModelConfig {
   if (isGgufPath(dir)) {
-    const gguf = openGguf(dir, files);
+    const gguf = GgufFile.open(dir, files);
     try {
       return ggufConfig(gguf, overrides);
     } finally {

@@ -5,7 +5,8 @@
  */
 import { layerTensors, loadConfig, type LayerWeights, type ModelConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
-import { dequantizeGgufWeight, ggufWeights, isGgufPath, openGguf } from './gguf_model.ts';
+import { dequantizeGgufWeight, ggufWeights, isGgufPath } from './gguf_model.ts';
+import { GgufFile } from '../util/gguf.ts';
 import { folderQuantization, quantizationFor, quantizedMatrices, scalesName, validateQuantized } from './quantized.ts';
 import { checkFinite, validateCheckpoint } from './weights.ts';
 import { decodeToF32 } from '../util/half.ts';
@@ -106,7 +107,7 @@ export class CpuModel {
    */
   private static loadGguf(path: string, opts: CpuLoadOptions): CpuModel {
     const config = loadConfig(path, undefined, { slidingWindow: opts.slidingWindow });
-    const file = openGguf(path);
+    const file = GgufFile.open(path);
     try {
       const weights = ggufWeights(file, config);
       const atLoad = opts.quantize ? quantizedMatrices(config, quantizationFor(config, opts.quantize)) : new Map<string, QuantFormat>();

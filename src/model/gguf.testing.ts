@@ -6,9 +6,9 @@
  * random weights of any type (`syntheticGguf`: random valid blocks, for the formats no
  * quantizer here writes).
  */
-import { expectedTensors, layerTensors, loadConfig, GLOBAL_TENSORS, type ModelConfig } from './config.ts';
+import { expectedTensors, loadConfig, type ModelConfig } from './config.ts';
 import { Checkpoint } from './safetensors.ts';
-import { ggufRowOf } from './gguf_model.ts';
+import { ggufNames, ggufRowOf } from './gguf_model.ts';
 import { gv, writeGguf, type GgufTensorToWrite } from '../util/gguf_writer.ts';
 import type { GgufValue } from '../util/gguf.ts';
 import { openChat35GgufTokenizerMetadata } from '../tokenizer/gguf.ts';
@@ -48,18 +48,6 @@ function fileOrder(rows: number, permutedHeads: number): number[] {
   const order = new Array<number>(rows);
   for (let r = 0; r < rows; r++) order[ggufRowOf(r, { rows, permutedHeads })] = r;
   return order;
-}
-
-/** Each weight's GGUF name and the heads the converter permutes, by Hugging Face name. */
-function ggufNames(config: ModelConfig): Map<string, { gguf: string; permutedHeads: number }> {
-  const out = new Map<string, { gguf: string; permutedHeads: number }>();
-  for (let i = 0; i < config.num_hidden_layers; i++) {
-    for (const t of layerTensors(config, i)) {
-      out.set(t.name, { gguf: t.gguf, permutedHeads: t.key === 'q_proj' ? config.num_attention_heads : t.key === 'k_proj' ? config.num_key_value_heads : 0 });
-    }
-  }
-  for (const t of GLOBAL_TENSORS) out.set(t.name, { gguf: t.gguf, permutedHeads: 0 });
-  return out;
 }
 
 /** Rows of `data` (rows of rowBytes) in the order `order` gives. */

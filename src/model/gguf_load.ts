@@ -8,9 +8,10 @@
 import type { Gpu } from '../gpu/device.ts';
 import { allocateMatrix, createStorageBuffer, quantLayout, writeBuffer, type GpuMatrix, type QuantFormat, type WeightDType } from '../gpu/buffers.ts';
 import { GGML_TYPES, type GgmlType } from '../kernels/ggml/types.ts';
+import { GgufFile } from '../util/gguf.ts';
 import { checkFinite } from './weights.ts';
 import { GLOBAL_TENSORS, layerTensors, type ModelConfig } from './config.ts';
-import { dequantizeGgufWeight, ggufRowBytes, ggufWeights, openGguf, readGgufRows, type GgufWeight } from './gguf_model.ts';
+import { dequantizeGgufWeight, ggufRowBytes, ggufWeights, readGgufRows, type GgufWeight } from './gguf_model.ts';
 import { LoadMeter, STAGING_BYTES, type DeviceWeights, type Layer, type LoadProgress } from './load.ts';
 import { ggmlDeviceDType, packGgmlRows } from '../kernels/ggml/pack.ts';
 import { dequantize } from '../kernels/ggml/dequant.ref.ts';
@@ -28,7 +29,7 @@ export async function loadGgufWeights(
   config: ModelConfig,
   opts: { quantize?: QuantFormat; files?: ModelSource; onProgress?: (p: LoadProgress) => void },
 ): Promise<DeviceWeights> {
-  const file = openGguf(path, opts.files);
+  const file = GgufFile.open(path, opts.files);
   try {
     const weights = ggufWeights(file, config);
     const atLoad = opts.quantize ? quantizedMatrices(config, quantizationFor(config, opts.quantize)) : new Map<string, QuantFormat>();

@@ -18,7 +18,6 @@ import { GgufFile } from '../util/gguf.ts';
 export { isGgufPath } from '../util/gguf.ts';
 import { GGML_TYPES, ggmlBytes, ggmlTypeName, type GgmlType } from '../kernels/ggml/types.ts';
 import { dequantize } from '../kernels/ggml/dequant.ref.ts';
-import { diskFiles, type ModelSource } from '../util/files.ts';
 
 /** What a user may set over the file's metadata. */
 export interface GgufOverrides {
@@ -85,12 +84,8 @@ export interface GgufWeight {
   permutedHeads: number;
 }
 
-/**
- * Every weight of `config` by its Hugging Face name, checked against the file: present, of the
- * shape the config implies, of a type this engine reads (one line naming the file, the tensor and
- * its type otherwise), and no tensor left over that the model would silently ignore.
- */
-export function ggufWeights(file: GgufFile, config: ModelConfig): Map<string, GgufWeight> {
+/** Each weight's GGUF name and the heads llama.cpp's converter permutes (q_proj, k_proj), by Hugging Face name: for the loaders and the writer. */
+export function ggufNames(config: ModelConfig): Map<string, { gguf: string; permutedHeads: number }> {
   const names = new Map<string, { gguf: string; permutedHeads: number }>();
   for (let i = 0; i < config.num_hidden_layers; i++) {
     for (const t of layerTensors(config, i)) {
@@ -99,6 +94,16 @@ export function ggufWeights(file: GgufFile, config: ModelConfig): Map<string, Gg
     }
   }
   for (const t of GLOBAL_TENSORS) names.set(t.name, { gguf: t.gguf, permutedHeads: 0 });
+  return names;
+}
+
+/**
+ * Every weight of `config` by its Hugging Face name, checked against the file: present, of the
+ * shape the config implies, of a type this engine reads (one line naming the file, the tensor and
+ * its type otherwise), and no tensor left over that the model would silently ignore.
+ */
+export function ggufWeights(file: GgufFile, config: ModelConfig): Map<string, GgufWeight> {
+  const names = ggufNames(config);
   const out = new Map<string, GgufWeight>();
   const used = new Set<string>();
   for (const [name, shape] of expectedTensors(config)) {
@@ -173,9 +178,4 @@ export function dequantizeGgufWeight(file: GgufFile, w: GgufWeight): Float32Arra
     if (!Number.isFinite(out[k]!)) throw new ConfigError(file.path, `tensor ${w.gguf} holds a non-finite weight at row ${Math.floor(k / w.cols)} (HF order), column ${k % w.cols}`);
   }
   return out;
-}
-
-/** Opens `path` as a GGUF file, from `files` (the disk unless given). */
-export function openGguf(path: string, files: ModelSource = diskFiles): GgufFile {
-  return GgufFile.open(path, files);
 }
