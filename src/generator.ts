@@ -18,7 +18,8 @@ import { loadLora, type DeviceLora } from './model/lora.ts';
 import type { ModelSource } from './util/files.ts';
 import type { ChatMessage, OpenChatTokenizer } from './tokenizer/index.ts';
 import { resolveSeed, sampleSeed, type SamplingParams } from './sampling/params.ts';
-import type { JsonGrammar } from './sampling/json/grammar.ts';
+import type { GrammarConstraint } from './sampling/grammar/constraint.ts';
+import type { GrammarSpec } from './sampling/grammar/specs.ts';
 import { Prompts } from './prompts.ts';
 import { Scheduler } from './scheduler.ts';
 import { Sequence, type GenerateOptions, type GenerationEvent } from './sequence.ts';
@@ -215,6 +216,11 @@ export class Generator {
     return this.scheduler.running;
   }
 
+  /** KV-cache regions in use, of maxBatch (the server's metrics). */
+  get regionsInUse(): number {
+    return this.scheduler.regionsHeld;
+  }
+
   get tokenizer(): OpenChatTokenizer {
     return this.prompts.tokenizer;
   }
@@ -231,8 +237,8 @@ export class Generator {
     this.prompts.checkContext(promptTokens, maxTokens);
   }
 
-  jsonGrammar(schema: unknown | null): JsonGrammar {
-    return this.prompts.jsonGrammar(schema);
+  grammar(spec: GrammarSpec): Promise<GrammarConstraint> {
+    return this.prompts.grammar(spec);
   }
 
   tokenBytes(): (Uint8Array | null)[] {
@@ -320,5 +326,6 @@ export class Generator {
   close(): void {
     this.model.destroy();
     this.tokenizer.close();
+    this.prompts.close();
   }
 }

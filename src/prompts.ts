@@ -7,7 +7,9 @@ import { contextLengthFor, loadConfig } from './model/config.ts';
 import type { ModelSource } from './util/files.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
 import type { Steps } from './tokenizer/steps.ts';
-import { GrammarCache, TokenVocabulary, UnsupportedVocabularyError, type JsonGrammar } from './sampling/json/grammar.ts';
+import { TokenVocabulary, UnsupportedVocabularyError, type GrammarConstraint } from './sampling/grammar/constraint.ts';
+import { GrammarCompiler } from './sampling/grammar/compile_worker.ts';
+import { GrammarCache, type GrammarSpec } from './sampling/grammar/specs.ts';
 
 /** A prompt before tokenization: a chat (in the model's chat format) or raw text (BOS + text). */
 export type PromptSpec =
@@ -39,8 +41,9 @@ export class ContextLengthError extends RangeError {
  * before spending half a minute loading a 7B model.
  */
 export class Prompts {
-  /** JSON-mode grammars by schema, and every token's bytes: built on first use. */
+  /** Compiled grammars by spec, and every token's bytes: built on first use. */
   private grammars: GrammarCache | undefined;
+  private compiler: GrammarCompiler | undefined;
   private bytesTable: (Uint8Array | null)[] | undefined;
 
   private constructor(
@@ -71,25 +74,32 @@ export class Prompts {
   }
 
   /**
-   * A JSON-mode grammar over this vocabulary (schema null: any JSON object), compiled once per
-   * schema and cached. Throws SchemaError naming a keyword it does not support.
+   * A structured-output constraint over this vocabulary (a JSON schema, regex, choice, GBNF
+   * grammar or tool calls), compiled once per spec in a worker thread and cached. Rejects with
+   * SchemaError, RegexError or GrammarError for what it cannot enforce.
    */
-  jsonGrammar(schema: unknown | null): JsonGrammar {
+  grammar(spec: GrammarSpec): Promise<GrammarConstraint> {
     if (!this.grammars) {
       let vocab: TokenVocabulary | undefined;
-      this.grammars = new GrammarCache(() => (vocab ??= new TokenVocabulary(this.tokenBytes())), this.tokenizer.stopIds);
+      this.compiler = new GrammarCompiler();
+      this.grammars = new GrammarCache(() => (vocab ??= new TokenVocabulary(this.tokenBytes())), this.tokenizer.stopIds, 16, this.compiler);
     }
-    return this.grammars.get(schema);
+    return this.grammars.getAsync(spec);
+  }
+
+  /** Stops the grammar compiler's thread, if one was started. */
+  close(): void {
+    this.compiler?.close();
   }
 
   /**
    * Each token's text as UTF-8 bytes (null for special tokens), built once: see
    * OpenChatTokenizer.tokenBytes. Throws UnsupportedVocabularyError for a vocabulary that is not
-   * SentencePiece's (JSON mode cannot know what its tokens write).
+   * SentencePiece's (a grammar cannot know what its tokens write).
    */
   tokenBytes(): (Uint8Array | null)[] {
     if (!this.tokenizer.sentencePieceDecoder) {
-      throw new UnsupportedVocabularyError(`JSON mode and tools need a SentencePiece vocabulary ("\u2581" spaces, <0xNN> bytes); ${this.tokenizer.source} is not one`);
+      throw new UnsupportedVocabularyError(`structured output (JSON mode, regex, grammars, tools) needs a SentencePiece vocabulary ("\u2581" spaces, <0xNN> bytes); ${this.tokenizer.source} is not one`);
     }
     return (this.bytesTable ??= this.tokenizer.tokenBytes());
   }

@@ -9,7 +9,7 @@ import type { OpenChatTokenizer } from './tokenizer/index.ts';
 import { Sampler } from './sampling/sampler.ts';
 import { StopMatcher } from './sampling/stop.ts';
 import type { SamplingParams } from './sampling/params.ts';
-import type { ConstraintFactory, TokenConstraint } from './sampling/json/grammar.ts';
+import type { ConstraintFactory, TokenConstraint } from './sampling/grammar/constraint.ts';
 import { stepLogprobs, type TokenLogprob } from './sampling/logprobs.ts';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';

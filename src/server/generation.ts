@@ -10,12 +10,12 @@
  * text that may turn out to be a tool call.
  */
 import type { ServerResponse } from 'node:http';
-import { ContextLengthError, type FinishReason, type Generator, type TokenLogprobs, type Usage } from '../generator.ts';
+import { ContextLengthError, type FinishReason, type Generator, type Timings, type TokenLogprobs, type Usage } from '../generator.ts';
 import { ApiError } from './errors.ts';
 import { Cancelled, type Exchange, type RequestRecord } from './exchange.ts';
 import { sendJson, SseWriter } from './http.ts';
 import type { GenerationJob } from './requests.ts';
-import { parseToolCall, type ToolCall, type ToolPlan } from './structured.ts';
+import { parseToolCalls, type ToolCall, type ToolPlan } from './structured.ts';
 
 /** Seconds a client is told to wait (Retry-After) when the queue is full. */
 export const RETRY_AFTER_SECONDS = 1;
@@ -50,6 +50,26 @@ export interface ReplyFormat {
   stream(sse: SseWriter): StreamHooks;
 }
 
+/**
+ * What the server's metrics (metrics.ts) hear of each generation. Times are performance.now()
+ * milliseconds: `arrivedAt` when the request arrived, `submittedAt` when it was admitted to the
+ * queue. Nothing an observer does changes an answer.
+ */
+export interface GenerationObserver {
+  /** A choice ended (`first`: the request's first to end); `usage` and `timings` are its own. */
+  choiceDone(choice: {
+    arrivedAt: number;
+    submittedAt: number;
+    adapter: string | undefined;
+    first: boolean;
+    finishReason: FinishReason;
+    usage: Usage;
+    timings: Timings;
+  }): void;
+  /** The whole answer was sent. */
+  requestDone(arrivedAt: number, adapter: string | undefined): void;
+}
+
 /** The server's generations: their limits (tokenizing, the queue) and the way from a job to its reply. */
 export class Generations {
   /** Requests admitted for generation: those running (up to the generator's maxBatch) plus those waiting. */
@@ -63,6 +83,7 @@ export class Generations {
     private readonly generator: Generator,
     /** Requests that may wait beyond the generator's maxBatch before the answer is 503. */
     private readonly maxQueue: number,
+    private readonly observer?: GenerationObserver,
   ) {}
 
   /** Requests admitted (running + queued). */
@@ -86,16 +107,18 @@ export class Generations {
     try {
       const writer = format();
       if (!job.stream) {
-        const results = await this.runChoices(job, promptIds, record, signal);
+        const results = await this.runChoices(job, promptIds, ex, {});
         sendJson(res, 200, writer.json(results, usage(promptIds, results)));
+        this.observer?.requestDone(ex.arrivedAt, job.options.adapter);
         return;
       }
       const sse = new SseWriter(res);
       sse.open();
       const hooks = writer.stream(sse);
-      const results = await this.runChoices(job, promptIds, record, signal, hooks);
+      const results = await this.runChoices(job, promptIds, ex, hooks);
       hooks.end(results, usage(promptIds, results));
       sse.end();
+      this.observer?.requestDone(ex.arrivedAt, job.options.adapter);
     } finally {
       release();
     }
@@ -155,13 +178,10 @@ export class Generations {
   }
 
   /** Runs the job's n choices (Generator.generateChoices); throws Cancelled if the client left. */
-  private async runChoices(
-    job: GenerationJob,
-    promptIds: number[],
-    record: RequestRecord,
-    signal: AbortSignal,
-    hooks: ChoiceHooks = {},
-  ): Promise<ChoiceResult[]> {
+  private async runChoices(job: GenerationJob, promptIds: number[], ex: Exchange, hooks: ChoiceHooks): Promise<ChoiceResult[]> {
+    const { record, signal } = ex;
+    const submittedAt = performance.now();
+    let first = true;
     const work = (async () => {
       const results: ChoiceResult[] = [];
       let text = '';
@@ -180,6 +200,17 @@ export class Generations {
             hooks.onText?.(ev.index, ev.text, ev.logprobs ?? []);
           } else {
             record.completionTokens += ev.usage.completion_tokens;
+            if (first) record.cachedTokens = ev.timings.reusedTokens;
+            this.observer?.choiceDone({
+              arrivedAt: ex.arrivedAt,
+              submittedAt,
+              adapter: job.options.adapter,
+              first,
+              finishReason: ev.finishReason,
+              usage: ev.usage,
+              timings: ev.timings,
+            });
+            first = false;
             if (ev.finishReason === 'cancelled') break;
             const result: ChoiceResult = {
               text,
@@ -258,12 +289,12 @@ export class HeldText {
   }
 
   /**
-   * The choice `r` is done: the call it made, with the held tokens' log-probabilities, for the
+   * The choice `r` is done: the calls it made, with the held tokens' log-probabilities, for the
    * caller to send; or null, once any text still held has gone to `send`.
    */
-  end(r: ChoiceResult): { call: ToolCall; tokens: TokenLogprobs[] } | null {
-    const call = this.mode !== 'text' && this.tools ? parseToolCall(r.text, this.tools) : null;
-    if (call) return { call, tokens: this.tokens };
+  end(r: ChoiceResult): { calls: ToolCall[]; tokens: TokenLogprobs[] } | null {
+    const calls = this.mode !== 'text' && this.tools ? parseToolCalls(r.text, this.tools) : null;
+    if (calls) return { calls, tokens: this.tokens };
     if (this.mode !== 'text' && this.text) this.send(this.text, this.tokens);
     return null;
   }

@@ -15,12 +15,14 @@ import {
   type SamplingParams,
   type SamplingRanges,
 } from '../sampling/params.ts';
+import type { ConstraintFactory } from '../sampling/grammar/constraint.ts';
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { ApiError, badRequest, wrongType } from './errors.ts';
 import type { ModelNames } from './models.ts';
 import { knownCondition } from '../tokenizer/index.ts';
 import {
   checkAssistantToolCalls,
+  checkGuided,
   checkResponseFormat,
   checkToolChoice,
   checkTools,
@@ -57,16 +59,15 @@ export const MAX_MESSAGES = 1024;
 // ---------------------------------------------------------------------------
 // OpenAI: POST /v1/chat/completions and POST /v1/completions
 
-export function parseChatRequest(body: Record<string, unknown>, names: ModelNames, grammars: GrammarSource): GenerationJob {
+export async function parseChatRequest(body: Record<string, unknown>, names: ModelNames, grammars: GrammarSource): Promise<GenerationJob> {
   const model = checkModel(body, names);
   rejectUnsupported(body);
   const messages = checkMessages(body['messages']);
   const condition = checkCondition(body['condition']);
   optionalString(body, 'user');
-  optionalBoolean(body, 'parallel_tool_calls'); // at most one call per answer either way
   const stream = optionalBoolean(body, 'stream') ?? false;
   const params = samplingParams(body);
-  const { options, tools } = structuredOutput(body, messages, grammars);
+  const { options, tools } = await structuredOutput(body, messages, grammars);
   const logprobs = checkChatLogprobs(body);
   if (logprobs) options.logprobs = logprobs;
   options.adapter = names.adapterFor(model);
@@ -85,24 +86,33 @@ export function parseChatRequest(body: Record<string, unknown>, names: ModelName
  * response_format and tools/tool_choice -> the constraint to decode under; a tool plan also adds
  * the functions' description to the system segment (`messages` is extended in place).
  */
-function structuredOutput(
+async function structuredOutput(
   body: Record<string, unknown>,
   messages: ChatMessage[],
   grammars: GrammarSource,
   workersAi = false,
-): { options: GenerateOptions; tools: ToolPlan | null } {
-  const format = checkResponseFormat(body['response_format'], grammars, workersAi);
+): Promise<{ options: GenerateOptions; tools: ToolPlan | null }> {
+  const format = await structuredFormat(body, grammars, workersAi);
   const list = checkTools(body['tools']);
   const choice = checkToolChoice(body['tool_choice'], list);
-  const tools = list && choice ? { tools: list, choice } : null;
+  const parallel = optionalBoolean(body, 'parallel_tool_calls') ?? true;
+  const tools = list && choice ? { tools: list, choice, parallel } : null;
   if (tools && format) {
-    throw badRequest('give response_format or tools, not both (a tool call is JSON already)', 'response_format');
+    throw badRequest(`give ${format.param} or tools, not both (a tool call is structured already)`, format.param);
   }
   if (tools) {
     messages.push({ role: 'system', content: toolsSystemText(tools) });
-    return { options: { constraint: toolConstraint(tools, grammars) }, tools };
+    return { options: { constraint: await toolConstraint(tools, grammars) }, tools };
   }
-  return { options: format ? { constraint: format } : {}, tools: null };
+  return { options: format ? { constraint: format.constraint } : {}, tools: null };
+}
+
+/** response_format or one of the guided-decoding fields (not both). */
+async function structuredFormat(body: Record<string, unknown>, grammars: GrammarSource, workersAi = false): Promise<{ constraint: ConstraintFactory; param: string } | null> {
+  const format = await checkResponseFormat(body['response_format'], grammars, workersAi);
+  const guided = await checkGuided(body, grammars);
+  if (format && guided) throw badRequest(`give response_format or ${guided.param}, not both`, guided.param);
+  return guided ?? (format ? { constraint: format, param: 'response_format' } : null);
 }
 
 /** Chat: `logprobs` (a boolean) and `top_logprobs` (0-20, only with logprobs). */
@@ -127,7 +137,7 @@ function checkCompletionLogprobs(body: Record<string, unknown>): { top: number }
   return { top: n };
 }
 
-export function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames, grammars: GrammarSource): GenerationJob {
+export async function parseCompletionRequest(body: Record<string, unknown>, names: ModelNames, grammars: GrammarSource): Promise<GenerationJob> {
   const model = checkModel(body, names);
   rejectUnsupported(body);
   optionalString(body, 'user');
@@ -137,7 +147,7 @@ export function parseCompletionRequest(body: Record<string, unknown>, names: Mod
       throw badRequest(`${param} belongs to /v1/chat/completions; a text completion has no tools`, param, 'unsupported_parameter');
     }
   }
-  const format = checkResponseFormat(body['response_format'], grammars);
+  const format = await structuredFormat(body, grammars);
   const logprobs = checkCompletionLogprobs(body);
   return {
     model,
@@ -145,7 +155,7 @@ export function parseCompletionRequest(body: Record<string, unknown>, names: Mod
     params: samplingParams(body),
     stream,
     includeUsage: checkStreamOptions(body['stream_options']) && stream,
-    options: { ...(format ? { constraint: format } : {}), ...(logprobs ? { logprobs } : {}), adapter: names.adapterFor(model) },
+    options: { ...(format ? { constraint: format.constraint } : {}), ...(logprobs ? { logprobs } : {}), adapter: names.adapterFor(model) },
     tools: null,
   };
 }
@@ -324,7 +334,7 @@ const WORKERS_AI_SAMPLING = [
   'presence_penalty',
 ] as const;
 
-export function parseWorkersAiRequest(body: Record<string, unknown>, grammars: GrammarSource, names: ModelNames): GenerationJob {
+export async function parseWorkersAiRequest(body: Record<string, unknown>, grammars: GrammarSource, names: ModelNames): Promise<GenerationJob> {
   const hasPrompt = body['prompt'] !== undefined && body['prompt'] !== null;
   const hasMessages = body['messages'] !== undefined && body['messages'] !== null;
   if (hasPrompt === hasMessages) throw badRequest('give exactly one of prompt or messages', hasPrompt ? 'messages' : 'prompt');
@@ -353,11 +363,11 @@ export function parseWorkersAiRequest(body: Record<string, unknown>, grammars: G
     }
     // Without `raw` a prompt is one user turn in the model's chat template, as Workers AI does.
     const messages: ChatMessage[] = [{ role: 'user', content: prompt }];
-    structured = structuredOutput(body, messages, grammars, true);
+    structured = await structuredOutput(body, messages, grammars, true);
     promptSpec = raw ? { kind: 'raw', text: prompt } : { kind: 'chat', messages };
   } else {
     const messages = checkMessages(body['messages']);
-    structured = structuredOutput(body, messages, grammars, true);
+    structured = await structuredOutput(body, messages, grammars, true);
     promptSpec = { kind: 'chat', messages };
   }
   structured.options.adapter = adapter;

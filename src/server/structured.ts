@@ -1,29 +1,39 @@
 /**
- * Structured output over HTTP: `response_format` (JSON mode) and `tools` (function calling).
+ * Structured output over HTTP: `response_format` (JSON mode), the guided-decoding fields of vLLM
+ * and llama.cpp's server (a regex, a list of choices, a GBNF grammar, a JSON schema), and `tools`
+ * (function calling).
  *
- * Both become a constraint on the sampler (src/sampling/json): the answer is decoded under the
- * grammar of a JSON schema, so it always parses and validates, whatever the weights.
+ * All become one constraint on the sampler (src/sampling/grammar): the answer is decoded under a
+ * grammar, so it always parses and validates, whatever the weights. One request may ask for one
+ * of them; several is a 400 naming the second.
  *
  * OpenChat 3.5 has no native tool format, so this module defines one (documented in docs/server.md):
  *   - the functions are described in the system segment, one JSON line each
  *     ({"name", "description", "parameters"}), followed by the calling convention: a call is an
- *     answer that is nothing but {"name": "<function>", "arguments": {...}};
+ *     answer that is nothing but {"name": "<function>", "arguments": {...}}, several calls one
+ *     per line;
  *   - an assistant message that made calls is rendered as those JSON objects, one per line;
  *   - a `tool` message (a function's result) is a user turn:
  *     "Result of <name> (call <tool_call_id>):\n<content>".
- * A call is decoded under the grammar {"name": <one of the functions>, "arguments": <its
- * parameters' schema>}: for tool_choice "required" or a named function from the first token, for
- * "auto" as soon as the answer's first visible character is `{` (otherwise it is free text).
+ * Calls are decoded under the grammar {"name": <one of the functions>, "arguments": <its
+ * parameters' schema>} (one or, with parallel_tool_calls, several): for tool_choice "required" or
+ * a named function from the first token, for "auto" as soon as the answer's first visible
+ * character is `{` (otherwise it is free text). `strict: false` functions are held to their
+ * schema all the same.
  */
 import { randomUUID } from 'node:crypto';
-import { TextOrJson, UnsupportedVocabularyError, type ConstraintFactory, type JsonGrammar } from '../sampling/json/grammar.ts';
-import { SchemaError } from '../sampling/json/schema.ts';
+import { TextOrGrammar, UnsupportedVocabularyError, type ConstraintFactory, type GrammarConstraint } from '../sampling/grammar/constraint.ts';
+import { GrammarError } from '../sampling/grammar/grammar.ts';
+import { RegexError } from '../sampling/grammar/regex.ts';
+import { SchemaError } from '../sampling/grammar/schema.ts';
+import type { GrammarSpec } from '../sampling/grammar/specs.ts';
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { badRequest, wrongType } from './errors.ts';
 
-/** What the parsers need to compile a schema (the Generator, or its Prompts). */
+/** What the parsers need to compile a grammar (the Generator, or its Prompts). */
 export interface GrammarSource {
-  jsonGrammar(schema: unknown | null): JsonGrammar;
+  /** Compiled off the event loop (a worker thread), cached by spec. */
+  grammar(spec: GrammarSpec): Promise<GrammarConstraint>;
 }
 
 export interface ToolDef {
@@ -39,6 +49,8 @@ export type ToolChoice = 'auto' | 'required' | { name: string };
 export interface ToolPlan {
   tools: ToolDef[];
   choice: ToolChoice;
+  /** parallel_tool_calls: one answer may make several calls (OpenAI's default). */
+  parallel: boolean;
 }
 
 /** A function call read back from the model's answer. */
@@ -56,17 +68,21 @@ const NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 /**
  * OpenAI's `response_format`: {type: "text"} | {type: "json_object"} |
- * {type: "json_schema", json_schema: {name, schema, strict?, description?}}. Workers AI sends the
- * schema itself as `json_schema`; `workersAi` accepts that form as well as OpenAI's.
- * Null: no constraint.
+ * {type: "json_schema", json_schema: {name, schema, strict?, description?}}; llama.cpp's server
+ * also takes {type: "json_object", schema} . Workers AI sends the schema itself as `json_schema`;
+ * `workersAi` accepts that form as well as OpenAI's. Null: no constraint.
  */
-export function checkResponseFormat(value: unknown, grammars: GrammarSource, workersAi = false): ConstraintFactory | null {
+export async function checkResponseFormat(value: unknown, grammars: GrammarSource, workersAi = false): Promise<ConstraintFactory | null> {
   const where = 'response_format';
   if (value === undefined || value === null) return null;
   if (typeof value !== 'object' || Array.isArray(value)) throw wrongType(where, 'an object', value);
-  const { type, json_schema: js } = value as { type?: unknown; json_schema?: unknown };
+  const { type, json_schema: js, schema: llamaSchema } = value as { type?: unknown; json_schema?: unknown; schema?: unknown };
   if (type === 'text') return null;
-  if (type === 'json_object') return compile(grammars, null, where);
+  if (type === 'json_object') {
+    if (llamaSchema === undefined || llamaSchema === null) return compile(grammars, { kind: 'json', schema: null }, where);
+    if (typeof llamaSchema !== 'object' || Array.isArray(llamaSchema)) throw wrongType(`${where}.schema`, 'an object', llamaSchema);
+    return compile(grammars, { kind: 'json', schema: llamaSchema }, `${where}.schema`);
+  }
   if (type !== 'json_schema') {
     throw badRequest(`${where}.type must be "text", "json_object" or "json_schema"; got ${JSON.stringify(type) ?? 'nothing'}`, `${where}.type`);
   }
@@ -83,18 +99,88 @@ export function checkResponseFormat(value: unknown, grammars: GrammarSource, wor
     }
     schema = j['schema'];
     // OpenAI: without a schema the model may answer any JSON object.
-    if (schema === undefined || schema === null) return compile(grammars, null, `${where}.json_schema`);
+    if (schema === undefined || schema === null) return compile(grammars, { kind: 'json', schema: null }, `${where}.json_schema`);
     if (typeof schema !== 'object' || Array.isArray(schema)) throw wrongType(`${where}.json_schema.schema`, 'an object', schema);
   }
-  return compile(grammars, schema, wrapped ? `${where}.json_schema.schema` : `${where}.json_schema`);
+  return compile(grammars, { kind: 'json', schema }, wrapped ? `${where}.json_schema.schema` : `${where}.json_schema`);
 }
 
-/** A grammar for `schema` (null: any object); what it cannot be is a 400 naming `param`. */
-function compile(grammars: GrammarSource, schema: unknown | null, param: string): JsonGrammar {
+// ---------------------------------------------------------------------------
+// vLLM's and llama.cpp's guided decoding
+
+/**
+ * The guided-decoding fields, as vLLM spells them in the request body (`guided_json`,
+ * `guided_regex`, `guided_choice`, `guided_grammar`, or one `structured_outputs` object with
+ * `json` / `regex` / `choice` / `grammar`) and as llama.cpp's server does (`grammar`,
+ * `json_schema`). At most one; null when none is given. `guided_decoding_backend` and
+ * `guided_whitespace_pattern` are accepted and ignored (there is one backend here, and whitespace
+ * is always JSON's).
+ */
+export async function checkGuided(body: Record<string, unknown>, grammars: GrammarSource): Promise<{ constraint: ConstraintFactory; param: string } | null> {
+  const given: { param: string; value: unknown }[] = [];
+  for (const param of ['guided_json', 'guided_regex', 'guided_choice', 'guided_grammar', 'grammar', 'json_schema']) {
+    if (body[param] !== undefined && body[param] !== null) given.push({ param, value: body[param] });
+  }
+  const so = body['structured_outputs'];
+  if (so !== undefined && so !== null) {
+    if (typeof so !== 'object' || Array.isArray(so)) throw wrongType('structured_outputs', 'an object', so);
+    for (const [k, v] of Object.entries(so)) {
+      if (v === undefined || v === null || k === 'disable_fallback' || k === 'disable_any_whitespace' || k === 'disable_additional_properties' || k === 'whitespace_pattern') continue;
+      if (!['json', 'regex', 'choice', 'grammar', 'json_object'].includes(k)) {
+        throw badRequest(`structured_outputs.${k} is not supported (supported: json, regex, choice, grammar, json_object)`, `structured_outputs.${k}`, 'unsupported_parameter');
+      }
+      given.push({ param: `structured_outputs.${k}`, value: v });
+    }
+  }
+  if (given.length === 0) return null;
+  if (given.length > 1) throw badRequest(`give one kind of structured output; got ${given[0]!.param} and ${given[1]!.param}`, given[1]!.param);
+  const { param, value } = given[0]!;
+  const kind = param.replace(/^(guided_|structured_outputs\.)/, '');
+  let spec: GrammarSpec;
+  switch (kind) {
+    case 'json':
+    case 'json_schema': {
+      let schema = value;
+      if (typeof schema === 'string') {
+        try {
+          schema = JSON.parse(schema);
+        } catch {
+          throw badRequest(`${param} must be a JSON schema (an object, or its JSON text); this text is not JSON`, param);
+        }
+      }
+      if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw wrongType(param, 'a JSON schema object', value);
+      spec = { kind: 'json', schema };
+      break;
+    }
+    case 'json_object':
+      if (value !== true) throw wrongType(param, 'true', value);
+      spec = { kind: 'json', schema: null };
+      break;
+    case 'regex':
+      if (typeof value !== 'string' || value.length === 0) throw wrongType(param, 'a regular expression (a non-empty string)', value);
+      spec = { kind: 'regex', pattern: value };
+      break;
+    case 'choice':
+      if (!Array.isArray(value) || value.length === 0 || value.some((c) => typeof c !== 'string' || c.length === 0)) {
+        throw wrongType(param, 'a non-empty array of non-empty strings', value);
+      }
+      spec = { kind: 'choice', choices: value as string[] };
+      break;
+    default: // grammar
+      if (typeof value !== 'string' || value.trim().length === 0) throw wrongType(param, 'a GBNF grammar (a string)', value);
+      spec = { kind: 'gbnf', text: value };
+  }
+  return { constraint: await compile(grammars, spec, param), param };
+}
+
+/** The constraint for `spec`; what it cannot be is a 400 naming `param`. */
+async function compile(grammars: GrammarSource, spec: GrammarSpec, param: string): Promise<GrammarConstraint> {
   try {
-    return grammars.jsonGrammar(schema);
+    return await grammars.grammar(spec);
   } catch (err) {
     if (err instanceof SchemaError) throw badRequest(`${param}: ${err.message}`, param, 'unsupported_schema');
+    if (err instanceof RegexError) throw badRequest(`${param}: ${err.message}`, param, 'unsupported_pattern');
+    if (err instanceof GrammarError) throw badRequest(`${param}: ${err.message}`, param, 'invalid_grammar');
     if (err instanceof UnsupportedVocabularyError) throw badRequest(err.message, param, 'unsupported_parameter');
     throw err;
   }
@@ -160,59 +246,11 @@ export function checkToolChoice(value: unknown, tools: ToolDef[] | null): ToolCh
 }
 
 /** The constraint a tool plan decodes under. Throws 400 naming the function whose schema is refused. */
-export function toolConstraint(plan: ToolPlan, grammars: GrammarSource): ConstraintFactory {
+export async function toolConstraint(plan: ToolPlan, grammars: GrammarSource): Promise<ConstraintFactory> {
   const offered = typeof plan.choice === 'object' ? plan.tools.filter((t) => t.name === (plan.choice as { name: string }).name) : plan.tools;
-  const defs: Record<string, unknown> = {};
-  const options = offered.map((t, i) => {
-    const prefix = `f${i}_`;
-    const params = t.parameters ? hoist(t.parameters, prefix, defs) : { type: 'object', properties: {}, additionalProperties: false };
-    return {
-      type: 'object',
-      properties: { name: { const: t.name }, arguments: params },
-      required: ['name', 'arguments'],
-      additionalProperties: false,
-    };
-  });
-  const schema = { ...(Object.keys(defs).length ? { $defs: defs } : {}), ...(options.length === 1 ? options[0] : { anyOf: options }) };
-  const grammar = compile(grammars, schema, 'tools');
-  return plan.choice === 'auto' ? new TextOrJson(grammar) : grammar;
-}
-
-/**
- * One function's parameter schema inside the call schema: its local `$ref`s ("#", "#/$defs/X")
- * point at its own root, so its definitions move into the call schema's $defs under a prefix.
- */
-function hoist(params: unknown, prefix: string, defs: Record<string, unknown>): unknown {
-  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  // Walks schema positions only: property names, enum and const values are left as they are.
-  const rewrite = (node: unknown): unknown => {
-    if (!isObject(node)) return node;
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(node)) {
-      if (k === '$ref' && typeof v === 'string') {
-        out[k] = v === '#' ? `#/$defs/${prefix}` : v.replace(/^#\/(\$defs|definitions)\//, `#/$defs/${prefix}`);
-      } else if (k === '$defs' || k === 'definitions') {
-        continue; // moved (the root's) or unreachable by a local "#/$defs/..." reference (nested ones)
-      } else if (k === 'properties' && isObject(v)) {
-        out[k] = Object.fromEntries(Object.entries(v).map(([name, sub]) => [name, rewrite(sub)]));
-      } else if (k === 'items' || k === 'additionalProperties') {
-        out[k] = rewrite(v);
-      } else if (k === 'anyOf' && Array.isArray(v)) {
-        out[k] = v.map(rewrite);
-      } else {
-        out[k] = v;
-      }
-    }
-    return out;
-  };
-  if (!isObject(params)) return params;
-  for (const key of ['$defs', 'definitions']) {
-    const d = params[key];
-    if (isObject(d)) for (const [name, sub] of Object.entries(d)) defs[`${prefix}${name}`] = rewrite(sub);
-  }
-  const root = rewrite(params);
-  defs[prefix] = root; // for "#"
-  return root;
+  const functions = offered.map((t) => ({ name: t.name, ...(t.parameters ? { parameters: t.parameters } : {}) }));
+  const grammar = await compile(grammars, { kind: 'tools', functions, parallel: plan.parallel }, 'tools');
+  return plan.choice === 'auto' ? new TextOrGrammar(grammar) : grammar;
 }
 
 /**
@@ -223,10 +261,11 @@ export function toolsSystemText(plan: ToolPlan): string {
   const lines = plan.tools.map((t) =>
     JSON.stringify({ name: t.name, ...(t.description ? { description: t.description } : {}), parameters: t.parameters ?? { type: 'object', properties: {} } }),
   );
+  const several = plan.parallel ? 'JSON objects, one per line, each' : 'one JSON object';
   const how =
     plan.choice === 'auto'
-      ? 'To call a function, reply with nothing but one JSON object {"name": "<function name>", "arguments": {<arguments>}}; otherwise reply normally.'
-      : 'Reply with nothing but one JSON object {"name": "<function name>", "arguments": {<arguments>}} that calls a function.';
+      ? `To call a function, reply with nothing but ${several} {"name": "<function name>", "arguments": {<arguments>}}; otherwise reply normally.`
+      : `Reply with nothing but ${several} {"name": "<function name>", "arguments": {<arguments>}} that calls a function.`;
   return `You can call these functions (each line: name, description, JSON schema of the arguments):\n${lines.join('\n')}\n${how}`;
 }
 
@@ -277,19 +316,50 @@ export function renderToolResult(content: string, name: string | undefined, call
 // reading a call back
 
 /**
- * The answer as a function call, or null if it is not one (plain text, or a call cut off by
- * max_tokens). Under the call grammar a complete answer always parses.
+ * The answer as function calls (one or more JSON objects separated by whitespace), or null if it
+ * is not (plain text, a call cut off by max_tokens, a name not on offer). Under the call grammar
+ * a complete answer always parses.
  */
-export function parseToolCall(text: string, plan: ToolPlan): ToolCall | null {
-  const trimmed = text.trim();
-  if (!trimmed.startsWith('{')) return null;
-  let value: unknown;
-  try {
-    value = JSON.parse(trimmed);
-  } catch {
-    return null;
+export function parseToolCalls(text: string, plan: ToolPlan): ToolCall[] | null {
+  const calls: ToolCall[] = [];
+  for (const value of jsonValues(text)) {
+    const v = value as { name?: unknown; arguments?: unknown } | null;
+    if (typeof v !== 'object' || v === null || typeof v.name !== 'string' || !plan.tools.some((t) => t.name === v.name)) return null;
+    calls.push({ id: `call_${randomUUID().replaceAll('-', '').slice(0, 24)}`, name: v.name, arguments: JSON.stringify(v.arguments ?? {}) });
   }
-  const v = value as { name?: unknown; arguments?: unknown };
-  if (typeof v.name !== 'string' || !plan.tools.some((t) => t.name === v.name)) return null;
-  return { id: `call_${randomUUID().replaceAll('-', '').slice(0, 24)}`, name: v.name, arguments: JSON.stringify(v.arguments ?? {}) };
+  return calls.length && (plan.parallel || calls.length === 1) ? calls : null;
+}
+
+/** The JSON objects of a text that is nothing but objects and whitespace; [] if it is anything else. */
+function jsonValues(text: string): unknown[] {
+  const out: unknown[] = [];
+  let i = 0;
+  const ws = (c: string | undefined) => c === ' ' || c === '\n' || c === '\r' || c === '\t';
+  for (;;) {
+    while (ws(text[i])) i++;
+    if (i >= text.length) return out;
+    if (text[i] !== '{') return [];
+    // The object's end: depth counting outside strings.
+    let depth = 0;
+    let inString = false;
+    let j = i;
+    for (; j < text.length; j++) {
+      const c = text[j];
+      if (inString) {
+        if (c === '\\') j++;
+        else if (c === '"') inString = false;
+      } else if (c === '"') inString = true;
+      else if (c === '{' || c === '[') depth++;
+      else if (c === '}' || c === ']') {
+        if (--depth === 0) break;
+      }
+    }
+    if (j >= text.length) return [];
+    try {
+      out.push(JSON.parse(text.slice(i, j + 1)));
+    } catch {
+      return [];
+    }
+    i = j + 1;
+  }
 }

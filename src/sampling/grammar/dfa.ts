@@ -34,12 +34,29 @@ export class Dfa {
   /** The state after byte `b` from state `s`, or -1 when `b` is not allowed. */
   next(s: number, b: number): number {
     const end = this.offsets[s + 1]!;
+    if (end - this.offsets[s]! > 4) return this.table(s)[b]!;
     for (let i = this.offsets[s]!; i < end; i++) {
       if (b < this.lo[i]!) return -1;
       if (b <= this.hi[i]!) return this.to[i]!;
     }
     return -1;
   }
+
+  /**
+   * A 256-entry next-state table for a state with many ranges (inside a string, the state the
+   * vocabulary walk steps most), made when first needed: 1 KB per such state.
+   */
+  private table(s: number): Int32Array {
+    let t = this.tables.get(s);
+    if (!t) {
+      t = new Int32Array(256).fill(-1);
+      for (let i = this.offsets[s]!; i < this.offsets[s + 1]!; i++) t.fill(this.to[i]!, this.lo[i]!, this.hi[i]! + 1);
+      this.tables.set(s, t);
+    }
+    return t;
+  }
+
+  private readonly tables = new Map<number, Int32Array>();
 
   /** Whether the whole of `bytes` is in the language. */
   matches(bytes: Uint8Array): boolean {

@@ -191,13 +191,19 @@ function checkLeftRecursion(rules: readonly Rule[], minLen: Float64Array): void 
 
 function firstSets(rules: readonly Rule[], minLen: Float64Array): Uint8Array[] {
   const first = rules.map(() => new Uint8Array(256));
+  const dfaFirst = new Map<number, Uint8Array>();
+  const firstOf = (d: Dfa) => {
+    let f = dfaFirst.get(d.id);
+    if (!f) dfaFirst.set(d.id, (f = d.firstBytes()));
+    return f;
+  };
   for (let changed = true; changed; ) {
     changed = false;
     rules.forEach((r, i) => {
       const f = first[i]!;
       for (const a of r.alts) {
         for (const s of a) {
-          const add = s.dfa ? s.dfa.firstBytes() : first[s.rule!]!;
+          const add = s.dfa ? firstOf(s.dfa) : first[s.rule!]!;
           for (let b = 0; b < 256; b++) {
             if (add[b] && !f[b]) {
               f[b] = 1;

@@ -11,17 +11,17 @@ import { HeldText, type ChoiceResult, type ReplyFormat } from '../generation.ts'
 import { sendJson } from '../http.ts';
 import { chatLogprobs, legacyLogprobs, type TokenTexts } from '../logprobs.ts';
 import { parseChatRequest, parseCompletionRequest, type GenerationJob } from '../requests.ts';
-import { parseToolCall, type ToolCall } from '../structured.ts';
+import { parseToolCalls, type ToolCall } from '../structured.ts';
 
 /** POST /v1/chat/completions */
 export async function chatCompletions(server: ServerParts, ex: Exchange): Promise<void> {
-  const job = parseChatRequest(await ex.readJson(), server.names, server.generator);
+  const job = await parseChatRequest(await ex.readJson(), server.names, server.generator);
   await server.generations.reply(job, ex, () => openAiFormat(CHAT_COMPLETION, job, server));
 }
 
 /** POST /v1/completions */
 export async function completions(server: ServerParts, ex: Exchange): Promise<void> {
-  const job = parseCompletionRequest(await ex.readJson(), server.names, server.generator);
+  const job = await parseCompletionRequest(await ex.readJson(), server.names, server.generator);
   await server.generations.reply(job, ex, () => openAiFormat(TEXT_COMPLETION, job, server));
 }
 
@@ -67,12 +67,12 @@ interface OpenAiShape {
   object: string;
   chunkObject: string;
   /** A finished choice in a non-streamed answer, without its index. */
-  choice(r: ChoiceResult, logprobs: object | null, call: ToolCall | null): object;
+  choice(r: ChoiceResult, logprobs: object | null, calls: ToolCall[] | null): object;
   /** A chunk's choice for the start of a choice (chat: the role), or null for none. */
   startChoice(index: number): object | null;
   textChoice(index: number, text: string, logprobs: object | null): object;
-  /** A complete tool call, streamed as one delta (chat). */
-  toolCallChoice(index: number, call: ToolCall, logprobs: object | null): object;
+  /** The answer's complete tool calls, streamed as one delta (chat). */
+  toolCallChoice(index: number, calls: ToolCall[], logprobs: object | null): object;
   finishChoice(index: number, finishReason: FinishReason | 'tool_calls', logprobs: object | null): object;
   /** These tokens' log-probabilities in the shape's layout; `sent` is updated for the next chunk. */
   logprobs(texts: TokenTexts, tokens: TokenLogprobs[], sent: LogprobsSent): object;
@@ -82,15 +82,15 @@ const CHAT_COMPLETION: OpenAiShape = {
   idPrefix: 'chatcmpl-',
   object: 'chat.completion',
   chunkObject: 'chat.completion.chunk',
-  choice: (r, logprobs, call) => ({
-    message: call ? { role: 'assistant', content: null, tool_calls: [openAiToolCall(call)] } : { role: 'assistant', content: r.text },
+  choice: (r, logprobs, calls) => ({
+    message: calls ? { role: 'assistant', content: null, tool_calls: calls.map(openAiToolCall) } : { role: 'assistant', content: r.text },
     logprobs,
-    finish_reason: call ? 'tool_calls' : r.finishReason,
+    finish_reason: calls ? 'tool_calls' : r.finishReason,
     seed: r.seed,
   }),
   startChoice: (index) => ({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }),
   textChoice: (index, content, logprobs) => ({ index, delta: { content }, logprobs, finish_reason: null }),
-  toolCallChoice: (index, call, logprobs) => ({ index, delta: { tool_calls: [{ index: 0, ...openAiToolCall(call) }] }, logprobs, finish_reason: null }),
+  toolCallChoice: (index, calls, logprobs) => ({ index, delta: { tool_calls: calls.map((c, k) => ({ index: k, ...openAiToolCall(c) })) }, logprobs, finish_reason: null }),
   finishChoice: (index, finishReason, logprobs) => ({ index, delta: {}, logprobs, finish_reason: finishReason }),
   logprobs: (texts, tokens) => ({ content: chatLogprobs(texts, tokens) }),
 };
@@ -127,9 +127,9 @@ function openAiFormat(shape: OpenAiShape, job: GenerationJob, server: ServerPart
       created,
       model,
       choices: results.map((r, index) => {
-        const call = job.tools ? parseToolCall(r.text, job.tools) : null;
+        const calls = job.tools ? parseToolCalls(r.text, job.tools) : null;
         const logprobs = job.options.logprobs ? shape.logprobs(texts, r.logprobs, { chars: 0, tokens: 0 }) : null;
-        return { index, ...shape.choice(r, logprobs, call) };
+        return { index, ...shape.choice(r, logprobs, calls) };
       }),
       usage,
     }),
@@ -159,7 +159,7 @@ function openAiFormat(shape: OpenAiShape, job: GenerationJob, server: ServerPart
         onText: (_index, text, tokens) => held.push(text, tokens),
         onDone: (index, r) => {
           const called = held.end(r);
-          if (called) sse.send(chunk([shape.toolCallChoice(index, called.call, lp([...called.tokens, ...r.tailLogprobs]))]));
+          if (called) sse.send(chunk([shape.toolCallChoice(index, called.calls, lp([...called.tokens, ...r.tailLogprobs]))]));
           sse.send(chunk([shape.finishChoice(index, called ? 'tool_calls' : r.finishReason, called ? null : lp(r.tailLogprobs))]));
         },
         end: (_results, usage) => {

@@ -8,7 +8,7 @@ import { ApiError, badRequest } from '../errors.ts';
 import type { Exchange, ServerParts } from '../exchange.ts';
 import { HeldText, type ReplyFormat } from '../generation.ts';
 import { parseWorkersAiRequest, type GenerationJob } from '../requests.ts';
-import { parseToolCall, type ToolCall } from '../structured.ts';
+import { parseToolCalls, type ToolCall } from '../structured.ts';
 
 /** POST /ai/run/{model}, `model` the name as decoded from the path. */
 export async function workersAiRun(server: ServerParts, ex: Exchange, model: string): Promise<void> {
@@ -20,7 +20,7 @@ export async function workersAiRun(server: ServerParts, ex: Exchange, model: str
     // Workers AI names the base model in the path and the adapter in `lora`; one way only.
     throw badRequest(`${model.slice(0, 80)} is a LoRA adapter: on /ai/run the path names the base model (${names.served}) and the lora field the adapter`, 'lora');
   }
-  const job = parseWorkersAiRequest(await ex.readJson(), server.generator, names);
+  const job = await parseWorkersAiRequest(await ex.readJson(), server.generator, names);
   await server.generations.reply(job, ex, () => workersAiFormat(job));
 }
 
@@ -29,8 +29,8 @@ function workersAiFormat(job: GenerationJob): ReplyFormat {
   return {
     json: (results, usage) => {
       const r = results[0]!;
-      const call = job.tools ? parseToolCall(r.text, job.tools) : null;
-      const result = call ? { response: '', tool_calls: [workersAiToolCall(call)], usage } : { response: r.text, usage };
+      const calls = job.tools ? parseToolCalls(r.text, job.tools) : null;
+      const result = calls ? { response: '', tool_calls: calls.map(workersAiToolCall), usage } : { response: r.text, usage };
       return { result, success: true, errors: [], messages: [] };
     },
 
@@ -40,7 +40,7 @@ function workersAiFormat(job: GenerationJob): ReplyFormat {
         onText: (_index, text, tokens) => held.push(text, tokens),
         onDone: (_index, r) => {
           const called = held.end(r);
-          if (called) sse.send({ response: '', tool_calls: [workersAiToolCall(called.call)] });
+          if (called) sse.send({ response: '', tool_calls: called.calls.map(workersAiToolCall) });
         },
         // The last event carries the usage, as Workers AI's streams do; then [DONE].
         end: (_results, usage) => sse.send({ response: '', usage }),

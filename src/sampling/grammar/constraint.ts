@@ -1,25 +1,26 @@
 /**
- * Constrained decoding: from the byte automaton (automaton.ts) to the set of token ids allowed at
- * each step, over the real vocabulary.
+ * Constrained decoding: from the byte-level matcher (matcher.ts) to the set of token ids allowed
+ * at each step, over the real vocabulary.
  *
  * `TokenVocabulary` holds every token's bytes (as the decoder concatenates them: SentencePiece's
  * `▁` is a space, `<0xNN>` is one byte; special tokens have none) in a trie built once per
- * tokenizer. The allowed tokens of a state are found by walking the trie with the automaton: a
- * subtree whose prefix the automaton rejects is skipped whole. The walk also records, for every
- * allowed token, the automaton's distance to a complete value after it.
+ * tokenizer. The allowed tokens of a set of matcher states are found by walking the trie with the
+ * matcher: a subtree whose prefix no state accepts is skipped whole. The walk also records, for
+ * every allowed token, the fewest bytes that complete the output after it.
  *
- * `JsonGrammar` is one compiled schema over one vocabulary; it caches the walk's result per
- * automaton state (inside a string the state repeats for as long as the string goes on, so most
- * steps are a cache hit). `JsonMatcher` follows one generation.
+ * `GrammarConstraint` is one compiled grammar over one vocabulary; it caches the walk's result per
+ * set of states (inside a string the state repeats for as long as the string goes on, so most
+ * steps are a cache hit). `GrammarMatch` follows one generation.
  *
- * Budget (forcing completion before max_tokens): with R tokens left, including the one being
- * chosen, a token is allowed only if the value can still be completed after it in R - 2 tokens
- * (one per byte of the shortest completion, at worst) plus one for the end-of-turn token. So the
- * output is complete JSON whenever max_tokens >= the schema's shortest value + 1; with a smaller
- * max_tokens the matcher goes the shortest way and generation ends at the limit ('length').
+ * Budget (finishing before max_tokens): with R tokens left, including the one being chosen, a
+ * token is allowed only if the output can still be completed after it in R - 2 tokens (one per
+ * byte of the shortest completion, at worst: every byte has a one-byte token by byte fallback)
+ * plus one for the end-of-turn token. So the output is complete whenever max_tokens is at least
+ * the grammar's shortest output + 1; with less, the match goes the shortest way and generation
+ * ends at the limit ('length').
  */
-import { canFinish, dedupe, distance, initialState, stateKey, step, stepBytes, type State } from './automaton.ts';
-import { anyObjectSchema, compileSchema, type CompiledSchema } from './schema.ts';
+import type { Grammar } from './grammar.ts';
+import { dedupe, Matcher, stateKey, type MatchState } from './matcher.ts';
 
 /** The vocabulary's token texts are not known byte for byte (not a SentencePiece vocabulary). */
 export class UnsupportedVocabularyError extends Error {
@@ -32,7 +33,7 @@ export class UnsupportedVocabularyError extends Error {
 /** What the generator asks of a constraint: the allowed ids now, then the id chosen. */
 export interface TokenConstraint {
   /**
-   * Allowed ids (text tokens and, when the value is complete, the end-of-turn ids), or null when
+   * Allowed ids (text tokens and, when the output may end, the end-of-turn ids), or null when
    * anything goes at this step; `remaining` counts the tokens left, this step's included.
    */
   allowed(remaining: number): Uint32Array | null;
@@ -91,28 +92,32 @@ interface MaskEntry {
  */
 const MAX_CACHED_MASK_BYTES = 16 << 20;
 
-export class JsonGrammar implements ConstraintFactory {
+export class GrammarConstraint implements ConstraintFactory {
+  readonly matcher: Matcher;
   private readonly masks = new Map<string, MaskEntry>();
   private maskBytes = 0;
+  private walkCount = 0;
 
   constructor(
-    readonly schema: CompiledSchema,
+    readonly grammar: Grammar,
     readonly vocab: TokenVocabulary,
     readonly stopIds: readonly number[],
-  ) {}
-
-  /** `schema` null: any JSON object (response_format json_object). Throws SchemaError. */
-  static compile(schema: unknown | null, vocab: TokenVocabulary, stopIds: readonly number[]): JsonGrammar {
-    return new JsonGrammar(schema === null ? anyObjectSchema() : compileSchema(schema), vocab, stopIds);
+  ) {
+    this.matcher = new Matcher(grammar);
   }
 
-  start(): JsonMatcher {
-    return new JsonMatcher(this);
+  start(): GrammarMatch {
+    return new GrammarMatch(this);
+  }
+
+  /** How many walks have been made (cache misses), for benchmarks. */
+  get walks(): number {
+    return this.walkCount;
   }
 
   /** The allowed tokens from a set of states (cached by state). */
-  mask(states: readonly State[]): MaskEntry {
-    const key = states.map(stateKey).join('#');
+  mask(states: readonly MatchState[]): MaskEntry {
+    const key = states.length === 1 ? stateKey(states[0]!) : states.map(stateKey).sort().join('#');
     let entry = this.masks.get(key);
     if (!entry) {
       entry = this.walk(states);
@@ -127,19 +132,22 @@ export class JsonGrammar implements ConstraintFactory {
     return entry;
   }
 
-  private walk(states: readonly State[]): MaskEntry {
+  private walk(states: readonly MatchState[]): MaskEntry {
+    this.walkCount++;
+    const m = this.matcher;
     const ids: number[] = [];
     const dists: number[] = [];
-    const visit = (node: TrieNode, from: readonly State[]) => {
+    const visit = (node: TrieNode, from: readonly MatchState[]) => {
       for (let c = 0; c < node.children.length; c++) {
         const b = node.bytes[c]!;
-        const next: State[] = [];
-        for (const s of from) step(s, b, next);
+        let next: MatchState[] = [];
+        for (const s of from) m.step(s, b, next);
         if (next.length === 0) continue;
+        if (next.length > 1) next = dedupe(next);
         const child = node.children[c]!;
         if (child.ids.length) {
           let d = Infinity;
-          for (const s of next) d = Math.min(d, distance(s));
+          for (const s of next) d = Math.min(d, m.distance(s));
           for (const id of child.ids) {
             ids.push(id);
             dists.push(d);
@@ -149,7 +157,7 @@ export class JsonGrammar implements ConstraintFactory {
       }
     };
     visit(this.vocab.root, states);
-    const finish = states.some(canFinish);
+    const finish = states.some((s) => m.canFinish(s));
     const idArray = Uint32Array.from(ids);
     return {
       ids: idArray,
@@ -161,22 +169,22 @@ export class JsonGrammar implements ConstraintFactory {
   }
 }
 
-export class JsonMatcher implements TokenConstraint {
-  private states: State[];
+export class GrammarMatch implements TokenConstraint {
+  private states: MatchState[];
   private ended = false;
 
-  constructor(private readonly grammar: JsonGrammar) {
-    this.states = [initialState(grammar.schema.root)];
+  constructor(private readonly constraint: GrammarConstraint) {
+    this.states = [constraint.matcher.initial];
   }
 
-  /** True when the root value is complete (the end-of-turn token may come). */
+  /** True when the output may end here (the end-of-turn token may come). */
   get complete(): boolean {
-    return this.states.some(canFinish);
+    return this.states.some((s) => this.constraint.matcher.canFinish(s));
   }
 
   allowed(remaining: number): Uint32Array {
     if (this.ended) return new Uint32Array(0);
-    const m = this.grammar.mask(this.states);
+    const m = this.constraint.mask(this.states);
     const budget = remaining - 2;
     if (m.maxDist <= budget) return m.all;
     const out: number[] = [];
@@ -187,94 +195,81 @@ export class JsonMatcher implements TokenConstraint {
       for (const d of m.dists) best = Math.min(best, d);
       for (let i = 0; i < m.ids.length; i++) if (m.dists[i] === best) out.push(m.ids[i]!);
     }
-    if (m.finish) out.push(...this.grammar.stopIds);
+    if (m.finish) out.push(...this.constraint.stopIds);
     return Uint32Array.from(out);
   }
 
-  accept(token: number): void {
-    if (this.ended) throw new Error('the JSON constraint already ended');
-    if (this.grammar.stopIds.includes(token)) {
-      if (!this.complete) throw new Error(`end-of-turn token ${token} before the JSON value is complete`);
+  /** Takes `token` if the grammar allows it here; returns whether it did (nothing changes if not). */
+  tryAccept(token: number): boolean {
+    if (this.ended) return false;
+    if (this.constraint.stopIds.includes(token)) {
+      if (!this.complete) return false;
       this.ended = true;
-      return;
+      return true;
     }
-    const bytes = this.grammar.vocab.bytes[token];
-    const next = bytes ? stepBytes(this.states, bytes) : [];
-    if (next.length === 0) throw new Error(`token ${token} is not allowed by the JSON constraint here`);
-    this.states = dedupe(next);
+    const bytes = this.constraint.vocab.bytes[token];
+    const next = bytes ? this.constraint.matcher.stepBytes(this.states, bytes) : [];
+    if (next.length === 0) return false;
+    this.states = next;
+    return true;
   }
-}
 
-/** Compiled grammars by schema text, so a client that sends the same schema again pays nothing. */
-export class GrammarCache {
-  private readonly entries = new Map<string, JsonGrammar>();
-
-  constructor(
-    private readonly vocab: () => TokenVocabulary,
-    private readonly stopIds: readonly number[],
-    private readonly capacity = 16,
-  ) {}
-
-  /** `schema` null: any JSON object. Throws SchemaError for what is not supported. */
-  get(schema: unknown | null): JsonGrammar {
-    const key = schema === null ? '' : JSON.stringify(schema);
-    let g = this.entries.get(key);
-    if (g) {
-      this.entries.delete(key); // re-insert: most recently used last
-    } else {
-      g = JsonGrammar.compile(schema, this.vocab(), this.stopIds);
-      if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value!);
+  accept(token: number): void {
+    if (this.ended) throw new Error('the grammar constraint already ended');
+    if (!this.tryAccept(token)) {
+      throw new Error(this.constraint.stopIds.includes(token) ? `end-of-turn token ${token} before the output is complete` : `token ${token} is not allowed by the grammar here`);
     }
-    this.entries.set(key, g);
-    return g;
   }
 }
 
 /**
- * Free text, or a value of `grammar` when the first byte that is not whitespace is `{`: what a
+ * Free text, or an output of `grammar` when the first byte that is not whitespace is `{`: what a
  * tool_choice of "auto" needs. The model decides at its first visible character whether it calls
  * a function; from then on the call is held to the grammar, or the text is free.
  */
-export class TextOrJson implements ConstraintFactory {
+export class TextOrGrammar implements ConstraintFactory {
   private textStart: Uint32Array | undefined;
 
-  constructor(readonly grammar: JsonGrammar) {}
+  constructor(readonly constraint: GrammarConstraint) {}
 
   start(): TokenConstraint {
-    return new TextOrJsonMatcher(this.grammar, (this.textStart ??= this.textStartIds()));
+    return new TextOrGrammarMatch(this.constraint, (this.textStart ??= this.textStartIds()));
   }
 
   /** Text tokens whose first byte that is not whitespace is not `{` (whitespace-only ones included). */
   private textStartIds(): Uint32Array {
     const ids: number[] = [];
-    this.grammar.vocab.bytes.forEach((b, id) => {
+    this.constraint.vocab.bytes.forEach((b, id) => {
       if (!b || b.length === 0) return;
-      const first = b.find((x) => x !== 0x20 && x !== 0x0a && x !== 0x0d && x !== 0x09);
-      if (first !== 0x7b) ids.push(id);
+      if (firstVisible(b) !== 0x7b) ids.push(id);
     });
     return Uint32Array.from(ids);
   }
 }
 
-class TextOrJsonMatcher implements TokenConstraint {
-  private mode: 'undecided' | 'json' | 'text' = 'undecided';
-  private readonly json: JsonMatcher;
+function firstVisible(b: Uint8Array): number | undefined {
+  return b.find((x) => x !== 0x20 && x !== 0x0a && x !== 0x0d && x !== 0x09);
+}
+
+class TextOrGrammarMatch implements TokenConstraint {
+  private mode: 'undecided' | 'grammar' | 'text' = 'undecided';
+  private readonly match: GrammarMatch;
 
   constructor(
-    private readonly grammar: JsonGrammar,
+    private readonly constraint: GrammarConstraint,
     private readonly textStart: Uint32Array,
   ) {
-    this.json = grammar.start();
+    this.match = constraint.start();
   }
 
   allowed(remaining: number): Uint32Array | null {
     if (this.mode === 'text') return null;
-    const json = this.json.allowed(remaining);
-    if (this.mode === 'json') return json;
-    const flags = new Uint8Array(this.grammar.vocab.size);
+    const structured = this.match.allowed(remaining);
+    if (this.mode === 'grammar') return structured;
+    const flags = new Uint8Array(this.constraint.vocab.size);
     for (const id of this.textStart) flags[id] = 1;
-    for (const id of json) flags[id] = 1;
-    for (const id of this.grammar.stopIds) flags[id] = 1;
+    for (const id of structured) flags[id] = 1;
+    for (const id of this.constraint.stopIds) flags[id] = 1;
     const out: number[] = [];
     flags.forEach((f, id) => f && out.push(id));
     return Uint32Array.from(out);
@@ -282,17 +277,13 @@ class TextOrJsonMatcher implements TokenConstraint {
 
   accept(token: number): void {
     if (this.mode === 'text') return;
-    if (this.mode === 'json') return this.json.accept(token);
-    const bytes = this.grammar.vocab.bytes[token];
-    const first = bytes?.find((x) => x !== 0x20 && x !== 0x0a && x !== 0x0d && x !== 0x09);
-    if (bytes && (first === 0x7b || first === undefined)) {
-      try {
-        this.json.accept(token);
-        if (first === 0x7b) this.mode = 'json';
-        return;
-      } catch {
-        // Whitespace beyond what the JSON side allows: the answer is text.
-      }
+    if (this.mode === 'grammar') return this.match.accept(token);
+    const bytes = this.constraint.vocab.bytes[token];
+    const first = bytes ? firstVisible(bytes) : undefined;
+    // Leading whitespace the grammar also takes keeps the choice open; `{` commits to a call.
+    if (bytes && (first === 0x7b || first === undefined) && this.match.tryAccept(token)) {
+      if (first === 0x7b) this.mode = 'grammar';
+      return;
     }
     this.mode = 'text';
   }
