@@ -57,6 +57,11 @@ export class Scheduler {
     return new Set(this.active.map((s) => s.group)).size;
   }
 
+  /** KV-cache regions held (by running sequences, and finished ones until the next step frees them). */
+  get regionsHeld(): number {
+    return this.model.sequences - this.free.length;
+  }
+
   /** Queues a request; an abort while it waits takes it out of the queue at once. */
   submit(members: Sequence[], signal?: AbortSignal): void {
     const group: Group = { members, signal };
@@ -191,14 +196,20 @@ export class Scheduler {
       }
       for (const m of group.members) m.group = group;
       const [leader, ...followers] = group.members;
-      // The leader takes the region that already holds most of its prompt (a chat's earlier turns).
+      // The leader takes the region that keeps most of its prompt (a chat's earlier turns) for the
+      // fewest cached tokens thrown away: every chat shares the template's first tokens, so by
+      // reuse alone a new conversation would overwrite another's history while empty regions
+      // wait. Ties go to the region freed longest ago (the front of the list).
       let best = 0;
-      let bestReuse = -1;
+      let bestReuse = 0;
+      let bestScore = -Infinity;
       this.free.forEach((region, i) => {
         const reuse = this.model.reusablePrefixOf(region, leader!.promptIds, leader!.adapter);
-        if (reuse > bestReuse) {
+        const score = 2 * reuse - this.model.sequenceLength(region); // reused minus discarded
+        if (score > bestScore) {
           best = i;
           bestReuse = reuse;
+          bestScore = score;
         }
       });
       const region = this.free.splice(best, 1)[0]!;

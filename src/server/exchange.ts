@@ -12,6 +12,8 @@ import type { ModelNames } from './models.ts';
 export interface RequestRecord {
   promptTokens: number;
   completionTokens: number;
+  /** Prompt tokens whose keys were still in the KV cache (a chat's earlier turns), not computed again. */
+  cachedTokens: number;
   finishReasons: FinishReason[];
   errorCode: string | null;
 }
@@ -23,6 +25,8 @@ export interface Exchange {
   req: IncomingMessage;
   res: ServerResponse;
   record: RequestRecord;
+  /** When the request arrived (performance.now() ms): where its latency metrics start. */
+  arrivedAt: number;
   /** Aborts when the client leaves before the answer is complete. */
   signal: AbortSignal;
   /**
@@ -39,6 +43,8 @@ export interface ServerParts {
   readonly generations: Generations;
   /** When the server was made (Unix seconds): the `created` of its model objects. */
   readonly created: number;
+  /** After SIGTERM (OpenChatServer.drain): running answers finish, new requests are refused. */
+  readonly draining: boolean;
 }
 
 /** The request was cancelled (the client left); nothing more is sent. */

@@ -23,16 +23,21 @@
  * request exists (the 'clientError' handler); anything unexpected is a 500 with
  * a generic body, and its details go to the log only.
  * The log has one line per request (method, path, status, tokens, latency),
- * never prompt text or API keys.
+ * never prompt text or API keys; GET /metrics counts the same in Prometheus's format (metrics.ts).
+ *
+ * Shutting down: drain() (SIGTERM in `openchat serve`) stops taking requests (503 with
+ * Retry-After; /health 503 `draining`, so a load balancer stops sending) while those in flight
+ * finish; close() then cancels whatever is left.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Generator } from '../generator.ts';
 import { ApiError, cloudflareErrorBody, internalError, openAiErrorBody } from './errors.ts';
 import { Cancelled, type Exchange, type RequestRecord, type ServerParts } from './exchange.ts';
-import { Generations } from './generation.ts';
+import { Generations, RETRY_AFTER_SECONDS } from './generation.ts';
 import { parseJsonObject, readBody, requireJson, sendJson, SseWriter } from './http.ts';
+import { ApiKeys } from './keys.ts';
+import { ServerMetrics } from './metrics.ts';
 import { ModelNames } from './models.ts';
 import { health } from './routes/health.ts';
 import { chatCompletions, completions, getModel, listModels } from './routes/openai.ts';
@@ -64,8 +69,15 @@ export interface ServerOptions {
   host?: string;
   /** 0 picks a free port (tests). */
   port?: number;
-  /** With keys, every request except GET /health and the web pages (web.ts) needs `Authorization: Bearer <key>`. */
-  apiKeys?: string[];
+  /**
+   * With keys, every request except GET /health and the web pages (web.ts) needs
+   * `Authorization: Bearer <key>`. An ApiKeys (keys.ts) can be reloaded while the server runs.
+   */
+  apiKeys?: string[] | ApiKeys;
+  /** Serve GET /metrics without a key (default: it needs one when keys are set). */
+  metricsPublic?: boolean;
+  /** Sent as `X-Replica` on every answer, so a client (or test) behind a load balancer sees which replica answered. */
+  replicaName?: string;
   maxBodyBytes?: number;
   maxQueue?: number;
   /** Write one line per request. Default true. */
@@ -93,6 +105,8 @@ export interface RunningServer {
   server: OpenChatServer;
   /** Stops listening, cancels what is running or queued, and frees the model if the server loaded it. */
   close(): Promise<void>;
+  /** See OpenChatServer.drain; close() after it. */
+  drain(timeoutMs: number): Promise<number>;
 }
 
 /** Loads the model (unless one is given) and starts listening. */
@@ -121,6 +135,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
         await server.close();
         if (ownsGenerator) generator.close();
       },
+      drain: (timeoutMs) => server.drain(timeoutMs),
     };
   } catch (err) {
     if (ownsGenerator) generator.close();
@@ -133,8 +148,16 @@ export class OpenChatServer implements ServerParts {
   readonly generations: Generations;
   readonly created = Math.floor(Date.now() / 1000);
   private readonly http: Server;
+  readonly metrics: ServerMetrics;
+  /** The keys requests need (none: no key needed); reload() them to take a changed key file. */
+  readonly apiKeys: ApiKeys;
   private readonly maxBodyBytes: number;
-  private readonly keyDigests: Buffer[];
+  private readonly metricsPublic: boolean;
+  private readonly replicaName: string | undefined;
+  private isDraining = false;
+  /** Requests being handled that drain() waits for (all but /health and /metrics). */
+  private inFlight = 0;
+  private readonly idleWaiters = new Set<() => void>();
   private readonly logSink: (line: string) => void;
   private readonly logRequests: boolean;
   private readonly corsOrigins: ReadonlySet<string>;
@@ -145,9 +168,22 @@ export class OpenChatServer implements ServerParts {
     options: ServerOptions = {},
   ) {
     this.names = new ModelNames(generator.modelName, options.modelAliases, generator.adapterNames);
-    this.generations = new Generations(generator, options.maxQueue ?? DEFAULT_MAX_QUEUE);
+    this.apiKeys = options.apiKeys instanceof ApiKeys ? options.apiKeys : ApiKeys.load({ keys: options.apiKeys ?? [] });
+    this.metrics = new ServerMetrics({
+      modelName: this.names.served,
+      adapters: generator.adapterNames,
+      contextLength: generator.contextLength,
+      kvRegions: generator.maxBatch,
+      running: () => generator.running,
+      waiting: () => generator.queued,
+      kvRegionsInUse: () => generator.regionsInUse,
+      draining: () => this.isDraining,
+      apiKeys: () => this.apiKeys.count,
+    });
+    this.generations = new Generations(generator, options.maxQueue ?? DEFAULT_MAX_QUEUE, this.metrics);
     this.maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-    this.keyDigests = (options.apiKeys ?? []).map(digest);
+    this.metricsPublic = options.metricsPublic ?? false;
+    this.replicaName = options.replicaName;
     this.logSink = options.log ?? ((line) => process.stderr.write(line + '\n'));
     this.logRequests = options.logRequests ?? true;
     this.corsOrigins = new Set(options.corsOrigins ?? []);
@@ -229,6 +265,7 @@ export class OpenChatServer implements ServerParts {
         `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
       () => socket.destroy(),
     );
+    this.metrics.request(path ? pathOf(path) : '', 'other', status, false);
     if (this.logRequests) this.log(`${new Date().toISOString()} - ${path ? pathOf(path).slice(0, 200) : '-'} ${status} error=${code}`);
   }
 
@@ -248,6 +285,42 @@ export class OpenChatServer implements ServerParts {
     return this.generations.active;
   }
 
+  get draining(): boolean {
+    return this.isDraining;
+  }
+
+  /** Requests being handled (all but /health and /metrics): what drain() waits for. */
+  get requestsInFlight(): number {
+    return this.inFlight;
+  }
+
+  /**
+   * Stops taking requests and waits up to `timeoutMs` for those in flight to finish. From now on
+   * every new request is answered 503 `server_shutting_down` with Retry-After and
+   * `Connection: close`, and /health 503 `draining`; the server keeps listening so that a load
+   * balancer's health checks and stray requests get those answers instead of a refused
+   * connection. /metrics is still served. Resolves with the number of requests still in flight
+   * (0: every one finished); close() cancels them.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    this.isDraining = true;
+    // Idle keep-alive connections (a balancer's pool) go now; one with a request in flight is
+    // closed after its answer (Connection: close below).
+    this.http.closeIdleConnections();
+    if (this.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.idleWaiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, timeoutMs);
+        this.idleWaiters.add(done);
+      });
+    }
+    return this.inFlight;
+  }
+
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     // Dropping the connections fires every response's 'close', which aborts its generation.
@@ -263,7 +336,7 @@ export class OpenChatServer implements ServerParts {
     const started = performance.now();
     const method = req.method ?? 'GET';
     const path = pathOf(req.url);
-    const record: RequestRecord = { promptTokens: 0, completionTokens: 0, finishReasons: [], errorCode: null };
+    const record: RequestRecord = { promptTokens: 0, completionTokens: 0, cachedTokens: 0, finishReasons: [], errorCode: null };
     const abort = new AbortController();
     const ex: Exchange = {
       method,
@@ -271,6 +344,7 @@ export class OpenChatServer implements ServerParts {
       req,
       res,
       record,
+      arrivedAt: started,
       signal: abort.signal,
       readJson: async () => parseJsonObject(await readBody(req, this.maxBodyBytes)),
     };
@@ -279,10 +353,12 @@ export class OpenChatServer implements ServerParts {
     // cancelled request is logged with the tokens it generated before it noticed.
     let cancelled = false;
     let outstanding = 2;
+    let counted = false;
     const settle = () => {
-      if (--outstanding === 0 && this.logRequests) {
-        this.log(formatLogLine(method, path, res.statusCode, record, performance.now() - started, cancelled));
-      }
+      if (--outstanding > 0) return;
+      this.metrics.request(path, method, res.statusCode, cancelled);
+      if (this.logRequests) this.log(formatLogLine(method, path, res.statusCode, record, performance.now() - started, cancelled));
+      if (counted && --this.inFlight === 0) for (const done of [...this.idleWaiters]) done();
     };
     res.on('error', () => {}); // a write racing a client reset; the 'close' below handles the reset
     res.on('close', () => {
@@ -291,11 +367,23 @@ export class OpenChatServer implements ServerParts {
       settle();
     });
 
+    if (this.replicaName !== undefined) res.setHeader('X-Replica', this.replicaName);
     try {
       if (this.cors(req, res)) return;
       if (method === 'GET' && path === '/health') {
         health(this, ex);
         return;
+      }
+      if (path === '/metrics' && this.metricsPublic) {
+        await this.serveMetrics(ex);
+        return;
+      }
+      if (this.isDraining && path !== '/metrics') throw shuttingDown();
+      if (path !== '/metrics') {
+        counted = true;
+        this.inFlight++;
+        // An answer that finishes while draining closes its connection, so no new request follows on it.
+        if (this.isDraining) res.setHeader('Connection', 'close');
       }
       // The pages (web.ts) need no key: they hold no secrets, and ask for the key their API calls send.
       if ((method === 'GET' || method === 'HEAD') && isWebPath(path)) {
@@ -363,12 +451,11 @@ export class OpenChatServer implements ServerParts {
 
   /** 401 unless the request carries one of the keys (when keys are set). Runs before the body is read. */
   private authorize(req: IncomingMessage): void {
-    if (this.keyDigests.length === 0) return;
+    if (!this.apiKeys.required) return;
     const header = req.headers['authorization'] ?? '';
     const match = /^Bearer\s+(.+)$/i.exec(header.trim());
-    // Compare digests in constant time, so the time taken says nothing about how much of a key matched.
-    const given = match ? digest(match[1]!) : null;
-    const ok = given !== null && this.keyDigests.some((d) => timingSafeEqual(d, given));
+    // ApiKeys compares in constant time: the time taken says nothing about how much of a key matched.
+    const ok = match !== null && this.apiKeys.accepts(match[1]!);
     if (!ok) {
       throw new ApiError(
         401,
@@ -378,6 +465,18 @@ export class OpenChatServer implements ServerParts {
         'invalid_api_key',
       );
     }
+  }
+
+  /** GET /metrics: the Prometheus text (metrics.ts). */
+  private async serveMetrics(ex: Exchange): Promise<void> {
+    if (ex.method !== 'GET') throw methodNotAllowed(ex.method, ex.path, 'GET');
+    const text = await this.metrics.text();
+    ex.res.writeHead(200, {
+      'Content-Type': this.metrics.contentType,
+      'Content-Length': String(Buffer.byteLength(text)),
+      'Cache-Control': 'no-store',
+    });
+    ex.res.end(text);
   }
 
   /** The endpoint for the method and path; the handlers are in routes/. */
@@ -390,6 +489,7 @@ export class OpenChatServer implements ServerParts {
       if (method !== 'POST') throw methodNotAllowed(method, path, 'POST');
       requireJson(req);
     };
+    if (path === '/metrics') return this.serveMetrics(ex);
     if (path === '/v1/models') {
       onlyGet();
       return listModels(this, ex);
@@ -458,13 +558,21 @@ function methodNotAllowed(method: string, path: string, allowed: string): ApiErr
   });
 }
 
-function digest(key: string): Buffer {
-  return createHash('sha256').update(key).digest();
+/** 503 while draining: a retry (a load balancer's) goes to another replica. */
+function shuttingDown(): ApiError {
+  return new ApiError(
+    503,
+    'The server is shutting down and takes no new requests. Retry shortly: behind a load balancer the retry goes to another replica.',
+    'server_error',
+    null,
+    'server_shutting_down',
+    { 'Retry-After': String(RETRY_AFTER_SECONDS), Connection: 'close' },
+  );
 }
 
 function formatLogLine(method: string, path: string, status: number, r: RequestRecord, ms: number, cancelled: boolean): string {
   const parts = [new Date().toISOString(), method, path, String(cancelled ? 499 : status)];
-  if (r.promptTokens) parts.push(`prompt_tokens=${r.promptTokens}`, `completion_tokens=${r.completionTokens}`);
+  if (r.promptTokens) parts.push(`prompt_tokens=${r.promptTokens}`, `completion_tokens=${r.completionTokens}`, `cached_tokens=${r.cachedTokens}`);
   if (r.finishReasons.length) parts.push(`finish=${r.finishReasons.join(',')}`);
   if (r.errorCode) parts.push(`error=${r.errorCode}`);
   if (cancelled) parts.push('cancelled');

@@ -3,37 +3,36 @@
  *
  * Unbounded (no numeric keyword): exactly the JSON number grammar of RFC 8259 (optional `-`, `0`
  * or a nonzero digit then digits, optional fraction, optional exponent; `-0` included), limited
- * so that random weights cannot write forever: at most MAX_INT_DIGITS integer digits,
- * MAX_FRAC_DIGITS fraction digits and MAX_EXP_DIGITS exponent digits. Type "integer": no fraction
- * and no exponent. (An exponent of 293 or more can overflow: `1e999` parses to Infinity.)
+ * so that random weights cannot write forever: at most MAX_INT_DIGITS (16) integer digits,
+ * MAX_FRAC_DIGITS (16) fraction digits and MAX_EXP_DIGITS (3) exponent digits. Type "integer":
+ * no fraction and no exponent. (An exponent above 292 can overflow: `1e999` parses to Infinity.)
  *
- * The rule with bounds (any of minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf):
- * numbers are written without an exponent, with at most 16 integer digits and at most 15
- * significant digits (first to last nonzero digit); integers are written between
- * -(2^53 - 1) and 2^53 - 1. Within that, every text the automaton accepts satisfies the keywords
- * exactly as a validator computes them on the parsed double, and for integers every integer in
- * range that satisfies them is accepted. Bounds are compared exactly, digit by digit, with the
- * bound's shortest decimal form String(bound) (exponent notation such as 1e-7 or 1e+21 expanded
- * to plain digits). That is exact after rounding to double: two different decimals of at most 15
- * significant digits never round to the same double (DBL_DIG), and one rounds to the bound's
- * double only if it is the bound's shortest form (were the shortest form longer than 15 digits,
- * nothing of 15 rounds to it); rounding is monotonic, so <, =, > between a text and String(bound)
- * are those between their doubles, exclusive bounds with 16-17 significant digits included.
- * Integers are exact doubles, so they compare exactly with any bound; bounds that are not
- * integers round inward (an integer minimum 2.5 is 3). multipleOf m, written from String(m) as
- * k * 10^e (k an integer of at most 15 digits, not ending in 0), holds exactly in decimal: a
- * number has at most max(0, -e) fraction digits and its digits, read as an integer scaled by
- * 10^-e, are divisible by k (trailing zeros of the integer, when e > 0, are counted rather than
- * carried in the remainder). Validators that divide in floating point (x / m) may disagree with
- * the exact answer when the quotient is large and m is a fraction.
+ * The rule with bounds: when a schema has minimum, maximum, exclusiveMinimum, exclusiveMaximum or
+ * multipleOf, numbers are written without an exponent, with at most 16 integer digits and at most
+ * 15 significant digits (first to last nonzero digit), and with multipleOf m at most as many
+ * fraction digits as m has; integers are written between -(2^53 - 1) and 2^53 - 1. Every text
+ * written then validates, and within these limits every number that satisfies the keywords can be
+ * written. Bounds are compared exactly, digit by digit, with the bound's shortest decimal form
+ * String(bound) (exponent notation such as 1e-7 or 1e+21 expanded to plain digits), and that
+ * order is the order of the parsed doubles: two different decimals of at most 15 significant
+ * digits never round to the same double, and one rounds to the bound's double only if it is the
+ * bound's shortest form (if that form has 16 or 17 digits, nothing of 15 rounds to it); rounding
+ * is monotonic, so <, =, > between a text and String(bound) are those between their doubles,
+ * exclusive bounds included. Integers in that range are exact doubles; bounds that are not
+ * integers round inward (an integer minimum 2.5 means 3). multipleOf holds exactly in decimal:
+ * m = k * 10^e from String(m) (k an integer of at most 15 digits) divides the number's decimal
+ * value. Validators that divide in floating point (x / m) can disagree when m is a fraction and
+ * the quotient is large (0.3 / 0.1 = 2.9999999999999996).
  *
  * Construction: each constraint is a small automaton over 14 symbols (10 digits, - + . e/E),
- * explored from a tuple state: the number format, one comparator per bound (sign, whether all
- * digits so far are zero, integer-part length and first differing digit, then fraction digits
- * against the bound's, padded with zeros), and the remainder (reading digits: r = (10 r + d) mod k).
- * Each comparator assumes a well-formed number, so a product with the format is exact. Products are
- * minimized (Hopcroft) after every step, so no intermediate holds more than the constraints so far
- * need.
+ * explored from a tuple state: the number format; one comparator per bound (sign, whether every
+ * digit so far is zero (-0 counts as 0), integer-part length and first differing digit, then the
+ * fraction digits against the bound's padded with zeros: decided at the first difference); the
+ * remainder over the digits scaled by 10^-e (r = (10 r + digit) mod k; a state that has read j of
+ * d = -e fraction digits accepts iff r * 10^(d-j) = 0 mod k; for e > 0 the integer's last e
+ * zeros are counted rather than carried in r). Comparators and remainder assume a well-formed
+ * number, so their product with the format is exact. Products are minimized (Hopcroft) after every
+ * step, so no intermediate automaton holds more states than the constraints so far need.
  */
 import { DfaBuilder, EmptyLanguageError, MAX_DFA_STATES, TooManyStatesError, type Dfa } from './dfa.ts';
 
@@ -73,10 +72,14 @@ type Keyword = (typeof KEYWORDS)[number];
 const memo = new Map<string, Dfa>();
 const MEMO_SIZE = 256;
 
-/** A Dfa over the bytes of the JSON number texts that satisfy the bounds (and parse to a finite double). */
+/**
+ * A Dfa over the bytes of the JSON number texts that satisfy the bounds (with bounds, within the
+ * rule of the header comment: every such text parses to a finite double that validates).
+ */
 export function numberDfa(bounds: NumberBounds): Dfa {
-  // Automata are immutable and every schema's number uses the unbounded one: share them.
-  const key = JSON.stringify([bounds.integer, ...KEYWORDS.map((k) => bounds[k] ?? null)]);
+  // Automata are immutable and every schema's number uses the unbounded one: share them. String
+  // keeps NaN and Infinity apart from absent keywords (JSON.stringify writes all three as null).
+  const key = [bounds.integer, ...KEYWORDS.map((k) => (bounds[k] === undefined ? '' : String(bounds[k])))].join(',');
   let dfa = memo.get(key);
   if (!dfa) {
     dfa = buildNumberDfa(bounds);
@@ -663,24 +666,28 @@ function buildNumberDfa(bounds: NumberBounds): Dfa {
     if (err instanceof EmptyLanguageError) throw new NumberBoundsError(culprit, `no ${written} satisfies ${range}: widen the range`);
     throw err;
   }
-  if (multiple) {
-    const m = bounds.multipleOf!;
-    const tooMany = () =>
-      new NumberBoundsError(
-        'multipleOf',
-        `"multipleOf" ${m}${range ? ` with ${range}` : ''} needs an automaton of more than ${MAX_DFA_STATES} states: use a multipleOf with fewer significant digits (or a narrower range), or check it after generation`,
-      );
-    // Every residue of k is reachable: no need to explore past the limit to know.
-    if (multiple.k > MAX_DFA_STATES) throw tooMany();
-    try {
-      auto = minimize(product(auto, minimize(multipleAuto(multiple))));
-    } catch (err) {
-      if (err instanceof EmptyLanguageError) throw new NumberBoundsError('multipleOf', `no multiple of ${m} satisfies ${range}: widen the range or change "multipleOf"`);
-      if (err instanceof TooManyStatesError) throw tooMany();
-      throw err;
+  // Only a remainder automaton can grow large (bounds add a few states per digit).
+  const tooMany = () =>
+    new NumberBoundsError(
+      'multipleOf',
+      `"multipleOf" ${bounds.multipleOf}${range ? ` with ${range}` : ''} needs an automaton of more than ${MAX_DFA_STATES} states: use a multipleOf with fewer significant digits (or a narrower range), or check it after generation`,
+    );
+  try {
+    if (multiple) {
+      // Every residue of k is reachable: no need to explore past the limit to know.
+      if (multiple.k > MAX_DFA_STATES) throw tooMany();
+      try {
+        auto = minimize(product(auto, minimize(multipleAuto(multiple))));
+      } catch (err) {
+        if (err instanceof EmptyLanguageError) throw new NumberBoundsError('multipleOf', `no multiple of ${bounds.multipleOf} satisfies ${range}: widen the range or change "multipleOf"`);
+        throw err;
+      }
     }
+    return toDfa(auto);
+  } catch (err) {
+    if (err instanceof TooManyStatesError) throw tooMany();
+    throw err;
   }
-  return toDfa(auto);
 }
 
 /** multipleOf as k * 10^e from its shortest decimal form, or a refusal. */

@@ -7,6 +7,10 @@
  * them (`error.message`, and its `code`), whether they come as the answer's status or as an error
  * event in the middle of a stream. Stop aborts the request: the server sees the connection close
  * and cancels the generation after the current token.
+ *
+ * Each conversation sends its own random `X-Session-Id`, so that a load balancer in front of
+ * several replicas (deploy/) sends every turn to the replica that holds the earlier turns in its
+ * KV cache.
  */
 
 interface Message {
@@ -55,6 +59,12 @@ const ui = {
 const history: Message[] = [];
 let running: AbortController | null = null;
 let modelName: string | null = null;
+let sessionId = newSessionId();
+
+/** 128 random bits in hex (crypto.randomUUID needs a secure context; a page served over plain http is not one). */
+function newSessionId(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
 
 ui.key.value = sessionStorage.getItem(KEY_STORAGE) ?? '';
 ui.key.addEventListener('change', () => {
@@ -188,7 +198,7 @@ async function send(text: string): Promise<void> {
   try {
     const res = await fetch('/v1/chat/completions', {
       method: 'POST',
-      headers: headers(true),
+      headers: { ...headers(true), 'X-Session-Id': sessionId },
       body: JSON.stringify(requestBody()),
       signal: abort.signal,
     });
@@ -249,6 +259,7 @@ ui.stop.addEventListener('click', () => running?.abort());
 ui.clear.addEventListener('click', () => {
   running?.abort();
   history.length = 0;
+  sessionId = newSessionId();
   ui.messages.replaceChildren();
   ui.usage.textContent = '';
   showError(null);
