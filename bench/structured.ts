@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { BUNDLED_MODEL_DIR } from '../src/generator.ts';
 import { GrammarConstraint, TokenVocabulary } from '../src/sampling/grammar/constraint.ts';
 import { compileSpec, type GrammarSpec } from '../src/sampling/grammar/specs.ts';
-import { PERSON_SCHEMA, PYDANTIC_ORDER_SCHEMA } from '../src/sampling/grammar/structured.testing.ts';
+import { PERSON_SCHEMA, PYDANTIC_ORDER_SCHEMA, randomLogitsPick } from '../src/sampling/grammar/structured.testing.ts';
 import { OpenChatTokenizer } from '../src/tokenizer/index.ts';
 import { Rng } from '../src/util/rng.ts';
 
@@ -91,16 +91,7 @@ for (const [name, spec] of SPECS) {
       const dt = ms(t);
       perToken.push(dt);
       if (constraint.walks > walks) worstFirst = Math.max(worstFirst, dt);
-      // Random logits over the allowed ids (Gumbel-max): the masked distribution of full random logits.
-      let best = -Infinity;
-      let token = allowed[0]!;
-      for (const id of allowed) {
-        const v = 4 * rng.normal() - Math.log(-Math.log(rng.next() || 1e-300));
-        if (v > best) {
-          best = v;
-          token = id;
-        }
-      }
+      const token = randomLogitsPick(allowed, rng); // the masked distribution of full random logits
       m.accept(token);
       if (tokenizer.stopIds.includes(token)) break;
     }

@@ -55,17 +55,20 @@ export interface ReplyFormat {
  * milliseconds: `arrivedAt` when the request arrived, `submittedAt` when it was admitted to the
  * queue. Nothing an observer does changes an answer.
  */
+/** What an observer hears of one finished choice. */
+export interface ChoiceRecord {
+  arrivedAt: number;
+  submittedAt: number;
+  adapter: string | undefined;
+  first: boolean;
+  finishReason: FinishReason;
+  usage: Usage;
+  timings: Timings;
+}
+
 export interface GenerationObserver {
   /** A choice ended (`first`: the request's first to end); `usage` and `timings` are its own. */
-  choiceDone(choice: {
-    arrivedAt: number;
-    submittedAt: number;
-    adapter: string | undefined;
-    first: boolean;
-    finishReason: FinishReason;
-    usage: Usage;
-    timings: Timings;
-  }): void;
+  choiceDone(choice: ChoiceRecord): void;
   /** The whole answer was sent. */
   requestDone(arrivedAt: number, adapter: string | undefined): void;
 }

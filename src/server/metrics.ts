@@ -23,8 +23,7 @@
  *   buckets show each choice's mean rather than single gaps.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { FinishReason, Timings, Usage } from '../generator.ts';
-import type { GenerationObserver } from './generation.ts';
+import type { ChoiceRecord, GenerationObserver } from './generation.ts';
 import { isWebPath } from './web.ts';
 
 /** What the metrics read from the server and its generator at each scrape. */
@@ -177,15 +176,7 @@ export class ServerMetrics implements GenerationObserver {
     this.keyReloads.inc({ result: ok ? 'ok' : 'error' });
   }
 
-  choiceDone(c: {
-    arrivedAt: number;
-    submittedAt: number;
-    adapter: string | undefined;
-    first: boolean;
-    finishReason: FinishReason;
-    usage: Usage;
-    timings: Timings;
-  }): void {
+  choiceDone(c: ChoiceRecord): void {
     const now = performance.now();
     const adapter = c.adapter ?? '';
     const t = c.timings;

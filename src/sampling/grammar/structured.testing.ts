@@ -18,20 +18,26 @@ export function sampleTokens(constraint: ConstraintFactory, tokenizer: OpenChatT
   for (let i = 0; i < limit; i++) {
     const allowed = m.allowed(limit - i) ?? Uint32Array.from({ length: tokenizer.vocabSize }, (_, k) => k);
     if (allowed.length === 0) throw new Error('the constraint allows no token');
-    let best = -Infinity;
-    let token = allowed[0]!;
-    for (const id of allowed) {
-      const v = 4 * rng.normal() - Math.log(-Math.log(rng.next() || 1e-300));
-      if (v > best) {
-        best = v;
-        token = id;
-      }
-    }
+    const token = randomLogitsPick(allowed, rng);
     m.accept(token);
     if (tokenizer.stopIds.includes(token)) return { text: tokenizer.decode(tokens, { skipSpecial: true }), ended: true, tokens };
     tokens.push(token);
   }
   return { text: tokenizer.decode(tokens, { skipSpecial: true }), ended: false, tokens };
+}
+
+/** A token drawn from logits 4 x normal over `allowed`, at temperature 1 (the Gumbel-max trick). */
+export function randomLogitsPick(allowed: Uint32Array, rng: Rng): number {
+  let best = -Infinity;
+  let token = allowed[0]!;
+  for (const id of allowed) {
+    const v = 4 * rng.normal() - Math.log(-Math.log(rng.next() || 1e-300));
+    if (v > best) {
+      best = v;
+      token = id;
+    }
+  }
+  return token;
 }
 
 const PATTERNS = ['^[a-z]{2,5}$', '^\\d{3}-\\d{2}$', '[A-Z][a-z]*', '^(yes|no|maybe)$', '^\\w+@\\w+\\.com$', '^[^"\\\\]{0,8}$', '^(ab)+c?$', '^é[à-ü]{1,3}$'];
