@@ -101,3 +101,22 @@ for (const [name, spec] of SPECS) {
   const p99 = perToken[Math.floor(0.99 * (perToken.length - 1))]!;
   console.log(`| ${name} | ${first.toFixed(1)} / ${again.toFixed(1)} | ${grammar.size} | ${mean.toFixed(3)} | ${p99.toFixed(2)} | ${worstFirst.toFixed(1)} | ${perToken.length} |`);
 }
+
+// The server compiles in a worker thread: how long does the event loop stall meanwhile? (Each spec
+// compiled fresh in a new compiler thread, so nothing is cached there.)
+{
+  const { monitorEventLoopDelay } = await import('node:perf_hooks');
+  const { GrammarCompiler } = await import('../src/sampling/grammar/compile_worker.ts');
+  const compiler = new GrammarCompiler();
+  await compiler.compile({ kind: 'regex', pattern: 'warm' }); // the thread's start (tsx, imports)
+  for (const [name, spec] of SPECS.slice(0, 3)) {
+    const h = monitorEventLoopDelay({ resolution: 5 });
+    h.enable();
+    const t = performance.now();
+    await compiler.compile(spec);
+    const wall = ms(t);
+    h.disable();
+    console.log(`worker compile, ${name}: ${wall.toFixed(1)} ms; event loop delay max ${(h.max / 1e6).toFixed(1)} ms`);
+  }
+  compiler.close();
+}

@@ -20,7 +20,7 @@ import type { ChatMessage, OpenChatTokenizer } from './tokenizer/index.ts';
 import { resolveSeed, sampleSeed, type SamplingParams } from './sampling/params.ts';
 import type { GrammarConstraint } from './sampling/grammar/constraint.ts';
 import type { GrammarSpec } from './sampling/grammar/specs.ts';
-import { Prompts } from './prompts.ts';
+import { Prompts, type GrammarCompilerLike } from './prompts.ts';
 import { Scheduler } from './scheduler.ts';
 import { Sequence, type GenerateOptions, type GenerationEvent } from './sequence.ts';
 
@@ -241,6 +241,11 @@ export class Generator {
     return this.prompts.grammar(spec);
   }
 
+  /** See Prompts.compileGrammarsWith: the server compiles in a worker thread. */
+  compileGrammarsWith(compiler: GrammarCompilerLike | undefined): void {
+    this.prompts.compileGrammarsWith(compiler);
+  }
+
   tokenBytes(): (Uint8Array | null)[] {
     return this.prompts.tokenBytes();
   }
@@ -326,6 +331,5 @@ export class Generator {
   close(): void {
     this.model.destroy();
     this.tokenizer.close();
-    this.prompts.close();
   }
 }

@@ -8,7 +8,7 @@ import type { ModelSource } from './util/files.ts';
 import { OpenChatTokenizer, SLICE_CHARS, type ChatMessage } from './tokenizer/index.ts';
 import type { Steps } from './tokenizer/steps.ts';
 import { TokenVocabulary, UnsupportedVocabularyError, type GrammarConstraint } from './sampling/grammar/constraint.ts';
-import { GrammarCompiler } from './sampling/grammar/compile_worker.ts';
+import type { Grammar } from './sampling/grammar/grammar.ts';
 import { GrammarCache, type GrammarSpec } from './sampling/grammar/specs.ts';
 
 /** A prompt before tokenization: a chat (in the model's chat format) or raw text (BOS + text). */
@@ -40,10 +40,15 @@ export class ContextLengthError extends RangeError {
  * alone (no GPU, no weights): a CLI can refuse a prompt that does not fit
  * before spending half a minute loading a 7B model.
  */
+/** What compiles a spec elsewhere (src/sampling/grammar/compile_worker.ts's GrammarCompiler). */
+export interface GrammarCompilerLike {
+  compile(spec: GrammarSpec): Promise<Grammar>;
+}
+
 export class Prompts {
   /** Compiled grammars by spec, and every token's bytes: built on first use. */
   private grammars: GrammarCache | undefined;
-  private compiler: GrammarCompiler | undefined;
+  private compiler: GrammarCompilerLike | undefined;
   private bytesTable: (Uint8Array | null)[] | undefined;
 
   private constructor(
@@ -75,21 +80,26 @@ export class Prompts {
 
   /**
    * A structured-output constraint over this vocabulary (a JSON schema, regex, choice, GBNF
-   * grammar or tool calls), compiled once per spec in a worker thread and cached. Rejects with
+   * grammar or tool calls), compiled once per spec (by the compiler set with compileGrammarsWith,
+   * if any) and cached. Rejects with
    * SchemaError, RegexError or GrammarError for what it cannot enforce.
    */
   grammar(spec: GrammarSpec): Promise<GrammarConstraint> {
     if (!this.grammars) {
       let vocab: TokenVocabulary | undefined;
-      this.compiler = new GrammarCompiler();
       this.grammars = new GrammarCache(() => (vocab ??= new TokenVocabulary(this.tokenBytes())), this.tokenizer.stopIds, 16, this.compiler);
     }
     return this.grammars.getAsync(spec);
   }
 
-  /** Stops the grammar compiler's thread, if one was started. */
-  close(): void {
-    this.compiler?.close();
+  /**
+   * Compiles grammars with `compiler` from now on (the server's worker thread, so no compile runs
+   * on its event loop); undefined: on the calling thread, as the CLI and the tab do. The cache
+   * starts over.
+   */
+  compileGrammarsWith(compiler: GrammarCompilerLike | undefined): void {
+    this.compiler = compiler;
+    this.grammars = undefined;
   }
 
   /**

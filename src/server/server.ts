@@ -32,6 +32,7 @@
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Generator } from '../generator.ts';
+import { GrammarCompiler } from '../sampling/grammar/compile_worker.ts';
 import { ApiError, cloudflareErrorBody, internalError, openAiErrorBody } from './errors.ts';
 import { Cancelled, type Exchange, type RequestRecord, type ServerParts } from './exchange.ts';
 import { Generations, RETRY_AFTER_SECONDS } from './generation.ts';
@@ -121,6 +122,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       maxBatch: options.maxBatch,
       kvCacheGb: options.kvCacheGb,
     }));
+  // Grammars compile in a worker thread while this server runs: a big schema never stalls it.
+  const compiler = new GrammarCompiler();
+  generator.compileGrammarsWith(compiler);
+  const stopCompiler = () => {
+    generator.compileGrammarsWith(undefined);
+    compiler.close();
+  };
   const server = new OpenChatServer(generator, options);
   try {
     const port = await server.listen(options.port ?? DEFAULT_PORT, options.host ?? DEFAULT_HOST);
@@ -133,11 +141,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       server,
       close: async () => {
         await server.close();
+        stopCompiler();
         if (ownsGenerator) generator.close();
       },
       drain: (timeoutMs) => server.drain(timeoutMs),
     };
   } catch (err) {
+    stopCompiler();
     if (ownsGenerator) generator.close();
     throw err;
   }

@@ -227,6 +227,19 @@ describe('the strict subset whole, and guided decoding as vLLM and llama.cpp tak
     }
   });
 
+  it('compiles off the event loop: /health answers while a slow pattern is still compiling (then refused for size)', async () => {
+    // The subset construction of this pattern takes about a second before it passes the state limit.
+    const slow = post('/v1/completions', { model: MODEL, prompt: 'x', guided_regex: '[ab]*a[ab]{16}', max_tokens: 4 }).then(async (r) => ({ status: r.status, at: performance.now(), body: await jsonOf(r) }));
+    await new Promise((r) => setTimeout(r, 50));
+    const health = await fetch(`${srv.url}/health`);
+    const healthAt = performance.now();
+    expect(health.status).toBe(200);
+    const refused = await slow;
+    expect(refused.status, JSON.stringify(refused.body)).toBe(400);
+    expect(refused.body.error.message).toMatch(/states/);
+    expect(healthAt, 'the health check waited for the compile').toBeLessThan(refused.at);
+  });
+
   it('guided_json (a schema or its JSON text) and llama.cpp\'s json_schema and response_format {type: json_object, schema}', async () => {
     const schema = { type: 'object', properties: { n: { type: 'integer', minimum: 10, maximum: 20 }, ok: { type: 'boolean' } }, required: ['n', 'ok'], additionalProperties: false };
     const fields = [{ guided_json: schema }, { guided_json: JSON.stringify(schema) }, { json_schema: schema }, { response_format: { type: 'json_object', schema } }, { structured_outputs: { json: schema } }];

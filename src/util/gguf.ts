@@ -93,7 +93,9 @@ export class GgufError extends Error {
     readonly path: string,
     message: string,
   ) {
-    super(`${path}: ${message}`);
+    // Names read from a damaged file may hold any bytes: control characters are shown escaped, so
+    // the error stays one line.
+    super(`${path}: ${message.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)}`);
     this.name = 'GgufError';
   }
 }

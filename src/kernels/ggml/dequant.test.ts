@@ -207,15 +207,11 @@ describe('randomBlocks', () => {
     expect(() => randomBlocks('Q6_K', 1, new Rng(seed), 0)).toThrow(/not a positive number/);
   });
 
-  it('a 4096 x 4096 matrix: Q8_0, Q4_K and Q6_K well under a second, F16 about half a second', () => {
+  it('a 4096 x 4096 matrix of each format has exactly its whole blocks', () => {
     const rng = new Rng(freshSeed());
     for (const type of ['Q8_0', 'Q4_K', 'Q6_K', 'F16'] as GgmlType[]) {
-      const t0 = performance.now();
       const bytes = randomBlocks(type, (4096 * 4096) / GGML_TYPES[type].blockValues, rng);
-      const ms = performance.now() - t0;
-      expect(bytes.length).toBe((4096 * 4096 / GGML_TYPES[type].blockValues) * GGML_TYPES[type].blockBytes);
-      // Alone: Q8_0 ~120 ms, Q4_K ~50, Q6_K ~70 (random bytes), F16 ~600 (16M normals); bounds for shared cores.
-      expect(ms, type).toBeLessThan(type === 'F16' ? 2000 : 600);
+      expect(bytes.length, type).toBe((4096 * 4096 / GGML_TYPES[type].blockValues) * GGML_TYPES[type].blockBytes);
     }
   });
 });
