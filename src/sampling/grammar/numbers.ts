@@ -4,8 +4,9 @@
  * Unbounded (no numeric keyword): exactly the JSON number grammar of RFC 8259 (optional `-`, `0`
  * or a nonzero digit then digits, optional fraction, optional exponent; `-0` included), limited
  * so that random weights cannot write forever: at most MAX_INT_DIGITS (16) integer digits,
- * MAX_FRAC_DIGITS (16) fraction digits and MAX_EXP_DIGITS (3) exponent digits. Type "integer":
- * no fraction and no exponent. (An exponent above 292 can overflow: `1e999` parses to Infinity.)
+ * MAX_FRAC_DIGITS (16) fraction digits and MAX_EXP_DIGITS (2) exponent digits, so that every text
+ * parses to a finite double (at most 9999999999999999e99, about 1e115; three digits would allow
+ * `1e999`, which parses to Infinity). Type "integer": no fraction and no exponent.
  *
  * The rule with bounds: when a schema has minimum, maximum, exclusiveMinimum, exclusiveMaximum or
  * multipleOf, numbers are written without an exponent, with at most 16 integer digits and at most
@@ -39,7 +40,7 @@ import { DfaBuilder, EmptyLanguageError, MAX_DFA_STATES, TooManyStatesError, typ
 /** Digits a number may have before the point, after it, and in its exponent. */
 export const MAX_INT_DIGITS = 16;
 export const MAX_FRAC_DIGITS = 16;
-export const MAX_EXP_DIGITS = 3;
+export const MAX_EXP_DIGITS = 2;
 /** Significant digits (first to last nonzero digit) of a number written under bounds. */
 export const MAX_SIGNIFICANT_DIGITS = 15;
 /** The largest magnitude of an integer written under bounds: every one is an exact double. */
