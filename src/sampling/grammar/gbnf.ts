@@ -579,10 +579,9 @@ class Lowering {
 
   /** A new rule named after `hint` (with a suffix if a rule of that name exists), remembered as `what` at `pos`. */
   private newRule(hint: string, pos: number, what: string): number {
-    let name = hint;
-    for (let j = 1; this.b.has(name); j++) name = `${hint}-${j}`;
-    this.origins.set(name, { what, pos });
-    return this.b.rule(name);
+    const id = this.b.fresh(hint);
+    this.origins.set(this.b.nameOf(id), { what, pos });
+    return id;
   }
 
   private fresh(owner: string, pos: number, what: string): number {

@@ -59,12 +59,8 @@ export class GrammarBuilder {
     return this.rule(name);
   }
 
-  has(name: string): boolean {
-    return this.byName.has(name);
-  }
-
-  isDefined(rule: number): boolean {
-    return this.defs[rule] !== undefined;
+  nameOf(rule: number): string {
+    return this.names[rule]!;
   }
 
   define(rule: number, alts: Sym[][]): number {
