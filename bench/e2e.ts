@@ -269,8 +269,8 @@ export class Workload {
   }
 
   /** A GGUF file's: each matrix the bytes of its type as the file stores it (the device layouts stay within a few percent). */
-  static ofGguf(config: ModelConfig, path: string, quant: Quantization | null): Workload {
-    const file = GgufFile.open(path);
+  static async ofGguf(config: ModelConfig, path: string, quant: Quantization | null): Promise<Workload> {
+    const file = await GgufFile.open(path);
     try {
       const weights = ggufWeights(file, config);
       const quantized = quant ? quantizedMatrices(config, quant) : new Map<string, QuantFormat>();
@@ -723,7 +723,7 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   if (!Number.isInteger(opts.decodeTokens) || opts.decodeTokens < 1) throw new Error(`decode tokens must be a positive integer; got ${opts.decodeTokens}`);
   const decodePrompt = opts.decodePrompt ?? Math.min(...promptLengths);
   const profileTokens = opts.profileTokens ?? 0;
-  const config = loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow });
+  const config = await loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow });
   // Every sequence gets only the context the run uses (prompt + max_tokens at most): on a
   // software adapter the KV cache is host memory too. The warm-up asks for 2 tokens per prompt.
   const needed = Math.max(...promptLengths.map((n) => n + 2), decodePrompt + opts.decodeTokens + 1, decodePrompt + profileTokens + 1);
@@ -736,11 +736,11 @@ export async function runBenchmark(gpu: Gpu, dir: string, opts: BenchOptions): P
   let work: Workload;
   let storedBytes: number;
   if (isGgufPath(dir)) {
-    work = Workload.ofGguf(config, dir, atLoad);
+    work = await Workload.ofGguf(config, dir, atLoad);
     storedBytes = statSync(dir).size;
   } else {
-    const ckpt = Checkpoint.open(dir);
-    work = Workload.ofFolder(config, ckpt.tensors, folderQuantization(dir) ?? atLoad);
+    const ckpt = await Checkpoint.open(dir);
+    work = Workload.ofFolder(config, ckpt.tensors, await folderQuantization(dir) ?? atLoad);
     storedBytes = ckpt.totalBytes;
     ckpt.close();
   }

@@ -42,8 +42,8 @@ if (!existsSync(reference)) {
 }
 
 /** Bits per weight of a GGUF file's matrices, as stored. */
-function fileBits(path: string): number {
-  const f = GgufFile.open(path);
+async function fileBits(path: string): Promise<number> {
+  const f = await GgufFile.open(path);
   try {
     let bytes = 0;
     let weights = 0;
@@ -59,8 +59,8 @@ function fileBits(path: string): number {
 }
 
 /** Bits per weight of the F16 file's matrices under the project's `format` (quantizationFor's choice per matrix). */
-function projectBits(path: string, format: QuantFormat): number {
-  const f = GgufFile.open(path);
+async function projectBits(path: string, format: QuantFormat): Promise<number> {
+  const f = await GgufFile.open(path);
   try {
     const config = ggufConfig(f);
     const chosen = quantizedMatrices(config, quantizationFor(config, format));
@@ -93,7 +93,7 @@ function ggufNameOf(hf: string): string {
   return `blk.${m[1]}.${short[m[3]!]}.weight`;
 }
 
-const ref = CpuModel.load(reference);
+const ref = await CpuModel.load(reference);
 const V = ref.config.vocab_size;
 const rng = new Rng(seed);
 const prompts = Array.from({ length: Number(values.prompts) }, () => [1, ...Array.from({ length: Number(values.length) - 1 }, () => rng.int(3, V))]);
@@ -142,6 +142,6 @@ for (const type of TYPES) {
     console.log(`| ${type} | (${path} absent) | | | |`);
     continue;
   }
-  row(`GGUF ${type}`, fileBits(path), drift(CpuModel.load(path)));
+  row(`GGUF ${type}`, await fileBits(path), drift(await CpuModel.load(path)));
 }
-for (const format of ['q8', 'q4'] as const) row(`project ${format} (from the F16 file)`, projectBits(reference, format), drift(CpuModel.load(reference, { quantize: format })));
+for (const format of ['q8', 'q4'] as const) row(`project ${format} (from the F16 file)`, await projectBits(reference, format), drift(await CpuModel.load(reference, { quantize: format })));

@@ -111,14 +111,14 @@ function table(rows: [string, Drift, number][], against: string): void {
   }
 }
 
-function measure(dir: string, cases: Case[], formats: QuantFormat[]): [string, Drift, number][] {
+async function measure(dir: string, cases: Case[], formats: QuantFormat[]): Promise<[string, Drift, number][]> {
   const rows: [string, Drift, number][] = [];
   for (const format of formats) {
     const chosen = vocabFormats(format);
     for (const [embed, head] of candidates(format)) {
       const what = embed === chosen.embed_tokens && head === chosen.lm_head ? ' (what --quantize does)' : '';
       const as = (f: QuantFormat | null) => f ?? 'as stored';
-      rows.push([`${format}: embed_tokens ${as(embed)}, lm_head ${as(head)}${what}`, drift(CpuModel.load(dir, { quantize: format, embed, lmHead: head }), cases), sevenBBytes(format, embed, head)]);
+      rows.push([`${format}: embed_tokens ${as(embed)}, lm_head ${as(head)}${what}`, drift(await CpuModel.load(dir, { quantize: format, embed, lmHead: head }), cases), sevenBBytes(format, embed, head)]);
     }
   }
   return rows;
@@ -130,9 +130,9 @@ function measure(dir: string, cases: Case[], formats: QuantFormat[]): [string, D
  * model of the golden shape with 32 layers (random f16 weights, bench/synthetic.ts), against
  * its own unquantized logits (there is no Hugging Face reference for it), on random ids.
  */
-function deepCases(dir: string): Case[] {
+async function deepCases(dir: string): Promise<Case[]> {
   const rng = new Rng(7);
-  const reference = CpuModel.load(dir);
+  const reference = await CpuModel.load(dir);
   return [0, 1, 2, 3].map(() => {
     const ids = Array.from({ length: 24 }, () => rng.int(0, reference.config.vocab_size));
     reference.reset();
@@ -144,13 +144,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   if (process.argv.includes('--deep')) {
     const dir = mkdtempSync(join(tmpdir(), 'quant-deep-'));
     try {
-      writeSyntheticCheckpoint(dir, { ...SYNTHETIC_CONFIGS.tiny, num_hidden_layers: 32, hidden_size: 128, intermediate_size: 384, head_dim: 32 });
-      table(measure(dir, deepCases(dir), ['q4']), 'unquantized');
+      await writeSyntheticCheckpoint(dir, { ...SYNTHETIC_CONFIGS.tiny, num_hidden_layers: 32, hidden_size: 128, intermediate_size: 384, head_dim: 32 });
+      table(await measure(dir, await deepCases(dir), ['q4']), 'unquantized');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   } else {
     const golden = goldenCases();
-    table([['unquantized (f16 checkpoint; 7B in bf16)', drift(CpuModel.load(DIR), golden), sevenBBytes(null, null, null)], ...measure(DIR, golden, ['q8', 'q4'])], 'HF');
+    table([['unquantized (f16 checkpoint; 7B in bf16)', drift(await CpuModel.load(DIR), golden), sevenBBytes(null, null, null)], ...(await measure(DIR, golden, ["q8", "q4"]))], 'HF');
   }
 }

@@ -23,18 +23,18 @@ const seed = freshSeed();
 let dir: string;
 let written: WrittenCheckpoint;
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'synthetic-tiny-'));
   // 5 MB of the ~8.4 MB: embed_tokens and the layers fill the first shard, lm_head starts the second.
-  written = writeSyntheticCheckpoint(dir, 'tiny', { maxShardBytes: 5e6, seed });
+  written = await writeSyntheticCheckpoint(dir, 'tiny', { maxShardBytes: 5e6, seed });
 });
 
-afterAll(() => {
+afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
 describe(`synthetic tiny checkpoint (seed ${seed})`, () => {
-  it('is sharded like a Hugging Face export, every expected tensor present with the weight statistics intended', () => {
+  it('is sharded like a Hugging Face export, every expected tensor present with the weight statistics intended', async () => {
     expect(written.files).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
     const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')) as {
       metadata: { total_size: number };
@@ -44,13 +44,13 @@ describe(`synthetic tiny checkpoint (seed ${seed})`, () => {
     expect(index.weight_map['model.embed_tokens.weight']).toBe('model-00001-of-00002.safetensors');
     expect(existsSync(join(dir, 'model.safetensors'))).toBe(false);
 
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = await Checkpoint.open(dir);
     try {
       const want = expectedTensors(written.config);
       expect([...ckpt.tensors.keys()].sort()).toEqual([...want.keys()].sort());
       expect(ckpt.totalBytes).toBe(index.metadata.total_size);
       // A projection [out, in] holds N(0, 1/sqrt(in)) values; norms hold ones.
-      const down = decodeToF32(ckpt.read('model.layers.1.mlp.down_proj.weight'), 'f16');
+      const down = decodeToF32(await ckpt.read('model.layers.1.mlp.down_proj.weight'), 'f16');
       let sum = 0;
       let sq = 0;
       for (const v of down) {
@@ -61,10 +61,10 @@ describe(`synthetic tiny checkpoint (seed ${seed})`, () => {
       expect(Math.abs(sum / down.length), `seed ${seed}`).toBeLessThan(0.01);
       expect(std, `seed ${seed}`).toBeGreaterThan(0.9 / Math.sqrt(192));
       expect(std, `seed ${seed}`).toBeLessThan(1.1 / Math.sqrt(192));
-      expect([...decodeToF32(ckpt.read('model.norm.weight'), 'f16')].every((v) => v === 1)).toBe(true);
+      expect([...decodeToF32(await ckpt.read('model.norm.weight'), 'f16')].every((v) => v === 1)).toBe(true);
       // Two tensors of one shape are not copies of each other.
-      const q0 = ckpt.read('model.layers.0.self_attn.q_proj.weight');
-      const q1 = ckpt.read('model.layers.1.self_attn.q_proj.weight');
+      const q0 = await ckpt.read('model.layers.0.self_attn.q_proj.weight');
+      const q1 = await ckpt.read('model.layers.1.self_attn.q_proj.weight');
       expect(Buffer.compare(q0, q1)).not.toBe(0);
     } finally {
       ckpt.close();
@@ -126,7 +126,7 @@ describe(`synthetic tiny checkpoint (seed ${seed})`, () => {
     const small = mkdtempSync(join(tmpdir(), 'synthetic-v32000-'));
     try {
       // The 1b shape's vocabulary and EOS on the tiny shape: OpenChat's pieces without its two added tokens.
-      writeSyntheticCheckpoint(small, { ...SYNTHETIC_CONFIGS.tiny, vocab_size: 32000, eos_token_id: 2 }, { seed });
+      await writeSyntheticCheckpoint(small, { ...SYNTHETIC_CONFIGS.tiny, vocab_size: 32000, eos_token_id: 2 }, { seed });
       await expect(Prompts.load(small)).rejects.toThrow(/the tokenizer has 32002 tokens but the model's vocab_size is 32000/);
       expect(await writeSyntheticTokenizer(small, 32000)).toEqual(['tokenizer.json', 'tokenizer_config.json']);
       const prompts = await Prompts.load(small);

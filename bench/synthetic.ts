@@ -26,7 +26,10 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import type { QuantFormat } from '../src/gpu/buffers.ts';
 import { expectedTensors, parseConfig, type ModelConfig } from '../src/model/config.ts';
+import { quantizationConfig, quantizedSpecs } from '../src/model/quantize.ts';
+import { quantizationFor, quantizedMatrices } from '../src/model/quantized.ts';
 import { writeSafetensors, type TensorSpec } from '../src/model/safetensors.ts';
 import { encodeFromF32 } from '../src/util/half.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -111,6 +114,12 @@ export interface WriteOptions {
   seed?: number;
   /** The weights' dtype (default f16). */
   dtype?: 'f16' | 'bf16';
+  /**
+   * Write the folder `openchat quantize --format q8|q4` would write (its layout and
+   * quantization_config), with random codes and one scale per matrix chosen so its weights have
+   * the f16 weights' spread: a large quantized folder in seconds, for loading tests and benchmarks.
+   */
+  quantize?: QuantFormat;
   /** Called after each tensor is written. */
   onProgress?: (p: { tensorsDone: number; tensorsTotal: number; bytesDone: number; bytesTotal: number }) => void;
 }
@@ -141,7 +150,7 @@ function planShards(specs: TensorSpec[], maxShardBytes: number): TensorSpec[][] 
   const shards: TensorSpec[][] = [[]];
   let used = 0;
   for (const s of specs) {
-    const bytes = elements(s) * 2;
+    const bytes = bytesOf(s);
     if (used > 0 && used + bytes > maxShardBytes) {
       shards.push([]);
       used = 0;
@@ -156,6 +165,13 @@ function elements(s: TensorSpec): number {
   return s.shape.reduce((a, b) => a * b, 1);
 }
 
+function bytesOf(s: TensorSpec): number {
+  return elements(s) * (s.dtype === 'U8' ? 1 : s.dtype === 'F32' ? 4 : 2);
+}
+
+/** Spread of a code's value (its standard deviation), uniform over the format's codes: q4's -8..7, q8's -128..127. */
+const CODE_SPREAD: Record<QuantFormat, number> = { q4: Math.sqrt((16 ** 2 - 1) / 12), q8: Math.sqrt((256 ** 2 - 1) / 12) };
+
 /**
  * Fills tensors with f16 or bf16 values: 2-D weights [out, in] from N(0, 1/sqrt(in)) so
  * each projection keeps its activations' scale (finite through 32 layers), norm
@@ -165,11 +181,14 @@ class WeightFiller {
   private readonly unit: Float32Array;
   private readonly byScale = new Map<number, Uint16Array>();
   private readonly out: Uint16Array;
+  private codes: Uint8Array | null = null;
 
   constructor(
     private readonly rng: Rng,
     largestTensor: number,
     private readonly dtype: 'f16' | 'bf16',
+    /** Quantized matrices: each one's format and row length, by its name. */
+    private readonly quantized = new Map<string, { format: QuantFormat; cols: number }>(),
   ) {
     this.unit = new Float32Array(BLOCK_ELEMENTS);
     for (let i = 0; i < BLOCK_ELEMENTS; i++) this.unit[i] = rng.normal();
@@ -178,8 +197,14 @@ class WeightFiller {
 
   fill(spec: TensorSpec): Uint8Array {
     const n = elements(spec);
+    if (spec.dtype === 'U8') return this.fillCodes(n);
     const out = this.out.subarray(0, n);
-    if (spec.shape.length === 1) {
+    const matrix = spec.name.endsWith('.scales') ? this.quantized.get(spec.name.replace(/\.scales$/, '.weight')) : undefined;
+    if (matrix) {
+      // One scale for every group: the codes' spread times it is N(0, 1/sqrt(in))'s, as fill() draws float weights.
+      const scale = encodeFromF32(new Float32Array([1 / Math.sqrt(matrix.cols) / CODE_SPREAD[matrix.format]]), 'f16');
+      out.fill(new Uint16Array(scale.buffer, scale.byteOffset, 1)[0]!);
+    } else if (spec.shape.length === 1) {
       out.fill(this.dtype === 'f16' ? 0x3c00 : 0x3f80); // 1.0
     } else {
       const block = this.block(1 / Math.sqrt(spec.shape[1]!));
@@ -192,6 +217,23 @@ class WeightFiller {
       }
     }
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  }
+
+  /** Random bytes (every code equally likely), a block copied round-robin from a random offset as fill() does. */
+  private fillCodes(n: number): Uint8Array {
+    if (!this.codes) {
+      this.codes = new Uint8Array(BLOCK_ELEMENTS);
+      for (let i = 0; i < BLOCK_ELEMENTS; i++) this.codes[i] = this.rng.int(0, 256);
+    }
+    const out = new Uint8Array(this.out.buffer, 0, n);
+    let from = this.rng.int(0, BLOCK_ELEMENTS);
+    for (let at = 0; at < n; ) {
+      const take = Math.min(n - at, BLOCK_ELEMENTS - from);
+      out.set(this.codes.subarray(from, from + take), at);
+      at += take;
+      from = 0;
+    }
+    return out;
   }
 
   /** The unit block scaled and rounded to the dtype, once per distinct scale. */
@@ -212,29 +254,35 @@ class WeightFiller {
  * Writes a synthetic checkpoint of `name`'s shape (or of any raw HF config) into `dir`: config.json
  * and the weights. The tokenizer files are writeSyntheticTokenizer's (the command line writes both).
  */
-export function writeSyntheticCheckpoint(dir: string, name: SyntheticName | Record<string, unknown>, opts: WriteOptions = {}): WrittenCheckpoint {
+export async function writeSyntheticCheckpoint(dir: string, name: SyntheticName | Record<string, unknown>, opts: WriteOptions = {}): Promise<WrittenCheckpoint> {
   const started = performance.now();
   const raw: Record<string, unknown> = typeof name === 'string' ? { ...SYNTHETIC_CONFIGS[name] } : { ...name };
   if (opts.dtype === 'bf16') raw.torch_dtype = 'bfloat16';
   const config = parseConfig(raw, typeof name === 'string' ? `synthetic ${name}` : 'synthetic config');
   const dtype = opts.dtype ?? 'f16';
-  const specs = stateDictOrder(config, dtype);
+  const quantization = opts.quantize ? quantizationFor(config, opts.quantize) : null;
+  const specs = quantization ? quantizedSpecs(config, quantization, () => (dtype === 'f16' ? 'F16' : 'BF16')) : stateDictOrder(config, dtype);
   const shards = planShards(specs, opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
   const seed = (opts.seed ?? 1) >>> 0;
-  const filler = new WeightFiller(new Rng(seed), Math.max(...specs.map(elements)), dtype);
+  const shapes = expectedTensors(config);
+  const quantized = new Map([...(quantization ? quantizedMatrices(config, quantization) : [])].map(([name, format]) => [name, { format, cols: shapes.get(name)![1]! }]));
+  // The largest tensor in 16-bit elements (codes are bytes: half as many).
+  const filler = new WeightFiller(new Rng(seed), Math.max(...specs.map((s) => Math.ceil(bytesOf(s) / 2))), dtype, quantized);
 
   mkdirSync(dir, { recursive: true });
+  if (quantization) raw.quantization_config = quantizationConfig(quantization);
   writeFileSync(join(dir, 'config.json'), JSON.stringify(raw, null, 2) + '\n');
 
-  const totalBytes = specs.reduce((a, s) => a + elements(s) * 2, 0);
-  const metadata = { format: 'pt', synthetic: `random ${dtype} weights from openchat-webgpu bench/synthetic.ts, seed ${seed}` };
+  const totalBytes = specs.reduce((a, s) => a + bytesOf(s), 0);
+  const what = quantization ? `${quantization.format} codes (one scale per matrix)` : `${dtype} weights`;
+  const metadata = { format: 'pt', synthetic: `random ${what} from openchat-webgpu bench/synthetic.ts, seed ${seed}` };
   const files = shards.map((_, i) =>
     shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`,
   );
   let tensorsDone = 0;
   let bytesDone = 0;
-  shards.forEach((shard, i) => {
-    writeSafetensors(
+  for (const [i, shard] of shards.entries()) {
+    await writeSafetensors(
       join(dir, files[i]!),
       shard,
       (spec) => {
@@ -247,7 +295,7 @@ export function writeSyntheticCheckpoint(dir: string, name: SyntheticName | Reco
       },
       metadata,
     );
-  });
+  }
   if (shards.length > 1) {
     const weight_map: Record<string, string> = {};
     shards.forEach((shard, i) => shard.forEach((s) => (weight_map[s.name] = files[i]!)));
@@ -278,8 +326,9 @@ export async function writeSyntheticTokenizer(dir: string, vocabSize: number): P
 
 function usage(): never {
   process.stderr.write(
-    `usage: npx tsx bench/synthetic.ts ${Object.keys(SYNTHETIC_CONFIGS).join('|')} DIR [--max-shard-gb G] [--seed N] [--dtype f16|bf16]\n` +
-      '  writes a Hugging Face model folder of that shape with random f16 (or bf16) weights, and a tokenizer of its vocabulary\n' +
+    `usage: npx tsx bench/synthetic.ts ${Object.keys(SYNTHETIC_CONFIGS).join('|')} DIR [--max-shard-gb G] [--seed N] [--dtype f16|bf16] [--quantize q8|q4]\n` +
+      '  writes a Hugging Face model folder of that shape with random f16 (or bf16) weights, and a tokenizer of its vocabulary;\n' +
+      '  --quantize: the folder `openchat quantize` writes instead, with random codes\n' +
       '       npx tsx bench/synthetic.ts tokenizer DIR\n' +
       "  writes only the tokenizer files, of DIR/config.json's vocab_size (for a folder written without them)\n",
   );
@@ -291,11 +340,16 @@ async function main(argv: string[]): Promise<void> {
   let maxShardBytes = DEFAULT_MAX_SHARD_BYTES;
   let seed = 1;
   let dtype: 'f16' | 'bf16' = 'f16';
+  let quantize: QuantFormat | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--max-shard-gb') maxShardBytes = Number(argv[++i]) * 1e9;
     else if (a === '--seed') seed = Number(argv[++i]);
-    else if (a === '--dtype') {
+    else if (a === '--quantize') {
+      const q = argv[++i];
+      if (q !== 'q8' && q !== 'q4') usage();
+      quantize = q;
+    } else if (a === '--dtype') {
       const d = argv[++i];
       if (d !== 'f16' && d !== 'bf16') usage();
       dtype = d;
@@ -313,10 +367,11 @@ async function main(argv: string[]): Promise<void> {
   }
   if (!name || !dir || positional.length !== 2 || !isSyntheticName(name) || !(maxShardBytes > 0) || !Number.isInteger(seed)) usage();
   let lastPrint = 0;
-  const w = writeSyntheticCheckpoint(dir, name, {
+  const w = await writeSyntheticCheckpoint(dir, name, {
     maxShardBytes,
     seed,
     dtype,
+    quantize,
     onProgress: (p) => {
       const now = performance.now();
       if (now - lastPrint > 2000 || p.tensorsDone === p.tensorsTotal) {

@@ -39,7 +39,7 @@ describe('--model FILE.gguf', () => {
     const out = join(dir, 'tiny-mistral.Q8_0.gguf');
     const q = await cli(['quantize', '--model', file, '--out', out, '--format', 'q8']);
     expect(q.stderr).toMatch(/wrote .*Q8_0\.gguf: q8/);
-    const f = GgufFile.open(out);
+    const f = await GgufFile.open(out);
     try {
       expect(f.tensor('blk.0.attn_q.weight').type).toBe('Q8_0');
       expect(f.tensor('blk.0.attn_norm.weight').type).toBe('F32');

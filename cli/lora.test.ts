@@ -7,7 +7,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, runCli, type Run } from './run-cli.ts';
 import { loadConfig } from '../src/model/config.ts';
 import { CpuModel } from '../src/model/cpu.ts';
@@ -17,12 +17,12 @@ import { OpenChatTokenizer } from '../src/tokenizer/index.ts';
 import { freshSeed, maxAbsError } from '../src/util/testing.ts';
 
 const TINY = join(ROOT, 'golden/tiny-mistral/');
-const config = loadConfig(TINY);
+const config = await loadConfig(TINY);
 const dir = mkdtempSync(join(tmpdir(), 'openchat-lora-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const seed = freshSeed();
 const adapter = join(dir, 'my-adapter');
-writePeftAdapter(adapter, config, {
+await writePeftAdapter(adapter, config, {
   seed,
   config: { r: 6, lora_alpha: 12, target_modules: ['q_proj', 'v_proj', 'up_proj', 'down_proj'] },
   modules: allModules(config, 6, ['q_proj', 'v_proj', 'up_proj', 'down_proj']),
@@ -41,8 +41,12 @@ function range(a: Float32Array): number {
 }
 
 describe('openchat --lora', () => {
-  const merged = CpuModel.load(TINY, { lora: loadLora(adapter, config) }).forward(ids);
-  const base = CpuModel.load(TINY).forward(ids);
+  let merged: Float32Array;
+  let base: Float32Array;
+  beforeAll(async () => {
+    merged = (await CpuModel.load(TINY, { lora: await loadLora(adapter, config) })).forward(ids);
+    base = (await CpuModel.load(TINY)).forward(ids);
+  });
 
   for (const device of ['webgpu', 'cpu'] as const) {
     it(`logits --lora reproduces the merged reference at f32 noise (${device})`, async () => {
@@ -72,7 +76,7 @@ describe('openchat --lora', () => {
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/^openchat: adapter folder .*nowhere does not exist\n$/m);
     const dora = join(dir, 'dora');
-    writePeftAdapter(dora, config, { seed, config: { r: 2, lora_alpha: 2, target_modules: ['q_proj'] }, modules: allModules(config, 2, ['q_proj']) });
+    await writePeftAdapter(dora, config, { seed, config: { r: 2, lora_alpha: 2, target_modules: ['q_proj'] }, modules: allModules(config, 2, ['q_proj']) });
     writeFileSync(join(dora, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: ['q_proj'], use_dora: true }));
     const gen = await runCli(['generate', '--lora', dora, '--prompt', 'hi']);
     expect(gen.code).toBe(1);

@@ -27,9 +27,9 @@ const work = mkdtempSync(join(tmpdir(), 'openchat-dtypes-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 /** Rewrites the golden checkpoint in `dtype`, split into `shards` files with an index. */
-function rewrite(name: string, dtype: 'F32' | 'BF16', shards: number): string {
+async function rewrite(name: string, dtype: 'F32' | 'BF16', shards: number): Promise<string> {
   const dir = join(work, name);
-  const src = Checkpoint.open(GOLDEN);
+  const src = await Checkpoint.open(GOLDEN);
   const names = [...src.tensors.keys()].sort();
   const per = Math.ceil(names.length / shards);
   const weightMap: Record<string, string> = {};
@@ -38,8 +38,8 @@ function rewrite(name: string, dtype: 'F32' | 'BF16', shards: number): string {
     const file = `model-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
     const part = names.slice(s * per, (s + 1) * per);
     const specs: TensorSpec[] = part.map((n) => ({ name: n, dtype, shape: src.get(n).shape }));
-    writeSafetensors(join(dir, file), specs, (spec) => {
-      const values = decodeToF32(src.read(spec.name), src.float(spec.name).dtype);
+    await writeSafetensors(join(dir, file), specs, async (spec) => {
+      const values = decodeToF32(await src.read(spec.name), src.float(spec.name).dtype);
       return encodeFromF32(values, dtype === 'F32' ? 'f32' : 'bf16');
     });
     for (const n of part) weightMap[n] = file;
@@ -63,9 +63,9 @@ function maxAbs(a: Float32Array, b: Float32Array): number {
 describe('checkpoint dtypes and sharding', () => {
   let f32Dir: string;
   let bf16Dir: string;
-  beforeAll(() => {
-    f32Dir = rewrite('f32', 'F32', 3);
-    bf16Dir = rewrite('bf16', 'BF16', 2);
+  beforeAll(async () => {
+    f32Dir = await rewrite('f32', 'F32', 3);
+    bf16Dir = await rewrite('bf16', 'BF16', 2);
   });
 
   it('an f32, 3-shard copy of the golden checkpoint reproduces the Hugging Face logits', async () => {
@@ -81,7 +81,7 @@ describe('checkpoint dtypes and sharding', () => {
   it('a bf16, 2-shard checkpoint runs exactly (bf16 widened in the kernels) and matches the CPU reference', async () => {
     const model = await MistralModel.load(await getGpu(), bf16Dir);
     const gpuLogits = (await model.forward(caseD.input_ids, { kind: 'all-logits' })).logits!;
-    const cpuLogits = CpuModel.load(bf16Dir).forward(caseD.input_ids);
+    const cpuLogits = (await CpuModel.load(bf16Dir)).forward(caseD.input_ids);
     let lo = Infinity;
     let hi = -Infinity;
     for (const v of cpuLogits) {
@@ -108,7 +108,7 @@ describe('checkpoint dtypes and sharding', () => {
     for (let i = 0; i < caseD.input_ids.length; i++) {
       gpuLogits.set((await model.forward([caseD.input_ids[i]!], { kind: 'logits' })).logits!, i * vocab);
     }
-    const cpuLogits = CpuModel.load(dir).forward(caseD.input_ids);
+    const cpuLogits = (await CpuModel.load(dir)).forward(caseD.input_ids);
     expect(maxAbs(gpuLogits, cpuLogits)).toBeLessThan(1.5e-4);
     // Without the window the late positions differ from the Mistral golden by several logits.
     const buf = readFileSync(join(GOLDEN, caseD.logits.file));

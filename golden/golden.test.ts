@@ -264,7 +264,10 @@ describe.each(PLANS.map((p) => [formatPlan(resolvePlan(profile, p.plan)), p] as 
 });
 
 describe('golden logits: CPU reference forward pass vs Hugging Face', () => {
-  const model = CpuModel.load(DIR);
+  let model: CpuModel;
+  beforeAll(async () => {
+    model = await CpuModel.load(DIR);
+  });
 
   it.each(cases.map((c) => [c.id, c] as const))('case %s as one prefill', (_, c) => {
     model.reset();
@@ -296,7 +299,7 @@ describe('golden logits: CPU reference forward pass vs Hugging Face', () => {
     expectGreedy(c, tokens);
   });
 
-  it("case d's hidden state after every layer matches Hugging Face's", () => {
+  it("case d's hidden state after every layer matches Hugging Face's", async () => {
     model.reset();
     const hiddenStates = new Float32Array(hiddenRef.rows * hiddenRef.dim);
     model.forward(caseD.input_ids, { hiddenStates });

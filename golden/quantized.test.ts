@@ -40,8 +40,9 @@ const caseD = manifest.cases.find((c) => c.id.startsWith('d'))!;
 
 describe.each(QUANT_FORMATS.flatMap((f) => MATVEC.map((m) => [f, m] as const)))('quantized %s, matvec=%s: WebGPU vs the CPU reference on the same weights', (format, matvec) => {
   let model: MistralModel;
-  const cpu = CpuModel.load(DIR, { quantize: format });
+  let cpu: CpuModel;
   beforeAll(async () => {
+    cpu = await CpuModel.load(DIR, { quantize: format });
     model = await MistralModel.load(await getGpu(), DIR, { maxChunk: 64, quantize: format, plan: { matvec, attention: 'tiled', kvCache: 'f32' } });
   });
   afterAll(() => model?.destroy());
@@ -75,7 +76,7 @@ const CHUNKS = [37, 9, 54];
 
 describe.each(QUANT_FORMATS.flatMap((f) => GEMMS.map((g) => [f, g] as const)))('quantized %s, gemm=%s: WebGPU prefill in uneven chunks vs the CPU reference', (format, gemm) => {
   it(`case d in chunks of ${CHUNKS.join(', ')} tokens`, async () => {
-    const cpu = CpuModel.load(DIR, { quantize: format });
+    const cpu = await CpuModel.load(DIR, { quantize: format });
     const model = await MistralModel.load(await getGpu(), DIR, { maxChunk: 64, quantize: format, plan: { matvec: 'rows', gemm, attention: 'tiled', kvCache: 'f32' } });
     try {
       const want = cpu.forward(caseD.input_ids);
@@ -100,7 +101,7 @@ describe('a folder written by openchat quantize loads on the GPU as quantizing a
     const { quantizeCheckpoint } = await import('../src/model/quantize.ts');
     const out = mkdtempSync(join(tmpdir(), 'golden-q4-'));
     try {
-      quantizeCheckpoint(DIR, out, 'q4');
+      await quantizeCheckpoint(DIR, out, 'q4');
       const gpu = await getGpu();
       const ids = manifest.cases[0]!.input_ids;
       const a = await MistralModel.load(gpu, out, { maxChunk: 64 });

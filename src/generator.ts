@@ -14,7 +14,7 @@ import { KVCache } from './model/kv_cache.ts';
 import { loadConfig, type ModelConfig } from './model/config.ts';
 import { isGgufPath } from './model/gguf_model.ts';
 import type { KvCacheDtype } from './kernels/kv_cache.ts';
-import { loadLora, type DeviceLora } from './model/lora.ts';
+import { loadLora, type DeviceLora, type LoraWeights } from './model/lora.ts';
 import type { ModelSource } from './util/files.ts';
 import type { ChatMessage, OpenChatTokenizer } from './tokenizer/index.ts';
 import { resolveSeed, sampleSeed, type SamplingParams } from './sampling/params.ts';
@@ -158,12 +158,13 @@ export class Generator {
     const gpu = opts.gpu ?? (await getGpu());
     const prompts = await Prompts.load(modelDir, opts.contextLength, opts.files);
     // Adapters are checked against config.json before the (possibly long) weight load.
-    const config = loadConfig(modelDir, opts.files, { slidingWindow: opts.slidingWindow });
-    const lora = (opts.lora ?? []).map(({ name, dir }, i, all) => {
+    const config = await loadConfig(modelDir, opts.files, { slidingWindow: opts.slidingWindow });
+    const lora: LoraWeights[] = [];
+    for (const [i, { name, dir }] of (opts.lora ?? []).entries()) {
       if (!/^\S+$/.test(name)) throw new Error(`a LoRA adapter's name must be non-empty, without spaces; got ${JSON.stringify(name)}`);
-      if (all.findIndex((a) => a.name === name) !== i) throw new Error(`two LoRA adapters are named ${JSON.stringify(name)}`);
-      return loadLora(dir, config, name);
-    });
+      if (opts.lora!.findIndex((a) => a.name === name) !== i) throw new Error(`two LoRA adapters are named ${JSON.stringify(name)}`);
+      lora.push(await loadLora(dir, config, name));
+    }
     const forced = opts.kvCache ? { kvCache: opts.kvCache } : undefined;
     const plan = MistralModel.planFor(gpu, config, prompts.contextLength, { plan: forced, maxChunk: opts.maxChunk });
     const bindingMost = poolCapacity(gpu, config, prompts.contextLength, plan);

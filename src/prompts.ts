@@ -57,7 +57,7 @@ export class Prompts {
   ) {}
 
   static async load(modelDir: string, contextLength?: number, files?: ModelSource): Promise<Prompts> {
-    const config = loadConfig(modelDir, files);
+    const config = await loadConfig(modelDir, files);
     const tokenizer = await OpenChatTokenizer.load(modelDir, files);
     if (tokenizer.vocabSize > config.vocab_size) {
       throw new Error(

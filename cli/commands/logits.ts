@@ -71,9 +71,9 @@ async function gpuRunner(dir: string, lora: LoraWeights | undefined, opts: Logit
   };
 }
 
-function cpuRunner(dir: string, lora: LoraWeights | undefined, opts: LogitsOptions): Runner {
+async function cpuRunner(dir: string, lora: LoraWeights | undefined, opts: LogitsOptions): Promise<Runner> {
   // The reference merges the adapter into the (quantized, then dequantized) weights: W + scale * B A.
-  const model = CpuModel.load(dir, { lora, quantize: opts.quantize, slidingWindow: opts.slidingWindow });
+  const model = await CpuModel.load(dir, { lora, quantize: opts.quantize, slidingWindow: opts.slidingWindow });
   return {
     vocab: model.config.vocab_size,
     contextLength: model.config.max_position_embeddings,
@@ -103,8 +103,8 @@ export function registerLogits(program: Command): void {
       const tokenizer = await OpenChatTokenizer.load(dir);
       const ids = opts.ids !== undefined ? parseIds(opts.ids) : tokenizer.encode(opts.prompt!, { addBos: true });
       // The adapter is checked against config.json before any weights load.
-      const lora = opts.lora === undefined ? undefined : loadLora(opts.lora, loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow }));
-      const runner = opts.cpu ? cpuRunner(dir, lora, opts) : await gpuRunner(dir, lora, opts);
+      const lora = opts.lora === undefined ? undefined : await loadLora(opts.lora, await loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow }));
+      const runner = opts.cpu ? await cpuRunner(dir, lora, opts) : await gpuRunner(dir, lora, opts);
       const vocab = runner.vocab;
       const greedy = opts.greedy ?? 0;
       if (ids.length + greedy > runner.contextLength) {

@@ -143,9 +143,9 @@ export function parseConfig(raw: Json, source = 'config.json'): ModelConfig {
  * Reads and validates `DIR/config.json` (from `files`: the disk unless given), or a GGUF file's
  * metadata when `dir` names one (gguf_model.ts); `overrides` over either.
  */
-export function loadConfig(dir: string, files: ModelSource = diskFiles, overrides: GgufOverrides = {}): ModelConfig {
+export async function loadConfig(dir: string, files: ModelSource = diskFiles, overrides: GgufOverrides = {}): Promise<ModelConfig> {
   if (isGgufPath(dir)) {
-    const gguf = GgufFile.open(dir, files);
+    const gguf = await GgufFile.open(dir, files);
     try {
       return ggufConfig(gguf, overrides);
     } finally {
@@ -153,12 +153,12 @@ export function loadConfig(dir: string, files: ModelSource = diskFiles, override
     }
   }
   const file = join(dir, 'config.json');
-  if (!files.exists(file)) {
+  if (!(await files.exists(file))) {
     throw new ConfigError(file, 'not found. A model folder needs the Hugging Face config.json next to its *.safetensors files');
   }
   let text: string;
   try {
-    text = files.readText(file);
+    text = await files.readText(file);
   } catch (e) {
     throw new ConfigError(file, `cannot be read (${(e as Error).message})`);
   }

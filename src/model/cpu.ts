@@ -62,12 +62,12 @@ export class CpuModel {
   }
 
   /** A folder's or a GGUF file's model, its weights widened to f32 (CpuLoadOptions). */
-  static load(dir: string, opts: CpuLoadOptions = {}): CpuModel {
+  static async load(dir: string, opts: CpuLoadOptions = {}): Promise<CpuModel> {
     if (isGgufPath(dir)) return CpuModel.loadGguf(dir, opts);
-    const config = loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow });
-    const stored = folderQuantization(dir);
+    const config = await loadConfig(dir, undefined, { slidingWindow: opts.slidingWindow });
+    const stored = await folderQuantization(dir);
     if (stored && opts.quantize && opts.quantize !== stored.format) throw new Error(`${dir} is already quantized to ${stored.format}; load the original checkpoint to quantize it to ${opts.quantize}`);
-    const ckpt = Checkpoint.open(dir);
+    const ckpt = await Checkpoint.open(dir);
     try {
       const prequantized = stored ? validateQuantized(ckpt, config, stored) : new Map<string, QuantFormat>();
       if (!stored) validateCheckpoint(ckpt, config);
@@ -78,16 +78,16 @@ export class CpuModel {
         if (opts.lmHead !== undefined) q.lm_head = opts.lmHead;
         for (const [name, f] of quantizedMatrices(config, q)) atLoad.set(name, f);
       }
-      const w = (name: string) => {
+      const w = async (name: string) => {
         const f = prequantized.get(name);
         if (f) {
           const [rows, width] = ckpt.get(name).shape as [number, number];
           const cols = f === 'q8' ? width : width * 2;
-          const s = ckpt.read(scalesName(name));
-          return dequantizeRows({ codes: ckpt.read(name), scales: new Uint16Array(s.buffer, s.byteOffset, s.byteLength / 2) }, rows, cols, f);
+          const s = await ckpt.read(scalesName(name));
+          return dequantizeRows({ codes: await ckpt.read(name), scales: new Uint16Array(s.buffer, s.byteOffset, s.byteLength / 2) }, rows, cols, f);
         }
         const e = ckpt.float(name);
-        const raw = ckpt.read(name);
+        const raw = await ckpt.read(name);
         checkFinite(raw, e.dtype, e.file, name);
         const values = decodeToF32(raw, e.dtype);
         const quantize = atLoad.get(name);
@@ -95,7 +95,7 @@ export class CpuModel {
         const [rows, cols] = e.shape as [number, number];
         return dequantizeRows(quantizeRows(values, rows, cols, quantize, name), rows, cols, quantize);
       };
-      return CpuModel.build(config, w, opts.lora);
+      return await CpuModel.build(config, w, opts.lora);
     } finally {
       ckpt.close();
     }
@@ -105,37 +105,39 @@ export class CpuModel {
    * A GGUF file's model (gguf_model.ts): every weight dequantized plainly (dequant.ref.ts) in
    * Hugging Face's row order; `quantize` as for a folder, for F16/F32/BF16 files.
    */
-  private static loadGguf(path: string, opts: CpuLoadOptions): CpuModel {
-    const config = loadConfig(path, undefined, { slidingWindow: opts.slidingWindow });
-    const file = GgufFile.open(path);
+  private static async loadGguf(path: string, opts: CpuLoadOptions): Promise<CpuModel> {
+    const config = await loadConfig(path, undefined, { slidingWindow: opts.slidingWindow });
+    const file = await GgufFile.open(path);
     try {
       const weights = ggufWeights(file, config);
       const atLoad = opts.quantize ? quantizedMatrices(config, quantizationFor(config, opts.quantize)) : new Map<string, QuantFormat>();
-      const w = (name: string) => {
+      const w = async (name: string) => {
         const info = weights.get(name)!;
-        const values = dequantizeGgufWeight(file, info);
+        const values = await dequantizeGgufWeight(file, info);
         const quantize = atLoad.get(name);
         return quantize ? dequantizeRows(quantizeRows(values, info.rows, info.cols, quantize, name), info.rows, info.cols, quantize) : values;
       };
-      return CpuModel.build(config, w, opts.lora);
+      return await CpuModel.build(config, w, opts.lora);
     } finally {
       file.close();
     }
   }
 
   /** The model from `w`, each weight by its Hugging Face name, with `lora` merged. */
-  private static build(config: ModelConfig, w: (name: string) => Float32Array, lora?: LoraWeights): CpuModel {
+  private static async build(config: ModelConfig, w: (name: string) => Promise<Float32Array>, lora?: LoraWeights): Promise<CpuModel> {
     const layers: CpuLayer[] = [];
     for (let i = 0; i < config.num_hidden_layers; i++) {
       // Every key of LayerWeights comes from the table layerTensors() walks, so the object is complete.
-      layers.push(Object.fromEntries(layerTensors(config, i).map((t) => [t.key, w(t.name)])) as CpuLayer);
+      const entries: [string, Float32Array][] = [];
+      for (const t of layerTensors(config, i)) entries.push([t.key, await w(t.name)]);
+      layers.push(Object.fromEntries(entries) as CpuLayer);
       for (const [key, m] of Object.entries(lora?.layers[i] ?? {}) as [LinearKey, NonNullable<LoraWeights['layers'][number][LinearKey]>][]) {
         layers[i]![key] = mergeLoraRef(layers[i]![key], m.a, m.b, m.scale, m.rank);
       }
     }
-    const embed = w('model.embed_tokens.weight');
-    const head = config.tie_word_embeddings ? embed : w('lm_head.weight');
-    return new CpuModel(config, embed, layers, w('model.norm.weight'), head);
+    const embed = await w('model.embed_tokens.weight');
+    const head = config.tie_word_embeddings ? embed : await w('lm_head.weight');
+    return new CpuModel(config, embed, layers, await w('model.norm.weight'), head);
   }
 
   /** Forgets the conversation: the next forward starts at position 0. */

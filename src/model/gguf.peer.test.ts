@@ -51,27 +51,27 @@ function asValue(m: { type: string; value: string | number | boolean }): GgufVal
 describe("ggufFromFolder against llama.cpp's convert_hf_to_gguf.py (golden/tiny-mistral, F16)", async () => {
   const ours = join(work, 'ours-f16.gguf');
   await ggufFromFolder(join(GOLDEN, 'tiny-mistral'), ours, { type: 'F16' });
-  const file = GgufFile.open(ours);
+  const file = await GgufFile.open(ours);
   afterAll(() => file.close());
 
-  it('writes every tensor byte for byte as llama.cpp does: names, types, dims, data', () => {
+  it('writes every tensor byte for byte as llama.cpp does: names, types, dims, data', async () => {
     expect([...file.tensors.keys()].sort()).toEqual(convert.tensors.map((t) => t.name).sort());
     for (const t of convert.tensors) {
       const info = file.tensor(t.name);
-      expect({ name: t.name, type: info.type, dims: info.dims, sha256: sha256(file.readTensor(t.name)) }).toEqual(t);
+      expect({ name: t.name, type: info.type, dims: info.dims, sha256: sha256(await file.readTensor(t.name)) }).toEqual(t);
     }
   });
 
   // The config llama.cpp's metadata implies: a file with its keys and tensors of its shapes (zeros).
   const theirsPath = join(work, 'theirs-meta.gguf');
-  writeGguf(theirsPath, {
+  await writeGguf(theirsPath, {
     metadata: Object.entries(convert.metadata).map(([k, m]) => [k, asValue(m)] as [string, GgufValue]),
     tensors: convert.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, data: () => new Uint8Array(ggmlBytes(t.type, t.dims.reduce((a, b) => a * b, 1))) })),
   });
-  const theirs = GgufFile.open(theirsPath);
+  const theirs = await GgufFile.open(theirsPath);
   afterAll(() => theirs.close());
 
-  it("reads the same config from our file as from llama.cpp's metadata", () => {
+  it("reads the same config from our file as from llama.cpp's metadata", async () => {
     const ours = ggufConfig(file);
     expect(ours).toEqual(ggufConfig(theirs));
     // OpenChat's <|end_of_turn|>, which llama.cpp takes from config.json (2 was written here before 2e3aace).
@@ -123,8 +123,8 @@ describe("CpuModel against llama.cpp's greedy decoding (golden/ggml_blocks.py's 
     const have = fileSha(path);
     const why = have === null ? `${path} is absent` : have !== f.sha256 ? `${path} is not the file greedy.json was made from (SHA-256 differs)` : null;
     if (why) console.log(`gguf.peer.test: ${why}; skipping it. Rebuild: ${REBUILD}`);
-    it.skipIf(why !== null)(`${f.file}: tokens where llama.cpp's top-1 margin exceeds ${MARGIN}, first-step KL under ${KL_BOUND}`, () => {
-      const model = CpuModel.load(path);
+    it.skipIf(why !== null)(`${f.file}: tokens where llama.cpp's top-1 margin exceeds ${MARGIN}, first-step KL under ${KL_BOUND}`, async () => {
+      const model = await CpuModel.load(path);
       const V = model.config.vocab_size;
       let logits: Float32Array = model.forward(greedy.prompt).slice(-V);
       expect(klLogits(f.first_logits, logits)).toBeLessThan(KL_BOUND);

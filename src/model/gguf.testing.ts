@@ -62,8 +62,8 @@ function reorder(data: Uint8Array, rowBytes: number, order: number[]): Uint8Arra
  * F32 (as llama.cpp's converter writes them), the rows of q_proj and k_proj permuted.
  */
 export async function ggufFromFolder(dir: string, out: string, opts: { type?: GgmlType; slidingWindow?: boolean } = {}): Promise<void> {
-  const config = loadConfig(dir);
-  const ckpt = Checkpoint.open(dir);
+  const config = await loadConfig(dir);
+  const ckpt = await Checkpoint.open(dir);
   try {
     const names = ggufNames(config);
     const tensors: GgufTensorToWrite[] = [];
@@ -76,14 +76,14 @@ export async function ggufFromFolder(dir: string, out: string, opts: { type?: Gg
         name: gguf,
         type,
         dims: [...shape].reverse(),
-        data: () => {
-          const values = decodeToF32(ckpt.read(name), ckpt.float(name).dtype);
+        data: async () => {
+          const values = decodeToF32(await ckpt.read(name), ckpt.float(name).dtype);
           const bytes = encodeRows(values, rows, cols, type);
           return permutedHeads ? reorder(bytes, bytes.byteLength / rows, fileOrder(rows, permutedHeads)) : bytes;
         },
       });
     }
-    writeGguf(out, { metadata: await ggufModelMetadata(config, opts), tensors });
+    await writeGguf(out, { metadata: await ggufModelMetadata(config, opts), tensors });
   } finally {
     ckpt.close();
   }
@@ -145,7 +145,7 @@ export async function syntheticGguf(
     const data = blockValues === 1 ? encodeRows(randomFloats(rng, count, scale), dims[0]!, dims[1]!, type) : randomBlocks(type, count / blockValues, rng, scale);
     tensors.push({ name: gguf, type, dims: [...dims].reverse(), data });
   }
-  writeGguf(out, { metadata: await ggufModelMetadata(config), tensors });
+  await writeGguf(out, { metadata: await ggufModelMetadata(config), tensors });
   return config;
 }
 

@@ -29,7 +29,7 @@ export async function loadGgufWeights(
   config: ModelConfig,
   opts: { quantize?: QuantFormat; files?: ModelSource; onProgress?: (p: LoadProgress) => void },
 ): Promise<DeviceWeights> {
-  const file = GgufFile.open(path, opts.files);
+  const file = await GgufFile.open(path, opts.files);
   try {
     const weights = ggufWeights(file, config);
     const atLoad = opts.quantize ? quantizedMatrices(config, quantizationFor(config, opts.quantize)) : new Map<string, QuantFormat>();
@@ -53,7 +53,7 @@ export async function loadGgufWeights(
       for (const part of m.parts) {
         for (let r = 0; r < part.rows; r += rowsPerRead) {
           const n = Math.min(rowsPerRead, part.rows - r);
-          const bytes = readGgufRows(file, w, part.row0 + r, n, staging);
+          const bytes = await readGgufRows(file, w, part.row0 + r, n, staging);
           checkFiniteRows(path, w, bytes, part.row0 + r);
           if (quantize) {
             const L = quantLayout(quantize, w.cols);
@@ -69,9 +69,9 @@ export async function loadGgufWeights(
       meter.tick(rowBytes * w.rows);
       return m;
     };
-    const vector = (name: string): GPUBuffer => {
+    const vector = async (name: string): Promise<GPUBuffer> => {
       const w = weights.get(name)!;
-      const values = dequantizeGgufWeight(file, w);
+      const values = await dequantizeGgufWeight(file, w);
       const buffer = createStorageBuffer(gpu, values.byteLength, w.gguf);
       writeBuffer(gpu, buffer, values);
       meter.tick(ggufRowBytes(w));
@@ -81,14 +81,14 @@ export async function loadGgufWeights(
     const layers: Layer[] = [];
     for (let i = 0; i < config.num_hidden_layers; i++) {
       const entries: [string, GPUBuffer | GpuMatrix][] = [];
-      for (const t of layerTensors(config, i)) entries.push([t.key, t.kind === 'norm' ? vector(t.name) : await matrix(t.name)]);
+      for (const t of layerTensors(config, i)) entries.push([t.key, t.kind === 'norm' ? await vector(t.name) : await matrix(t.name)]);
       // Every key of Layer comes from the table layerTensors() walks, each of its kind, so the object is complete.
       layers.push(Object.fromEntries(entries) as Layer);
     }
     const [embed, norm, head] = GLOBAL_TENSORS.map((t) => t.name);
     const embed_tokens = await matrix(embed);
     const lm_head = config.tie_word_embeddings ? embed_tokens : await matrix(head);
-    const normBuffer = vector(norm);
+    const normBuffer = await vector(norm);
     await gpu.device.queue.onSubmittedWorkDone();
     return { embed_tokens, layers, norm: normBuffer, lm_head, checkpointBytes: totalBytes };
   } finally {

@@ -155,24 +155,32 @@ export function ggufRowBytes(w: Pick<GgufWeight, 'type' | 'cols'>): number {
 
 /**
  * Rows `row0 .. row0 + n` of weight `w` (HF order) as the file stores them, concatenated into
- * `into` (at least n rows): runs of consecutive file rows are read at once (all of a weight
- * without permutation; pairs of rows under it).
+ * `into` (at least n rows). One read either way: the permutation moves rows only within a head,
+ * so the file rows of HF rows row0 .. row0 + n lie within the heads those rows touch, read at
+ * once and put in HF order here (a read per row would be a range request per row in a tab).
  */
-export function readGgufRows(file: GgufFile, w: GgufWeight, row0: number, n: number, into: Uint8Array): Uint8Array {
+export async function readGgufRows(file: GgufFile, w: GgufWeight, row0: number, n: number, into: Uint8Array): Promise<Uint8Array> {
   const rowBytes = ggufRowBytes(w);
   if (into.byteLength < n * rowBytes) throw new RangeError(`readGgufRows: ${n} rows of ${w.gguf} need ${n * rowBytes} bytes, the buffer has ${into.byteLength}`);
   if (w.permutedHeads === 0) {
-    file.read(w.gguf, into.subarray(0, n * rowBytes), row0 * rowBytes);
+    await file.read(w.gguf, into.subarray(0, n * rowBytes), row0 * rowBytes);
     return into.subarray(0, n * rowBytes);
   }
-  for (let r = 0; r < n; r++) file.read(w.gguf, into.subarray(r * rowBytes, (r + 1) * rowBytes), ggufRowOf(row0 + r, w) * rowBytes);
+  const headDim = w.rows / w.permutedHeads;
+  const first = Math.floor(row0 / headDim) * headDim;
+  const end = Math.min(w.rows, Math.ceil((row0 + n) / headDim) * headDim);
+  const span = await file.read(w.gguf, new Uint8Array((end - first) * rowBytes), first * rowBytes);
+  for (let r = 0; r < n; r++) {
+    const at = (ggufRowOf(row0 + r, w) - first) * rowBytes;
+    into.set(span.subarray(at, at + rowBytes), r * rowBytes);
+  }
   return into.subarray(0, n * rowBytes);
 }
 
 /** A whole weight dequantized to f32 in HF row order: the CPU reference model's view of the file. */
-export function dequantizeGgufWeight(file: GgufFile, w: GgufWeight): Float32Array {
+export async function dequantizeGgufWeight(file: GgufFile, w: GgufWeight): Promise<Float32Array> {
   const rowBytes = ggufRowBytes(w);
-  const raw = readGgufRows(file, w, 0, w.rows, new Uint8Array(w.rows * rowBytes));
+  const raw = await readGgufRows(file, w, 0, w.rows, new Uint8Array(w.rows * rowBytes));
   const out = dequantize(w.type, raw, w.rows * w.cols);
   for (let k = 0; k < out.length; k++) {
     if (!Number.isFinite(out[k]!)) throw new ConfigError(file.path, `tensor ${w.gguf} holds a non-finite weight at row ${Math.floor(k / w.cols)} (HF order), column ${k % w.cols}`);

@@ -76,9 +76,9 @@ const FILE_TYPE: Record<QuantFormat, number> = { q8: 7, q4: 2 };
  * as Q8_0 (q8) or Q4_0 (q4); the rest (norms, and what the format keeps wider) as stored. The
  * file's float matrices only: a quantized one would add the errors of two formats. Returns the bytes written.
  */
-export function quantizeGguf(path: string, out: string, format: QuantFormat, log: (line: string) => void = () => {}): number {
-  const config = loadConfig(path);
-  const file = GgufFile.open(path);
+export async function quantizeGguf(path: string, out: string, format: QuantFormat, log: (line: string) => void = () => {}): Promise<number> {
+  const config = await loadConfig(path);
+  const file = await GgufFile.open(path);
   try {
     const weights = ggufWeights(file, config);
     const targets = quantizedMatrices(config, quantizationFor(config, format));
@@ -99,8 +99,8 @@ export function quantizeGguf(path: string, out: string, format: QuantFormat, log
         name: t.name,
         type: to ?? t.type!,
         dims: [...t.dims],
-        data: () => {
-          const raw = file.readTensor(t.name);
+        data: async () => {
+          const raw = await file.readTensor(t.name);
           if (!to || !w) return raw;
           // Rows stay in the file's order (the q/k permutation is llama.cpp's to keep): groups never cross rows.
           const bytes = encodeRows(dequantize(w.type, raw, w.rows * w.cols), w.rows, w.cols, to);
@@ -109,7 +109,7 @@ export function quantizeGguf(path: string, out: string, format: QuantFormat, log
         },
       };
     });
-    writeGguf(out, { metadata, tensors, alignment: file.alignment });
+    await writeGguf(out, { metadata, tensors, alignment: file.alignment });
     let bytes = 0;
     for (const t of tensors) bytes += ggmlBytes(t.type, t.dims.reduce((a, b) => a * b, 1));
     return bytes;

@@ -51,11 +51,11 @@ export async function loadWeights(
   opts: { quantize?: QuantFormat; files?: ModelSource; onProgress?: (p: LoadProgress) => void },
 ): Promise<DeviceWeights> {
   if (isGgufPath(dir)) return loadGgufWeights(gpu, dir, config, opts);
-  const stored = folderQuantization(dir, opts.files);
+  const stored = await folderQuantization(dir, opts.files);
   if (stored && opts.quantize && opts.quantize !== stored.format) {
     throw new Error(`${dir} is already quantized to ${stored.format}; quantizing it again to ${opts.quantize} would add the errors of both: load the original checkpoint with --quantize ${opts.quantize}`);
   }
-  const ckpt = Checkpoint.open(dir, opts.files);
+  const ckpt = await Checkpoint.open(dir, opts.files);
   try {
     const prequantized = stored ? validateQuantized(ckpt, config, stored) : new Map<string, QuantFormat>();
     if (!stored) validateCheckpoint(ckpt, config);
@@ -65,13 +65,13 @@ export async function loadWeights(
     const layers: Layer[] = [];
     for (let i = 0; i < config.num_hidden_layers; i++) {
       const weights: [string, GPUBuffer | GpuMatrix][] = [];
-      for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? loader.vector(t.name) : await loader.matrix(t.name, atLoad.get(t.name))]);
+      for (const t of layerTensors(config, i)) weights.push([t.key, t.kind === 'norm' ? await loader.vector(t.name) : await loader.matrix(t.name, atLoad.get(t.name))]);
       // Every key of Layer comes from the table layerTensors() walks, each of its kind, so the object is complete.
       layers.push(Object.fromEntries(weights) as Layer);
     }
     const embed_tokens = await loader.matrix('model.embed_tokens.weight', atLoad.get('model.embed_tokens.weight'));
     const lm_head = config.tie_word_embeddings ? embed_tokens : await loader.matrix('lm_head.weight', atLoad.get('lm_head.weight'));
-    const norm = loader.vector('model.norm.weight');
+    const norm = await loader.vector('model.norm.weight');
     await gpu.device.queue.onSubmittedWorkDone();
     return { embed_tokens, layers, norm, lm_head, checkpointBytes: ckpt.totalBytes };
   } finally {
@@ -154,7 +154,7 @@ export class WeightLoader {
     for (const part of m.parts) {
       for (let r = 0; r < part.rows; r += rowsPerRead) {
         const n = Math.min(rowsPerRead, part.rows - r);
-        const bytes = this.ckpt.read(name, this.staging, (part.row0 + r) * rowBytes, n * rowBytes);
+        const bytes = await this.ckpt.read(name, this.staging, (part.row0 + r) * rowBytes, n * rowBytes);
         checkFinite(bytes, e.dtype, e.file, name, (part.row0 + r) * cols);
         write(part, r, bytes, n);
         await this.throttle(bytes.byteLength);
@@ -175,8 +175,8 @@ export class WeightLoader {
     for (const part of m.parts) {
       for (let r = 0; r < part.rows; r += rowsPerRead) {
         const n = Math.min(rowsPerRead, part.rows - r);
-        writeBuffer(this.gpu, part.buffer, this.ckpt.read(name, this.staging, (part.row0 + r) * L.codeRowBytes, n * L.codeRowBytes), r * L.codeRowBytes);
-        const s = this.ckpt.read(scales, this.staging, (part.row0 + r) * L.scaleRowBytes, n * L.scaleRowBytes);
+        writeBuffer(this.gpu, part.buffer, await this.ckpt.read(name, this.staging, (part.row0 + r) * L.codeRowBytes, n * L.codeRowBytes), r * L.codeRowBytes);
+        const s = await this.ckpt.read(scales, this.staging, (part.row0 + r) * L.scaleRowBytes, n * L.scaleRowBytes);
         checkFinite(s, 'f16', this.ckpt.get(scales).file, scales, (part.row0 + r) * L.scalesPerRow);
         writeBuffer(this.gpu, part.buffer, s, part.rows * L.codeRowBytes + r * L.scaleRowBytes);
         await this.throttle(n * L.rowBytes);
@@ -187,10 +187,10 @@ export class WeightLoader {
   }
 
   /** A norm weight, widened to f32 on the host (it is tiny). */
-  vector(name: string): GPUBuffer {
+  async vector(name: string): Promise<GPUBuffer> {
     const e = this.ckpt.float(name);
     if (e.shape.length !== 1) throw new CheckpointError(`${e.file}: '${name}' should be a vector`);
-    const raw = this.ckpt.read(name);
+    const raw = await this.ckpt.read(name);
     checkFinite(raw, e.dtype, e.file, name);
     const values = decodeToF32(raw, e.dtype);
     const buffer = createStorageBuffer(this.gpu, values.byteLength, name);

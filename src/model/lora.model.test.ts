@@ -21,7 +21,7 @@ import { Rng } from '../util/rng.ts';
 import { freshSeed, maxAbsError } from '../util/testing.ts';
 
 const TINY = fileURLToPath(new URL('../../golden/tiny-mistral/', import.meta.url));
-const config = loadConfig(TINY);
+const config = await loadConfig(TINY);
 const REL_TOL = 1e-5;
 const seed = freshSeed();
 const root = mkdtempSync(join(tmpdir(), 'lora-model-'));
@@ -61,21 +61,21 @@ beforeAll(async () => {
   ids = Array.from({ length: 37 }, () => 1 + Math.floor(rng.next() * (config.vocab_size - 1))); // longer than the window (16)
   // maxChunk 10: a 37-token prompt runs as 4 chunks.
   gpuModel = await MistralModel.load(await getGpu(), TINY, { maxChunk: 10 });
-  expected.set('', CpuModel.load(TINY).forward(ids));
-  NAMES.forEach((name, i) => {
+  expected.set('', (await CpuModel.load(TINY)).forward(ids));
+  for (const [i, name] of NAMES.entries()) {
     const dir = join(root, name);
-    writePeftAdapter(dir, config, { seed: seed + i + 1, ...SPECS[name]! });
-    const w = loadLora(dir, config, name);
+    await writePeftAdapter(dir, config, { seed: seed + i + 1, ...SPECS[name]! });
+    const w = await loadLora(dir, config, name);
     host.set(name, w);
     device.set(name, gpuModel.addAdapter(w));
-    expected.set(name, CpuModel.load(TINY, { lora: w }).forward(ids));
-  });
+    expected.set(name, (await CpuModel.load(TINY, { lora: w })).forward(ids));
+  }
 }, 120_000);
 
 /** Relative errors reached, printed at the end (the figures the README quotes). */
 const reached: string[] = [];
 
-afterAll(() => {
+afterAll(async () => {
   if (reached.length) console.log(`LoRA vs merged CPU reference, max abs error / logit range:\n  ${reached.join('\n  ')}`);
   gpuModel?.destroy();
   rmSync(root, { recursive: true, force: true });
@@ -110,7 +110,7 @@ async function tokenByToken(name: string): Promise<Float32Array> {
 }
 
 describe('WebGPU with LoRA adapters against the merged CPU reference', () => {
-  it('each adapter changes the logits far beyond the tolerance (the comparison is not vacuous)', () => {
+  it('each adapter changes the logits far beyond the tolerance (the comparison is not vacuous)', async () => {
     for (const name of NAMES) {
       const d = maxAbsError(expected.get(name)!, expected.get('')!);
       expect(d, name).toBeGreaterThan(1000 * REL_TOL * range(expected.get('')!));

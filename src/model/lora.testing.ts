@@ -45,7 +45,7 @@ export function allModules(model: ModelConfig, r: number, keys: readonly LinearK
 const LINEAR_KEYS = LAYER_TENSORS.filter((t) => t.kind === 'linear').map((t) => t.key as LinearKey);
 
 /** Writes `dir`/adapter_config.json and `dir`/adapter_model.safetensors; returns the tensors written. */
-export function writePeftAdapter(dir: string, model: ModelConfig, spec: AdapterSpec): AdapterTensor[] {
+export async function writePeftAdapter(dir: string, model: ModelConfig, spec: AdapterSpec): Promise<AdapterTensor[]> {
   mkdirSync(dir, { recursive: true });
   const rng = new Rng(spec.seed);
   const dtype = spec.dtype ?? 'F32';
@@ -63,7 +63,7 @@ export function writePeftAdapter(dir: string, model: ModelConfig, spec: AdapterS
     join(dir, 'adapter_config.json'),
     JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'golden/tiny-mistral', bias: 'none', ...spec.config }, null, 2),
   );
-  writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, (s, i) =>
+  await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, (s, i) =>
     encodeFromF32(tensors[i]!.values, s.dtype === 'F32' ? 'f32' : s.dtype === 'F16' ? 'f16' : 'bf16'),
   );
   return tensors;

@@ -230,7 +230,7 @@ function refuseTensor(file: string, name: string): never {
  * Reads and validates the PEFT adapter folder `dir` against the base model's config.
  * Every problem is one CheckpointError naming the file and, where there is one, the tensor.
  */
-export function loadLora(dir: string, model: ModelConfig, name = basename(resolve(dir))): LoraWeights {
+export async function loadLora(dir: string, model: ModelConfig, name = basename(resolve(dir))): Promise<LoraWeights> {
   if (!existsSync(dir)) throw new CheckpointError(`adapter folder ${dir} does not exist`);
   if (!statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: an adapter is a folder holding ${ADAPTER_CONFIG} and ${ADAPTER_WEIGHTS}`);
   const configFile = insideFolder(dir, ADAPTER_CONFIG, `adapter ${dir}`);
@@ -260,7 +260,7 @@ export function loadLora(dir: string, model: ModelConfig, name = basename(resolv
       modules.set(moduleName(i, t), { layer: i, t, outFeatures, inFeatures });
     }
   }
-  const ckpt = Checkpoint.openFile(weightsFile);
+  const ckpt = await Checkpoint.openFile(weightsFile);
   try {
     const found = new Map<string, { A?: string; B?: string }>();
     for (const tensor of ckpt.tensors.keys()) {
@@ -298,7 +298,7 @@ export function loadLora(dir: string, model: ModelConfig, name = basename(resolv
         );
       }
       const { rank, scale } = rankAndScale(config, key);
-      const read = (tensor: string, shape: [number, number], what: string): Float32Array => {
+      const read = async (tensor: string, shape: [number, number], what: string): Promise<Float32Array> => {
         const e = ckpt.float(tensor);
         if (e.shape.length !== 2 || e.shape[0] !== shape[0] || e.shape[1] !== shape[1]) {
           throw new CheckpointError(
@@ -307,12 +307,12 @@ export function loadLora(dir: string, model: ModelConfig, name = basename(resolv
               `the base model's ${mod.t.key} is [${mod.outFeatures}, ${mod.inFeatures}])`,
           );
         }
-        const bytes = ckpt.read(tensor);
+        const bytes = await ckpt.read(tensor);
         checkFinite(bytes, e.dtype, weightsFile, tensor);
         return decodeToF32(bytes, e.dtype);
       };
-      const a = read(pair.A, [rank, mod.inFeatures], 'lora_A is [rank, in_features]');
-      const b = read(pair.B, [mod.outFeatures, rank], 'lora_B is [out_features, rank]');
+      const a = await read(pair.A, [rank, mod.inFeatures], 'lora_A is [rank, in_features]');
+      const b = await read(pair.B, [mod.outFeatures, rank], 'lora_B is [out_features, rank]');
       layers[mod.layer]![mod.t.key] = { a, b, rank, scale, inFeatures: mod.inFeatures, outFeatures: mod.outFeatures };
       maxRank = Math.max(maxRank, rank);
     }

@@ -210,7 +210,7 @@ export class MistralModel {
   }
 
   static async load(gpu: Gpu, dir: string, opts: ModelOptions = {}): Promise<MistralModel> {
-    const config = loadConfig(dir, opts.files, { slidingWindow: opts.slidingWindow });
+    const config = await loadConfig(dir, opts.files, { slidingWindow: opts.slidingWindow });
     const contextLength = contextLengthFor(config, opts.contextLength);
     const plan = MistralModel.planFor(gpu, config, contextLength, opts);
     const configFile = opts.contextLength === undefined ? (isGgufPath(dir) ? dir : join(dir, 'config.json')) : undefined;

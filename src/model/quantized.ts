@@ -59,10 +59,10 @@ export function scalesName(weight: string): string {
 }
 
 /** The folder's quantization (from config.json), or null for an ordinary checkpoint. */
-export function folderQuantization(dir: string, files: ModelSource = diskFiles): Quantization | null {
+export async function folderQuantization(dir: string, files: ModelSource = diskFiles): Promise<Quantization | null> {
   const file = join(dir, 'config.json');
   // loadConfig has read and parsed this file already, with its errors.
-  const raw = JSON.parse(files.readText(file)) as { quantization_config?: Record<string, unknown> | null };
+  const raw = JSON.parse(await files.readText(file)) as { quantization_config?: Record<string, unknown> | null };
   const q = raw.quantization_config;
   if (q === undefined || q === null) return null;
   if (q.quant_method !== QUANT_METHOD) {

@@ -11,7 +11,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import type { WeightDType } from '../gpu/buffers.ts';
-import { diskFiles, type ModelFile, type ModelSource } from '../util/files.ts';
+import { diskFiles, readExactly, type ModelFile, type ModelSource } from '../util/files.ts';
 import { CheckpointError, insideFolder } from './files.ts';
 
 export { CheckpointError } from './files.ts';
@@ -38,22 +38,15 @@ export interface TensorEntry {
   byteLength: number;
 }
 
-function readExactly(fd: ModelFile, file: string, length: number, position: number, into?: Uint8Array): Uint8Array {
-  const buf = into ?? new Uint8Array(length);
-  let done = 0;
-  while (done < length) {
-    const n = fd.read(buf, done, length - done, position + done);
-    if (n === 0) throw new CheckpointError(`${file}: unexpected end of file at byte ${position + done} (truncated?)`);
-    done += n;
-  }
-  return buf;
+function readBytes(fd: ModelFile, file: string, length: number, position: number, into?: Uint8Array): Promise<Uint8Array> {
+  return readExactly(fd, length, position, (at) => new CheckpointError(`${file}: unexpected end of file at byte ${at} (truncated?)`), into);
 }
 
 /** Parses and validates one file's header. */
-function readHeader(file: string, fd: ModelFile): TensorEntry[] {
+async function readHeader(file: string, fd: ModelFile): Promise<TensorEntry[]> {
   const size = fd.size;
   if (size < 8) throw new CheckpointError(`${file}: truncated: ${size} bytes, shorter than the 8-byte header length`);
-  const lenBytes = readExactly(fd, file, 8, 0);
+  const lenBytes = await readBytes(fd, file, 8, 0);
   const n = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
   if (n > MAX_HEADER) throw new CheckpointError(`${file}: header length ${n} is implausible (over 100 MiB): not a safetensors file?`);
   if (8 + n > size) {
@@ -61,7 +54,7 @@ function readHeader(file: string, fd: ModelFile): TensorEntry[] {
   }
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder().decode(readExactly(fd, file, n, 8)));
+    header = JSON.parse(new TextDecoder().decode(await readBytes(fd, file, n, 8)));
   } catch (e) {
     throw new CheckpointError(`${file}: header is not valid JSON (${(e as Error).message})`);
   }
@@ -121,14 +114,14 @@ export class Checkpoint {
   ) {}
 
   /** The checkpoint in folder `dir`, read from `files` (the disk unless given). */
-  static open(dir: string, files: ModelSource = diskFiles): Checkpoint {
-    if (!files.exists(dir)) throw new CheckpointError(`model folder ${dir} does not exist`);
+  static async open(dir: string, files: ModelSource = diskFiles): Promise<Checkpoint> {
+    if (!(await files.exists(dir))) throw new CheckpointError(`model folder ${dir} does not exist`);
     const ckpt = new Checkpoint(dir, files);
     const index = join(dir, 'model.safetensors.index.json');
     try {
-      if (files.exists(index)) ckpt.openSharded(index);
+      if (await files.exists(index)) await ckpt.openSharded(index);
       else {
-        const weights = files.list(dir).filter((f) => f.endsWith('.safetensors')).sort();
+        const weights = (await files.list(dir)).filter((f) => f.endsWith('.safetensors')).sort();
         if (weights.length === 0) {
           throw new CheckpointError(
             `${dir}: no *.safetensors files. Download the checkpoint's safetensors weights (PyTorch .bin files are not read)`,
@@ -137,7 +130,7 @@ export class Checkpoint {
         if (weights.length > 1 && !weights.includes('model.safetensors')) {
           throw new CheckpointError(`${dir}: several .safetensors files but no model.safetensors.index.json to say which tensor is where`);
         }
-        ckpt.addFile(join(dir, weights.includes('model.safetensors') ? 'model.safetensors' : weights[0]!));
+        await ckpt.addFile(join(dir, weights.includes('model.safetensors') ? 'model.safetensors' : weights[0]!));
       }
     } catch (e) {
       ckpt.close();
@@ -147,10 +140,10 @@ export class Checkpoint {
   }
 
   /** One safetensors file on its own (an adapter's adapter_model.safetensors), not a model folder. */
-  static openFile(path: string, files: ModelSource = diskFiles): Checkpoint {
+  static async openFile(path: string, files: ModelSource = diskFiles): Promise<Checkpoint> {
     const ckpt = new Checkpoint(dirname(path), files);
     try {
-      ckpt.addFile(path);
+      await ckpt.addFile(path);
     } catch (e) {
       ckpt.close();
       throw e;
@@ -158,10 +151,10 @@ export class Checkpoint {
     return ckpt;
   }
 
-  private openSharded(index: string): void {
+  private async openSharded(index: string): Promise<void> {
     let weightMap: Record<string, unknown>;
     try {
-      const parsed = JSON.parse(this.files.readText(index)) as { weight_map?: Record<string, unknown> };
+      const parsed = JSON.parse(await this.files.readText(index)) as { weight_map?: Record<string, unknown> };
       if (!parsed.weight_map || typeof parsed.weight_map !== 'object') throw new Error('no "weight_map" object');
       weightMap = parsed.weight_map;
     } catch (e) {
@@ -175,8 +168,8 @@ export class Checkpoint {
       if (!shards.has(value)) shards.set(value, insideFolder(this.dir, value, where));
     }
     for (const [shard, path] of [...shards].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      if (!this.files.exists(path)) throw new CheckpointError(`${index}: names shard ${shard}, which is missing from ${this.dir}`);
-      this.addFile(path);
+      if (!(await this.files.exists(path))) throw new CheckpointError(`${index}: names shard ${shard}, which is missing from ${this.dir}`);
+      await this.addFile(path);
     }
     for (const [name, shard] of Object.entries(weightMap)) {
       const entry = this.tensors.get(name);
@@ -190,10 +183,10 @@ export class Checkpoint {
     }
   }
 
-  private addFile(path: string): void {
+  private async addFile(path: string): Promise<void> {
     let fd: ModelFile;
     try {
-      fd = this.files.open(path);
+      fd = await this.files.open(path);
     } catch (e) {
       throw new CheckpointError(`${path}: cannot be opened (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
@@ -202,7 +195,7 @@ export class Checkpoint {
       const what = fd.kind === 'directory' ? 'a directory' : 'not a regular file';
       throw new CheckpointError(`${path}: is ${what}, not a safetensors file (a checkpoint's weights are plain files)`);
     }
-    for (const e of readHeader(path, fd)) {
+    for (const e of await readHeader(path, fd)) {
       const dup = this.tensors.get(e.name);
       if (dup) throw new CheckpointError(`tensor '${e.name}' appears in both ${dup.file} and ${e.file}`);
       this.tensors.set(e.name, e);
@@ -223,12 +216,12 @@ export class Checkpoint {
   }
 
   /** Reads a tensor's raw bytes (or a byte range of them) into `into` or a new array. */
-  read(name: string, into?: Uint8Array, byteOffset = 0, byteLength?: number): Uint8Array {
+  async read(name: string, into?: Uint8Array, byteOffset = 0, byteLength?: number): Promise<Uint8Array> {
     const e = this.get(name);
     const len = byteLength ?? e.byteLength - byteOffset;
     if (byteOffset + len > e.byteLength) throw new RangeError(`read past the end of '${name}'`);
     const fd = this.fds.get(e.file)!;
-    return readExactly(fd, e.file, len, e.offset + byteOffset, into?.subarray(0, len));
+    return readBytes(fd, e.file, len, e.offset + byteOffset, into?.subarray(0, len));
   }
 
   get totalBytes(): number {
@@ -238,7 +231,8 @@ export class Checkpoint {
   }
 
   close(): void {
-    for (const fd of this.fds.values()) fd.close();
+    // Read-only handles: nothing is lost if a close fails, so it is not waited for.
+    for (const fd of this.fds.values()) void fd.close().catch(() => {});
     this.fds.clear();
   }
 }
@@ -254,12 +248,12 @@ export interface TensorSpec {
  * tensor in order and must return exactly its bytes, so a multi-gigabyte file
  * never has to be in memory at once.
  */
-export function writeSafetensors(
+export async function writeSafetensors(
   path: string,
   specs: TensorSpec[],
-  data: (spec: TensorSpec, index: number) => Uint8Array,
+  data: (spec: TensorSpec, index: number) => Uint8Array | Promise<Uint8Array>,
   metadata: Record<string, string> = { format: 'pt' },
-): number {
+): Promise<number> {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const s of specs) {
@@ -276,13 +270,13 @@ export function writeSafetensors(
   try {
     writeSync(fd, len);
     writeSync(fd, jsonBytes);
-    specs.forEach((s, i) => {
-      const bytes = data(s, i);
+    for (const [i, s] of specs.entries()) {
+      const bytes = await data(s, i);
       const want = (header[s.name] as { data_offsets: number[] }).data_offsets;
       if (bytes.byteLength !== want[1]! - want[0]!) throw new Error(`${s.name}: got ${bytes.byteLength} bytes, expected ${want[1]! - want[0]!}`);
       let done = 0;
       while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
-    });
+    }
   } finally {
     closeSync(fd);
   }

@@ -20,19 +20,19 @@ import { ModelNames } from './models.ts';
 const seed = freshSeed();
 const tag = `(test seed ${seed})`;
 const root = mkdtempSync(join(tmpdir(), 'lora-server-'));
-const config = loadConfig(BUNDLED_MODEL_DIR);
+const config = await loadConfig(BUNDLED_MODEL_DIR);
 
 let gen: Generator;
 let srv: RunningServer;
 let client: OpenAI;
 
 beforeAll(async () => {
-  writePeftAdapter(join(root, 'poet'), config, {
+  await writePeftAdapter(join(root, 'poet'), config, {
     seed,
     config: { r: 8, lora_alpha: 32, target_modules: ['q_proj', 'v_proj', 'down_proj'] },
     modules: allModules(config, 8, ['q_proj', 'v_proj', 'down_proj']),
   });
-  writePeftAdapter(join(root, 'sql'), config, {
+  await writePeftAdapter(join(root, 'sql'), config, {
     seed: seed + 1,
     config: { r: 4, lora_alpha: 16, use_rslora: true, target_modules: 'all-linear' },
     modules: allModules(config, 4),
@@ -161,7 +161,7 @@ describe('LoRA adapters over HTTP', () => {
     await expect(run.next()).rejects.toThrow(/no LoRA adapter named "poet2" is loaded; loaded: poet, SQL-v2/);
   });
 
-  it('an adapter name that is already a model name is refused at start-up', () => {
+  it('an adapter name that is already a model name is refused at start-up', async () => {
     expect(() => new ModelNames('tiny-mistral', [], ['openchat_3.5'])).toThrow(/'openchat_3\.5' is already a name of the base model/);
     expect(() => new ModelNames('tiny-mistral', [], ['a', 'A'])).toThrow(/'A' is already a name of the base model or of another adapter/);
   });

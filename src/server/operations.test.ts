@@ -29,8 +29,8 @@ const logs: string[] = [];
 const auth = { Authorization: `Bearer ${KEY}` };
 
 beforeAll(async () => {
-  const config = loadConfig(BUNDLED_MODEL_DIR);
-  writePeftAdapter(join(root, 'poet'), config, {
+  const config = await loadConfig(BUNDLED_MODEL_DIR);
+  await writePeftAdapter(join(root, 'poet'), config, {
     seed: 7,
     config: { r: 4, lora_alpha: 8, target_modules: ['q_proj'] },
     modules: allModules(config, 4, ['q_proj']),
@@ -341,7 +341,7 @@ describe('drain (what SIGTERM does)', () => {
 });
 
 describe('API keys (keys.ts)', () => {
-  it('a key file: comments, blank lines, CRLF; a malformed line is named by number, never shown; the mode is checked', () => {
+  it('a key file: comments, blank lines, CRLF; a malformed line is named by number, never shown; the mode is checked', async () => {
     expect(parseKeyFile('# keys\r\n\r\nk1\r\n  k2   # the ops team\n#k3\n', 'F')).toEqual(['k1', 'k2']);
     let err: unknown;
     try {
@@ -359,7 +359,7 @@ describe('API keys (keys.ts)', () => {
     expect(keyFileWarning(file)).toBeNull();
   });
 
-  it('OPENCHAT_API_KEYS: commas or whitespace; set but empty is refused rather than running open', () => {
+  it('OPENCHAT_API_KEYS: commas or whitespace; set but empty is refused rather than running open', async () => {
     expect(parseKeyList(' a,b  c\nd,, ')).toEqual(['a', 'b', 'c', 'd']);
     const keys = ApiKeys.load({ env: 'e1, e2', keys: ['flag'] });
     expect(keys.count).toBe(3);

@@ -43,7 +43,7 @@ import { ModelNames } from './models.ts';
 import { health } from './routes/health.ts';
 import { chatCompletions, completions, getModel, listModels } from './routes/openai.ts';
 import { workersAiRun } from './routes/workers-ai.ts';
-import { isWebPath, serveWeb } from './web.ts';
+import { isServedModelPath, isWebPath, serveWeb } from './web.ts';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 18888;
@@ -397,7 +397,8 @@ export class OpenChatServer implements ServerParts {
       }
       // The pages (web.ts) need no key: they hold no secrets, and ask for the key their API calls send.
       if ((method === 'GET' || method === 'HEAD') && isWebPath(path)) {
-        await serveWeb(path, req, res);
+        if (isServedModelPath(path)) this.authorize(req);
+        await serveWeb(path, req, res, this.generator.modelDir);
         return;
       }
       this.authorize(req);

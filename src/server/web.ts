@@ -1,21 +1,26 @@
 /**
  * The server's web pages, read-only and without an API key (they hold no secrets; the API calls
  * they make carry the key the user types in):
- *   GET /                 the chat page (web/chat.html), streaming from /v1/chat/completions
- *   GET /engine           the engine in the tab (src/web/engine.html): the model on the page's own WebGPU
- *   GET /web/<asset>      the pages' stylesheet and their scripts, bundled from TypeScript by esbuild
- *                         on first request (then kept in memory)
- *   GET /engine/model/<f> the bundled tiny model's files, for the engine page to load (config.json,
- *                         model.safetensors, the built-in tokenizer's tokenizer.json and
- *                         tokenizer_config.json; a `Range: bytes=a-b` is answered too)
- * Nothing else on disk is reachable: every path maps to a fixed file, never to a name from the URL.
+ *   GET /                  the chat page (web/chat.html): talks to this server's /v1/chat/completions,
+ *                          or to the engine running in the tab (/web/engine.js)
+ *   GET /engine            the same page, starting with the engine in the tab
+ *   GET /web/<asset>       the page's stylesheet and scripts, bundled from TypeScript by esbuild on
+ *                          first request (then kept in memory)
+ *   GET /engine/model/<f>  the bundled tiny model's files, for the engine in a tab (config.json,
+ *                          model.safetensors, the built-in tokenizer's tokenizer.json and
+ *                          tokenizer_config.json); GET /engine/model/ lists them as JSON
+ *   GET /engine/served/<f> the model the server runs (its folder's files, or its GGUF file), for
+ *                          the engine in a tab; behind the API key when the server has keys
+ * Model files are answered whole or by one `Range: bytes=a-b`, with an ETag. Nothing else on disk
+ * is reachable: a model file's name must be one its folder's listing holds.
  */
 import { createReadStream, readdirSync, readFileSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { join, relative } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Plugin } from 'esbuild';
 import { BUNDLED_MODEL_DIR } from '../generator.ts';
+import { isGgufPath } from '../model/gguf_model.ts';
 import { loadOpenChat35Files } from '../tokenizer/openchat35.ts';
 import { ApiError } from './errors.ts';
 
@@ -45,17 +50,45 @@ const ASSETS: Record<string, Asset> = {
 };
 
 /**
- * The bundled model's files the engine page may read, and where each is: the checkpoint from
+ * The bundled model's files the engine may read, and where each is: the checkpoint from
  * golden/tiny-mistral (not its golden fixtures), the tokenizer from the built-in OpenChat 3.5
  * tokenizer's cache (tokenizer.ts uses it for a folder without one; a tab cannot build it).
  */
-const MODEL_FILES: Record<string, () => Promise<string>> = {
-  'config.json': async () => join(BUNDLED_MODEL_DIR, 'config.json'),
-  'model.safetensors': async () => join(BUNDLED_MODEL_DIR, 'model.safetensors'),
-  'tokenizer.json': async () => join((await loadOpenChat35Files()).dir, 'tokenizer.json'),
-  'tokenizer_config.json': async () => join((await loadOpenChat35Files()).dir, 'tokenizer_config.json'),
-};
+async function bundledFiles(): Promise<Map<string, string>> {
+  const tokenizer = (await loadOpenChat35Files()).dir;
+  return new Map([
+    ['config.json', join(BUNDLED_MODEL_DIR, 'config.json')],
+    ['model.safetensors', join(BUNDLED_MODEL_DIR, 'model.safetensors')],
+    ['tokenizer.json', join(tokenizer, 'tokenizer.json')],
+    ['tokenizer_config.json', join(tokenizer, 'tokenizer_config.json')],
+  ]);
+}
+
+/**
+ * The files of the model the server runs, by name: a GGUF file alone, or the regular files
+ * directly inside its folder (not hidden ones, nothing in a subfolder), and the built-in
+ * tokenizer's files when the folder has no tokenizer.json (the tokenizer the server itself uses
+ * then). Read when asked, so the listing is what is on disk now.
+ */
+async function servedFiles(modelDir: string): Promise<Map<string, string>> {
+  if (isGgufPath(modelDir)) return new Map([[basename(modelDir), modelDir]]);
+  const files = new Map<string, string>();
+  for (const name of readdirSync(modelDir)) {
+    if (name.startsWith('.')) continue;
+    const path = join(modelDir, name);
+    // A symbolic link counts as what it points to: Hugging Face's cache is built of them.
+    if (statSync(path, { throwIfNoEntry: false })?.isFile()) files.set(name, path);
+  }
+  if (!files.has('tokenizer.json')) {
+    const tokenizer = (await loadOpenChat35Files()).dir;
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) files.set(f, join(tokenizer, f));
+  }
+  return files;
+}
+
 export const MODEL_ROUTE = '/engine/model/';
+/** The model `openchat serve` runs, for the engine in a tab: behind the API key when the server has keys (the weights may not be public). */
+export const SERVED_ROUTE = '/engine/served/';
 
 /**
  * Same-origin only: the pages load nothing from elsewhere, run no inline or eval'd script (the
@@ -100,7 +133,7 @@ async function bundle(entry: string): Promise<string> {
 /** Every Node module the model code imports (and Dawn's `webgpu`), mapped to its browser stand-in. */
 function nodeStubs(): Record<string, string> {
   const stub = here('../web/node-stub.ts');
-  const modules = ['fs', 'url', 'os', 'crypto', 'module', 'worker_threads'];
+  const modules = ['fs', 'fs/promises', 'url', 'os', 'crypto', 'module', 'worker_threads'];
   return {
     ...Object.fromEntries(modules.map((m) => [`node:${m}`, stub])),
     'node:path': here('../web/path.ts'),
@@ -148,26 +181,52 @@ async function assetText(path: string, asset: Asset): Promise<string> {
   return text;
 }
 
-/** Whether GET/HEAD `path` is one of the pages' routes. */
+/** Whether GET/HEAD `path` is one of the pages' routes (the model files: any name under their routes; serveWeb answers 404 for one not there). */
 export function isWebPath(path: string): boolean {
-  return Object.hasOwn(ASSETS, path) || (path.startsWith(MODEL_ROUTE) && Object.hasOwn(MODEL_FILES, path.slice(MODEL_ROUTE.length)));
+  return Object.hasOwn(ASSETS, path) || path.startsWith(MODEL_ROUTE) || path.startsWith(SERVED_ROUTE);
 }
 
-/** Answers GET/HEAD of a web route (isWebPath). */
-export async function serveWeb(path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  if (path.startsWith(MODEL_ROUTE)) return serveModelFile(path.slice(MODEL_ROUTE.length), req, res);
+/** Whether `path` is the served model's (it needs the API key when the server has keys). */
+export function isServedModelPath(path: string): boolean {
+  return path.startsWith(SERVED_ROUTE);
+}
+
+/** Answers GET/HEAD of a web route (isWebPath); `modelDir`: the model the server runs. */
+export async function serveWeb(path: string, req: IncomingMessage, res: ServerResponse, modelDir: string): Promise<void> {
+  if (path.startsWith(MODEL_ROUTE)) return serveModelFile(await bundledFiles(), path.slice(MODEL_ROUTE.length), req, res);
+  if (path.startsWith(SERVED_ROUTE)) return serveModelFile(await servedFiles(modelDir), path.slice(SERVED_ROUTE.length), req, res);
   const text = await assetText(path, ASSETS[path]!);
   const body = Buffer.from(text, 'utf8');
   res.writeHead(200, { 'Content-Type': ASSETS[path]!.type, 'Content-Length': String(body.byteLength), ...PAGE_HEADERS });
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
-/** One of the bundled model's files, whole or a single byte range (`Range: bytes=a-b`). */
-async function serveModelFile(name: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const file = await MODEL_FILES[name]!();
-  const size = statSync(file).size;
-  const type = name.endsWith('.json') ? 'application/json; charset=utf-8' : 'application/octet-stream';
-  const common = { 'Content-Type': type, 'Accept-Ranges': 'bytes', 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-cache' };
+/**
+ * One of a model's files (`name` from the URL, still percent-encoded), whole or a single byte
+ * range (`Range: bytes=a-b`), with an ETag (size and modification time, as nginx makes them) that
+ * the tab's cache keys its copy by; or, for the empty name, the list of files as JSON. Only a
+ * name in `files` is served: nothing else on disk is reachable.
+ */
+async function serveModelFile(files: Map<string, string>, name: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const common = { 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'no-cache' };
+  if (name === '') {
+    const body = Buffer.from(JSON.stringify({ files: [...files.keys()].sort() }), 'utf8');
+    res.writeHead(200, { ...common, 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(body.byteLength) });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return;
+  }
+  let decoded: string | null = null;
+  try {
+    decoded = decodeURIComponent(name);
+  } catch {
+    // a malformed escape: no such file
+  }
+  const file = decoded === null ? undefined : files.get(decoded);
+  if (file === undefined) throw new ApiError(404, `no model file ${JSON.stringify(name.slice(0, 120))} here; GET the folder for its list`, 'invalid_request_error', null, 'not_found');
+  const stat = statSync(file);
+  const size = stat.size;
+  const type = file.endsWith('.json') ? 'application/json; charset=utf-8' : 'application/octet-stream';
+  const etag = `"${size.toString(16)}-${Math.floor(stat.mtimeMs).toString(16)}"`;
   const range = req.headers['range'];
   let start = 0;
   let end = size - 1;
@@ -182,10 +241,10 @@ async function serveModelFile(name: string, req: IncomingMessage, res: ServerRes
     end = m[2] === '' ? size - 1 : Math.min(size - 1, Number(m[2]));
     status = 206;
   }
-  const headers: Record<string, string> = { ...common, 'Content-Length': String(end - start + 1) };
+  const headers: Record<string, string> = { ...common, 'Content-Type': type, 'Accept-Ranges': 'bytes', ETag: etag, 'Content-Length': String(Math.max(0, end - start + 1)) };
   if (status === 206) headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
   res.writeHead(status, headers);
-  if (req.method === 'HEAD') {
+  if (req.method === 'HEAD' || size === 0) {
     res.end();
     return;
   }

@@ -109,28 +109,28 @@ describe.skipIf(!haveVocab)("llama.cpp's tokenizer test vectors", () => {
       const path = join(VOCAB_DIR, name);
       let file: GgufFile;
       let tok: OpenChatTokenizer;
-      beforeAll(() => {
-        file = GgufFile.open(path);
+      beforeAll(async () => {
+        file = await GgufFile.open(path);
         const t0 = performance.now();
         tok = tokenizerFromGguf(file);
         console.log(`tokenizer/gguf.test: ${name}: tokenizer built in ${(performance.now() - t0).toFixed(0)} ms`);
       });
-      afterAll(() => {
+      afterAll(async () => {
         tok.close();
         file.close();
       });
 
-      it('gives the ids llama.cpp gives on every case (no BOS, special tokens not parsed)', () => {
+      it('gives the ids llama.cpp gives on every case (no BOS, special tokens not parsed)', async () => {
         const cases = readCases(path);
         expect(cases.length).toBeGreaterThan(30);
         for (const c of cases) expect(tok.encode(c.text), JSON.stringify(c.text)).toEqual(c.ids);
       });
 
-      it('decodes every case back to its text', () => {
+      it('decodes every case back to its text', async () => {
         for (const c of readCases(path)) expect(tok.decode(tok.encode(c.text)), JSON.stringify(c.text)).toBe(c.text);
       });
 
-      it('agrees with a plain SentencePiece reference on random text', () => {
+      it('agrees with a plain SentencePiece reference on random text', async () => {
         const seed = freshSeed();
         const rng = new Rng(seed);
         for (let i = 0; i < 150; i++) {
@@ -139,7 +139,7 @@ describe.skipIf(!haveVocab)("llama.cpp's tokenizer test vectors", () => {
         }
       });
 
-      it('has the ids and stop tokens of the metadata', () => {
+      it('has the ids and stop tokens of the metadata', async () => {
         expect(tok.bosId).toBe(file.getNumber('tokenizer.ggml.bos_token_id'));
         expect(tok.eosId).toBe(file.getNumber('tokenizer.ggml.eos_token_id'));
         expect(tok.stopIds).toContain(tok.eosId);
@@ -151,8 +151,8 @@ describe.skipIf(!haveVocab)("llama.cpp's tokenizer test vectors", () => {
     });
   }
 
-  it('phi-3: control tokens are text unless special tokens are parsed; its user-defined </s> is always a token', () => {
-    const file = GgufFile.open(join(VOCAB_DIR, 'ggml-vocab-phi-3.gguf'));
+  it('phi-3: control tokens are text unless special tokens are parsed; its user-defined </s> is always a token', async () => {
+    const file = await GgufFile.open(join(VOCAB_DIR, 'ggml-vocab-phi-3.gguf'));
     const tok = tokenizerFromGguf(file);
     try {
       const end = 32007; // <|end|>, control
@@ -176,11 +176,11 @@ describe('an OpenChat 3.5 GGUF vocabulary written by the writer', () => {
   beforeAll(async () => {
     const path = tmp();
     await writeOpenChat35VocabGguf(path);
-    file = GgufFile.open(path);
+    file = await GgufFile.open(path);
     tok = tokenizerFromGguf(file);
     builtin = await OpenChatTokenizer.load();
   });
-  afterAll(() => {
+  afterAll(async () => {
     tok.close();
     builtin.close();
     file.close();
@@ -194,11 +194,11 @@ describe('an OpenChat 3.5 GGUF vocabulary written by the writer', () => {
     'ÿþ', '\u0000', '\u00a0nbsp', 'zero\u200bwidth', '    ', 'x'.repeat(300), 'supercalifragilisticexpialidocious', "I've been 'told",
   ];
 
-  it('encodes plain text to the built-in tokenizer\'s ids', () => {
+  it('encodes plain text to the built-in tokenizer\'s ids', async () => {
     for (const s of STRINGS) expect(tok.encode(s), JSON.stringify(s)).toEqual(builtin.encode(s));
   });
 
-  it('encodes random text to the built-in tokenizer\'s ids', () => {
+  it('encodes random text to the built-in tokenizer\'s ids', async () => {
     const seed = freshSeed();
     const rng = new Rng(seed);
     for (let i = 0; i < 200; i++) {
@@ -208,7 +208,7 @@ describe('an OpenChat 3.5 GGUF vocabulary written by the writer', () => {
     }
   });
 
-  it('has the OpenChat ids, turn format and stop tokens', () => {
+  it('has the OpenChat ids, turn format and stop tokens', async () => {
     expect(tok.vocabSize).toBe(32002);
     expect([tok.bosId, tok.eosId, tok.eotId]).toEqual([1, 2, 32000]);
     expect(tok.idToToken(32001)).toBe('<|pad_0|>');
@@ -221,7 +221,7 @@ describe('an OpenChat 3.5 GGUF vocabulary written by the writer', () => {
     ]);
   });
 
-  it('encodes chats as the built-in tokenizer does (encodeChat and the jinja template)', () => {
+  it('encodes chats as the built-in tokenizer does (encodeChat and the jinja template)', async () => {
     const chats: ChatMessage[][] = [
       [{ role: 'user', content: 'Hello' }],
       [
@@ -238,7 +238,7 @@ describe('an OpenChat 3.5 GGUF vocabulary written by the writer', () => {
     }
   });
 
-  it('decodes back to the text', () => {
+  it('decodes back to the text', async () => {
     for (const s of STRINGS) expect(tok.decode(tok.encode(s)), JSON.stringify(s)).toBe(s);
   });
 });
@@ -246,8 +246,8 @@ describe('an OpenChat 3.5 GGUF vocabulary written by the writer', () => {
 describe('GGUF vocabularies refused', () => {
   const write = async (change: (m: Array<[string, GgufValue]>) => Array<[string, GgufValue]>): Promise<GgufFile> => {
     const path = tmp();
-    writeGguf(path, { metadata: change(await openChat35GgufTokenizerMetadata()) });
-    return GgufFile.open(path);
+    await writeGguf(path, { metadata: change(await openChat35GgufTokenizerMetadata()) });
+    return await GgufFile.open(path);
   };
   const set = (m: Array<[string, GgufValue]>, key: string, v: GgufValue) => m.map(([k, x]): [string, GgufValue] => [k, k === key ? v : x]);
 

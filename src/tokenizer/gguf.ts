@@ -215,7 +215,7 @@ export async function openChat35GgufTokenizerMetadata(): Promise<Array<[string, 
 
 /** Writes a vocabulary-only GGUF file of OpenChat 3.5's tokenizer (llama.cpp's ggml-vocab-*.gguf layout). */
 export async function writeOpenChat35VocabGguf(path: string): Promise<void> {
-  writeGguf(path, {
+  await writeGguf(path, {
     metadata: [['general.architecture', gv.string('llama')], ['general.name', gv.string('openchat-3.5 vocabulary')], ...(await openChat35GgufTokenizerMetadata())],
   });
 }

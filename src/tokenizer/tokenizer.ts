@@ -94,14 +94,13 @@ function tokenContent(value: TokenizerConfigJson['bos_token']): string | undefin
 }
 
 /** tokenizer_config's chat_template: a string, or named templates (we take 'default', else the first). */
-function pickChatTemplate(config: TokenizerConfigJson, dir: string | undefined, files: ModelSource): string | undefined {
+function pickChatTemplate(config: TokenizerConfigJson, templateFile: string | undefined): string | undefined {
   const t = config.chat_template;
   if (typeof t === 'string') return t;
   if (Array.isArray(t)) return (t.find((x) => x.name === 'default') ?? t[0])?.template;
   if (t && typeof t === 'object') return t['default'] ?? Object.values(t)[0];
   // Newer checkpoints keep the template in its own file.
-  if (dir && files.exists(join(dir, 'chat_template.jinja'))) return files.readText(join(dir, 'chat_template.jinja'));
-  return undefined;
+  return templateFile;
 }
 
 /**
@@ -140,9 +139,9 @@ function isLegacyLlamaBpe(json: TokenizerJson, pieces: Iterable<string>, addedNo
   return true;
 }
 
-function readJson(path: string, files: ModelSource): unknown {
+async function readJson(path: string, files: ModelSource): Promise<unknown> {
   try {
-    return JSON.parse(files.readText(path));
+    return JSON.parse(await files.readText(path));
   } catch (err) {
     throw new Error(`cannot read ${path}: ${(err as Error).message}`);
   }
@@ -183,7 +182,8 @@ export class OpenChatTokenizer {
   /** The decoder maps SentencePiece's "▁" to a space and <0xNN> to a byte (what tokenBytes assumes). */
   readonly sentencePieceDecoder: boolean;
 
-  private constructor(tokenizerFiles: TokenizerFiles, source: string, dir: string | undefined, extraStopIds: number[], files: ModelSource = diskFiles) {
+  /** `templateFile`: the folder's chat_template.jinja, which newer checkpoints keep beside tokenizer_config.json. */
+  private constructor(tokenizerFiles: TokenizerFiles, source: string, extraStopIds: number[], templateFile?: string) {
     const { tokenizerJson, tokenizerConfig } = tokenizerFiles;
     this.source = source;
     this.config = tokenizerConfig;
@@ -215,7 +215,7 @@ export class OpenChatTokenizer {
     }
     this.vocabSize = maxId + 1;
     this.maxPieceChars = isLegacyLlamaBpe(tokenizerJson, vocab.keys(), nonSpecial.length) ? maxPiece : null;
-    this.chatTemplate = pickChatTemplate(tokenizerConfig, dir, files);
+    this.chatTemplate = pickChatTemplate(tokenizerConfig, templateFile);
     this.specialIds = new Set((tokenizerJson.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
     const decoder = JSON.stringify((tokenizerJson as { decoder?: unknown }).decoder ?? null);
     this.sentencePieceDecoder = decoder.includes('\u2581');
@@ -251,7 +251,7 @@ export class OpenChatTokenizer {
    * file's vocabulary, src/tokenizer/gguf.ts); `source` names where they came from in messages.
    */
   static fromFiles(tokenizerFiles: TokenizerFiles, source: string, extraStopIds: readonly number[] = []): OpenChatTokenizer {
-    return new OpenChatTokenizer(tokenizerFiles, source, undefined, [...extraStopIds]);
+    return new OpenChatTokenizer(tokenizerFiles, source, [...extraStopIds]);
   }
 
   /**
@@ -264,10 +264,10 @@ export class OpenChatTokenizer {
    * disk, so a folder read from elsewhere (a browser tab) must have its own tokenizer.json.
    */
   static async load(modelDir?: string, files: ModelSource = diskFiles): Promise<OpenChatTokenizer> {
-    if (modelDir === undefined) return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', undefined, []);
+    if (modelDir === undefined) return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', []);
     if (isGgufPath(modelDir)) {
       // A GGUF file carries its vocabulary, special tokens and chat template (tokenizer/gguf.ts).
-      const gguf = GgufFile.open(resolve(modelDir), files);
+      const gguf = await GgufFile.open(resolve(modelDir), files);
       try {
         return tokenizerFromGguf(gguf);
       } finally {
@@ -275,9 +275,9 @@ export class OpenChatTokenizer {
       }
     }
     const dir = resolve(modelDir);
-    if (!files.exists(dir)) throw new Error(`model folder not found: ${dir}`);
-    const object = (path: string): Record<string, unknown> => {
-      const v = readJson(path, files);
+    if (!(await files.exists(dir))) throw new Error(`model folder not found: ${dir}`);
+    const object = async (path: string): Promise<Record<string, unknown>> => {
+      const v = await readJson(path, files);
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: must contain a JSON object`);
       return v as Record<string, unknown>;
     };
@@ -286,8 +286,8 @@ export class OpenChatTokenizer {
     // whichever tokenizer is used; a file that is there but unreadable is an error, not ignored.
     const genPath = join(dir, 'generation_config.json');
     const extra: number[] = [];
-    if (files.exists(genPath)) {
-      const eos = object(genPath).eos_token_id;
+    if (await files.exists(genPath)) {
+      const eos = (await object(genPath)).eos_token_id;
       for (const id of eos === undefined || eos === null ? [] : [eos].flat()) {
         if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
           throw new Error(`${genPath}: "eos_token_id" must be a token id or a list of them; got ${JSON.stringify(eos)}`);
@@ -297,11 +297,11 @@ export class OpenChatTokenizer {
     }
 
     const jsonPath = join(dir, 'tokenizer.json');
-    if (!files.exists(jsonPath)) {
+    if (!(await files.exists(jsonPath))) {
       if (files !== diskFiles) throw new Error(`${dir}: no tokenizer.json; the checkpoint's tokenizer.json (and tokenizer_config.json) must be there too`);
-      return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', undefined, extra);
+      return new OpenChatTokenizer(await loadOpenChat35Files(), 'built-in OpenChat 3.5 tokenizer', extra);
     }
-    const tokenizerJson = object(jsonPath);
+    const tokenizerJson = await object(jsonPath);
     // The sections a Hugging Face tokenizer.json always has (null when unused); without them it is some other JSON.
     const sections = ['model', 'normalizer', 'pre_tokenizer', 'post_processor', 'decoder'];
     const missing = sections.filter((k) => !(k in tokenizerJson));
@@ -314,15 +314,16 @@ export class OpenChatTokenizer {
       );
     }
     const configPath = join(dir, 'tokenizer_config.json');
-    const tokenizerConfig = files.exists(configPath) ? object(configPath) : {};
+    const tokenizerConfig = (await files.exists(configPath)) ? await object(configPath) : {};
+    const templatePath = join(dir, 'chat_template.jinja');
+    const templateFile = (await files.exists(templatePath)) ? await files.readText(templatePath) : undefined;
     try {
       return new OpenChatTokenizer(
         // Checked above for the sections the library reads; their contents are the library's to judge.
         { tokenizerJson: { added_tokens: [], ...tokenizerJson } as unknown as TokenizerJson, tokenizerConfig: tokenizerConfig as TokenizerConfigJson },
         dir,
-        dir,
         extra,
-        files,
+        templateFile,
       );
     } catch (err) {
       const message = (err as Error).message;

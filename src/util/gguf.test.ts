@@ -90,7 +90,7 @@ function randomTensors(rng: Rng, n: number): GgufTensorToWrite[] {
   return out;
 }
 
-function tensorData(t: GgufTensorToWrite): Uint8Array {
+async function tensorData(t: GgufTensorToWrite): Promise<Uint8Array> {
   return typeof t.data === 'function' ? t.data() : t.data;
 }
 
@@ -105,19 +105,19 @@ function indexOf(hay: Uint8Array, needle: string): number {
 }
 
 /** Writes a file, lets `patch` change its bytes, and returns the path. */
-function patched(contents: Parameters<typeof writeGguf>[1], patch: (bytes: Uint8Array, view: DataView) => void): string {
+async function patched(contents: Parameters<typeof writeGguf>[1], patch: (bytes: Uint8Array, view: DataView) => void): Promise<string> {
   const path = tmp('patched');
-  writeGguf(path, contents);
+  await writeGguf(path, contents);
   const bytes = new Uint8Array(readFileSync(path));
   patch(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   writeFileSync(path, bytes);
   return path;
 }
 
-function expectGgufError(path: string, pattern: RegExp): void {
+async function expectGgufError(path: string, pattern: RegExp): Promise<void> {
   let caught: unknown;
   try {
-    GgufFile.open(path).close();
+    (await GgufFile.open(path)).close();
   } catch (err) {
     caught = err;
   }
@@ -130,14 +130,14 @@ function expectGgufError(path: string, pattern: RegExp): void {
 
 describe('GGUF round trip', () => {
   for (const alignment of [32, 64, 1, 4096]) {
-    it(`metadata of every type and tensors of every read type, alignment ${alignment}`, () => {
+    it(`metadata of every type and tensors of every read type, alignment ${alignment}`, async () => {
       const seed = freshSeed();
       const rng = new Rng(seed);
       const metadata = everyType(rng);
       const tensors = randomTensors(rng, 8);
       const path = tmp();
-      writeGguf(path, { metadata, tensors, alignment });
-      const f = GgufFile.open(path);
+      await writeGguf(path, { metadata, tensors, alignment });
+      const f = await GgufFile.open(path);
       try {
         const msg = `seed ${seed}`;
         expect(f.version, msg).toBe(3);
@@ -154,15 +154,15 @@ describe('GGUF round trip', () => {
           expect(info.typeId, msg).toBe(GGML_TYPES[t.type].id);
           expect(info.dims, msg).toEqual(t.dims);
           expect(info.count, msg).toBe(t.dims.reduce((a, b) => a * b, 1));
-          expect(info.byteLength, msg).toBe(tensorData(t).byteLength);
+          expect(info.byteLength, msg).toBe((await tensorData(t)).byteLength);
           expect(info.offset % alignment, msg).toBe(0);
-          expect(f.readTensor(t.name), `${msg}: ${t.name}`).toEqual(tensorData(t));
+          expect(await f.readTensor(t.name), `${msg}: ${t.name}`).toEqual((await tensorData(t)));
           // A slice at a random place, into a larger buffer.
-          const data = tensorData(t);
+          const data = (await tensorData(t));
           const a = rng.int(0, data.byteLength);
           const b = rng.int(a, data.byteLength + 1);
           const into = new Uint8Array(b - a + 5);
-          const got = f.read(t.name, into, a, b - a);
+          const got = await f.read(t.name, into, a, b - a);
           expect(got.byteLength, msg).toBe(b - a);
           expect(got, msg).toEqual(data.subarray(a, b));
         }
@@ -172,19 +172,19 @@ describe('GGUF round trip', () => {
     });
   }
 
-  it('reads version 2 and a file without tensors', () => {
+  it('reads version 2 and a file without tensors', async () => {
     const path = tmp();
-    writeGguf(path, { metadata: [['general.name', gv.string('x')]], version: 2 });
-    const f = GgufFile.open(path);
+    await writeGguf(path, { metadata: [['general.name', gv.string('x')]], version: 2 });
+    const f = await GgufFile.open(path);
     expect(f.version).toBe(2);
     expect(f.tensors.size).toBe(0);
     expect(f.getString('general.name')).toBe('x');
     f.close();
   });
 
-  it('typed getters give values, and throw naming the file and the key when absent or of another type', () => {
+  it('typed getters give values, and throw naming the file and the key when absent or of another type', async () => {
     const path = tmp();
-    writeGguf(path, {
+    await writeGguf(path, {
       metadata: [
         ['s', gv.string('hi')],
         ['n', gv.u32(7)],
@@ -196,7 +196,7 @@ describe('GGUF round trip', () => {
         ['ids', gv.bigints('u64', [3n, 4n])],
       ],
     });
-    const f = GgufFile.open(path);
+    const f = await GgufFile.open(path);
     expect(f.getString('s')).toBe('hi');
     expect(f.getNumber('n')).toBe(7);
     expect(f.getU32('n')).toBe(7);
@@ -227,13 +227,13 @@ describe('GGUF round trip', () => {
     f.close();
   });
 
-  it('the writer refuses values that do not fit their type, and data of the wrong size', () => {
-    expect(() => writeGguf(tmp(), { metadata: [['x', gv.u8(256)]] })).toThrow(/256 is not a u8/);
-    expect(() => writeGguf(tmp(), { metadata: [['x', gv.i32(1.5)]] })).toThrow(/not a i32/);
-    expect(() => writeGguf(tmp(), { metadata: [['x', gv.u64(-1n)]] })).toThrow(/does not fit a u64/);
-    expect(() => writeGguf(tmp(), { metadata: [['x', gv.u8(1)], ['x', gv.u8(2)]] })).toThrow(/'x' given twice/);
-    expect(() => writeGguf(tmp(), { metadata: [], tensors: [{ name: 'w', type: 'Q8_0', dims: [33], data: new Uint8Array(34) }] })).toThrow(/not whole Q8_0 blocks/);
-    expect(() => writeGguf(tmp(), { metadata: [], tensors: [{ name: 'w', type: 'F16', dims: [4, 2], data: new Uint8Array(15) }] })).toThrow(/needs 16 bytes, its data has 15/);
+  it('the writer refuses values that do not fit their type, and data of the wrong size', async () => {
+    await expect(writeGguf(tmp(), { metadata: [['x', gv.u8(256)]] })).rejects.toThrow(/256 is not a u8/);
+    await expect(writeGguf(tmp(), { metadata: [['x', gv.i32(1.5)]] })).rejects.toThrow(/not a i32/);
+    await expect(writeGguf(tmp(), { metadata: [['x', gv.u64(-1n)]] })).rejects.toThrow(/does not fit a u64/);
+    await expect(writeGguf(tmp(), { metadata: [['x', gv.u8(1)], ['x', gv.u8(2)]] })).rejects.toThrow(/'x' given twice/);
+    await expect(writeGguf(tmp(), { metadata: [], tensors: [{ name: 'w', type: 'Q8_0', dims: [33], data: new Uint8Array(34) }] })).rejects.toThrow(/not whole Q8_0 blocks/);
+    await expect(writeGguf(tmp(), { metadata: [], tensors: [{ name: 'w', type: 'F16', dims: [4, 2], data: new Uint8Array(15) }] })).rejects.toThrow(/needs 16 bytes, its data has 15/);
   });
 });
 
@@ -246,60 +246,60 @@ describe('GGUF malformed files', () => {
     ],
   });
 
-  it('refuses a file that is not GGUF, version 1, a big-endian file, a future version', () => {
+  it('refuses a file that is not GGUF, version 1, a big-endian file, a future version', async () => {
     const other = tmp();
     writeFileSync(other, 'PK\u0003\u0004 this is a zip, or so it says........');
-    expectGgufError(other, /not a GGUF file/);
-    expectGgufError(patched(base(), (_, v) => v.setUint32(4, 1, true)), /version 1/);
-    expectGgufError(patched(base(), (_, v) => v.setUint32(4, 3, false)), /big-endian/);
-    expectGgufError(patched(base(), (_, v) => v.setUint32(4, 4, true)), /version 4; this reader reads versions 2 and 3/);
+    await expectGgufError(other, /not a GGUF file/);
+    await expectGgufError(await patched(base(), (_, v) => v.setUint32(4, 1, true)), /version 1/);
+    await expectGgufError(await patched(base(), (_, v) => v.setUint32(4, 3, false)), /big-endian/);
+    await expectGgufError(await patched(base(), (_, v) => v.setUint32(4, 4, true)), /version 4; this reader reads versions 2 and 3/);
     const empty = tmp();
     writeFileSync(empty, '');
-    expectGgufError(empty, /not a GGUF file/);
-    expectGgufError(dir, /directory/);
-    expectGgufError(join(dir, 'absent.gguf'), /cannot open it/);
+    await expectGgufError(empty, /not a GGUF file/);
+    await expectGgufError(dir, /directory/);
+    await expectGgufError(join(dir, 'absent.gguf'), /cannot open it/);
   });
 
-  it('refuses duplicate keys and tensor names, unknown value types, overlapping and misaligned tensors', () => {
-    expectGgufError(patched(base(), (b) => (b[indexOf(b, 'ab') + 1] = 'a'.charCodeAt(0))), /metadata key 'aa' appears twice/);
-    expectGgufError(patched(base(), (b) => (b[indexOf(b, 'wb') + 1] = 'a'.charCodeAt(0))), /tensor 'wa' appears twice/);
+  it('refuses duplicate keys and tensor names, unknown value types, overlapping and misaligned tensors', async () => {
+    await expectGgufError(await patched(base(), (b) => (b[indexOf(b, 'ab') + 1] = 'a'.charCodeAt(0))), /metadata key 'aa' appears twice/);
+    await expectGgufError(await patched(base(), (b) => (b[indexOf(b, 'wb') + 1] = 'a'.charCodeAt(0))), /tensor 'wa' appears twice/);
     // The u32 type id follows the 2-byte key.
-    expectGgufError(patched(base(), (b, v) => v.setUint32(indexOf(b, 'aa') + 2, 13, true)), /value type 13/);
+    await expectGgufError(await patched(base(), (b, v) => v.setUint32(indexOf(b, 'aa') + 2, 13, true)), /value type 13/);
     // wb's offset: after the name, n_dims, one dim and its type.
     const wbOffset = (b: Uint8Array) => indexOf(b, 'wb') + 2 + 4 + 8 + 4;
-    expectGgufError(patched(base(), (b, v) => v.setBigUint64(wbOffset(b), 32n, true)), /'wa' .* and 'wb' .* overlap/);
-    expectGgufError(patched(base(), (b, v) => v.setBigUint64(wbOffset(b), 65n, true)), /not a multiple of the alignment 32/);
-    expectGgufError(patched(base(), (b, v) => v.setBigUint64(wbOffset(b), 1n << 40n, true)), /past the end of the file/);
-    expectGgufError(patched(base(), (b, v) => v.setBigUint64(wbOffset(b), 1n << 62n, true)), /beyond any file's size/);
+    await expectGgufError(await patched(base(), (b, v) => v.setBigUint64(wbOffset(b), 32n, true)), /'wa' .* and 'wb' .* overlap/);
+    await expectGgufError(await patched(base(), (b, v) => v.setBigUint64(wbOffset(b), 65n, true)), /not a multiple of the alignment 32/);
+    await expectGgufError(await patched(base(), (b, v) => v.setBigUint64(wbOffset(b), 1n << 40n, true)), /past the end of the file/);
+    await expectGgufError(await patched(base(), (b, v) => v.setBigUint64(wbOffset(b), 1n << 62n, true)), /beyond any file's size/);
     // wa's n_dims.
-    expectGgufError(patched(base(), (b, v) => v.setUint32(indexOf(b, 'wa') + 2, 5, true)), /5 dimensions/);
-    expectGgufError(patched(base(), (_, v) => v.setBigUint64(16, 1n << 40n, true)), /claims 1099511627776 metadata entries/);
-    expectGgufError(patched(base(), (_, v) => v.setBigUint64(8, 1n << 40n, true)), /claims 1099511627776 tensors/);
-    expectGgufError(
-      patched({ metadata: [['general.alignment', gv.u32(32)]] }, (b, v) => v.setUint32(indexOf(b, 'general.alignment') + 17 + 4, 48, true)),
+    await expectGgufError(await patched(base(), (b, v) => v.setUint32(indexOf(b, 'wa') + 2, 5, true)), /5 dimensions/);
+    await expectGgufError(await patched(base(), (_, v) => v.setBigUint64(16, 1n << 40n, true)), /claims 1099511627776 metadata entries/);
+    await expectGgufError(await patched(base(), (_, v) => v.setBigUint64(8, 1n << 40n, true)), /claims 1099511627776 tensors/);
+    await expectGgufError(
+      await patched({ metadata: [['general.alignment', gv.u32(32)]] }, (b, v) => v.setUint32(indexOf(b, 'general.alignment') + 17 + 4, 48, true)),
       /alignment is 48, not a power of two/,
     );
-    expectGgufError(patched({ metadata: [['general.alignment', gv.u32(32)]] }, (b, v) => v.setUint32(indexOf(b, 'general.alignment') + 17, 5, true)), /alignment is a i32/);
+    await expectGgufError(await patched({ metadata: [['general.alignment', gv.u32(32)]] }, (b, v) => v.setUint32(indexOf(b, 'general.alignment') + 17, 5, true)), /alignment is a i32/);
     // An array claiming more items than the file holds: the count follows the array's item type.
-    expectGgufError(
-      patched({ metadata: [['arr', gv.strings(['a'])]] }, (b, v) => v.setBigUint64(indexOf(b, 'arr') + 3 + 4 + 4, 1n << 50n, true)),
+    await expectGgufError(
+      await patched({ metadata: [['arr', gv.strings(['a'])]] }, (b, v) => v.setBigUint64(indexOf(b, 'arr') + 3 + 4 + 4, 1n << 50n, true)),
       /claims 1125899906842624 items/,
     );
   });
 
-  it('keeps a tensor of a type this project does not read, with its id and no byte length', () => {
-    const path = patched(base(), (b, v) => v.setUint32(indexOf(b, 'wb') + 2 + 4 + 8, 16, true));
-    const f = GgufFile.open(path);
+  it('keeps a tensor of a type this project does not read, with its id and no byte length', async () => {
+    const path = await patched(base(), (b, v) => v.setUint32(indexOf(b, 'wb') + 2 + 4 + 8, 16, true));
+    const f = await GgufFile.open(path);
     const t = f.tensor('wb');
     expect(t.typeId).toBe(16);
     expect(t.type).toBeNull();
     expect(t.byteLength).toBeNull();
     expect(f.tensor('wa').byteLength).toBe(64);
-    expect(() => f.read('wb', new Uint8Array(4))).toThrow(/'wb' is IQ2_XXS, which this project does not read/);
+    await expect(f.read('wb', new Uint8Array(4))).rejects.toThrow(/'wb' is IQ2_XXS, which this project does not read/);
     f.close();
   });
 
-  it('fuzzed: truncated and byte-flipped files open or fail with one Error naming the file', () => {
+  it('fuzzed: truncated and byte-flipped files open or fail with one Error naming the file', async () => {
     const seed = freshSeed();
     const rng = new Rng(seed);
     const started = Date.now();
@@ -307,7 +307,7 @@ describe('GGUF malformed files', () => {
     let refused = 0;
     for (let round = 0; round < 300; round++) {
       const source = tmp('fuzz-src');
-      writeGguf(source, { metadata: everyType(rng), tensors: randomTensors(rng, rng.int(0, 5)), alignment: [1, 8, 32, 64][rng.int(0, 4)]! });
+      await writeGguf(source, { metadata: everyType(rng), tensors: randomTensors(rng, rng.int(0, 5)), alignment: [1, 8, 32, 64][rng.int(0, 4)]! });
       const bytes = new Uint8Array(readFileSync(source));
       rmSync(source);
       const path = tmp('fuzz');
@@ -320,8 +320,8 @@ describe('GGUF malformed files', () => {
       if (rng.next() < 0.6) truncateSync(path, rng.int(0, damaged.length));
       const t0 = Date.now();
       try {
-        const f = GgufFile.open(path);
-        for (const t of f.tensors.values()) if (t.byteLength !== null && t.byteLength > 0) f.read(t.name, new Uint8Array(t.byteLength));
+        const f = await GgufFile.open(path);
+        for (const t of f.tensors.values()) if (t.byteLength !== null && t.byteLength > 0) await f.read(t.name, new Uint8Array(t.byteLength));
         f.close();
         opened++;
       } catch (err) {
@@ -340,9 +340,9 @@ describe('GGUF malformed files', () => {
 
 describe.skipIf(!haveVocab)("llama.cpp's vocabulary-only GGUF files", () => {
   for (const name of ['ggml-vocab-llama-spm.gguf', 'ggml-vocab-phi-3.gguf']) {
-    it(`parses ${name}`, () => {
+    it(`parses ${name}`, async () => {
       const t0 = performance.now();
-      const f = GgufFile.open(join(VOCAB_DIR, name));
+      const f = await GgufFile.open(join(VOCAB_DIR, name));
       const ms = performance.now() - t0;
       console.log(`gguf.test: ${name} parsed in ${ms.toFixed(1)} ms (${f.metadata.size} keys, ${f.getStrings('tokenizer.ggml.tokens').length} tokens)`);
       try {
@@ -364,11 +364,11 @@ describe.skipIf(!haveVocab)("llama.cpp's vocabulary-only GGUF files", () => {
     });
   }
 
-  it('writes llama-spm back equal, metadata for metadata', () => {
-    const f = GgufFile.open(join(VOCAB_DIR, 'ggml-vocab-llama-spm.gguf'));
+  it('writes llama-spm back equal, metadata for metadata', async () => {
+    const f = await GgufFile.open(join(VOCAB_DIR, 'ggml-vocab-llama-spm.gguf'));
     const path = tmp('copy');
-    writeGguf(path, { metadata: [...f.metadata.entries()], alignment: f.alignment });
-    const g = GgufFile.open(path);
+    await writeGguf(path, { metadata: [...f.metadata.entries()], alignment: f.alignment });
+    const g = await GgufFile.open(path);
     expect([...g.metadata.keys()].sort()).toEqual([...f.metadata.keys()].sort());
     for (const [k, v] of f.metadata) expect(plain(g.metadata.get(k)!), k).toEqual(plain(v));
     // The same bytes, but for the padding to the alignment at the end, which gguf-py leaves out without tensors.

@@ -15,11 +15,12 @@
  * The file may come from anywhere, so nothing it says is trusted: every count and length is
  * checked against the bytes left in the file before anything is allocated, and a malformed file
  * gives one Error naming the file and what is wrong (never a RangeError from a typed array, a
- * huge allocation or a hang). The header is read through a window that grows only as far as one
- * item needs (the 32000 strings of a vocabulary are a few MB; the weights are never read here).
+ * huge allocation or a hang). The header is read from the file's start, a prefix that doubles
+ * until the header fits (the 32000 strings of a vocabulary are a few MB; the weights are never
+ * read here).
  */
 import { ggmlTypeName, ggmlTypeOf, GGML_TYPES, type GgmlType } from '../kernels/ggml/types.ts';
-import { diskFiles, type ModelFile, type ModelSource } from './files.ts';
+import { diskFiles, readExactly, type ModelFile, type ModelSource } from './files.ts';
 
 /** Scalar value types whose values are JavaScript numbers. */
 export type GgufNumberType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'f64';
@@ -68,8 +69,8 @@ export const GGUF_MAX_DIMS = 4;
 const MAX_ARRAY_DEPTH = 4;
 /** No metadata string comes near this (a chat template is kilobytes); a longer one is a damaged length. */
 const MAX_STRING_BYTES = 64 * 1024 * 1024;
-/** The header window starts this large and grows only for an item larger than it. */
-const WINDOW_BYTES = 1 << 16;
+/** The header is first read this far, then twice as far (at least past the item it stopped at) until it is whole. */
+const HEADER_FIRST_READ = 1 << 20;
 
 export interface GgufTensorInfo {
   name: string;
@@ -100,51 +101,46 @@ export class GgufError extends Error {
   }
 }
 
-/** Sequential reads of the header through a bounded window of positional reads. */
+/** The header needs bytes up to `end`, past the prefix read so far: open() reads more and parses again. */
+class NeedMoreBytes {
+  constructor(readonly end: number) {}
+}
+
+/**
+ * Sequential reads of the header out of the file's first bytes (`prefix`). Reads are
+ * asynchronous and the parse is not: when the header runs past the prefix, the parse stops
+ * (NeedMoreBytes) and GgufFile.open starts it again over a longer prefix.
+ */
 class HeaderReader {
   pos = 0;
-  private buf = new Uint8Array(WINDOW_BYTES);
-  private view = new DataView(this.buf.buffer);
-  private start = 0;
-  private end = 0;
+  private readonly view: DataView;
   // ignoreBOM keeps a leading U+FEFF: it is a piece of its own in Llama's vocabulary.
   private readonly utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
   private readonly strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
   constructor(
-    private readonly file: ModelFile,
+    private readonly buf: Uint8Array,
+    private readonly size: number,
     private readonly path: string,
-  ) {}
+  ) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
 
   fail(message: string): never {
     throw new GgufError(this.path, message);
   }
 
   get left(): number {
-    return this.file.size - this.pos;
+    return this.size - this.pos;
   }
 
-  /** Makes bytes pos .. pos + n available in the window; `what` names them for the truncation error. */
+  /** Bytes pos .. pos + n, as an index into the prefix; `what` names them for the truncation error. */
   private need(n: number, what: string): number {
     if (n > this.left) {
-      this.fail(`truncated: ${what} at byte ${this.pos} needs ${n} bytes, the file has ${Math.max(0, this.left)} left (file size ${this.file.size}); the file is damaged or was not fully copied`);
+      this.fail(`truncated: ${what} at byte ${this.pos} needs ${n} bytes, the file has ${Math.max(0, this.left)} left (file size ${this.size}); the file is damaged or was not fully copied`);
     }
-    if (this.pos < this.start || this.pos + n > this.end) {
-      if (n > this.buf.byteLength) {
-        this.buf = new Uint8Array(Math.max(n, this.buf.byteLength * 2));
-        this.view = new DataView(this.buf.buffer);
-      }
-      const want = Math.min(this.buf.byteLength, this.file.size - this.pos);
-      let got = 0;
-      while (got < want) {
-        const r = this.file.read(this.buf, got, want - got, this.pos + got);
-        if (r <= 0) this.fail(`could not read bytes ${this.pos + got}..${this.pos + want} (the file shrank while being read?)`);
-        got += r;
-      }
-      this.start = this.pos;
-      this.end = this.pos + want;
-    }
-    const at = this.pos - this.start;
+    if (this.pos + n > this.buf.byteLength) throw new NeedMoreBytes(this.pos + n);
+    const at = this.pos;
     this.pos += n;
     return at;
   }
@@ -281,26 +277,35 @@ export class GgufFile {
   }
 
   /** Opens and parses `path` (header, metadata, tensor infos; no tensor data), from `files` (the disk unless given). */
-  static open(path: string, files: ModelSource = diskFiles): GgufFile {
+  static async open(path: string, files: ModelSource = diskFiles): Promise<GgufFile> {
     let file: ModelFile;
     try {
-      file = files.open(path);
+      file = await files.open(path);
     } catch (err) {
       throw new GgufError(path, `cannot open it (${(err as Error).message})`);
     }
     try {
       if (file.kind !== 'file') throw new GgufError(path, `is a ${file.kind}, not a GGUF file`);
-      return GgufFile.parse(path, file);
+      let want = Math.min(file.size, HEADER_FIRST_READ);
+      for (;;) {
+        const prefix = await readExactly(file, want, 0, (at) => new GgufError(path, `could not read byte ${at} of the header (the file shrank while being read?)`));
+        try {
+          return GgufFile.parse(path, file, prefix);
+        } catch (err) {
+          if (!(err instanceof NeedMoreBytes)) throw err;
+          want = Math.min(file.size, Math.max(2 * want, err.end + HEADER_FIRST_READ));
+        }
+      }
     } catch (err) {
-      file.close();
+      void file.close().catch(() => {});
       if (err instanceof GgufError) throw err;
       // A ModelSource's own failure (an I/O error): still one line that names the file.
       throw new GgufError(path, `cannot read it (${(err as Error).message})`);
     }
   }
 
-  private static parse(path: string, file: ModelFile): GgufFile {
-    const r: HeaderReader = new HeaderReader(file, path); // annotated: so r.fail() narrows types
+  private static parse(path: string, file: ModelFile, prefix: Uint8Array): GgufFile {
+    const r: HeaderReader = new HeaderReader(prefix, file.size, path); // annotated: so r.fail() narrows types
     if (file.size < 24 || r.u32('magic') !== GGUF_MAGIC) {
       throw new GgufError(path, `not a GGUF file (it does not start with "GGUF" and a 24-byte header)`);
     }
@@ -396,31 +401,25 @@ export class GgufFile {
    * Reads bytes byteOffset .. byteOffset + length of tensor `name` into `into` (from its start;
    * length defaults to all of `into`); returns the filled part of `into`.
    */
-  read(name: string, into: Uint8Array, byteOffset = 0, length = into.byteLength): Uint8Array {
+  async read(name: string, into: Uint8Array, byteOffset = 0, length = into.byteLength): Promise<Uint8Array> {
     const t = this.tensor(name);
     if (t.byteLength === null) throw new GgufError(this.path, `tensor '${name}' is ${ggmlTypeName(t.typeId)}, which this project does not read`);
     if (!Number.isSafeInteger(byteOffset) || !Number.isSafeInteger(length) || byteOffset < 0 || length < 0 || byteOffset + length > t.byteLength) {
       throw new RangeError(`${this.path}: bytes ${byteOffset}..${byteOffset + length} of tensor '${name}' are outside its ${t.byteLength} bytes`);
     }
     if (length > into.byteLength) throw new RangeError(`${this.path}: reading ${length} bytes of tensor '${name}' into a buffer of ${into.byteLength}`);
-    const file = this.handle();
-    let got = 0;
-    while (got < length) {
-      const n = file.read(into, got, length - got, t.offset + byteOffset + got);
-      if (n <= 0) throw new GgufError(this.path, `could not read tensor '${name}' at byte ${t.offset + byteOffset + got} (the file shrank?)`);
-      got += n;
-    }
-    return into.subarray(0, length);
+    return readExactly(this.handle(), length, t.offset + byteOffset, (at) => new GgufError(this.path, `could not read tensor '${name}' at byte ${at} (the file shrank?)`), into);
   }
 
   /** All of tensor `name`'s bytes, in a new buffer. */
-  readTensor(name: string): Uint8Array {
+  readTensor(name: string): Promise<Uint8Array> {
     const t = this.tensor(name);
     return this.read(name, new Uint8Array(t.byteLength ?? 0));
   }
 
   close(): void {
-    this.file?.close();
+    // Read-only: nothing is lost if a close fails, so it is not waited for.
+    void this.file?.close().catch(() => {});
     this.file = null;
   }
 

@@ -45,7 +45,7 @@ export interface GgufTensorToWrite {
   /** Innermost first (ne0 = a row's length), as the file lists them. */
   dims: number[];
   /** The tensor's bytes in ggml's layout, or a function giving them when the tensor is written. */
-  data: Uint8Array | (() => Uint8Array);
+  data: Uint8Array | (() => Uint8Array | Promise<Uint8Array>);
 }
 
 export interface GgufContents {
@@ -176,7 +176,7 @@ export function ggufTensorBytes(type: GgmlType, dims: readonly number[], name = 
  * Writes a GGUF file at `path`: the metadata in the order given, then the tensors in the order
  * given, each at the next multiple of the alignment.
  */
-export function writeGguf(path: string, contents: GgufContents): void {
+export async function writeGguf(path: string, contents: GgufContents): Promise<void> {
   const alignment = contents.alignment ?? GGUF_DEFAULT_ALIGNMENT;
   if (!Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0 || alignment > 0x80000000) {
     throw new RangeError(`${path}: alignment ${alignment} is not a power of two`);
@@ -235,14 +235,14 @@ export function writeGguf(path: string, contents: GgufContents): void {
     };
     write(h.buf.subarray(0, h.len));
     write(zeros.subarray(0, headerBytes - h.len));
-    tensors.forEach((t, i) => {
-      const data = typeof t.data === 'function' ? t.data() : t.data;
+    for (const [i, t] of tensors.entries()) {
+      const data = typeof t.data === 'function' ? await t.data() : t.data;
       if (data.byteLength !== sizes[i]) {
         throw new Error(`${path}: tensor '${t.name}' (${t.type}, dims [${t.dims.join(', ')}]) needs ${sizes[i]} bytes, its data has ${data.byteLength}`);
       }
       write(data);
       write(zeros.subarray(0, pad(written) - written));
-    });
+    }
   } finally {
     closeSync(fd);
   }

@@ -25,6 +25,11 @@ export const writeFileSync = (): never => unavailable('node:fs writeFileSync');
 export const mkdirSync = (): never => unavailable('node:fs mkdirSync');
 export const renameSync = (): never => unavailable('node:fs renameSync');
 
+// node:fs/promises
+export const open = (): never => unavailable('node:fs/promises open');
+export const readFile = (): never => unavailable('node:fs/promises readFile');
+export const readdir = (): never => unavailable('node:fs/promises readdir');
+
 // node:url
 export function fileURLToPath(url: string | URL): string {
   return decodeURIComponent(new URL(url).pathname);

@@ -1,28 +1,94 @@
 /**
- * A model folder in a browser tab, as a ModelSource (src/util/files.ts): files fetched from a URL
- * (the server's /engine/model/, the bundled tiny model) or picked by the user
- * (<input type=file webkitdirectory>). The model's loaders read synchronously, one tensor range at
- * a time; a tab can only read files asynchronously, so the files are read into memory first. That
- * suits the models a tab can hold anyway (the tiny model, small checkpoints); the Node engine
- * streams from disk instead.
+ * A model in a browser tab, as a ModelSource (src/util/files.ts): files the user picked
+ * (`BlobSource`: read by `File.slice()`), or a folder or GGUF file at a URL (`UrlSource`: read by
+ * HTTP range requests, or from the tab's cache, src/web/cache.ts). Either way a file is read
+ * where the loader asks, a bounded piece at a time: the tab never holds a model's file in
+ * JavaScript memory, only the loader's staging buffer and one piece in flight.
  */
 import type { ModelFile, ModelSource } from '../util/files.ts';
 
-/** The files a loader may look for in a folder; a fetched folder asks for these (missing ones are fine). */
-const FOLDER_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors.index.json', 'model.safetensors'];
+/** A download on its way into the tab's cache (cache.ts CacheWriter). */
+export interface CacheWriter {
+  readonly url: string;
+  readonly size: number;
+  readonly done: boolean;
+  write(position: number, bytes: Uint8Array): Promise<void>;
+  /** The byte ranges not written yet. */
+  missing(): [number, number][];
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** What a UrlSource asks of the tab's cache (cache.ts WeightCache). */
+export interface SourceCache {
+  /** The cached file for this URL, size and ETag, or null. */
+  lookup(url: string, bytes: number, etag: string): Promise<Blob | null>;
+  /** Any cached version of `url`, or null. */
+  find(url: string): Promise<{ bytes: number; etag: string } | null>;
+  writer(url: string, bytes: number, etag: string): Promise<CacheWriter>;
+}
+
+/** The most one read takes from a Blob or one range request fetches: what a read holds in memory. */
+export const READ_PIECE_BYTES = 8 * 2 ** 20;
+/**
+ * The least one range request fetches: a small read (a header's length field) takes this much,
+ * so the reads that follow it (the header) are answered from memory. Larger reads fetch what
+ * they ask for and no more: a window past a tensor's end would be fetched again when the loader
+ * comes back for the tensor stored there, as it reads in the model's order, not the file's.
+ */
+const MIN_FETCH_BYTES = 64 * 1024;
+
+/** The files a loader may look for in a folder at a URL that does not list itself (missing ones are fine). */
+const FOLDER_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'model.safetensors.index.json', 'model.safetensors'];
+
+/** Bytes a load read, by where they came from: what the page shows, and what the tests count. */
+export class ReadMeter {
+  network = 0;
+  cache = 0;
+  picked = 0;
+}
 
 function notFound(path: string): Error {
   return Object.assign(new Error(`no such file: ${path}`), { code: 'ENOENT' });
 }
 
-/** Files held in memory under the folder `dir` (an absolute POSIX path of its own, e.g. /picked). */
-export class MemorySource implements ModelSource {
-  private readonly files = new Map<string, Uint8Array>();
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new DOMException('the load was cancelled', 'AbortError');
+}
 
-  constructor(readonly dir: string) {}
+/** A ModelFile over a Blob (a picked File, a file in the cache): each read one slice of at most READ_PIECE_BYTES. */
+export function blobFile(blob: Blob, count: (bytes: number) => void, signal?: AbortSignal): ModelFile {
+  return {
+    size: blob.size,
+    kind: 'file',
+    async read(into, offset, length, position) {
+      throwIfAborted(signal);
+      const end = Math.min(blob.size, position + Math.min(length, READ_PIECE_BYTES));
+      if (end <= position) return 0;
+      const bytes = new Uint8Array(await blob.slice(position, end).arrayBuffer());
+      into.set(bytes, offset);
+      count(bytes.byteLength);
+      return bytes.byteLength;
+    },
+    close: async () => {},
+  };
+}
 
-  add(name: string, bytes: Uint8Array): void {
-    this.files.set(`${this.dir}/${name}`, bytes);
+/**
+ * Files under the folder `dir` (an absolute POSIX path of its own, e.g. /picked), each a Blob:
+ * the files a user picked (a File is a Blob), or bytes a test holds.
+ */
+export class BlobSource implements ModelSource {
+  private readonly files = new Map<string, Blob>();
+
+  constructor(
+    readonly dir: string,
+    private readonly meter = new ReadMeter(),
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  add(name: string, data: Blob | Uint8Array): void {
+    this.files.set(`${this.dir}/${name}`, data instanceof Uint8Array ? new Blob([data as Uint8Array<ArrayBuffer>]) : data);
   }
 
   get names(): string[] {
@@ -31,7 +97,7 @@ export class MemorySource implements ModelSource {
 
   get totalBytes(): number {
     let n = 0;
-    for (const b of this.files.values()) n += b.byteLength;
+    for (const b of this.files.values()) n += b.size;
     return n;
   }
 
@@ -40,82 +106,260 @@ export class MemorySource implements ModelSource {
     return [...this.files.keys()].some((p) => p.startsWith(prefix));
   }
 
-  exists(path: string): boolean {
+  async exists(path: string): Promise<boolean> {
     return this.files.has(path) || this.isFolder(path);
   }
 
-  list(path: string): string[] {
+  async list(path: string): Promise<string[]> {
     const prefix = path.endsWith('/') ? path : `${path}/`;
     const names = new Set<string>();
     for (const p of this.files.keys()) if (p.startsWith(prefix)) names.add(p.slice(prefix.length).split('/')[0]!);
     return [...names];
   }
 
-  readText(path: string): string {
-    const bytes = this.files.get(path);
-    if (!bytes) throw notFound(path);
-    return new TextDecoder().decode(bytes);
+  async readText(path: string): Promise<string> {
+    const blob = this.files.get(path);
+    if (!blob) throw notFound(path);
+    return blob.text();
   }
 
-  open(path: string): ModelFile {
-    const bytes = this.files.get(path);
-    if (!bytes) {
-      if (this.isFolder(path)) return { size: 0, kind: 'directory', read: () => 0, close: () => {} };
+  async open(path: string): Promise<ModelFile> {
+    const blob = this.files.get(path);
+    if (!blob) {
+      if (this.isFolder(path)) return { size: 0, kind: 'directory', read: async () => 0, close: async () => {} };
       throw notFound(path);
     }
-    return {
-      size: bytes.byteLength,
-      kind: 'file',
-      read: (into, offset, length, position) => {
-        const n = Math.max(0, Math.min(length, bytes.byteLength - position));
-        into.set(bytes.subarray(position, position + n), offset);
-        return n;
-      },
-      close: () => {},
-    };
+    return blobFile(blob, (n) => (this.meter.picked += n), this.signal);
   }
 }
 
-export interface FetchProgress {
-  file: string;
-  bytes: number;
-}
-
 /**
- * The model folder at `url` (ending in /), fetched file by file: the usual files of a Hugging Face
- * folder, and the shards its model.safetensors.index.json names. Files the server does not have
- * (404) are left out; the loaders say what is missing.
- */
-export async function fetchFolder(url: string, dir: string, onProgress?: (p: FetchProgress) => void): Promise<MemorySource> {
-  const source = new MemorySource(dir);
-  const get = async (name: string): Promise<void> => {
-    const res = await fetch(new URL(name, url));
-    if (res.status === 404) return;
-    if (!res.ok) throw new Error(`${url}${name}: ${res.status} ${res.statusText}`);
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    source.add(name, bytes);
-    onProgress?.({ file: name, bytes: bytes.byteLength });
-  };
-  for (const name of FOLDER_FILES) await get(name);
-  if (source.names.includes('model.safetensors.index.json')) {
-    const index = JSON.parse(source.readText(`${dir}/model.safetensors.index.json`)) as { weight_map?: Record<string, string> };
-    for (const shard of new Set(Object.values(index.weight_map ?? {}))) await get(shard);
-  }
-  return source;
-}
-
-/**
- * The files the user picked (a folder through webkitdirectory, or several files), under `dir`.
+ * The files the user picked (a folder through webkitdirectory, or one GGUF file), under `dir`.
  * A picked folder's files carry their path inside it (`webkitRelativePath`, "folder/name"): the
- * folder's own name is dropped, so the files sit at `dir/name` as the loaders expect.
+ * folder's own name is dropped, so the files sit at `dir/name` as the loaders expect. Nothing is
+ * read here: the loaders read each file where they need it.
  */
-export async function pickedFolder(files: Iterable<File>, dir: string, onProgress?: (p: FetchProgress) => void): Promise<MemorySource> {
-  const source = new MemorySource(dir);
-  for (const file of files) {
-    const relative = file.webkitRelativePath ? file.webkitRelativePath.split('/').slice(1).join('/') : file.name;
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    source.add(relative, bytes);
-    onProgress?.({ file: relative, bytes: bytes.byteLength });
-  }
+export function pickedFiles(files: Iterable<File>, dir: string, meter?: ReadMeter, signal?: AbortSignal): BlobSource {
+  const source = new BlobSource(dir, meter, signal);
+  for (const file of files) source.add(file.webkitRelativePath ? file.webkitRelativePath.split('/').slice(1).join('/') : file.name, file);
   return source;
+}
+
+/** What a HEAD request says of a file. */
+interface Head {
+  url: string;
+  size: number;
+  /** The server's ETag, else its Last-Modified (one of them keys the cache), else ''. */
+  etag: string;
+}
+
+/**
+ * A folder (or one GGUF file) at a URL, under the path `dir`: `dir/name` is `base + name`. Each
+ * file is asked for with HEAD (its size and ETag), then read from the tab's cache when it holds
+ * that URL, size and ETag, else by range requests of READ_PIECE_BYTES, each piece also written to
+ * the cache; `finish()` completes and commits those writes once the load is done. Without the
+ * network, a file the cache holds under its URL is read from there whatever its ETag was.
+ */
+export class UrlSource implements ModelSource {
+  private readonly heads = new Map<string, Promise<Head | null>>();
+  /** The folder's listing, once list() has it (exists() then asks no server). */
+  private listing: Set<string> | null = null;
+  private readonly writers: CacheWriter[] = [];
+  /** Why a file could not be cached (the quota), once: the load goes on without caching it. */
+  cacheProblem: string | null = null;
+
+  constructor(
+    readonly dir: string,
+    private readonly base: URL,
+    private readonly opts: { cache: SourceCache | null; meter: ReadMeter; signal?: AbortSignal },
+  ) {}
+
+  private urlOf(path: string): string {
+    if (path !== this.dir && !path.startsWith(`${this.dir}/`)) throw notFound(path);
+    return new URL(path.slice(this.dir.length + 1), this.base).href;
+  }
+
+  /** HEAD of `path`, once per load: null for a 404; throws for another failure. */
+  private head(path: string): Promise<Head | null> {
+    let head = this.heads.get(path);
+    if (!head) {
+      const url = this.urlOf(path);
+      head = this.fetchHead(url);
+      this.heads.set(path, head);
+    }
+    return head;
+  }
+
+  private async fetchHead(url: string): Promise<Head | null> {
+    let res: Response;
+    try {
+      res = await fetch(url, { method: 'HEAD', signal: this.opts.signal, cache: 'no-store' });
+    } catch (err) {
+      throwIfAborted(this.opts.signal);
+      // Offline: what the cache holds under this URL stands in for the server's answer.
+      const held = await this.opts.cache?.find(url);
+      if (held) return { url, size: held.bytes, etag: held.etag };
+      throw new Error(`${url}: cannot be reached (${(err as Error).message}), and the tab's cache does not hold it`);
+    }
+    if (res.status === 404) return null;
+    if (!res.ok) throw new Error(`${url}: ${res.status} ${res.statusText}`);
+    const size = Number(res.headers.get('Content-Length'));
+    if (!Number.isSafeInteger(size)) throw new Error(`${url}: the server gave no Content-Length, so the file cannot be read by ranges`);
+    return { url, size, etag: res.headers.get('ETag') ?? res.headers.get('Last-Modified') ?? '' };
+  }
+
+  async exists(path: string): Promise<boolean> {
+    if (path === this.dir) return true;
+    if (this.listing) return this.listing.has(path.slice(this.dir.length + 1));
+    return (await this.head(path)) !== null;
+  }
+
+  /**
+   * The folder's files: its listing when the server gives one (`openchat serve` answers a GET of
+   * the folder with {"files": [...]}), else the usual files of a Hugging Face folder that exist.
+   */
+  async list(path: string): Promise<string[]> {
+    if (path !== this.dir) return [];
+    try {
+      const res = await fetch(this.base, { headers: { Accept: 'application/json' }, signal: this.opts.signal, cache: 'no-store' });
+      if (res.ok && (res.headers.get('Content-Type') ?? '').startsWith('application/json')) {
+        const listing = (await res.json()) as { files?: unknown };
+        if (Array.isArray(listing.files)) {
+          const names = listing.files.filter((f): f is string => typeof f === 'string');
+          this.listing = new Set(names);
+          return names;
+        }
+      }
+    } catch {
+      throwIfAborted(this.opts.signal);
+      // No listing (offline, or a plain file server): the usual names below.
+    }
+    const present: string[] = [];
+    for (const name of FOLDER_FILES) if (await this.exists(`${this.dir}/${name}`)) present.push(name);
+    return present;
+  }
+
+  async readText(path: string): Promise<string> {
+    const file = await this.open(path);
+    try {
+      const bytes = new Uint8Array(file.size);
+      for (let at = 0; at < file.size; ) {
+        const n = await file.read(bytes, at, file.size - at, at);
+        if (n <= 0) throw new Error(`${this.urlOf(path)}: ended at byte ${at} of ${file.size}`);
+        at += n;
+      }
+      return new TextDecoder().decode(bytes);
+    } finally {
+      await file.close();
+    }
+  }
+
+  async open(path: string): Promise<ModelFile> {
+    throwIfAborted(this.opts.signal);
+    const head = await this.head(path);
+    if (head === null) throw notFound(path);
+    const { cache, meter, signal } = this.opts;
+    const held = await cache?.lookup(head.url, head.size, head.etag);
+    if (held) return blobFile(held, (n) => (meter.cache += n), signal);
+    let writer: CacheWriter | null = null;
+    if (cache && this.cacheProblem === null) {
+      try {
+        writer = await cache.writer(head.url, head.size, head.etag);
+        this.writers.push(writer);
+      } catch (err) {
+        this.cacheProblem = (err as Error).message;
+      }
+    }
+    return new RangeFile(head, writer, this, meter, signal);
+  }
+
+  /** A cache write failed (the quota): the file is not cached, and the load goes on. */
+  dropWriter(writer: CacheWriter, err: unknown): void {
+    this.cacheProblem ??= (err as Error).message;
+    void writer.abort();
+  }
+
+  /** Once the model is loaded: fetches what the loader skipped of each file, and commits the files to the cache. */
+  async finish(): Promise<void> {
+    for (const w of this.writers) {
+      if (w.done) continue;
+      try {
+        for (const [start, end] of w.missing()) {
+          for (let at = start; at < end; at += READ_PIECE_BYTES) {
+            const bytes = await fetchRange(w.url, at, Math.min(end, at + READ_PIECE_BYTES), w.size, this.opts.signal);
+            this.opts.meter.network += bytes.byteLength;
+            await w.write(at, bytes);
+          }
+        }
+        await w.commit();
+      } catch (err) {
+        throwIfAborted(this.opts.signal);
+        this.dropWriter(w, err);
+      }
+    }
+  }
+
+  /** The load failed or was cancelled: nothing half-written stays in the cache. */
+  async abandon(): Promise<void> {
+    await Promise.all(this.writers.map((w) => w.abort()));
+  }
+}
+
+/** Bytes start .. end of the file at `url` (of `size` bytes), by one range request. */
+async function fetchRange(url: string, start: number, end: number, size: number, signal?: AbortSignal): Promise<Uint8Array> {
+  const res = await fetch(url, { headers: { Range: `bytes=${start}-${end - 1}` }, signal, cache: 'no-store' });
+  const whole = res.status === 200 && start === 0 && end === size;
+  if (res.status !== 206 && !whole) {
+    throw new Error(`${url}: asked for bytes ${start}-${end - 1}, the server answered ${res.status} ${res.statusText}${res.status === 200 ? ' with the whole file (it does not serve ranges)' : ''}`);
+  }
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  if (bytes.byteLength !== end - start) throw new Error(`${url}: asked for ${end - start} bytes at ${start}, got ${bytes.byteLength} (the file changed on the server?)`);
+  return bytes;
+}
+
+/** A file at a URL, read by range requests through one window (the last one fetched), each window also written to the cache. */
+class RangeFile implements ModelFile {
+  readonly kind = 'file';
+  readonly size: number;
+  private window: Uint8Array | null = null;
+  private windowStart = 0;
+
+  constructor(
+    private readonly head: Head,
+    private writer: CacheWriter | null,
+    private readonly source: UrlSource,
+    private readonly meter: ReadMeter,
+    private readonly signal?: AbortSignal,
+  ) {
+    this.size = head.size;
+  }
+
+  async read(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    throwIfAborted(this.signal);
+    if (position >= this.size || length <= 0) return 0;
+    const w = this.window;
+    if (!w || position < this.windowStart || position >= this.windowStart + w.byteLength) {
+      const end = Math.min(this.size, position + Math.max(MIN_FETCH_BYTES, Math.min(length, READ_PIECE_BYTES)));
+      const bytes = await fetchRange(this.head.url, position, end, this.size, this.signal);
+      this.meter.network += bytes.byteLength;
+      this.window = bytes;
+      this.windowStart = position;
+      if (this.writer) {
+        try {
+          await this.writer.write(position, bytes);
+        } catch (err) {
+          this.source.dropWriter(this.writer, err);
+          this.writer = null;
+        }
+      }
+    }
+    const at = position - this.windowStart;
+    const n = Math.min(length, this.window!.byteLength - at);
+    into.set(this.window!.subarray(at, at + n), offset);
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.window = null;
+  }
 }
