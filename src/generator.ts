@@ -77,6 +77,8 @@ export interface GeneratorOptions {
   lora?: { name: string; dir: string }[];
   /** Where the folder's files are read from (default: the disk); with it, `modelDir` is taken as given. */
   files?: ModelSource;
+  /** Host memory the weights stream through while loading (ModelOptions.stagingBytes). */
+  stagingBytes?: number;
   /** The device to run on (default: Dawn's, getGpu()); a browser tab passes its own (src/web/engine.ts). */
   gpu?: Gpu;
 }

@@ -12,13 +12,12 @@ import { GgufFile } from '../util/gguf.ts';
 import { checkFinite } from './weights.ts';
 import { GLOBAL_TENSORS, layerTensors, type ModelConfig } from './config.ts';
 import { dequantizeGgufWeight, ggufRowBytes, ggufWeights, readGgufRows, type GgufWeight } from './gguf_model.ts';
-import { LoadMeter, STAGING_BYTES, type DeviceWeights, type Layer, type LoadProgress } from './load.ts';
+import { LoadMeter, STAGING_BYTES, type DeviceWeights, type Layer, type LoadOptions } from './load.ts';
 import { ggmlDeviceDType, packGgmlRows } from '../kernels/ggml/pack.ts';
 import { dequantize } from '../kernels/ggml/dequant.ref.ts';
 import { quantizeRows } from '../kernels/quant.ref.ts';
 import { quantizationFor, quantizedMatrices } from './quantized.ts';
 import { ConfigError } from './config.ts';
-import type { ModelSource } from '../util/files.ts';
 
 /** The float types, as the folder loader names them. */
 const FLOAT_DTYPES: Partial<Record<GgmlType, WeightDType>> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
@@ -27,7 +26,7 @@ export async function loadGgufWeights(
   gpu: Gpu,
   path: string,
   config: ModelConfig,
-  opts: { quantize?: QuantFormat; files?: ModelSource; onProgress?: (p: LoadProgress) => void },
+  opts: LoadOptions,
 ): Promise<DeviceWeights> {
   const file = await GgufFile.open(path, opts.files);
   try {
@@ -42,14 +41,14 @@ export async function loadGgufWeights(
     let totalBytes = 0;
     for (const w of weights.values()) totalBytes += ggufRowBytes(w) * w.rows;
     const meter = new LoadMeter(gpu, weights.size, totalBytes, opts.onProgress);
-    const staging = new Uint8Array(STAGING_BYTES);
+    const staging = new Uint8Array(opts.stagingBytes ?? STAGING_BYTES);
 
     const matrix = async (name: string): Promise<GpuMatrix> => {
       const w = weights.get(name)!;
       const quantize = atLoad.get(name);
       const rowBytes = ggufRowBytes(w);
       const m = allocateMatrix(gpu, w.rows, w.cols, quantize ?? ggmlDeviceDType(w.type), w.gguf);
-      const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / rowBytes));
+      const rowsPerRead = Math.max(1, Math.floor(staging.byteLength / rowBytes));
       for (const part of m.parts) {
         for (let r = 0; r < part.rows; r += rowsPerRead) {
           const n = Math.min(rowsPerRead, part.rows - r);

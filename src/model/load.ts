@@ -38,7 +38,16 @@ export interface DeviceWeights {
   checkpointBytes: number;
 }
 
-export const STAGING_BYTES = 32 * 2 ** 20; // host memory used while streaming weights in
+/** Host memory a load streams weights through unless told otherwise: large reads, few of them. */
+export const STAGING_BYTES = 32 * 2 ** 20;
+
+/** What every loader takes (loadWeights's options). */
+export interface LoadOptions {
+  quantize?: QuantFormat;
+  files?: ModelSource;
+  onProgress?: (p: LoadProgress) => void;
+  stagingBytes?: number;
+}
 
 /**
  * Streams the checkpoint in `dir` (a folder, or a GGUF file: gguf_load.ts) onto the device. `quantize`: the seven projections of every
@@ -48,7 +57,7 @@ export async function loadWeights(
   gpu: Gpu,
   dir: string,
   config: ModelConfig,
-  opts: { quantize?: QuantFormat; files?: ModelSource; onProgress?: (p: LoadProgress) => void },
+  opts: LoadOptions,
 ): Promise<DeviceWeights> {
   if (isGgufPath(dir)) return loadGgufWeights(gpu, dir, config, opts);
   const stored = await folderQuantization(dir, opts.files);
@@ -59,7 +68,7 @@ export async function loadWeights(
   try {
     const prequantized = stored ? validateQuantized(ckpt, config, stored) : new Map<string, QuantFormat>();
     if (!stored) validateCheckpoint(ckpt, config);
-    const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress, prequantized);
+    const loader = new WeightLoader(gpu, ckpt, [...expectedTensors(config).keys()], opts.onProgress, prequantized, opts.stagingBytes);
     // What --quantize makes of each matrix (none: as stored).
     const atLoad = opts.quantize ? quantizedMatrices(config, quantizationFor(config, opts.quantize)) : new Map<string, QuantFormat>();
     const layers: Layer[] = [];
@@ -85,7 +94,7 @@ export async function loadWeights(
  * 14.5 GB of 16-bit weights; on lavapipe the "device" memory is host memory too).
  */
 export class WeightLoader {
-  private staging = new Uint8Array(STAGING_BYTES);
+  private readonly staging: Uint8Array;
   private readonly meter: LoadMeter;
 
   constructor(
@@ -95,7 +104,9 @@ export class WeightLoader {
     onProgress?: (p: LoadProgress) => void,
     /** Matrices the folder stores quantized (src/model/quantized.ts), and their formats. */
     private prequantized = new Map<string, QuantFormat>(),
+    stagingBytes = STAGING_BYTES,
   ) {
+    this.staging = new Uint8Array(stagingBytes);
     this.meter = new LoadMeter(gpu, names.length, names.reduce((sum, n) => sum + ckpt.get(n).byteLength, 0), onProgress);
   }
 
@@ -150,7 +161,7 @@ export class WeightLoader {
     const e = this.ckpt.float(name);
     const cols = e.shape[1]!;
     const rowBytes = cols * bytesPerElement(e.dtype);
-    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / rowBytes));
+    const rowsPerRead = Math.max(1, Math.floor(this.staging.byteLength / rowBytes));
     for (const part of m.parts) {
       for (let r = 0; r < part.rows; r += rowsPerRead) {
         const n = Math.min(rowsPerRead, part.rows - r);
@@ -171,7 +182,7 @@ export class WeightLoader {
     const L = quantLayout(format, cols);
     const scales = scalesName(name);
     const m = allocateMatrix(this.gpu, rows, cols, format, name);
-    const rowsPerRead = Math.max(1, Math.floor(STAGING_BYTES / L.codeRowBytes));
+    const rowsPerRead = Math.max(1, Math.floor(this.staging.byteLength / L.codeRowBytes));
     for (const part of m.parts) {
       for (let r = 0; r < part.rows; r += rowsPerRead) {
         const n = Math.min(rowsPerRead, part.rows - r);

@@ -56,6 +56,8 @@ export interface ModelOptions {
   attentionSegmentKeys?: number;
   /** Where the folder's files are read from (default: the disk; a browser page passes its own, src/web/sources.ts). */
   files?: ModelSource;
+  /** Host memory the loader streams weights through (default STAGING_BYTES; a tab, whose heap is small, passes less). */
+  stagingBytes?: number;
   /** Sequences the KV-cache pool holds at once (continuous batching, `step`); default 1. */
   sequences?: number;
   /** Over the checkpoint's sliding_window (GGUF files have none): keys a query sees; 0 or null for full attention. */

@@ -75,8 +75,44 @@ describe('web routes', () => {
 
     const tokenizer = (await (await fetch(`${srv.url}/engine/model/tokenizer.json`)).json()) as { model: { type: string } };
     expect(tokenizer.model.type).toBe('BPE');
-    for (const path of ['/engine/model/golden.json', '/engine/model/../config.json', '/engine/model/%2e%2e/golden.json', '/engine/model/', '/web/', '/web/chat.ts', '/src/web/engine.ts']) {
+    for (const path of ['/engine/model/golden.json', '/engine/model/../config.json', '/engine/model/%2e%2e/golden.json', '/engine/model/%E0%A4%A', '/web/', '/web/chat.ts', '/src/web/engine.ts']) {
       const res = await fetch(srv.url + path);
+      expect(res.status, path).toBeGreaterThanOrEqual(400);
+      expect(res.headers.get('content-type'), path).toContain('application/json');
+    }
+  });
+
+  it('lists the bundled model\'s files, and gives each an ETag (size and time) that HEAD shows too', async () => {
+    const listing = await fetch(`${srv.url}/engine/model/`);
+    expect(listing.status).toBe(200);
+    expect(await listing.json()).toEqual({ files: ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'] });
+    const size = readFileSync(`${BUNDLED_MODEL_DIR}model.safetensors`).byteLength;
+    const head = await fetch(`${srv.url}/engine/model/model.safetensors`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-length')).toBe(String(size));
+    expect(head.headers.get('accept-ranges')).toBe('bytes');
+    expect(head.headers.get('etag')).toMatch(new RegExp(`^"${size.toString(16)}-[0-9a-f]+"$`));
+    const again = await fetch(`${srv.url}/engine/model/model.safetensors`, { headers: { Range: 'bytes=0-7' } });
+    expect(again.headers.get('etag')).toBe(head.headers.get('etag'));
+  });
+
+  it('serves the model the server runs at /engine/served/, behind its API key, and nothing outside its folder', async () => {
+    // This server has keys: the weights are not public.
+    for (const path of ['/engine/served/', '/engine/served/model.safetensors']) expect((await fetch(srv.url + path)).status, path).toBe(401);
+    const auth = { Authorization: 'Bearer sk-web' };
+    const listing = (await (await fetch(`${srv.url}/engine/served/`, { headers: auth })).json()) as { files: string[] };
+    // The folder's own files, and the built-in tokenizer's (the folder has none, and the server uses that one).
+    expect(listing.files).toContain('config.json');
+    expect(listing.files).toContain('model.safetensors');
+    expect(listing.files).toContain('tokenizer.json');
+    const rng = new Rng(seed + 1);
+    const weights = readFileSync(`${BUNDLED_MODEL_DIR}model.safetensors`);
+    const first = rng.int(0, weights.length - 1000);
+    const part = await fetch(`${srv.url}/engine/served/model.safetensors`, { headers: { ...auth, Range: `bytes=${first}-${first + 999}` } });
+    expect(part.status, tag).toBe(206);
+    expect(Buffer.from(await part.arrayBuffer()).equals(weights.subarray(first, first + 1000)), tag).toBe(true);
+    for (const path of ['/engine/served/../config.json', '/engine/served/%2e%2e%2fconfig.json', '/engine/served/%2Fetc%2Fpasswd', '/engine/served/.hidden', '/engine/served/nope.bin']) {
+      const res = await fetch(srv.url + path, { headers: auth });
       expect(res.status, path).toBeGreaterThanOrEqual(400);
       expect(res.headers.get('content-type'), path).toContain('application/json');
     }

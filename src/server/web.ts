@@ -42,7 +42,8 @@ const SCRIPTS: Record<string, string> = {
 
 const ASSETS: Record<string, Asset> = {
   '/': { type: 'text/html; charset=utf-8', make: () => readFileSync(here('./web/chat.html'), 'utf8') },
-  '/engine': { type: 'text/html; charset=utf-8', make: () => readFileSync(here('../web/engine.html'), 'utf8') },
+  // One page for both: at /engine it starts with the engine in the tab (chat.ts reads its path).
+  '/engine': { type: 'text/html; charset=utf-8', make: () => readFileSync(here('./web/chat.html'), 'utf8') },
   '/web/page.css': { type: 'text/css; charset=utf-8', make: () => readFileSync(here('./web/page.css'), 'utf8') },
   ...Object.fromEntries(
     Object.entries(SCRIPTS).map(([path, entry]) => [path, { type: 'text/javascript; charset=utf-8', make: () => bundle(entry) }]),
@@ -91,12 +92,13 @@ export const MODEL_ROUTE = '/engine/model/';
 export const SERVED_ROUTE = '/engine/served/';
 
 /**
- * Same-origin only: the pages load nothing from elsewhere, run no inline or eval'd script (the
+ * Same-origin only: the pages load nothing from elsewhere (blob: is the engine reading the tab's
+ * own files by range, src/web/sources.ts), run no inline or eval'd script (the
  * engine's WGSL goes to WebGPU, not to script), and may not be framed by another site (a framed
  * chat page could be steered by clicks).
  */
 const PAGE_HEADERS = {
-  'Content-Security-Policy': "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+  'Content-Security-Policy': "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' blob:; img-src 'self' data:; frame-ancestors 'none'",
   'X-Content-Type-Options': 'nosniff',
   'X-Frame-Options': 'DENY',
   'Referrer-Policy': 'no-referrer',
@@ -181,20 +183,32 @@ async function assetText(path: string, asset: Asset): Promise<string> {
   return text;
 }
 
+/**
+ * The file name `path` asks for under a model route ('' for the folder's listing), or null when
+ * it is not under `route`. Paths come normalized, without a trailing slash: the folder's own URL
+ * (route, with its slash) arrives as the route without it.
+ */
+function modelFileName(path: string, route: string): string | null {
+  if (path === route.slice(0, -1)) return '';
+  return path.startsWith(route) ? path.slice(route.length) : null;
+}
+
 /** Whether GET/HEAD `path` is one of the pages' routes (the model files: any name under their routes; serveWeb answers 404 for one not there). */
 export function isWebPath(path: string): boolean {
-  return Object.hasOwn(ASSETS, path) || path.startsWith(MODEL_ROUTE) || path.startsWith(SERVED_ROUTE);
+  return Object.hasOwn(ASSETS, path) || modelFileName(path, MODEL_ROUTE) !== null || modelFileName(path, SERVED_ROUTE) !== null;
 }
 
 /** Whether `path` is the served model's (it needs the API key when the server has keys). */
 export function isServedModelPath(path: string): boolean {
-  return path.startsWith(SERVED_ROUTE);
+  return modelFileName(path, SERVED_ROUTE) !== null;
 }
 
 /** Answers GET/HEAD of a web route (isWebPath); `modelDir`: the model the server runs. */
 export async function serveWeb(path: string, req: IncomingMessage, res: ServerResponse, modelDir: string): Promise<void> {
-  if (path.startsWith(MODEL_ROUTE)) return serveModelFile(await bundledFiles(), path.slice(MODEL_ROUTE.length), req, res);
-  if (path.startsWith(SERVED_ROUTE)) return serveModelFile(await servedFiles(modelDir), path.slice(SERVED_ROUTE.length), req, res);
+  const bundled = modelFileName(path, MODEL_ROUTE);
+  if (bundled !== null) return serveModelFile(await bundledFiles(), bundled, req, res);
+  const served = modelFileName(path, SERVED_ROUTE);
+  if (served !== null) return serveModelFile(await servedFiles(modelDir), served, req, res);
   const text = await assetText(path, ASSETS[path]!);
   const body = Buffer.from(text, 'utf8');
   res.writeHead(200, { 'Content-Type': ASSETS[path]!.type, 'Content-Length': String(body.byteLength), ...PAGE_HEADERS });

@@ -27,6 +27,8 @@ provideWgsl(WGSL);
 
 declare global {
   interface Window {
+    /** The engine itself, once this module is imported: for the console and the browser tests (the page imports it as a module). */
+    openchatEngine?: TabEngine;
     openchat?: {
       generator: Generator;
       /** Every position's logits for `ids`, from an empty cache: [ids.length, vocab_size], row-major. */
@@ -39,6 +41,11 @@ declare global {
 
 /** A tab's memory is the limit, not the model's context: at most this many positions. */
 const TAB_CONTEXT = 4096;
+/**
+ * The loader's staging buffer in a tab: a quarter of Node's. A tab's JavaScript memory is what
+ * it has for everything; reads of a few MiB keep a load's share of it small.
+ */
+const TAB_STAGING_BYTES = 8 * 2 ** 20;
 /** Where the bundled tiny model is served (src/server/web.ts MODEL_ROUTE). */
 const BUNDLED_URL = '/engine/model/';
 
@@ -79,7 +86,7 @@ async function locate(origin: ModelOrigin, meter: ReadMeter, signal: AbortSignal
     return { files: source, modelDir: gguf ? `/picked/${gguf.name}` : '/picked', name: gguf ? gguf.name : folder, url: null };
   }
   const c = await weightCache();
-  const opts = { cache: typeof c === 'string' ? null : c, meter, signal };
+  const opts = { cache: typeof c === 'string' ? null : c, meter, signal, headers: origin.kind === 'url' ? origin.headers : undefined };
   const target = new URL(origin.kind === 'bundled' ? BUNDLED_URL : origin.url, location.href);
   if (target.pathname.toLowerCase().endsWith('.gguf')) {
     const file = decodeURIComponent(target.pathname.split('/').pop()!);
@@ -116,6 +123,7 @@ async function load(origin: ModelOrigin, opts: { onProgress?: (p: LoadProgress) 
       contextLength: Math.min(TAB_CONTEXT, config.max_position_embeddings),
       // One conversation at a time: the KV cache holds one sequence, not a server's batch.
       maxBatch: 1,
+      stagingBytes: TAB_STAGING_BYTES,
       onProgress: (p) => {
         const seconds = (performance.now() - started) / 1000;
         onProgress?.({
@@ -206,3 +214,5 @@ export const engine: TabEngine = {
     return { usage, quota, persisted };
   },
 };
+
+window.openchatEngine = engine;

@@ -38,6 +38,9 @@ export const READ_PIECE_BYTES = 8 * 2 ** 20;
  */
 const MIN_FETCH_BYTES = 64 * 1024;
 
+/** Whether this runs in a page (the engine in a tab), not in Node (the tests of these sources). */
+const IN_A_PAGE = typeof (globalThis as { document?: unknown }).document !== 'undefined';
+
 /** The files a loader may look for in a folder at a URL that does not list itself (missing ones are fine). */
 const FOLDER_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'model.safetensors.index.json', 'model.safetensors'];
 
@@ -56,8 +59,49 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new DOMException('the load was cancelled', 'AbortError');
 }
 
-/** A ModelFile over a Blob (a picked File, a file in the cache): each read one slice of at most READ_PIECE_BYTES. */
+/**
+ * Reads the `length` bytes `stream` holds into `buf` (at least that large), returning the bytes
+ * and the buffer to pass next time. A byte stream (a Blob's, a fetch body's in Chromium) is read
+ * with a BYOB reader into that one buffer, so a load allocates nothing per read: otherwise every
+ * piece read would be garbage waiting for a collection, and a tab's memory would be a multiple
+ * of a piece rather than one. Another stream is read whole, as the browser gives it.
+ *
+ * The reads stop at `length` bytes without waiting for the stream's end: Chromium sometimes
+ * never reports the end of a Blob slice's stream to a BYOB read, and the load would hang there.
+ */
+async function readStreamInto(stream: ReadableStream<Uint8Array>, buf: ArrayBuffer, length: number): Promise<{ bytes: Uint8Array; buf: ArrayBuffer }> {
+  let reader: ReadableStreamBYOBReader;
+  try {
+    reader = stream.getReader({ mode: 'byob' });
+  } catch {
+    const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+    return { bytes, buf };
+  }
+  let filled = 0;
+  while (filled < length) {
+    const { value, done } = await reader.read(new Uint8Array(buf, filled, length - filled));
+    // The view given was transferred: the bytes are in value's buffer, which is ours again.
+    if (value) buf = value.buffer as ArrayBuffer;
+    if (done) break;
+    filled += value!.byteLength;
+  }
+  // What follows the bytes (nothing, or the end) is not waited for, nor the stream cancelled: it is let go.
+  reader.releaseLock();
+  return { bytes: new Uint8Array(buf, 0, filled), buf };
+}
+
+/**
+ * A ModelFile over a Blob (a picked File, a file in the cache). Each read is a range request of
+ * the Blob's own object URL, read into one buffer (readStreamInto): a fetch body is a byte stream
+ * whose reads Chromium completes reliably, where reads of Blob.slice().stream() sometimes never
+ * end, and Blob.slice().arrayBuffer() allocates a buffer per read that the tab's memory holds
+ * until a collection (150 MiB and more of garbage while loading a model, measured). Outside a
+ * browser (Node, the tests) a read is a slice: Node's fetch of a blob: URL answers a range one
+ * byte short.
+ */
 export function blobFile(blob: Blob, count: (bytes: number) => void, signal?: AbortSignal): ModelFile {
+  let url: string | null = null;
+  let piece: ArrayBuffer | undefined;
   return {
     size: blob.size,
     kind: 'file',
@@ -65,12 +109,24 @@ export function blobFile(blob: Blob, count: (bytes: number) => void, signal?: Ab
       throwIfAborted(signal);
       const end = Math.min(blob.size, position + Math.min(length, READ_PIECE_BYTES));
       if (end <= position) return 0;
-      const bytes = new Uint8Array(await blob.slice(position, end).arrayBuffer());
-      into.set(bytes, offset);
-      count(bytes.byteLength);
-      return bytes.byteLength;
+      if (!IN_A_PAGE) {
+        const bytes = new Uint8Array(await blob.slice(position, end).arrayBuffer());
+        into.set(bytes, offset);
+        count(bytes.byteLength);
+        return bytes.byteLength;
+      }
+      url ??= URL.createObjectURL(blob);
+      const got = await fetchRange(url, { start: position, end, size: blob.size }, { headers: {}, signal, buf: piece ?? new ArrayBuffer(READ_PIECE_BYTES) });
+      piece = got.buf;
+      into.set(got.bytes, offset);
+      count(got.bytes.byteLength);
+      return got.bytes.byteLength;
     },
-    close: async () => {},
+    close: async () => {
+      if (url !== null) URL.revokeObjectURL(url);
+      url = null;
+      piece = undefined;
+    },
   };
 }
 
@@ -171,8 +227,15 @@ export class UrlSource implements ModelSource {
   constructor(
     readonly dir: string,
     private readonly base: URL,
-    private readonly opts: { cache: SourceCache | null; meter: ReadMeter; signal?: AbortSignal },
-  ) {}
+    private readonly opts: { cache: SourceCache | null; meter: ReadMeter; signal?: AbortSignal; headers?: Record<string, string> },
+  ) {
+    // Headers (an API key) go only to the page's own origin, never to another site's URL.
+    const page = (globalThis as { location?: { origin: string } }).location;
+    this.headers = page && base.origin !== page.origin ? {} : { ...opts.headers };
+  }
+
+  /** What every request of this source sends. */
+  readonly headers: Record<string, string>;
 
   private urlOf(path: string): string {
     if (path !== this.dir && !path.startsWith(`${this.dir}/`)) throw notFound(path);
@@ -193,7 +256,7 @@ export class UrlSource implements ModelSource {
   private async fetchHead(url: string): Promise<Head | null> {
     let res: Response;
     try {
-      res = await fetch(url, { method: 'HEAD', signal: this.opts.signal, cache: 'no-store' });
+      res = await fetch(url, { method: 'HEAD', headers: this.headers, signal: this.opts.signal, cache: 'no-store' });
     } catch (err) {
       throwIfAborted(this.opts.signal);
       // Offline: what the cache holds under this URL stands in for the server's answer.
@@ -202,6 +265,7 @@ export class UrlSource implements ModelSource {
       throw new Error(`${url}: cannot be reached (${(err as Error).message}), and the tab's cache does not hold it`);
     }
     if (res.status === 404) return null;
+    if (res.status === 401) throw new Error(`${url}: 401: the server wants its API key for its model's files (type it into the key field)`);
     if (!res.ok) throw new Error(`${url}: ${res.status} ${res.statusText}`);
     const size = Number(res.headers.get('Content-Length'));
     if (!Number.isSafeInteger(size)) throw new Error(`${url}: the server gave no Content-Length, so the file cannot be read by ranges`);
@@ -221,7 +285,7 @@ export class UrlSource implements ModelSource {
   async list(path: string): Promise<string[]> {
     if (path !== this.dir) return [];
     try {
-      const res = await fetch(this.base, { headers: { Accept: 'application/json' }, signal: this.opts.signal, cache: 'no-store' });
+      const res = await fetch(this.base, { headers: { ...this.headers, Accept: 'application/json' }, signal: this.opts.signal, cache: 'no-store' });
       if (res.ok && (res.headers.get('Content-Type') ?? '').startsWith('application/json')) {
         const listing = (await res.json()) as { files?: unknown };
         if (Array.isArray(listing.files)) {
@@ -281,14 +345,16 @@ export class UrlSource implements ModelSource {
 
   /** Once the model is loaded: fetches what the loader skipped of each file, and commits the files to the cache. */
   async finish(): Promise<void> {
+    let buf = new ArrayBuffer(READ_PIECE_BYTES);
     for (const w of this.writers) {
       if (w.done) continue;
       try {
         for (const [start, end] of w.missing()) {
           for (let at = start; at < end; at += READ_PIECE_BYTES) {
-            const bytes = await fetchRange(w.url, at, Math.min(end, at + READ_PIECE_BYTES), w.size, this.opts.signal);
-            this.opts.meter.network += bytes.byteLength;
-            await w.write(at, bytes);
+            const got = await fetchRange(w.url, { start: at, end: Math.min(end, at + READ_PIECE_BYTES), size: w.size }, { headers: this.headers, signal: this.opts.signal, buf });
+            buf = got.buf;
+            this.opts.meter.network += got.bytes.byteLength;
+            await w.write(at, got.bytes);
           }
         }
         await w.commit();
@@ -305,16 +371,25 @@ export class UrlSource implements ModelSource {
   }
 }
 
-/** Bytes start .. end of the file at `url` (of `size` bytes), by one range request. */
-async function fetchRange(url: string, start: number, end: number, size: number, signal?: AbortSignal): Promise<Uint8Array> {
-  const res = await fetch(url, { headers: { Range: `bytes=${start}-${end - 1}` }, signal, cache: 'no-store' });
+/**
+ * Bytes start .. end of the file at `url` (of `size` bytes), by one range request, into `buf`
+ * (readStreamInto; a new buffer when none is given or it is too small).
+ */
+async function fetchRange(
+  url: string,
+  range: { start: number; end: number; size: number },
+  opts: { headers: Record<string, string>; signal?: AbortSignal; buf?: ArrayBuffer },
+): Promise<{ bytes: Uint8Array; buf: ArrayBuffer }> {
+  const { start, end, size } = range;
+  const res = await fetch(url, { headers: { ...opts.headers, Range: `bytes=${start}-${end - 1}` }, signal: opts.signal, cache: 'no-store' });
   const whole = res.status === 200 && start === 0 && end === size;
-  if (res.status !== 206 && !whole) {
+  if ((res.status !== 206 && !whole) || !res.body) {
     throw new Error(`${url}: asked for bytes ${start}-${end - 1}, the server answered ${res.status} ${res.statusText}${res.status === 200 ? ' with the whole file (it does not serve ranges)' : ''}`);
   }
-  const bytes = new Uint8Array(await res.arrayBuffer());
-  if (bytes.byteLength !== end - start) throw new Error(`${url}: asked for ${end - start} bytes at ${start}, got ${bytes.byteLength} (the file changed on the server?)`);
-  return bytes;
+  const buf = opts.buf && opts.buf.byteLength >= end - start ? opts.buf : new ArrayBuffer(end - start);
+  const got = await readStreamInto(res.body, buf, end - start);
+  if (got.bytes.byteLength !== end - start) throw new Error(`${url}: asked for ${end - start} bytes at ${start}, got ${got.bytes.byteLength} (the file changed on the server?)`);
+  return got;
 }
 
 /** A file at a URL, read by range requests through one window (the last one fetched), each window also written to the cache. */
@@ -323,6 +398,8 @@ class RangeFile implements ModelFile {
   readonly size: number;
   private window: Uint8Array | null = null;
   private windowStart = 0;
+  /** The buffer every window is fetched into. */
+  private buf: ArrayBuffer | undefined;
 
   constructor(
     private readonly head: Head,
@@ -340,7 +417,10 @@ class RangeFile implements ModelFile {
     const w = this.window;
     if (!w || position < this.windowStart || position >= this.windowStart + w.byteLength) {
       const end = Math.min(this.size, position + Math.max(MIN_FETCH_BYTES, Math.min(length, READ_PIECE_BYTES)));
-      const bytes = await fetchRange(this.head.url, position, end, this.size, this.signal);
+      this.window = null;
+      const got = await fetchRange(this.head.url, { start: position, end, size: this.size }, { headers: this.source.headers, signal: this.signal, buf: this.buf ?? new ArrayBuffer(READ_PIECE_BYTES) });
+      this.buf = got.buf;
+      const bytes = got.bytes;
       this.meter.network += bytes.byteLength;
       this.window = bytes;
       this.windowStart = position;
@@ -361,5 +441,6 @@ class RangeFile implements ModelFile {
 
   async close(): Promise<void> {
     this.window = null;
+    this.buf = undefined;
   }
 }

@@ -12,7 +12,12 @@ export type ModelOrigin =
   /** The bundled tiny model, served by `openchat serve` at /engine/model/. */
   | { kind: 'bundled' }
   /** The model the server serves (`/engine/served/`: its --model folder or GGUF file), or any folder URL ending in `/`, or a `.gguf` file's URL. */
-  | { kind: 'url'; url: string }
+  | {
+      kind: 'url';
+      url: string;
+      /** Sent with every request for the model's files when the URL is the page's own origin (the server's API key, for /engine/served/ behind keys). */
+      headers?: Record<string, string>;
+    }
   /** Files the user picked: a folder (webkitdirectory: config.json, *.safetensors, tokenizer.json) or one GGUF file. */
   | { kind: 'files'; files: File[] };
 
