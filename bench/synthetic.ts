@@ -6,7 +6,7 @@
  * engine does exactly the same work on them as on the real weights, so speed and memory
  * measured on them are the real figures; only the text they produce is noise.
  *
- *   npx tsx bench/synthetic.ts tiny|1b|7b DIR [--max-shard-gb 5] [--seed N] [--dtype f16|bf16]
+ *   npx tsx bench/synthetic.ts tiny|1b|7b|tab DIR [--max-shard-gb 5] [--seed N] [--dtype f16|bf16] [--quantize q8|q4]
  *   npx tsx bench/synthetic.ts tokenizer DIR     (only the tokenizer files, for a folder written before)
  *
  * Beside the weights it writes OpenChat 3.5's tokenizer (tokenizer.json, tokenizer_config.json)
@@ -75,6 +75,29 @@ export const SYNTHETIC_CONFIGS = {
     tie_word_embeddings: false,
     bos_token_id: 1,
     eos_token_id: 2,
+    torch_dtype: 'float16',
+  },
+  /**
+   * A model a tab must stream rather than hold: 513 MiB as q4 (`--quantize q4`), 17 layers at
+   * TinyLlama's width with Mistral's vocabulary (src/server/engine.browser.test.ts, bench/tab.ts).
+   */
+  tab: {
+    architectures: ['MistralForCausalLM'],
+    model_type: 'mistral',
+    vocab_size: 32002,
+    hidden_size: 2048,
+    intermediate_size: 5632,
+    num_hidden_layers: 17,
+    num_attention_heads: 16,
+    num_key_value_heads: 4,
+    hidden_act: 'silu',
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    sliding_window: 4096,
+    max_position_embeddings: 4096,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 32000,
     torch_dtype: 'float16',
   },
   /** OpenChat 3.5's shape (Mistral-7B plus two added tokens). */

@@ -201,7 +201,9 @@ describe('safetensors reader', () => {
       /'model.layers.0.self_attn.k_proj.weight' has shape \[33,64\], but config.json implies \[32,64\]/,
     );
     // Llama exports may carry rotary inverse frequencies; they are recomputed, so tolerated.
-    validateCheckpoint(await write(all, [{ name: 'model.layers.0.self_attn.rotary_emb.inv_freq', dtype: 'F32', shape: [8] }]), config);
+    const ckpt4 = await write(all, [{ name: 'model.layers.0.self_attn.rotary_emb.inv_freq', dtype: 'F32', shape: [8] }]);
+    validateCheckpoint(ckpt4, config);
+    for (const c of [ckpt1, ckpt2, ckpt3, ckpt4]) c.close();
     golden.close();
   });
 });
