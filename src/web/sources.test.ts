@@ -3,17 +3,21 @@
  * a checkpoint read by range requests is the checkpoint on disk, byte for byte; every byte read
  * goes into the cache, the bytes the loader skipped are fetched by finish(), and a second load is
  * read from the cache with no request for the weights; a load that fails leaves nothing cached;
- * the server's key goes with every request; a server that ignores ranges is refused by name.
+ * the server's key goes with every request; a GGUF file the server runs reads as from disk; a
+ * server that ignores ranges is refused by name.
  * The cache here is a map of Blobs (the tab's, in OPFS, is tested in Chromium: engine.browser.test.ts).
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL_DIR, Generator } from '../generator.ts';
 import { loadConfig } from '../model/config.ts';
+import { ggufFromFolder } from '../model/gguf.testing.ts';
 import { Checkpoint } from '../model/safetensors.ts';
+import { GgufFile } from '../util/gguf.ts';
 import { startServer, type RunningServer } from '../server/server.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed } from '../util/testing.ts';
@@ -166,6 +170,48 @@ describe('UrlSource: a model folder by range requests, through a cache', () => {
     abort.abort();
     await expect(ckpt.read('model.norm.weight')).rejects.toThrow(/cancelled|abort/i);
     ckpt.close();
+  });
+});
+
+describe('UrlSource: the GGUF file a server runs', () => {
+  let dir: string;
+  let file: string;
+  let gen: Generator;
+  let srv: RunningServer;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'openchat-served-gguf-'));
+    file = join(dir, 'tiny-mistral.Q8_0.gguf');
+    await ggufFromFolder(BUNDLED_MODEL_DIR, file, { type: 'Q8_0' });
+    gen = await Generator.load({ modelDir: file });
+    srv = await startServer({ generator: gen, port: 0, logRequests: false });
+  });
+
+  afterAll(async () => {
+    await srv?.close();
+    gen?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is the one file the listing names, and reads by ranges as the disk does: header, metadata, tensors', async () => {
+    const remote = new UrlSource('/remote', new URL(`${srv.url}/engine/served/`), { cache: null, meter: new ReadMeter() });
+    expect(await remote.list('/remote')).toEqual(['tiny-mistral.Q8_0.gguf']);
+    const viaUrl = await GgufFile.open('/remote/tiny-mistral.Q8_0.gguf', remote);
+    const disk = await GgufFile.open(file);
+    try {
+      expect([...viaUrl.metadata.keys()]).toEqual([...disk.metadata.keys()]);
+      expect([...viaUrl.tensors.values()]).toEqual([...disk.tensors.values()]);
+      const rng = new Rng(seed);
+      const names = [...disk.tensors.keys()];
+      for (let k = 0; k < 5; k++) {
+        const name = names[rng.int(0, names.length)]!;
+        expect(Buffer.from(await viaUrl.readTensor(name)).equals(Buffer.from(await disk.readTensor(name))), `${tag} ${name}`).toBe(true);
+      }
+    } finally {
+      viaUrl.close();
+      disk.close();
+    }
+    expect(await loadConfig('/remote/tiny-mistral.Q8_0.gguf', remote)).toEqual(await loadConfig(file));
   });
 });
 
