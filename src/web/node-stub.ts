@@ -17,8 +17,6 @@ export const readFileSync = (): never => unavailable('node:fs readFileSync');
 export const readdirSync = (): never => unavailable('node:fs readdirSync');
 export const statSync = (): never => unavailable('node:fs statSync');
 export const openSync = (): never => unavailable('node:fs openSync');
-export const fstatSync = (): never => unavailable('node:fs fstatSync');
-export const readSync = (): never => unavailable('node:fs readSync');
 export const closeSync = (): never => unavailable('node:fs closeSync');
 export const writeSync = (): never => unavailable('node:fs writeSync');
 export const writeFileSync = (): never => unavailable('node:fs writeFileSync');
