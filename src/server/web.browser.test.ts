@@ -13,7 +13,6 @@
  * the TabEngine contract): the tab panel, its loading and cache, and chatting through it.
  * Screenshot: .cache/screenshots/chat.png.
  */
-import { readFileSync } from 'node:fs';
 import type { Browser, BrowserContext, Page, Request } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../generator.ts';
@@ -533,13 +532,10 @@ describe.skipIf(skip !== null)('the chat page in Chromium', () => {
   });
 
   it('starts on the tab\'s engine at /engine', async () => {
-    const html = readFileSync(new URL('./web/chat.html', import.meta.url), 'utf8');
     const { page, context, errors } = await openPage({
       path: '/engine',
       before: async (p) => {
         await p.route('**/web/engine.js', (route) => route.fulfill({ status: 200, headers: { 'Content-Type': 'text/javascript' }, body: STUB_ENGINE }));
-        // Until web.ts serves the chat page at /engine too, this test serves it there itself.
-        await p.route(/\/engine$/, (route) => route.fulfill({ status: 200, headers: { 'Content-Type': 'text/html; charset=utf-8' }, body: html }));
       },
     });
     expect(await page.inputValue('#backend')).toBe('tab');
