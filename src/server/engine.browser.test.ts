@@ -6,7 +6,8 @@
  *
  *  - The bundled tiny model: its logits for golden cases match Hugging Face's and the Node run's,
  *    greedy text in the tab is the Node generator's, a reload loads it from the cache with no
- *    weight bytes over the network, and a picked folder and a picked GGUF file give the same logits.
+ *    weight bytes over the network, and a picked folder, a picked q8 folder and a picked GGUF file
+ *    give the same logits (the q8 folder: Node's for it).
  *  - A synthetic q4 folder of over 500 MiB (bench/synthetic.ts's `tab` shape, --quantize q4): picked, fetched from
  *    the server's /engine/served/, and loaded again from the cache; during each load the tab's
  *    JavaScript memory (V8's heap and every ArrayBuffer's backing store, from the DevTools
@@ -26,6 +27,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticCheckpoint, writeSyntheticTokenizer } from '../../bench/synthetic.ts';
 import { BUNDLED_MODEL_DIR, Generator } from '../generator.ts';
 import { ggufFromFolder } from '../model/gguf.testing.ts';
+import { quantizeCheckpoint } from '../model/quantize.ts';
 import { validateSamplingParams } from '../sampling/params.ts';
 import { loadOpenChat35Files } from '../tokenizer/openchat35.ts';
 import { Rng } from '../util/rng.ts';
@@ -253,6 +255,28 @@ describe.skipIf(skip !== null)('the engine in a Chromium tab: the bundled tiny m
     const c = CASES.find((x) => x.id === 'e')!;
     const hf = expectedLogits(c);
     expect(relError(await tabLogits(page, c.input_ids), hf, hf)).toBeLessThan(REL_TOL);
+  });
+
+  it('loads a q8 folder the user picks (written by openchat quantize), with the logits Node gives for it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'openchat-picked-q8-'));
+    try {
+      await quantizeCheckpoint(BUNDLED_MODEL_DIR, dir, 'q8');
+      const tokenizer = await loadOpenChat35Files();
+      for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokenizer.dir, f), join(dir, f));
+      const c = CASES.find((x) => x.id === 'e')!;
+      const q8 = await Generator.load({ modelDir: dir, maxBatch: 1 });
+      let node: Float32Array;
+      try {
+        node = (await q8.model.forward(c.input_ids, { kind: 'all-logits' })).logits!;
+      } finally {
+        q8.close();
+      }
+      await page.setInputFiles('#pick', dir);
+      await panelLoaded(page, dir.split('/').pop()!);
+      expect(relError(await tabLogits(page, c.input_ids), node, node)).toBeLessThan(REL_TOL);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('loads a GGUF file the user picks (the bundled folder as llama.cpp lays out an F16 GGUF), with the same logits', async () => {
