@@ -1,7 +1,7 @@
 /**
  * A model in a browser tab, as a ModelSource (src/util/files.ts): files the user picked
- * (`BlobSource`: read by `File.slice()`), or a folder or GGUF file at a URL (`UrlSource`: read by
- * HTTP range requests, or from the tab's cache, src/web/cache.ts). Either way a file is read
+ * (`BlobSource`: read by range requests of each file's object URL), or a folder or GGUF file at a
+ * URL (`UrlSource`: read by HTTP range requests, or from the tab's cache, src/web/cache.ts). Either way a file is read
  * where the loader asks, a bounded piece at a time: the tab never holds a model's file in
  * JavaScript memory, only the loader's staging buffer and one piece in flight.
  */
@@ -61,13 +61,14 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
 
 /**
  * Reads the `length` bytes `stream` holds into `buf` (at least that large), returning the bytes
- * and the buffer to pass next time. A byte stream (a Blob's, a fetch body's in Chromium) is read
- * with a BYOB reader into that one buffer, so a load allocates nothing per read: otherwise every
+ * and the buffer to pass next time. A byte stream (a fetch body, in Chromium) is read with a
+ * BYOB reader into that one buffer, so a load allocates nothing per read: otherwise every
  * piece read would be garbage waiting for a collection, and a tab's memory would be a multiple
  * of a piece rather than one. Another stream is read whole, as the browser gives it.
  *
- * The reads stop at `length` bytes without waiting for the stream's end: Chromium sometimes
- * never reports the end of a Blob slice's stream to a BYOB read, and the load would hang there.
+ * The reads stop at `length` bytes without waiting for the stream's end, and the stream is let
+ * go rather than cancelled: with Blob slices' streams, both waiting for the end and cancelling
+ * sometimes never completed in Chromium (blobFile reads fetch bodies for that reason).
  */
 async function readStreamInto(stream: ReadableStream<Uint8Array>, buf: ArrayBuffer, length: number): Promise<{ bytes: Uint8Array; buf: ArrayBuffer }> {
   let reader: ReadableStreamBYOBReader;
