@@ -7,9 +7,9 @@
  *
  * Both are written for obviousness, not speed.
  */
-import type { Dfa } from './dfa.ts';
 import type { Grammar, Sym } from './grammar.ts';
 import type { Rng } from '../../util/rng.ts';
+import { walkDfa } from './sample.testing.ts';
 
 /** Past this many output bytes a derivation only finishes, by the shortest way. */
 const MAX_SAMPLE_BYTES = 4096;
@@ -90,31 +90,10 @@ export function sampleGrammar(g: Grammar, rng: Rng, maxDepth = 12): Uint8Array {
       continue;
     }
     const s = f.syms[f.pos++]!;
-    if (s.dfa) walk(s.dfa, rng, stop, out.length >= MAX_SAMPLE_BYTES, out);
+    if (s.dfa) walkDfa(s.dfa, rng, stop, out.length >= MAX_SAMPLE_BYTES ? 0 : TERMINAL_BYTES, out);
     else enter(s.rule, f.depth + 1);
   }
   return Uint8Array.from(out);
-}
-
-function walk(dfa: Dfa, rng: Rng, stop: number, rush: boolean, out: number[]): void {
-  let s = 0;
-  for (let n = 0; ; n++) {
-    const first = dfa.offsets[s]!;
-    const end = dfa.offsets[s + 1]!;
-    const accepting = dfa.accepting[s] === 1;
-    if (accepting && (first === end || rush || rng.next() < stop)) return;
-    let e: number;
-    if (rush || n >= TERMINAL_BYTES) {
-      if (accepting) return;
-      const closer: number[] = [];
-      for (let i = first; i < end; i++) if (dfa.dist[dfa.to[i]!] === dfa.dist[s]! - 1) closer.push(i);
-      e = closer[rng.int(0, closer.length)]!;
-    } else {
-      e = rng.int(first, end);
-    }
-    out.push(rng.int(dfa.lo[e]!, dfa.hi[e]! + 1));
-    s = dfa.to[e]!;
-  }
 }
 
 /** An Earley item: alternative `alt` of `rule`, before symbol `dot`, begun at `origin`; `state` >= 0 when inside the terminal at `dot`. */
