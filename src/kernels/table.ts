@@ -257,11 +257,12 @@ function readerSlots(w: Reader): WgslSlots {
 }
 
 function productTable(op: ProductOp): Record<ProductWeights, Record<ProductShape, Cell<ProductKernel>>> {
+  // One entry point per kernel file: MATRICES picks the product (products.wgsl).
   const matrices = op === 'swiglu' ? 2 : 1;
-  const entries = [op];
+  const entries = ['main'];
   const rows = (tokens: number): ProductKernel => {
     const t = TILES.rows[op];
-    return { file: 'matmul/matvec_rows.wgsl', entries, slots: {}, constants: { ...t, TOKENS: tokens }, variant: `matvec rows${x(tokens)}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: tokens };
+    return { file: 'matmul/matvec_rows.wgsl', entries, slots: {}, constants: { ...t, TOKENS: tokens, MATRICES: matrices }, variant: `matvec rows${x(tokens)}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: tokens };
   };
   const lanes = (reduce: Reduction, tokens: number): ProductKernel => {
     const t = TILES.lanes[op];
@@ -273,16 +274,16 @@ function productTable(op: ProductOp): Record<ProductWeights, Record<ProductShape
   };
   const regtile = (w: Reader): ProductKernel => {
     const t = TILES.regtile[op];
-    return { file: 'matmul/gemm_regtile.wgsl', entries, slots: readerSlots(w), constants: t, variant: `regtile x${t.TOKENS}`, grid: 'rows', rowsPerGroup: (t.WG / t.LANES) * t.ROWS_PER_GROUP, tokensPerGroup: t.TOKENS };
+    return { file: 'matmul/gemm_regtile.wgsl', entries, slots: readerSlots(w), constants: { ...t, MATRICES: matrices }, variant: `regtile x${t.TOKENS}`, grid: 'rows', rowsPerGroup: (t.WG / t.LANES) * t.ROWS_PER_GROUP, tokensPerGroup: t.TOKENS };
   };
   const broadcast = (w: Reader): ProductKernel => {
     const t = TILES.broadcast[op];
-    return { file: 'matmul/gemm_broadcast.wgsl', entries, slots: readerSlots(w), constants: t, variant: `broadcast x${t.TOKENS}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: t.TOKENS };
+    return { file: 'matmul/gemm_broadcast.wgsl', entries, slots: readerSlots(w), constants: { ...t, MATRICES: matrices }, variant: `broadcast x${t.TOKENS}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: t.TOKENS };
   };
-  const splitReduce: Kernel = { file: 'matmul/gemm_split_reduce.wgsl', entries, slots: {}, constants: TILES.splitReduce, variant: 'split reduce' };
+  const splitReduce: Kernel = { file: 'matmul/gemm_split_reduce.wgsl', entries, slots: {}, constants: { ...TILES.splitReduce, MATRICES: matrices }, variant: 'split reduce' };
   const tiled = (w: Reader, size: 'few' | 'many'): ProductKernel => {
     const t = TILES.tiled[op][size];
-    return { file: 'matmul/gemm_tiled.wgsl', entries, slots: readerSlots(w), constants: t, variant: `tiled ${t.TM}x${t.TN}`, grid: 'tiles', rowsPerGroup: t.TN, tokensPerGroup: t.TM, splitReduce };
+    return { file: 'matmul/gemm_tiled.wgsl', entries, slots: readerSlots(w), constants: { ...t, MATRICES: matrices }, variant: `tiled ${t.TM}x${t.TN}`, grid: 'tiles', rowsPerGroup: t.TN, tokensPerGroup: t.TM, splitReduce };
   };
   // A block format's decode kernels are ggml/'s twins of qmatvec_lanes and qmatvec_rows, with its tiles.
   const qlanes = (reduce: Reduction, tile: keyof typeof TILES.qlanes, ggml?: GgmlBlockDType): ProductKernel => {
@@ -300,7 +301,7 @@ function productTable(op: ProductOp): Record<ProductWeights, Record<ProductShape
     const t = TILES.qrows[op];
     return {
       file: ggml ? 'ggml/matvec_rows.wgsl' : 'matmul/qmatvec_rows.wgsl', entries, slots: ggml ? { ggml_format: `ggml/${ggml}.wgsl` } : {},
-      constants: { ...t, TOKENS: tokens }, variant: `matvec rows${x(tokens)}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: tokens,
+      constants: { ...t, TOKENS: tokens, MATRICES: matrices }, variant: `matvec rows${x(tokens)}`, grid: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: tokens,
       fallback: { when: 'narrowSubgroups', kernel: qlanes('workgroup', tokens === 1 ? 'decode' : 'rowsBlock', ggml) },
     };
   };
@@ -335,7 +336,7 @@ function productTable(op: ProductOp): Record<ProductWeights, Record<ProductShape
     };
   };
   const words: ProductKernel = {
-    file: 'matmul/gemm_words.wgsl', entries, slots: {}, constants: TILES.words, variant: 'words', grid: 'rows',
+    file: 'matmul/gemm_words.wgsl', entries: ['matmul'], slots: {}, constants: TILES.words, variant: 'words', grid: 'rows',
     rowsPerGroup: TILES.words.ROWS, tokensPerGroup: TILES.words.WG * TILES.words.TOKENS_PER_INVOCATION,
   };
   // gemm_words binds x and w by smaller words and has no SwiGLU entry (swiglu needs cols % 8 == 0).

@@ -1,8 +1,8 @@
 // Matrix products over llama.cpp's block formats for GPUs: plans `matvec=subgroup` and
 // `matvec=workgroup` (1 to 8 tokens), and 2..8 tokens or batched decode steps under
 // `matvec=rows` on an adapter without subgroups of 8 (../matmul/qmatvec_lanes.wgsl is its q8/q4 twin):
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set)
-//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set)
+//   swiglu (MATRICES 2): y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
 // where w[r, c] = the dequantized weight (ggml.wgsl and the format's decode file, <ggml_format>).
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
@@ -20,10 +20,10 @@
 // G = ceil(rows / ROWS), once per matrix part.
 // Assumes: cols whole blocks of the format; gate and up split at the same rows.
 
-// #include "../matmul/lanes.wgsl"     WG, ROWS, TOKENS, MATRICES, `sums`, first_row, x_rows, the stores
+// #include "../matmul/lanes.wgsl"     WG, ROWS, TOKENS, MATRICES, `sums`, first_row, x_rows, store
 // #include <reduce>                   Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
 // #include "../matmul/params.wgsl"    Params (p)
-// #include "../matmul/products.wgsl"  the bindings x, w, y, up
+// #include "../matmul/products.wgsl"  the bindings x, w, y, up; MATRICES
 // #include "ggml.wgsl"                row_words, group_weights, dot32
 // #include <ggml_format>              the format's group_codes: ggml/q4_k.wgsl, ...
 
@@ -34,7 +34,7 @@ fn x_group(at: u32, g: u32) -> array<vec4<f32>, 8> {
 }
 
 @compute @workgroup_size(WG)
-fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+fn main(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   let row0 = first_row(wid);
   if (row0 == p.rows) {
     return;  // the whole workgroup: control flow stays uniform
@@ -42,44 +42,25 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   let groups = p.cols / 32u;
   let t0 = wid.z * TOKENS;
   var xrow = x_rows(t0);
-  let words = row_words(p.cols);
-  for (var g = lane.index; g < groups; g += WG) {
-    for (var r = 0u; r < ROWS; r++) {
-      let wv = group_weights(&w, min(row0 + r, p.rows - 1u) * words, g);
-      for (var t = 0u; t < TOKENS; t++) {
-        sums[r * TOKENS + t] += dot32(wv, x_group(xrow[t], g));
-      }
-    }
-  }
-  reduce_sums(lane);
-  store_matmul(lane, row0, t0);
-}
-
-// `matmul` with a second weight stream per row (up beside gate; its sums after gate's) and
-// the silu product as its epilogue: a deliberate copy of the loop, keep the two in step.
-@compute @workgroup_size(WG)
-fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
-  let row0 = first_row(wid);
-  if (row0 == p.rows) {
-    return;
-  }
-  let groups = p.cols / 32u;
-  let t0 = wid.z * TOKENS;
-  var xrow = x_rows(t0);
-  let up_at = ROWS * TOKENS;
+  let up_at = ROWS * TOKENS;  // swiglu: up's sums after gate's
   let words = row_words(p.cols);
   for (var g = lane.index; g < groups; g += WG) {
     for (var r = 0u; r < ROWS; r++) {
       let row = min(row0 + r, p.rows - 1u) * words;
-      let gv = group_weights(&w, row, g);
-      let uv = group_weights(&up, row, g);
+      let wv = group_weights(&w, row, g);
+      var uv: array<vec4<f32>, 8>;
+      if (MATRICES == 2u) {
+        uv = group_weights(&up, row, g);
+      }
       for (var t = 0u; t < TOKENS; t++) {
         let xs = x_group(xrow[t], g);
-        sums[r * TOKENS + t] += dot32(gv, xs);
-        sums[up_at + r * TOKENS + t] += dot32(uv, xs);
+        sums[r * TOKENS + t] += dot32(wv, xs);
+        if (MATRICES == 2u) {
+          sums[up_at + r * TOKENS + t] += dot32(uv, xs);
+        }
       }
     }
   }
   reduce_sums(lane);
-  store_swiglu(lane, row0, t0);
+  store(lane, row0, t0);
 }

@@ -1,7 +1,7 @@
 // Decode matrix-vector products over llama.cpp's block formats, 1 to 8 tokens, plan
 // `matvec=rows` (the lavapipe strategy; ../matmul/qmatvec_rows.wgsl is its q8/q4 twin):
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
-//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
+//   swiglu (MATRICES 2): y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
 // where w[r, c] = the dequantized weight (ggml.wgsl and the format's decode file, <ggml_format>).
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
@@ -33,7 +33,7 @@
 
 enable subgroups;
 // #include "../matmul/params.wgsl"    Params (p)
-// #include "../matmul/products.wgsl"  the bindings x, w, y, up
+// #include "../matmul/products.wgsl"  the bindings x, w, y, up; MATRICES
 // #include "../matmul/sums.wgsl"      silu
 // #include "ggml.wgsl"                XSpan, row_words, half_sums, PLACE
 // #include <ggml_format>              SPAN, UNIT_SPANS, PLACED_X, Head, unit_head, span_dot: ggml/q4_k.wgsl, ...
@@ -73,7 +73,8 @@ fn row_starts(row0: u32) -> array<u32, MAX_ROWS> {
 }
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+  let swiglu = MATRICES == 2u;
   let row0 = gid.x * ROWS;
   let spans = p.cols / (32u * SPAN);
   let units = (spans + UNIT_SPANS - 1u) / UNIT_SPANS;
@@ -82,11 +83,16 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
   let t0 = wid.y * TOKENS;
   for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
     // Zeroed explicitly (a loop-body `var`'s implicit zero carried sums over on lavapipe).
-    var acc = array<f32, MAX_ROWS>();
+    var acc = array<f32, MAX_ROWS>();     // the product, or swiglu's gate
+    var acc_up = array<f32, MAX_ROWS>();  // swiglu's up
     for (var u = 0u; u < units; u++) {
       var heads: array<Head, MAX_ROWS>;
+      var heads_up: array<Head, MAX_ROWS>;
       for (var i = 0u; i < ROWS; i++) {
         heads[i] = unit_head(&w, at[i], u);
+        if (swiglu) {
+          heads_up[i] = unit_head(&up, at[i], u);
+        }
       }
       for (var s = 0u; s < UNIT_SPANS; s++) {
         let sp = u * UNIT_SPANS + s;
@@ -94,6 +100,9 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
           let xs = x_span(t, sp, lane);
           for (var i = 0u; i < ROWS; i++) {
             acc[i] += span_dot(&w, at[i], sp, heads[i], xs);
+            if (swiglu) {
+              acc_up[i] += span_dot(&up, at[i], sp, heads_up[i], xs);
+            }
           }
         }
       }
@@ -101,48 +110,14 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     for (var i = 0u; i < ROWS; i++) {
       if (row0 + i < p.rows) {
         let dst = t * p.y_stride + p.y_offset + row0 + i;
-        if (p.accumulate != 0u) {
-          acc[i] += y[dst];
-        }
-        y[dst] = acc[i];
-      }
-    }
-  }
-}
-
-// `matmul` with a second weight stream per row (up beside gate) and the silu product as its
-// epilogue: a deliberate copy of the loop, keep the two in step.
-@compute @workgroup_size(WG)
-fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-  let row0 = gid.x * ROWS;
-  let spans = p.cols / (32u * SPAN);
-  let units = (spans + UNIT_SPANS - 1u) / UNIT_SPANS;
-  let at = row_starts(row0);
-  let t0 = wid.y * TOKENS;
-  for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
-    var acc_gate = array<f32, MAX_ROWS>();
-    var acc_up = array<f32, MAX_ROWS>();
-    for (var u = 0u; u < units; u++) {
-      var heads_gate: array<Head, MAX_ROWS>;
-      var heads_up: array<Head, MAX_ROWS>;
-      for (var i = 0u; i < ROWS; i++) {
-        heads_gate[i] = unit_head(&w, at[i], u);
-        heads_up[i] = unit_head(&up, at[i], u);
-      }
-      for (var s = 0u; s < UNIT_SPANS; s++) {
-        let sp = u * UNIT_SPANS + s;
-        if (sp < spans) {
-          let xs = x_span(t, sp, lane);
-          for (var i = 0u; i < ROWS; i++) {
-            acc_gate[i] += span_dot(&w, at[i], sp, heads_gate[i], xs);
-            acc_up[i] += span_dot(&up, at[i], sp, heads_up[i], xs);
+        if (swiglu) {
+          y[dst] = silu(acc[i]) * acc_up[i];
+        } else {
+          if (p.accumulate != 0u) {
+            acc[i] += y[dst];
           }
+          y[dst] = acc[i];
         }
-      }
-    }
-    for (var i = 0u; i < ROWS; i++) {
-      if (row0 + i < p.rows) {
-        y[t * p.y_stride + p.y_offset + row0 + i] = silu(acc_gate[i]) * acc_up[i];
       }
     }
   }

@@ -94,7 +94,7 @@ fn qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
   }
 }
 
-// matvec_rows.wgsl's `swiglu` reading x through load_x (the norm folded in): keep in step.
+// matvec_rows.wgsl's SwiGLU (MATRICES 2) reading x through load_x (the norm folded in): keep in step.
 @compute @workgroup_size(WG)
 fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let row0 = ((wid.y * p.groups_x + wid.x) * WG + li) * ROWS;

@@ -1,7 +1,7 @@
 // Prefill matrix products, x shared by subgroup broadcast (plan `gemm=broadcast`):
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
 //             fused residual add of o_proj and down_proj)
-//   `swiglu`: y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c]
+//   swiglu (MATRICES 2): y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c]
 //
 // Layouts: as gemm_regtile.wgsl (x f32 [tokens, cols] read as vec4<f32>; w, up weight rows of
 // one GpuMatrix part, f32/f16/bf16 or q8/q4, read as vec4<u32> through the weight reader the
@@ -31,8 +31,8 @@
 
 enable subgroups;
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up
-// #include "sums.wgsl"        silu, fma8
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
+// #include "sums.wgsl"        silu, add8
 // #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
 override WG: u32;
@@ -46,32 +46,27 @@ const MAX_LOADS = 4u;  // MAX_TOKENS / 8
 alias Sums = array<array<f32, MAX_TOKENS>, MAX_ROWS>;
 alias Rows8 = array<array<vec4<f32>, 2>, MAX_ROWS>;
 
-// acc[i][j] += w_i . x_j over one chunk of 8 columns, for every row i of the invocation:
-// `matmul` as matvec_rows.wgsl's matmul adds a chunk (fma8, a chain in column order), `swiglu`
-// as its swiglu (two dots), so a row's sums are matvec_rows' bit for bit and a decode step of
-// more than 8 sequences can take this kernel (the kernel table's wideDecode cell, ../table.ts).
-fn add_token(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, j: u32, xa: vec4<f32>, xb: vec4<f32>, chain: bool) {
+// acc[i][j] += w_i . x_j over one chunk of 8 columns, for every row i of the invocation, as
+// matvec_rows.wgsl adds a chunk (add8: an fma chain for matmul, two dots for SwiGLU), so a row's
+// sums are matvec_rows' bit for bit and a decode step of more than 8 sequences can take this
+// kernel (the kernel table's wideDecode cell, ../table.ts).
+fn add_token(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, j: u32, xa: vec4<f32>, xb: vec4<f32>) {
   for (var i = 0u; i < ROWS; i++) {
-    if (chain) {
-      (*acc)[i][j] = fma8((*wv)[i], xa, xb, (*acc)[i][j]);
-    } else {
-      (*acc)[i][j] += dot((*wv)[i][0], xa) + dot((*wv)[i][1], xb);
-    }
+    (*acc)[i][j] = add8((*wv)[i], xa, xb, (*acc)[i][j], MATRICES == 1u);
   }
 }
 
-// Tokens 8m .. 8m + 7 of the tile, from lanes 0..7 (held in xa, xb), into every lane's sums
-// (`chain`: a literal at each call, so the compiler keeps one branch of add_token).
-fn add_eight(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, m: u32, xa: vec4<f32>, xb: vec4<f32>, chain: bool) {
+// Tokens 8m .. 8m + 7 of the tile, from lanes 0..7 (held in xa, xb), into every lane's sums.
+fn add_eight(acc: ptr<function, Sums>, wv: ptr<function, Rows8>, m: u32, xa: vec4<f32>, xb: vec4<f32>) {
   let j = 8u * m;
-  add_token(acc, wv, j, subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u), chain);
-  add_token(acc, wv, j + 1u, subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u), chain);
-  add_token(acc, wv, j + 2u, subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u), chain);
-  add_token(acc, wv, j + 3u, subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u), chain);
-  add_token(acc, wv, j + 4u, subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u), chain);
-  add_token(acc, wv, j + 5u, subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u), chain);
-  add_token(acc, wv, j + 6u, subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u), chain);
-  add_token(acc, wv, j + 7u, subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u), chain);
+  add_token(acc, wv, j, subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u));
+  add_token(acc, wv, j + 1u, subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u));
+  add_token(acc, wv, j + 2u, subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u));
+  add_token(acc, wv, j + 3u, subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u));
+  add_token(acc, wv, j + 4u, subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u));
+  add_token(acc, wv, j + 5u, subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u));
+  add_token(acc, wv, j + 6u, subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u));
+  add_token(acc, wv, j + 7u, subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
 }
 
 // The rows of the invocation, and the x row (vec4 index) of each token this lane loads.
@@ -86,8 +81,9 @@ fn x_base(wid: u32, lane: u32, m: u32, chunks: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
-          @builtin(subgroup_invocation_id) lane: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_invocation_id) lane: u32) {
+  let swiglu = MATRICES == 2u;
   let chunks = p.cols / 8u;
   var wrow: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
@@ -97,20 +93,34 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   for (var m = 0u; m < TOKENS / 8u; m++) {
     xrow[m] = x_base(wid.y, lane, m, chunks);
   }
-  var acc: Sums;
+  var acc: Sums;     // the product, or swiglu's gate
+  var acc_up: Sums;  // swiglu's up
   for (var b = 0u; b < chunks / BLOCK_CHUNKS; b++) {
     var blk: array<WBlock, MAX_ROWS>;
+    var ublk: array<WBlock, MAX_ROWS>;
     for (var i = 0u; i < ROWS; i++) {
       blk[i] = w_block(wrow[i], b);
+      if (swiglu) {
+        ublk[i] = up_block(wrow[i], b);
+      }
     }
     for (var c = 0u; c < BLOCK_CHUNKS; c++) {
       let k = b * BLOCK_CHUNKS + c;
       var wv: Rows8;
+      var uv: Rows8;
       for (var i = 0u; i < ROWS; i++) {
         wv[i] = chunk_of(blk[i], c);
+        if (swiglu) {
+          uv[i] = chunk_of(ublk[i], c);
+        }
       }
       for (var m = 0u; m < TOKENS / 8u; m++) {
-        add_eight(&acc, &wv, m, x[xrow[m] + 2u * k], x[xrow[m] + 2u * k + 1u], true);
+        let xa = x[xrow[m] + 2u * k];
+        let xb = x[xrow[m] + 2u * k + 1u];
+        add_eight(&acc, &wv, m, xa, xb);
+        if (swiglu) {
+          add_eight(&acc_up, &uv, m, xa, xb);
+        }
       }
     }
   }
@@ -121,60 +131,12 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       if (row < p.rows && t < p.tokens) {
         let dst = t * p.y_stride + p.y_offset + row;
         var sum = acc[i][j];
-        if (p.accumulate != 0u) {
+        if (swiglu) {
+          sum = silu(sum) * acc_up[i][j];
+        } else if (p.accumulate != 0u) {
           sum += y[dst];
         }
         y[dst] = sum;
-      }
-    }
-  }
-}
-
-// `matmul` with a second weight stream (up beside gate) and the silu product as its epilogue:
-// a deliberate copy of the loop, keep the two in step.
-@compute @workgroup_size(WG)
-fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
-          @builtin(subgroup_invocation_id) lane: u32) {
-  let chunks = p.cols / 8u;
-  var wrow: array<u32, MAX_ROWS>;
-  for (var i = 0u; i < ROWS; i++) {
-    wrow[i] = row_start(row_of(wid.x, li, i));
-  }
-  var xrow: array<u32, MAX_LOADS>;
-  for (var m = 0u; m < TOKENS / 8u; m++) {
-    xrow[m] = x_base(wid.y, lane, m, chunks);
-  }
-  var acc_gate: Sums;
-  var acc_up: Sums;
-  for (var b = 0u; b < chunks / BLOCK_CHUNKS; b++) {
-    var gblk: array<WBlock, MAX_ROWS>;
-    var ublk: array<WBlock, MAX_ROWS>;
-    for (var i = 0u; i < ROWS; i++) {
-      gblk[i] = w_block(wrow[i], b);
-      ublk[i] = up_block(wrow[i], b);
-    }
-    for (var c = 0u; c < BLOCK_CHUNKS; c++) {
-      let k = b * BLOCK_CHUNKS + c;
-      var gv: Rows8;
-      var uv: Rows8;
-      for (var i = 0u; i < ROWS; i++) {
-        gv[i] = chunk_of(gblk[i], c);
-        uv[i] = chunk_of(ublk[i], c);
-      }
-      for (var m = 0u; m < TOKENS / 8u; m++) {
-        let xa = x[xrow[m] + 2u * k];
-        let xb = x[xrow[m] + 2u * k + 1u];
-        add_eight(&acc_gate, &gv, m, xa, xb, false);
-        add_eight(&acc_up, &uv, m, xa, xb, false);
-      }
-    }
-  }
-  for (var i = 0u; i < ROWS; i++) {
-    let row = wid.x * WG * ROWS + i * WG + li;
-    for (var j = 0u; j < TOKENS; j++) {
-      let t = wid.y * TOKENS + j;
-      if (row < p.rows && t < p.tokens) {
-        y[t * p.y_stride + p.y_offset + row] = silu(acc_gate[i][j]) * acc_up[i][j];
       }
     }
   }

@@ -1,7 +1,7 @@
 // Prefill matrix products, register-tiled (plan: every matvec strategy uses this for > 8 tokens):
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
 //             fused residual add of o_proj and down_proj)
-//   `swiglu`: y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c],
+//   swiglu (MATRICES 2): y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c],
 //             silu(g) = g / (1 + exp(-g))  (Mistral's MLP front half in one pass over both matrices)
 //
 // Layouts
@@ -25,15 +25,15 @@
 //   (per matrix) in registers: each weight load serves TOKENS tokens, each x load serves every
 //   row. At the end the lanes' partial sums of each output meet in workgroup memory (one
 //   barrier) and are added. Why this shape suits lavapipe: bench/RESULTS.md, "Kernel tuning".
-//   `swiglu` is `matmul` with a second weight stream per row (up beside gate) and the silu
-//   product as its epilogue: a deliberate copy of the loop, keep the two in step.
+//   SwiGLU adds a second weight stream per row (up beside gate) and the silu product as the
+//   epilogue, in the same loop.
 //
 // Dispatch: (ceil(rows / (WG / LANES * ROWS_PER_GROUP)), ceil(tokens / TOKENS)) workgroups per part.
 // Assumes: cols % 8 == 0, so every weight row and x row starts on a 16-byte boundary; other
 // widths use gemm_words.wgsl. q8/q4: cols % 32 == 0.
 
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
 // #include "sums.wgsl"        silu
 // #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
@@ -44,11 +44,13 @@ override TOKENS: u32;          // tokens per workgroup, <= MAX_TOKENS
 const MAX_ROWS = 4u;
 const MAX_TOKENS = 8u;
 
-var<workgroup> partial: array<f32, WG * ROWS_PER_GROUP * TOKENS>;
-var<workgroup> partial_up: array<f32, WG * ROWS_PER_GROUP * TOKENS>;
+// The lanes' partial sums, [matrix][row][token][lane]: swiglu's up after gate's.
+override PARTIALS: u32 = WG * ROWS_PER_GROUP * TOKENS;
+var<workgroup> partial: array<f32, MATRICES * PARTIALS>;
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let swiglu = MATRICES == 2u;
   let lane = li % LANES;
   let group = li / LANES;
   let rows_per_workgroup = WG / LANES * ROWS_PER_GROUP;
@@ -67,15 +69,20 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   for (var j = 0u; j < TOKENS; j++) {
     xrow[j] = min(t0 + j, p.tokens - 1u) * chunks * 2u;
   }
-  var acc: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
+  var acc: array<array<f32, MAX_TOKENS>, MAX_ROWS>;     // the product, or swiglu's gate
+  var acc_up: array<array<f32, MAX_TOKENS>, MAX_ROWS>;  // swiglu's up
   let blocks = chunks / BLOCK_CHUNKS;
   let steps = (blocks + LANES - 1u) / LANES;
   for (var s = 0u; s < steps; s++) {
     let b = s * LANES + lane;
     if (b < blocks) {
       var blk: array<WBlock, MAX_ROWS>;
+      var ublk: array<WBlock, MAX_ROWS>;
       for (var i = 0u; i < ROWS_PER_GROUP; i++) {
         blk[i] = w_block(wrow[i], b);
+        if (swiglu) {
+          ublk[i] = up_block(wrow[i], b);
+        }
       }
       for (var c = 0u; c < BLOCK_CHUNKS; c++) {
         let k = b * BLOCK_CHUNKS + c;
@@ -90,80 +97,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
           for (var j = 0u; j < TOKENS; j++) {
             acc[i][j] += dot(wv[0], xa[j]) + dot(wv[1], xb[j]);
           }
-        }
-      }
-    }
-  }
-
-  for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-    for (var j = 0u; j < TOKENS; j++) {
-      partial[((group * ROWS_PER_GROUP + i) * TOKENS + j) * LANES + lane] = acc[i][j];
-    }
-  }
-  workgroupBarrier();
-
-  for (var o = li; o < rows_per_workgroup * TOKENS; o += WG) {
-    let row = wid.x * rows_per_workgroup + o / TOKENS;
-    let t = t0 + o % TOKENS;
-    var sum = 0.0;
-    for (var l = 0u; l < LANES; l++) {
-      sum += partial[o * LANES + l];
-    }
-    if (row < p.rows && t < p.tokens) {
-      let dst = t * p.y_stride + p.y_offset + row;
-      if (p.accumulate != 0u) {
-        sum += y[dst];
-      }
-      y[dst] = sum;
-    }
-  }
-}
-
-@compute @workgroup_size(WG)
-fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let lane = li % LANES;
-  let group = li / LANES;
-  let rows_per_workgroup = WG / LANES * ROWS_PER_GROUP;
-  let row0 = wid.x * rows_per_workgroup + group * ROWS_PER_GROUP;
-  let chunks = p.cols / 8u;
-
-  var wrow: array<u32, MAX_ROWS>;
-  for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-    wrow[i] = row_start(min(row0 + i, p.rows - 1u));
-  }
-
-  let t0 = wid.y * TOKENS;
-  var xrow: array<u32, MAX_TOKENS>;
-  for (var j = 0u; j < TOKENS; j++) {
-    xrow[j] = min(t0 + j, p.tokens - 1u) * chunks * 2u;
-  }
-  var acc_gate: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
-  var acc_up: array<array<f32, MAX_TOKENS>, MAX_ROWS>;
-  let blocks = chunks / BLOCK_CHUNKS;
-  let steps = (blocks + LANES - 1u) / LANES;
-  for (var s = 0u; s < steps; s++) {
-    let b = s * LANES + lane;
-    if (b < blocks) {
-      var gblk: array<WBlock, MAX_ROWS>;
-      var ublk: array<WBlock, MAX_ROWS>;
-      for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-        gblk[i] = w_block(wrow[i], b);
-        ublk[i] = up_block(wrow[i], b);
-      }
-      for (var c = 0u; c < BLOCK_CHUNKS; c++) {
-        let k = b * BLOCK_CHUNKS + c;
-        var xa: array<vec4<f32>, MAX_TOKENS>;
-        var xb: array<vec4<f32>, MAX_TOKENS>;
-        for (var j = 0u; j < TOKENS; j++) {
-          xa[j] = x[xrow[j] + 2u * k];
-          xb[j] = x[xrow[j] + 2u * k + 1u];
-        }
-        for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-          let g = chunk_of(gblk[i], c);
-          let u = chunk_of(ublk[i], c);
-          for (var j = 0u; j < TOKENS; j++) {
-            acc_gate[i][j] += dot(g[0], xa[j]) + dot(g[1], xb[j]);
-            acc_up[i][j] += dot(u[0], xa[j]) + dot(u[1], xb[j]);
+          if (swiglu) {
+            let uv = chunk_of(ublk[i], c);
+            for (var j = 0u; j < TOKENS; j++) {
+              acc_up[i][j] += dot(uv[0], xa[j]) + dot(uv[1], xb[j]);
+            }
           }
         }
       }
@@ -173,8 +111,10 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   for (var i = 0u; i < ROWS_PER_GROUP; i++) {
     for (var j = 0u; j < TOKENS; j++) {
       let slot = ((group * ROWS_PER_GROUP + i) * TOKENS + j) * LANES + lane;
-      partial[slot] = acc_gate[i][j];
-      partial_up[slot] = acc_up[i][j];
+      partial[slot] = acc[i][j];
+      if (swiglu) {
+        partial[PARTIALS + slot] = acc_up[i][j];
+      }
     }
   }
   workgroupBarrier();
@@ -182,14 +122,22 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   for (var o = li; o < rows_per_workgroup * TOKENS; o += WG) {
     let row = wid.x * rows_per_workgroup + o / TOKENS;
     let t = t0 + o % TOKENS;
-    var g = 0.0;
-    var u = 0.0;
+    var sum = 0.0;
+    var up_sum = 0.0;
     for (var l = 0u; l < LANES; l++) {
-      g += partial[o * LANES + l];
-      u += partial_up[o * LANES + l];
+      sum += partial[o * LANES + l];
+      if (swiglu) {
+        up_sum += partial[PARTIALS + o * LANES + l];
+      }
     }
     if (row < p.rows && t < p.tokens) {
-      y[t * p.y_stride + p.y_offset + row] = silu(g) * u;
+      let dst = t * p.y_stride + p.y_offset + row;
+      if (swiglu) {
+        sum = silu(sum) * up_sum;
+      } else if (p.accumulate != 0u) {
+        sum += y[dst];
+      }
+      y[dst] = sum;
     }
   }
 }

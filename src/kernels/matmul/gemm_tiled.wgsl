@@ -1,7 +1,7 @@
 // Prefill matrix products through workgroup-memory tiles (plan `gemm=tiled`, GPUs):
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the
 //             fused residual add of o_proj and down_proj)
-//   `swiglu`: y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c]
+//   swiglu (MATRICES 2): y[t, i] = silu(g) * u,  g = sum_c x[t, c] * gate[i, c],  u = sum_c x[t, c] * up[i, c]
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w (gate), up: weight rows of one GpuMatrix
 // part, f32/f16/bf16 or q8/q4, read a block at a time through the weight reader the wrapper
@@ -31,7 +31,7 @@
 // Assumes: cols % 8 == 0, KT % 8 == 0; q8/q4: cols % 32 == 0, KT % 32 == 0 (a K range is whole groups).
 
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
 // #include "sums.wgsl"        silu
 // #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
@@ -46,8 +46,7 @@ override WG: u32 = (TM / RM) * (TN / RN);
 const MAX_R = 8u;
 
 var<workgroup> xs: array<f32, TM * KT>;  // [KT][TM]
-var<workgroup> ws: array<f32, TN * KT>;  // [KT][TN]
-var<workgroup> us: array<f32, TN * KT>;  // [KT][TN], swiglu's up
+var<workgroup> ws: array<f32, MATRICES * TN * KT>;  // [MATRICES][KT][TN]: swiglu's up after gate's
 
 alias Block = array<array<f32, MAX_R>, MAX_R>;
 
@@ -94,54 +93,41 @@ fn row_of(tile: Tile, row: u32) -> u32 {
   return min(tile.r0 + row, p.rows - 1u);
 }
 
-// Stages the weight tile of w (stage_w) or up (stage_up) of the step starting at chunk k0, a
+// Stages the weight tiles of the step starting at chunk k0 (w's, and swiglu's up after it), a
 // block per element; blocks past the K range stay zero (a zero WBlock reads as zero weights).
-// Two functions, not a flag: `matmul` must not statically use `up`, which it does not bind.
 fn stage_w(tile: Tile, k0: u32, li: u32) {
   let per_row = KT / (8u * BLOCK_CHUNKS);
-  for (var e = li; e < TN * per_row; e += WG) {
-    let row = e / per_row;
+  for (var e = li; e < MATRICES * TN * per_row; e += WG) {
+    let m = e / (TN * per_row);
+    let row = (e / per_row) % TN;
     let j = e % per_row;
     var blk: WBlock;
     if (k0 + j * BLOCK_CHUNKS < tile.k_end) {
-      blk = w_block(row_start(row_of(tile, row)), k0 / BLOCK_CHUNKS + j);
+      let start = row_start(row_of(tile, row));
+      if (MATRICES == 1u || m == 0u) {
+        blk = w_block(start, k0 / BLOCK_CHUNKS + j);
+      } else {
+        blk = up_block(start, k0 / BLOCK_CHUNKS + j);
+      }
     }
     for (var c = 0u; c < BLOCK_CHUNKS; c++) {
       let v = chunk_of(blk, c);
       for (var q = 0u; q < 8u; q++) {
-        ws[((j * BLOCK_CHUNKS + c) * 8u + q) * TN + row] = v[q / 4u][q % 4u];
+        ws[(m * KT + (j * BLOCK_CHUNKS + c) * 8u + q) * TN + row] = v[q / 4u][q % 4u];
       }
     }
   }
 }
 
-fn stage_up(tile: Tile, k0: u32, li: u32) {
-  let per_row = KT / (8u * BLOCK_CHUNKS);
-  for (var e = li; e < TN * per_row; e += WG) {
-    let row = e / per_row;
-    let j = e % per_row;
-    var blk: WBlock;
-    if (k0 + j * BLOCK_CHUNKS < tile.k_end) {
-      blk = up_block(row_start(row_of(tile, row)), k0 / BLOCK_CHUNKS + j);
-    }
-    for (var c = 0u; c < BLOCK_CHUNKS; c++) {
-      let v = chunk_of(blk, c);
-      for (var q = 0u; q < 8u; q++) {
-        us[((j * BLOCK_CHUNKS + c) * 8u + q) * TN + row] = v[q / 4u][q % 4u];
-      }
-    }
-  }
-}
-
-// acc[i][j] += sum over the staged step of x[token i] * w[row j] (from ws, or us for `up`).
-fn add_step(acc: ptr<function, Block>, tile: Tile, from_up: bool) {
+// acc[i][j] += sum over the staged step of x[token i] * w[row j] (matrix m's tile: 0 w, 1 up).
+fn add_step(acc: ptr<function, Block>, tile: Tile, m: u32) {
   for (var k = 0u; k < KT; k++) {
     var a: array<f32, MAX_R>;
     for (var i = 0u; i < RM; i++) {
       a[i] = xs[k * TM + tile.ty + i * (TM / RM)];
     }
     for (var j = 0u; j < RN; j++) {
-      let b = select(ws[k * TN + tile.tx + j * (TN / RN)], us[k * TN + tile.tx + j * (TN / RN)], from_up);
+      let b = ws[(m * KT + k) * TN + tile.tx + j * (TN / RN)];
       for (var i = 0u; i < RM; i++) {
         (*acc)[i][j] += a[i] * b;
       }
@@ -150,17 +136,22 @@ fn add_step(acc: ptr<function, Block>, tile: Tile, from_up: bool) {
 }
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let swiglu = MATRICES == 2u;
   let tile = tile_of(wid, li);
   // The K range again from workgroup values only: barriers need uniform loop bounds.
   let k_begin = k_begin_of(wid);
   let k_end = k_end_of(wid);
-  var acc: Block;
+  var acc: Block;     // the product, or swiglu's gate
+  var acc_up: Block;  // swiglu's up
   for (var k0 = k_begin; k0 < k_end; k0 += KT / 8u) {
     stage_x(tile, k0, li);
     stage_w(tile, k0, li);
     workgroupBarrier();
-    add_step(&acc, tile, false);
+    add_step(&acc, tile, 0u);
+    if (swiglu) {
+      add_step(&acc_up, tile, 1u);
+    }
     workgroupBarrier();
   }
   for (var i = 0u; i < RM; i++) {
@@ -169,48 +160,19 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       let row = tile.r0 + tile.tx + j * (TN / RN);
       if (t < p.tokens && row < p.rows) {
         if (SPLIT) {
-          y[(wid.z * p.tokens + t) * p.rows + row] = acc[i][j];
+          y[((wid.z * MATRICES) * p.tokens + t) * p.rows + row] = acc[i][j];
+          if (swiglu) {
+            y[((wid.z * MATRICES + 1u) * p.tokens + t) * p.rows + row] = acc_up[i][j];
+          }
         } else {
           let dst = t * p.y_stride + p.y_offset + row;
           var sum = acc[i][j];
-          if (p.accumulate != 0u) {
+          if (swiglu) {
+            sum = silu(sum) * acc_up[i][j];
+          } else if (p.accumulate != 0u) {
             sum += y[dst];
           }
           y[dst] = sum;
-        }
-      }
-    }
-  }
-}
-
-// `matmul` with a second weight tile (up beside gate) and the silu product as its epilogue:
-// a deliberate copy of the loop, keep the two in step.
-@compute @workgroup_size(WG)
-fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let tile = tile_of(wid, li);
-  let k_begin = k_begin_of(wid);
-  let k_end = k_end_of(wid);
-  var acc_gate: Block;
-  var acc_up: Block;
-  for (var k0 = k_begin; k0 < k_end; k0 += KT / 8u) {
-    stage_x(tile, k0, li);
-    stage_w(tile, k0, li);
-    stage_up(tile, k0, li);
-    workgroupBarrier();
-    add_step(&acc_gate, tile, false);
-    add_step(&acc_up, tile, true);
-    workgroupBarrier();
-  }
-  for (var i = 0u; i < RM; i++) {
-    let t = tile.t0 + tile.ty + i * (TM / RM);
-    for (var j = 0u; j < RN; j++) {
-      let row = tile.r0 + tile.tx + j * (TN / RN);
-      if (t < p.tokens && row < p.rows) {
-        if (SPLIT) {
-          y[((wid.z * 2u) * p.tokens + t) * p.rows + row] = acc_gate[i][j];
-          y[((wid.z * 2u + 1u) * p.tokens + t) * p.rows + row] = acc_up[i][j];
-        } else {
-          y[t * p.y_stride + p.y_offset + row] = silu(acc_gate[i][j]) * acc_up[i][j];
         }
       }
     }

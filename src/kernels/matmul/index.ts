@@ -37,11 +37,13 @@
  *     lanes, qmatvec_lanes.wgsl as under matvec=workgroup;
  *   - otherwise qmatvec_lanes.wgsl + the plan's reduction, one token, or blocks of 8 tokens
  *     for 2..8 tokens and for any count in a batched decode step.
- * Every kernel .wgsl file here holds a `matmul` and a `swiglu` entry point with the same bindings,
- * declared once in the files they include: 0 Params (params.wgsl), 1 x, 2 w (or gate), 3 y, 4 up
- * (swiglu only) (products.wgsl; gemm_words.wgsl binds x and w by smaller words);
- * except gemm_split_reduce.wgsl (its own Params and bindings) and fused_*.wgsl, the decode
- * variants of plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
+ * Every kernel .wgsl file here has one entry point, `main`, and one loop for both products: its
+ * MATRICES override is 1 for matmul and 2 for SwiGLU (gate and up in one pass), so the other
+ * product's code compiles away. The bindings are declared once in the files they include:
+ * 0 Params (params.wgsl), 1 x, 2 w (or gate), 3 y, 4 up (products.wgsl; matmul binds w there
+ * too, see partBindings); except gemm_words.wgsl (x and w by smaller words, matmul only),
+ * gemm_split_reduce.wgsl (its own Params and bindings) and fused_*.wgsl, the decode variants of
+ * plan.fuse (q/k/v in one dispatch, rms_norm folded in), wrapped by fused.ts.
  */
 import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
 import { createStorageBuffer, ggmlBlockValues, isGgmlBlocks, isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
@@ -98,14 +100,21 @@ function partials(enc: Encoder, bytes: number): GPUBuffer {
   return b;
 }
 
-/** The storage bindings of part `i` of a product: x, the part's weights, y, and (SwiGLU) up's part at the same rows. */
-function partBindings(a: ProductArgs, i: number): Binding[] {
+/**
+ * The storage bindings of part `i` of a product through kernel `k`: x, the part's weights, y,
+ * and (SwiGLU) up's part at the same rows. A kernel with both products in one entry point
+ * (a MATRICES constant) names `up` in its code, so matmul binds its own weights there too,
+ * never read (MATRICES 1 compiles the reads away).
+ */
+function partBindings(k: ProductKernel, a: ProductArgs, i: number): Binding[] {
   const part = a.w.parts[i]!;
   const storage: Binding[] = [a.x, part.buffer, a.y];
   if (a.up) {
     const u = a.up.parts[i];
     if (!u || u.row0 !== part.row0 || u.rows !== part.rows) throw new Error('matmulSwiGLU: gate and up are split differently');
     storage.push(u.buffer);
+  } else if (k.constants.MATRICES !== undefined) {
+    storage.push(part.buffer);
   }
   return storage;
 }
@@ -143,11 +152,11 @@ function recordTiled(enc: Encoder, op: Op, k: ProductKernel, a: ProductArgs): vo
     splits = Math.max(1, Math.min(splits, steps, Math.floor(binding / (matrices * tokens * part.rows * 4))));
     const stepsPerSplit = Math.ceil(steps / splits);
     splits = Math.ceil(steps / stepsPerSplit);
-    const storage = partBindings(a, i);
+    const storage = partBindings(k, a, i);
     const { fields, cost } = partParams(a, part);
     const params = PARAMS.pack({ ...fields, splits, split_chunks: stepsPerSplit * (tile.KT / 8) });
     const name = `${op} ${k.variant}${splits > 1 ? ' split' : ''} ${w.dtype}`;
-    const pipeline = getPipeline(enc.gpu, src, op, { ...constants, SPLIT: splits > 1 ? 1 : 0 }, name);
+    const pipeline = getPipeline(enc.gpu, src, k.entries[0]!, { ...constants, SPLIT: splits > 1 ? 1 : 0 }, name);
     if (splits === 1) {
       enc.dispatch(pipeline, params, storage, [rowTiles, tokenTiles], cost);
       return;
@@ -156,7 +165,7 @@ function recordTiled(enc: Encoder, op: Op, k: ProductKernel, a: ProductArgs): vo
     storage[2] = scratch;
     enc.dispatch(pipeline, params, storage, [rowTiles, tokenTiles, splits], cost);
     const r = k.splitReduce!;
-    const reduce = getPipeline(enc.gpu, kernelSource(kernelModule(r), REDUCE_PARAMS), op, r.constants, `${op} ${r.variant}`);
+    const reduce = getPipeline(enc.gpu, kernelSource(kernelModule(r), REDUCE_PARAMS), r.entries[0]!, r.constants, `${op} ${r.variant}`);
     const outputs = tokens * part.rows;
     const groups = Math.ceil(outputs / r.constants.WG!);
     if (groups > maxGroups) throw new Error(`matmul: a K split of ${outputs} outputs needs more than ${maxGroups} workgroups`);
@@ -170,7 +179,7 @@ function recordTiled(enc: Encoder, op: Op, k: ProductKernel, a: ProductArgs): vo
  * (groups_x, rows, token blocks) for the `lanes` grid, whose row groups lie on a 2-D grid.
  */
 function dispatchParts(enc: Encoder, op: Op, k: ProductKernel, a: ProductArgs): void {
-  const pipeline = getPipeline(enc.gpu, kernelSource(kernelModule(k), PARAMS), op, { ...formatConstant(a.w.dtype), ...k.constants }, `${op} ${k.variant} ${a.w.dtype}`);
+  const pipeline = getPipeline(enc.gpu, kernelSource(kernelModule(k), PARAMS), k.entries[0]!, { ...formatConstant(a.w.dtype), ...k.constants }, `${op} ${k.variant} ${a.w.dtype}`);
   const lanes = k.grid === 'lanes';
   const maxGroups = enc.gpu.report.limits.maxComputeWorkgroupsPerDimension;
   const tokenGroups = Math.ceil(a.tokens / k.tokensPerGroup);
@@ -179,7 +188,7 @@ function dispatchParts(enc: Encoder, op: Op, k: ProductKernel, a: ProductArgs): 
     const gx = lanes ? Math.min(groups, maxGroups) : groups;
     const grid: [number, number, number] = lanes ? [gx, Math.ceil(groups / gx), tokenGroups] : [groups, tokenGroups, 1];
     const { fields, cost } = partParams(a, part);
-    enc.dispatch(pipeline, PARAMS.pack({ ...fields, groups_x: gx }), partBindings(a, i), grid, cost);
+    enc.dispatch(pipeline, PARAMS.pack({ ...fields, groups_x: gx }), partBindings(k, a, i), grid, cost);
   });
 }
 

@@ -4,17 +4,16 @@
 // A workgroup of WG lanes owns ROWS rows (of each of MATRICES weight matrices: 1 for matmul, 2
 // for swiglu) and TOKENS tokens from t0. Each lane keeps MATRICES x ROWS x TOKENS running sums
 // in `sums`, [matrix][row][token] (up's after gate's); reduce_sums() totals them over the lanes
-// into reduced(o), and store_matmul or store_swiglu writes the totals to y.
+// into reduced(o), and store() writes the totals to y.
 
 // #include <reduce>          Lane, reduce_sums(), reduced()
 // #include "params.wgsl"     Params (p)
-// #include "products.wgsl"   the binding y
+// #include "products.wgsl"   the binding y, MATRICES
 // #include "sums.wgsl"       silu
 
 override WG: u32;        // invocations per workgroup, a power of two
 override ROWS: u32;      // rows per workgroup, <= MAX_ROWS
 override TOKENS: u32;    // tokens per workgroup, <= MAX_TOKENS
-override MATRICES: u32;  // weight matrices per row: 1 (matmul) or 2 (swiglu)
 const MAX_ROWS = 4u;
 const MAX_TOKENS = 8u;
 // Outputs (partial sums) per workgroup, and the most any pipeline has.
@@ -38,30 +37,22 @@ fn x_rows(t0: u32) -> array<u32, MAX_TOKENS> {
   return xrow;
 }
 
-// After reduce_sums(): y[t, row] (+)= the total of output o = (row - row0) * TOKENS + t - t0.
+// After reduce_sums(): y[t, row] (+)= the total of output o = (row - row0) * TOKENS + t - t0
+// (matmul), or silu(gate's total) * up's total (swiglu, up's outputs after gate's).
 // Outputs may outnumber the lanes (a small workgroup of 8 lanes x 32 outputs on lavapipe).
-fn store_matmul(lane: Lane, row0: u32, t0: u32) {
+fn store(lane: Lane, row0: u32, t0: u32) {
   for (var o = lane.index; o < ROWS * TOKENS; o += WG) {
     let row = row0 + o / TOKENS;
     let t = t0 + o % TOKENS;
     if (row < p.rows && t < p.tokens) {
       let dst = t * p.y_stride + p.y_offset + row;
       var v = reduced(o);
-      if (p.accumulate != 0u) {
+      if (MATRICES == 2u) {
+        v = silu(v) * reduced(ROWS * TOKENS + o);
+      } else if (p.accumulate != 0u) {
         v += y[dst];
       }
       y[dst] = v;
-    }
-  }
-}
-
-// y[t, row] = silu(gate total) * up total.
-fn store_swiglu(lane: Lane, row0: u32, t0: u32) {
-  for (var o = lane.index; o < ROWS * TOKENS; o += WG) {
-    let row = row0 + o / TOKENS;
-    let t = t0 + o % TOKENS;
-    if (row < p.rows && t < p.tokens) {
-      y[t * p.y_stride + p.y_offset + row] = silu(reduced(o)) * reduced(ROWS * TOKENS + o);
     }
   }
 }

@@ -1,8 +1,8 @@
 // Decode matrix-vector products for GPUs, 1 to 8 tokens, plans `matvec=subgroup` and
 // `matvec=workgroup`:
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set:
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set:
 //             the fused residual add of o_proj and down_proj)
-//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
+//   swiglu (MATRICES 2): y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
 //
 // Layouts: as gemm_regtile.wgsl (x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's
 // rows [rows, cols] in DTYPE read as vec4<u32>, 16 bytes = 8 f16/bf16 or 4 f32 values; y f32
@@ -25,14 +25,14 @@
 // Workgroup z takes tokens TOKENS * z .. (a decode step of more than MAX_TOKENS sequences).
 // Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
 
-// #include "lanes.wgsl"       WG, ROWS, TOKENS (1 or MAX_TOKENS here), MATRICES, `sums`, first_row, x_rows, the stores
+// #include "lanes.wgsl"       WG, ROWS, TOKENS (1 or MAX_TOKENS here), MATRICES, `sums`, first_row, x_rows, store
 // #include <reduce>           Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; w8/up8
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES; w8/up8
 // #include "../weights.wgsl"  DTYPE, F32, words_per_chunk
 
 @compute @workgroup_size(WG)
-fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+fn main(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   let row0 = first_row(wid);
   if (row0 == p.rows) {
     return;  // the whole workgroup: control flow stays uniform
@@ -46,6 +46,7 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   }
   let t0 = wid.z * TOKENS;
   var xrow = x_rows(t0);
+  let up_at = ROWS * TOKENS;  // swiglu: up's sums after gate's
   for (var k = lane.index; k < chunks; k += WG) {
     var xa: array<vec4<f32>, MAX_TOKENS>;
     var xb: array<vec4<f32>, MAX_TOKENS>;
@@ -55,48 +56,18 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
     }
     for (var r = 0u; r < ROWS; r++) {
       let wv = w8(base[r] + k * wpc);
+      var uv: array<vec4<f32>, 2>;
+      if (MATRICES == 2u) {
+        uv = up8(base[r] + k * wpc);
+      }
       for (var t = 0u; t < TOKENS; t++) {
         sums[r * TOKENS + t] += dot(wv[0], xa[t]) + dot(wv[1], xb[t]);
+        if (MATRICES == 2u) {
+          sums[up_at + r * TOKENS + t] += dot(uv[0], xa[t]) + dot(uv[1], xb[t]);
+        }
       }
     }
   }
   reduce_sums(lane);
-  store_matmul(lane, row0, t0);
-}
-
-// `matmul` with a second weight stream per row (up beside gate; its sums after gate's) and
-// the silu product as its epilogue: a deliberate copy of the loop, keep the two in step.
-@compute @workgroup_size(WG)
-fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
-  let row0 = first_row(wid);
-  if (row0 == p.rows) {
-    return;
-  }
-  let chunks = p.cols / 8u;
-  let wpc = words_per_chunk();
-  var base: array<u32, MAX_ROWS>;
-  for (var r = 0u; r < ROWS; r++) {
-    base[r] = min(row0 + r, p.rows - 1u) * chunks * wpc;
-  }
-  let t0 = wid.z * TOKENS;
-  var xrow = x_rows(t0);
-  let up_at = ROWS * TOKENS;
-  for (var k = lane.index; k < chunks; k += WG) {
-    var xa: array<vec4<f32>, MAX_TOKENS>;
-    var xb: array<vec4<f32>, MAX_TOKENS>;
-    for (var t = 0u; t < TOKENS; t++) {
-      xa[t] = x[xrow[t] + 2u * k];
-      xb[t] = x[xrow[t] + 2u * k + 1u];
-    }
-    for (var r = 0u; r < ROWS; r++) {
-      let g = w8(base[r] + k * wpc);
-      let u = up8(base[r] + k * wpc);
-      for (var t = 0u; t < TOKENS; t++) {
-        sums[r * TOKENS + t] += dot(g[0], xa[t]) + dot(g[1], xb[t]);
-        sums[up_at + r * TOKENS + t] += dot(u[0], xa[t]) + dot(u[1], xb[t]);
-      }
-    }
-  }
-  reduce_sums(lane);
-  store_swiglu(lane, row0, t0);
+  store(lane, row0, t0);
 }

@@ -1,7 +1,7 @@
 // Decode matrix-vector products, 1 to MAX_TOKENS tokens, plan `matvec=rows` (the lavapipe
 // strategy): one token alone, and the batched decode steps of continuous batching:
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
-//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]),  silu(g) = g / (1 + exp(-g))
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
+//   swiglu (MATRICES 2): y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]),  silu(g) = g / (1 + exp(-g))
 //
 // Layouts: as gemm_regtile.wgsl (x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's
 // rows [rows, cols] in DTYPE read as vec4<u32>; y f32 [tokens, y_stride], this part's outputs
@@ -33,8 +33,8 @@
 // Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
 
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; w8/up8
-// #include "sums.wgsl"        silu, fma8
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES; w8/up8
+// #include "sums.wgsl"        silu, add8
 // #include "../weights.wgsl"  DTYPE, F32, words_per_chunk
 
 override WG: u32;
@@ -44,7 +44,8 @@ const MAX_ROWS = 6u;
 const MAX_TOKENS = 8u;
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let swiglu = MATRICES == 2u;
   let row0 = gid.x * ROWS;
   let chunks = p.cols / 8u;
   let wpc = words_per_chunk();
@@ -56,24 +57,35 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = 0u; i < ROWS; i++) {
     base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
   }
-  var acc: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
+  var acc: array<f32, MAX_ROWS * MAX_TOKENS>;     // [token][row]: the product, or swiglu's gate
+  var acc_up: array<f32, MAX_ROWS * MAX_TOKENS>;  // swiglu's up
   for (var k = 0u; k < chunks; k++) {
     if (TOKENS == 1u) {
       let xa = x[x0 + 2u * k];
       let xb = x[x0 + 2u * k + 1u];
       for (var i = 0u; i < ROWS; i++) {
-        acc[i] = fma8(w8(base[i] + k * wpc), xa, xb, acc[i]);
+        acc[i] = add8(w8(base[i] + k * wpc), xa, xb, acc[i], !swiglu);
+        if (swiglu) {
+          acc_up[i] = add8(up8(base[i] + k * wpc), xa, xb, acc_up[i], false);
+        }
       }
     } else {
       var wk: array<array<vec4<f32>, 2>, MAX_ROWS>;
+      var uk: array<array<vec4<f32>, 2>, MAX_ROWS>;
       for (var i = 0u; i < ROWS; i++) {
         wk[i] = w8(base[i] + k * wpc);
+        if (swiglu) {
+          uk[i] = up8(base[i] + k * wpc);
+        }
       }
       for (var t = 0u; t < tokens; t++) {
         let xa = x[x0 + 2u * (t * chunks + k)];
         let xb = x[x0 + 2u * (t * chunks + k) + 1u];
         for (var i = 0u; i < ROWS; i++) {
-          acc[t * MAX_ROWS + i] = fma8(wk[i], xa, xb, acc[t * MAX_ROWS + i]);
+          acc[t * MAX_ROWS + i] = add8(wk[i], xa, xb, acc[t * MAX_ROWS + i], !swiglu);
+          if (swiglu) {
+            acc_up[t * MAX_ROWS + i] = add8(uk[i], xa, xb, acc_up[t * MAX_ROWS + i], false);
+          }
         }
       }
     }
@@ -83,62 +95,12 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
       if (row0 + i < p.rows) {
         let dst = (t0 + t) * p.y_stride + p.y_offset + row0 + i;
         var v = acc[t * MAX_ROWS + i];
-        if (p.accumulate != 0u) {
+        if (swiglu) {
+          v = silu(v) * acc_up[t * MAX_ROWS + i];
+        } else if (p.accumulate != 0u) {
           v += y[dst];
         }
         y[dst] = v;
-      }
-    }
-  }
-}
-
-// `matmul` with a second weight stream per row (up beside gate) and the silu product as its
-// epilogue: a deliberate copy of the loop, keep the two in step.
-@compute @workgroup_size(WG)
-fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let row0 = gid.x * ROWS;
-  let chunks = p.cols / 8u;
-  let wpc = words_per_chunk();
-  let t0 = gid.y * TOKENS;
-  let tokens = min(p.tokens - t0, TOKENS);
-  let x0 = 2u * t0 * chunks; // token t0's first vec4 of x
-  var base: array<u32, MAX_ROWS>;
-  for (var i = 0u; i < ROWS; i++) {
-    base[i] = min(row0 + i, p.rows - 1u) * chunks * wpc;
-  }
-  var acc_gate: array<f32, MAX_ROWS * MAX_TOKENS>; // [token][row]
-  var acc_up: array<f32, MAX_ROWS * MAX_TOKENS>;
-  for (var k = 0u; k < chunks; k++) {
-    if (TOKENS == 1u) {
-      let xa = x[x0 + 2u * k];
-      let xb = x[x0 + 2u * k + 1u];
-      for (var i = 0u; i < ROWS; i++) {
-        let g = w8(base[i] + k * wpc);
-        let u = up8(base[i] + k * wpc);
-        acc_gate[i] += dot(g[0], xa) + dot(g[1], xb);
-        acc_up[i] += dot(u[0], xa) + dot(u[1], xb);
-      }
-    } else {
-      var gk: array<array<vec4<f32>, 2>, MAX_ROWS>;
-      var uk: array<array<vec4<f32>, 2>, MAX_ROWS>;
-      for (var i = 0u; i < ROWS; i++) {
-        gk[i] = w8(base[i] + k * wpc);
-        uk[i] = up8(base[i] + k * wpc);
-      }
-      for (var t = 0u; t < tokens; t++) {
-        let xa = x[x0 + 2u * (t * chunks + k)];
-        let xb = x[x0 + 2u * (t * chunks + k) + 1u];
-        for (var i = 0u; i < ROWS; i++) {
-          acc_gate[t * MAX_ROWS + i] += dot(gk[i][0], xa) + dot(gk[i][1], xb);
-          acc_up[t * MAX_ROWS + i] += dot(uk[i][0], xa) + dot(uk[i][1], xb);
-        }
-      }
-    }
-  }
-  for (var t = 0u; t < tokens; t++) {
-    for (var i = 0u; i < ROWS; i++) {
-      if (row0 + i < p.rows) {
-        y[(t0 + t) * p.y_stride + p.y_offset + row0 + i] = silu(acc_gate[t * MAX_ROWS + i]) * acc_up[t * MAX_ROWS + i];
       }
     }
   }

@@ -4,7 +4,11 @@
 // w8/up8 serve the 16-bit matvec kernels (silu and fma8 come from sums.wgsl); the gemm kernels
 // read weights through a weight reader (gemm_read_dense.wgsl, gemm_read_quant.wgsl) and the
 // quantized ones through quant.wgsl instead, which bind nothing of their own.
-// `up` is bound only by the SwiGLU entry points (gate in `w`, up in `up`).
+// Each kernel has one entry point, `main`, and one loop for both products: MATRICES (below)
+// is 1 for matmul (y = x w^T) and 2 for SwiGLU (gate in `w`, up in `up`), a constant, so the
+// other product's code compiles away. `up` is read only when MATRICES is 2; matmul binds its
+// own weights there (index.ts), because a binding named anywhere in an entry point's code
+// belongs to its layout.
 
 // #include "../weights.wgsl"  DTYPE, F32, widen8
 
@@ -12,6 +16,8 @@
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> up: array<vec4<u32>>;
+
+override MATRICES: u32;  // weight matrices per output: 1 (matmul) or 2 (swiglu: gate, up)
 
 fn w8(i: u32) -> array<vec4<f32>, 2> {
   return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);

@@ -1,8 +1,8 @@
 // Matrix products over quantized weights (q8, q4) for GPUs, and for every plan's prefill:
 // plans `matvec=subgroup` and `matvec=workgroup` (1 to 8 tokens), and more than 8 tokens (or
 // 2..8 under `matvec=rows`) in blocks of TOKENS tokens:
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set)
-//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set)
+//   swiglu (MATRICES 2): y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c])
 // where w[r, c] = dequantized weight (quant.wgsl; the formats: src/kernels/quant.ref.ts).
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
@@ -21,10 +21,10 @@
 // G = ceil(rows / ROWS), once per matrix part.
 // Assumes: cols % 32 == 0; gate and up split at the same rows.
 
-// #include "lanes.wgsl"       WG, ROWS, TOKENS, MATRICES, `sums`, first_row, x_rows, the stores
+// #include "lanes.wgsl"       WG, ROWS, TOKENS, MATRICES, `sums`, first_row, x_rows, store
 // #include <reduce>           Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
 // #include "../quant.wgsl"    QFORMAT and the formats' decoding
 
 // Group g of the input row starting at vec4 word `at`.
@@ -33,20 +33,15 @@ fn x_group(at: u32, g: u32) -> array<vec4<f32>, 8> {
   return array<vec4<f32>, 8>(x[i], x[i + 1u], x[i + 2u], x[i + 3u], x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]);
 }
 
-fn w_group(row: u32, g: u32) -> array<vec4<f32>, 8> {
+// Group g of row `row` of weights m (w, or swiglu's up), dequantized.
+fn weight_group(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> array<vec4<f32>, 8> {
   let c = codes_at(row, p.cols) + g * group_vec4s();
-  let d = scale_of(w[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
-  return group_weights(w[c], w[c + select(0u, 1u, QFORMAT == Q8)], d);
-}
-
-fn up_group(row: u32, g: u32) -> array<vec4<f32>, 8> {
-  let c = codes_at(row, p.cols) + g * group_vec4s();
-  let d = scale_of(up[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
-  return group_weights(up[c], up[c + select(0u, 1u, QFORMAT == Q8)], d);
+  let d = scale_of((*m)[scales_at(row, p.rows, p.cols) + g / 8u], g % 8u);
+  return group_weights((*m)[c], (*m)[c + select(0u, 1u, QFORMAT == Q8)], d);
 }
 
 @compute @workgroup_size(WG)
-fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+fn main(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   let row0 = first_row(wid);
   if (row0 == p.rows) {
     return;  // the whole workgroup: control flow stays uniform
@@ -54,42 +49,24 @@ fn matmul(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   let groups = p.cols / 32u;
   let t0 = wid.z * TOKENS;
   var xrow = x_rows(t0);
-  for (var g = lane.index; g < groups; g += WG) {
-    for (var r = 0u; r < ROWS; r++) {
-      let wv = w_group(min(row0 + r, p.rows - 1u), g);
-      for (var t = 0u; t < TOKENS; t++) {
-        sums[r * TOKENS + t] += dot32(wv, x_group(xrow[t], g));
-      }
-    }
-  }
-  reduce_sums(lane);
-  store_matmul(lane, row0, t0);
-}
-
-// `matmul` with a second weight stream per row (up beside gate; its sums after gate's) and
-// the silu product as its epilogue: a deliberate copy of the loop, keep the two in step.
-@compute @workgroup_size(WG)
-fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
-  let row0 = first_row(wid);
-  if (row0 == p.rows) {
-    return;
-  }
-  let groups = p.cols / 32u;
-  let t0 = wid.z * TOKENS;
-  var xrow = x_rows(t0);
-  let up_at = ROWS * TOKENS;
+  let up_at = ROWS * TOKENS;  // swiglu: up's sums after gate's
   for (var g = lane.index; g < groups; g += WG) {
     for (var r = 0u; r < ROWS; r++) {
       let row = min(row0 + r, p.rows - 1u);
-      let gv = w_group(row, g);
-      let uv = up_group(row, g);
+      let wv = weight_group(&w, row, g);
+      var uv: array<vec4<f32>, 8>;
+      if (MATRICES == 2u) {
+        uv = weight_group(&up, row, g);
+      }
       for (var t = 0u; t < TOKENS; t++) {
         let xs = x_group(xrow[t], g);
-        sums[r * TOKENS + t] += dot32(gv, xs);
-        sums[up_at + r * TOKENS + t] += dot32(uv, xs);
+        sums[r * TOKENS + t] += dot32(wv, xs);
+        if (MATRICES == 2u) {
+          sums[up_at + r * TOKENS + t] += dot32(uv, xs);
+        }
       }
     }
   }
   reduce_sums(lane);
-  store_swiglu(lane, row0, t0);
+  store(lane, row0, t0);
 }

@@ -1,7 +1,7 @@
 // Decode matrix-vector products over quantized weights (q8, q4), 1 to 8 tokens, plan
 // `matvec=rows` (the lavapipe strategy; matvec_rows.wgsl is its 16-bit twin):
-//   `matmul`: y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
-//   `swiglu`: y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]),  silu(g) = g / (1 + exp(-g))
+//   matmul (MATRICES 1): y[t, r] = sum_c x[t, c] * w[r, c]   (y[t, r] += ... when `accumulate` is set: the residual add)
+//   swiglu (MATRICES 2): y[t, i] = silu(sum_c x[t, c] gate[i, c]) * (sum_c x[t, c] up[i, c]),  silu(g) = g / (1 + exp(-g))
 // where w[r, c] = dequantized weight (quant.wgsl; the formats: src/kernels/quant.ref.ts).
 //
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; w/gate/up one part's buffer read as
@@ -33,7 +33,7 @@
 
 enable subgroups;
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
 // #include "sums.wgsl"        silu
 // #include "../quant.wgsl"    QFORMAT and the formats' decoding
 
@@ -84,7 +84,8 @@ fn row_starts(row0: u32) -> RowStarts {
 }
 
 @compute @workgroup_size(WG)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+  let swiglu = MATRICES == 2u;
   let row0 = gid.x * ROWS;
   let groups = p.cols / 32u;
   let at = row_starts(row0);
@@ -93,63 +94,39 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
   for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
     // Zeroed explicitly: left to the implicit zero of a `var` in a loop body, the sums carried
     // over from the previous token on lavapipe.
-    var acc = array<f32, MAX_ROWS>();
+    var acc = array<f32, MAX_ROWS>();     // the product, or swiglu's gate
+    var acc_up = array<f32, MAX_ROWS>();  // swiglu's up
     for (var b = 0u; 8u * b < groups; b++) {
       var d: array<vec4<u32>, MAX_ROWS>;
+      var d_up: array<vec4<u32>, MAX_ROWS>;
       for (var i = 0u; i < ROWS; i++) {
         d[i] = w[at.scales[i] + b];
+        if (swiglu) {
+          d_up[i] = up[at.scales[i] + b];
+        }
       }
       for (var k = 0u; k < 8u && 8u * b + k < groups; k++) {
         let g = 8u * b + k;
         let xg = x_group(t, g, lane);
         for (var i = 0u; i < ROWS; i++) {
           acc[i] += row_group(&w, at.codes[i], g, scale_of(d[i], k), xg);
+          if (swiglu) {
+            acc_up[i] += row_group(&up, at.codes[i], g, scale_of(d_up[i], k), xg);
+          }
         }
       }
     }
     for (var i = 0u; i < ROWS; i++) {
       if (row0 + i < p.rows) {
         let dst = t * p.y_stride + p.y_offset + row0 + i;
-        if (p.accumulate != 0u) {
-          acc[i] += y[dst];
+        if (swiglu) {
+          y[dst] = silu(acc[i]) * acc_up[i];
+        } else {
+          if (p.accumulate != 0u) {
+            acc[i] += y[dst];
+          }
+          y[dst] = acc[i];
         }
-        y[dst] = acc[i];
-      }
-    }
-  }
-}
-
-// `matmul` with a second weight stream per row (up beside gate) and the silu product as its
-// epilogue: a deliberate copy of the loop, keep the two in step.
-@compute @workgroup_size(WG)
-fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-  let row0 = gid.x * ROWS;
-  let groups = p.cols / 32u;
-  let at = row_starts(row0);
-  // From the workgroup id, not gid: the token loop holds subgroupBroadcast, so its bounds must be uniform.
-  let t0 = wid.y * TOKENS;
-  for (var t = t0; t < t0 + TOKENS && t < p.tokens; t++) {
-    var acc_gate = array<f32, MAX_ROWS>();
-    var acc_up = array<f32, MAX_ROWS>();
-    for (var b = 0u; 8u * b < groups; b++) {
-      var d_gate: array<vec4<u32>, MAX_ROWS>;
-      var d_up: array<vec4<u32>, MAX_ROWS>;
-      for (var i = 0u; i < ROWS; i++) {
-        d_gate[i] = w[at.scales[i] + b];
-        d_up[i] = up[at.scales[i] + b];
-      }
-      for (var k = 0u; k < 8u && 8u * b + k < groups; k++) {
-        let g = 8u * b + k;
-        let xg = x_group(t, g, lane);
-        for (var i = 0u; i < ROWS; i++) {
-          acc_gate[i] += row_group(&w, at.codes[i], g, scale_of(d_gate[i], k), xg);
-          acc_up[i] += row_group(&up, at.codes[i], g, scale_of(d_up[i], k), xg);
-        }
-      }
-    }
-    for (var i = 0u; i < ROWS; i++) {
-      if (row0 + i < p.rows) {
-        y[t * p.y_stride + p.y_offset + row0 + i] = silu(acc_gate[i]) * acc_up[i];
       }
     }
   }

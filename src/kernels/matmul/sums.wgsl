@@ -20,3 +20,13 @@ fn fma8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32) -> f32 {
   s = fma(w[1].w, xb.w, s);
   return s;
 }
+
+// acc + a row's products over one chunk of 8 columns, as every decode-shaped kernel adds them
+// (matvec_rows.wgsl, gemm_broadcast.wgsl, fused_rows.wgsl): `chain` (matmul) through fma8,
+// otherwise (SwiGLU) as two dots, so a row's sums are the same bits whichever of them runs.
+fn add8(w: array<vec4<f32>, 2>, xa: vec4<f32>, xb: vec4<f32>, acc: f32, chain: bool) -> f32 {
+  if (chain) {
+    return fma8(w, xa, xb, acc);
+  }
+  return acc + (dot(w[0], xa) + dot(w[1], xb));
+}
