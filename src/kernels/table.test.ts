@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { DeviceProfile } from '../gpu/profile.ts';
 import { PLAN_CHOICES, resolvePlan, type KernelPlan } from './plan.ts';
-import { attentionKernel, describeKernels, kernelFiles, productKernel, PRODUCT_SHAPES, type ProductShape } from './table.ts';
+import { attentionKernel, CAPACITY, describeKernels, kernelFiles, kernelModule, MATVEC_MAX_TOKENS, productKernel, PRODUCT_SHAPES, type ProductShape } from './table.ts';
 
 const limits = { maxComputeWorkgroupStorageSize: 16384 } as DeviceProfile['limits'];
 const lavapipe: DeviceProfile = {
@@ -87,5 +87,19 @@ describe('kernel table', () => {
         expect(() => describeKernels(plan, device)).not.toThrow();
       }
     }
+  });
+
+  it("declares each file's CAPACITY in the modules that include it, and refuses a tile past it", () => {
+    const plan = resolvePlan(lavapipe, {}, '');
+    const k = productKernel('matmul', { dtype: 'f16', cols: 4096 }, 'token', plan, lavapipe);
+    const code = kernelModule(k).code;
+    expect(code).toContain(`const MAX_ROWS = ${CAPACITY['matmul/matvec_rows.wgsl']!.MAX_ROWS![0]}u;`);
+    expect(code.indexOf('const MAX_ROWS')).toBeLessThan(code.indexOf('override ROWS'));
+    const lanes = productKernel('swiglu', { dtype: 'q4', cols: 4096 }, 'token', resolvePlan(gpu, {}, ''), gpu);
+    expect(kernelModule(lanes).code).toContain(`const MAX_TOKENS = ${MATVEC_MAX_TOKENS}u;`);
+    const rows = CAPACITY['matmul/matvec_rows.wgsl']!.MAX_ROWS![0];
+    expect(() => kernelModule({ ...k, constants: { ...k.constants, ROWS: rows + 1 } })).toThrow(
+      new RegExp(`ROWS=${rows + 1}, past matmul/matvec_rows.wgsl's MAX_ROWS = ${rows}`),
+    );
   });
 });

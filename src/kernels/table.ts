@@ -91,8 +91,32 @@ export const TILES = {
  * BK * LANES * 8 * 16 + BT * HB * BK * LANES * 4 bytes = 12 KiB.
  */
 export const FLASH_TILES = { BT: 16, HB: 4, LANES: 4, BK: 8 } as const;
-/** flash.wgsl holds at most MAX_SLICE = 8 vec4 chunks of a query row per lane. */
-export const FLASH_MAX_HEAD_DIM = 4 * FLASH_TILES.LANES * 8;
+
+/**
+ * The sizes of the kernels' register arrays, per file that declares such arrays: the one source.
+ * WGSL sizes a function's arrays by constants, not by overrides, so a kernel whose tile is an
+ * override (ROWS, TOKENS, ...) sizes its arrays by a bound on it. kernelModule() declares these
+ * at the top of each module that includes the file (`const MAX_ROWS = 6u;`) and refuses a
+ * kernel whose tile passes them: each entry is [value, the overrides it bounds...].
+ */
+export const CAPACITY: Readonly<Record<string, Readonly<Record<string, readonly [number, ...string[]]>>>> = {
+  'matmul/matvec_rows.wgsl': { MAX_ROWS: [6, 'ROWS'], MAX_TOKENS: [MATVEC_MAX_TOKENS, 'TOKENS'] },
+  'matmul/qmatvec_rows.wgsl': { MAX_ROWS: [6, 'ROWS'] },
+  'ggml/matvec_rows.wgsl': { MAX_ROWS: [6, 'ROWS'] },
+  'matmul/fused_rows.wgsl': { MAX_ROWS: [6, 'ROWS'] },
+  // The frame of matvec_lanes, qmatvec_lanes and ggml/matvec_lanes.
+  'matmul/lanes.wgsl': { MAX_ROWS: [4, 'ROWS'], MAX_TOKENS: [MATVEC_MAX_TOKENS, 'TOKENS'] },
+  'matmul/fused_lanes.wgsl': { MAX_ROWS: [4, 'ROWS'], MAX_TOKENS: [MATVEC_MAX_TOKENS, 'TOKENS'] },
+  'matmul/gemm_regtile.wgsl': { MAX_ROWS: [4, 'ROWS_PER_GROUP'], MAX_TOKENS: [8, 'TOKENS'] },
+  'matmul/gemm_broadcast.wgsl': { MAX_ROWS: [4, 'ROWS'], MAX_TOKENS: [32, 'TOKENS'] },
+  'matmul/gemm_tiled.wgsl': { MAX_R: [8, 'RM', 'RN'] },
+  'matmul/gemm_words.wgsl': { MAX_ROWS: [4, 'ROWS'], MAX_TOKENS_PER_INVOCATION: [4, 'TOKENS_PER_INVOCATION'] },
+  // MAX_SLICE: vec4 chunks of a query row per lane (so FLASH_MAX_HEAD_DIM).
+  'attention/flash.wgsl': { MAX_SLICE: [8], MAX_BK: [32, 'BK'] },
+};
+
+/** The widest head flash.wgsl holds: LANES lanes of MAX_SLICE vec4 chunks of a query row. */
+export const FLASH_MAX_HEAD_DIM = 4 * FLASH_TILES.LANES * CAPACITY['attention/flash.wgsl']!.MAX_SLICE![0];
 
 /**
  * tiled.wgsl's and split.wgsl's override constants (the split strategy falls back to tiled with
@@ -483,14 +507,33 @@ export function attentionKernel(shape: AttentionShape, plan: AttentionPlan, hold
 
 const sources = new WeakMap<Kernel, ShaderSource>();
 
-/** A kernel's WGSL module (its file, its includes resolved), made once per kernel. */
+/** A kernel's WGSL module (its file, its includes resolved, its files' CAPACITY declared), made once per kernel. */
 export function kernelModule(k: Kernel): ShaderSource {
   let s = sources.get(k);
   if (!s) {
-    s = shaderSource(wgsl(k.file, import.meta.url, k.slots));
+    s = shaderSource(declareCapacity(k, wgsl(k.file, import.meta.url, k.slots)));
     sources.set(k, s);
   }
   return s;
+}
+
+/** `code` with the CAPACITY constants of the kernel's files declared after its global directives; throws where a tile passes one. */
+function declareCapacity(k: Kernel, code: string): string {
+  const decls: string[] = [];
+  for (const file of kernelFiles(k)) {
+    for (const [name, [value, ...bounded]] of Object.entries(CAPACITY[file] ?? {})) {
+      for (const o of bounded) {
+        const v = k.constants[o];
+        if (v !== undefined && v > value) throw new Error(`kernel table: ${k.file} (${k.variant}) has ${o}=${v}, past ${file}'s ${name} = ${value} (CAPACITY)`);
+      }
+      decls.push(`const ${name} = ${value}u;  // CAPACITY['${file}'], src/kernels/table.ts`);
+    }
+  }
+  if (!decls.length) return code;
+  const lines = code.split('\n');
+  let i = 0;
+  while (i < lines.length && /^(?:enable|requires|diagnostic)\b/.test(lines[i]!)) i++;
+  return [...lines.slice(0, i), ...decls, ...lines.slice(i)].join('\n');
 }
 
 const HERE = new URL('./', import.meta.url).href;

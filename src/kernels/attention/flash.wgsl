@@ -61,8 +61,7 @@ override WG: u32 = BT * HB * LANES;
 
 // Register arrays need constant sizes: a lane holds at most MAX_SLICE chunks of a row, and a
 // row at most MAX_BK weights of a tile.
-const MAX_SLICE: u32 = 8u;
-const MAX_BK: u32 = 32u;
+// MAX_SLICE, MAX_BK: declared by the loader from CAPACITY (../table.ts).
 
 var<workgroup> kvTile: array<vec4<f32>, BK * LANES * MAX_SLICE>; // [BK keys][chunks], K then V
 var<workgroup> partial: array<f32, BT * HB * BK * LANES>; // [row][key][lane]

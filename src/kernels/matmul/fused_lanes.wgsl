@@ -39,8 +39,7 @@ override ROWS: u32;      // rows per workgroup (of each matrix), <= MAX_ROWS
 override TOKENS: u32;    // 1 or MAX_TOKENS
 override MATRICES: u32;  // 1 (qkv) or 2 (swiglu)
 override NORM: bool;     // fold rms_norm(x) in
-const MAX_ROWS = 4u;
-const MAX_TOKENS = 8u;
+// MAX_ROWS, MAX_TOKENS: declared by the loader from CAPACITY (../table.ts).
 // Sums per lane: products first, then (NORM) each token's sum of squares.
 override PRODUCTS: u32 = MATRICES * ROWS * TOKENS;
 override OUTPUTS: u32 = PRODUCTS + select(0u, TOKENS, NORM);

@@ -29,7 +29,7 @@
 override WG: u32;
 override ROWS: u32;  // rows per invocation, <= MAX_ROWS
 override NORM: bool; // fold rms_norm(x) in
-const MAX_ROWS = 6u;
+// MAX_ROWS: declared by the loader from CAPACITY (../table.ts).
 
 // Chunk k of x (times norm with NORM), its squares added to `ss` (x itself, NORM only).
 struct Chunk {

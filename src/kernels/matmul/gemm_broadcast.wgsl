@@ -38,9 +38,8 @@ enable subgroups;
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
 override TOKENS: u32;  // tokens per workgroup, a multiple of 8, <= MAX_TOKENS
-const MAX_ROWS = 4u;
-const MAX_TOKENS = 32u;
-const MAX_LOADS = 4u;  // MAX_TOKENS / 8
+// MAX_ROWS, MAX_TOKENS: declared by the loader from CAPACITY (../table.ts).
+const MAX_LOADS = MAX_TOKENS / 8u;
 
 
 alias Sums = array<array<f32, MAX_TOKENS>, MAX_ROWS>;

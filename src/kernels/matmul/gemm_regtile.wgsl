@@ -41,8 +41,7 @@ override WG: u32;
 override LANES: u32;           // invocations sharing one row
 override ROWS_PER_GROUP: u32;  // rows (of each matrix) a lane group computes, <= MAX_ROWS
 override TOKENS: u32;          // tokens per workgroup, <= MAX_TOKENS
-const MAX_ROWS = 4u;
-const MAX_TOKENS = 8u;
+// MAX_ROWS, MAX_TOKENS: declared by the loader from CAPACITY (../table.ts).
 
 // The lanes' partial sums, [matrix][row][token][lane]: swiglu's up after gate's.
 override PARTIALS: u32 = WG * ROWS_PER_GROUP * TOKENS;

@@ -43,7 +43,7 @@ override RN: u32;     // rows per invocation, <= MAX_R
 override KT: u32;     // columns per step, a multiple of 8
 override SPLIT: bool; // write raw sums to the partials buffer (bound as y)
 override WG: u32 = (TM / RM) * (TN / RN);
-const MAX_R = 8u;
+// MAX_R: declared by the loader from CAPACITY (../table.ts).
 
 var<workgroup> xs: array<f32, TM * KT>;  // [KT][TM]
 var<workgroup> ws: array<f32, MATRICES * TN * KT>;  // [MATRICES][KT][TN]: swiglu's up after gate's

@@ -35,8 +35,7 @@
 override WG: u32;
 override ROWS: u32;                   // <= MAX_ROWS
 override TOKENS_PER_INVOCATION: u32;  // <= MAX_TOKENS_PER_INVOCATION
-const MAX_ROWS = 4u;
-const MAX_TOKENS_PER_INVOCATION = 4u;
+// MAX_ROWS, MAX_TOKENS_PER_INVOCATION: declared by the loader from CAPACITY (../table.ts).
 
 // Two consecutive weights at column c (even) of the row whose first word is `row_word`.
 fn weights2(row_word: u32, c: u32) -> vec2<f32> {

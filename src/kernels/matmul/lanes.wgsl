@@ -14,8 +14,7 @@
 override WG: u32;        // invocations per workgroup, a power of two
 override ROWS: u32;      // rows per workgroup, <= MAX_ROWS
 override TOKENS: u32;    // tokens per workgroup, <= MAX_TOKENS
-const MAX_ROWS = 4u;
-const MAX_TOKENS = 8u;
+// MAX_ROWS, MAX_TOKENS: declared by the loader from CAPACITY (../table.ts).
 // Outputs (partial sums) per workgroup, and the most any pipeline has.
 override OUTPUTS: u32 = MATRICES * ROWS * TOKENS;
 const MAX_OUTPUTS = 2u * MAX_ROWS * MAX_TOKENS;

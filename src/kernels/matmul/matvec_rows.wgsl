@@ -40,8 +40,7 @@
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
 override TOKENS: u32;  // most tokens per dispatch: 1 or MAX_TOKENS
-const MAX_ROWS = 6u;
-const MAX_TOKENS = 8u;
+// MAX_ROWS, MAX_TOKENS: declared by the loader from CAPACITY (../table.ts).
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -42,7 +42,7 @@ override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
 override TOKENS: u32;  // most tokens per dispatch (1 or MATVEC_MAX_TOKENS)
 
-const MAX_ROWS = 6u;
+// MAX_ROWS: declared by the loader from CAPACITY (../table.ts).
 
 // Token t's 32 inputs of group g as vec4s, loaded once per subgroup: lanes 0..7 each load one
 // vec4 (other lanes load copies that are never broadcast).
