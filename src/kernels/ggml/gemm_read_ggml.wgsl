@@ -22,12 +22,8 @@ fn row_start(row: u32) -> u32 {
   return row * row_words(p.cols);
 }
 
-fn w_block(start: u32, b: u32) -> WBlock {
-  return group_weights(&w, start, b);
-}
-
-fn up_block(start: u32, b: u32) -> WBlock {
-  return group_weights(&up, start, b);
+fn weight_block(m: ptr<storage, array<vec4<u32>>, read>, start: u32, b: u32) -> WBlock {
+  return group_weights(m, start, b);
 }
 
 fn chunk_of(blk: WBlock, c: u32) -> array<vec4<f32>, 2> {

@@ -13,7 +13,7 @@
 //   Invocation i owns rows i, i + WG, ... (ROWS of them) and keeps ROWS x TOKENS running sums.
 //   The columns are walked in chunks of 8, in order, by every invocation alone: each output is
 //   one serial sum over the columns, whatever TOKENS or the token count is.
-//   An invocation loads each of its rows a block at a time (w_block: 8 widened weights, or a
+//   An invocation loads each of its rows a block at a time (weight_block: 8 widened weights, or a
 //   quantized group of 32 with its scale) and takes the block's chunks in order (chunk_of).
 //   Per chunk an invocation has 8 weights of each of its rows (its own loads) and
 //   a share of the chunk's x tile: lane l of a subgroup loads tokens l, l + 8, ... (TOKENS / 8
@@ -33,7 +33,7 @@ enable subgroups;
 // #include "params.wgsl"      Params (p)
 // #include "products.wgsl"    the bindings x, w, y, up; MATRICES
 // #include "sums.wgsl"        silu, add8
-// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
+// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, weight_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
 override WG: u32;
 override ROWS: u32;    // rows per invocation, <= MAX_ROWS
@@ -98,9 +98,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var blk: array<WBlock, MAX_ROWS>;
     var ublk: array<WBlock, MAX_ROWS>;
     for (var i = 0u; i < ROWS; i++) {
-      blk[i] = w_block(wrow[i], b);
+      blk[i] = weight_block(&w, wrow[i], b);
       if (swiglu) {
-        ublk[i] = up_block(wrow[i], b);
+        ublk[i] = weight_block(&up, wrow[i], b);
       }
     }
     for (var c = 0u; c < BLOCK_CHUNKS; c++) {

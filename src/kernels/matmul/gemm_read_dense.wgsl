@@ -6,9 +6,9 @@
 // The interface both readers give (the kernel binds `p`, `w` and `up`; p.rows, p.cols are the part's):
 //   BLOCK_CHUNKS       8-column chunks per block: the unit a row is loaded in (here 1 chunk);
 //   WBlock             one row's block as loaded (here 8 weights already widened to f32);
-//   row_start(row)     where row `row` starts, as w_block takes it (computed once per row);
-//   w_block(start, b)  block b (columns 8 * BLOCK_CHUNKS * b ..) of the row at `start` of w;
-//                      up_block of up;
+//   row_start(row)     where row `row` starts, as weight_block takes it (computed once per row);
+//   weight_block(m, start, b)  block b (columns 8 * BLOCK_CHUNKS * b ..) of the row at `start`
+//                      of weights m (&w, or SwiGLU's &up);
 //   chunk_of(blk, c)   chunk c (< BLOCK_CHUNKS) of a block: 8 weights as f32, in column order.
 // A weight as chunk_of returns it is exact (a widened f16/bf16/f32), so a kernel's summation
 // order alone decides its rounding.
@@ -25,14 +25,9 @@ fn row_start(row: u32) -> u32 {
   return row * (p.cols / 8u) * words_per_chunk();
 }
 
-fn w_block(start: u32, b: u32) -> WBlock {
+fn weight_block(m: ptr<storage, array<vec4<u32>>, read>, start: u32, b: u32) -> WBlock {
   let i = start + b * words_per_chunk();
-  return widen8(w[i], w[i + select(0u, 1u, DTYPE == F32)]);
-}
-
-fn up_block(start: u32, b: u32) -> WBlock {
-  let i = start + b * words_per_chunk();
-  return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
+  return widen8((*m)[i], (*m)[i + select(0u, 1u, DTYPE == F32)]);
 }
 
 fn chunk_of(blk: WBlock, c: u32) -> array<vec4<f32>, 2> {

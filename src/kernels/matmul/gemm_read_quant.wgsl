@@ -7,7 +7,7 @@
 // an f16 scale), the very weights quant.ref.ts's dequantizeRows gives the CPU reference, so a
 // kernel sums the reference's products (no xsum trick here), in its strategy's order, which per
 // output never depends on the token count: gemm_broadcast and gemm_tiled one serial sum over the
-// columns in order (broadcast: a chunk of 8 as two dots added to the running sum; tiled: one
+// columns in order (broadcast: a chunk of 8 as matvec_rows adds it, add8 in sums.wgsl; tiled: one
 // product at a time, per K range, the ranges added in order by gemm_split_reduce), as for 16-bit
 // weights; gemm_regtile LANES serial sums, lane l over groups l, l + LANES, ..., added in lane
 // order (16-bit weights: over chunks of 8 instead of groups).
@@ -40,16 +40,10 @@ fn row_start(row: u32) -> u32 {
   return row;
 }
 
-fn w_block(row: u32, g: u32) -> WBlock {
+fn weight_block(m: ptr<storage, array<vec4<u32>>, read>, row: u32, g: u32) -> WBlock {
   let at = codes_at(row, p.cols) + g * group_vec4s();
   let s = block_scale_word(row, g);
-  return WBlock(w[at], w[at + group_vec4s() - 1u], half_of(w[s.x][s.y], g));
-}
-
-fn up_block(row: u32, g: u32) -> WBlock {
-  let at = codes_at(row, p.cols) + g * group_vec4s();
-  let s = block_scale_word(row, g);
-  return WBlock(up[at], up[at + group_vec4s() - 1u], half_of(up[s.x][s.y], g));
+  return WBlock((*m)[at], (*m)[at + group_vec4s() - 1u], half_of((*m)[s.x][s.y], g));
 }
 
 fn chunk_of(blk: WBlock, c: u32) -> array<vec4<f32>, 2> {

@@ -35,7 +35,7 @@
 // #include "params.wgsl"      Params (p)
 // #include "products.wgsl"    the bindings x, w, y, up; MATRICES
 // #include "sums.wgsl"        silu
-// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
+// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, weight_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
 override WG: u32;
 override LANES: u32;           // invocations sharing one row
@@ -78,9 +78,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var blk: array<WBlock, MAX_ROWS>;
       var ublk: array<WBlock, MAX_ROWS>;
       for (var i = 0u; i < ROWS_PER_GROUP; i++) {
-        blk[i] = w_block(wrow[i], b);
+        blk[i] = weight_block(&w, wrow[i], b);
         if (swiglu) {
-          ublk[i] = up_block(wrow[i], b);
+          ublk[i] = weight_block(&up, wrow[i], b);
         }
       }
       for (var c = 0u; c < BLOCK_CHUNKS; c++) {

@@ -33,7 +33,7 @@
 // #include "params.wgsl"      Params (p)
 // #include "products.wgsl"    the bindings x, w, y, up; MATRICES
 // #include "sums.wgsl"        silu
-// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, w_block/up_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
+// #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, weight_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
 
 override TM: u32;     // tokens per tile
@@ -105,9 +105,9 @@ fn stage_w(tile: Tile, k0: u32, li: u32) {
     if (k0 + j * BLOCK_CHUNKS < tile.k_end) {
       let start = row_start(row_of(tile, row));
       if (MATRICES == 1u || m == 0u) {
-        blk = w_block(start, k0 / BLOCK_CHUNKS + j);
+        blk = weight_block(&w, start, k0 / BLOCK_CHUNKS + j);
       } else {
-        blk = up_block(start, k0 / BLOCK_CHUNKS + j);
+        blk = weight_block(&up, start, k0 / BLOCK_CHUNKS + j);
       }
     }
     for (var c = 0u; c < BLOCK_CHUNKS; c++) {
