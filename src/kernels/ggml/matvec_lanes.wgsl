@@ -23,7 +23,7 @@
 // #include "../matmul/lanes.wgsl"     WG, ROWS, TOKENS, MATRICES, `sums`, first_row, x_rows, store
 // #include <reduce>                   Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
 // #include "../matmul/params.wgsl"    Params (p)
-// #include "../matmul/products.wgsl"  the bindings x, w, y, up; MATRICES
+// #include "../matmul/products.wgsl"  the bindings x, w, y, up; MATRICES, store_output
 // #include "ggml.wgsl"                row_words, group_weights, dot32
 // #include <ggml_format>              the format's group_codes: ggml/q4_k.wgsl, ...
 

@@ -33,7 +33,7 @@
 
 enable subgroups;
 // #include "../matmul/params.wgsl"    Params (p)
-// #include "../matmul/products.wgsl"  the bindings x, w, y, up; MATRICES
+// #include "../matmul/products.wgsl"  the bindings x, w, y, up; MATRICES, store_output
 // #include "../matmul/sums.wgsl"      silu
 // #include "ggml.wgsl"                XSpan, row_words, half_sums, PLACE
 // #include <ggml_format>              SPAN, UNIT_SPANS, PLACED_X, Head, unit_head, span_dot: ggml/q4_k.wgsl, ...
@@ -109,15 +109,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     }
     for (var i = 0u; i < ROWS; i++) {
       if (row0 + i < p.rows) {
-        let dst = t * p.y_stride + p.y_offset + row0 + i;
-        if (swiglu) {
-          y[dst] = silu(acc[i]) * acc_up[i];
-        } else {
-          if (p.accumulate != 0u) {
-            acc[i] += y[dst];
-          }
-          y[dst] = acc[i];
-        }
+        store_output(t * p.y_stride + p.y_offset + row0 + i, acc[i], acc_up[i]);
       }
     }
   }

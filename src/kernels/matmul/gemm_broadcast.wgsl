@@ -31,7 +31,7 @@
 
 enable subgroups;
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES, store_output
 // #include "sums.wgsl"        silu, add8
 // #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, weight_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
@@ -128,14 +128,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var j = 0u; j < TOKENS; j++) {
       let t = wid.y * TOKENS + j;
       if (row < p.rows && t < p.tokens) {
-        let dst = t * p.y_stride + p.y_offset + row;
-        var sum = acc[i][j];
-        if (swiglu) {
-          sum = silu(sum) * acc_up[i][j];
-        } else if (p.accumulate != 0u) {
-          sum += y[dst];
-        }
-        y[dst] = sum;
+        store_output(t * p.y_stride + p.y_offset + row, acc[i][j], acc_up[i][j]);
       }
     }
   }

@@ -33,7 +33,7 @@
 // widths use gemm_words.wgsl. q8/q4: cols % 32 == 0.
 
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES, store_output
 // #include "sums.wgsl"        silu
 // #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, weight_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
@@ -130,13 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
     if (row < p.rows && t < p.tokens) {
-      let dst = t * p.y_stride + p.y_offset + row;
-      if (swiglu) {
-        sum = silu(sum) * up_sum;
-      } else if (p.accumulate != 0u) {
-        sum += y[dst];
-      }
-      y[dst] = sum;
+      store_output(t * p.y_stride + p.y_offset + row, sum, up_sum);
     }
   }
 }

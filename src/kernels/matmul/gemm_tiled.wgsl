@@ -31,7 +31,7 @@
 // Assumes: cols % 8 == 0, KT % 8 == 0; q8/q4: cols % 32 == 0, KT % 32 == 0 (a K range is whole groups).
 
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES, store_output
 // #include "sums.wgsl"        silu
 // #include <weight_reader>    BLOCK_CHUNKS, WBlock, row_start, weight_block, chunk_of: gemm_read_dense.wgsl or gemm_read_quant.wgsl
 
@@ -165,14 +165,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             y[((wid.z * MATRICES + 1u) * p.tokens + t) * p.rows + row] = acc_up[i][j];
           }
         } else {
-          let dst = t * p.y_stride + p.y_offset + row;
-          var sum = acc[i][j];
-          if (swiglu) {
-            sum = silu(sum) * acc_up[i][j];
-          } else if (p.accumulate != 0u) {
-            sum += y[dst];
-          }
-          y[dst] = sum;
+          store_output(t * p.y_stride + p.y_offset + row, acc[i][j], acc_up[i][j]);
         }
       }
     }

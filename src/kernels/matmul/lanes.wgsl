@@ -8,7 +8,7 @@
 
 // #include <reduce>          Lane, reduce_sums(), reduced()
 // #include "params.wgsl"     Params (p)
-// #include "products.wgsl"   the binding y, MATRICES
+// #include "products.wgsl"   the binding y, MATRICES, store_output
 // #include "sums.wgsl"       silu
 
 override WG: u32;        // invocations per workgroup, a power of two
@@ -44,14 +44,7 @@ fn store(lane: Lane, row0: u32, t0: u32) {
     let row = row0 + o / TOKENS;
     let t = t0 + o % TOKENS;
     if (row < p.rows && t < p.tokens) {
-      let dst = t * p.y_stride + p.y_offset + row;
-      var v = reduced(o);
-      if (MATRICES == 2u) {
-        v = silu(v) * reduced(ROWS * TOKENS + o);
-      } else if (p.accumulate != 0u) {
-        v += y[dst];
-      }
-      y[dst] = v;
+      store_output(t * p.y_stride + p.y_offset + row, reduced(o), reduced((MATRICES - 1u) * ROWS * TOKENS + o));
     }
   }
 }

@@ -28,7 +28,7 @@
 // #include "lanes.wgsl"       WG, ROWS, TOKENS (1 or MAX_TOKENS here), MATRICES, `sums`, first_row, x_rows, store
 // #include <reduce>           Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; MATRICES; w8/up8
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES, store_output; w8/up8
 // #include "../weights.wgsl"  DTYPE, F32, words_per_chunk
 
 @compute @workgroup_size(WG)

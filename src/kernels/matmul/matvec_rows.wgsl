@@ -33,7 +33,7 @@
 // Assumes: cols % 8 == 0 (other widths use gemm_words.wgsl); gate and up split at the same rows.
 
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; MATRICES; w8/up8
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES, store_output; w8/up8
 // #include "sums.wgsl"        silu, add8
 // #include "../weights.wgsl"  DTYPE, F32, words_per_chunk
 
@@ -92,14 +92,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var t = 0u; t < tokens; t++) {
     for (var i = 0u; i < ROWS; i++) {
       if (row0 + i < p.rows) {
-        let dst = (t0 + t) * p.y_stride + p.y_offset + row0 + i;
-        var v = acc[t * MAX_ROWS + i];
-        if (swiglu) {
-          v = silu(v) * acc_up[t * MAX_ROWS + i];
-        } else if (p.accumulate != 0u) {
-          v += y[dst];
-        }
-        y[dst] = v;
+        store_output((t0 + t) * p.y_stride + p.y_offset + row0 + i, acc[t * MAX_ROWS + i], acc_up[t * MAX_ROWS + i]);
       }
     }
   }

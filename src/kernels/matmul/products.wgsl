@@ -10,6 +10,8 @@
 // own weights there (index.ts), because a binding named anywhere in an entry point's code
 // belongs to its layout.
 
+// #include "params.wgsl"     Params (p)
+// #include "sums.wgsl"       silu
 // #include "../weights.wgsl"  DTYPE, F32, widen8
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -25,4 +27,17 @@ fn w8(i: u32) -> array<vec4<f32>, 2> {
 
 fn up8(i: u32) -> array<vec4<f32>, 2> {
   return widen8(up[i], up[i + select(0u, 1u, DTYPE == F32)]);
+}
+
+// The epilogue of every kernel here: output `dst` of y from its sums, `v` (the product, or
+// SwiGLU's gate) and `v_up` (SwiGLU's up; unused by matmul): y = v, or y += v with
+// p.accumulate (the residual add of o_proj and down_proj), or y = silu(v) * v_up.
+fn store_output(dst: u32, v: f32, v_up: f32) {
+  if (MATRICES == 2u) {
+    y[dst] = silu(v) * v_up;
+  } else if (p.accumulate != 0u) {
+    y[dst] = v + y[dst];
+  } else {
+    y[dst] = v;
+  }
 }

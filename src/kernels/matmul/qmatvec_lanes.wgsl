@@ -24,7 +24,7 @@
 // #include "lanes.wgsl"       WG, ROWS, TOKENS, MATRICES, `sums`, first_row, x_rows, store
 // #include <reduce>           Lane, reduce_sums(), reduced(): reduce_subgroup.wgsl or reduce_workgroup.wgsl
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES, store_output
 // #include "../quant.wgsl"    QFORMAT and the formats' decoding
 
 // Group g of the input row starting at vec4 word `at`.

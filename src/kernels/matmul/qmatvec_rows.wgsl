@@ -33,7 +33,7 @@
 
 enable subgroups;
 // #include "params.wgsl"      Params (p)
-// #include "products.wgsl"    the bindings x, w, y, up; MATRICES
+// #include "products.wgsl"    the bindings x, w, y, up; MATRICES, store_output
 // #include "sums.wgsl"        silu
 // #include "../quant.wgsl"    QFORMAT and the formats' decoding
 
@@ -118,15 +118,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     }
     for (var i = 0u; i < ROWS; i++) {
       if (row0 + i < p.rows) {
-        let dst = t * p.y_stride + p.y_offset + row0 + i;
-        if (swiglu) {
-          y[dst] = silu(acc[i]) * acc_up[i];
-        } else {
-          if (p.accumulate != 0u) {
-            acc[i] += y[dst];
-          }
-          y[dst] = acc[i];
-        }
+        store_output(t * p.y_stride + p.y_offset + row0 + i, acc[i], acc_up[i]);
       }
     }
   }
