@@ -421,11 +421,12 @@ function frontShapes(op: FrontOp, norm: boolean): Record<ProductShape, Cell<Fron
   const tile = op === 'swiglu' ? 'swiglu' : 'matmul';
   const matrices = op === 'swiglu' ? 2 : 1;
   const t = TILES.rows[tile];
-  const rows: FrontKernel = { file: 'matmul/fused_rows.wgsl', entries: [op], slots: {}, constants: { ...t, NORM: norm ? 1 : 0 }, variant: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: 1 };
+  // One entry point for both fronts: MATRICES picks qkv (1) or swiglu (2) (fused_products.wgsl).
+  const rows: FrontKernel = { file: 'matmul/fused_rows.wgsl', entries: ['main'], slots: {}, constants: { ...t, MATRICES: matrices, NORM: norm ? 1 : 0 }, variant: 'rows', rowsPerGroup: t.WG * t.ROWS, tokensPerGroup: 1 };
   const lanes = (reduce: Reduction, tokens: number): FrontKernel => {
     const l = TILES.lanes[tile];
     return {
-      file: 'matmul/fused_lanes.wgsl', entries: [op], slots: { reduce: `matmul/reduce_${reduce}.wgsl` },
+      file: 'matmul/fused_lanes.wgsl', entries: ['main'], slots: { reduce: `matmul/reduce_${reduce}.wgsl` },
       constants: { ...l, TOKENS: tokens, MATRICES: matrices, NORM: norm ? 1 : 0 }, variant: `${reduce}${x(tokens)}`, rowsPerGroup: l.ROWS, tokensPerGroup: tokens,
       workgroupBytes: reduce === 'workgroup' ? (matrices * l.ROWS + (norm ? 1 : 0)) * tokens * l.WG * 4 : undefined,
     };

@@ -24,7 +24,7 @@
  * weights.wgsl as in every matvec.
  */
 import { Encoder, getPipeline, kernelSource, UniformLayout, type Binding } from '../../gpu/encoder.ts';
-import { isGgmlBlocks, isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
+import { createStorageBuffer, isGgmlBlocks, isQuantized, matrixRowBytes, type GpuMatrix } from '../../gpu/buffers.ts';
 import { formatConstant } from '../weights.ts';
 import { rmsNorm } from '../rmsnorm.ts';
 import { frontKernel, kernelModule, productShape, type BatchShape, type FrontKernel, type FusePlan } from '../table.ts';
@@ -55,7 +55,20 @@ function fusedKernel(enc: Encoder, op: Op, plan: FusePlan, ms: GpuMatrix[], toke
 function pipelineOf(enc: Encoder, op: Op, f: { kernel: FrontKernel; norm: boolean }, dtype: GpuMatrix['dtype']): GPUComputePipeline {
   const label = `${op}${f.norm ? ' norm' : ''} ${f.kernel.variant} ${dtype}`;
   const src = kernelSource(kernelModule(f.kernel), PARAMS);
-  return getPipeline(enc.gpu, src, op, { ...formatConstant(dtype), ...f.kernel.constants }, label);
+  return getPipeline(enc.gpu, src, f.kernel.entries[0]!, { ...formatConstant(dtype), ...f.kernel.constants }, label);
+}
+
+/** Two disjoint 4-byte ranges of one scratch buffer per device: SwiGLU's never-written k and v bindings. */
+const scratch = new WeakMap<Encoder['gpu'], GPUBuffer>();
+/** A storage binding offset every device accepts (WebGPU caps minStorageBufferOffsetAlignment at 256). */
+const SCRATCH_OFFSET = 256;
+function unusedOutputs(enc: Encoder): [Binding, Binding] {
+  let b = scratch.get(enc.gpu);
+  if (!b) {
+    b = createStorageBuffer(enc.gpu, SCRATCH_OFFSET + 4, 'fused-unused-outputs');
+    scratch.set(enc.gpu, b);
+  }
+  return [{ buffer: b, offset: 0, size: 4 }, { buffer: b, offset: SCRATCH_OFFSET, size: 4 }];
 }
 
 /**
@@ -132,7 +145,10 @@ export function normSwiGLU(
   const [gx, gy, gz] = grid(enc, Math.ceil(gate.rows / fused.kernel.rowsPerGroup), tokens, fused.kernel.tokensPerGroup);
   const params = PARAMS.pack({ cols: gate.cols, tokens, groups_x: gx, eps: a.norm.eps, rows0: gate.rows, rows1: 0, rows2: 0, group1: 0, group2: 0 });
   const bytes = 2 * gate.rows * matrixRowBytes(gate.dtype, gate.cols) + (tokens + 1) * gate.cols * 4 + tokens * gate.rows * 4;
-  enc.dispatch(pipeline, params, [a.x, a.norm.weight, gate.parts[0]!.buffer, a.y, up.parts[0]!.buffer], [gx, gy, gz], {
+  // The kernel's one entry point names qkv's bindings too: gate_proj again as v_proj, and two
+  // scratch words as k and v (writable bindings may not alias), never written under MATRICES 2.
+  const [k, v] = unusedOutputs(enc);
+  enc.dispatch(pipeline, params, [a.x, a.norm.weight, gate.parts[0]!.buffer, a.y, up.parts[0]!.buffer, k, gate.parts[0]!.buffer, v], [gx, gy, gz], {
     bytes,
     shape: `2x${gate.rows}x${gate.cols}`,
   });

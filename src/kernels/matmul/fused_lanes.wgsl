@@ -1,7 +1,7 @@
 // Fused decode matvecs for GPUs, a decode step's tokens in blocks of TOKENS (1 or 8), plans `matvec=subgroup|workgroup` with
 // `fuse=qkv` or `fuse=norm+qkv` (the lanes split of matvec_lanes.wgsl, several products per dispatch):
-//   `qkv`:    q = h q_proj^T,  k = h k_proj^T,  v = h v_proj^T            in one dispatch
-//   `swiglu`: y = silu(h gate_proj^T) * (h up_proj^T)                    (always with NORM)
+//   qkv (MATRICES 1):    q = h q_proj^T,  k = h k_proj^T,  v = h v_proj^T            in one dispatch
+//   swiglu (MATRICES 2): y = silu(h gate_proj^T) * (h up_proj^T)                    (always with NORM)
 // where h = x without NORM, and with NORM h = rms_norm(x), never stored:
 //   rms_norm(x)[t, c] = x[t, c] * norm[c] / rms[t],  rms[t] = sqrt(mean_c(x[t, c]^2) + eps)
 // Because 1/rms[t] is one number per token, sum_c h[t, c] w[r, c] = (sum_c x[t, c] norm[c] w[r, c]) / rms[t]:
@@ -11,7 +11,7 @@
 // Layouts: x f32 [tokens, cols] read as vec4<f32>; norm f32 [cols]; w0/w1/w2 one part each, in
 // DTYPE [rows_m, cols] read as vec4<u32> (16 bytes = 8 f16/bf16 or 4 f32 values); y0/y1/y2 f32
 // [tokens, rows_m]. Bindings (fused_products.wgsl): 0 Params, 1 x, 2 norm, 3 w0 (q_proj | gate_proj), 4 y0 (q | y),
-// 5 w1 (k_proj | up_proj), 6 y1 (k), 7 w2 (v_proj), 8 y2 (v). `swiglu` uses 0..5. `norm` is
+// 5 w1 (k_proj | up_proj), 6 y1 (k), 7 w2 (v_proj), 8 y2 (v). swiglu binds gate_proj again at 7 and a scratch buffer, never written, at 6 and 8. `norm` is
 // bound in `qkv` without NORM too (the layer's norm weight, never read there): one kernel then
 // serves both plans.
 //
@@ -37,7 +37,6 @@
 override WG: u32;        // invocations per workgroup, a power of two
 override ROWS: u32;      // rows per workgroup (of each matrix), <= MAX_ROWS
 override TOKENS: u32;    // 1 or MAX_TOKENS
-override MATRICES: u32;  // 1 (qkv) or 2 (swiglu)
 override NORM: bool;     // fold rms_norm(x) in
 // MAX_ROWS, MAX_TOKENS: declared by the loader from CAPACITY (../table.ts).
 // Sums per lane: products first, then (NORM) each token's sum of squares.
@@ -84,28 +83,34 @@ fn inv_rms(t: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn qkv(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
-  let g = wid.y * p.groups_x + wid.x;
-  let m = select(0u, 1u, g >= p.group1) + select(0u, 1u, g >= p.group2);
-  let rows = select(select(p.rows0, p.rows1, m == 1u), p.rows2, m == 2u);
-  let first = select(select(0u, p.group1, m == 1u), p.group2, m == 2u);
-  let row0 = (g - first) * ROWS;
-  if (row0 >= rows) {
-    return;  // past the end of v_proj: the whole workgroup, control flow stays uniform
+fn main(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
+  let swiglu = MATRICES == 2u;
+  let mat = matrix_of(wid.y * p.groups_x + wid.x);
+  let row0 = (wid.y * p.groups_x + wid.x - mat.first) * ROWS;
+  if (row0 >= mat.rows) {
+    return;  // past the end of the last matrix: the whole workgroup, control flow stays uniform
   }
   let chunks = p.cols / 8u;
   let wpc = words_per_chunk();
   let t0 = wid.z * TOKENS;
   var base: array<u32, MAX_ROWS>;
   for (var r = 0u; r < ROWS; r++) {
-    base[r] = min(row0 + r, rows - 1u) * chunks * wpc;
+    base[r] = min(row0 + r, mat.rows - 1u) * chunks * wpc;
   }
+  let up_at = ROWS * TOKENS;  // swiglu: up's sums after gate's
   for (var k = lane.index; k < chunks; k += WG) {
     let c = load_x(k, chunks, t0);
     for (var r = 0u; r < ROWS; r++) {
-      let wv = qkv8(m, base[r] + k * wpc);
+      let wv = qkv8(mat.m, base[r] + k * wpc);
+      var uv: array<vec4<f32>, 2>;
+      if (swiglu) {
+        uv = w1_8(base[r] + k * wpc);
+      }
       for (var t = 0u; t < TOKENS; t++) {
         sums[r * TOKENS + t] += dot(wv[0], c.a[t]) + dot(wv[1], c.b[t]);
+        if (swiglu) {
+          sums[up_at + r * TOKENS + t] += dot(uv[0], c.a[t]) + dot(uv[1], c.b[t]);
+        }
       }
     }
   }
@@ -113,53 +118,15 @@ fn qkv(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   if (lane.index < ROWS * TOKENS) {
     let row = row0 + lane.index / TOKENS;
     let t = t0 + lane.index % TOKENS;
-    if (row < rows && t < p.tokens) {
-      let v = reduced(lane.index) * inv_rms(lane.index % TOKENS);
-      let dst = t * rows + row;
-      if (m == 0u) {
-        y0[dst] = v;
-      } else if (m == 1u) {
-        y1[dst] = v;
-      } else {
-        y2[dst] = v;
-      }
-    }
-  }
-}
-
-// matvec_lanes.wgsl's `swiglu` reading x through load_x (the norm folded in): keep in step.
-@compute @workgroup_size(WG)
-fn swiglu(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
-  let row0 = (wid.y * p.groups_x + wid.x) * ROWS;
-  if (row0 >= p.rows0) {
-    return;
-  }
-  let chunks = p.cols / 8u;
-  let wpc = words_per_chunk();
-  let t0 = wid.z * TOKENS;
-  var base: array<u32, MAX_ROWS>;
-  for (var r = 0u; r < ROWS; r++) {
-    base[r] = min(row0 + r, p.rows0 - 1u) * chunks * wpc;
-  }
-  let up_at = ROWS * TOKENS;
-  for (var k = lane.index; k < chunks; k += WG) {
-    let c = load_x(k, chunks, t0);
-    for (var r = 0u; r < ROWS; r++) {
-      let gv = w0_8(base[r] + k * wpc);
-      let uv = w1_8(base[r] + k * wpc);
-      for (var t = 0u; t < TOKENS; t++) {
-        sums[r * TOKENS + t] += dot(gv[0], c.a[t]) + dot(gv[1], c.b[t]);
-        sums[up_at + r * TOKENS + t] += dot(uv[0], c.a[t]) + dot(uv[1], c.b[t]);
-      }
-    }
-  }
-  reduce_sums(lane);
-  if (lane.index < ROWS * TOKENS) {
-    let row = row0 + lane.index / TOKENS;
-    let t = t0 + lane.index % TOKENS;
-    if (row < p.rows0 && t < p.tokens) {
+    if (row < mat.rows && t < p.tokens) {
       let s = inv_rms(lane.index % TOKENS);
-      y0[t * p.rows0 + row] = silu(reduced(lane.index) * s) * (reduced(up_at + lane.index) * s);
+      let v = reduced(lane.index) * s;
+      let dst = t * mat.rows + row;
+      if (swiglu) {
+        y0[dst] = silu(v) * (reduced(up_at + lane.index) * s);
+      } else {
+        store_qkv(mat.m, dst, v);
+      }
     }
   }
 }

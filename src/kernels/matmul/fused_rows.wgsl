@@ -1,7 +1,7 @@
 // Fused decode matvecs, one token, plan `matvec=rows` with `fuse=qkv` or `fuse=norm+qkv`
 // (the split of matvec_rows.wgsl, several products per dispatch):
-//   `qkv`:    q = h q_proj^T,  k = h k_proj^T,  v = h v_proj^T            in one dispatch
-//   `swiglu`: y = silu(h gate_proj^T) * (h up_proj^T)                    (always with NORM)
+//   qkv (MATRICES 1):    q = h q_proj^T,  k = h k_proj^T,  v = h v_proj^T            in one dispatch
+//   swiglu (MATRICES 2): y = silu(h gate_proj^T) * (h up_proj^T)                    (always with NORM)
 // where h = x without NORM, and with NORM h = rms_norm(x), never stored:
 //   rms_norm(x)[c] = x[c] * norm[c] / rms,  rms = sqrt(mean_c(x[c]^2) + eps)
 // so sum_c h[c] w[r, c] = (sum_c x[c] norm[c] w[r, c]) / rms. Each invocation walks all of x
@@ -9,12 +9,12 @@
 // scales its outputs by 1/rms at the end.
 //
 // Layouts and bindings (fused_products.wgsl): as fused_lanes.wgsl (0 Params, 1 x, 2 norm, 3 w0 (q_proj | gate_proj),
-// 4 y0 (q | y), 5 w1 (k_proj | up_proj), 6 y1 (k), 7 w2 (v_proj), 8 y2 (v); `swiglu` uses 0..5;
+// 4 y0 (q | y), 5 w1 (k_proj | up_proj), 6 y1 (k), 7 w2 (v_proj), 8 y2 (v); swiglu binds gate_proj again at 7 and a scratch buffer, never written, at 6 and 8;
 // `norm` is bound in `qkv` without NORM too, never read there).
 //
 // Work split (WG, ROWS, NORM: override constants from TILES in index.ts): as matvec_rows.wgsl,
 // each invocation owns ROWS whole rows (of each matrix) and walks their columns 8 at a time;
-// in `qkv` the workgroup's index picks the matrix: groups [0, group1) q_proj, [group1, group2)
+// for qkv the workgroup's index picks the matrix (matrix_of): groups [0, group1) q_proj, [group1, group2)
 // k_proj, then v_proj, so a workgroup never straddles two matrices.
 //
 // Dispatch: (min(G, groups_x), ceil(G / groups_x)) workgroups, G = sum_m ceil(rows_m / (WG * ROWS))
@@ -23,7 +23,7 @@
 // separate dispatches otherwise).
 
 // #include "fused_products.wgsl"  Params (p), the bindings, w0_8/w1_8/w2_8/qkv8
-// #include "sums.wgsl"            silu, fma8
+// #include "sums.wgsl"            silu, add8
 // #include "../weights.wgsl"      words_per_chunk
 
 override WG: u32;
@@ -55,13 +55,11 @@ fn inv_rms(ss: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let g = wid.y * p.groups_x + wid.x;
-  let m = select(0u, 1u, g >= p.group1) + select(0u, 1u, g >= p.group2);
-  let rows = select(select(p.rows0, p.rows1, m == 1u), p.rows2, m == 2u);
-  let first = select(select(0u, p.group1, m == 1u), p.group2, m == 2u);
-  let row0 = ((g - first) * WG + li) * ROWS;
-  if (row0 >= rows) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let swiglu = MATRICES == 2u;
+  let mat = matrix_of(wid.y * p.groups_x + wid.x);
+  let row0 = ((wid.y * p.groups_x + wid.x - mat.first) * WG + li) * ROWS;
+  if (row0 >= mat.rows) {
     return;  // no barriers here: an invocation past the end may leave alone
   }
   let chunks = p.cols / 8u;
@@ -69,60 +67,30 @@ fn qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
   // Rows past the end re-read the last row, so that the loop has no per-row branches.
   var base: array<u32, MAX_ROWS>;
   for (var i = 0u; i < ROWS; i++) {
-    base[i] = min(row0 + i, rows - 1u) * chunks * wpc;
+    base[i] = min(row0 + i, mat.rows - 1u) * chunks * wpc;
   }
-  var acc: array<f32, MAX_ROWS>;
+  // matvec_rows.wgsl's chains (add8): q/k/v_proj's as its matmul, gate/up_proj's as its SwiGLU.
+  var acc: array<f32, MAX_ROWS>;     // q, k or v_proj, or swiglu's gate
+  var acc_up: array<f32, MAX_ROWS>;  // swiglu's up
   var ss = 0.0;
   for (var k = 0u; k < chunks; k++) {
     let c = load_x(k, &ss);
     for (var i = 0u; i < ROWS; i++) {
-      acc[i] = fma8(qkv8(m, base[i] + k * wpc), c.a, c.b, acc[i]);
+      acc[i] = add8(qkv8(mat.m, base[i] + k * wpc), c.a, c.b, acc[i], !swiglu);
+      if (swiglu) {
+        acc_up[i] = add8(w1_8(base[i] + k * wpc), c.a, c.b, acc_up[i], false);
+      }
     }
   }
   let s = inv_rms(ss);
   for (var i = 0u; i < ROWS; i++) {
     let row = row0 + i;
-    if (row < rows) {
-      if (m == 0u) {
-        y0[row] = acc[i] * s;
-      } else if (m == 1u) {
-        y1[row] = acc[i] * s;
+    if (row < mat.rows) {
+      if (swiglu) {
+        y0[row] = silu(acc[i] * s) * (acc_up[i] * s);
       } else {
-        y2[row] = acc[i] * s;
+        store_qkv(mat.m, row, acc[i] * s);
       }
-    }
-  }
-}
-
-// matvec_rows.wgsl's SwiGLU (MATRICES 2) reading x through load_x (the norm folded in): keep in step.
-@compute @workgroup_size(WG)
-fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let row0 = ((wid.y * p.groups_x + wid.x) * WG + li) * ROWS;
-  if (row0 >= p.rows0) {
-    return;
-  }
-  let chunks = p.cols / 8u;
-  let wpc = words_per_chunk();
-  var base: array<u32, MAX_ROWS>;
-  for (var i = 0u; i < ROWS; i++) {
-    base[i] = min(row0 + i, p.rows0 - 1u) * chunks * wpc;
-  }
-  var acc_gate: array<f32, MAX_ROWS>;
-  var acc_up: array<f32, MAX_ROWS>;
-  var ss = 0.0;
-  for (var k = 0u; k < chunks; k++) {
-    let c = load_x(k, &ss);
-    for (var i = 0u; i < ROWS; i++) {
-      let gv = w0_8(base[i] + k * wpc);
-      let uv = w1_8(base[i] + k * wpc);
-      acc_gate[i] += dot(gv[0], c.a) + dot(gv[1], c.b);
-      acc_up[i] += dot(uv[0], c.a) + dot(uv[1], c.b);
-    }
-  }
-  let s = inv_rms(ss);
-  for (var i = 0u; i < ROWS; i++) {
-    if (row0 + i < p.rows0) {
-      y0[row0 + i] = silu(acc_gate[i] * s) * (acc_up[i] * s);
     }
   }
 }
