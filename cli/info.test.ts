@@ -31,8 +31,8 @@ describe('openchat info --kernels', () => {
     const forced = await infoKernels('attention=split,prefillAttention=flash');
     expect(forced).toContain('kernel plan:  ');
     expect(forced).toContain('(OPENCHAT_KERNELS=attention=split,prefillAttention=flash)');
-    expect(forced).toMatch(/\nmatmul \(.*\), f32\/f16\/bf16 weights\n {2}decode step: 1 row\n {6}matmul\/\S+\.wgsl @matmul /);
-    expect(forced).toMatch(/includes matmul\/params\.wgsl, weights\.wgsl, matmul\/products\.wgsl/);
+    expect(forced).toMatch(/\nmatmul \(.*\), f32\/f16\/bf16 weights\n {2}decode step: 1 row\n {6}matmul\/\S+\.wgsl @main .*MATRICES=1/);
+    expect(forced).toMatch(/includes matmul\/params\.wgsl, matmul\/sums\.wgsl, weights\.wgsl, matmul\/products\.wgsl/);
     expect(attentionKernel(forced, '1 decode token')).toMatch(/^attention\/split\.wgsl @main @reduce/);
     expect(attentionKernel(forced, 'prefill chunk')).toMatch(/^attention\/flash\.wgsl @main/);
     const plain = await infoKernels('attention=tiled,prefillAttention=tiled');
