@@ -31,8 +31,10 @@ describe('quantized formats (CPU reference)', () => {
           for (let j = 0; j < QUANT_GROUP; j++) {
             const i = r * cols + g * QUANT_GROUP + j;
             amax = Math.max(amax, Math.abs(values[i]!));
-            // Half a step, plus the clamp at +7 d for q4's far side (d = amax / 8 there) and the scale's f16 rounding.
-            const bound = format === 'q4' ? d * 1.001 : d * 0.5005;
+            // q8: half a step (plus f32 rounding). q4: the far side clamps at +7 d, where a weight can reach
+            // 8 * amax / 8 = 8 d' with d' the unrounded scale; d is d' rounded to f16 (within 2^-11 relative), so the
+            // error is at most 8 d' - 7 d <= d (1 + 8 * 2^-11 / (1 - 2^-11)).
+            const bound = format === 'q4' ? d * (1 + 8.01 * 2 ** -11) : d * 0.5005;
             expect(Math.abs(back[i]! - values[i]!), `seed ${seed}, ${format}, row ${r}, column ${g * QUANT_GROUP + j}`).toBeLessThanOrEqual(bound);
           }
           // The scale is the f16 nearest to amax / 127 (q8) or amax / 8 (q4): within 2^-11 relative.
