@@ -8,6 +8,8 @@
  *
  *   npx tsx bench/synthetic.ts tiny|1b|7b|tab DIR [--max-shard-gb 5] [--seed N] [--dtype f16|bf16] [--quantize q8|q4]
  *   npx tsx bench/synthetic.ts tokenizer DIR     (only the tokenizer files, for a folder written before)
+ *   npx tsx bench/synthetic.ts 1b|7b FILE.gguf --gguf Q4_K_M|Q5_K_M|Q8_0|...   (a GGUF file instead: random valid
+ *     blocks, in the per-tensor mix llama-quantize writes for Q4_K_M / Q5_K_M, or one type throughout)
  *
  * Beside the weights it writes OpenChat 3.5's tokenizer (tokenizer.json, tokenizer_config.json)
  * cut to the config's vocabulary: the Generator, which the server and `openchat bench` run, needs
@@ -34,6 +36,8 @@ import { writeSafetensors, type TensorSpec } from '../src/model/safetensors.ts';
 import { encodeFromF32 } from '../src/util/half.ts';
 import { Rng } from '../src/util/rng.ts';
 import { loadOpenChat35Files } from '../src/tokenizer/openchat35.ts';
+import { GGUF_MIXES, syntheticGguf, type SyntheticGgufTypes } from '../src/model/gguf.testing.ts';
+import { GGML_TYPES, type GgmlType } from '../src/kernels/ggml/types.ts';
 
 /** The shapes the benchmarks run, as the `config.json` a Hugging Face export would carry. */
 export const SYNTHETIC_CONFIGS = {
@@ -352,6 +356,7 @@ function usage(): never {
     `usage: npx tsx bench/synthetic.ts ${Object.keys(SYNTHETIC_CONFIGS).join('|')} DIR [--max-shard-gb G] [--seed N] [--dtype f16|bf16] [--quantize q8|q4]\n` +
       '  writes a Hugging Face model folder of that shape with random f16 (or bf16) weights, and a tokenizer of its vocabulary;\n' +
       '  --quantize: the folder `openchat quantize` writes instead, with random codes\n' +
+      `  --gguf ${Object.keys(GGUF_MIXES).join('|')}|TYPE: a GGUF file (DIR names it) of random blocks, llama-quantize's mix or TYPE throughout\n` +
       '       npx tsx bench/synthetic.ts tokenizer DIR\n' +
       "  writes only the tokenizer files, of DIR/config.json's vocab_size (for a folder written without them)\n",
   );
@@ -364,6 +369,7 @@ async function main(argv: string[]): Promise<void> {
   let seed = 1;
   let dtype: 'f16' | 'bf16' = 'f16';
   let quantize: QuantFormat | undefined;
+  let gguf: SyntheticGgufTypes | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--max-shard-gb') maxShardBytes = Number(argv[++i]) * 1e9;
@@ -372,6 +378,11 @@ async function main(argv: string[]): Promise<void> {
       const q = argv[++i];
       if (q !== 'q8' && q !== 'q4') usage();
       quantize = q;
+    } else if (a === '--gguf') {
+      const t = argv[++i] ?? '';
+      if (t in GGUF_MIXES) gguf = GGUF_MIXES[t as keyof typeof GGUF_MIXES];
+      else if (t in GGML_TYPES) gguf = { layers: t as GgmlType, embed: t as GgmlType, output: t as GgmlType };
+      else usage();
     } else if (a === '--dtype') {
       const d = argv[++i];
       if (d !== 'f16' && d !== 'bf16') usage();
@@ -389,6 +400,14 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (!name || !dir || positional.length !== 2 || !isSyntheticName(name) || !(maxShardBytes > 0) || !Number.isInteger(seed)) usage();
+  if (gguf) {
+    const t0 = performance.now();
+    const c = SYNTHETIC_CONFIGS[name];
+    // The file carries OpenChat 3.5's vocabulary (32002 pieces), so its vocab_size is 32002 whatever the shape's.
+    await syntheticGguf(dir, { ...c, vocab_size: undefined }, gguf, seed);
+    process.stdout.write(`wrote ${name} as GGUF (${JSON.stringify(gguf)}) to ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    return;
+  }
   let lastPrint = 0;
   const w = await writeSyntheticCheckpoint(dir, name, {
     maxShardBytes,

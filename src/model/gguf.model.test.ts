@@ -13,14 +13,13 @@ import { getGpu } from '../gpu/device.ts';
 import { MistralModel } from './model.ts';
 import { CpuModel } from './cpu.ts';
 import { loadConfig } from './config.ts';
-import { ggufFromFolder, syntheticGguf, type SyntheticGgufShape } from './gguf.testing.ts';
+import { GGUF_MIXES, ggufFromFolder, syntheticGguf, usesMoreBits, type SyntheticGgufShape, type SyntheticGgufTypes } from './gguf.testing.ts';
 import { Prompts } from '../prompts.ts';
 import { Rng } from '../util/rng.ts';
 import { freshSeed, maxRelError } from '../util/testing.ts';
 import { gv, writeGguf } from '../util/gguf_writer.ts';
 import { GgufFile } from '../util/gguf.ts';
 import { resolvePlan, type KernelPlan } from '../kernels/plan.ts';
-import type { GgmlType } from '../kernels/ggml/types.ts';
 
 const GOLDEN = new URL('../../golden/tiny-mistral/', import.meta.url).pathname;
 const root = mkdtempSync(join(tmpdir(), 'openchat-gguf-model-'));
@@ -105,8 +104,9 @@ const SHAPE: SyntheticGgufShape = { vocab_size: 1000, hidden_size: 256, intermed
  */
 const TOL = 2e-4;
 
-const FORMATS: { name: string; types: { layers: GgmlType; embed: GgmlType; output: GgmlType | null; down?: GgmlType } }[] = [
-  { name: 'Q4_K_M (Q4_K, down_proj and output Q6_K)', types: { layers: 'Q4_K', down: 'Q6_K', embed: 'Q4_K', output: 'Q6_K' } },
+const FORMATS: { name: string; types: SyntheticGgufTypes }[] = [
+  // Of two layers, llama-quantize's Q4_K_M gives layer 1's v_proj and down_proj Q6_K: both formats within one kind of matrix.
+  { name: "Q4_K_M (llama-quantize's mix: Q4_K; output and layer 1's v_proj and down_proj Q6_K)", types: GGUF_MIXES.Q4_K_M },
   // (F32/F16/BF16 are the dense path every folder runs; the F16 file above loads through this loader.)
   ...(['Q5_K', 'Q3_K', 'Q2_K', 'Q5_0', 'Q4_1', 'Q5_1', 'Q8_0', 'Q4_0'] as const).map((t) => ({ name: t, types: { layers: t, embed: t, output: t } })),
   { name: 'Q6_K, output tied to token_embd', types: { layers: 'Q6_K', embed: 'Q6_K', output: null } },
@@ -125,6 +125,16 @@ function plans(format: string): { name: string; plan: Partial<KernelPlan> }[] {
     { name: 'GPU plan', plan: { matvec: 'subgroup', gemm: 'tiled', attention: 'split', prefillAttention: 'flash', kvCache: 'f32' } },
   ];
 }
+
+describe("llama-quantize's _M mixes", () => {
+  it('give more bits to the layers use_more_bits picks: the first and last eighth, and every third between', () => {
+    const picked = (n: number) => Array.from({ length: n }, (_, i) => i).filter((i) => usesMoreBits(i, n));
+    // Mistral 7B's 32 layers, TinyLlama's 22, and the 2 of the file below (llama.cpp's rule, worked by hand).
+    expect(picked(32)).toEqual([0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]);
+    expect(picked(22)).toEqual([0, 1, 4, 7, 10, 13, 16, 19, 20, 21]);
+    expect(picked(2)).toEqual([1]);
+  });
+});
 
 for (const f of FORMATS) {
   describe(`a ${f.name} GGUF of random blocks`, () => {

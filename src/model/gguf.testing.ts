@@ -102,6 +102,33 @@ export interface SyntheticGgufShape {
 }
 
 /**
+ * The per-tensor types of the mixes llama-quantize writes: its Q4_K_M gives Q6_K to output and
+ * to v_proj and down_proj of the layers `use_more_bits` picks (the first and last eighth, and
+ * every third between), Q4_K to the rest; Q5_K_M the same over Q5_K.
+ */
+export const GGUF_MIXES = {
+  Q4_K_M: { layers: 'Q4_K', embed: 'Q4_K', output: 'Q6_K', moreBits: 'Q6_K' },
+  Q5_K_M: { layers: 'Q5_K', embed: 'Q5_K', output: 'Q6_K', moreBits: 'Q6_K' },
+} as const satisfies Record<string, SyntheticGgufTypes>;
+
+export interface SyntheticGgufTypes {
+  layers: GgmlType;
+  embed: GgmlType;
+  /** null: no output tensor, tied to token_embd. */
+  output: GgmlType | null;
+  /** every down_proj */
+  down?: GgmlType;
+  /** v_proj and down_proj of the layers llama-quantize's _M mixes give more bits (usesMoreBits) */
+  moreBits?: GgmlType;
+}
+
+/** llama.cpp's use_more_bits(i_layer, n_layers), the layers its _M mixes quantize with more bits. */
+export function usesMoreBits(layer: number, layers: number): boolean {
+  const eighth = Math.floor(layers / 8);
+  return layer < eighth || layer >= Math.floor((7 * layers) / 8) || (layer - eighth) % 3 === 2;
+}
+
+/**
  * A GGUF model of random weights at `out`: the layers' matrices of `types.layers`, token_embd of
  * `types.embed`, output of `types.output` (absent: tied to token_embd), norms F32 near 1.
  * Random valid blocks: the format's decoding is what is tested, not a trained model's values.
@@ -109,7 +136,7 @@ export interface SyntheticGgufShape {
 export async function syntheticGguf(
   out: string,
   shape: SyntheticGgufShape,
-  types: { layers: GgmlType; embed: GgmlType; output: GgmlType | null; down?: GgmlType },
+  types: SyntheticGgufTypes,
   seed: number,
 ): Promise<ModelConfig> {
   const rng = new Rng(seed);
@@ -128,7 +155,11 @@ export async function syntheticGguf(
   };
   const names = ggufNames(config);
   const tensors: GgufTensorToWrite[] = [];
-  const downs = new Set(Array.from({ length: config.num_hidden_layers }, (_, i) => `model.layers.${i}.mlp.down_proj.weight`));
+  const layerType = (name: string): GgmlType => {
+    const layer = /^model\.layers\.(\d+)\.(self_attn\.v_proj|mlp\.down_proj)\./.exec(name);
+    if (layer && types.moreBits && usesMoreBits(Number(layer[1]), config.num_hidden_layers)) return types.moreBits;
+    return layer?.[2] === 'mlp.down_proj' && types.down ? types.down : types.layers;
+  };
   for (const [name, dims] of expectedTensors(config)) {
     const { gguf } = names.get(name)!;
     const count = dims.reduce((a, b) => a * b, 1);
@@ -138,7 +169,7 @@ export async function syntheticGguf(
       tensors.push({ name: gguf, type: 'F32', dims: [count], data: new Uint8Array(values.buffer) });
       continue;
     }
-    const type = name === 'model.embed_tokens.weight' ? types.embed : name === 'lm_head.weight' ? types.output! : downs.has(name) ? (types.down ?? types.layers) : types.layers;
+    const type = name === 'model.embed_tokens.weight' ? types.embed : name === 'lm_head.weight' ? types.output! : layerType(name);
     const { blockValues } = GGML_TYPES[type];
     // A trained model's weights are about 0.02; the embedding's larger rows keep the norms' inputs well away from zero.
     const scale = name === 'model.embed_tokens.weight' ? 0.5 : 1 / Math.sqrt(dims[1]!);
