@@ -46,7 +46,7 @@ export type WgslSlots = Readonly<Record<string, string>>;
 const INCLUDE = /^\s*\/\/\s*#include\b(.*)$/;
 const INCLUDE_TARGET = /^\s+(?:"([^"]+)"|<([A-Za-z_][A-Za-z0-9_]*)>)(?:\s|$)/;
 /** WGSL's global directives, which must open a module. */
-const GLOBAL_DIRECTIVE = /^\s*(?:enable|requires|diagnostic)\b[^;]*;\s*(?:\/\/.*)?$/;
+export const GLOBAL_DIRECTIVE = /^\s*(?:enable|requires|diagnostic)\b[^;]*;\s*(?:\/\/.*)?$/;
 
 interface WgslModule {
   code: string;

@@ -18,7 +18,7 @@
  * Files are named from src/kernels/; a kernel's `slots` bind the `// #include <name>` lines of
  * its files (src/gpu/encoder.ts, wgsl()).
  */
-import { shaderSource, wgsl, wgslFiles, type Overrides, type ShaderSource, type WgslSlots } from '../gpu/encoder.ts';
+import { GLOBAL_DIRECTIVE, shaderSource, wgsl, wgslFiles, type Overrides, type ShaderSource, type WgslSlots } from '../gpu/encoder.ts';
 import type { DeviceProfile } from '../gpu/profile.ts';
 import { GGML_BLOCK_DTYPES, isGgmlBlocks, isQuantized, type GgmlBlockDType, type MatrixDType } from '../gpu/buffers.ts';
 import { kvCacheSlots, type KvCacheDtype } from './kv_cache.ts';
@@ -533,7 +533,7 @@ function declareCapacity(k: Kernel, code: string): string {
   if (!decls.length) return code;
   const lines = code.split('\n');
   let i = 0;
-  while (i < lines.length && /^(?:enable|requires|diagnostic)\b/.test(lines[i]!)) i++;
+  while (i < lines.length && GLOBAL_DIRECTIVE.test(lines[i]!)) i++;
   return [...lines.slice(0, i), ...decls, ...lines.slice(i)].join('\n');
 }
 
