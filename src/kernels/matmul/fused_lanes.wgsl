@@ -85,8 +85,9 @@ fn inv_rms(t: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(lane: Lane, @builtin(workgroup_id) wid: vec3<u32>) {
   let swiglu = MATRICES == 2u;
-  let mat = matrix_of(wid.y * p.groups_x + wid.x);
-  let row0 = (wid.y * p.groups_x + wid.x - mat.first) * ROWS;
+  let group = wid.y * p.groups_x + wid.x;
+  let mat = matrix_of(group);
+  let row0 = (group - mat.first) * ROWS;
   if (row0 >= mat.rows) {
     return;  // past the end of the last matrix: the whole workgroup, control flow stays uniform
   }

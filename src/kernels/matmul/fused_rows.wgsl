@@ -57,8 +57,9 @@ fn inv_rms(ss: f32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let swiglu = MATRICES == 2u;
-  let mat = matrix_of(wid.y * p.groups_x + wid.x);
-  let row0 = ((wid.y * p.groups_x + wid.x - mat.first) * WG + li) * ROWS;
+  let group = wid.y * p.groups_x + wid.x;
+  let mat = matrix_of(group);
+  let row0 = ((group - mat.first) * WG + li) * ROWS;
   if (row0 >= mat.rows) {
     return;  // no barriers here: an invocation past the end may leave alone
   }
