@@ -32,10 +32,18 @@ export function decodeDeviceRow(dtype: GgmlBlockDType, bytes: Uint8Array, at: nu
         const qs = B + (dtype === 'q4_k' ? 16 : 48);
         for (let i = 0; i < 256; i++) {
           const [sc, m] = scaleMinK4(bytes, B + 4, i >> 5);
-          const chunk = i >> 6;
           const l = i & 31;
-          let q = (bytes[qs + 32 * chunk + l]! >> (((i >> 5) & 1) * 4)) & 15;
-          if (dtype === 'q5_k') q |= ((bytes[B + 16 + l]! >> (i >> 5)) & 1) << 4;
+          let q: number;
+          if (dtype === 'q4_k') {
+            // q4's group order (pack.ts): weight 8w + b (b < 4) low in byte b of word w, 8w + b + 4 high.
+            const w = l >> 3;
+            const b = l & 7;
+            q = (bytes[qs + 16 * (i >> 5) + 4 * w + (b & 3)]! >> (b < 4 ? 0 : 4)) & 15;
+          } else {
+            // As the file: chunk c's byte l holds weights 64c + l (low) and 64c + 32 + l (high).
+            q = (bytes[qs + 32 * (i >> 6) + l]! >> (((i >> 5) & 1) * 4)) & 15;
+            q |= ((bytes[B + 16 + l]! >> (i >> 5)) & 1) << 4;
+          }
           out[c + i] = f(f(d * sc) * q) - f(dmin * m);
         }
         break;

@@ -9,7 +9,7 @@
 // part's outputs at columns y_offset ..
 //
 // Work split: as qmatvec_rows.wgsl, by units (a block, or q5_0's pair) and within them spans of
-// SPAN groups of 32 columns (the groups whose code words the format shares: a Q4_K chunk, a
+// SPAN groups of 32 columns (the groups whose code words the format shares: a Q5_K chunk, a
 // Q6_K half block; one group elsewhere). Each invocation owns ROWS whole rows (of each matrix)
 // and walks their spans in order, once per token (tokens one after another); per unit it loads
 // each row's block header once (unit_head: Q4_K's d, dmin and packed scales, one vec4; Q6_K's d

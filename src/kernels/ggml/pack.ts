@@ -10,7 +10,10 @@
  *     two planes and every q8/q4 kernel reads them unchanged. Q4_0's nibbles move: the file
  *     keeps weight j in byte j's low nibble and weight j + 16 in its high one, q4 weights 8w + b
  *     and 8w + b + 4 in byte b of word w.
- *   The other block formats (q4_k, q5_k, q4_1, q5_1, q2_k, q3_k): each block as the file
+ *   Q4_K: each block as the file stores it but for its codes, which move into q4's group order
+ *     (q4kGroupOrder: a group's 16 bytes in one vec4, so its decode product reads and sums a
+ *     group as qmatvec_rows does; measured in bench/RESULTS.md, "Q4_K in q4's group order").
+ *   The other block formats (q5_k, q4_1, q5_1, q2_k, q3_k): each block as the file
  *     stores it, padded to a 4-byte multiple (q3_k 110 -> 112 bytes; the others are already),
  *     the blocks of a row one after another and each row padded to 16 bytes (GGML_UNITS,
  *     ggmlRowBytes in src/gpu/buffers.ts). Every field of these blocks then starts on a 32-bit
@@ -67,7 +70,7 @@ export function packGgmlRows(type: GgmlType, fileRows: Uint8Array, n: number, co
   const unit = GGML_UNITS[dtype];
   const blocks = cols / t.blockValues;
   // Blocks stored whole and rows already 16-byte multiples: the file's bytes are the device's.
-  if (unit.unitBytes === t.blockBytes && unit.tailBytes === 0 && rowBytes === fileRowBytes) return [{ offset: r * rowBytes, data: fileRows }];
+  if (dtype !== 'q4_k' && unit.unitBytes === t.blockBytes && unit.tailBytes === 0 && rowBytes === fileRowBytes) return [{ offset: r * rowBytes, data: fileRows }];
   const out = new Uint8Array(n * rowBytes);
   for (let i = 0; i < n; i++) {
     const src = i * fileRowBytes;
@@ -89,6 +92,9 @@ export function packGgmlRows(type: GgmlType, fileRows: Uint8Array, n: number, co
         out.set(fileRows.subarray(at + 2, at + 6), u + 4 + 4 * odd);
         out.set(fileRows.subarray(at + 6, at + 22), u + 12 + 16 * odd);
       }
+    } else if (dtype === 'q4_k') {
+      out.set(fileRows.subarray(src, src + fileRowBytes), dst);
+      q4kGroupOrder(new Uint32Array(out.buffer, dst, fileRowBytes / 4), blocks);
     } else if (unit.unitBytes === t.blockBytes) {
       out.set(fileRows.subarray(src, src + fileRowBytes), dst);
     } else {
@@ -96,6 +102,29 @@ export function packGgmlRows(type: GgmlType, fileRows: Uint8Array, n: number, co
     }
   }
   return [{ offset: r * rowBytes, data: out }];
+}
+
+/**
+ * Q4_K's codes, in place, from the file's order to q4's group order (the other 16 bytes of each
+ * block stay). The file keeps 64 weights per 32-byte chunk c: byte l of word j (l < 4) holds weight
+ * 64c + 4j + l in its low nibble and 64c + 32 + 4j + l in its high one. The device keeps each group
+ * of 32 weights in 16 bytes as q4 does: byte l of word i holds weight 8i + l (low) and 8i + l + 4
+ * (high). Four word operations per word: words 2i and 2i + 1 of a chunk make word i of both its groups.
+ */
+function q4kGroupOrder(words: Uint32Array, blocks: number): void {
+  const f = new Uint32Array(8);
+  for (let b = 0; b < blocks; b++) {
+    for (let c = 0; c < 4; c++) {
+      const at = b * 36 + 4 + 8 * c;
+      f.set(words.subarray(at, at + 8));
+      for (let i = 0; i < 4; i++) {
+        const lo = f[2 * i]!;
+        const hi = f[2 * i + 1]!;
+        words[at + i] = (lo & 0x0f0f0f0f) | ((hi & 0x0f0f0f0f) << 4);
+        words[at + 4 + i] = ((lo >>> 4) & 0x0f0f0f0f) | (hi & 0xf0f0f0f0);
+      }
+    }
+  }
 }
 
 /** Q8_0 / Q4_0 rows into q8 / q4's planes: the codes at row r of the codes plane, the scales at row r of the scales plane. */

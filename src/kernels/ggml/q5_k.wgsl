@@ -2,8 +2,8 @@
 // pack.ts), bound to `<ggml_format>` beside ggml.wgsl: not a kernel itself.
 //   word 0: d (low half), dmin (high half), f16;  words 1..3: 6-bit scales and mins as Q4_K's
 //   (ggml.wgsl, k_scale_min);  words 4..11: qh, 32 bytes: bit j of byte l is the fifth bit of
-//   weight 32j + l;  words 12..43: the low 4 bits, as Q4_K's codes (chunk c: byte l holds
-//   weights 64c + l and 64c + 32 + l).
+//   weight 32j + l;  words 12..43: the low 4 bits, as the file keeps Q4_K's codes (chunk c:
+//   byte l holds weights 64c + l and 64c + 32 + l).
 // w = (d sc_j) q - dmin m_j over sub-block j = group j.
 // #include "k_head.wgsl"     Head, unit_head, chunk_scales
 
