@@ -100,7 +100,7 @@ describe('openchat generate', () => {
     ]);
   });
 
-  it('streams the text to stdout, reports timing on stderr and exits 0 by itself', () => {
+  it('prints the text on stdout, reports timing on stderr and exits 0 by itself', () => {
     expectOk(sampled);
     expect(sampled.stderr).toMatch(/^openchat: using the bundled tiny model, whose weights are random/m);
     const lines = timings(sampled.stderr);
@@ -111,11 +111,10 @@ describe('openchat generate', () => {
       expect(t.promptTokens).toBe(promptIds.length);
       expect(['stop', 'length']).toContain(t.finish);
     }
-    // Text arrived before the timing line that closes the second sample. (Not the first: stdout and
-    // stderr are two pipes, and text and timing written in the same instant can be read in either
-    // order. CI once read them as timing,out. The first sample's text is written a whole sample
-    // before the second's timing.)
-    expect(sampled.order.indexOf('out'), sampled.order.join(',')).toBeLessThan(sampled.order.lastIndexOf('timing'));
+    // That the text streams (arrives before the process ends) is interrupt.test.ts's: it interrupts
+    // on the first output. The order of text and timing lines across stdout and stderr is not checked
+    // here. They are two pipes, and a reader starved on a busy machine may take both in either order:
+    // CI once read all of stderr before all of stdout.
   });
 
   it('--n 2 prints two samples, with seeds seed and seed + 1, that differ', () => {

@@ -11,8 +11,6 @@ export interface Run {
   code: number | null;
   stdout: string;
   stderr: string;
-  /** The order in which output arrived: 'out' for a stdout chunk, 'timing' for a stderr timing line. */
-  order: string[];
 }
 
 /** Starts `node cli/openchat.mjs ...args` with piped stdio. */
@@ -26,14 +24,12 @@ export function spawnCli(args: string[]): ChildProcessWithoutNullStreams {
 export function runCli(args: string[], stdin = ''): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawnCli(args);
-    const run: Run = { code: null, stdout: '', stderr: '', order: [] };
+    const run: Run = { code: null, stdout: '', stderr: '' };
     child.stdout.setEncoding('utf8').on('data', (s: string) => {
       run.stdout += s;
-      run.order.push('out');
     });
     child.stderr.setEncoding('utf8').on('data', (s: string) => {
       run.stderr += s;
-      if (s.includes('[prompt ')) run.order.push('timing');
     });
     // A process that does not exit by itself fails the test instead of hanging it.
     const timer = setTimeout(() => {
